@@ -1,0 +1,2 @@
+//! # ferrogpt-core: ops and the autodiff tape
+pub mod fsutil;
