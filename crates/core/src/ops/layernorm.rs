@@ -1,0 +1,95 @@
+//! LayerNorm over the last axis, eps = 1e-5 (GPT-2's):
+//! `y = (x - mean) · rstd · w + b`, `rstd = 1/sqrt(var + eps)`, var the biased variance.
+
+use crate::{Float, PAR_MIN_ELEMS};
+use rayon::prelude::*;
+
+pub const EPS: f64 = 1e-5;
+
+/// out, x (N, C); w, b (C); saves mean, rstd (N) for the backward pass.
+pub fn forward<T: Float>(
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    c: usize,
+) {
+    let cf = T::from_f64(c as f64);
+    let eps = T::from_f64(EPS);
+    let row = |(((o, m), r), x): (((&mut [T], &mut T), &mut T), &[T])| {
+        let mu = x.iter().copied().sum::<T>() / cf;
+        let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / cf;
+        let rs = T::ONE / (var + eps).sqrt();
+        for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+            *o = (x - mu) * rs * w + b;
+        }
+        *m = mu;
+        *r = rs;
+    };
+    if out.len() >= PAR_MIN_ELEMS {
+        out.par_chunks_mut(c)
+            .zip(mean.par_iter_mut())
+            .zip(rstd.par_iter_mut())
+            .zip(x.par_chunks(c))
+            .for_each(row);
+    } else {
+        out.chunks_mut(c)
+            .zip(mean.iter_mut())
+            .zip(rstd.iter_mut())
+            .zip(x.chunks(c))
+            .for_each(row);
+    }
+}
+
+/// dx += ..., dw += Σ_rows dout·norm, db += Σ_rows dout, where norm = (x - mean)·rstd.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Float>(
+    dx: &mut [T],
+    dw: &mut [T],
+    db: &mut [T],
+    dout: &[T],
+    x: &[T],
+    w: &[T],
+    mean: &[T],
+    rstd: &[T],
+    c: usize,
+) {
+    let cf = T::from_f64(c as f64);
+    // Input gradient: rows are independent.
+    let row = |(((dx, dout), x), (&mu, &rs)): (((&mut [T], &[T]), &[T]), (&T, &T))| {
+        let mut sum_dn = T::ZERO;
+        let mut sum_dn_n = T::ZERO;
+        for ((&g, &x), &w) in dout.iter().zip(x).zip(w) {
+            let dn = g * w;
+            sum_dn += dn;
+            sum_dn_n += dn * (x - mu) * rs;
+        }
+        let (m1, m2) = (sum_dn / cf, sum_dn_n / cf);
+        for (((d, &g), &x), &w) in dx.iter_mut().zip(dout).zip(x).zip(w) {
+            let n = (x - mu) * rs;
+            *d += rs * (g * w - m1 - n * m2);
+        }
+    };
+    if dx.len() >= PAR_MIN_ELEMS {
+        dx.par_chunks_mut(c)
+            .zip(dout.par_chunks(c))
+            .zip(x.par_chunks(c))
+            .zip(mean.par_iter().zip(rstd.par_iter()))
+            .for_each(row);
+    } else {
+        dx.chunks_mut(c)
+            .zip(dout.chunks(c))
+            .zip(x.chunks(c))
+            .zip(mean.iter().zip(rstd))
+            .for_each(row);
+    }
+    // Parameter gradients: a reduction over rows.
+    for ((dout, x), (&mu, &rs)) in dout.chunks(c).zip(x.chunks(c)).zip(mean.iter().zip(rstd)) {
+        for (((dw, db), &g), &x) in dw.iter_mut().zip(db.iter_mut()).zip(dout).zip(x) {
+            *dw += g * (x - mu) * rs;
+            *db += g;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Linear layer: `out = x · W + bias`.
+//!
+//! x (N, IC); out (N, OC); bias (OC) or none. W is stored either (IC, OC), the layout of GPT-2's
+//! Conv1D (`transposed = false`), or (OC, IC), the layout of the tied LM head, which is the token
+//! embedding (`transposed = true`: `out = x · Wᵀ`). The three products (forward, dx, dW) go
+//! through [`ferrogpt_gemm::matmul`] at the given level.
+
+use crate::{Float, Level};
+use ferrogpt_gemm::{matmul, GemmError};
+
+/// out = x · op(W) + bias, out overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn forward<T: Float>(
+    level: Level,
+    out: &mut [T],
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    n: usize,
+    ic: usize,
+    oc: usize,
+    transposed: bool,
+) -> Result<(), GemmError> {
+    if let Some(bias) = bias {
+        for row in out.chunks_exact_mut(oc) {
+            row.copy_from_slice(bias);
+        }
+    }
+    let ldw = if transposed { ic } else { oc };
+    matmul(
+        level,
+        false,
+        transposed,
+        n,
+        oc,
+        ic,
+        x,
+        ic,
+        w,
+        ldw,
+        out,
+        oc,
+        bias.is_some(),
+    )
+}
+
+/// dx += dout · op(W)ᵀ; dW += (x ᵀ· dout) in W's storage layout; dbias += Σ_rows dout.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Float>(
+    level: Level,
+    dx: &mut [T],
+    dw: &mut [T],
+    dbias: Option<&mut [T]>,
+    dout: &[T],
+    x: &[T],
+    w: &[T],
+    n: usize,
+    ic: usize,
+    oc: usize,
+    transposed: bool,
+) -> Result<(), GemmError> {
+    if transposed {
+        // W (OC, IC): dx (N, IC) += dout (N, OC) · W; dW (OC, IC) += doutᵀ · x.
+        matmul(
+            level, false, false, n, ic, oc, dout, oc, w, ic, dx, ic, true,
+        )?;
+        matmul(level, true, false, oc, ic, n, dout, oc, x, ic, dw, ic, true)?;
+    } else {
+        // W (IC, OC): dx (N, IC) += dout · Wᵀ; dW (IC, OC) += xᵀ · dout.
+        matmul(level, false, true, n, ic, oc, dout, oc, w, oc, dx, ic, true)?;
+        matmul(level, true, false, ic, oc, n, x, ic, dout, oc, dw, oc, true)?;
+    }
+    if let Some(db) = dbias {
+        for row in dout.chunks_exact(oc) {
+            for (d, &g) in db.iter_mut().zip(row) {
+                *d += g;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! Residual connection: `out = a + b`, elementwise.
+
+use crate::Float;
+
+pub fn forward<T: Float>(out: &mut [T], a: &[T], b: &[T]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + y;
+    }
+}
+
+/// da += dout; db += dout.
+pub fn backward<T: Float>(da: &mut [T], db: &mut [T], dout: &[T]) {
+    for ((x, y), &g) in da.iter_mut().zip(db.iter_mut()).zip(dout) {
+        *x += g;
+        *y += g;
+    }
+}

@@ -1,0 +1,592 @@
+//! The reverse-mode tape.
+//!
+//! The model's forward pass calls one method per layer ([`Tape::linear`], [`Tape::attention`],
+//! ...). Each call computes its output into a buffer owned by the tape and, when the tape is
+//! recording, appends a [`Node`] that remembers what the backward pass needs. [`Tape::backward`]
+//! then walks the nodes in reverse, calling each op's backward.
+//!
+//! * Activations are [`Var`]s: indices into the tape's buffers, each with a (rows, cols) shape.
+//! * Parameters are [`Param`]s: ranges of one flat parameter buffer that the caller owns and
+//!   passes in; their gradients accumulate into a flat gradient buffer of the same layout.
+//! * Buffers are reused between steps: [`Tape::reset`] keeps their memory, and a model that
+//!   records the same ops each step allocates nothing after the first.
+//!
+//! Gradients accumulate (`+=`) into the caller's parameter-gradient buffer, which makes gradient
+//! accumulation over micro-batches free; the caller zeroes it between optimizer steps.
+
+use crate::ops::{self, attention::Dims};
+use crate::{Float, Level};
+use ferrogpt_gemm::GemmError;
+use rand::Rng;
+
+/// An activation on the tape: (rows, cols) row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(usize);
+
+/// A tensor inside the flat parameter buffer: `params[offset .. offset + rows*cols]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Param {
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// What the backward pass needs of one recorded op.
+#[derive(Clone, Debug)]
+enum Node {
+    Embedding {
+        out: Var,
+        tokens: usize,
+        wte: Param,
+        wpe: Param,
+        t: usize,
+    },
+    LayerNorm {
+        out: Var,
+        x: Var,
+        mean: Var,
+        rstd: Var,
+        w: Param,
+        b: Param,
+    },
+    Linear {
+        out: Var,
+        x: Var,
+        w: Param,
+        bias: Option<Param>,
+        transposed: bool,
+    },
+    Attention {
+        out: Var,
+        qkv: Var,
+        att: Var,
+        mask: Option<Var>,
+        dims: Dims,
+    },
+    Gelu {
+        out: Var,
+        x: Var,
+    },
+    Add {
+        out: Var,
+        a: Var,
+        b: Var,
+    },
+    Dropout {
+        out: Var,
+        x: Var,
+        mask: Var,
+    },
+    SoftmaxCe {
+        loss_of: Var,
+        probs: Var,
+        targets: usize,
+        v: usize,
+    },
+}
+
+/// The tape: activation buffers, their gradients, and the recorded ops.
+pub struct Tape<T> {
+    level: Level,
+    recording: bool,
+    vals: Vec<Vec<T>>,
+    grads: Vec<Vec<T>>,
+    shapes: Vec<(usize, usize)>,
+    /// Whether the var's gradient is needed (it is an op output or an input leaf).
+    diff: Vec<bool>,
+    used: usize,
+    ints: Vec<Vec<u32>>,
+    ints_used: usize,
+    nodes: Vec<Node>,
+    loss: Option<(Var, T)>,
+}
+
+impl<T: Float> Tape<T> {
+    /// A tape whose matrix products run at `level`. Errors if the level cannot run here.
+    pub fn new(level: Level) -> Result<Self, GemmError> {
+        level.available()?;
+        Ok(Tape {
+            level,
+            recording: true,
+            vals: Vec::new(),
+            grads: Vec::new(),
+            shapes: Vec::new(),
+            diff: Vec::new(),
+            used: 0,
+            ints: Vec::new(),
+            ints_used: 0,
+            nodes: Vec::new(),
+            loss: None,
+        })
+    }
+
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Forgets every var and node, keeping the memory. `recording = false` runs forward only
+    /// (evaluation, sampling): no nodes are kept and dropout is the identity.
+    pub fn reset(&mut self, recording: bool) {
+        self.recording = recording;
+        self.used = 0;
+        self.ints_used = 0;
+        self.nodes.clear();
+        self.loss = None;
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// A new (rows, cols) buffer; its content is unspecified until written.
+    fn alloc(&mut self, rows: usize, cols: usize, diff: bool) -> Var {
+        let len = rows * cols;
+        if self.used == self.vals.len() {
+            self.vals.push(Vec::new());
+            self.grads.push(Vec::new());
+            self.shapes.push((0, 0));
+            self.diff.push(false);
+        }
+        let i = self.used;
+        self.used += 1;
+        // Reuse: resize never shrinks capacity; stale values are overwritten by the op.
+        self.vals[i].resize(len, T::ZERO);
+        self.shapes[i] = (rows, cols);
+        self.diff[i] = diff;
+        Var(i)
+    }
+
+    fn store_ints(&mut self, v: &[u32]) -> usize {
+        if self.ints_used == self.ints.len() {
+            self.ints.push(Vec::new());
+        }
+        let i = self.ints_used;
+        self.ints_used += 1;
+        self.ints[i].clear();
+        self.ints[i].extend_from_slice(v);
+        i
+    }
+
+    /// The values of a var, row-major.
+    pub fn value(&self, v: Var) -> &[T] {
+        &self.vals[v.0]
+    }
+
+    /// (rows, cols) of a var.
+    pub fn shape(&self, v: Var) -> (usize, usize) {
+        self.shapes[v.0]
+    }
+
+    /// The gradient of the loss with respect to `v`, after [`Tape::backward`].
+    pub fn grad(&self, v: Var) -> &[T] {
+        &self.grads[v.0]
+    }
+
+    /// A leaf holding `data` as a (rows, cols) input whose gradient is wanted (gradient checks).
+    pub fn input(&mut self, data: &[T], rows: usize, cols: usize) -> Var {
+        assert_eq!(data.len(), rows * cols, "input: data length vs shape");
+        let v = self.alloc(rows, cols, true);
+        self.vals[v.0].copy_from_slice(data);
+        v
+    }
+
+    fn record(&mut self, node: Node) {
+        if self.recording {
+            self.nodes.push(node);
+        }
+    }
+
+    /// Token + position embedding: tokens (B, T) → (B*T, C).
+    pub fn embedding(
+        &mut self,
+        params: &[T],
+        tokens: &[u32],
+        wte: Param,
+        wpe: Param,
+        t: usize,
+    ) -> Var {
+        let c = wte.cols;
+        let out = self.alloc(tokens.len(), c, true);
+        ops::embedding::forward(
+            &mut self.vals[out.0],
+            tokens,
+            &params[wte.range()],
+            &params[wpe.range()],
+            t,
+            c,
+        );
+        let tokens = self.store_ints(tokens);
+        self.record(Node::Embedding {
+            out,
+            tokens,
+            wte,
+            wpe,
+            t,
+        });
+        out
+    }
+
+    /// LayerNorm of each row of x with weight w and bias b (both (1, C)).
+    pub fn layernorm(&mut self, params: &[T], x: Var, w: Param, b: Param) -> Var {
+        let (n, c) = self.shape(x);
+        let out = self.alloc(n, c, true);
+        let mean = self.alloc(n, 1, false);
+        let rstd = self.alloc(n, 1, false);
+        let [o, m, r, xv] = self
+            .vals
+            .get_disjoint_mut([out.0, mean.0, rstd.0, x.0])
+            .expect("distinct vars");
+        ops::layernorm::forward(o, m, r, xv, &params[w.range()], &params[b.range()], c);
+        self.record(Node::LayerNorm {
+            out,
+            x,
+            mean,
+            rstd,
+            w,
+            b,
+        });
+        out
+    }
+
+    /// `x · W + bias` with W stored (IC, OC), or `x · Wᵀ` with W stored (OC, IC) when
+    /// `transposed` (the tied LM head).
+    pub fn linear(
+        &mut self,
+        params: &[T],
+        x: Var,
+        w: Param,
+        bias: Option<Param>,
+        transposed: bool,
+    ) -> Var {
+        let (n, ic) = self.shape(x);
+        let oc = if transposed { w.rows } else { w.cols };
+        debug_assert_eq!(
+            if transposed { w.cols } else { w.rows },
+            ic,
+            "linear: weight vs input width"
+        );
+        let out = self.alloc(n, oc, true);
+        let [o, xv] = self
+            .vals
+            .get_disjoint_mut([out.0, x.0])
+            .expect("distinct vars");
+        let bias_v = bias.map(|b| &params[b.range()]);
+        ops::linear::forward(
+            self.level,
+            o,
+            xv,
+            &params[w.range()],
+            bias_v,
+            n,
+            ic,
+            oc,
+            transposed,
+        )
+        .expect("linear: shapes are consistent by construction");
+        self.record(Node::Linear {
+            out,
+            x,
+            w,
+            bias,
+            transposed,
+        });
+        out
+    }
+
+    /// Causal self-attention of qkv (B*T, 3C) with `nh` heads → (B*T, C). Attention dropout with
+    /// probability `p` when recording and `p > 0`.
+    pub fn attention(&mut self, qkv: Var, b: usize, nh: usize, p: f64, rng: &mut impl Rng) -> Var {
+        let (n, c3) = self.shape(qkv);
+        let dims = Dims {
+            b,
+            t: n / b,
+            c: c3 / 3,
+            nh,
+        };
+        let out = self.alloc(n, dims.c, true);
+        let att = self.alloc(b * nh * dims.t, dims.t, false);
+        let mask = (self.recording && p > 0.0).then(|| {
+            let m = self.alloc(b * nh * dims.t, dims.t, false);
+            ops::dropout::draw_mask(&mut self.vals[m.0], p, rng);
+            m
+        });
+        match mask {
+            Some(m) => {
+                let [o, a, q, mv] = self
+                    .vals
+                    .get_disjoint_mut([out.0, att.0, qkv.0, m.0])
+                    .expect("distinct vars");
+                ops::attention::forward(o, a, q, Some(mv), dims);
+            }
+            None => {
+                let [o, a, q] = self
+                    .vals
+                    .get_disjoint_mut([out.0, att.0, qkv.0])
+                    .expect("distinct vars");
+                ops::attention::forward(o, a, q, None, dims);
+            }
+        }
+        self.record(Node::Attention {
+            out,
+            qkv,
+            att,
+            mask,
+            dims,
+        });
+        out
+    }
+
+    /// GELU (tanh approximation), elementwise.
+    pub fn gelu(&mut self, x: Var) -> Var {
+        let (r, c) = self.shape(x);
+        let out = self.alloc(r, c, true);
+        let [o, xv] = self
+            .vals
+            .get_disjoint_mut([out.0, x.0])
+            .expect("distinct vars");
+        ops::gelu::forward(o, xv);
+        self.record(Node::Gelu { out, x });
+        out
+    }
+
+    /// a + b, elementwise (the residual connection).
+    pub fn add(&mut self, a: Var, b: Var) -> Var {
+        let (r, c) = self.shape(a);
+        assert_eq!(self.shape(b), (r, c), "add: shapes differ");
+        let out = self.alloc(r, c, true);
+        let [o, av, bv] = self
+            .vals
+            .get_disjoint_mut([out.0, a.0, b.0])
+            .expect("distinct vars");
+        ops::residual::forward(o, av, bv);
+        self.record(Node::Add { out, a, b });
+        out
+    }
+
+    /// Dropout with probability p; the identity (no op recorded) when not recording or p = 0.
+    pub fn dropout(&mut self, x: Var, p: f64, rng: &mut impl Rng) -> Var {
+        if !self.recording || p <= 0.0 {
+            return x;
+        }
+        let (r, c) = self.shape(x);
+        let out = self.alloc(r, c, true);
+        let mask = self.alloc(r, c, false);
+        ops::dropout::draw_mask(&mut self.vals[mask.0], p, rng);
+        let [o, xv, m] = self
+            .vals
+            .get_disjoint_mut([out.0, x.0, mask.0])
+            .expect("distinct vars");
+        ops::dropout::forward(o, xv, m);
+        self.record(Node::Dropout { out, x, mask });
+        out
+    }
+
+    /// Mean cross-entropy of softmax(logits[:, ..v]) against targets; the loss the tape's
+    /// [`Tape::backward`] differentiates. logits (N, Vp) with Vp >= v.
+    pub fn softmax_cross_entropy(&mut self, logits: Var, targets: &[u32], v: usize) -> T {
+        let (n, _) = self.shape(logits);
+        assert_eq!(
+            targets.len(),
+            n,
+            "softmax_cross_entropy: one target per row"
+        );
+        let probs = self.alloc(n, v, false);
+        let vp = self.shape(logits).1;
+        let [p, l] = self
+            .vals
+            .get_disjoint_mut([probs.0, logits.0])
+            .expect("distinct vars");
+        let loss = ops::softmax_ce::forward(p, l, targets, v, vp);
+        let targets = self.store_ints(targets);
+        self.record(Node::SoftmaxCe {
+            loss_of: logits,
+            probs,
+            targets,
+            v,
+        });
+        self.loss = Some((logits, loss));
+        loss
+    }
+
+    /// Backpropagates the loss of the last [`Tape::softmax_cross_entropy`] (d loss = 1):
+    /// parameter gradients accumulate into `dparams` (same layout as `params`).
+    pub fn backward(&mut self, params: &[T], dparams: &mut [T]) {
+        assert!(self.loss.is_some(), "backward: no loss recorded");
+        self.zero_grads();
+        self.run_backward(params, dparams);
+    }
+
+    /// Backpropagates a given gradient `dout` of var `out` (for gradient checks of single ops):
+    /// the nodes recorded after the ops that produced `out` contribute nothing.
+    pub fn backward_from(&mut self, out: Var, dout: &[T], params: &[T], dparams: &mut [T]) {
+        self.zero_grads();
+        self.grads[out.0].copy_from_slice(dout);
+        self.loss = None;
+        self.run_backward(params, dparams);
+    }
+
+    fn zero_grads(&mut self) {
+        for i in 0..self.used {
+            let len = if self.diff[i] { self.vals[i].len() } else { 0 };
+            let g = &mut self.grads[i];
+            g.clear();
+            g.resize(len, T::ZERO);
+        }
+    }
+
+    fn run_backward(&mut self, params: &[T], dparams: &mut [T]) {
+        let level = self.level;
+        let nodes = std::mem::take(&mut self.nodes);
+        for node in nodes.iter().rev() {
+            let vals = &self.vals;
+            let grads = &mut self.grads;
+            match *node {
+                Node::SoftmaxCe {
+                    loss_of,
+                    probs,
+                    targets,
+                    v,
+                } => {
+                    if self.loss.is_some() {
+                        let vp = self.shapes[loss_of.0].1;
+                        ops::softmax_ce::backward(
+                            &mut grads[loss_of.0],
+                            &vals[probs.0],
+                            &self.ints[targets],
+                            T::ONE,
+                            v,
+                            vp,
+                        );
+                    }
+                }
+                Node::Embedding {
+                    out,
+                    tokens,
+                    wte,
+                    wpe,
+                    t,
+                } => {
+                    let (dwte, dwpe) = two_params(dparams, wte, wpe);
+                    ops::embedding::backward(
+                        dwte,
+                        dwpe,
+                        &grads[out.0],
+                        &self.ints[tokens],
+                        t,
+                        wte.cols,
+                    );
+                }
+                Node::LayerNorm {
+                    out,
+                    x,
+                    mean,
+                    rstd,
+                    w,
+                    b,
+                } => {
+                    let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                    let (dw, db) = two_params(dparams, w, b);
+                    let c = w.len();
+                    ops::layernorm::backward(
+                        dx,
+                        dw,
+                        db,
+                        dout,
+                        &vals[x.0],
+                        &params[w.range()],
+                        &vals[mean.0],
+                        &vals[rstd.0],
+                        c,
+                    );
+                }
+                Node::Linear {
+                    out,
+                    x,
+                    w,
+                    bias,
+                    transposed,
+                } => {
+                    let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                    let (n, ic) = self.shapes[x.0];
+                    let oc = self.shapes[out.0].1;
+                    let (dw, db) = match bias {
+                        Some(b) => {
+                            let (dw, db) = two_params(dparams, w, b);
+                            (dw, Some(db))
+                        }
+                        None => (&mut dparams[w.range()], None),
+                    };
+                    ops::linear::backward(
+                        level,
+                        dx,
+                        dw,
+                        db,
+                        dout,
+                        &vals[x.0],
+                        &params[w.range()],
+                        n,
+                        ic,
+                        oc,
+                        transposed,
+                    )
+                    .expect("linear: shapes are consistent by construction");
+                }
+                Node::Attention {
+                    out,
+                    qkv,
+                    att,
+                    mask,
+                    dims,
+                } => {
+                    let [dqkv, dout] = grads
+                        .get_disjoint_mut([qkv.0, out.0])
+                        .expect("distinct vars");
+                    let m = mask.map(|m| &vals[m.0][..]);
+                    ops::attention::backward(dqkv, dout, &vals[qkv.0], &vals[att.0], m, dims);
+                }
+                Node::Gelu { out, x } => {
+                    let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                    ops::gelu::backward(dx, &vals[x.0], dout);
+                }
+                Node::Add { out, a, b } => {
+                    let [da, db, dout] = grads
+                        .get_disjoint_mut([a.0, b.0, out.0])
+                        .expect("distinct vars");
+                    ops::residual::backward(da, db, dout);
+                }
+                Node::Dropout { out, x, mask } => {
+                    let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                    ops::dropout::backward(dx, dout, &vals[mask.0]);
+                }
+            }
+        }
+        self.nodes = nodes;
+    }
+}
+
+/// Two disjoint parameter gradients out of the flat buffer.
+fn two_params<T>(d: &mut [T], a: Param, b: Param) -> (&mut [T], &mut [T]) {
+    assert!(
+        a.offset + a.len() <= b.offset || b.offset + b.len() <= a.offset,
+        "parameters overlap"
+    );
+    if a.offset < b.offset {
+        let (lo, hi) = d.split_at_mut(b.offset);
+        (&mut lo[a.range()], &mut hi[..b.len()])
+    } else {
+        let (lo, hi) = d.split_at_mut(a.offset);
+        (&mut hi[..a.len()], &mut lo[b.range()])
+    }
+}
