@@ -393,6 +393,22 @@ impl<T: Float> Tape<T> {
         out
     }
 
+    /// The last of every `t` rows of x (B*T, C) → (B, C), for sampling. Forward only: panics
+    /// when recording (no backward is defined).
+    pub fn last_rows(&mut self, x: Var, t: usize) -> Var {
+        assert!(!self.recording, "last_rows is a forward-only op");
+        let (n, c) = self.shape(x);
+        let out = self.alloc(n / t, c, false);
+        let [o, xv] = self
+            .vals
+            .get_disjoint_mut([out.0, x.0])
+            .expect("distinct vars");
+        for (o, x) in o.chunks_exact_mut(c).zip(xv.chunks_exact(t * c)) {
+            o.copy_from_slice(&x[(t - 1) * c..]);
+        }
+        out
+    }
+
     /// Mean cross-entropy of softmax(logits[:, ..v]) against targets; the loss the tape's
     /// [`Tape::backward`] differentiates. logits (N, Vp) with Vp >= v.
     pub fn softmax_cross_entropy(&mut self, logits: Var, targets: &[u32], v: usize) -> T {
