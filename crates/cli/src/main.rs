@@ -1,1 +1,65 @@
-fn main() {}
+//! # ferrogpt: the command-line tool
+//!
+//! `train`, `sample`, `eval`, `tokenize`, `bench matmul`, `bench train`, `info`. Each
+//! subcommand lives in its own `cmd_*.rs`; this file only parses and dispatches. Every error
+//! reaches the user as one line on stderr and exit status 1 (2 for unparsable arguments).
+
+mod cmd_bench_matmul;
+mod cmd_bench_train;
+mod cmd_eval;
+mod cmd_info;
+mod cmd_sample;
+mod cmd_tokenize;
+mod cmd_train;
+mod common;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferrogpt", version, about = "Train and run GPT-2-style language models, from naive loops to matrix engines.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (default: the shakespeare-cpu preset on Tiny Shakespeare).
+    Train(Box<cmd_train::TrainArgs>),
+    /// Generate text from a checkpoint, streamed to stdout.
+    Sample(cmd_sample::SampleArgs),
+    /// Mean loss and perplexity of a checkpoint on a data file.
+    Eval(cmd_eval::EvalArgs),
+    /// Encode a text file into an llm.c token file.
+    Tokenize(cmd_tokenize::TokenizeArgs),
+    /// Benchmarks: the matmul ladder, and training at each rung.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Describe this machine: CPU, caches, ISA features, measured FMA peak, GPUs.
+    Info(cmd_info::InfoArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The same matrix product at every level of the ladder.
+    Matmul(cmd_bench_matmul::BenchMatmulArgs),
+    /// The same training steps at every level of the ladder.
+    Train(cmd_bench_train::BenchTrainArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => cmd_train::run(*a),
+        Command::Sample(a) => cmd_sample::run(a),
+        Command::Eval(a) => cmd_eval::run(a),
+        Command::Tokenize(a) => cmd_tokenize::run(a),
+        Command::Bench(BenchCommand::Matmul(a)) => cmd_bench_matmul::run(&a),
+        Command::Bench(BenchCommand::Train(a)) => cmd_bench_train::run(a),
+        Command::Info(a) => cmd_info::run(&a),
+    };
+    if let Err(e) = result {
+        eprintln!("ferrogpt: error: {e}");
+        std::process::exit(1);
+    }
+}

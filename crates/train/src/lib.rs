@@ -1,1 +1,21 @@
-//! placeholder
+//! # ferrogpt-train: from text to a trained checkpoint
+//!
+//! * [`tokenizer`]: character-level and GPT-2 BPE tokenizers.
+//! * [`tokfile`]: llm.c token files, read and written.
+//! * [`data`]: text and token files, the 90/10 split, random or sequential batches.
+//! * [`config`]: a run's settings and the presets.
+//! * [`optim`], [`schedule`]: AdamW and SGD on the flat buffers, gradient clipping, LR schedules.
+//! * [`checkpoint`]: a run's checkpoint directory (weights, optimizer, state), written atomically.
+//! * [`trainer`]: the training loop, metrics, evaluation.
+//!
+//! Dependency rule: builds on ferrogpt-model and ferrogpt-core; knows nothing of the terminal
+//! (the CLI draws progress from the per-step callback).
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod optim;
+pub mod schedule;
+pub mod tokenizer;
+pub mod tokfile;
+pub mod trainer;

@@ -1,0 +1,155 @@
+//! `ferrogpt bench train`: the same training steps at each matmul level: median step time,
+//! tokens/s, model FLOPs/s and the speedup over the slowest level measured. The end-to-end
+//! version of the matmul table: whether a rung matters for training.
+
+use crate::common::{resolve_data, set_threads};
+use ferrogpt_core::Level;
+use ferrogpt_train::config::{preset, PRESETS};
+use ferrogpt_train::data::{load_dataset, load_text};
+use ferrogpt_train::tokenizer::Tokenizer;
+use ferrogpt_train::trainer::Trainer;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchTrainArgs {
+    #[arg(long, default_value = "shakespeare-cpu")]
+    preset: String,
+    /// Comma-separated levels (default: every level available here except naive).
+    #[arg(long)]
+    levels: Option<String>,
+    /// Timed steps per level (after --warmup untimed ones).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Training text (default data/tinyshakespeare.txt); the gpt2 preset uses random tokens if absent.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    level: String,
+    preset: String,
+    batch_size: usize,
+    seq_len: usize,
+    threads: usize,
+    step_s_median: f64,
+    step_s_min: f64,
+    tokens_per_sec: f64,
+    model_gflops: f64,
+    final_loss: f32,
+}
+
+pub fn run(a: BenchTrainArgs) -> Result<(), String> {
+    set_threads(a.threads)?;
+    let mut cfg = preset(&a.preset).ok_or_else(|| format!("unknown preset '{}' (expected one of: {})", a.preset, PRESETS.join(", ")))?;
+    if let Some(b) = a.batch_size {
+        cfg.batch_size = b;
+    }
+    if let Some(t) = a.seq_len {
+        cfg.seq_len = t;
+    }
+    cfg.steps = a.steps + a.warmup;
+    cfg.eval_interval = 0;
+    cfg.validate()?;
+    if a.steps == 0 {
+        return Err("--steps must be at least 1".into());
+    }
+    let levels: Vec<Level> = match &a.levels {
+        Some(s) => s.split(',').map(|l| l.trim().parse::<Level>().map_err(|e| e.to_string())).collect::<Result<_, _>>()?,
+        None => Level::ALL.iter().copied().filter(|l| *l != Level::Naive && l.available().is_ok()).collect(),
+    };
+    let (tokenizer, data) = if cfg.tokenizer == "gpt2" {
+        let tok = Tokenizer::gpt2().map_err(|e| e.to_string())?;
+        // Random ids: the step time does not depend on the text.
+        let n = 1 << 16;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let ids: Vec<u32> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 50257) as u32
+            })
+            .collect();
+        (tok, ferrogpt_train::data::Dataset { train: ids, val: Vec::new() })
+    } else {
+        let path = resolve_data(a.data.as_deref())?;
+        let tok = Tokenizer::from_corpus_char(&load_text(&path).map_err(|e| e.to_string())?);
+        let ds = load_dataset(&path, None, &tok).map_err(|e| e.to_string())?;
+        (tok, ds)
+    };
+    let flops_per_step = cfg.model_config(tokenizer.vocab_size()).flops_per_token(cfg.seq_len) * (cfg.batch_size * cfg.seq_len) as f64;
+    let mut rows = Vec::new();
+    for level in levels {
+        level.available().map_err(|e| e.to_string())?;
+        let dir = std::env::temp_dir().join(format!("ferrogpt-bench-{}-{level}", std::process::id()));
+        let mut t = Trainer::new(cfg.clone(), tokenizer.clone(), data.clone(), level, &dir, None).map_err(|e| e.to_string())?;
+        let mut times = Vec::new();
+        let mut loss = 0.0;
+        for i in 0..cfg.steps {
+            let t0 = Instant::now();
+            loss = t.train_step().map_err(|e| e.to_string())?.0;
+            if i >= a.warmup {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        times.sort_by(f64::total_cmp);
+        let med = times[times.len() / 2];
+        rows.push(Row {
+            level: level.to_string(),
+            preset: a.preset.clone(),
+            batch_size: cfg.batch_size,
+            seq_len: cfg.seq_len,
+            threads: rayon::current_num_threads(),
+            step_s_median: med,
+            step_s_min: times[0],
+            tokens_per_sec: (cfg.batch_size * cfg.seq_len) as f64 / med,
+            model_gflops: flops_per_step / med / 1e9,
+            final_loss: loss,
+        });
+        if !a.json {
+            let r = rows.last().expect("just pushed");
+            eprintln!("{:<18} {:>9.2} ms/step", r.level, r.step_s_median * 1e3);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let slowest = rows.iter().map(|r| r.step_s_median).fold(0.0, f64::max);
+    println!(
+        "bench train: preset {}, batch {} x seq {}, {} threads, median of {} steps after {} warm-up",
+        a.preset,
+        cfg.batch_size,
+        cfg.seq_len,
+        rayon::current_num_threads(),
+        a.steps,
+        a.warmup
+    );
+    println!("{:<18} {:>12} {:>12} {:>12} {:>9} {:>10}", "level", "step (ms)", "tokens/s", "model GF/s", "speedup", "loss");
+    for r in &rows {
+        println!(
+            "{:<18} {:>12.2} {:>12.0} {:>12.1} {:>8.2}x {:>10.4}",
+            r.level,
+            r.step_s_median * 1e3,
+            r.tokens_per_sec,
+            r.model_gflops,
+            slowest / r.step_s_median,
+            r.final_loss
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `ferrogpt sample`: stream generated text from a checkpoint (ours or Hugging Face GPT-2's).
+
+use crate::common::Compute;
+use ferrogpt_model::generate::{generate, Sampling};
+use ferrogpt_model::ModelError;
+use ferrogpt_train::checkpoint::load_model;
+use ferrogpt_train::tokenizer::StreamDecoder;
+use rand::SeedableRng;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct SampleArgs {
+    /// A run directory of ours or a Hugging Face GPT-2 directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Text to continue (default: a newline for char models, <|endoftext|> for GPT-2).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 300)]
+    tokens: usize,
+    /// Softmax temperature (0 = always the most likely token).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Sample among the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    compute: Compute,
+}
+
+pub fn run(a: SampleArgs) -> Result<(), String> {
+    if !(a.temperature.is_finite() && a.temperature >= 0.0) {
+        return Err(format!("--temperature must be a non-negative number, got {}", a.temperature));
+    }
+    let level = a.compute.setup()?;
+    let loaded = load_model(&a.checkpoint, 64).map_err(|e| e.to_string())?;
+    let tok = &loaded.tokenizer;
+    let prompt = match &a.prompt {
+        Some(p) => tok.encode(p).map_err(|e| format!("prompt: {e}"))?,
+        None if tok.name() == "char" => tok.encode("\n").unwrap_or_else(|_| vec![0]),
+        None => vec![50256], // <|endoftext|>
+    };
+    let mut tape = ferrogpt_core::Tape::new(level).map_err(|e| e.to_string())?;
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed);
+    let mut dec = StreamDecoder::new(tok);
+    let mut out = std::io::stdout().lock();
+    if let Some(p) = &a.prompt {
+        let _ = out.write_all(p.as_bytes());
+    }
+    let sampling = Sampling { temperature: a.temperature, top_k: a.top_k };
+    generate(&loaded.model, &mut tape, &loaded.params, &prompt, a.tokens, sampling, &mut rng, |id| {
+        let s = dec.push(id).map_err(|e| ModelError::Input(e.to_string()))?;
+        out.write_all(s.as_bytes()).and_then(|_| out.flush()).map_err(|e| ModelError::Input(format!("stdout: {e}")))
+    })
+    .map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "{}", dec.finish());
+    Ok(())
+}

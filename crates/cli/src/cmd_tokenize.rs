@@ -1,0 +1,41 @@
+//! `ferrogpt tokenize`: text → llm.c token file (uint16 ids). For the char tokenizer, the
+//! vocabulary is built from the input and written beside the output as `OUT.tokenizer.json`
+//! (the ids mean nothing without it).
+
+use ferrogpt_train::data::load_text;
+use ferrogpt_train::tokenizer::Tokenizer;
+use ferrogpt_train::tokfile::write_tokens;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenizeArgs {
+    /// char or gpt2.
+    #[arg(long, default_value = "gpt2")]
+    tokenizer: String,
+    /// The UTF-8 text to encode.
+    input: PathBuf,
+    /// The token file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: TokenizeArgs) -> Result<(), String> {
+    let text = load_text(&a.input).map_err(|e| e.to_string())?;
+    let tok = match a.tokenizer.as_str() {
+        "gpt2" => Tokenizer::gpt2().map_err(|e| e.to_string())?,
+        "char" => Tokenizer::from_corpus_char(&text),
+        other => return Err(format!("--tokenizer must be char or gpt2, got '{other}'")),
+    };
+    let ids = tok.encode(&text).map_err(|e| e.to_string())?;
+    write_tokens(&a.out, &ids).map_err(|e| e.to_string())?;
+    if tok.name() == "char" {
+        let mut vocab_path = a.out.clone().into_os_string();
+        vocab_path.push(".tokenizer.json");
+        let vocab_path = PathBuf::from(vocab_path);
+        ferrogpt_core::fsutil::write_atomic(&vocab_path, tok.to_json().to_string().as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", vocab_path.display()))?;
+        eprintln!("vocabulary ({} characters) written to {}", tok.vocab_size(), vocab_path.display());
+    }
+    eprintln!("{} tokens written to {}", ids.len(), a.out.display());
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! A training run's settings and the presets.
+//!
+//! Every field can be set by a preset, then a TOML file (`--config`), then a command-line flag,
+//! each overriding the last. The run's effective config is stored with its checkpoints.
+
+use ferrogpt_model::GptConfig;
+use serde::{Deserialize, Serialize};
+
+/// The learning-rate schedule after warmup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// The optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    AdamW,
+    Sgd,
+}
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    // The model.
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    /// maxT: the model's longest context.
+    pub block_size: usize,
+    pub dropout: f64,
+    /// Pad the vocabulary to a multiple of this (1 = none).
+    pub vocab_multiple: usize,
+    /// "char" or "gpt2".
+    pub tokenizer: String,
+    // The batches.
+    pub batch_size: usize,
+    /// T of each training window; at most `block_size`.
+    pub seq_len: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Consecutive windows (llm.c's loader) instead of random ones.
+    pub sequential: bool,
+    // The optimisation.
+    pub optimizer: OptimizerKind,
+    /// The run's total number of optimizer steps.
+    pub steps: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub lr_schedule: Schedule,
+    pub warmup: usize,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Clip gradients to this global norm (0 = off).
+    pub grad_clip: f64,
+    // Evaluation, logging, randomness.
+    /// Evaluate (and checkpoint) every this many steps, and at the end (0 = only at the end).
+    pub eval_interval: usize,
+    /// Validation batches per evaluation.
+    pub eval_batches: usize,
+    pub seed: u64,
+    /// Tokens sampled at the end of the run (0 = none).
+    pub sample_tokens: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        preset("shakespeare-cpu").expect("the default preset exists")
+    }
+}
+
+/// The names of the presets.
+pub const PRESETS: &[&str] = &["shakespeare-cpu", "shakespeare-char", "gpt2-124m"];
+
+/// A preset by name.
+pub fn preset(name: &str) -> Option<TrainConfig> {
+    // nanoGPT's Tiny Shakespeare recipe for a laptop CPU (its README's "shakespeare_char on a
+    // MacBook" settings): val loss about 1.88 after 2000 steps.
+    let cpu = TrainConfig {
+        n_layer: 4,
+        n_head: 4,
+        n_embd: 128,
+        block_size: 64,
+        dropout: 0.0,
+        vocab_multiple: 1,
+        tokenizer: "char".into(),
+        batch_size: 12,
+        seq_len: 64,
+        grad_accum: 1,
+        sequential: false,
+        optimizer: OptimizerKind::AdamW,
+        steps: 2000,
+        lr: 1e-3,
+        min_lr: 1e-4,
+        lr_schedule: Schedule::Cosine,
+        warmup: 100,
+        weight_decay: 0.1,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        momentum: 0.9,
+        grad_clip: 1.0,
+        eval_interval: 250,
+        eval_batches: 20,
+        seed: 1337,
+        sample_tokens: 200,
+    };
+    match name {
+        "shakespeare-cpu" => Some(cpu),
+        // nanoGPT's config/train_shakespeare_char.py: the GPU-sized run (val loss about 1.47).
+        "shakespeare-char" => Some(TrainConfig {
+            n_layer: 6,
+            n_head: 6,
+            n_embd: 384,
+            block_size: 256,
+            seq_len: 256,
+            batch_size: 64,
+            steps: 5000,
+            dropout: 0.2,
+            eval_interval: 250,
+            eval_batches: 200,
+            ..cpu
+        }),
+        // GPT-2 small with GPT-2's BPE; batch and length of llm.c's CPU reference (B=4, T=64).
+        "gpt2-124m" => Some(TrainConfig {
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            block_size: 1024,
+            vocab_multiple: 64,
+            tokenizer: "gpt2".into(),
+            batch_size: 4,
+            seq_len: 64,
+            steps: 100,
+            lr: 6e-4,
+            min_lr: 6e-5,
+            warmup: 10,
+            beta2: 0.95,
+            eval_interval: 50,
+            eval_batches: 10,
+            ..cpu
+        }),
+        _ => None,
+    }
+}
+
+impl TrainConfig {
+    /// The model this run trains, for a tokenizer of `vocab_size` tokens.
+    pub fn model_config(&self, vocab_size: usize) -> GptConfig {
+        GptConfig {
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            block_size: self.block_size,
+            vocab_size,
+            padded_vocab_size: GptConfig::pad_vocab(vocab_size, self.vocab_multiple),
+            dropout: self.dropout,
+        }
+    }
+
+    /// Checks the values that the model's own validation does not cover; names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let pos = |name: &str, v: usize| if v == 0 { Err(format!("{name} must be positive")) } else { Ok(()) };
+        pos("batch_size", self.batch_size)?;
+        pos("seq_len", self.seq_len)?;
+        pos("grad_accum", self.grad_accum)?;
+        pos("vocab_multiple", self.vocab_multiple)?;
+        if self.seq_len > self.block_size {
+            return Err(format!("seq_len {} is longer than block_size {}", self.seq_len, self.block_size));
+        }
+        let finite_nonneg = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a finite non-negative number, got {v}"))
+            }
+        };
+        finite_nonneg("lr", self.lr)?;
+        finite_nonneg("min_lr", self.min_lr)?;
+        finite_nonneg("weight_decay", self.weight_decay)?;
+        finite_nonneg("grad_clip", self.grad_clip)?;
+        finite_nonneg("momentum", self.momentum)?;
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(format!("eps must be positive, got {}", self.eps));
+        }
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(format!("{name} must be in [0, 1), got {b}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.tokenizer != "char" && self.tokenizer != "gpt2" {
+            return Err(format!("tokenizer must be 'char' or 'gpt2', got '{}'", self.tokenizer));
+        }
+        Ok(())
+    }
+}

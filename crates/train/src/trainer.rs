@@ -1,0 +1,362 @@
+//! The training loop.
+//!
+//! One optimizer step: `grad_accum` micro-batches of (B, T) windows, each a forward and backward
+//! on the tape (parameter gradients accumulate), the mean gradient, clipping to the global norm,
+//! an optimizer update at the scheduled learning rate. Every `eval_interval` steps and at the
+//! end: the validation loss and a checkpoint. A loss that is not finite stops the run before
+//! anything is saved, so the last checkpoint stays the last good one.
+//!
+//! Randomness is three seeded streams, all checkpointed: the batcher's, the dropout's, and the
+//! initialisation's (used once). Evaluation draws from its own fixed-seed stream, so it never
+//! changes the training trajectory: a resumed run continues bit for bit.
+
+use crate::checkpoint::{self, CheckpointError, RunState, Tensors};
+use crate::config::TrainConfig;
+use crate::data::{BatchMode, Batcher, Dataset};
+use crate::optim::{clip_grad_norm, Optimizer};
+use crate::schedule::learning_rate;
+use crate::tokenizer::Tokenizer;
+use ferrogpt_core::{Level, Tape};
+use ferrogpt_model::Gpt;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Why a run stopped early or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("{0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the loss became {loss} at step {step}; stopped without saving (the last checkpoint in {dir} is the last good one; try a lower --lr or --grad-clip)")]
+    NonFinite { step: usize, loss: f32, dir: String },
+    #[error("cannot write {path}: {msg}")]
+    Io { path: String, msg: String },
+}
+
+/// What one step measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub train_loss: f32,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_sec: f64,
+    pub elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+}
+
+/// How the run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// All `steps` done.
+    Finished,
+    /// Stopped by the stop flag (Ctrl-C) or `max_seconds`; a checkpoint was saved.
+    Interrupted,
+}
+
+/// A training run in progress.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub model: Gpt,
+    pub tokenizer: Tokenizer,
+    pub params: Vec<f32>,
+    grads: Vec<f32>,
+    opt: Optimizer,
+    pub step: usize,
+    batcher: Batcher,
+    rng: Xoshiro256PlusPlus,
+    tape: Tape<f32>,
+    data: Dataset,
+    elapsed_before: f64,
+    tokens_seen: u64,
+    run_id: String,
+    pub out_dir: PathBuf,
+    pub last_val_loss: Option<f64>,
+}
+
+impl Trainer {
+    /// A new run. `init` gives starting weights (from `--init`); otherwise GPT-2 initialisation
+    /// from the seed. `out_dir` is created; it must not hold a checkpoint already.
+    pub fn new(
+        cfg: TrainConfig,
+        tokenizer: Tokenizer,
+        data: Dataset,
+        level: Level,
+        out_dir: &Path,
+        init: Option<Vec<f32>>,
+    ) -> Result<Self, TrainError> {
+        cfg.validate().map_err(TrainError::Setup)?;
+        let model = Gpt::new(cfg.model_config(tokenizer.vocab_size())).map_err(|e| TrainError::Setup(e.to_string()))?;
+        let params = match init {
+            Some(p) => p,
+            None => {
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+                model.layout.init(&model.config, &mut rng)
+            }
+        };
+        if params.len() != model.layout.total {
+            return Err(TrainError::Setup(format!(
+                "initial weights have {} values, the model needs {}",
+                params.len(),
+                model.layout.total
+            )));
+        }
+        if checkpoint::exists(out_dir) {
+            return Err(TrainError::Setup(format!(
+                "{} already holds a checkpoint; continue it with --resume {0} or choose another --out",
+                out_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(out_dir).map_err(|e| TrainError::Io { path: out_dir.display().to_string(), msg: e.to_string() })?;
+        let mode = if cfg.sequential { BatchMode::Sequential } else { BatchMode::Random };
+        let opt = Optimizer::new(cfg.optimizer, model.layout.total, model.layout.decay_mask());
+        let run_id = format!("{:016x}", cfg.seed ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+        let t = Self::assemble(cfg, model, tokenizer, params, opt, data, level, out_dir, run_id)?;
+        let mut t = t;
+        t.batcher = Batcher::new(mode, t.cfg.seed.wrapping_add(1));
+        t.rng = Xoshiro256PlusPlus::seed_from_u64(t.cfg.seed.wrapping_add(2));
+        Ok(t)
+    }
+
+    /// Continues the run checkpointed in `dir`, on `data`, up to `steps` total steps (None: the
+    /// run's own). The checkpoint directory is also the output directory.
+    pub fn resume(dir: &Path, data: Dataset, level: Level, steps: Option<usize>) -> Result<Self, TrainError> {
+        let r = checkpoint::load_for_resume(dir)?;
+        let mut cfg = r.state.config.clone();
+        if let Some(s) = steps {
+            cfg.steps = s;
+        }
+        let mut opt = Optimizer::new(cfg.optimizer, r.loaded.model.layout.total, r.loaded.model.layout.decay_mask());
+        opt.m = r.m;
+        opt.v = r.v;
+        opt.t = r.state.opt_t;
+        let mut t = Self::assemble(cfg, r.loaded.model, r.loaded.tokenizer, r.loaded.params, opt, data, level, dir, r.state.run_id)?;
+        t.step = r.state.step;
+        t.batcher = Batcher::from_state(r.state.batcher);
+        t.rng = r.state.rng;
+        t.elapsed_before = r.state.elapsed_s;
+        t.tokens_seen = r.state.tokens_seen;
+        t.last_val_loss = r.state.last_val_loss;
+        Ok(t)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        cfg: TrainConfig,
+        model: Gpt,
+        tokenizer: Tokenizer,
+        params: Vec<f32>,
+        opt: Optimizer,
+        data: Dataset,
+        level: Level,
+        out_dir: &Path,
+        run_id: String,
+    ) -> Result<Self, TrainError> {
+        crate::data::check_len(&data.train, cfg.seq_len, "the training data").map_err(|e| TrainError::Setup(e.to_string()))?;
+        if !data.val.is_empty() {
+            crate::data::check_len(&data.val, cfg.seq_len, "the validation data").map_err(|e| TrainError::Setup(e.to_string()))?;
+        }
+        for (what, toks) in [("training", &data.train), ("validation", &data.val)] {
+            if let Some(&id) = toks.iter().find(|&&id| id as usize >= model.config.vocab_size) {
+                return Err(TrainError::Setup(format!(
+                    "the {what} data holds token id {id}, beyond the model's vocabulary of {}",
+                    model.config.vocab_size
+                )));
+            }
+        }
+        let tape = Tape::new(level).map_err(|e| TrainError::Setup(e.to_string()))?;
+        let n = params.len();
+        Ok(Trainer {
+            cfg,
+            model,
+            tokenizer,
+            params,
+            grads: vec![0.0; n],
+            opt,
+            step: 0,
+            batcher: Batcher::new(BatchMode::Random, 0),
+            rng: Xoshiro256PlusPlus::seed_from_u64(0),
+            tape,
+            data,
+            elapsed_before: 0.0,
+            tokens_seen: 0,
+            run_id,
+            out_dir: out_dir.to_path_buf(),
+            last_val_loss: None,
+        })
+    }
+
+    /// Whether there is validation data to evaluate on.
+    pub fn has_val(&self) -> bool {
+        !self.data.val.is_empty()
+    }
+
+    /// One optimizer step; returns (mean training loss, gradient norm before clipping, lr).
+    pub fn train_step(&mut self) -> Result<(f32, f64, f64), TrainError> {
+        let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
+        let lr = learning_rate(&self.cfg, self.step);
+        self.grads.fill(0.0);
+        let mut loss_sum = 0.0f64;
+        let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+        for _ in 0..self.cfg.grad_accum {
+            self.batcher
+                .next_batch(&self.data.train, b, t, &mut inputs, &mut targets)
+                .map_err(|e| TrainError::Setup(e.to_string()))?;
+            self.tape.reset(true);
+            let loss = self.model.loss(&mut self.tape, &self.params, &inputs, &targets, t, &mut self.rng);
+            self.tape.backward(&self.params, &mut self.grads);
+            loss_sum += loss as f64;
+        }
+        let loss = (loss_sum / self.cfg.grad_accum as f64) as f32;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite { step: self.step, loss, dir: self.out_dir.display().to_string() });
+        }
+        if self.cfg.grad_accum > 1 {
+            let s = 1.0 / self.cfg.grad_accum as f32;
+            self.grads.iter_mut().for_each(|g| *g *= s);
+        }
+        let norm = clip_grad_norm(&mut self.grads, self.cfg.grad_clip);
+        if !norm.is_finite() {
+            return Err(TrainError::NonFinite { step: self.step, loss: norm as f32, dir: self.out_dir.display().to_string() });
+        }
+        self.opt.step(&mut self.params, &self.grads, lr, &self.cfg);
+        self.step += 1;
+        self.tokens_seen += (b * t * self.cfg.grad_accum) as u64;
+        Ok((loss, norm, lr))
+    }
+
+    /// Mean validation loss over `eval_batches` windows, drawn the same way at every
+    /// evaluation (a fixed seed), without touching the training state. None without val data.
+    pub fn evaluate(&mut self) -> Option<f64> {
+        if self.data.val.is_empty() {
+            return None;
+        }
+        let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
+        let mut batcher = Batcher::new(BatchMode::Random, self.cfg.seed ^ 0x5eed_e7a1);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+        let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+        let mut total = 0.0;
+        for _ in 0..self.cfg.eval_batches.max(1) {
+            batcher.next_batch(&self.data.val, b, t, &mut inputs, &mut targets).ok()?;
+            self.tape.reset(false);
+            total += self.model.loss(&mut self.tape, &self.params, &inputs, &targets, t, &mut rng) as f64;
+        }
+        Some(total / self.cfg.eval_batches.max(1) as f64)
+    }
+
+    /// Writes a checkpoint of the current state into the output directory.
+    pub fn save(&self, elapsed_s: f64) -> Result<(), TrainError> {
+        let state = RunState {
+            format: checkpoint::FORMAT.into(),
+            step: self.step,
+            run_id: self.run_id.clone(),
+            config: self.cfg.clone(),
+            batcher: self.batcher.state(),
+            rng: self.rng.clone(),
+            opt_t: self.opt.t,
+            elapsed_s,
+            tokens_seen: self.tokens_seen,
+            last_val_loss: self.last_val_loss,
+        };
+        let t = Tensors { params: &self.params, m: &self.opt.m, v: &self.opt.v };
+        checkpoint::save(&self.out_dir, &self.model, &self.tokenizer, &state, t)?;
+        Ok(())
+    }
+
+    /// Runs to `cfg.steps`, or until `stop` is set or `max_seconds` of this session pass. Calls
+    /// `on_step` after every step; appends each step's metrics to `metrics.jsonl`. Saves at
+    /// every evaluation and when stopping.
+    pub fn run(
+        &mut self,
+        max_seconds: Option<f64>,
+        stop: &AtomicBool,
+        mut on_step: impl FnMut(&StepMetrics),
+    ) -> Result<Outcome, TrainError> {
+        let metrics_path = self.out_dir.join("metrics.jsonl");
+        let io = |e: std::io::Error| TrainError::Io { path: metrics_path.display().to_string(), msg: e.to_string() };
+        let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(io)?;
+        let start = Instant::now();
+        while self.step < self.cfg.steps {
+            if stop.load(Ordering::Relaxed) || max_seconds.is_some_and(|m| start.elapsed().as_secs_f64() >= m) {
+                self.save(self.elapsed_before + start.elapsed().as_secs_f64())?;
+                return Ok(Outcome::Interrupted);
+            }
+            let t0 = Instant::now();
+            let (loss, grad_norm, lr) = self.train_step()?;
+            let dt = t0.elapsed().as_secs_f64();
+            let tokens = (self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum) as f64;
+            let last = self.step == self.cfg.steps;
+            let eval_now = last || (self.cfg.eval_interval > 0 && self.step % self.cfg.eval_interval == 0);
+            let val_loss = if eval_now { self.evaluate() } else { None };
+            if val_loss.is_some() {
+                self.last_val_loss = val_loss;
+            }
+            let m = StepMetrics {
+                step: self.step,
+                train_loss: loss,
+                lr,
+                grad_norm,
+                tokens_per_sec: tokens / dt,
+                elapsed_s: self.elapsed_before + start.elapsed().as_secs_f64(),
+                val_loss,
+            };
+            writeln!(metrics, "{}", serde_json::to_string(&m).expect("plain values")).map_err(io)?;
+            if eval_now {
+                metrics.flush().map_err(io)?;
+                self.save(m.elapsed_s)?;
+            }
+            on_step(&m);
+        }
+        Ok(Outcome::Finished)
+    }
+
+    /// Seconds of training before this session (from the checkpoint).
+    pub fn elapsed_before(&self) -> f64 {
+        self.elapsed_before
+    }
+}
+
+/// Mean loss of `model` over `tokens`, in consecutive non-overlapping windows of `t` tokens
+/// (targets shifted by one), `b` windows a batch, at most `max_windows` windows (0 = all).
+pub fn evaluate_tokens(
+    model: &Gpt,
+    params: &[f32],
+    tokens: &[u32],
+    b: usize,
+    t: usize,
+    level: Level,
+    max_windows: usize,
+) -> Result<(f64, usize), String> {
+    if tokens.len() < t + 1 {
+        return Err(format!("the data has {} tokens, fewer than one window of {} + 1", tokens.len(), t));
+    }
+    let mut windows = (tokens.len() - 1) / t;
+    if max_windows > 0 {
+        windows = windows.min(max_windows);
+    }
+    let mut tape = Tape::new(level).map_err(|e| e.to_string())?;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let mut total = 0.0;
+    let mut w = 0;
+    while w < windows {
+        let nb = b.min(windows - w);
+        let mut inputs = Vec::with_capacity(nb * t);
+        let mut targets = Vec::with_capacity(nb * t);
+        for i in w..w + nb {
+            inputs.extend_from_slice(&tokens[i * t..i * t + t]);
+            targets.extend_from_slice(&tokens[i * t + 1..i * t + t + 1]);
+        }
+        model.check_tokens(&inputs, t).map_err(|e| e.to_string())?;
+        model.check_tokens(&targets, t).map_err(|e| e.to_string())?;
+        tape.reset(false);
+        total += model.loss(&mut tape, params, &inputs, &targets, t, &mut rng) as f64 * nb as f64;
+        w += nb;
+    }
+    Ok((total / windows as f64, windows))
+}
