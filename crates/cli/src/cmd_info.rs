@@ -1,0 +1,58 @@
+//! `ferrogpt info`: what this machine is and how fast it can multiply-add.
+//!
+//! Prints [`ferrogpt_gemm::hw::detect`] and, unless `--no-peak`, the FMA peak of
+//! [`ferrogpt_gemm::hw::measure_peak`] (about 0.2-0.5 s). Text by default; `--format json` prints
+//! one JSON object: the fields of `HwInfo` (`arch`, `os`, `vendor`, `model`, `microarch`,
+//! `logical_cores`, `caches`, `features`, `cuda`) and `peak` (null with `--no-peak`).
+
+use ferrogpt_gemm::hw::{self, HwInfo, Peak};
+use serde::Serialize;
+
+/// Output format of `ferrogpt info`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum InfoFormat {
+    /// One labelled line per fact.
+    #[default]
+    Text,
+    /// One JSON object, for scripts.
+    Json,
+}
+
+/// Describe this machine: CPU, cores, caches, ISA features, FMA peak, CUDA GPUs.
+#[derive(Clone, Debug, clap::Args)]
+pub struct InfoArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = InfoFormat::Text)]
+    pub format: InfoFormat,
+    /// Skip the FMA peak microbenchmark (detection only, instant).
+    #[arg(long)]
+    pub no_peak: bool,
+}
+
+/// The JSON report: the hardware description with the peak beside it.
+#[derive(Serialize)]
+struct Report<'a> {
+    #[serde(flatten)]
+    hw: &'a HwInfo,
+    peak: Option<&'a Peak>,
+}
+
+/// Detect the hardware, measure the peak unless told not to, and print the report to stdout.
+/// Errors only if the JSON cannot be written (which would be a bug).
+pub fn run(args: &InfoArgs) -> Result<(), String> {
+    let info = hw::detect();
+    let peak = (!args.no_peak).then(hw::measure_peak);
+    match args.format {
+        InfoFormat::Text => print!("{}", hw::render_text(&info, peak.as_ref())),
+        InfoFormat::Json => {
+            let report = Report {
+                hw: &info,
+                peak: peak.as_ref(),
+            };
+            let json = serde_json::to_string_pretty(&report)
+                .map_err(|e| format!("info: cannot write the JSON report: {e}"))?;
+            println!("{json}");
+        }
+    }
+    Ok(())
+}

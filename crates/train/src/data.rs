@@ -1,0 +1,290 @@
+//! Training data: loading text and token files, the train/validation split, and batching.
+//!
+//! Contracts:
+//! - [`load_text`] returns the UTF-8 text of a file; a missing, empty or binary file (invalid
+//!   UTF-8 or a NUL byte) is an error naming the path.
+//! - [`load_dataset`] turns a data file into token ids. An llm.c token file (recognised by its
+//!   magic, see [`crate::tokfile`]) is used whole for training. Text is encoded and split as
+//!   nanoGPT does: the first `floor(0.9 * n)` tokens train, the rest validate. When `val_data`
+//!   names a validation file, the data file is used whole for training and the validation file
+//!   whole for validation. Without `val_data`, a token file gives an empty validation set; the
+//!   caller decides what that means. Every id must be `< tokenizer.vocab_size()`.
+//! - [`Batcher`] fills `inputs` and `targets`, both `(B, T)` row-major, with
+//!   `targets[b][t] = tokens[o_b + t + 1]` where `inputs[b][t] = tokens[o_b + t]`.
+//!   *Random* mode draws each window start `o_b` uniformly from `[0, len - T - 1]` with a seeded
+//!   Xoshiro256++ owned by the batcher (nanoGPT's `get_batch`). *Sequential* mode is llm.c's
+//!   loader: batch k reads `tokens[pos .. pos + B*T + 1]`, inputs the first `B*T`, targets the
+//!   same shifted by one; `pos` advances by `B*T` and wraps to 0 when `pos + B*T + 1 > len`.
+//!   [`Batcher::state`] / [`Batcher::from_state`] capture everything needed to resume a run
+//!   with exactly the same batches.
+//!
+//! All functions of this module, [`crate::tokenizer`] and [`crate::tokfile`] return
+//! [`DataError`], whose messages name the file or field, the expected and the found value.
+
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::tokenizer::Tokenizer;
+use crate::tokfile;
+
+/// Errors of data loading, tokenizers and token files.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file could not be read (missing, unreadable).
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A data file holds no bytes.
+    #[error("data file {} is empty", path.display())]
+    Empty { path: PathBuf },
+    /// A data file is neither UTF-8 text nor a token file.
+    #[error("data file {} is not text: {detail} (expected UTF-8 text or an llm.c token file)", path.display())]
+    Binary { path: PathBuf, detail: String },
+    /// A field (of a file header, JSON object or argument) holds the wrong value.
+    #[error("{context}: {field}: expected {expected}, found {found}")]
+    Mismatch {
+        context: String,
+        field: String,
+        expected: String,
+        found: String,
+    },
+    /// Text holds a character that the char tokenizer's vocabulary lacks.
+    #[error(
+        "character {ch:?} (U+{:04X}) at position {position} (line {line}, column {column}) is not in \
+         the char tokenizer's vocabulary of {vocab_size} characters",
+        *ch as u32
+    )]
+    UnknownChar {
+        ch: char,
+        position: usize,
+        line: usize,
+        column: usize,
+        vocab_size: usize,
+    },
+    /// A token id is outside the vocabulary (or outside what a file format can hold).
+    #[error("{context}: token id {id} at position {position} is out of range: expected < {limit}")]
+    IdOutOfRange {
+        context: String,
+        id: u32,
+        position: usize,
+        limit: u64,
+    },
+    /// Too few tokens for one window of `block + 1` tokens (or one sequential batch).
+    #[error("{what} has {found} tokens; at least {needed} are needed")]
+    TooFewTokens {
+        what: String,
+        needed: usize,
+        found: usize,
+    },
+    /// The GPT-2 BPE tables could not be built.
+    #[error("cannot build the GPT-2 tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// Result of this module, [`crate::tokenizer`] and [`crate::tokfile`].
+pub type Result<T> = std::result::Result<T, DataError>;
+
+/// Reads `path` as UTF-8 text. Errors: missing/unreadable ([`DataError::Read`]), empty
+/// ([`DataError::Empty`]), invalid UTF-8 or a NUL byte ([`DataError::Binary`]).
+pub fn load_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Read {
+        path: path.into(),
+        source,
+    })?;
+    text_from_bytes(path, bytes)
+}
+
+fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    if bytes.is_empty() {
+        return Err(DataError::Empty { path: path.into() });
+    }
+    if let Some(i) = bytes.iter().position(|&b| b == 0) {
+        let detail = format!("NUL byte at offset {i}");
+        return Err(DataError::Binary {
+            path: path.into(),
+            detail,
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| DataError::Binary {
+        path: path.into(),
+        detail: format!(
+            "invalid UTF-8 at byte offset {}",
+            e.utf8_error().valid_up_to()
+        ),
+    })
+}
+
+/// Token ids for training and validation. Either may be empty only as documented on
+/// [`load_dataset`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    pub train: Vec<u32>, // (N_train,)
+    pub val: Vec<u32>,   // (N_val,)
+}
+
+/// Loads `data` (and `val_data` when given) as described in the module doc.
+/// Errors: those of [`load_text`] and [`tokfile::read_tokens`], an unknown character for the
+/// char tokenizer, and a token-file id `>= tokenizer.vocab_size()` ([`DataError::IdOutOfRange`],
+/// naming the file, the first bad id and its position).
+pub fn load_dataset(
+    data: &Path,
+    val_data: Option<&Path>,
+    tokenizer: &Tokenizer,
+) -> Result<Dataset> {
+    let (mut train, is_token_file) = load_tokens(data, tokenizer)?;
+    let val = match val_data {
+        Some(v) => load_tokens(v, tokenizer)?.0,
+        None if is_token_file => Vec::new(),
+        None => {
+            let n_train = (train.len() as f64 * 0.9).floor() as usize;
+            train.split_off(n_train)
+        }
+    };
+    Ok(Dataset { train, val })
+}
+
+/// Reads one file as tokens: a token file as is, text encoded. Returns whether it was a token file.
+fn load_tokens(path: &Path, tokenizer: &Tokenizer) -> Result<(Vec<u32>, bool)> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Read {
+        path: path.into(),
+        source,
+    })?;
+    if tokfile::is_token_file(&bytes) {
+        let tokens = tokfile::parse_tokens(path, &bytes)?;
+        let limit = tokenizer.vocab_size();
+        if let Some(position) = tokens.iter().position(|&id| id as usize >= limit) {
+            return Err(DataError::IdOutOfRange {
+                context: format!("{} ({} tokenizer)", path.display(), tokenizer.name()),
+                id: tokens[position],
+                position,
+                limit: limit as u64,
+            });
+        }
+        Ok((tokens, true))
+    } else {
+        let text = text_from_bytes(path, bytes)?;
+        Ok((tokenizer.encode(&text)?, false))
+    }
+}
+
+/// Checks that `tokens` holds at least one window of `block + 1` tokens; `what` names the
+/// sequence in the error (e.g. "training data data/tiny.txt").
+pub fn check_len(tokens: &[u32], block: usize, what: &str) -> Result<()> {
+    if tokens.len() < block + 1 {
+        return Err(DataError::TooFewTokens {
+            what: what.into(),
+            needed: block + 1,
+            found: tokens.len(),
+        });
+    }
+    Ok(())
+}
+
+/// How [`Batcher`] picks windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchMode {
+    /// Independent windows at uniform random offsets (nanoGPT).
+    Random,
+    /// Consecutive windows, wrapping at the end (llm.c).
+    Sequential,
+}
+
+/// Everything a [`Batcher`] needs to continue exactly where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatcherState {
+    pub mode: BatchMode,
+    /// Generator for random windows (unused in sequential mode).
+    pub rng: Xoshiro256PlusPlus,
+    /// Start of the next sequential batch (unused in random mode).
+    pub pos: usize,
+}
+
+/// Produces `(B, T)` input/target batches from a token sequence; see the module doc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batcher {
+    state: BatcherState,
+}
+
+impl Batcher {
+    /// A batcher in `mode`, its generator seeded with `seed`, starting at position 0.
+    pub fn new(mode: BatchMode, seed: u64) -> Self {
+        let rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        Batcher {
+            state: BatcherState { mode, rng, pos: 0 },
+        }
+    }
+
+    /// Resumes from a state returned by [`Batcher::state`].
+    pub fn from_state(state: BatcherState) -> Self {
+        Batcher { state }
+    }
+
+    /// The current state, to save with a checkpoint.
+    pub fn state(&self) -> BatcherState {
+        self.state.clone()
+    }
+
+    /// Fills `inputs` and `targets` (both cleared, then `(B, T)` row-major) with the next batch.
+    /// Errors: `b` or `t` zero ([`DataError::Mismatch`]), fewer than `T + 1` tokens (random) or
+    /// `B*T + 1` tokens (sequential) ([`DataError::TooFewTokens`]).
+    pub fn next_batch(
+        &mut self,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        inputs: &mut Vec<u32>,  // (B, T)
+        targets: &mut Vec<u32>, // (B, T)
+    ) -> Result<()> {
+        if b == 0 || t == 0 {
+            return Err(DataError::Mismatch {
+                context: "batch".into(),
+                field: "batch size B and sequence length T".into(),
+                expected: "both > 0".into(),
+                found: format!("B = {b}, T = {t}"),
+            });
+        }
+        inputs.clear();
+        targets.clear();
+        let len = tokens.len();
+        match self.state.mode {
+            BatchMode::Random => {
+                let what = format!("random batches of sequence length {t}");
+                check_len(tokens, t, &what)?;
+                let max_start = (len - t - 1) as u64; // inclusive
+                for _ in 0..b {
+                    let o = self.state.rng.gen_range(0..=max_start) as usize;
+                    inputs.extend_from_slice(&tokens[o..o + t]);
+                    targets.extend_from_slice(&tokens[o + 1..o + t + 1]);
+                }
+            }
+            BatchMode::Sequential => {
+                let bt = b * t;
+                let what = format!("sequential batches of {b} x {t} tokens");
+                check_len(tokens, bt, &what)?;
+                if self.state.pos + bt + 1 > len {
+                    self.state.pos = 0; // a state saved with other B, T or data
+                }
+                let p = self.state.pos;
+                inputs.extend_from_slice(&tokens[p..p + bt]);
+                targets.extend_from_slice(&tokens[p + 1..p + bt + 1]);
+                self.state.pos += bt;
+                if self.state.pos + bt + 1 > len {
+                    self.state.pos = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+}
