@@ -1,0 +1,149 @@
+//! The whole model: finite-difference gradients in f64, and Hugging Face GPT-2 compatibility
+//! against logits computed by transformers (tests/fixtures/hf-tiny, made by
+//! scripts/make_hf_fixture.py).
+
+use ferrogpt_core::{Level, Tape};
+use ferrogpt_model::{checkpoint, Gpt, GptConfig};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
+use std::path::PathBuf;
+
+fn tiny() -> GptConfig {
+    GptConfig { n_layer: 2, n_head: 2, n_embd: 8, block_size: 6, vocab_size: 11, padded_vocab_size: 16, dropout: 0.0 }
+}
+
+fn loss(model: &Gpt, params: &[f64], x: &[u32], y: &[u32], t: usize) -> f64 {
+    let mut tape = Tape::new(Level::Naive).unwrap();
+    tape.reset(false);
+    let mut rng = Rng64::seed_from_u64(0);
+    model.loss(&mut tape, params, x, y, t, &mut rng)
+}
+
+#[test]
+fn whole_model_gradient_matches_finite_differences() {
+    let model = Gpt::new(tiny()).unwrap();
+    let mut rng = Rng64::seed_from_u64(3);
+    // Larger-than-GPT-2 init so every path carries signal; padding rows stay zero.
+    let mut params: Vec<f64> = model.layout.init(&model.config, &mut rng);
+    for (name, p) in &model.layout.named {
+        let rows = if name == "wte.weight" { model.config.vocab_size } else { p.rows };
+        for x in &mut params[p.offset..p.offset + rows * p.cols] {
+            *x += rng.gen_range(-0.3..0.3);
+        }
+    }
+    let (b, t) = (2, 5);
+    let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..11)).collect();
+    let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..11)).collect();
+    let mut tape = Tape::new(Level::Naive).unwrap();
+    let mut rng0 = Rng64::seed_from_u64(0);
+    model.loss(&mut tape, &params, &x, &y, t, &mut rng0);
+    let mut grads = vec![0.0; params.len()];
+    tape.backward(&params, &mut grads);
+    let h = 1e-5;
+    let mut worst = (0.0f64, String::new());
+    for (name, p) in &model.layout.named {
+        let mut num = Vec::new();
+        for i in p.range() {
+            let mut a = params.clone();
+            a[i] += h;
+            let mut bm = params.clone();
+            bm[i] -= h;
+            num.push((loss(&model, &a, &x, &y, t) - loss(&model, &bm, &x, &y, t)) / (2.0 * h));
+        }
+        let ana = &grads[p.range()];
+        let diff: f64 = ana.iter().zip(&num).map(|(a, n)| (a - n) * (a - n)).sum::<f64>().sqrt();
+        let norm: f64 = ana.iter().map(|a| a * a).sum::<f64>().sqrt() + num.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let rel = if norm == 0.0 { 0.0 } else { diff / norm };
+        if rel > worst.0 {
+            worst = (rel, name.clone());
+        }
+        // The key bias of c_attn provably has zero gradient (softmax is shift-invariant).
+        if !name.ends_with("attn.c_attn.bias") && name != "wte.weight" {
+            assert!(norm > 0.0, "{name}: gradient is identically zero");
+        }
+    }
+    assert!(worst.0 < 1e-6, "worst relative error {:e} in {}", worst.0, worst.1);
+    // Padding rows of wte receive no gradient.
+    let pad = &grads[model.layout.wte.offset + 11 * 8..model.layout.wte.offset + 16 * 8];
+    assert!(pad.iter().all(|&g| g == 0.0));
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect()
+}
+
+/// Our forward on HF's weights gives transformers' logits and loss (float64 reference).
+#[test]
+fn hugging_face_checkpoint_gives_transformers_logits() {
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hf-tiny/expected.json")).unwrap()).unwrap();
+    let ids = |k: &str| -> Vec<u32> { expected[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    let (inputs, targets) = (ids("inputs"), ids("targets"));
+    let want_logits = floats(&expected["logits"]);
+    let want_loss = expected["loss"].as_f64().unwrap();
+    // The transformers layout (transformer. prefix) and the hub's legacy one (no prefix, mask buffers).
+    for dir in ["hf-tiny", "hf-tiny-legacy"] {
+        let dir = fixture(dir);
+        let cfg = checkpoint::load_config(&dir, 1).unwrap();
+        assert_eq!((cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size), (2, 2, 16, 32, 50));
+        let model = Gpt::new(cfg).unwrap();
+        let (params, _) = checkpoint::load_weights(&dir.join("model.safetensors"), &model).unwrap();
+        let params: Vec<f64> = params.iter().map(|&x| x as f64).collect();
+        let mut tape = Tape::new(Level::Naive).unwrap();
+        tape.reset(false);
+        let mut rng = Rng64::seed_from_u64(0);
+        let t = inputs.len();
+        let logits = model.forward(&mut tape, &params, &inputs, t, false, &mut rng);
+        let got = tape.value(logits);
+        let worst = got.iter().zip(&want_logits).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-9, "{}: logits differ from transformers' by {worst:e}", dir.display());
+        let l = model.loss(&mut tape, &params, &inputs, &targets, t, &mut rng);
+        assert!((l - want_loss).abs() < 1e-9, "loss {l} vs {want_loss}");
+    }
+}
+
+/// Our own save → load round trip is exact, and a wrong-shaped config is refused by name.
+#[test]
+fn weights_round_trip_and_mismatch_is_refused() {
+    let dir = std::env::temp_dir().join(format!("ferrogpt-model-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = Gpt::new(tiny()).unwrap();
+    let mut rng = Rng64::seed_from_u64(5);
+    let params: Vec<f32> = model.layout.init(&model.config, &mut rng);
+    checkpoint::save_config(&dir, &model.config).unwrap();
+    checkpoint::save_weights(&dir.join("model.safetensors"), &model, &params, Default::default()).unwrap();
+    let cfg = checkpoint::load_config(&dir, 64).unwrap();
+    assert_eq!(cfg, model.config);
+    let (back, _) = checkpoint::load_weights(&dir.join("model.safetensors"), &model).unwrap();
+    assert_eq!(back, params);
+    let other = Gpt::new(GptConfig { n_embd: 12, ..tiny() }).unwrap();
+    let err = checkpoint::load_weights(&dir.join("model.safetensors"), &other).unwrap_err().to_string();
+    assert!(err.contains("wte.weight") && err.contains("shape"), "{err}");
+    std::fs::write(dir.join("model.safetensors"), b"garbage").unwrap();
+    let err = checkpoint::load_weights(&dir.join("model.safetensors"), &model).unwrap_err().to_string();
+    assert!(err.contains("not a valid safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Greedy sampling is deterministic and a too-long prompt is an error.
+#[test]
+fn generation_checks_prompt() {
+    use ferrogpt_model::generate::{generate, Sampling};
+    let model = Gpt::new(tiny()).unwrap();
+    let mut rng = Rng64::seed_from_u64(5);
+    let params: Vec<f32> = model.layout.init(&model.config, &mut rng);
+    let mut tape = Tape::new(Level::Naive).unwrap();
+    let s = Sampling { temperature: 0.0, top_k: 0 };
+    let a = generate(&model, &mut tape, &params, &[1, 2], 10, s, &mut rng, |_| Ok(())).unwrap();
+    let b = generate(&model, &mut tape, &params, &[1, 2], 10, s, &mut rng, |_| Ok(())).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 10);
+    let err = generate(&model, &mut tape, &params, &[1; 7], 1, s, &mut rng, |_| Ok(())).unwrap_err().to_string();
+    assert!(err.contains("block size"), "{err}");
+    let err = generate(&model, &mut tape, &params, &[11], 1, s, &mut rng, |_| Ok(())).unwrap_err().to_string();
+    assert!(err.contains("beyond the vocabulary"), "{err}");
+}
