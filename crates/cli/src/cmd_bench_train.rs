@@ -53,7 +53,13 @@ struct Row {
 
 pub fn run(a: BenchTrainArgs) -> Result<(), String> {
     set_threads(a.threads)?;
-    let mut cfg = preset(&a.preset).ok_or_else(|| format!("unknown preset '{}' (expected one of: {})", a.preset, PRESETS.join(", ")))?;
+    let mut cfg = preset(&a.preset).ok_or_else(|| {
+        format!(
+            "unknown preset '{}' (expected one of: {})",
+            a.preset,
+            PRESETS.join(", ")
+        )
+    })?;
     if let Some(b) = a.batch_size {
         cfg.batch_size = b;
     }
@@ -67,8 +73,15 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         return Err("--steps must be at least 1".into());
     }
     let levels: Vec<Level> = match &a.levels {
-        Some(s) => s.split(',').map(|l| l.trim().parse::<Level>().map_err(|e| e.to_string())).collect::<Result<_, _>>()?,
-        None => Level::ALL.iter().copied().filter(|l| *l != Level::Naive && l.available().is_ok()).collect(),
+        Some(s) => s
+            .split(',')
+            .map(|l| l.trim().parse::<Level>().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?,
+        None => Level::ALL
+            .iter()
+            .copied()
+            .filter(|l| *l != Level::Naive && l.available().is_ok())
+            .collect(),
     };
     let (tokenizer, data) = if cfg.tokenizer == "gpt2" {
         let tok = Tokenizer::gpt2().map_err(|e| e.to_string())?;
@@ -83,19 +96,37 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
                 (x % 50257) as u32
             })
             .collect();
-        (tok, ferrogpt_train::data::Dataset { train: ids, val: Vec::new() })
+        (
+            tok,
+            ferrogpt_train::data::Dataset {
+                train: ids,
+                val: Vec::new(),
+            },
+        )
     } else {
         let path = resolve_data(a.data.as_deref())?;
         let tok = Tokenizer::from_corpus_char(&load_text(&path).map_err(|e| e.to_string())?);
         let ds = load_dataset(&path, None, &tok).map_err(|e| e.to_string())?;
         (tok, ds)
     };
-    let flops_per_step = cfg.model_config(tokenizer.vocab_size()).flops_per_token(cfg.seq_len) * (cfg.batch_size * cfg.seq_len) as f64;
+    let flops_per_step = cfg
+        .model_config(tokenizer.vocab_size())
+        .flops_per_token(cfg.seq_len)
+        * (cfg.batch_size * cfg.seq_len) as f64;
     let mut rows = Vec::new();
     for level in levels {
         level.available().map_err(|e| e.to_string())?;
-        let dir = std::env::temp_dir().join(format!("ferrogpt-bench-{}-{level}", std::process::id()));
-        let mut t = Trainer::new(cfg.clone(), tokenizer.clone(), data.clone(), level, &dir, None).map_err(|e| e.to_string())?;
+        let dir =
+            std::env::temp_dir().join(format!("ferrogpt-bench-{}-{level}", std::process::id()));
+        let mut t = Trainer::new(
+            cfg.clone(),
+            tokenizer.clone(),
+            data.clone(),
+            level,
+            &dir,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
         let mut times = Vec::new();
         let mut loss = 0.0;
         for i in 0..cfg.steps {
@@ -126,7 +157,10 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+        );
         return Ok(());
     }
     let slowest = rows.iter().map(|r| r.step_s_median).fold(0.0, f64::max);
@@ -139,7 +173,10 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         a.steps,
         a.warmup
     );
-    println!("{:<18} {:>12} {:>12} {:>12} {:>9} {:>10}", "level", "step (ms)", "tokens/s", "model GF/s", "speedup", "loss");
+    println!(
+        "{:<18} {:>12} {:>12} {:>12} {:>9} {:>10}",
+        "level", "step (ms)", "tokens/s", "model GF/s", "speedup", "loss"
+    );
     for r in &rows {
         println!(
             "{:<18} {:>12.2} {:>12.0} {:>12.1} {:>8.2}x {:>10.4}",

@@ -36,7 +36,9 @@ pub fn run(a: EvalArgs) -> Result<(), String> {
     let block = loaded.model.config.block_size;
     let t = a.seq_len.unwrap_or(block);
     if t == 0 || t > block {
-        return Err(format!("--seq-len must be in 1..={block} (the model's block size), got {t}"));
+        return Err(format!(
+            "--seq-len must be in 1..={block} (the model's block size), got {t}"
+        ));
     }
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
@@ -44,7 +46,15 @@ pub fn run(a: EvalArgs) -> Result<(), String> {
     // The whole file is the evaluation set: pass it as its own validation file so nothing is split.
     let ds = load_dataset(&a.data, Some(&a.data), &loaded.tokenizer).map_err(|e| e.to_string())?;
     let tokens = ds.val;
-    let (loss, windows) = evaluate_tokens(&loaded.model, &loaded.params, &tokens, a.batch_size, t, level, a.max_windows)?;
+    let (loss, windows) = evaluate_tokens(
+        &loaded.model,
+        &loaded.params,
+        &tokens,
+        a.batch_size,
+        t,
+        level,
+        a.max_windows,
+    )?;
     let ppl = loss.exp();
     if a.json {
         let v = serde_json::json!({

@@ -21,7 +21,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 300)]
     tokens: usize,
     /// Softmax temperature (0 = always the most likely token).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f64,
     /// Sample among the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 40)]
@@ -34,7 +34,10 @@ pub struct SampleArgs {
 
 pub fn run(a: SampleArgs) -> Result<(), String> {
     if !(a.temperature.is_finite() && a.temperature >= 0.0) {
-        return Err(format!("--temperature must be a non-negative number, got {}", a.temperature));
+        return Err(format!(
+            "--temperature must be a non-negative number, got {}",
+            a.temperature
+        ));
     }
     let level = a.compute.setup()?;
     let loaded = load_model(&a.checkpoint, 64).map_err(|e| e.to_string())?;
@@ -51,11 +54,25 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     if let Some(p) = &a.prompt {
         let _ = out.write_all(p.as_bytes());
     }
-    let sampling = Sampling { temperature: a.temperature, top_k: a.top_k };
-    generate(&loaded.model, &mut tape, &loaded.params, &prompt, a.tokens, sampling, &mut rng, |id| {
-        let s = dec.push(id).map_err(|e| ModelError::Input(e.to_string()))?;
-        out.write_all(s.as_bytes()).and_then(|_| out.flush()).map_err(|e| ModelError::Input(format!("stdout: {e}")))
-    })
+    let sampling = Sampling {
+        temperature: a.temperature,
+        top_k: a.top_k,
+    };
+    generate(
+        &loaded.model,
+        &mut tape,
+        &loaded.params,
+        &prompt,
+        a.tokens,
+        sampling,
+        &mut rng,
+        |id| {
+            let s = dec.push(id).map_err(|e| ModelError::Input(e.to_string()))?;
+            out.write_all(s.as_bytes())
+                .and_then(|_| out.flush())
+                .map_err(|e| ModelError::Input(format!("stdout: {e}")))
+        },
+    )
     .map_err(|e| e.to_string())?;
     let _ = writeln!(out, "{}", dec.finish());
     Ok(())

@@ -34,7 +34,11 @@ pub fn run(a: TokenizeArgs) -> Result<(), String> {
         let vocab_path = PathBuf::from(vocab_path);
         ferrogpt_core::fsutil::write_atomic(&vocab_path, tok.to_json().to_string().as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", vocab_path.display()))?;
-        eprintln!("vocabulary ({} characters) written to {}", tok.vocab_size(), vocab_path.display());
+        eprintln!(
+            "vocabulary ({} characters) written to {}",
+            tok.vocab_size(),
+            vocab_path.display()
+        );
     }
     eprintln!("{} tokens written to {}", ids.len(), a.out.display());
     Ok(())

@@ -46,7 +46,7 @@ pub struct TrainArgs {
     #[arg(long)]
     steps: Option<usize>,
     /// Stop (and save) after this many seconds of this session.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_seconds: Option<f64>,
     #[arg(long)]
     batch_size: Option<usize>,
@@ -54,9 +54,9 @@ pub struct TrainArgs {
     seq_len: Option<usize>,
     #[arg(long)]
     grad_accum: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     min_lr: Option<f64>,
     /// constant, linear or cosine.
     #[arg(long)]
@@ -66,21 +66,21 @@ pub struct TrainArgs {
     /// adamw or sgd.
     #[arg(long)]
     optimizer: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     beta1: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     beta2: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
     /// SGD momentum.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     momentum: Option<f64>,
     /// Clip gradients to this global norm (0 = off).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     grad_clip: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     dropout: Option<f64>,
     /// Consecutive windows (llm.c's loader) instead of random ones.
     #[arg(long)]
@@ -115,20 +115,54 @@ pub struct TrainArgs {
 
 /// preset → TOML file → flags.
 fn build_config(a: &TrainArgs) -> Result<TrainConfig, String> {
-    let mut cfg = preset(&a.preset)
-        .ok_or_else(|| format!("unknown preset '{}' (expected one of: {})", a.preset, PRESETS.join(", ")))?;
+    let mut cfg = preset(&a.preset).ok_or_else(|| {
+        format!(
+            "unknown preset '{}' (expected one of: {})",
+            a.preset,
+            PRESETS.join(", ")
+        )
+    })?;
     if let Some(path) = &a.config {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file: toml::Table = text.parse().map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
         let mut merged = toml::Table::try_from(&cfg).map_err(|e| e.to_string())?;
         merged.extend(file);
-        cfg = merged.try_into().map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+        cfg = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
     }
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { cfg.$f = v; } )* };
     }
-    set!(steps, batch_size, seq_len, grad_accum, lr, min_lr, warmup, weight_decay, beta1, beta2, eps, momentum);
-    set!(grad_clip, dropout, eval_interval, eval_batches, seed, n_layer, n_head, n_embd, block_size, vocab_multiple);
+    set!(
+        steps,
+        batch_size,
+        seq_len,
+        grad_accum,
+        lr,
+        min_lr,
+        warmup,
+        weight_decay,
+        beta1,
+        beta2,
+        eps,
+        momentum
+    );
+    set!(
+        grad_clip,
+        dropout,
+        eval_interval,
+        eval_batches,
+        seed,
+        n_layer,
+        n_head,
+        n_embd,
+        block_size,
+        vocab_multiple
+    );
     set!(sample_tokens, tokenizer);
     if a.block_size.is_some() && a.seq_len.is_none() {
         cfg.seq_len = cfg.seq_len.min(cfg.block_size);
@@ -138,7 +172,11 @@ fn build_config(a: &TrainArgs) -> Result<TrainConfig, String> {
             "constant" => Schedule::Constant,
             "linear" => Schedule::Linear,
             "cosine" => Schedule::Cosine,
-            _ => return Err(format!("--lr-schedule must be constant, linear or cosine, got '{s}'")),
+            _ => {
+                return Err(format!(
+                    "--lr-schedule must be constant, linear or cosine, got '{s}'"
+                ))
+            }
         };
     }
     if let Some(s) = &a.optimizer {
@@ -167,7 +205,10 @@ fn default_out(preset: &str) -> PathBuf {
     if !first.exists() {
         return first;
     }
-    (2..).map(|i| base.join(format!("{preset}-{i}"))).find(|p| !p.exists()).expect("an unused name")
+    (2..)
+        .map(|i| base.join(format!("{preset}-{i}")))
+        .find(|p| !p.exists())
+        .expect("an unused name")
 }
 
 pub fn run(a: TrainArgs) -> Result<(), String> {
@@ -175,24 +216,36 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
     let mut trainer = if let Some(dir) = &a.resume {
         let tokenizer = checkpoint::load_tokenizer(dir).map_err(|e| e.to_string())?;
         let data_path = resolve_data(a.data.as_deref())?;
-        let data = load_dataset(&data_path, a.val_data.as_deref(), &tokenizer).map_err(|e| e.to_string())?;
+        let data = load_dataset(&data_path, a.val_data.as_deref(), &tokenizer)
+            .map_err(|e| e.to_string())?;
         let t = Trainer::resume(dir, data, level, a.steps).map_err(|e| e.to_string())?;
-        eprintln!("resuming {} at step {} of {}", dir.display(), t.step, t.cfg.steps);
+        eprintln!(
+            "resuming {} at step {} of {}",
+            dir.display(),
+            t.step,
+            t.cfg.steps
+        );
         t
     } else {
         let mut cfg = build_config(&a)?;
         let data_path = resolve_data(a.data.as_deref())?;
         let (tokenizer, init) = match &a.init {
             Some(dir) => {
-                let loaded = checkpoint::load_model(dir, cfg.vocab_multiple).map_err(|e| e.to_string())?;
+                let loaded =
+                    checkpoint::load_model(dir, cfg.vocab_multiple).map_err(|e| e.to_string())?;
                 let m = &loaded.model.config;
-                (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) = (m.n_layer, m.n_head, m.n_embd, m.block_size);
+                (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) =
+                    (m.n_layer, m.n_head, m.n_embd, m.block_size);
                 cfg.seq_len = cfg.seq_len.min(cfg.block_size);
                 cfg.tokenizer = loaded.tokenizer.name().into();
                 if m.padded_vocab_size != cfg.model_config(m.vocab_size).padded_vocab_size {
                     cfg.vocab_multiple = m.padded_vocab_size; // keep the stored padding
                     if cfg.model_config(m.vocab_size).padded_vocab_size != m.padded_vocab_size {
-                        return Err(format!("{}: padded vocabulary {} cannot be reproduced", dir.display(), m.padded_vocab_size));
+                        return Err(format!(
+                            "{}: padded vocabulary {} cannot be reproduced",
+                            dir.display(),
+                            m.padded_vocab_size
+                        ));
                     }
                 }
                 eprintln!(
@@ -205,7 +258,9 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
                 );
                 (loaded.tokenizer, Some(loaded.params))
             }
-            None if cfg.tokenizer == "gpt2" => (Tokenizer::gpt2().map_err(|e| e.to_string())?, None),
+            None if cfg.tokenizer == "gpt2" => {
+                (Tokenizer::gpt2().map_err(|e| e.to_string())?, None)
+            }
             None => {
                 let mut corpus = load_text(&data_path).map_err(|e| e.to_string())?;
                 if let Some(v) = &a.val_data {
@@ -214,7 +269,8 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
                 (Tokenizer::from_corpus_char(&corpus), None)
             }
         };
-        let data = load_dataset(&data_path, a.val_data.as_deref(), &tokenizer).map_err(|e| e.to_string())?;
+        let data = load_dataset(&data_path, a.val_data.as_deref(), &tokenizer)
+            .map_err(|e| e.to_string())?;
         let out = a.out.clone().unwrap_or_else(|| default_out(&a.preset));
         let t = Trainer::new(cfg, tokenizer, data, level, &out, init).map_err(|e| e.to_string())?;
         eprintln!(
@@ -250,12 +306,20 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
     let dir = trainer.out_dir.display().to_string();
     match outcome {
         Outcome::Interrupted => {
-            eprintln!("stopped at step {}; checkpoint saved in {dir} (continue with --resume {dir})", trainer.step);
+            eprintln!(
+                "stopped at step {}; checkpoint saved in {dir} (continue with --resume {dir})",
+                trainer.step
+            );
             return Ok(());
         }
         Outcome::Finished => {
-            let val = trainer.last_val_loss.map_or("n/a".to_string(), |v| format!("{v:.4}"));
-            eprintln!("done: step {}, val loss {val}; checkpoint in {dir}", trainer.step);
+            let val = trainer
+                .last_val_loss
+                .map_or("n/a".to_string(), |v| format!("{v:.4}"));
+            eprintln!(
+                "done: step {}, val loss {val}; checkpoint in {dir}",
+                trainer.step
+            );
         }
     }
     if trainer.cfg.sample_tokens > 0 {
@@ -276,8 +340,10 @@ fn train_with_progress(
     let bar = if tty {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} eta {eta}]")
-                .expect("static template"),
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} [{elapsed_precise} eta {eta}]",
+            )
+            .expect("static template"),
         );
         bar.set_position(trainer.step as u64);
         Some(bar)
@@ -291,7 +357,10 @@ fn train_with_progress(
             last_val = m.val_loss;
         }
         let val = last_val.map_or(String::new(), |v| format!(" val {v:.4}"));
-        let line = format!("loss {:.4}{val} lr {:.2e} {:.0} tok/s", m.train_loss, m.lr, m.tokens_per_sec);
+        let line = format!(
+            "loss {:.4}{val} lr {:.2e} {:.0} tok/s",
+            m.train_loss, m.lr, m.tokens_per_sec
+        );
         match &bar {
             Some(bar) => {
                 bar.set_position(m.step as u64);
@@ -301,7 +370,10 @@ fn train_with_progress(
                 }
             }
             None => {
-                if m.step % log_interval.max(1) == 0 || m.val_loss.is_some() || m.step as u64 == total {
+                if m.step % log_interval.max(1) == 0
+                    || m.val_loss.is_some()
+                    || m.step as u64 == total
+                {
                     eprintln!("step {}/{total} {line} ({:.1}s)", m.step, m.elapsed_s);
                 }
             }
@@ -325,7 +397,10 @@ fn sample_after_training(trainer: &Trainer, level: Level) -> Result<(), String> 
     let mut tape = ferrogpt_core::Tape::new(level).map_err(|e| e.to_string())?;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(trainer.cfg.seed);
     let mut dec = ferrogpt_train::tokenizer::StreamDecoder::new(tok);
-    let sampling = Sampling { temperature: 0.8, top_k: 40 };
+    let sampling = Sampling {
+        temperature: 0.8,
+        top_k: 40,
+    };
     println!("--- sample ---");
     let mut out = std::io::stdout();
     ferrogpt_model::generate::generate(
@@ -338,7 +413,9 @@ fn sample_after_training(trainer: &Trainer, level: Level) -> Result<(), String> 
         &mut rng,
         |id| {
             use std::io::Write;
-            let s = dec.push(id).map_err(|e| ferrogpt_model::ModelError::Input(e.to_string()))?;
+            let s = dec
+                .push(id)
+                .map_err(|e| ferrogpt_model::ModelError::Input(e.to_string()))?;
             let _ = out.write_all(s.as_bytes());
             let _ = out.flush();
             Ok(())

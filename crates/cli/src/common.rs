@@ -43,7 +43,8 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), String> {
 
 /// Where `train` looks for Tiny Shakespeare by default.
 pub const DEFAULT_DATA: &str = "data/tinyshakespeare.txt";
-const SHAKESPEARE_URL: &str = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
+const SHAKESPEARE_URL: &str =
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
 const SHAKESPEARE_BYTES: u64 = 1_115_394;
 
 /// The training data path: as given, or the default file, downloaded when it is missing.
@@ -60,14 +61,23 @@ pub fn resolve_data(data: Option<&Path>) -> Result<PathBuf, String> {
 
 fn download_shakespeare(path: &Path) -> Result<(), String> {
     use std::io::Read;
-    eprintln!("{} is missing; downloading Tiny Shakespeare from {SHAKESPEARE_URL}", path.display());
+    eprintln!(
+        "{} is missing; downloading Tiny Shakespeare from {SHAKESPEARE_URL}",
+        path.display()
+    );
     let offline = |e: &dyn std::fmt::Display| {
         format!(
             "cannot download {SHAKESPEARE_URL} ({e}); pass --data PATH to a local copy of Tiny Shakespeare (1,115,394 bytes) or any UTF-8 text"
         )
     };
-    let resp = ureq::get(SHAKESPEARE_URL).timeout(std::time::Duration::from_secs(30)).call().map_err(|e| offline(&e))?;
-    let len = resp.header("Content-Length").and_then(|s| s.parse().ok()).unwrap_or(SHAKESPEARE_BYTES);
+    let resp = ureq::get(SHAKESPEARE_URL)
+        .timeout(std::time::Duration::from_secs(30))
+        .call()
+        .map_err(|e| offline(&e))?;
+    let len = resp
+        .header("Content-Length")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SHAKESPEARE_BYTES);
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
@@ -78,9 +88,11 @@ fn download_shakespeare(path: &Path) -> Result<(), String> {
     reader.read_to_end(&mut bytes).map_err(|e| offline(&e))?;
     bar.finish_and_clear();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    ferrogpt_core::fsutil::write_atomic(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    ferrogpt_core::fsutil::write_atomic(path, &bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("saved {} ({} bytes)", path.display(), bytes.len());
     Ok(())
 }

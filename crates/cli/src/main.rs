@@ -16,7 +16,11 @@ mod common;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ferrogpt", version, about = "Train and run GPT-2-style language models, from naive loops to matrix engines.")]
+#[command(
+    name = "ferrogpt",
+    version,
+    about = "Train and run GPT-2-style language models, from naive loops to matrix engines."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

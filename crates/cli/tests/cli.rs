@@ -1,0 +1,395 @@
+//! The binary end to end: a tiny training run, sample, eval, tokenize, resume; and every bad
+//! input the issue lists gets one line on stderr, a non-zero exit, no panic, and leaves
+//! existing files untouched.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrogpt"))
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str]) -> Out {
+    let o = bin().args(args).output().expect("run ferrogpt");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Fails with exactly one line on stderr that contains `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let o = run(args);
+    assert_ne!(o.code, 0, "{args:?} should fail; stderr: {}", o.stderr);
+    assert!(
+        !o.stderr.contains("panicked"),
+        "{args:?} panicked: {}",
+        o.stderr
+    );
+    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: expected one line, got: {}",
+        o.stderr
+    );
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: '{}' lacks '{needle}'",
+        lines[0]
+    );
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrogpt-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const TINY: &[&str] = &[
+    "--n-layer",
+    "1",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "16",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-interval",
+    "5",
+    "--eval-batches",
+    "2",
+    "--sample-tokens",
+    "20",
+    "--threads",
+    "1",
+];
+
+fn corpus(dir: &Path) -> PathBuf {
+    let p = dir.join("text.txt");
+    std::fs::write(
+        &p,
+        "ROMEO:\nBut, soft! what light through yonder window breaks?\n".repeat(60),
+    )
+    .unwrap();
+    p
+}
+
+fn train_tiny(dir: &Path, steps: &str) -> PathBuf {
+    let data = corpus(dir);
+    let out = dir.join("run");
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--steps",
+        steps,
+    ];
+    args.extend_from_slice(TINY);
+    let o = run(&args);
+    assert_eq!(o.code, 0, "train failed: {}", o.stderr);
+    out
+}
+
+#[test]
+fn train_sample_eval_resume() {
+    let dir = tmp("e2e");
+    let run_dir = train_tiny(&dir, "10");
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "state.json",
+        "metrics.jsonl",
+    ] {
+        assert!(run_dir.join(f).is_file(), "missing {f}");
+    }
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 10);
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    for k in [
+        "step",
+        "train_loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_sec",
+        "elapsed_s",
+        "val_loss",
+    ] {
+        assert!(!last[k].is_null(), "metrics lack {k}");
+    }
+    // Sample: the prompt, then 30 generated characters, deterministic for a seed.
+    let args = [
+        "sample",
+        "--checkpoint",
+        s(&run_dir),
+        "--prompt",
+        "ROMEO:",
+        "--tokens",
+        "30",
+        "--seed",
+        "3",
+        "--threads",
+        "1",
+    ];
+    let a = run(&args);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert!(a.stdout.starts_with("ROMEO:"));
+    assert_eq!(a.stdout.trim_end_matches('\n').chars().count(), 6 + 30);
+    assert_eq!(run(&args).stdout, a.stdout);
+    // Eval, as JSON.
+    let o = run(&[
+        "eval",
+        "--checkpoint",
+        s(&run_dir),
+        "--data",
+        s(&corpus(&dir)),
+        "--json",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    let (loss, ppl) = (
+        v["loss"].as_f64().unwrap(),
+        v["perplexity"].as_f64().unwrap(),
+    );
+    assert!(loss > 0.0 && loss < 4.0 && (ppl - loss.exp()).abs() < 1e-6 * ppl);
+    // Resume to 15 steps.
+    let o = run(&[
+        "train",
+        "--resume",
+        s(&run_dir),
+        "--data",
+        s(&corpus(&dir)),
+        "--steps",
+        "15",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 15);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tokenize_writes_token_files() {
+    let dir = tmp("tok");
+    let text = corpus(&dir);
+    let out = dir.join("t.bin");
+    let o = run(&[
+        "tokenize",
+        "--tokenizer",
+        "gpt2",
+        s(&text),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(
+        i32::from_le_bytes(bytes[0..4].try_into().unwrap()),
+        20240520
+    );
+    let n = i32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    assert_eq!(bytes.len(), 1024 + 2 * n);
+    let o = run(&[
+        "tokenize",
+        "--tokenizer",
+        "char",
+        s(&text),
+        "--out",
+        s(&dir.join("c.bin")),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(dir.join("c.bin.tokenizer.json").is_file());
+    // A gpt2 token file has ids beyond a char model's vocabulary.
+    let run_dir = train_tiny(&dir, "5");
+    fails_with(
+        &["eval", "--checkpoint", s(&run_dir), "--data", s(&out)],
+        "out of range",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_data_files() {
+    let dir = tmp("baddata");
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let binary = dir.join("bin.dat");
+    std::fs::write(&binary, [0u8, 159, 146, 150, 0, 1, 2]).unwrap();
+    let out = dir.join("o");
+    fails_with(
+        &[
+            "train",
+            "--data",
+            s(&dir.join("nope.txt")),
+            "--out",
+            s(&out),
+        ],
+        "nope.txt",
+    );
+    fails_with(&["train", "--data", s(&empty), "--out", s(&out)], "empty");
+    fails_with(
+        &["train", "--data", s(&binary), "--out", s(&out)],
+        "not text",
+    );
+    let bad_header = dir.join("bad.bin");
+    let mut b = vec![0u8; 1024];
+    b[0..4].copy_from_slice(&20240520i32.to_le_bytes());
+    b[4..8].copy_from_slice(&7i32.to_le_bytes());
+    std::fs::write(&bad_header, &b).unwrap();
+    fails_with(
+        &[
+            "train",
+            "--data",
+            s(&bad_header),
+            "--tokenizer",
+            "gpt2",
+            "--out",
+            s(&out),
+        ],
+        "version",
+    );
+    assert!(!out.exists(), "a failed run left a directory behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_flags() {
+    let dir = tmp("flags");
+    let data = corpus(&dir);
+    let out = dir.join("o");
+    let base = ["train", "--data", s(&data), "--out", s(&out)];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|x| x.to_string()).collect()
+    };
+    let check = |extra: &[&str], needle: &str| {
+        let args = with(extra);
+        fails_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    };
+    check(&["--lr", "-1"], "lr");
+    check(&["--preset", "bogus"], "unknown preset");
+    check(&["--matmul", "warp-drive"], "unknown matmul level");
+    check(&["--beta2", "1.5"], "beta2");
+    check(&["--n-head", "3", "--n-embd", "16"], "n_head");
+    check(&["--seq-len", "100", "--block-size", "16"], "seq_len");
+    check(&["--dropout", "1"], "dropout");
+    check(&["--threads", "0"], "threads");
+    check(&["--lr-schedule", "zigzag"], "lr-schedule");
+    // clap's own errors: non-zero exit, no panic.
+    let o = run(&with(&["--steps", "many"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("--steps"));
+    let toml = dir.join("c.toml");
+    std::fs::write(&toml, "learning_rate = 3\n").unwrap();
+    check(&["--config", s(&toml)], "learning_rate");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_and_prompts() {
+    let dir = tmp("badckpt");
+    let run_dir = train_tiny(&dir, "5");
+    let model = run_dir.join("model.safetensors");
+    let original = std::fs::read(&model).unwrap();
+    let data = corpus(&dir);
+    // Prompt longer than the block size (16), and characters outside the vocabulary.
+    let long = "ROMEO: ".repeat(5);
+    fails_with(
+        &["sample", "--checkpoint", s(&run_dir), "--prompt", &long],
+        "block size",
+    );
+    fails_with(
+        &["sample", "--checkpoint", s(&run_dir), "--prompt", "Zebra€"],
+        "prompt",
+    );
+    fails_with(
+        &["sample", "--checkpoint", s(&dir.join("missing"))],
+        "missing",
+    );
+    // Training into an existing checkpoint is refused, and the checkpoint is untouched.
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&run_dir),
+        "--steps",
+        "5",
+    ];
+    args.extend_from_slice(TINY);
+    fails_with(&args, "already holds a checkpoint");
+    assert_eq!(std::fs::read(&model).unwrap(), original);
+    // Unwritable output directory (its parent is a file).
+    let file = dir.join("afile");
+    std::fs::write(&file, "x").unwrap();
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        "PLACEHOLDER",
+        "--steps",
+        "2",
+    ];
+    let bad_out = file.join("run");
+    args[4] = s(&bad_out);
+    args.extend_from_slice(TINY);
+    fails_with(&args, "afile");
+    // Mismatched checkpoint: state.json from another step.
+    let state = run_dir.join("state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    std::fs::write(&state, text.replace("\"step\": 5", "\"step\": 4")).unwrap();
+    fails_with(
+        &["train", "--resume", s(&run_dir), "--data", s(&data)],
+        "mismatched",
+    );
+    std::fs::write(&state, &text).unwrap();
+    // Truncated weights.
+    std::fs::write(&model, &original[..original.len() / 2]).unwrap();
+    fails_with(
+        &["sample", "--checkpoint", s(&run_dir)],
+        "model.safetensors",
+    );
+    fails_with(
+        &["train", "--resume", s(&run_dir), "--data", s(&data)],
+        "model.safetensors",
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap().len(),
+        original.len() / 2,
+        "a failed resume rewrote the weights"
+    );
+    // Corrupt config.
+    std::fs::write(&model, &original).unwrap();
+    std::fs::write(run_dir.join("config.json"), "{ not json").unwrap();
+    fails_with(
+        &["eval", "--checkpoint", s(&run_dir), "--data", s(&data)],
+        "config.json",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
