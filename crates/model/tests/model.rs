@@ -9,7 +9,15 @@ use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
 use std::path::PathBuf;
 
 fn tiny() -> GptConfig {
-    GptConfig { n_layer: 2, n_head: 2, n_embd: 8, block_size: 6, vocab_size: 11, padded_vocab_size: 16, dropout: 0.0 }
+    GptConfig {
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 8,
+        block_size: 6,
+        vocab_size: 11,
+        padded_vocab_size: 16,
+        dropout: 0.0,
+    }
 }
 
 fn loss(model: &Gpt, params: &[f64], x: &[u32], y: &[u32], t: usize) -> f64 {
@@ -26,7 +34,11 @@ fn whole_model_gradient_matches_finite_differences() {
     // Larger-than-GPT-2 init so every path carries signal; padding rows stay zero.
     let mut params: Vec<f64> = model.layout.init(&model.config, &mut rng);
     for (name, p) in &model.layout.named {
-        let rows = if name == "wte.weight" { model.config.vocab_size } else { p.rows };
+        let rows = if name == "wte.weight" {
+            model.config.vocab_size
+        } else {
+            p.rows
+        };
         for x in &mut params[p.offset..p.offset + rows * p.cols] {
             *x += rng.gen_range(-0.3..0.3);
         }
@@ -51,8 +63,14 @@ fn whole_model_gradient_matches_finite_differences() {
             num.push((loss(&model, &a, &x, &y, t) - loss(&model, &bm, &x, &y, t)) / (2.0 * h));
         }
         let ana = &grads[p.range()];
-        let diff: f64 = ana.iter().zip(&num).map(|(a, n)| (a - n) * (a - n)).sum::<f64>().sqrt();
-        let norm: f64 = ana.iter().map(|a| a * a).sum::<f64>().sqrt() + num.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let diff: f64 = ana
+            .iter()
+            .zip(&num)
+            .map(|(a, n)| (a - n) * (a - n))
+            .sum::<f64>()
+            .sqrt();
+        let norm: f64 = ana.iter().map(|a| a * a).sum::<f64>().sqrt()
+            + num.iter().map(|a| a * a).sum::<f64>().sqrt();
         let rel = if norm == 0.0 { 0.0 } else { diff / norm };
         if rel > worst.0 {
             worst = (rel, name.clone());
@@ -62,26 +80,45 @@ fn whole_model_gradient_matches_finite_differences() {
             assert!(norm > 0.0, "{name}: gradient is identically zero");
         }
     }
-    assert!(worst.0 < 1e-6, "worst relative error {:e} in {}", worst.0, worst.1);
+    assert!(
+        worst.0 < 1e-6,
+        "worst relative error {:e} in {}",
+        worst.0,
+        worst.1
+    );
     // Padding rows of wte receive no gradient.
     let pad = &grads[model.layout.wte.offset + 11 * 8..model.layout.wte.offset + 16 * 8];
     assert!(pad.iter().all(|&g| g == 0.0));
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+        .collect()
 }
 
 /// Our forward on HF's weights gives transformers' logits and loss (float64 reference).
 #[test]
 fn hugging_face_checkpoint_gives_transformers_logits() {
     let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("hf-tiny/expected.json")).unwrap()).unwrap();
-    let ids = |k: &str| -> Vec<u32> { expected[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+        serde_json::from_str(&std::fs::read_to_string(fixture("hf-tiny/expected.json")).unwrap())
+            .unwrap();
+    let ids = |k: &str| -> Vec<u32> {
+        expected[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
     let (inputs, targets) = (ids("inputs"), ids("targets"));
     let want_logits = floats(&expected["logits"]);
     let want_loss = expected["loss"].as_f64().unwrap();
@@ -89,7 +126,16 @@ fn hugging_face_checkpoint_gives_transformers_logits() {
     for dir in ["hf-tiny", "hf-tiny-legacy"] {
         let dir = fixture(dir);
         let cfg = checkpoint::load_config(&dir, 1).unwrap();
-        assert_eq!((cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size), (2, 2, 16, 32, 50));
+        assert_eq!(
+            (
+                cfg.n_layer,
+                cfg.n_head,
+                cfg.n_embd,
+                cfg.block_size,
+                cfg.vocab_size
+            ),
+            (2, 2, 16, 32, 50)
+        );
         let model = Gpt::new(cfg).unwrap();
         let (params, _) = checkpoint::load_weights(&dir.join("model.safetensors"), &model).unwrap();
         let params: Vec<f64> = params.iter().map(|&x| x as f64).collect();
@@ -99,8 +145,16 @@ fn hugging_face_checkpoint_gives_transformers_logits() {
         let t = inputs.len();
         let logits = model.forward(&mut tape, &params, &inputs, t, false, &mut rng);
         let got = tape.value(logits);
-        let worst = got.iter().zip(&want_logits).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(worst < 1e-9, "{}: logits differ from transformers' by {worst:e}", dir.display());
+        let worst = got
+            .iter()
+            .zip(&want_logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 1e-9,
+            "{}: logits differ from transformers' by {worst:e}",
+            dir.display()
+        );
         let l = model.loss(&mut tape, &params, &inputs, &targets, t, &mut rng);
         assert!((l - want_loss).abs() < 1e-9, "loss {l} vs {want_loss}");
     }
@@ -115,16 +169,30 @@ fn weights_round_trip_and_mismatch_is_refused() {
     let mut rng = Rng64::seed_from_u64(5);
     let params: Vec<f32> = model.layout.init(&model.config, &mut rng);
     checkpoint::save_config(&dir, &model.config).unwrap();
-    checkpoint::save_weights(&dir.join("model.safetensors"), &model, &params, Default::default()).unwrap();
+    checkpoint::save_weights(
+        &dir.join("model.safetensors"),
+        &model,
+        &params,
+        Default::default(),
+    )
+    .unwrap();
     let cfg = checkpoint::load_config(&dir, 64).unwrap();
     assert_eq!(cfg, model.config);
     let (back, _) = checkpoint::load_weights(&dir.join("model.safetensors"), &model).unwrap();
     assert_eq!(back, params);
-    let other = Gpt::new(GptConfig { n_embd: 12, ..tiny() }).unwrap();
-    let err = checkpoint::load_weights(&dir.join("model.safetensors"), &other).unwrap_err().to_string();
+    let other = Gpt::new(GptConfig {
+        n_embd: 12,
+        ..tiny()
+    })
+    .unwrap();
+    let err = checkpoint::load_weights(&dir.join("model.safetensors"), &other)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("wte.weight") && err.contains("shape"), "{err}");
     std::fs::write(dir.join("model.safetensors"), b"garbage").unwrap();
-    let err = checkpoint::load_weights(&dir.join("model.safetensors"), &model).unwrap_err().to_string();
+    let err = checkpoint::load_weights(&dir.join("model.safetensors"), &model)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not a valid safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -137,13 +205,37 @@ fn generation_checks_prompt() {
     let mut rng = Rng64::seed_from_u64(5);
     let params: Vec<f32> = model.layout.init(&model.config, &mut rng);
     let mut tape = Tape::new(Level::Naive).unwrap();
-    let s = Sampling { temperature: 0.0, top_k: 0 };
-    let a = generate(&model, &mut tape, &params, &[1, 2], 10, s, &mut rng, |_| Ok(())).unwrap();
-    let b = generate(&model, &mut tape, &params, &[1, 2], 10, s, &mut rng, |_| Ok(())).unwrap();
+    let s = Sampling {
+        temperature: 0.0,
+        top_k: 0,
+    };
+    let a = generate(&model, &mut tape, &params, &[1, 2], 10, s, &mut rng, |_| {
+        Ok(())
+    })
+    .unwrap();
+    let b = generate(&model, &mut tape, &params, &[1, 2], 10, s, &mut rng, |_| {
+        Ok(())
+    })
+    .unwrap();
     assert_eq!(a, b);
     assert_eq!(a.len(), 10);
-    let err = generate(&model, &mut tape, &params, &[1; 7], 1, s, &mut rng, |_| Ok(())).unwrap_err().to_string();
+    let err = generate(&model, &mut tape, &params, &[1; 7], 1, s, &mut rng, |_| {
+        Ok(())
+    })
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("block size"), "{err}");
-    let err = generate(&model, &mut tape, &params, &[11], 1, s, &mut rng, |_| Ok(())).unwrap_err().to_string();
+    let err = generate(
+        &model,
+        &mut tape,
+        &params,
+        &[11],
+        1,
+        s,
+        &mut rng,
+        |_| Ok(()),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("beyond the vocabulary"), "{err}");
 }

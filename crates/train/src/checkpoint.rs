@@ -66,13 +66,24 @@ pub struct Tensors<'a> {
 }
 
 /// Writes a complete checkpoint into `dir` (which must exist).
-pub fn save(dir: &Path, model: &Gpt, tokenizer: &Tokenizer, state: &RunState, t: Tensors) -> Result<(), CheckpointError> {
+pub fn save(
+    dir: &Path,
+    model: &Gpt,
+    tokenizer: &Tokenizer,
+    state: &RunState,
+    t: Tensors,
+) -> Result<(), CheckpointError> {
     let meta = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         ("ferrogpt_step".to_string(), state.step.to_string()),
         ("ferrogpt_run_id".to_string(), state.run_id.clone()),
     ]);
-    mc::save_weights(&dir.join("model.safetensors"), model, t.params, meta.clone())?;
+    mc::save_weights(
+        &dir.join("model.safetensors"),
+        model,
+        t.params,
+        meta.clone(),
+    )?;
     let mut moments: Vec<(String, Vec<usize>, &[f32])> = vec![("m".into(), vec![t.m.len()], t.m)];
     if !t.v.is_empty() {
         moments.push(("v".into(), vec![t.v.len()], t.v));
@@ -99,7 +110,8 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, CheckpointError> {
         return Tokenizer::gpt2().map_err(|e| CheckpointError(e.to_string()));
     }
     let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&path, format!("not valid JSON: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| err(&path, format!("not valid JSON: {e}")))?;
     Tokenizer::from_json(&v).map_err(|e| err(&path, e))
 }
 
@@ -125,10 +137,19 @@ pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, Checkp
     if tokenizer.vocab_size() != model.config.vocab_size {
         return Err(err(
             &dir.join("tokenizer.json"),
-            format!("tokenizer has {} tokens, config.json says vocab_size {}", tokenizer.vocab_size(), model.config.vocab_size),
+            format!(
+                "tokenizer has {} tokens, config.json says vocab_size {}",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            ),
         ));
     }
-    Ok(LoadedModel { model, params, tokenizer, metadata })
+    Ok(LoadedModel {
+        model,
+        params,
+        tokenizer,
+        metadata,
+    })
 }
 
 /// Everything a resumed run needs.
@@ -146,16 +167,29 @@ pub fn load_for_resume(dir: &Path) -> Result<Resumed, CheckpointError> {
         return Err(err(dir, "not a resumable checkpoint (no state.json)"));
     }
     let text = std::fs::read_to_string(&st).map_err(|e| err(&st, e))?;
-    let state: RunState = serde_json::from_str(&text).map_err(|e| err(&st, format!("corrupt state ({e})")))?;
+    let state: RunState =
+        serde_json::from_str(&text).map_err(|e| err(&st, format!("corrupt state ({e})")))?;
     if state.format != FORMAT {
-        return Err(err(&st, format!("format '{}' is not '{FORMAT}'", state.format)));
+        return Err(err(
+            &st,
+            format!("format '{}' is not '{FORMAT}'", state.format),
+        ));
     }
     let loaded = load_model(dir, state.config.vocab_multiple)?;
     let opt_path = dir.join("optimizer.safetensors");
     let mut opt = mc::read_tensors(&opt_path)?;
-    for (path, meta) in [(&dir.join("model.safetensors"), &loaded.metadata), (&opt_path, &opt.metadata)] {
-        let step = meta.get("ferrogpt_step").map(String::as_str).unwrap_or("none");
-        let id = meta.get("ferrogpt_run_id").map(String::as_str).unwrap_or("none");
+    for (path, meta) in [
+        (&dir.join("model.safetensors"), &loaded.metadata),
+        (&opt_path, &opt.metadata),
+    ] {
+        let step = meta
+            .get("ferrogpt_step")
+            .map(String::as_str)
+            .unwrap_or("none");
+        let id = meta
+            .get("ferrogpt_run_id")
+            .map(String::as_str)
+            .unwrap_or("none");
         if step != state.step.to_string() || id != state.run_id {
             return Err(err(
                 path,
@@ -170,11 +204,26 @@ pub fn load_for_resume(dir: &Path) -> Result<Resumed, CheckpointError> {
     let mut take = |name: &str| -> Result<Vec<f32>, CheckpointError> {
         match opt.tensors.remove(name) {
             Some((_, d)) if d.len() == n => Ok(d),
-            Some((_, d)) => Err(err(&opt_path, format!("moment '{name}' has {} values, the model has {n} parameters", d.len()))),
+            Some((_, d)) => Err(err(
+                &opt_path,
+                format!(
+                    "moment '{name}' has {} values, the model has {n} parameters",
+                    d.len()
+                ),
+            )),
             None => Err(err(&opt_path, format!("moment '{name}' is missing"))),
         }
     };
     let m = take("m")?;
-    let v = if state.config.optimizer == crate::config::OptimizerKind::AdamW { take("v")? } else { Vec::new() };
-    Ok(Resumed { loaded, state, m, v })
+    let v = if state.config.optimizer == crate::config::OptimizerKind::AdamW {
+        take("v")?
+    } else {
+        Vec::new()
+    };
+    Ok(Resumed {
+        loaded,
+        state,
+        m,
+        v,
+    })
 }

@@ -169,19 +169,30 @@ impl TrainConfig {
 
     /// Checks the values that the model's own validation does not cover; names the field.
     pub fn validate(&self) -> Result<(), String> {
-        let pos = |name: &str, v: usize| if v == 0 { Err(format!("{name} must be positive")) } else { Ok(()) };
+        let pos = |name: &str, v: usize| {
+            if v == 0 {
+                Err(format!("{name} must be positive"))
+            } else {
+                Ok(())
+            }
+        };
         pos("batch_size", self.batch_size)?;
         pos("seq_len", self.seq_len)?;
         pos("grad_accum", self.grad_accum)?;
         pos("vocab_multiple", self.vocab_multiple)?;
         if self.seq_len > self.block_size {
-            return Err(format!("seq_len {} is longer than block_size {}", self.seq_len, self.block_size));
+            return Err(format!(
+                "seq_len {} is longer than block_size {}",
+                self.seq_len, self.block_size
+            ));
         }
         let finite_nonneg = |name: &str, v: f64| {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(format!("{name} must be a finite non-negative number, got {v}"))
+                Err(format!(
+                    "{name} must be a finite non-negative number, got {v}"
+                ))
             }
         };
         finite_nonneg("lr", self.lr)?;
@@ -201,7 +212,10 @@ impl TrainConfig {
             return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
         if self.tokenizer != "char" && self.tokenizer != "gpt2" {
-            return Err(format!("tokenizer must be 'char' or 'gpt2', got '{}'", self.tokenizer));
+            return Err(format!(
+                "tokenizer must be 'char' or 'gpt2', got '{}'",
+                self.tokenizer
+            ));
         }
         Ok(())
     }

@@ -26,8 +26,18 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(kind: OptimizerKind, n: usize, decay: Vec<bool>) -> Self {
-        let v = if kind == OptimizerKind::AdamW { vec![0.0; n] } else { Vec::new() };
-        Optimizer { kind, m: vec![0.0; n], v, t: 0, decay }
+        let v = if kind == OptimizerKind::AdamW {
+            vec![0.0; n]
+        } else {
+            Vec::new()
+        };
+        Optimizer {
+            kind,
+            m: vec![0.0; n],
+            v,
+            t: 0,
+            decay,
+        }
     }
 
     /// One update of `params` from `grads` at learning rate `lr`.
@@ -99,7 +109,9 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f64) -> f64 {
         let factor = max_norm / (norm + 1e-6);
         if factor < 1.0 {
             let f = factor as f32;
-            grads.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|g| *g *= f));
+            grads
+                .par_chunks_mut(CHUNK)
+                .for_each(|c| c.iter_mut().for_each(|g| *g *= f));
         }
     }
     norm

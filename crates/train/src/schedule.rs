@@ -16,7 +16,9 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
     match cfg.lr_schedule {
         Schedule::Constant => cfg.lr,
         Schedule::Linear => cfg.lr + r * (cfg.min_lr - cfg.lr),
-        Schedule::Cosine => cfg.min_lr + 0.5 * (1.0 + (std::f64::consts::PI * r).cos()) * (cfg.lr - cfg.min_lr),
+        Schedule::Cosine => {
+            cfg.min_lr + 0.5 * (1.0 + (std::f64::consts::PI * r).cos()) * (cfg.lr - cfg.min_lr)
+        }
     }
 }
 
@@ -26,14 +28,26 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine_to_min() {
-        let cfg = TrainConfig { steps: 1100, warmup: 100, lr: 1e-3, min_lr: 1e-4, ..TrainConfig::default() };
+        let cfg = TrainConfig {
+            steps: 1100,
+            warmup: 100,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            ..TrainConfig::default()
+        };
         assert!((learning_rate(&cfg, 0) - 1e-3 / 101.0).abs() < 1e-15);
         assert!((learning_rate(&cfg, 100) - 1e-3).abs() < 1e-15);
         assert!((learning_rate(&cfg, 600) - 5.5e-4).abs() < 1e-12);
         assert!((learning_rate(&cfg, 1100) - 1e-4).abs() < 1e-15);
-        let lin = TrainConfig { lr_schedule: Schedule::Linear, ..cfg.clone() };
+        let lin = TrainConfig {
+            lr_schedule: Schedule::Linear,
+            ..cfg.clone()
+        };
         assert!((learning_rate(&lin, 600) - 5.5e-4).abs() < 1e-12);
-        let c = TrainConfig { lr_schedule: Schedule::Constant, ..cfg };
+        let c = TrainConfig {
+            lr_schedule: Schedule::Constant,
+            ..cfg
+        };
         assert_eq!(learning_rate(&c, 1000), 1e-3);
     }
 }

@@ -92,7 +92,8 @@ impl Trainer {
         init: Option<Vec<f32>>,
     ) -> Result<Self, TrainError> {
         cfg.validate().map_err(TrainError::Setup)?;
-        let model = Gpt::new(cfg.model_config(tokenizer.vocab_size())).map_err(|e| TrainError::Setup(e.to_string()))?;
+        let model = Gpt::new(cfg.model_config(tokenizer.vocab_size()))
+            .map_err(|e| TrainError::Setup(e.to_string()))?;
         let params = match init {
             Some(p) => p,
             None => {
@@ -113,11 +114,26 @@ impl Trainer {
                 out_dir.display()
             )));
         }
-        std::fs::create_dir_all(out_dir).map_err(|e| TrainError::Io { path: out_dir.display().to_string(), msg: e.to_string() })?;
-        let mode = if cfg.sequential { BatchMode::Sequential } else { BatchMode::Random };
+        std::fs::create_dir_all(out_dir).map_err(|e| TrainError::Io {
+            path: out_dir.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        let mode = if cfg.sequential {
+            BatchMode::Sequential
+        } else {
+            BatchMode::Random
+        };
         let opt = Optimizer::new(cfg.optimizer, model.layout.total, model.layout.decay_mask());
-        let run_id = format!("{:016x}", cfg.seed ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
-        let t = Self::assemble(cfg, model, tokenizer, params, opt, data, level, out_dir, run_id)?;
+        let run_id = format!(
+            "{:016x}",
+            cfg.seed
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+        );
+        let t = Self::assemble(
+            cfg, model, tokenizer, params, opt, data, level, out_dir, run_id,
+        )?;
         let mut t = t;
         t.batcher = Batcher::new(mode, t.cfg.seed.wrapping_add(1));
         t.rng = Xoshiro256PlusPlus::seed_from_u64(t.cfg.seed.wrapping_add(2));
@@ -126,17 +142,36 @@ impl Trainer {
 
     /// Continues the run checkpointed in `dir`, on `data`, up to `steps` total steps (None: the
     /// run's own). The checkpoint directory is also the output directory.
-    pub fn resume(dir: &Path, data: Dataset, level: Level, steps: Option<usize>) -> Result<Self, TrainError> {
+    pub fn resume(
+        dir: &Path,
+        data: Dataset,
+        level: Level,
+        steps: Option<usize>,
+    ) -> Result<Self, TrainError> {
         let r = checkpoint::load_for_resume(dir)?;
         let mut cfg = r.state.config.clone();
         if let Some(s) = steps {
             cfg.steps = s;
         }
-        let mut opt = Optimizer::new(cfg.optimizer, r.loaded.model.layout.total, r.loaded.model.layout.decay_mask());
+        let mut opt = Optimizer::new(
+            cfg.optimizer,
+            r.loaded.model.layout.total,
+            r.loaded.model.layout.decay_mask(),
+        );
         opt.m = r.m;
         opt.v = r.v;
         opt.t = r.state.opt_t;
-        let mut t = Self::assemble(cfg, r.loaded.model, r.loaded.tokenizer, r.loaded.params, opt, data, level, dir, r.state.run_id)?;
+        let mut t = Self::assemble(
+            cfg,
+            r.loaded.model,
+            r.loaded.tokenizer,
+            r.loaded.params,
+            opt,
+            data,
+            level,
+            dir,
+            r.state.run_id,
+        )?;
         t.step = r.state.step;
         t.batcher = Batcher::from_state(r.state.batcher);
         t.rng = r.state.rng;
@@ -158,12 +193,17 @@ impl Trainer {
         out_dir: &Path,
         run_id: String,
     ) -> Result<Self, TrainError> {
-        crate::data::check_len(&data.train, cfg.seq_len, "the training data").map_err(|e| TrainError::Setup(e.to_string()))?;
+        crate::data::check_len(&data.train, cfg.seq_len, "the training data")
+            .map_err(|e| TrainError::Setup(e.to_string()))?;
         if !data.val.is_empty() {
-            crate::data::check_len(&data.val, cfg.seq_len, "the validation data").map_err(|e| TrainError::Setup(e.to_string()))?;
+            crate::data::check_len(&data.val, cfg.seq_len, "the validation data")
+                .map_err(|e| TrainError::Setup(e.to_string()))?;
         }
         for (what, toks) in [("training", &data.train), ("validation", &data.val)] {
-            if let Some(&id) = toks.iter().find(|&&id| id as usize >= model.config.vocab_size) {
+            if let Some(&id) = toks
+                .iter()
+                .find(|&&id| id as usize >= model.config.vocab_size)
+            {
                 return Err(TrainError::Setup(format!(
                     "the {what} data holds token id {id}, beyond the model's vocabulary of {}",
                     model.config.vocab_size
@@ -209,13 +249,24 @@ impl Trainer {
                 .next_batch(&self.data.train, b, t, &mut inputs, &mut targets)
                 .map_err(|e| TrainError::Setup(e.to_string()))?;
             self.tape.reset(true);
-            let loss = self.model.loss(&mut self.tape, &self.params, &inputs, &targets, t, &mut self.rng);
+            let loss = self.model.loss(
+                &mut self.tape,
+                &self.params,
+                &inputs,
+                &targets,
+                t,
+                &mut self.rng,
+            );
             self.tape.backward(&self.params, &mut self.grads);
             loss_sum += loss as f64;
         }
         let loss = (loss_sum / self.cfg.grad_accum as f64) as f32;
         if !loss.is_finite() {
-            return Err(TrainError::NonFinite { step: self.step, loss, dir: self.out_dir.display().to_string() });
+            return Err(TrainError::NonFinite {
+                step: self.step,
+                loss,
+                dir: self.out_dir.display().to_string(),
+            });
         }
         if self.cfg.grad_accum > 1 {
             let s = 1.0 / self.cfg.grad_accum as f32;
@@ -223,7 +274,11 @@ impl Trainer {
         }
         let norm = clip_grad_norm(&mut self.grads, self.cfg.grad_clip);
         if !norm.is_finite() {
-            return Err(TrainError::NonFinite { step: self.step, loss: norm as f32, dir: self.out_dir.display().to_string() });
+            return Err(TrainError::NonFinite {
+                step: self.step,
+                loss: norm as f32,
+                dir: self.out_dir.display().to_string(),
+            });
         }
         self.opt.step(&mut self.params, &self.grads, lr, &self.cfg);
         self.step += 1;
@@ -243,9 +298,14 @@ impl Trainer {
         let (mut inputs, mut targets) = (Vec::new(), Vec::new());
         let mut total = 0.0;
         for _ in 0..self.cfg.eval_batches.max(1) {
-            batcher.next_batch(&self.data.val, b, t, &mut inputs, &mut targets).ok()?;
+            batcher
+                .next_batch(&self.data.val, b, t, &mut inputs, &mut targets)
+                .ok()?;
             self.tape.reset(false);
-            total += self.model.loss(&mut self.tape, &self.params, &inputs, &targets, t, &mut rng) as f64;
+            total += self
+                .model
+                .loss(&mut self.tape, &self.params, &inputs, &targets, t, &mut rng)
+                as f64;
         }
         Some(total / self.cfg.eval_batches.max(1) as f64)
     }
@@ -264,7 +324,11 @@ impl Trainer {
             tokens_seen: self.tokens_seen,
             last_val_loss: self.last_val_loss,
         };
-        let t = Tensors { params: &self.params, m: &self.opt.m, v: &self.opt.v };
+        let t = Tensors {
+            params: &self.params,
+            m: &self.opt.m,
+            v: &self.opt.v,
+        };
         checkpoint::save(&self.out_dir, &self.model, &self.tokenizer, &state, t)?;
         Ok(())
     }
@@ -279,11 +343,20 @@ impl Trainer {
         mut on_step: impl FnMut(&StepMetrics),
     ) -> Result<Outcome, TrainError> {
         let metrics_path = self.out_dir.join("metrics.jsonl");
-        let io = |e: std::io::Error| TrainError::Io { path: metrics_path.display().to_string(), msg: e.to_string() };
-        let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(io)?;
+        let io = |e: std::io::Error| TrainError::Io {
+            path: metrics_path.display().to_string(),
+            msg: e.to_string(),
+        };
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(io)?;
         let start = Instant::now();
         while self.step < self.cfg.steps {
-            if stop.load(Ordering::Relaxed) || max_seconds.is_some_and(|m| start.elapsed().as_secs_f64() >= m) {
+            if stop.load(Ordering::Relaxed)
+                || max_seconds.is_some_and(|m| start.elapsed().as_secs_f64() >= m)
+            {
                 self.save(self.elapsed_before + start.elapsed().as_secs_f64())?;
                 return Ok(Outcome::Interrupted);
             }
@@ -292,7 +365,8 @@ impl Trainer {
             let dt = t0.elapsed().as_secs_f64();
             let tokens = (self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum) as f64;
             let last = self.step == self.cfg.steps;
-            let eval_now = last || (self.cfg.eval_interval > 0 && self.step % self.cfg.eval_interval == 0);
+            let eval_now =
+                last || (self.cfg.eval_interval > 0 && self.step % self.cfg.eval_interval == 0);
             let val_loss = if eval_now { self.evaluate() } else { None };
             if val_loss.is_some() {
                 self.last_val_loss = val_loss;
@@ -306,7 +380,12 @@ impl Trainer {
                 elapsed_s: self.elapsed_before + start.elapsed().as_secs_f64(),
                 val_loss,
             };
-            writeln!(metrics, "{}", serde_json::to_string(&m).expect("plain values")).map_err(io)?;
+            writeln!(
+                metrics,
+                "{}",
+                serde_json::to_string(&m).expect("plain values")
+            )
+            .map_err(io)?;
             if eval_now {
                 metrics.flush().map_err(io)?;
                 self.save(m.elapsed_s)?;
@@ -334,7 +413,11 @@ pub fn evaluate_tokens(
     max_windows: usize,
 ) -> Result<(f64, usize), String> {
     if tokens.len() < t + 1 {
-        return Err(format!("the data has {} tokens, fewer than one window of {} + 1", tokens.len(), t));
+        return Err(format!(
+            "the data has {} tokens, fewer than one window of {} + 1",
+            tokens.len(),
+            t
+        ));
     }
     let mut windows = (tokens.len() - 1) / t;
     if max_windows > 0 {

@@ -31,7 +31,8 @@ fn small_cfg() -> TrainConfig {
 }
 
 fn corpus() -> String {
-    "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n".repeat(40)
+    "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n"
+        .repeat(40)
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -43,13 +44,19 @@ fn tmp(name: &str) -> PathBuf {
 fn dataset(tok: &Tokenizer) -> Dataset {
     let ids = tok.encode(&corpus()).unwrap();
     let n = ids.len() * 9 / 10;
-    Dataset { train: ids[..n].to_vec(), val: ids[n..].to_vec() }
+    Dataset {
+        train: ids[..n].to_vec(),
+        val: ids[n..].to_vec(),
+    }
 }
 
 #[test]
 fn overfits_one_batch() {
     let tok = Tokenizer::from_corpus_char(&corpus());
-    let cfg = TrainConfig { dropout: 0.0, ..small_cfg() };
+    let cfg = TrainConfig {
+        dropout: 0.0,
+        ..small_cfg()
+    };
     let model = Gpt::new(cfg.model_config(tok.vocab_size())).unwrap();
     let mut rng = Rng64::seed_from_u64(1);
     let mut params: Vec<f32> = model.layout.init(&model.config, &mut rng);
@@ -66,7 +73,15 @@ fn overfits_one_batch() {
         let loss = model.loss(&mut tape, &params, &x, &y, 16, &mut rng);
         tape.backward(&params, &mut grads);
         clip_grad_norm(&mut grads, 1.0);
-        opt.step(&mut params, &grads, 3e-3, &TrainConfig { weight_decay: 0.0, ..cfg.clone() });
+        opt.step(
+            &mut params,
+            &grads,
+            3e-3,
+            &TrainConfig {
+                weight_decay: 0.0,
+                ..cfg.clone()
+            },
+        );
         if step == 0 {
             first = loss;
         }
@@ -93,7 +108,11 @@ fn resume_is_exact() {
     // The same run, interrupted after step 10 (as Ctrl-C does: the flag is seen before step 11).
     let mut b = Trainer::new(small_cfg(), tok.clone(), dataset(&tok), level, &b_dir, None).unwrap();
     let stop = AtomicBool::new(false);
-    let out = b.run(None, &stop, |m| stop.store(m.step == 10, std::sync::atomic::Ordering::Relaxed)).unwrap();
+    let out = b
+        .run(None, &stop, |m| {
+            stop.store(m.step == 10, std::sync::atomic::Ordering::Relaxed)
+        })
+        .unwrap();
     assert_eq!(out, Outcome::Interrupted);
     drop(b);
     let mut b = Trainer::resume(&b_dir, dataset(&tok), level, Some(20)).unwrap();
@@ -123,11 +142,33 @@ fn resume_is_exact() {
 fn keeps_existing_checkpoints() {
     let tok = Tokenizer::from_corpus_char(&corpus());
     let dir = tmp("keep");
-    let cfg = TrainConfig { steps: 5, dropout: 0.0, ..small_cfg() };
-    let mut t = Trainer::new(cfg.clone(), tok.clone(), dataset(&tok), Level::fastest(), &dir, None).unwrap();
+    let cfg = TrainConfig {
+        steps: 5,
+        dropout: 0.0,
+        ..small_cfg()
+    };
+    let mut t = Trainer::new(
+        cfg.clone(),
+        tok.clone(),
+        dataset(&tok),
+        Level::fastest(),
+        &dir,
+        None,
+    )
+    .unwrap();
     run_to(&mut t);
     let before = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let err = Trainer::new(cfg, tok.clone(), dataset(&tok), Level::fastest(), &dir, None).err().unwrap().to_string();
+    let err = Trainer::new(
+        cfg,
+        tok.clone(),
+        dataset(&tok),
+        Level::fastest(),
+        &dir,
+        None,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("already holds a checkpoint"), "{err}");
     // Resume with a learning rate that blows up: the run must stop with an error, saving nothing.
     let mut r = Trainer::resume(&dir, dataset(&tok), Level::fastest(), Some(60)).unwrap();
@@ -136,7 +177,10 @@ fn keeps_existing_checkpoints() {
     r.cfg.grad_clip = 0.0;
     r.cfg.eval_interval = 1;
     let res = r.run(None, &AtomicBool::new(false), |_| {});
-    let err = res.err().expect("the loss must turn non-finite").to_string();
+    let err = res
+        .err()
+        .expect("the loss must turn non-finite")
+        .to_string();
     assert!(err.contains("last good"), "{err}");
     // Every eval step saved before the blow-up; the files on disk are a consistent checkpoint.
     let resumed = Trainer::resume(&dir, dataset(&tok), Level::fastest(), None).unwrap();
