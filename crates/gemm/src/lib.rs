@@ -27,9 +27,19 @@
 //!
 //! Dependency rule: this crate depends on nothing else of ferrogpt.
 
+pub mod amx;
+pub mod bench;
+pub mod blas;
+mod blocked;
+mod blocked_parallel;
 pub mod hw;
+#[doc(hidden)]
+pub mod library;
 mod naive;
-mod library;
+mod parallel;
+pub mod simd;
+
+pub use simd::Isa;
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,21 +47,49 @@ use std::str::FromStr;
 /// A matmul level: one rung of the ladder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Level {
-    /// The triple loop, one thread. The oracle for every other level.
+    /// The triple loop, one thread. The oracle for every other level (`naive.rs`).
     Naive,
-    /// A maintained pure-Rust GEMM crate, multithreaded.
+    /// The naive loop with the rows of C split across rayon threads (`parallel.rs`).
+    Parallel,
+    /// Cache-blocked tiles in i-k-j order, one thread (`blocked.rs`).
+    Blocked,
+    /// Cache-blocked tiles, row blocks split across rayon threads (`blocked_parallel.rs`).
+    BlockedParallel,
+    /// Our own BLIS-style GEMM: packed panels, a register-blocked `std::arch` microkernel per
+    /// ISA, multithreaded (`simd/`).
+    Simd,
+    /// A maintained pure-Rust GEMM crate, multithreaded (`library.rs`).
     Library,
+    /// The system CBLAS (OpenBLAS) behind the cargo feature `blas` (`blas.rs`).
+    Blas,
+    /// Intel AMX tiles: bf16 inputs, f32 accumulation, f32 only (`amx.rs`).
+    Amx,
 }
 
 impl Level {
     /// Every level, in ladder order.
-    pub const ALL: &'static [Level] = &[Level::Naive, Level::Library];
+    pub const ALL: &'static [Level] = &[
+        Level::Naive,
+        Level::Parallel,
+        Level::Blocked,
+        Level::BlockedParallel,
+        Level::Simd,
+        Level::Library,
+        Level::Blas,
+        Level::Amx,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Level::Naive => "naive",
+            Level::Parallel => "parallel",
+            Level::Blocked => "blocked",
+            Level::BlockedParallel => "blocked-parallel",
+            Level::Simd => "simd",
             Level::Library => "library",
+            Level::Blas => "blas",
+            Level::Amx => "amx",
         }
     }
 
@@ -59,18 +97,60 @@ impl Level {
     pub fn strategy(self) -> &'static str {
         match self {
             Level::Naive => "triple loop, 1 thread",
+            Level::Parallel => "triple loop, rows split across threads",
+            Level::Blocked => "cache-blocked tiles (i-k-j), 1 thread",
+            Level::BlockedParallel => "cache-blocked tiles, row blocks across threads",
+            Level::Simd => "BLIS-style packed panels + AVX-512/AVX2 microkernel, threads",
             Level::Library => "gemm crate (BLIS-style, multithreaded)",
+            Level::Blas => "system CBLAS (OpenBLAS)",
+            Level::Amx => "Intel AMX bf16 tiles, f32 accumulation, threads",
         }
     }
 
-    /// Whether this level can run on this machine and build.
+    /// Whether this level can run on this machine and build; the error says why not.
+    ///
+    /// `simd` fails when `FERROGPT_ISA` forces an ISA this CPU lacks or on a target without a
+    /// built microkernel; `blas` fails when built without the `blas` feature; `amx` fails on a
+    /// CPU without AMX-BF16 or when the OS refuses the tile-data permission.
     pub fn available(self) -> Result<(), GemmError> {
-        Ok(())
+        match self {
+            Level::Naive
+            | Level::Parallel
+            | Level::Blocked
+            | Level::BlockedParallel
+            | Level::Library => Ok(()),
+            Level::Simd => simd::active_isa().map(|_| ()),
+            Level::Blas => blas::available(),
+            Level::Amx => amx::available(),
+        }
     }
 
-    /// The fastest f32 level available here: the default for training.
+    /// The levels that [`Level::available`] accepts, in ladder order.
+    pub fn available_levels() -> Vec<Level> {
+        Level::ALL
+            .iter()
+            .copied()
+            .filter(|l| l.available().is_ok())
+            .collect()
+    }
+
+    /// Whether the level computes in the element type's own precision. `amx` does not: it
+    /// rounds the inputs to bf16 (8 significant bits).
+    pub fn exact(self) -> bool {
+        self != Level::Amx
+    }
+
+    /// The fastest f32 level available here at full f32 precision: the default for training.
+    ///
+    /// `simd` where it is available (it beats `library` and OpenBLAS on this project's
+    /// machines, see docs/ladder.md), else `library`. `amx` is faster still but rounds to bf16,
+    /// so it is chosen only on request.
     pub fn fastest() -> Level {
-        Level::Library
+        if Level::Simd.available().is_ok() {
+            Level::Simd
+        } else {
+            Level::Library
+        }
     }
 }
 
@@ -92,7 +172,7 @@ impl FromStr for Level {
 }
 
 /// Why a product could not be computed.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum GemmError {
     #[error("unknown matmul level '{0}' (expected one of: {names})", names = level_names())]
     UnknownLevel(String),
@@ -103,12 +183,19 @@ pub enum GemmError {
 }
 
 fn level_names() -> String {
-    Level::ALL.iter().map(|l| l.name()).collect::<Vec<_>>().join(", ")
+    Level::ALL
+        .iter()
+        .map(|l| l.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The element types of the ladder: f32 (training) and f64 (the oracle, gradient checks).
+///
+/// Sealed: implemented for f32 and f64 only (the SIMD and AMX code relies on it).
 pub trait Element:
-    Copy
+    sealed::Sealed
+    + Copy
     + Send
     + Sync
     + Default
@@ -135,6 +222,21 @@ pub trait Element:
     /// The library level for this type (see `library.rs`).
     #[doc(hidden)]
     fn library_gemm(p: &Problem<'_, Self>, c: &mut [Self]);
+    /// The simd level for this type (see `simd/mod.rs`).
+    #[doc(hidden)]
+    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa);
+    /// The blas level for this type (see `blas.rs`).
+    #[doc(hidden)]
+    fn blas_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError>;
+    /// The amx level for this type (see `amx.rs`): f32 only.
+    #[doc(hidden)]
+    fn amx_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
 }
 
 impl Element for f32 {
@@ -150,6 +252,15 @@ impl Element for f32 {
     fn library_gemm(p: &Problem<'_, Self>, c: &mut [Self]) {
         library::gemm(p, c)
     }
+    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa) {
+        simd::gemm_f32(p, c, isa)
+    }
+    fn blas_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
+        blas::gemm_f32(p, c)
+    }
+    fn amx_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
+        amx::gemm_f32(p, c)
+    }
 }
 
 impl Element for f64 {
@@ -164,6 +275,19 @@ impl Element for f64 {
     }
     fn library_gemm(p: &Problem<'_, Self>, c: &mut [Self]) {
         library::gemm(p, c)
+    }
+    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa) {
+        simd::gemm_f64(p, c, isa)
+    }
+    fn blas_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
+        blas::gemm_f64(p, c)
+    }
+    fn amx_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
+        let _ = (p, c);
+        Err(GemmError::Unavailable {
+            level: "amx",
+            reason: "AMX multiplies bf16 with f32 accumulation; it has no f64 product".into(),
+        })
     }
 }
 
@@ -231,8 +355,16 @@ impl<T: Element> Problem<'_, T> {
                 (rows - 1) * ld + cols
             }
         };
-        let (ar, ac) = if self.ta { (self.k, self.m) } else { (self.m, self.k) };
-        let (br, bc) = if self.tb { (self.n, self.k) } else { (self.k, self.n) };
+        let (ar, ac) = if self.ta {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        };
+        let (br, bc) = if self.tb {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        };
         let checks = [
             ("A", ar, ac, self.lda, self.a.len()),
             ("B", br, bc, self.ldb, self.b.len()),
@@ -257,8 +389,8 @@ impl<T: Element> Problem<'_, T> {
 
 /// Computes `C = op(A)·op(B)` (or `C += ...` when `accumulate`) at `level`.
 ///
-/// Shapes and strides follow the crate-level contract. Errors: a level not available here, or
-/// buffers too short for the stated shapes. With `k == 0`, C is zeroed (or left as is when
+/// Shapes and strides follow the crate-level contract. Errors: a level not available here
+/// ([`Level::available`]; `amx` also refuses f64), or buffers too short for the stated shapes. With `k == 0`, C is zeroed (or left as is when
 /// accumulating).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul<T: Element>(
@@ -276,7 +408,19 @@ pub fn matmul<T: Element>(
     ldc: usize,
     accumulate: bool,
 ) -> Result<(), GemmError> {
-    let p = Problem { m, n, k, a, lda, ta, b, ldb, tb, ldc, accumulate };
+    let p = Problem {
+        m,
+        n,
+        k,
+        a,
+        lda,
+        ta,
+        b,
+        ldb,
+        tb,
+        ldc,
+        accumulate,
+    };
     p.validate(c.len())?;
     if m == 0 || n == 0 {
         return Ok(());
@@ -291,7 +435,13 @@ pub fn matmul<T: Element>(
     }
     match level {
         Level::Naive => naive::gemm(&p, c),
+        Level::Parallel => parallel::gemm(&p, c),
+        Level::Blocked => blocked::gemm(&p, c),
+        Level::BlockedParallel => blocked_parallel::gemm(&p, c),
+        Level::Simd => T::simd_gemm(&p, c, simd::active_isa()?),
         Level::Library => T::library_gemm(&p, c),
+        Level::Blas => T::blas_gemm(&p, c)?,
+        Level::Amx => T::amx_gemm(&p, c)?,
     }
     Ok(())
 }

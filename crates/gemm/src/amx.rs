@@ -1,0 +1,497 @@
+//! Level `amx`: Intel AMX tiles, bf16 inputs with f32 accumulation, through stable inline
+//! assembly. f32 only.
+//!
+//! AMX adds eight tile registers (here each 16 rows × 64 bytes) and one instruction that
+//! matters, `tdpbf16ps`: C (16×16 f32) += A (16×32 bf16) · B (32×16 bf16), with B stored in
+//! "VNNI" order (row r of the tile holds the pairs (B[2r, j], B[2r+1, j]) for j < 16).
+//!
+//! ```text
+//! pack   Ã: op(A) rounded to bf16, in 32-row slivers, per 32-deep k block two 16×32 tiles
+//!        B̃: op(B) rounded to bf16, in 32-column slivers, per k block two VNNI 16×(16·2) tiles
+//!        (both padded with zeros to multiples of 32; packing runs on all threads)
+//! tasks  (row chunk of C) × (column chunk of ≤ NCA columns), spread over rayon threads
+//! LOOP   for pc in 0..k step KCA                       (Ã sliver of KCA deep = 16 KiB, in L1)
+//!          for each 32-row Ã sliver of the task
+//!            for each 32-column B̃ sliver of the task   (the task's B̃ block stays in L2)
+//!              microkernel: tiles 0..3 = the 32×32 C tile (loaded, or zeroed on the first
+//!              pc when overwriting); per k block: load 2 A tiles + 2 B tiles, 4 tdpbf16ps;
+//!              store tiles 0..3 back to C
+//! ```
+//!
+//! Rounding: f32 → bf16 round-to-nearest-even (NaN stays NaN), so each input keeps 8
+//! significant bits; products are exact in f32 and accumulated in f32. The relative error of a
+//! dot product of length k is about 2⁻⁸ · (Σ|a·b|) / |Σ a·b|, not k-dependent like f32's.
+//!
+//! Availability: x86_64 Linux with CPUID.(7,0).EDX bit 24 (AMX-TILE) and bit 22 (AMX-BF16),
+//! and the kernel's permission for tile data (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+//! XFEATURE_XTILEDATA)`), requested once per process. Otherwise [`available`] says which part
+//! is missing. All unsafe code of this level is in this file.
+
+use crate::{GemmError, Problem};
+
+/// Deepest k block per C tile pass: the 32-row Ã sliver is 32·KCA·2 bytes = 16 KiB (L1).
+pub const KCA: usize = 256;
+/// Widest column chunk per task: a B̃ block of KCA × NCA bf16 = 128 KiB (L2).
+pub const NCA: usize = 256;
+
+fn unavailable(reason: impl Into<String>) -> GemmError {
+    GemmError::Unavailable {
+        level: "amx",
+        reason: reason.into(),
+    }
+}
+
+/// Whether AMX-BF16 can run here: CPU support and the OS permission (requested once).
+pub fn available() -> Result<(), GemmError> {
+    imp::available()
+}
+
+pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32]) -> Result<(), GemmError> {
+    available()?;
+    imp::gemm(p, c);
+    Ok(())
+}
+
+/// f32 → bf16 bits, round to nearest even; NaN stays a (quiet) NaN.
+#[inline(always)]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
+/// bf16 bits → f32 (exact).
+#[inline(always)]
+pub fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod imp {
+    use super::*;
+    pub(super) fn available() -> Result<(), GemmError> {
+        Err(unavailable(format!(
+            "AMX is built only for x86_64 Linux (this is {} {})",
+            std::env::consts::ARCH,
+            std::env::consts::OS
+        )))
+    }
+    pub(super) fn gemm(_: &Problem<'_, f32>, _: &mut [f32]) {
+        unreachable!("available() refused")
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod imp {
+    use super::*;
+    use rayon::prelude::*;
+    use std::arch::asm;
+    use std::cell::RefCell;
+    use std::sync::OnceLock;
+
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+
+    fn check() -> Result<(), GemmError> {
+        let max_leaf = std::arch::x86_64::__cpuid(0).eax;
+        if max_leaf < 7 {
+            return Err(unavailable("CPUID has no leaf 7: no AMX on this CPU"));
+        }
+        let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+        let (tile, bf16) = (edx >> 24 & 1 == 1, edx >> 22 & 1 == 1);
+        if !tile || !bf16 {
+            return Err(unavailable(format!(
+                "this CPU lacks AMX (CPUID.7.EDX: AMX-TILE={tile}, AMX-BF16={bf16})"
+            )));
+        }
+        if !std::arch::is_x86_feature_detected!("avx512f")
+            || !std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            return Err(unavailable(
+                "AMX without AVX-512F/BW (used for bf16 packing)",
+            ));
+        }
+        // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM only changes this process's permission
+        // to use the AMX tile-data state; it takes two integer arguments and touches no memory.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        if rc != 0 {
+            return Err(unavailable(format!(
+                "the kernel refused AMX tile data (arch_prctl(ARCH_REQ_XCOMP_PERM) failed: {})",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
+    static STATE: OnceLock<Result<(), GemmError>> = OnceLock::new();
+
+    pub(super) fn available() -> Result<(), GemmError> {
+        STATE.get_or_init(check).clone()
+    }
+
+    /// One tile row: 64 bytes = 32 bf16, cache-line aligned.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    struct Line([u16; 32]);
+    const ZERO_LINE: Line = Line([0; 32]);
+
+    /// The tile configuration (palette 1): tiles 0..8 all 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        colsb: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    const CONFIG: TileConfig = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+        rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+    };
+
+    /// Loads the tile configuration on this thread, runs `f`, releases the tiles.
+    fn with_tiles<R>(f: impl FnOnce() -> R) -> R {
+        // SAFETY: `available()` succeeded (the caller checked), so the CPU has AMX and the
+        // process has tile-data permission; CONFIG is a valid palette-1 configuration.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+        let r = f();
+        // SAFETY: releases the tile state loaded above.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        r
+    }
+
+    /// C (32×32 f32, row stride `ldc_bytes`) (+)= Ã sliver · B̃ sliver over `kblocks` k blocks.
+    ///
+    /// # Safety
+    /// Tiles configured by `with_tiles` on this thread; `a` and `b` point to `kblocks · 32`
+    /// lines each; `c` is a 32×32 f32 tile with row stride `ldc_bytes`, readable and writable.
+    #[inline]
+    unsafe fn kernel(
+        kblocks: usize,
+        a: *const Line,
+        b: *const Line,
+        c: *mut f32,
+        ldc_bytes: usize,
+        load_c: bool,
+    ) {
+        debug_assert!(kblocks > 0);
+        // SAFETY: the caller's contract; tile loads read 16 rows of 64 bytes at stride 64 from
+        // each half sliver (1 KiB), tile stores write 16 rows of 64 bytes at stride ldc_bytes.
+        unsafe {
+            asm!(
+                "test {load:e}, {load:e}",
+                "jz 2f",
+                "tileloadd tmm0, [{c} + {ldc}*1]",
+                "tileloadd tmm1, [{c} + {ldc}*1 + 64]",
+                "tileloadd tmm2, [{c2} + {ldc}*1]",
+                "tileloadd tmm3, [{c2} + {ldc}*1 + 64]",
+                "jmp 3f",
+                "2:",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "3:",
+                "tileloadd tmm4, [{a} + {s64}*1]",
+                "tileloadd tmm6, [{b} + {s64}*1]",
+                "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b} + {s64}*1 + 1024]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a}, 2048",
+                "add {b}, 2048",
+                "dec {n}",
+                "jnz 3b",
+                "tilestored [{c} + {ldc}*1], tmm0",
+                "tilestored [{c} + {ldc}*1 + 64], tmm1",
+                "tilestored [{c2} + {ldc}*1], tmm2",
+                "tilestored [{c2} + {ldc}*1 + 64], tmm3",
+                load = in(reg) load_c as u32,
+                c = in(reg) c,
+                c2 = in(reg) (c as *mut u8).add(16 * ldc_bytes),
+                ldc = in(reg) ldc_bytes,
+                a = inout(reg) a => _,
+                b = inout(reg) b => _,
+                s64 = in(reg) 64usize,
+                n = inout(reg) kblocks => _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Packs 32-row sliver `s` of op(A) (rounded to bf16): line `q*32 + r` holds
+    /// op(A)[32s + r, 32q .. 32q + 32].
+    #[inline(always)]
+    fn pack_a_sliver(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+        let rows = 32.min(p.m - 32 * s);
+        if !p.ta {
+            for r in 0..rows {
+                let row = &p.a[(32 * s + r) * p.lda..][..p.k];
+                for (q, chunk) in row.chunks(32).enumerate() {
+                    let dst = &mut out[q * 32 + r].0;
+                    if chunk.len() == 32 {
+                        for (d, &x) in dst.iter_mut().zip(chunk) {
+                            *d = f32_to_bf16(x);
+                        }
+                    } else {
+                        dst.fill(0);
+                        for (d, &x) in dst.iter_mut().zip(chunk) {
+                            *d = f32_to_bf16(x);
+                        }
+                    }
+                }
+            }
+            for q in 0..out.len() / 32 {
+                out[q * 32 + rows..q * 32 + 32].fill(ZERO_LINE);
+            }
+        } else {
+            out.fill(ZERO_LINE);
+            for kk in 0..p.k {
+                let col = &p.a[kk * p.lda + 32 * s..][..rows];
+                let (q, e) = (kk / 32, kk % 32);
+                for (r, &x) in col.iter().enumerate() {
+                    out[q * 32 + r].0[e] = f32_to_bf16(x);
+                }
+            }
+        }
+    }
+
+    /// Packs 32-column sliver `s` of op(B) in VNNI order: line `q*32 + h*16 + r` holds, for
+    /// j < 16, the pair (op(B)[32q + 2r, 32s + 16h + j], op(B)[32q + 2r + 1, 32s + 16h + j]).
+    #[inline(always)]
+    fn pack_b_sliver(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+        let cols = 32.min(p.n - 32 * s);
+        if !p.tb && cols == 32 {
+            let zero = [0f32; 32];
+            for kk in (0..p.k).step_by(2) {
+                let row0: &[f32; 32] = p.b[kk * p.ldb + 32 * s..][..32].try_into().unwrap();
+                let row1: &[f32; 32] = if kk + 1 < p.k {
+                    p.b[(kk + 1) * p.ldb + 32 * s..][..32].try_into().unwrap()
+                } else {
+                    &zero
+                };
+                let (q, r) = (kk / 32, (kk % 32) / 2);
+                for h in 0..2 {
+                    let line = &mut out[q * 32 + h * 16 + r].0;
+                    for jj in 0..16 {
+                        line[2 * jj] = f32_to_bf16(row0[16 * h + jj]);
+                        line[2 * jj + 1] = f32_to_bf16(row1[16 * h + jj]);
+                    }
+                }
+            }
+            let tail = p.k.div_ceil(2);
+            for q in 0..out.len() / 32 {
+                for h in 0..2 {
+                    for r in 0..16 {
+                        if q * 16 + r >= tail {
+                            out[q * 32 + h * 16 + r] = ZERO_LINE;
+                        }
+                    }
+                }
+            }
+        } else if !p.tb {
+            out.fill(ZERO_LINE);
+            for kk in 0..p.k {
+                let row = &p.b[kk * p.ldb + 32 * s..][..cols];
+                let (q, r, e) = (kk / 32, (kk % 32) / 2, kk % 2);
+                for (j, &x) in row.iter().enumerate() {
+                    out[q * 32 + (j / 16) * 16 + r].0[2 * (j % 16) + e] = f32_to_bf16(x);
+                }
+            }
+        } else {
+            out.fill(ZERO_LINE);
+            for j in 0..cols {
+                let col = &p.b[(32 * s + j) * p.ldb..][..p.k];
+                let (h, jj) = (j / 16, j % 16);
+                for (kk, &x) in col.iter().enumerate() {
+                    let (q, r, e) = (kk / 32, (kk % 32) / 2, kk % 2);
+                    out[q * 32 + h * 16 + r].0[2 * jj + e] = f32_to_bf16(x);
+                }
+            }
+        }
+    }
+
+    /// The packers compiled for AVX-512 (every AMX CPU has AVX-512F/BW, checked in `check`),
+    /// so that the f32 → bf16 rounding runs 16 lanes wide.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn pack_a_wide(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+        pack_a_sliver(p, s, out)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn pack_b_wide(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+        pack_b_sliver(p, s, out)
+    }
+
+    fn pack_a(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+        // SAFETY: only reached after `available()`, which checked AVX-512F and AVX-512BW.
+        unsafe { pack_a_wide(p, s, out) }
+    }
+
+    fn pack_b(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+        // SAFETY: as in `pack_a`.
+        unsafe { pack_b_wide(p, s, out) }
+    }
+
+    thread_local! {
+        static A_PACK: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+        static B_PACK: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Calls `f` with `len` lines of this thread's buffer `key` (a fresh one if it is in use).
+    fn with_lines<R>(
+        key: &'static std::thread::LocalKey<RefCell<Vec<Line>>>,
+        len: usize,
+        f: impl FnOnce(&mut [Line]) -> R,
+    ) -> R {
+        key.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut v) => {
+                if v.len() < len {
+                    v.resize(len, ZERO_LINE);
+                }
+                f(&mut v[..len])
+            }
+            Err(_) => f(&mut vec![ZERO_LINE; len]),
+        })
+    }
+
+    #[derive(Clone, Copy)]
+    struct CPtr(*mut f32);
+    // SAFETY: tasks write disjoint rectangles of C (distinct row or column chunks), and C
+    // outlives the parallel loop.
+    unsafe impl Send for CPtr {}
+    // SAFETY: as above.
+    unsafe impl Sync for CPtr {}
+
+    pub(super) fn gemm(p: &Problem<'_, f32>, c: &mut [f32]) {
+        let (m, n, k) = (p.m, p.n, p.k);
+        let kb = k.div_ceil(32); // k blocks of 32
+        let (sm, sn) = (m.div_ceil(32), n.div_ceil(32)); // slivers
+        let sliver = kb * 32; // lines per sliver
+        let threads = if m * n * k < 64 * 64 * 64 {
+            1
+        } else {
+            rayon::current_num_threads()
+        };
+        with_lines(&A_PACK, sm * sliver, |apack| {
+            with_lines(&B_PACK, sn * sliver, |bpack| {
+                if threads > 1 {
+                    apack
+                        .par_chunks_mut(sliver)
+                        .enumerate()
+                        .for_each(|(s, o)| pack_a(p, s, o));
+                    bpack
+                        .par_chunks_mut(sliver)
+                        .enumerate()
+                        .for_each(|(s, o)| pack_b(p, s, o));
+                } else {
+                    apack
+                        .chunks_mut(sliver)
+                        .enumerate()
+                        .for_each(|(s, o)| pack_a(p, s, o));
+                    bpack
+                        .chunks_mut(sliver)
+                        .enumerate()
+                        .for_each(|(s, o)| pack_b(p, s, o));
+                }
+                let (apack, bpack): (&[Line], &[Line]) = (apack, bpack);
+                // Tasks: column chunks of at most NCA columns, row chunks so that there are at
+                // least as many tasks as threads.
+                let n_chunks = sn.div_ceil(NCA / 32);
+                let m_chunks = threads.div_ceil(n_chunks).min(sm).max(1);
+                let cptr = CPtr(c.as_mut_ptr());
+                let task = |t: usize| {
+                    let (mi, ni) = (t / n_chunks, t % n_chunks);
+                    let (s0, s1) = (mi * sm / m_chunks, (mi + 1) * sm / m_chunks);
+                    let (q0, q1) = (ni * sn / n_chunks, (ni + 1) * sn / n_chunks);
+                    with_tiles(|| run_task(p, apack, bpack, cptr, s0..s1, q0..q1))
+                };
+                let tasks = m_chunks * n_chunks;
+                if threads > 1 {
+                    (0..tasks).into_par_iter().for_each(task);
+                } else {
+                    (0..tasks).for_each(task);
+                }
+            })
+        })
+    }
+
+    /// The loop nest of one task: C rows of slivers `ms`, columns of slivers `ns`.
+    fn run_task(
+        p: &Problem<'_, f32>,
+        apack: &[Line],
+        bpack: &[Line],
+        c: CPtr,
+        ms: std::ops::Range<usize>,
+        ns: std::ops::Range<usize>,
+    ) {
+        let kb = p.k.div_ceil(32);
+        let sliver = kb * 32;
+        let kcb = KCA / 32;
+        let mut tmp = [[0f32; 32]; 32];
+        for q0 in (0..kb).step_by(kcb) {
+            let nq = kcb.min(kb - q0);
+            let load = p.accumulate || q0 > 0;
+            for si in ms.clone() {
+                let a = &apack[si * sliver + q0 * 32..][..nq * 32];
+                let rows = 32.min(p.m - 32 * si);
+                for sj in ns.clone() {
+                    let b = &bpack[sj * sliver + q0 * 32..][..nq * 32];
+                    let cols = 32.min(p.n - 32 * sj);
+                    let off = 32 * si * p.ldc + 32 * sj;
+                    if rows == 32 && cols == 32 {
+                        // SAFETY: tiles are configured (`with_tiles`); a and b hold nq·32
+                        // lines; the 32×32 tile of C at `off` is inside C (validated shapes)
+                        // and belongs to this task only.
+                        unsafe {
+                            kernel(nq, a.as_ptr(), b.as_ptr(), c.0.add(off), p.ldc * 4, load)
+                        };
+                    } else {
+                        for i in 0..rows {
+                            for j in 0..cols {
+                                // SAFETY: (i, j) inside the valid part of this task's tile.
+                                tmp[i][j] = if load {
+                                    unsafe { *c.0.add(off + i * p.ldc + j) }
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                        // SAFETY: as above, with the 32×32 scratch tile (stride 128 bytes).
+                        unsafe {
+                            kernel(
+                                nq,
+                                a.as_ptr(),
+                                b.as_ptr(),
+                                tmp.as_mut_ptr() as *mut f32,
+                                128,
+                                true,
+                            )
+                        };
+                        for i in 0..rows {
+                            for j in 0..cols {
+                                // SAFETY: as above.
+                                unsafe { *c.0.add(off + i * p.ldc + j) = tmp[i][j] };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

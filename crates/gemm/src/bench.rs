@@ -1,0 +1,1 @@
+//! The matmul benchmark (being written).

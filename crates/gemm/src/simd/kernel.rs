@@ -1,0 +1,67 @@
+//! The microkernel contract and the portable scalar kernel.
+//!
+//! A microkernel computes one MR×NR tile of C from one Ã sliver and one B̃ sliver (layouts in
+//! `pack.rs`):
+//!
+//! ```text
+//! C[i, j] (+)= Σ_{p < kc} ã[p*MR + i] · b̃[p*NR + j]        i < MR, j < NR
+//! ```
+//!
+//! C is row-major with row stride `ldc` and column stride 1; `accumulate == false` overwrites.
+//! The x86 kernels keep the whole MR×NR tile in vector registers (x86.rs); this one is plain
+//! Rust that the compiler may vectorise, the fallback where no vector ISA is available and the
+//! path `FERROGPT_ISA=scalar` tests.
+
+use super::Blocking;
+use crate::Element;
+
+/// One register-blocked microkernel for one ISA and element type.
+pub(crate) trait Microkernel<T: Element> {
+    /// The block sizes this kernel is tuned for (`Blocking::mr`, `Blocking::nr` are its tile).
+    const BLOCKING: Blocking;
+
+    /// Computes one MR×NR tile of C (see the module doc).
+    ///
+    /// # Safety
+    /// `a` points to `MR * kc` readable elements, `b` to `NR * kc`, and `c` to an MR×NR tile
+    /// with row stride `ldc` that is valid for reads and writes and that no other thread
+    /// touches during the call. The kernel's ISA must be supported by the running CPU.
+    unsafe fn run(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, accumulate: bool);
+}
+
+/// The portable kernel: a 4×8 tile of scalars.
+pub(crate) struct Scalar;
+
+const SMR: usize = 4;
+const SNR: usize = 8;
+
+impl<T: Element> Microkernel<T> for Scalar {
+    const BLOCKING: Blocking = super::SCALAR;
+
+    unsafe fn run(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, accumulate: bool) {
+        // SAFETY: the caller guarantees the extents stated in the trait doc.
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(a, SMR * kc),
+                std::slice::from_raw_parts(b, SNR * kc),
+            )
+        };
+        let mut acc = [[T::ZERO; SNR]; SMR];
+        for (ap, bp) in a.chunks_exact(SMR).zip(b.chunks_exact(SNR)) {
+            for i in 0..SMR {
+                for j in 0..SNR {
+                    acc[i][j] += ap[i] * bp[j];
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                // SAFETY: (i, j) is inside the MR×NR tile the caller handed us.
+                unsafe {
+                    let dst = c.add(i * ldc + j);
+                    *dst = if accumulate { *dst + v } else { v };
+                }
+            }
+        }
+    }
+}

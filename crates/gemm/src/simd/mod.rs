@@ -1,0 +1,511 @@
+//! Level `simd`: our own BLIS-style GEMM.
+//!
+//! The product is cut into blocks that fit the caches, the blocks of op(A) and op(B) are copied
+//! ("packed", `pack.rs`) into the exact order a register-blocked microkernel reads them
+//! (`kernel.rs`, `x86.rs`), and the microkernel computes an MR×NR tile of C in vector registers.
+//!
+//! ```text
+//! LOOP 5  for jc in 0..n step NP             columns of C and op(B)
+//! LOOP 4    for pc in 0..k step KC           pack B̃ = op(B)[pc.., jc..] (KC×NP, L3; all threads)
+//! LOOP 3      for ic in 0..m step MC         pack Ã = op(A)[ic.., pc..] (MC×KC)   ← threads
+//! LOOP 3b       for jb in 0..NP step NC      a KC×NC block of B̃ (in L2)
+//! LOOP 2          for ir in 0..MC step MR    one Ã sliver (MR×KC, in L1)
+//! LOOP 1            for jr in jb.. step NR   microkernel: C[ic+ir.., jc+jr..] (+)= Ã sliver · B̃ sliver
+//! ```
+//!
+//! Our microkernel vectorises along the rows of C (NR is the wide side) where BLIS's x86
+//! kernels vectorise along columns, so the roles of loops 1 and 2 are swapped relative to the
+//! BLIS paper: the small, broadcast operand (the MR×KC Ã sliver) stays in L1 and the B̃ slivers
+//! stream from L2. With NR = 32 f32 a B̃ sliver is KC·128 bytes, which would not fit L1 at a
+//! useful KC, while an Ã sliver (12·KC·4 bytes = 18 KiB at KC = 384) does.
+//!
+//! Threads: per (jc, pc) the B̃ block is packed by all threads (one sliver per task), then the
+//! rows of C are cut into as many equal MR-multiples as there are threads (or more, at most MC
+//! rows each); each task packs its own Ã and runs loops 2 and 1. Where m is too small to give
+//! every thread a sliver, the columns are split as well, so shapes like 768×128×384 or
+//! 64×768×768 keep both cores busy.
+//!
+//! ISA: detected once (`OnceLock`) as AVX-512F, else AVX2+FMA, else the scalar kernel.
+//! `FERROGPT_ISA=avx512|avx2|scalar` forces one (an ISA the CPU lacks makes the level
+//! unavailable, with the reason); tests force each in turn with [`with_isa`].
+//! On targets other than x86_64 this level is not built (no hand-written NEON); it answers
+//! with an Unavailable error unless `FERROGPT_ISA=scalar` asks for the portable kernel.
+//!
+//! Precision: f32 or f64 FMAs in the element type, summed in k order within a KC block.
+
+mod kernel;
+mod pack;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::{Element, GemmError, Problem};
+use kernel::Microkernel;
+use rayon::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::sync::OnceLock;
+
+/// The block sizes of one microkernel: the one documented place for them.
+#[derive(Clone, Copy, Debug)]
+pub struct Blocking {
+    /// Rows of the microtile (broadcast side; registers: MR·NR/LANES accumulators).
+    pub mr: usize,
+    /// Columns of the microtile (vector side, a multiple of the vector width).
+    pub nr: usize,
+    /// Depth of a packed block: an Ã sliver (MR×KC) should fill at most half of L1d (48 KiB).
+    pub kc: usize,
+    /// Rows of an Ã block per task (upper bound; the driver balances blocks across threads).
+    pub mc: usize,
+    /// Columns of the B̃ block that one Ã sliver sweeps: KC×NC should take about half of L2
+    /// (2 MiB per core here).
+    pub nc: usize,
+}
+
+// Sapphire Rapids: L1d 48 KiB, L2 2 MiB per core, L3 shared. The hardware-detection module
+// (`hw`) is being written; when it reports cache sizes, KC and NC can follow them. Until then
+// these constants, chosen for the caches above, are used everywhere.
+
+/// AVX-512F f32: 12×32 tile (24 zmm accumulators). Ã sliver 12·384·4 = 18 KiB, B̃ block
+/// 384·640·4 = 960 KiB.
+pub const AVX512_F32: Blocking = Blocking {
+    mr: 12,
+    nr: 32,
+    kc: 384,
+    mc: 240,
+    nc: 640,
+};
+/// AVX-512F f64: 12×16 tile. Ã sliver 12·256·8 = 24 KiB, B̃ block 256·512·8 = 1 MiB.
+pub const AVX512_F64: Blocking = Blocking {
+    mr: 12,
+    nr: 16,
+    kc: 256,
+    mc: 240,
+    nc: 512,
+};
+/// AVX2+FMA f32: 6×16 tile (12 ymm accumulators). Ã sliver 6 KiB, B̃ block 512 KiB.
+pub const AVX2_F32: Blocking = Blocking {
+    mr: 6,
+    nr: 16,
+    kc: 256,
+    mc: 120,
+    nc: 512,
+};
+/// AVX2+FMA f64: 6×8 tile. Ã sliver 12 KiB, B̃ block 512 KiB.
+pub const AVX2_F64: Blocking = Blocking {
+    mr: 6,
+    nr: 8,
+    kc: 256,
+    mc: 120,
+    nc: 256,
+};
+/// Portable scalar kernel: 4×8 tile.
+pub const SCALAR: Blocking = Blocking {
+    mr: 4,
+    nr: 8,
+    kc: 256,
+    mc: 64,
+    nc: 256,
+};
+
+/// Columns of the B̃ panel packed per (jc, pc) step and shared by all threads (KC×NP is
+/// 5.6 MiB of f32 at KC = 384: it lives in L3, each thread pulls NC-column blocks of it into L2).
+/// Ã is packed once per panel, so wide products (the vocabulary projection) re-pack A rarely.
+pub const NP: usize = 4096;
+
+/// Below this many multiply-adds (m·n·k) the product runs on one thread: rayon's fork costs
+/// a few microseconds, more than the work.
+const PARALLEL_MIN_MACS: usize = 48 * 48 * 48;
+
+/// The instruction set the `simd` level's microkernel uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F (x86_64): 512-bit FMAs.
+    Avx512,
+    /// AVX2 + FMA (x86_64): 256-bit FMAs.
+    Avx2,
+    /// Portable Rust, no explicit vectors.
+    Scalar,
+}
+
+impl Isa {
+    /// Every ISA, fastest first.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
+
+    /// The name `FERROGPT_ISA` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Scalar => "scalar",
+        }
+    }
+
+    /// Whether the running CPU (and this build's target) can execute this ISA's kernels.
+    pub fn supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx512 | Isa::Avx2 => false,
+            Isa::Scalar => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn unavailable(reason: String) -> GemmError {
+    GemmError::Unavailable {
+        level: "simd",
+        reason,
+    }
+}
+
+/// The ISA chosen for this process: `FERROGPT_ISA` if set, else the best the CPU has.
+fn detect() -> Result<Isa, GemmError> {
+    match std::env::var("FERROGPT_ISA") {
+        Ok(name) => {
+            let isa = Isa::ALL
+                .into_iter()
+                .find(|i| i.name() == name)
+                .ok_or_else(|| {
+                    unavailable(format!(
+                        "FERROGPT_ISA={name} is not one of avx512, avx2, scalar"
+                    ))
+                })?;
+            if isa.supported() {
+                Ok(isa)
+            } else {
+                Err(unavailable(format!(
+                    "FERROGPT_ISA={name} but this CPU lacks {name}"
+                )))
+            }
+        }
+        Err(_) => {
+            if cfg!(not(target_arch = "x86_64")) {
+                return Err(unavailable(format!(
+                    "no SIMD microkernel is built for {} (x86_64 only; FERROGPT_ISA=scalar \
+                     runs the portable kernel)",
+                    std::env::consts::ARCH
+                )));
+            }
+            Ok(Isa::ALL
+                .into_iter()
+                .find(|i| i.supported())
+                .unwrap_or(Isa::Scalar))
+        }
+    }
+}
+
+static DETECTED: OnceLock<Result<Isa, GemmError>> = OnceLock::new();
+
+thread_local! {
+    static OVERRIDE: Cell<Option<Isa>> = const { Cell::new(None) };
+}
+
+/// The ISA the `simd` level uses on this thread now: a [`with_isa`] override, else the
+/// process-wide choice (detected once, `FERROGPT_ISA` honoured).
+pub fn active_isa() -> Result<Isa, GemmError> {
+    if let Some(isa) = OVERRIDE.with(|o| o.get()) {
+        return Ok(isa);
+    }
+    DETECTED.get_or_init(detect).clone()
+}
+
+/// Runs `f` with the `simd` level forced to `isa` on the calling thread (for tests: covers
+/// every kernel this CPU has in one process). Errors if the CPU lacks `isa`.
+#[doc(hidden)]
+pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> Result<R, GemmError> {
+    if !isa.supported() {
+        return Err(unavailable(format!("this CPU lacks {isa}")));
+    }
+    let prev = OVERRIDE.with(|o| o.replace(Some(isa)));
+    let r = f();
+    OVERRIDE.with(|o| o.set(prev));
+    Ok(r)
+}
+
+/// The block sizes the `simd` level uses for `T` with `isa`.
+pub fn blocking<T: Element>(isa: Isa) -> Blocking {
+    match (isa, T::NAME) {
+        (Isa::Avx512, "f32") => AVX512_F32,
+        (Isa::Avx512, _) => AVX512_F64,
+        (Isa::Avx2, "f32") => AVX2_F32,
+        (Isa::Avx2, _) => AVX2_F64,
+        (Isa::Scalar, _) => SCALAR,
+    }
+}
+
+pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32], isa: Isa) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => gemm_with::<f32, x86::Avx512F32>(p, c),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => gemm_with::<f32, x86::Avx2F32>(p, c),
+        _ => gemm_with::<f32, kernel::Scalar>(p, c),
+    }
+}
+
+pub(crate) fn gemm_f64(p: &Problem<'_, f64>, c: &mut [f64], isa: Isa) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => gemm_with::<f64, x86::Avx512F64>(p, c),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => gemm_with::<f64, x86::Avx2F64>(p, c),
+        _ => gemm_with::<f64, kernel::Scalar>(p, c),
+    }
+}
+
+/// `len` split into `ceil(len / max)` near-equal blocks, each a multiple of `unit`.
+fn balanced(len: usize, max: usize, unit: usize) -> usize {
+    let blocks = len.div_ceil(max);
+    len.div_ceil(blocks).next_multiple_of(unit)
+}
+
+/// A pointer to C that tasks may share; each task writes a disjoint rectangle of C.
+#[derive(Clone, Copy)]
+struct CPtr<T>(*mut T);
+// SAFETY: tasks built in `gemm_with` write disjoint tiles of C (distinct rows or columns) and
+// C outlives the parallel loop; the element types are plain f32/f64.
+unsafe impl<T> Send for CPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for CPtr<T> {}
+
+/// The loop nest of the module doc, for one microkernel `K`.
+fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T]) {
+    let Blocking {
+        mr,
+        nr,
+        kc: kc_max,
+        mc: mc_max,
+        nc: nc_max,
+    } = K::BLOCKING;
+    let (m, n, k) = (p.m, p.n, p.k);
+    let threads = if m * n * k < PARALLEL_MIN_MACS {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    let np = balanced(n, NP, nr);
+    let kc = balanced(k, kc_max, 1);
+    let nb = nc_max / nr; // B̃ slivers per L2 block
+    let ldc = p.ldc;
+    let cptr = CPtr(c.as_mut_ptr());
+
+    // Row chunks of C (in MR slivers): at most MC rows each, a multiple of the thread count
+    // so that every thread gets the same share, at least one sliver each.
+    let m_slivers = m.div_ceil(mr);
+    let m_chunks = m.div_ceil(mc_max).next_multiple_of(threads).min(m_slivers);
+
+    // LOOP 5: columns of C in panels of NP.
+    for jc in (0..n).step_by(np) {
+        let ncur = np.min(n - jc);
+        let n_slivers = ncur.div_ceil(nr);
+        // Where the rows alone cannot feed every thread, split the columns too.
+        let n_chunks = if m_chunks < threads {
+            threads.div_ceil(m_chunks).min(n_slivers)
+        } else {
+            1
+        };
+        // LOOP 4: the shared dimension in blocks of KC.
+        for pc in (0..k).step_by(kc) {
+            let kcur = kc.min(k - pc);
+            // Later KC blocks add to what the first one wrote.
+            let acc = p.accumulate || pc > 0;
+            with_buffer::<T, _>(&B_BUF, n_slivers * nr * kcur, |bpack| {
+                // Pack the B̃ panel: one sliver per task.
+                let pack_one = |(s, out): (usize, &mut [T])| {
+                    let j0 = jc + s * nr;
+                    pack::pack_b_sliver(p, pc, kcur, j0, nr.min(jc + ncur - j0), nr, out)
+                };
+                if threads > 1 {
+                    bpack
+                        .par_chunks_mut(nr * kcur)
+                        .enumerate()
+                        .for_each(pack_one);
+                } else {
+                    bpack.chunks_mut(nr * kcur).enumerate().for_each(pack_one);
+                }
+                let bpack: &[T] = bpack;
+
+                // LOOP 3: tasks = row chunks (≤ MC rows) × column chunks; each packs its Ã.
+                let task = |t: usize| {
+                    let (mi, ni) = (t / n_chunks, t % n_chunks);
+                    let s0 = mi * m_slivers / m_chunks;
+                    let s1 = (mi + 1) * m_slivers / m_chunks;
+                    let (ic, mcur) = (s0 * mr, (s1 * mr).min(m) - s0 * mr);
+                    let q0 = ni * n_slivers / n_chunks;
+                    let q1 = (ni + 1) * n_slivers / n_chunks;
+                    with_buffer::<T, _>(&A_BUF, (s1 - s0) * mr * kcur, |apack| {
+                        for (s, out) in apack.chunks_mut(mr * kcur).enumerate() {
+                            let i0 = ic + s * mr;
+                            pack::pack_a_sliver(p, i0, mr.min(ic + mcur - i0), pc, kcur, mr, out);
+                        }
+                        // LOOP 3b: the task's B̃ slivers in L2-sized blocks of NC columns.
+                        for b0 in (q0..q1).step_by(nb) {
+                            let b1 = (b0 + nb).min(q1);
+                            // LOOP 2: one Ã sliver at a time (stays in L1).
+                            for (si, asl) in apack.chunks(mr * kcur).enumerate() {
+                                let i0 = ic + si * mr;
+                                let rows = mr.min(ic + mcur - i0);
+                                // LOOP 1: stream the B̃ slivers of the block from L2.
+                                for sj in b0..b1 {
+                                    let j0 = jc + sj * nr;
+                                    let cols = nr.min(jc + ncur - j0);
+                                    let bsl = &bpack[sj * nr * kcur..(sj + 1) * nr * kcur];
+                                    let off = i0 * ldc + j0;
+                                    microtile::<T, K>(
+                                        kcur, asl, bsl, cptr, off, ldc, rows, cols, acc,
+                                    );
+                                }
+                            }
+                        }
+                    })
+                };
+                let tasks = m_chunks * n_chunks;
+                if threads > 1 {
+                    (0..tasks).into_par_iter().for_each(task);
+                } else {
+                    (0..tasks).for_each(task);
+                }
+            });
+        }
+    }
+}
+
+/// The largest MR·NR of any kernel (12·32).
+const MAX_TILE: usize = 384;
+
+/// Runs the microkernel on the `rows`×`cols` tile of C at offset `off`; full tiles are
+/// computed in place, edge tiles through a scratch tile.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn microtile<T: Element, K: Microkernel<T>>(
+    kc: usize,
+    a: &[T],
+    b: &[T],
+    c: CPtr<T>,
+    off: usize,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    let Blocking { mr, nr, .. } = K::BLOCKING;
+    assert!(a.len() >= mr * kc && b.len() >= nr * kc && mr * nr <= MAX_TILE);
+    if rows == mr && cols == nr {
+        // SAFETY: the slivers hold MR·kc and NR·kc elements (asserted); the tile
+        // C[off .. off + (MR-1)·ldc + NR] lies inside C because rows == MR and cols == NR are
+        // within the m×n bounds `Problem::validate` checked, and it belongs to this task
+        // alone. `active_isa` only selects K when the CPU supports it.
+        unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), c.0.add(off), ldc, accumulate) }
+    } else {
+        let mut tmp = [T::ZERO; MAX_TILE];
+        // SAFETY: as above, with the scratch tile (MR×NR, row stride NR) as C.
+        unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), tmp.as_mut_ptr(), nr, false) }
+        for i in 0..rows {
+            for j in 0..cols {
+                // SAFETY: (i, j) < (rows, cols) is inside C and inside this task's tile.
+                unsafe {
+                    let dst = c.0.add(off + i * ldc + j);
+                    *dst = if accumulate {
+                        *dst + tmp[i * nr + j]
+                    } else {
+                        tmp[i * nr + j]
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// A 64-byte-aligned, zero-initialised scratch allocation, kept per thread and grown on
+/// demand, so that packing does not pay for fresh pages on every call.
+struct AlignedBuf {
+    ptr: *mut u8,
+    bytes: usize,
+}
+
+const ALIGN: usize = 64;
+
+impl AlignedBuf {
+    const fn new() -> Self {
+        AlignedBuf {
+            ptr: std::ptr::null_mut(),
+            bytes: 0,
+        }
+    }
+
+    fn reserve(&mut self, bytes: usize) {
+        if bytes <= self.bytes {
+            return;
+        }
+        self.release();
+        let layout = std::alloc::Layout::from_size_align(bytes, ALIGN).expect("buffer size");
+        // SAFETY: `layout` has non-zero size (bytes > self.bytes >= 0).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        self.ptr = ptr;
+        self.bytes = bytes;
+    }
+
+    fn release(&mut self) {
+        if !self.ptr.is_null() {
+            let layout = std::alloc::Layout::from_size_align(self.bytes, ALIGN).expect("layout");
+            // SAFETY: `ptr` was allocated with exactly this layout in `reserve`.
+            unsafe { std::alloc::dealloc(self.ptr, layout) };
+            self.ptr = std::ptr::null_mut();
+            self.bytes = 0;
+        }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+thread_local! {
+    static A_BUF: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
+    static B_BUF: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
+}
+
+/// Calls `f` with `len` elements of this thread's scratch buffer `key` (or a fresh one when
+/// the buffer is already in use further up this thread's stack, as happens when rayon runs a
+/// second product on a thread that waits inside the first).
+fn with_buffer<T: Element, R>(
+    key: &'static std::thread::LocalKey<RefCell<AlignedBuf>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let bytes = (len * std::mem::size_of::<T>()).max(ALIGN);
+    fn run<T: Element, R>(
+        buf: &mut AlignedBuf,
+        bytes: usize,
+        len: usize,
+        f: impl FnOnce(&mut [T]) -> R,
+    ) -> R {
+        buf.reserve(bytes);
+        // SAFETY: the allocation is at least `bytes` long, 64-byte aligned (enough for f32 and
+        // f64), zero-initialised at allocation and only ever written with f32 or f64 values
+        // since (`Element` is sealed to those two, for which every bit pattern is valid); the
+        // `&mut` borrow of `buf` keeps it exclusive for the life of the slice.
+        let s = unsafe { std::slice::from_raw_parts_mut(buf.ptr as *mut T, len) };
+        f(s)
+    }
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => run(&mut buf, bytes, len, f),
+        Err(_) => run(&mut AlignedBuf::new(), bytes, len, f),
+    })
+}

@@ -1,0 +1,216 @@
+//! Shared helpers for the ladder tests: random operands and the f64 oracle.
+
+#![allow(dead_code)]
+
+use ferrogpt_gemm::{matmul, Element, Level};
+
+/// A small xorshift generator: fresh inputs per seed, no dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Uniform in [-1, 1).
+    pub fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+    pub fn fill<T: Element>(&mut self, len: usize) -> Vec<T> {
+        (0..len).map(|_| T::from_f64(self.next())).collect()
+    }
+}
+
+/// One test product: shapes, transposes, strides (with `pad` extra columns per row).
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub ta: bool,
+    pub tb: bool,
+    pub accumulate: bool,
+    pub pad: usize,
+}
+
+pub struct Operands<T> {
+    pub a: Vec<T>,
+    pub lda: usize,
+    pub b: Vec<T>,
+    pub ldb: usize,
+    pub c0: Vec<T>,
+    pub ldc: usize,
+}
+
+pub fn operands<T: Element>(c: &Case, seed: u64) -> Operands<T> {
+    let mut rng = Rng::new(seed);
+    let (ar, ac) = if c.ta { (c.k, c.m) } else { (c.m, c.k) };
+    let (br, bc) = if c.tb { (c.n, c.k) } else { (c.k, c.n) };
+    let (lda, ldb, ldc) = (ac + c.pad, bc + c.pad, c.n + c.pad);
+    Operands {
+        a: rng.fill(ar * lda),
+        lda,
+        b: rng.fill(br * ldb),
+        ldb,
+        c0: rng.fill(c.m * ldc),
+        ldc,
+    }
+}
+
+/// The oracle: `naive` in f64 on the same (upcast) operands, plus Σ|a·b| + |c0| per element
+/// for the error bound.
+pub fn oracle<T: Element>(c: &Case, o: &Operands<T>) -> (Vec<f64>, Vec<f64>) {
+    let up = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+    let abs = |v: &[T]| v.iter().map(|x| x.to_f64().abs()).collect::<Vec<f64>>();
+    let mut want = up(&o.c0);
+    let mut mag: Vec<f64> = abs(&o.c0);
+    if !c.accumulate {
+        mag.iter_mut().for_each(|x| *x = 0.0);
+    }
+    let run = |a: &[f64], b: &[f64], out: &mut [f64]| {
+        matmul(
+            Level::Naive,
+            c.ta,
+            c.tb,
+            c.m,
+            c.n,
+            c.k,
+            a,
+            o.lda,
+            b,
+            o.ldb,
+            out,
+            o.ldc,
+            c.accumulate,
+        )
+        .unwrap()
+    };
+    run(&up(&o.a), &up(&o.b), &mut want);
+    let mut absprod = mag.clone();
+    matmul(
+        Level::Naive,
+        c.ta,
+        c.tb,
+        c.m,
+        c.n,
+        c.k,
+        &abs(&o.a),
+        o.lda,
+        &abs(&o.b),
+        o.ldb,
+        &mut absprod,
+        o.ldc,
+        true,
+    )
+    .unwrap();
+    (want, absprod)
+}
+
+/// Checks `got` against the oracle: |got − want| ≤ tol · (Σ|a·b| + |c0|) on every element of
+/// C, and that the padding columns of C were not touched.
+pub fn check<T: Element>(
+    what: &str,
+    c: &Case,
+    o: &Operands<T>,
+    got: &[T],
+    want: &[f64],
+    mag: &[f64],
+    tol: f64,
+) {
+    for i in 0..c.m {
+        for j in 0..o.ldc {
+            let idx = i * o.ldc + j;
+            if j >= c.n {
+                assert!(
+                    got[idx] == o.c0[idx],
+                    "{what} {c:?}: wrote padding at ({i}, {j})"
+                );
+                continue;
+            }
+            let err = (got[idx].to_f64() - want[idx]).abs();
+            let bound = tol * mag[idx] + 1e-300;
+            assert!(
+                err <= bound,
+                "{what} {c:?}: C[{i}, {j}] = {} but the oracle says {} (error {err:.3e} > bound {bound:.3e})",
+                got[idx],
+                want[idx]
+            );
+        }
+    }
+}
+
+/// Odd shapes (1, 7, 33, 127, 513 and non-square) plus a few that cross block boundaries
+/// (KC, MC, the B̃ panel width NP = 4096, AMX's 32-blocks).
+pub const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 7, 33),
+    (7, 1, 127),
+    (33, 7, 1),
+    (7, 33, 513),
+    (127, 33, 7),
+    (33, 127, 127),
+    (513, 7, 33),
+    (65, 513, 7),
+    (127, 127, 33),
+    (130, 70, 390),
+    (13, 4100, 5),
+];
+
+/// Every case: each shape × (ta, tb) × accumulate, tight and padded strides alternating.
+pub fn cases() -> Vec<Case> {
+    let mut out = vec![];
+    for (s, &(m, n, k)) in SHAPES.iter().enumerate() {
+        for t in 0..4 {
+            for accumulate in [false, true] {
+                out.push(Case {
+                    m,
+                    n,
+                    k,
+                    ta: t & 1 == 1,
+                    tb: t & 2 == 2,
+                    accumulate,
+                    pad: (s + t) % 2 * 3,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Runs every case at `level` for `T` and checks it against the oracle with `tol(k)`.
+pub fn check_level<T: Element>(what: &str, level: Level, tol: impl Fn(usize) -> f64) {
+    for (seed, case) in cases().iter().enumerate() {
+        let o = operands::<T>(case, seed as u64 + 1);
+        let (want, mag) = oracle(case, &o);
+        let mut got = o.c0.clone();
+        matmul(
+            level,
+            case.ta,
+            case.tb,
+            case.m,
+            case.n,
+            case.k,
+            &o.a,
+            o.lda,
+            &o.b,
+            o.ldb,
+            &mut got,
+            o.ldc,
+            case.accumulate,
+        )
+        .unwrap_or_else(|e| panic!("{what} {case:?}: {e}"));
+        check(what, case, &o, &got, &want, &mag, tol(case.k));
+    }
+}
+
+/// Rigorous bound for a sum of k products in precision `eps` in any order: γ_k ≈ (k+1)·eps.
+pub fn exact_tol<T: Element>(k: usize) -> f64 {
+    let eps = if T::NAME == "f32" {
+        f32::EPSILON as f64
+    } else {
+        f64::EPSILON
+    };
+    (k as f64 + 2.0) * eps
+}

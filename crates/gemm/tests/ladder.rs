@@ -1,0 +1,172 @@
+//! Every level of the ladder against the naive oracle (computed in f64) on fresh random inputs
+//! of odd shapes, every transpose, accumulate and overwrite, tight and padded strides, f32 and
+//! f64; the `simd` level once per ISA this CPU has; `amx` within bf16 tolerance.
+
+mod common;
+
+use common::*;
+use ferrogpt_gemm::{matmul, simd, GemmError, Isa, Level};
+
+/// The `exact` levels (all but amx) in f32 and f64.
+fn check_exact(level: Level) {
+    if let Err(e) = level.available() {
+        eprintln!("SKIPPED: level {level} is not available here: {e}");
+        return;
+    }
+    check_level::<f32>(&format!("{level} f32"), level, exact_tol::<f32>);
+    check_level::<f64>(&format!("{level} f64"), level, exact_tol::<f64>);
+}
+
+#[test]
+fn naive() {
+    check_exact(Level::Naive);
+}
+
+#[test]
+fn parallel() {
+    check_exact(Level::Parallel);
+}
+
+#[test]
+fn blocked() {
+    check_exact(Level::Blocked);
+}
+
+#[test]
+fn blocked_parallel() {
+    check_exact(Level::BlockedParallel);
+}
+
+#[test]
+fn simd_default_isa() {
+    check_exact(Level::Simd);
+}
+
+#[test]
+fn simd_every_isa() {
+    for isa in Isa::ALL {
+        if !isa.supported() {
+            eprintln!("SKIPPED: simd with {isa}: this CPU lacks it");
+            continue;
+        }
+        simd::with_isa(isa, || {
+            assert_eq!(simd::active_isa(), Ok(isa));
+            check_level::<f32>(&format!("simd/{isa} f32"), Level::Simd, exact_tol::<f32>);
+            check_level::<f64>(&format!("simd/{isa} f64"), Level::Simd, exact_tol::<f64>);
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn library() {
+    check_exact(Level::Library);
+}
+
+#[test]
+fn blas() {
+    check_exact(Level::Blas);
+    if cfg!(not(feature = "blas")) {
+        assert!(matches!(
+            Level::Blas.available(),
+            Err(GemmError::Unavailable { .. })
+        ));
+    }
+}
+
+#[test]
+fn amx_within_bf16_tolerance() {
+    if let Err(e) = Level::Amx.available() {
+        eprintln!("SKIPPED: level amx is not available here: {e}");
+        return;
+    }
+    // Each input is rounded to bf16 (8 significant bits: relative error ≤ 2⁻⁸), so each
+    // product is off by at most about 2⁻⁷ relative; the f32 accumulation adds the usual γ_k.
+    check_level::<f32>("amx f32", Level::Amx, |k| {
+        2f64.powi(-7) * 1.01 + exact_tol::<f32>(k)
+    });
+    let mut c = [0f64; 1];
+    let err = matmul(
+        Level::Amx,
+        false,
+        false,
+        1,
+        1,
+        1,
+        &[1.0],
+        1,
+        &[1.0],
+        1,
+        &mut c,
+        1,
+        false,
+    );
+    assert!(
+        matches!(err, Err(GemmError::Unavailable { level: "amx", .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn amx_bf16_rounding_is_nearest_even() {
+    use ferrogpt_gemm::amx::{bf16_to_f32, f32_to_bf16};
+    assert_eq!(f32_to_bf16(1.0), 0x3f80);
+    // 1 + 2⁻⁸ is halfway between two bf16 values: ties go to the even one (1.0).
+    assert_eq!(bf16_to_f32(f32_to_bf16(1.0 + 2f32.powi(-8))), 1.0);
+    // 1 + 3·2⁻⁸ is halfway too: the even neighbour is 1 + 2⁻⁶.
+    assert_eq!(
+        bf16_to_f32(f32_to_bf16(1.0 + 3.0 * 2f32.powi(-8))),
+        1.0 + 2f32.powi(-6)
+    );
+    assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
+    assert_eq!(bf16_to_f32(f32_to_bf16(f32::INFINITY)), f32::INFINITY);
+}
+
+#[test]
+fn levels_parse_and_list_in_ladder_order() {
+    let names: Vec<&str> = Level::ALL.iter().map(|l| l.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "naive",
+            "parallel",
+            "blocked",
+            "blocked-parallel",
+            "simd",
+            "library",
+            "blas",
+            "amx"
+        ]
+    );
+    for &l in Level::ALL {
+        assert_eq!(l.name().parse::<Level>(), Ok(l));
+        assert!(!l.strategy().is_empty());
+    }
+    assert!(matches!(
+        "fast".parse::<Level>(),
+        Err(GemmError::UnknownLevel(_))
+    ));
+    assert!(Level::fastest().available().is_ok());
+    assert!(Level::fastest().exact());
+}
+
+#[test]
+fn shape_errors_are_values() {
+    let mut c = [0f32; 3];
+    let err = matmul(
+        Level::Simd,
+        false,
+        false,
+        2,
+        2,
+        2,
+        &[0.0; 4],
+        2,
+        &[0.0; 4],
+        2,
+        &mut c,
+        2,
+        false,
+    );
+    assert!(matches!(err, Err(GemmError::Shape(_))), "{err:?}");
+}
