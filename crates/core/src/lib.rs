@@ -11,6 +11,7 @@
 //! Matrix products go through [`ferrogpt_gemm::matmul`] at the tape's [`Level`].
 //! Dependency rule: this crate depends only on ferrogpt-gemm.
 
+pub mod fastmath;
 pub mod fsutil;
 pub mod ops;
 pub mod tape;
@@ -29,11 +30,11 @@ pub trait Float: Element {
 }
 
 macro_rules! impl_float {
-    ($t:ty) => {
+    ($t:ty, $exp:path, $tanh:path) => {
         impl Float for $t {
             #[inline(always)]
             fn exp(self) -> Self {
-                <$t>::exp(self)
+                $exp(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -45,7 +46,7 @@ macro_rules! impl_float {
             }
             #[inline(always)]
             fn tanh(self) -> Self {
-                <$t>::tanh(self)
+                $tanh(self)
             }
             #[inline(always)]
             fn max(self, other: Self) -> Self {
@@ -58,8 +59,9 @@ macro_rules! impl_float {
         }
     };
 }
-impl_float!(f32);
-impl_float!(f64);
+// f32 (training) uses the vectorisable exp/tanh of `fastmath`; f64 (the oracle) uses std's.
+impl_float!(f32, fastmath::exp, fastmath::tanh);
+impl_float!(f64, f64::exp, f64::tanh);
 
 /// Rows below this count are processed on one thread: rayon's fork-join overhead exceeds the work.
 pub(crate) const PAR_MIN_ELEMS: usize = 16 * 1024;

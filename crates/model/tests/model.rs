@@ -239,3 +239,37 @@ fn generation_checks_prompt() {
     .to_string();
     assert!(err.contains("beyond the vocabulary"), "{err}");
 }
+
+/// A training step (loss and every gradient) at each f32 matmul level available here, with the
+/// fast f32 exp/tanh, agrees with the f64 naive reference on the same weights and batch.
+#[test]
+fn every_level_matches_the_f64_reference() {
+    let cfg = GptConfig { n_layer: 2, n_head: 4, n_embd: 64, block_size: 33, vocab_size: 67, padded_vocab_size: 128, dropout: 0.0 };
+    let model = Gpt::new(cfg).unwrap();
+    let mut rng = Rng64::seed_from_u64(9);
+    let p64: Vec<f64> = model.layout.init(&model.config, &mut rng);
+    let p32: Vec<f32> = p64.iter().map(|&x| x as f32).collect();
+    let (b, t) = (3, 33);
+    let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..67)).collect();
+    let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..67)).collect();
+    let mut tape = Tape::new(Level::Naive).unwrap();
+    let l64 = model.loss(&mut tape, &p64, &x, &y, t, &mut rng);
+    let mut g64 = vec![0.0; p64.len()];
+    tape.backward(&p64, &mut g64);
+    for &level in Level::ALL {
+        if level.available().is_err() {
+            eprintln!("skipped level {level}: {}", level.available().unwrap_err());
+            continue;
+        }
+        let mut tape = Tape::<f32>::new(level).unwrap();
+        let l32 = model.loss(&mut tape, &p32, &x, &y, t, &mut rng);
+        let mut g32 = vec![0.0f32; p32.len()];
+        tape.backward(&p32, &mut g32);
+        // bf16 inputs (amx) keep about 3 significant digits; f32 about 7.
+        let tol = if level.name() == "amx" { 2e-2 } else { 1e-4 };
+        assert!(((l32 as f64 - l64) / l64).abs() < tol, "{level}: loss {l32} vs {l64}");
+        let diff: f64 = g32.iter().zip(&g64).map(|(&a, &b)| (a as f64 - b) * (a as f64 - b)).sum::<f64>().sqrt();
+        let norm: f64 = g64.iter().map(|g| g * g).sum::<f64>().sqrt();
+        assert!(diff / norm < tol, "{level}: gradient relative error {:e}", diff / norm);
+    }
+}

@@ -29,9 +29,27 @@ impl Dims {
     }
 }
 
+/// a · b with eight partial sums, so the compiler can keep them in one SIMD register (a single
+/// running sum would serialise every add on the previous one).
 #[inline(always)]
 fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    a.iter().zip(b).fold(T::ZERO, |s, (&x, &y)| s + x * y)
+    let mut acc = [T::ZERO; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: T = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().copied().sum::<T>() + tail
+}
+
+/// y += a · x.
+#[inline(always)]
+fn axpy<T: Float>(y: &mut [T], a: T, x: &[T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
 }
 
 /// out (B, T, C) overwritten; att (B, NH, T, T) saved softmax; mask (B, NH, T, T) or none.
@@ -66,10 +84,7 @@ pub fn forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], mask: Option<&
                     for s in 0..=ti {
                         let m = mask.map_or(T::ONE, |m| m[bi * nh * t * t + (h * t + ti) * t + s]);
                         let a = row[s] * m;
-                        let v = &qkv[s * 3 * c + 2 * c + h * hs..][..hs];
-                        for (o, &v) in o.iter_mut().zip(v) {
-                            *o += a * v;
-                        }
+                        axpy(o, a, &qkv[s * 3 * c + 2 * c + h * hs..][..hs]);
                     }
                 }
             }
@@ -94,35 +109,28 @@ pub fn backward<T: Float>(
         .enumerate()
         .for_each(|(bi, (((dqkv, dout), qkv), att))| {
             let mut datt = vec![T::ZERO; t];
+            let mut dq = vec![T::ZERO; hs];
             for h in 0..nh {
                 for ti in 0..t {
                     let row = &att[(h * t + ti) * t..][..t];
-                    let m = |s: usize| {
-                        mask.map_or(T::ONE, |m| m[bi * nh * t * t + (h * t + ti) * t + s])
-                    };
+                    let m = |s: usize| mask.map_or(T::ONE, |m| m[bi * nh * t * t + (h * t + ti) * t + s]);
                     let g = &dout[ti * c + h * hs..][..hs];
                     // Through out = Σ att·mask·v: datt and dv.
                     for s in 0..=ti {
-                        let v = &qkv[s * 3 * c + 2 * c + h * hs..][..hs];
                         let ms = m(s);
-                        datt[s] = dot(g, v) * ms;
-                        let a = row[s] * ms;
-                        let dv = &mut dqkv[s * 3 * c + 2 * c + h * hs..][..hs];
-                        for (dv, &g) in dv.iter_mut().zip(g) {
-                            *dv += a * g;
-                        }
+                        datt[s] = dot(g, &qkv[s * 3 * c + 2 * c + h * hs..][..hs]) * ms;
+                        axpy(&mut dqkv[s * 3 * c + 2 * c + h * hs..][..hs], row[s] * ms, g);
                     }
-                    // Through the softmax: dscore = att · (datt - Σ att·datt).
+                    // Through the softmax: dscore = att · (datt - Σ att·datt), then the scores.
                     let inner: T = (0..=ti).map(|s| row[s] * datt[s]).sum();
+                    let q = &qkv[ti * 3 * c + h * hs..][..hs];
+                    dq.fill(T::ZERO);
                     for s in 0..=ti {
                         let ds = row[s] * (datt[s] - inner) * scale;
-                        let (qo, ko) = (ti * 3 * c + h * hs, s * 3 * c + c + h * hs);
-                        for i in 0..hs {
-                            let (q, k) = (qkv[qo + i], qkv[ko + i]);
-                            dqkv[qo + i] += ds * k;
-                            dqkv[ko + i] += ds * q;
-                        }
+                        axpy(&mut dq, ds, &qkv[s * 3 * c + c + h * hs..][..hs]);
+                        axpy(&mut dqkv[s * 3 * c + c + h * hs..][..hs], ds, q);
                     }
+                    axpy(&mut dqkv[ti * 3 * c + h * hs..][..hs], T::ONE, &dq);
                 }
             }
         });

@@ -6,17 +6,21 @@ use rayon::prelude::*;
 
 const S: f64 = 0.797_884_560_802_865_4; // sqrt(2/π)
 const K: f64 = 0.044715;
+const CHUNK: usize = 4096;
 
 pub fn forward<T: Float>(out: &mut [T], x: &[T]) {
     let (s, k, half) = (T::from_f64(S), T::from_f64(K), T::from_f64(0.5));
-    let f = |(o, &x): (&mut T, &T)| {
-        let u = s * (x + k * x * x * x);
-        *o = half * x * (T::ONE + u.tanh());
+    // Chunks, not single elements, go to the threads: each chunk's loop vectorises.
+    let f = |(out, x): (&mut [T], &[T])| {
+        for (o, &x) in out.iter_mut().zip(x) {
+            let u = s * (x + k * x * x * x);
+            *o = half * x * (T::ONE + u.tanh());
+        }
     };
     if out.len() >= PAR_MIN_ELEMS {
-        out.par_iter_mut().zip(x.par_iter()).for_each(f);
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(f);
     } else {
-        out.iter_mut().zip(x).for_each(f);
+        f((out, x));
     }
 }
 
