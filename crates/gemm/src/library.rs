@@ -38,3 +38,58 @@ pub(crate) fn gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
         )
     }
 }
+
+/// The other candidate: `matrixmultiply` (threading feature; its own thread pool, sized by
+/// `MATMUL_NUM_THREADS`). Kept callable so the comparison in the module doc can be re-run
+/// (`cargo run --release -p ferrogpt-gemm --example library_compare`).
+#[doc(hidden)]
+pub fn matrixmultiply_gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
+    let (rsa, csa) = p.a_strides();
+    let (rsb, csb) = p.b_strides();
+    let beta = if p.accumulate { 1.0 } else { 0.0 };
+    // SAFETY: `Problem::validate` checked every index the strides reach; C is a distinct
+    // `&mut`. T is f32 or f64 (`Element` is sealed), checked by NAME before the casts.
+    unsafe {
+        if T::NAME == "f32" {
+            matrixmultiply::sgemm(
+                p.m,
+                p.k,
+                p.n,
+                1.0,
+                p.a.as_ptr() as *const f32,
+                rsa as isize,
+                csa as isize,
+                p.b.as_ptr() as *const f32,
+                rsb as isize,
+                csb as isize,
+                beta as f32,
+                c.as_mut_ptr() as *mut f32,
+                p.ldc as isize,
+                1,
+            )
+        } else {
+            matrixmultiply::dgemm(
+                p.m,
+                p.k,
+                p.n,
+                1.0,
+                p.a.as_ptr() as *const f64,
+                rsa as isize,
+                csa as isize,
+                p.b.as_ptr() as *const f64,
+                rsb as isize,
+                csb as isize,
+                beta,
+                c.as_mut_ptr() as *mut f64,
+                p.ldc as isize,
+                1,
+            )
+        }
+    }
+}
+
+/// The `gemm` crate path (the level's current choice), callable for the same comparison.
+#[doc(hidden)]
+pub fn gemm_crate<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
+    gemm(p, c)
+}
