@@ -66,6 +66,11 @@ pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
     if let Some(path) = &args.plot {
         plot_kind(path)?;
     }
+    // The library level's crate (matrixmultiply) sizes its own pool once per process from
+    // this variable; set it before the first product so `--threads` applies to it too.
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    }
     let peak = hw::measure_peak();
     let (one, all) = match dtype {
         Dtype::F32 => (peak.f32_1core, peak.f32_all),

@@ -1,47 +1,29 @@
-//! Level `library`: the `gemm` crate, a maintained pure-Rust BLIS-style GEMM, multithreaded
-//! through rayon.
+//! Level `library`: a maintained pure-Rust GEMM crate, `matrixmultiply` with its `threading`
+//! feature.
+//!
+//! Two crates were measured (`cargo run --release -p ferrogpt-gemm --example library_compare`,
+//! square products, median of 10, 2 threads pinned to 2 cores of an SPR host, 2026-11-26):
+//!
+//! | size | gemm 0.18 f32 | matrixmultiply 0.3 f32 | gemm f64 | matrixmultiply f64 |
+//! |------|---------------|------------------------|----------|--------------------|
+//! | 128  |  75 GFLOPS    |  66                    | 44       | 42                 |
+//! | 512  | 102           | 131                    | 50       | 63                 |
+//! | 1024 | 103           | 142                    | 52       | 59                 |
+//! | 2048 | 105           | 130                    | 48       | 63                 |
+//!
+//! `gemm` selects AVX-512 kernels only with its `nightly` feature, so on stable Rust it runs its
+//! AVX2 kernels; `matrixmultiply` 0.3 uses AVX2+FMA too but wins from 256 up, so it is the
+//! level. Both stay callable (`matrixmultiply_gemm`, `gemm_crate`) for the comparison.
+//! `matrixmultiply` runs its own thread pool (not rayon's), sized once per process by
+//! `MATMUL_NUM_THREADS` (default: physical cores, at most 4).
 
 use crate::{Element, Problem};
 
 pub(crate) fn gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
-    let (rsa, csa) = p.a_strides();
-    let (rsb, csb) = p.b_strides();
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && p.m * p.n * p.k >= 64 * 64 * 64 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: `Problem::validate` checked that every index the strides reach is in bounds, and
-    // C does not alias A or B (it is a distinct `&mut`).
-    unsafe {
-        gemm::gemm(
-            p.m,
-            p.n,
-            p.k,
-            c.as_mut_ptr(),
-            1,
-            p.ldc as isize,
-            p.accumulate,
-            p.a.as_ptr(),
-            csa as isize,
-            rsa as isize,
-            p.b.as_ptr(),
-            csb as isize,
-            rsb as isize,
-            if p.accumulate { T::ONE } else { T::ZERO },
-            T::ONE,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+    matrixmultiply_gemm(p, c)
 }
 
-/// The other candidate: `matrixmultiply` (threading feature; its own thread pool, sized by
-/// `MATMUL_NUM_THREADS`). Kept callable so the comparison in the module doc can be re-run
-/// (`cargo run --release -p ferrogpt-gemm --example library_compare`).
+/// `matrixmultiply` (threading feature): the level's choice.
 #[doc(hidden)]
 pub fn matrixmultiply_gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
     let (rsa, csa) = p.a_strides();
@@ -88,8 +70,40 @@ pub fn matrixmultiply_gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
     }
 }
 
-/// The `gemm` crate path (the level's current choice), callable for the same comparison.
+/// The `gemm` crate (BLIS-style, rayon threads): the other candidate.
 #[doc(hidden)]
 pub fn gemm_crate<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
-    gemm(p, c)
+    let (rsa, csa) = p.a_strides();
+    let (rsb, csb) = p.b_strides();
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 && p.m * p.n * p.k >= 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `Problem::validate` checked that every index the strides reach is in bounds, and
+    // C does not alias A or B (it is a distinct `&mut`).
+    unsafe {
+        gemm::gemm(
+            p.m,
+            p.n,
+            p.k,
+            c.as_mut_ptr(),
+            1,
+            p.ldc as isize,
+            p.accumulate,
+            p.a.as_ptr(),
+            csa as isize,
+            rsa as isize,
+            p.b.as_ptr(),
+            csb as isize,
+            rsb as isize,
+            if p.accumulate { T::ONE } else { T::ZERO },
+            T::ONE,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
 }
