@@ -10,8 +10,8 @@
 //!        B̃: op(B) rounded to bf16, in 32-column slivers, per k block two VNNI 16×(16·2) tiles
 //!        (both padded with zeros to multiples of 32; packing runs on all threads)
 //! tasks  (row chunk of C) × (column chunk of ≤ NCA columns), spread over rayon threads
-//! LOOP   for pc in 0..k step KCA                       (Ã sliver of KCA deep = 16 KiB, in L1)
-//!          for each 32-row Ã sliver of the task
+//! LOOP   for pc in 0..k step KCA                       (C tiles reloaded once per pass)
+//!          for each 32-row Ã sliver of the task       (32×KCA bf16 = 64 KiB, L2 → L1)
 //!            for each 32-column B̃ sliver of the task   (the task's B̃ block stays in L2)
 //!              microkernel: tiles 0..3 = the 32×32 C tile (loaded, or zeroed on the first
 //!              pc when overwriting); per k block: load 2 A tiles + 2 B tiles, 4 tdpbf16ps;
@@ -29,10 +29,14 @@
 
 use crate::{GemmError, Problem};
 
-/// Deepest k block per C tile pass: the 32-row Ã sliver is 32·KCA·2 bytes = 16 KiB (L1).
-pub const KCA: usize = 256;
-/// Widest column chunk per task: a B̃ block of KCA × NCA bf16 = 128 KiB (L2).
-pub const NCA: usize = 256;
+/// Deepest k block per C tile pass. Each pass loads and stores the 32×32 f32 C tile (8 KiB),
+/// so deep passes matter more than keeping the Ã sliver (32·KCA·2 bytes = 64 KiB) in L1: on a
+/// quiet SPR host at 2048³, KCA = 256 gave ~600-850 GFLOPS, 512 ~850-950, 1024 ~1050-1200,
+/// all of k (2048) about the same as 1024 (noisy; 2 pinned cores, medians of 15).
+pub const KCA: usize = 1024;
+/// Widest column chunk per task: a B̃ block of KCA × NCA bf16 = 256 KiB, in L2 with the Ã
+/// sliver; 128 beat 256 and 512 at KCA ≥ 1024 in the same sweep.
+pub const NCA: usize = 128;
 
 fn unavailable(reason: impl Into<String>) -> GemmError {
     GemmError::Unavailable {

@@ -58,7 +58,7 @@ pub enum Level {
     /// Our own BLIS-style GEMM: packed panels, a register-blocked `std::arch` microkernel per
     /// ISA, multithreaded (`simd/`).
     Simd,
-    /// A maintained pure-Rust GEMM crate, multithreaded (`library.rs`).
+    /// A maintained pure-Rust GEMM crate (`matrixmultiply`), multithreaded (`library.rs`).
     Library,
     /// The system CBLAS (OpenBLAS) behind the cargo feature `blas` (`blas.rs`).
     Blas,
@@ -101,7 +101,7 @@ impl Level {
             Level::Blocked => "cache-blocked tiles (i-k-j), 1 thread",
             Level::BlockedParallel => "cache-blocked tiles, row blocks across threads",
             Level::Simd => "BLIS-style packed panels + AVX-512/AVX2 microkernel, threads",
-            Level::Library => "gemm crate (BLIS-style, multithreaded)",
+            Level::Library => "matrixmultiply crate (BLIS-style, AVX2, threads)",
             Level::Blas => "system CBLAS (OpenBLAS)",
             Level::Amx => "Intel AMX bf16 tiles, f32 accumulation, threads",
         }

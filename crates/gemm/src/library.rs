@@ -1,9 +1,78 @@
-//! Level `library`: the `gemm` crate, a maintained pure-Rust BLIS-style GEMM, multithreaded
-//! through rayon.
+//! Level `library`: a maintained pure-Rust GEMM crate, `matrixmultiply` with its `threading`
+//! feature.
+//!
+//! Two crates were measured (`cargo run --release -p ferrogpt-gemm --example library_compare`,
+//! square products, median of 10, 2 threads pinned to 2 cores of an SPR host, 2026-11-26):
+//!
+//! | size | gemm 0.18 f32 | matrixmultiply 0.3 f32 | gemm f64 | matrixmultiply f64 |
+//! |------|---------------|------------------------|----------|--------------------|
+//! | 128  |  75 GFLOPS    |  66                    | 44       | 42                 |
+//! | 512  | 102           | 131                    | 50       | 63                 |
+//! | 1024 | 103           | 142                    | 52       | 59                 |
+//! | 2048 | 105           | 130                    | 48       | 63                 |
+//!
+//! `gemm` selects AVX-512 kernels only with its `nightly` feature, so on stable Rust it runs its
+//! AVX2 kernels; `matrixmultiply` 0.3 uses AVX2+FMA too but wins from 256 up, so it is the
+//! level. Both stay callable (`matrixmultiply_gemm`, `gemm_crate`) for the comparison.
+//! `matrixmultiply` runs its own thread pool (not rayon's), sized once per process by
+//! `MATMUL_NUM_THREADS` (default: physical cores, at most 4).
 
 use crate::{Element, Problem};
 
 pub(crate) fn gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
+    matrixmultiply_gemm(p, c)
+}
+
+/// `matrixmultiply` (threading feature): the level's choice.
+#[doc(hidden)]
+pub fn matrixmultiply_gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
+    let (rsa, csa) = p.a_strides();
+    let (rsb, csb) = p.b_strides();
+    let beta = if p.accumulate { 1.0 } else { 0.0 };
+    // SAFETY: `Problem::validate` checked every index the strides reach; C is a distinct
+    // `&mut`. T is f32 or f64 (`Element` is sealed), checked by NAME before the casts.
+    unsafe {
+        if T::NAME == "f32" {
+            matrixmultiply::sgemm(
+                p.m,
+                p.k,
+                p.n,
+                1.0,
+                p.a.as_ptr() as *const f32,
+                rsa as isize,
+                csa as isize,
+                p.b.as_ptr() as *const f32,
+                rsb as isize,
+                csb as isize,
+                beta as f32,
+                c.as_mut_ptr() as *mut f32,
+                p.ldc as isize,
+                1,
+            )
+        } else {
+            matrixmultiply::dgemm(
+                p.m,
+                p.k,
+                p.n,
+                1.0,
+                p.a.as_ptr() as *const f64,
+                rsa as isize,
+                csa as isize,
+                p.b.as_ptr() as *const f64,
+                rsb as isize,
+                csb as isize,
+                beta,
+                c.as_mut_ptr() as *mut f64,
+                p.ldc as isize,
+                1,
+            )
+        }
+    }
+}
+
+/// The `gemm` crate (BLIS-style, rayon threads): the other candidate.
+#[doc(hidden)]
+pub fn gemm_crate<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
     let (rsa, csa) = p.a_strides();
     let (rsb, csb) = p.b_strides();
     let threads = rayon::current_num_threads();

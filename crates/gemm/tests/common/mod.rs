@@ -142,7 +142,7 @@ pub fn check<T: Element>(
 }
 
 /// Odd shapes (1, 7, 33, 127, 513 and non-square) plus a few that cross block boundaries
-/// (KC, MC, the B̃ panel width NP = 4096, AMX's 32-blocks).
+/// (KC, MC, the B̃ panel width NP = 4096, AMX's 32-blocks and KCA = 1024).
 pub const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (1, 7, 33),
@@ -156,6 +156,7 @@ pub const SHAPES: &[(usize, usize, usize)] = &[
     (127, 127, 33),
     (130, 70, 390),
     (13, 4100, 5),
+    (20, 40, 1100),
 ];
 
 /// Every case: each shape × (ta, tb) × accumulate, tight and padded strides alternating.

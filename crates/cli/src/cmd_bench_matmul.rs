@@ -1,0 +1,245 @@
+//! `ferrogpt bench matmul`: the matmul ladder side by side on this machine.
+//!
+//! Runs [`ferrogpt_gemm::bench::run`] over the requested levels and square sizes and prints
+//! the table (with an ASCII bar chart under it), JSON or CSV. `% of peak` is against the FMA
+//! peak that [`ferrogpt_gemm::hw::measure_peak`] measures first (all cores when `--threads`
+//! equals the core count, else the one-core figure times the threads). `--plot FILE.svg|png`
+//! also draws GFLOPS against size, one line per level.
+
+use ferrogpt_gemm::bench::{self, BenchOptions, BenchRow, Dtype};
+use ferrogpt_gemm::{hw, Level};
+
+/// Output format of `ferrogpt bench matmul`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchFormat {
+    /// The table and an ASCII bar chart.
+    #[default]
+    Table,
+    /// An array of objects: level, dtype, m, n, k, threads, seconds, gflops, max_rel_err.
+    Json,
+    /// One line per row, with a header.
+    Csv,
+}
+
+/// Time C = A·B at every level of the matmul ladder.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchMatmulArgs {
+    /// Comma-separated levels (default: every level available here), e.g. naive,simd,blas.
+    #[arg(long, value_delimiter = ',')]
+    pub levels: Vec<String>,
+    /// Comma-separated square sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = [128usize, 256, 512, 1024, 2048])]
+    pub sizes: Vec<usize>,
+    /// Element type: f32 or f64.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Threads for the parallel levels (default: one per logical core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    pub format: BenchFormat,
+    /// Also draw GFLOPS against size per level into FILE (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
+}
+
+/// Runs the benchmark and prints it; errors name the bad argument.
+pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
+    let dtype: Dtype = args.dtype.parse()?;
+    let levels: Vec<Level> = if args.levels.is_empty() {
+        Level::available_levels()
+    } else {
+        args.levels
+            .iter()
+            .map(|s| s.trim().parse::<Level>().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?
+    };
+    if args.sizes.is_empty() || args.sizes.contains(&0) {
+        return Err("--sizes: expected positive sizes, e.g. 128,256,512".into());
+    }
+    let cores = hw::logical_cores();
+    let threads = args.threads.unwrap_or(cores);
+    if threads == 0 {
+        return Err("--threads: expected at least 1".into());
+    }
+    if let Some(path) = &args.plot {
+        plot_kind(path)?;
+    }
+    // The library level's crate (matrixmultiply) sizes its own pool once per process from
+    // this variable; set it before the first product so `--threads` applies to it too.
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    }
+    let peak = hw::measure_peak();
+    let (one, all) = match dtype {
+        Dtype::F32 => (peak.f32_1core, peak.f32_all),
+        Dtype::F64 => (peak.f64_1core, peak.f64_all),
+    };
+    let peak_gflops = if threads >= cores {
+        all
+    } else {
+        one * threads as f64
+    };
+    let opts = BenchOptions {
+        levels,
+        sizes: args.sizes.clone(),
+        dtype,
+        threads,
+    };
+    let rows = bench::run(&opts, Some(peak_gflops));
+    match args.format {
+        BenchFormat::Table => {
+            print!("{}", bench::render_table(&rows));
+            println!(
+                "peak: {peak_gflops:.0} GFLOPS {} ({} FMA, {threads} thread(s), measured now)",
+                dtype.name(),
+                peak.isa
+            );
+        }
+        BenchFormat::Json => print!("{}", bench::render_json(&rows)),
+        BenchFormat::Csv => print!("{}", bench::render_csv(&rows)),
+    }
+    if let Some(path) = &args.plot {
+        plot(&rows, path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum PlotKind {
+    Svg,
+    Png,
+}
+
+fn plot_kind(path: &std::path::Path) -> Result<PlotKind, String> {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("svg") => Ok(PlotKind::Svg),
+        Some("png") => Ok(PlotKind::Png),
+        _ => Err(format!(
+            "--plot {}: expected a .svg or .png file name",
+            path.display()
+        )),
+    }
+}
+
+/// TrueType fonts tried for the plot's text (`FERROGPT_FONT` first).
+const FONTS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/Library/Fonts/Arial Unicode.ttf",
+];
+
+/// Registers a system font as plotters' "sans-serif" (once).
+fn register_font() -> Result<(), String> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let env = std::env::var("FERROGPT_FONT").ok();
+        let candidates = env.iter().map(String::as_str).chain(FONTS.iter().copied());
+        for path in candidates {
+            if let Ok(bytes) = std::fs::read(path) {
+                // plotters keeps the font for the life of the process.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font(
+                    "sans-serif",
+                    plotters::style::FontStyle::Normal,
+                    bytes,
+                )
+                .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!(
+            "--plot: no TrueType font found for the labels (tried {}; set FERROGPT_FONT=FILE.ttf)",
+            FONTS.join(", ")
+        ))
+    })
+    .clone()
+}
+
+/// GFLOPS against size, one line per level (skipped sizes are left out).
+fn plot(rows: &[BenchRow], path: &std::path::Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    register_font()?;
+    match plot_kind(path)? {
+        PlotKind::Svg => draw(rows, SVGBackend::new(path, (900, 560)).into_drawing_area()),
+        PlotKind::Png => draw(
+            rows,
+            BitMapBackend::new(path, (900, 560)).into_drawing_area(),
+        ),
+    }
+    .map_err(|e| format!("--plot {}: {e}", path.display()))
+}
+
+fn draw<DB: plotters::prelude::DrawingBackend>(
+    rows: &[BenchRow],
+    root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Debug| format!("{e:?}");
+    let measured: Vec<&BenchRow> = rows.iter().filter(|r| r.skipped.is_none()).collect();
+    let lo = measured.iter().map(|r| r.m).min().unwrap_or(1) as f64;
+    let hi = measured.iter().map(|r| r.m).max().unwrap_or(2) as f64;
+    let top = measured.iter().map(|r| r.gflops).fold(1.0, f64::max) * 1.1;
+    let mut levels: Vec<Level> = vec![];
+    for r in &measured {
+        if !levels.contains(&r.level) {
+            levels.push(r.level);
+        }
+    }
+    let title = match rows.first() {
+        Some(r) => format!("matmul {} GFLOPS, {} thread(s)", r.dtype.name(), r.threads),
+        None => "matmul GFLOPS".into(),
+    };
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo..hi.max(lo * 2.0)).log_scale(), 0.0..top)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("size (n = m = k)")
+        .y_desc("GFLOPS")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, &level) in levels.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let pts: Vec<(f64, f64)> = measured
+            .iter()
+            .filter(|r| r.level == level)
+            .map(|r| (r.m as f64, r.gflops))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(level.name())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}
