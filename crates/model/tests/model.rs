@@ -244,7 +244,15 @@ fn generation_checks_prompt() {
 /// fast f32 exp/tanh, agrees with the f64 naive reference on the same weights and batch.
 #[test]
 fn every_level_matches_the_f64_reference() {
-    let cfg = GptConfig { n_layer: 2, n_head: 4, n_embd: 64, block_size: 33, vocab_size: 67, padded_vocab_size: 128, dropout: 0.0 };
+    let cfg = GptConfig {
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 64,
+        block_size: 33,
+        vocab_size: 67,
+        padded_vocab_size: 128,
+        dropout: 0.0,
+    };
     let model = Gpt::new(cfg).unwrap();
     let mut rng = Rng64::seed_from_u64(9);
     let p64: Vec<f64> = model.layout.init(&model.config, &mut rng);
@@ -267,9 +275,21 @@ fn every_level_matches_the_f64_reference() {
         tape.backward(&p32, &mut g32);
         // bf16 inputs (amx) keep about 3 significant digits; f32 about 7.
         let tol = if level.name() == "amx" { 2e-2 } else { 1e-4 };
-        assert!(((l32 as f64 - l64) / l64).abs() < tol, "{level}: loss {l32} vs {l64}");
-        let diff: f64 = g32.iter().zip(&g64).map(|(&a, &b)| (a as f64 - b) * (a as f64 - b)).sum::<f64>().sqrt();
+        assert!(
+            ((l32 as f64 - l64) / l64).abs() < tol,
+            "{level}: loss {l32} vs {l64}"
+        );
+        let diff: f64 = g32
+            .iter()
+            .zip(&g64)
+            .map(|(&a, &b)| (a as f64 - b) * (a as f64 - b))
+            .sum::<f64>()
+            .sqrt();
         let norm: f64 = g64.iter().map(|g| g * g).sum::<f64>().sqrt();
-        assert!(diff / norm < tol, "{level}: gradient relative error {:e}", diff / norm);
+        assert!(
+            diff / norm < tol,
+            "{level}: gradient relative error {:e}",
+            diff / norm
+        );
     }
 }

@@ -35,7 +35,12 @@ impl Dims {
 fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::ZERO; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: T = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x * y).sum();
+    let tail: T = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];
@@ -52,6 +57,15 @@ fn axpy<T: Float>(y: &mut [T], a: T, x: &[T]) {
     }
 }
 
+/// Copies head `h`'s part `part` (0 = q, 1 = k, 2 = v) of every position of one sequence's
+/// qkv (T, 3C) into a contiguous (T, HS) buffer: the loops below then stream through L1
+/// instead of striding 3C floats between rows.
+fn gather<T: Float>(dst: &mut [T], qkv: &[T], part: usize, h: usize, c: usize, hs: usize) {
+    for (row, src) in dst.chunks_exact_mut(hs).zip(qkv.chunks_exact(3 * c)) {
+        row.copy_from_slice(&src[part * c + h * hs..][..hs]);
+    }
+}
+
 /// out (B, T, C) overwritten; att (B, NH, T, T) saved softmax; mask (B, NH, T, T) or none.
 pub fn forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], mask: Option<&[T]>, d: Dims) {
     let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
@@ -61,14 +75,21 @@ pub fn forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], mask: Option<&
         .zip(qkv.par_chunks(t * 3 * c))
         .enumerate()
         .for_each(|(bi, ((out, att), qkv))| {
+            let (mut q, mut k, mut v) = (
+                vec![T::ZERO; t * hs],
+                vec![T::ZERO; t * hs],
+                vec![T::ZERO; t * hs],
+            );
             for h in 0..nh {
+                gather(&mut q, qkv, 0, h, c, hs);
+                gather(&mut k, qkv, 1, h, c, hs);
+                gather(&mut v, qkv, 2, h, c, hs);
                 for ti in 0..t {
-                    let q = &qkv[ti * 3 * c + h * hs..][..hs];
+                    let qt = &q[ti * hs..][..hs];
                     let row = &mut att[(h * t + ti) * t..][..t];
                     let mut mx = T::from_f64(f64::NEG_INFINITY);
-                    for (s, a) in row[..=ti].iter_mut().enumerate() {
-                        let k = &qkv[s * 3 * c + c + h * hs..][..hs];
-                        *a = dot(q, k) * scale;
+                    for (a, ks) in row[..=ti].iter_mut().zip(k.chunks_exact(hs)) {
+                        *a = dot(qt, ks) * scale;
                         mx = mx.max(*a);
                     }
                     let mut sum = T::ZERO;
@@ -81,10 +102,10 @@ pub fn forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], mask: Option<&
                     row[ti + 1..].fill(T::ZERO);
                     let o = &mut out[ti * c + h * hs..][..hs];
                     o.fill(T::ZERO);
-                    for s in 0..=ti {
-                        let m = mask.map_or(T::ONE, |m| m[bi * nh * t * t + (h * t + ti) * t + s]);
-                        let a = row[s] * m;
-                        axpy(o, a, &qkv[s * 3 * c + 2 * c + h * hs..][..hs]);
+                    let mrow = mask.map(|m| &m[bi * nh * t * t + (h * t + ti) * t..][..t]);
+                    for (s, vs) in v.chunks_exact(hs).take(ti + 1).enumerate() {
+                        let a = mrow.map_or(row[s], |m| row[s] * m[s]);
+                        axpy(o, a, vs);
                     }
                 }
             }
@@ -108,29 +129,44 @@ pub fn backward<T: Float>(
         .zip(att.par_chunks(nh * t * t))
         .enumerate()
         .for_each(|(bi, (((dqkv, dout), qkv), att))| {
+            let buf = || vec![T::ZERO; t * hs];
+            let (mut q, mut k, mut v) = (buf(), buf(), buf());
+            let (mut dq, mut dk, mut dv) = (buf(), buf(), buf());
             let mut datt = vec![T::ZERO; t];
-            let mut dq = vec![T::ZERO; hs];
             for h in 0..nh {
+                gather(&mut q, qkv, 0, h, c, hs);
+                gather(&mut k, qkv, 1, h, c, hs);
+                gather(&mut v, qkv, 2, h, c, hs);
+                dk.fill(T::ZERO);
+                dv.fill(T::ZERO);
                 for ti in 0..t {
                     let row = &att[(h * t + ti) * t..][..t];
-                    let m = |s: usize| mask.map_or(T::ONE, |m| m[bi * nh * t * t + (h * t + ti) * t + s]);
+                    let mrow = mask.map(|m| &m[bi * nh * t * t + (h * t + ti) * t..][..t]);
                     let g = &dout[ti * c + h * hs..][..hs];
                     // Through out = Σ att·mask·v: datt and dv.
                     for s in 0..=ti {
-                        let ms = m(s);
-                        datt[s] = dot(g, &qkv[s * 3 * c + 2 * c + h * hs..][..hs]) * ms;
-                        axpy(&mut dqkv[s * 3 * c + 2 * c + h * hs..][..hs], row[s] * ms, g);
+                        let ms = mrow.map_or(T::ONE, |m| m[s]);
+                        datt[s] = dot(g, &v[s * hs..][..hs]) * ms;
+                        axpy(&mut dv[s * hs..][..hs], row[s] * ms, g);
                     }
                     // Through the softmax: dscore = att · (datt - Σ att·datt), then the scores.
                     let inner: T = (0..=ti).map(|s| row[s] * datt[s]).sum();
-                    let q = &qkv[ti * 3 * c + h * hs..][..hs];
-                    dq.fill(T::ZERO);
+                    let (qt, dqt) = (&q[ti * hs..][..hs], &mut dq[ti * hs..][..hs]);
+                    dqt.fill(T::ZERO);
                     for s in 0..=ti {
                         let ds = row[s] * (datt[s] - inner) * scale;
-                        axpy(&mut dq, ds, &qkv[s * 3 * c + c + h * hs..][..hs]);
-                        axpy(&mut dqkv[s * 3 * c + c + h * hs..][..hs], ds, q);
+                        axpy(dqt, ds, &k[s * hs..][..hs]);
+                        axpy(&mut dk[s * hs..][..hs], ds, qt);
                     }
-                    axpy(&mut dqkv[ti * 3 * c + h * hs..][..hs], T::ONE, &dq);
+                }
+                for (ti, dst) in dqkv.chunks_exact_mut(3 * c).enumerate() {
+                    for (part, src) in [(0, &dq), (1, &dk), (2, &dv)] {
+                        axpy(
+                            &mut dst[part * c + h * hs..][..hs],
+                            T::ONE,
+                            &src[ti * hs..][..hs],
+                        );
+                    }
                 }
             }
         });

@@ -18,7 +18,9 @@ pub fn forward<T: Float>(out: &mut [T], x: &[T]) {
         }
     };
     if out.len() >= PAR_MIN_ELEMS {
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(f);
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(f);
     } else {
         f((out, x));
     }
