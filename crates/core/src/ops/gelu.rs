@@ -30,19 +30,21 @@ pub fn forward<T: Float>(out: &mut [T], x: &[T]) {
 pub fn backward<T: Float>(dx: &mut [T], x: &[T], dout: &[T]) {
     let (s, k, half) = (T::from_f64(S), T::from_f64(K), T::from_f64(0.5));
     let three_k = T::from_f64(3.0 * K);
-    let f = |((d, &x), &g): ((&mut T, &T), &T)| {
-        let u = s * (x + k * x * x * x);
-        let th = u.tanh();
-        let sech2 = T::ONE - th * th;
-        let local = half * (T::ONE + th) + half * x * sech2 * s * (T::ONE + three_k * x * x);
-        *d += g * local;
+    let f = |((dx, x), dout): ((&mut [T], &[T]), &[T])| {
+        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dout) {
+            let u = s * (x + k * x * x * x);
+            let th = u.tanh();
+            let sech2 = T::ONE - th * th;
+            let local = half * (T::ONE + th) + half * x * sech2 * s * (T::ONE + three_k * x * x);
+            *d += g * local;
+        }
     };
     if dx.len() >= PAR_MIN_ELEMS {
-        dx.par_iter_mut()
-            .zip(x.par_iter())
-            .zip(dout.par_iter())
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .zip(dout.par_chunks(CHUNK))
             .for_each(f);
     } else {
-        dx.iter_mut().zip(x).zip(dout).for_each(f);
+        f(((dx, x), dout));
     }
 }
