@@ -61,14 +61,15 @@ impl Optimizer {
                     .zip(self.v.par_chunks_mut(CHUNK))
                     .zip(decay.par_chunks(CHUNK))
                     .for_each(|((((p, g), m), v), d)| {
-                        for i in 0..p.len() {
+                        let n = p.len();
+                        let (g, m, v, d) = (&g[..n], &mut m[..n], &mut v[..n], &d[..n]);
+                        for i in 0..n {
                             let gi = g[i];
                             m[i] = b1 * m[i] + (1.0 - b1) * gi;
                             v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                            if d[i] {
-                                p[i] -= wd * p[i];
-                            }
-                            p[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+                            // A select, not a branch, so the loop vectorises (sqrt and div too).
+                            let decay = if d[i] { wd } else { 0.0 };
+                            p[i] -= decay * p[i] + step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
                         }
                     });
             }
