@@ -111,6 +111,8 @@ pub struct Tape<T> {
     ints_used: usize,
     nodes: Vec<Node>,
     loss: Option<(Var, T)>,
+    /// d loss for the backward pass (1 unless scaled).
+    loss_scale: T,
 }
 
 impl<T: Float> Tape<T> {
@@ -129,6 +131,7 @@ impl<T: Float> Tape<T> {
             ints_used: 0,
             nodes: Vec::new(),
             loss: None,
+            loss_scale: T::ONE,
         })
     }
 
@@ -439,8 +442,15 @@ impl<T: Float> Tape<T> {
     /// Backpropagates the loss of the last [`Tape::softmax_cross_entropy`] (d loss = 1):
     /// parameter gradients accumulate into `dparams` (same layout as `params`).
     pub fn backward(&mut self, params: &[T], dparams: &mut [T]) {
+        self.backward_scaled(params, dparams, T::ONE);
+    }
+
+    /// Like [`Tape::backward`], for the loss multiplied by `scale` (d loss = scale): a shard's
+    /// share of a batch, or a micro-batch's share of an accumulated step.
+    pub fn backward_scaled(&mut self, params: &[T], dparams: &mut [T], scale: T) {
         assert!(self.loss.is_some(), "backward: no loss recorded");
         self.zero_grads();
+        self.loss_scale = scale;
         self.run_backward(params, dparams);
     }
 
@@ -481,7 +491,7 @@ impl<T: Float> Tape<T> {
                             &mut grads[loss_of.0],
                             &vals[probs.0],
                             &self.ints[targets],
-                            T::ONE,
+                            self.loss_scale,
                             v,
                             vp,
                         );

@@ -69,7 +69,8 @@ impl Optimizer {
                             v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
                             // A select, not a branch, so the loop vectorises (sqrt and div too).
                             let decay = if d[i] { wd } else { 0.0 };
-                            p[i] -= decay * p[i] + step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+                            p[i] -=
+                                decay * p[i] + step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
                         }
                     });
             }
