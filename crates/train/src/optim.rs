@@ -21,7 +21,9 @@ pub struct Optimizer {
     pub v: Vec<f32>,
     /// Optimizer steps taken (AdamW's bias correction uses it).
     pub t: u64,
-    decay: Vec<bool>,
+    /// 1.0 where weight decay applies, 0.0 elsewhere: a factor, so the update loops stay
+    /// branch-free and vectorise.
+    decay: Vec<f32>,
 }
 
 impl Optimizer {
@@ -36,7 +38,7 @@ impl Optimizer {
             m: vec![0.0; n],
             v,
             t: 0,
-            decay,
+            decay: decay.into_iter().map(|d| if d { 1.0 } else { 0.0 }).collect(),
         }
     }
 
@@ -67,8 +69,7 @@ impl Optimizer {
                             let gi = g[i];
                             m[i] = b1 * m[i] + (1.0 - b1) * gi;
                             v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                            // A select, not a branch, so the loop vectorises (sqrt and div too).
-                            let decay = if d[i] { wd } else { 0.0 };
+                            let decay = d[i] * wd;
                             p[i] -=
                                 decay * p[i] + step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
                         }
@@ -83,7 +84,7 @@ impl Optimizer {
                     .zip(decay.par_chunks(CHUNK))
                     .for_each(|(((p, g), m), d)| {
                         for i in 0..p.len() {
-                            let gi = if d[i] { g[i] + wd * p[i] } else { g[i] };
+                            let gi = g[i] + d[i] * wd * p[i];
                             m[i] = if mu > 0.0 { mu * m[i] + gi } else { gi };
                             p[i] -= lr * m[i];
                         }
