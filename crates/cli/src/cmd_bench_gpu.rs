@@ -55,6 +55,7 @@ pub fn run(args: &BenchGpuArgs) -> Result<(), String> {
     let table = args.format == GpuBenchFormat::Table;
     if table {
         eprintln!("bench gpu on {name}: sizes {:?}", args.sizes);
+        eprint!("{}", gpu.kernel_report().map_err(|e| e.to_string())?);
     }
     let rows = bench::run(&gpu, &args.sizes, &levels, |r| {
         if table {

@@ -1,9 +1,13 @@
-// Rung 8, tensor cores: bf16 inputs, f32 accumulation, through the warp-level
+// Rungs 9 and 10, tensor cores: bf16 inputs, f32 accumulation, through the warp-level
 // `mma.sync.m16n8k16` instruction (sm_80 and later; on Hopper it runs on the tensor cores,
 // though slower than Hopper's own warpgroup `wgmma`, which cuBLAS uses).
 //
-// Block tile 128×128, BK = 32, 8 warps in a 2×4 grid, each warp a 64×32 tile = 4×4 mma tiles
-// of 16×8 (64 f32 accumulators a thread). Tiles of A and B move global → shared with
+// One template, two tile shapes, 8 warps in a 2×(BN/WN) grid:
+// * `hgemm_tensor_core`:      block 128×128, warp 64×32 = 4×4 mma tiles of 16×8 (64 f32
+//   accumulators a thread);
+// * `hgemm_tensor_core_wide`: block 128×256, warp 64×64 = 4×8 mma tiles (128 accumulators):
+//   twice the products per byte loaded from shared memory and per ldmatrix.
+// BK = 32. Tiles of A and B move global → shared with
 // `cp.async` (16 bytes a copy, no registers on the way) through a STAGES-deep ring, so the
 // loads of tile t+3 overlap the products of tile t; operands move shared → registers with
 // `ldmatrix` (`.trans` for B, stored k-major). Rows are padded by 16 bytes: the 8 row
@@ -14,14 +18,12 @@
 // tiles with guarded scalar loads instead of cp.async.
 typedef unsigned short bf16_t;
 #define BM 128
-#define BN 128
 #define BK 32
 #define STAGES 4
 #define AS (BK + 8)    // A row stride in shared memory, elements (80 bytes)
-#define BS (BN + 8)    // B row stride (272 bytes)
 #define A_TILE (BM * AS)
-#define B_TILE (BK * BS)
 #define NT 256
+// B row stride BS = BN + 8 elements (272 or 528 bytes), B tile BK × BS.
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
     unsigned a;
@@ -35,10 +37,11 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-template <bool CHECK>
+template <int BN, bool CHECK>
 __device__ __forceinline__ void load_tile(bf16_t* As, bf16_t* Bs, const bf16_t* __restrict__ A,
                                           const bf16_t* __restrict__ B, int M, int N, int K,
                                           int row0, int col0, int k0, int tid) {
+    constexpr int BS = BN + 8;
     if (!CHECK) {
 #pragma unroll
         for (int i = 0; i < 2; ++i) {            // A: 128 rows × 4 chunks of 8
@@ -46,8 +49,8 @@ __device__ __forceinline__ void load_tile(bf16_t* As, bf16_t* Bs, const bf16_t* 
             cp_async16(&As[r * AS + cc], &A[(size_t)(row0 + r) * K + k0 + cc]);
         }
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {            // B: 32 rows × 16 chunks of 8
-            const int c = tid + i * NT, r = c / 16, cc = (c % 16) * 8;
+        for (int i = 0; i < BN / 64; ++i) {      // B: 32 rows × BN/8 chunks of 8
+            const int c = tid + i * NT, r = c / (BN / 8), cc = (c % (BN / 8)) * 8;
             cp_async16(&Bs[r * BS + cc], &B[(size_t)(k0 + r) * N + col0 + cc]);
         }
     } else {
@@ -62,27 +65,28 @@ __device__ __forceinline__ void load_tile(bf16_t* As, bf16_t* Bs, const bf16_t* 
     }
 }
 
-template <bool CHECK>
+template <int BN, int WN, bool CHECK>
 __device__ __forceinline__ void body(int M, int N, int K, const bf16_t* __restrict__ A,
                                      const bf16_t* __restrict__ B, float* __restrict__ C) {
+    constexpr int BS = BN + 8, B_TILE = BK * BS, NI = WN / 8;   // NI: n8 tiles per warp
     extern __shared__ __align__(16) bf16_t smem[];
     bf16_t* As = smem;                        // STAGES × (BM × AS)
     bf16_t* Bs = smem + STAGES * A_TILE;      // STAGES × (BK × BS)
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    const int wm = warp / 4, wn = warp % 4;   // warp tile: rows wm*64.., cols wn*32..
+    const int wm = warp / (BN / WN), wn = warp % (BN / WN);   // rows wm*64.., cols wn*WN..
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
     const int ntiles = CEIL_DIV(K, BK);
-    float acc[4][4][4];
+    float acc[4][NI][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < NI; ++j)
 #pragma unroll
             for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
 
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < ntiles) load_tile<CHECK>(As + s * A_TILE, Bs + s * B_TILE, A, B, M, N, K, row0, col0, s * BK, tid);
+        if (s < ntiles) load_tile<BN, CHECK>(As + s * A_TILE, Bs + s * B_TILE, A, B, M, N, K, row0, col0, s * BK, tid);
         cp_async_commit();
     }
     for (int t = 0; t < ntiles; ++t) {
@@ -90,14 +94,14 @@ __device__ __forceinline__ void body(int M, int N, int K, const bf16_t* __restri
         __syncthreads();
         {   // refill the stage that iteration t-1 consumed (everyone is past the barrier)
             const int tn = t + STAGES - 1, s = tn % STAGES;
-            if (tn < ntiles) load_tile<CHECK>(As + s * A_TILE, Bs + s * B_TILE, A, B, M, N, K, row0, col0, tn * BK, tid);
+            if (tn < ntiles) load_tile<BN, CHECK>(As + s * A_TILE, Bs + s * B_TILE, A, B, M, N, K, row0, col0, tn * BK, tid);
             cp_async_commit();
         }
         const bf16_t* a_s = As + (t % STAGES) * A_TILE;
         const bf16_t* b_s = Bs + (t % STAGES) * B_TILE;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
-            unsigned af[4][4], bfr[4][2];
+            unsigned af[4][4], bfr[NI][2];
 #pragma unroll
             for (int mi = 0; mi < 4; ++mi) {
                 const bf16_t* p = a_s + (wm * 64 + mi * 16 + (lane % 16)) * AS + kk + (lane / 16) * 8;
@@ -106,8 +110,8 @@ __device__ __forceinline__ void body(int M, int N, int K, const bf16_t* __restri
                              : "r"(smem_addr(p)));
             }
 #pragma unroll
-            for (int nj = 0; nj < 2; ++nj) {
-                const bf16_t* p = b_s + (kk + (lane % 16)) * BS + wn * 32 + nj * 16 + (lane / 16) * 8;
+            for (int nj = 0; nj < NI / 2; ++nj) {
+                const bf16_t* p = b_s + (kk + (lane % 16)) * BS + wn * WN + nj * 16 + (lane / 16) * 8;
                 asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                              : "=r"(bfr[2 * nj][0]), "=r"(bfr[2 * nj][1]), "=r"(bfr[2 * nj + 1][0]), "=r"(bfr[2 * nj + 1][1])
                              : "r"(smem_addr(p)));
@@ -115,7 +119,7 @@ __device__ __forceinline__ void body(int M, int N, int K, const bf16_t* __restri
 #pragma unroll
             for (int mi = 0; mi < 4; ++mi)
 #pragma unroll
-                for (int ni = 0; ni < 4; ++ni)
+                for (int ni = 0; ni < NI; ++ni)
                     asm volatile(
                         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -131,11 +135,11 @@ __device__ __forceinline__ void body(int M, int N, int K, const bf16_t* __restri
 #pragma unroll
     for (int mi = 0; mi < 4; ++mi)
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
+        for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int r = row0 + wm * 64 + mi * 16 + g + h * 8;
-                const int c = col0 + wn * 32 + ni * 8 + 2 * q;
+                const int c = col0 + wn * WN + ni * 8 + 2 * q;
                 if (CHECK) {
                     if (r < M && c < N) C[(size_t)r * N + c] = acc[mi][ni][2 * h];
                     if (r < M && c + 1 < N) C[(size_t)r * N + c + 1] = acc[mi][ni][2 * h + 1];
@@ -145,13 +149,15 @@ __device__ __forceinline__ void body(int M, int N, int K, const bf16_t* __restri
                 }
             }
 }
-extern "C" __global__ void __launch_bounds__(NT) hgemm_tensor_core(int M, int N, int K,
-        const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, float* __restrict__ C) {
-    body<false>(M, N, K, A, B, C);
-}
-extern "C" __global__ void __launch_bounds__(NT) hgemm_tensor_core_edge(int M, int N, int K,
-        const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, float* __restrict__ C) {
-    body<true>(M, N, K, A, B, C);
-}
-// Dynamic shared memory one block needs (bytes); the host reads the same figure.
-// STAGES * (A_TILE + B_TILE) * 2 = 4 * (5120 + 4352) * 2 = 75776
+#define TC_KERNEL(name, bn, wn, check)                                                       \
+    extern "C" __global__ void __launch_bounds__(NT) name(int M, int N, int K,              \
+            const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, float* __restrict__ C) { \
+        body<bn, wn, check>(M, N, K, A, B, C);                                               \
+    }
+TC_KERNEL(hgemm_tensor_core, 128, 32, false)
+TC_KERNEL(hgemm_tensor_core_edge, 128, 32, true)
+TC_KERNEL(hgemm_tensor_core_wide, 256, 64, false)
+TC_KERNEL(hgemm_tensor_core_wide_edge, 256, 64, true)
+// Dynamic shared memory one block needs (bytes); ladder.rs holds the same figures:
+// STAGES * (BM*AS + BK*(BN+8)) * 2 = 4 * (5120 + 4352) * 2 = 75,776 (BN 128)
+//                                  = 4 * (5120 + 8448) * 2 = 108,544 (BN 256)

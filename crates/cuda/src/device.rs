@@ -232,6 +232,34 @@ impl Gpu {
             .map(|_| ())
     }
 
+    /// The compiler's resource report for each of our kernels, one line each: registers per
+    /// thread, static shared memory, and local memory (spills; should be 0).
+    pub fn kernel_report(&self) -> Result<String, CudaError> {
+        let mut out = String::new();
+        for level in Level::ALL {
+            let Some(k) = level.kernel() else { continue };
+            let edge = format!("{}_edge", k.name);
+            let names: Vec<&str> = if k.has_edge {
+                vec![k.name, &edge]
+            } else {
+                vec![k.name]
+            };
+            for name in names {
+                let f = self.function(k.file, k.src, name)?;
+                let regs = f.num_regs().map_err(driver("reading attributes"))?;
+                let smem = f
+                    .shared_size_bytes()
+                    .map_err(driver("reading attributes"))?;
+                let local = f.local_size_bytes().map_err(driver("reading attributes"))?;
+                out += &format!(
+                    "{name:<30} {regs:>4} registers  {:>7} B shared  {local:>4} B local\n",
+                    smem + k.dyn_smem as i32
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// C (m×n) = A (m×k) · B (k×n) at `level`, queued on the stream (see the crate doc for the
     /// contract). A and B must be of the level's [`Input`] type; C is overwritten.
     pub fn matmul(
@@ -469,6 +497,7 @@ pub fn compile_kernels(cc: (i32, i32)) -> Result<Vec<(&'static str, String)>, Cu
         .filter_map(|l| l.kernel())
         .map(|k| (k.file, k.src))
         .collect();
+    files.dedup_by_key(|f| f.0);
     files.push(("convert.cu", CONVERT));
     for (file, src) in files {
         out.push((file, compile(file, src, cc)?.to_src()));

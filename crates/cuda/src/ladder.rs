@@ -17,10 +17,16 @@ pub enum Level {
     Blocktile2d,
     /// Rung 5 with float4 loads and a transposed A tile (`kernels/vectorized.cu`).
     Vectorized,
-    /// Block, warp and thread tiles (`kernels/warptile.cu`). Our best f32 kernel.
+    /// Block, warp and thread tiles (`kernels/warptile.cu`).
     Warptile,
-    /// bf16 tensor cores through mma.sync, f32 accumulation (`kernels/tensor_core.cu`).
+    /// Rung 7 with two shared buffers and the next tile's loads in flight during the products
+    /// (`kernels/warptile_db.cu`).
+    WarptileDb,
+    /// bf16 tensor cores through mma.sync, f32 accumulation, 128×128 block tiles
+    /// (`kernels/tensor_core.cu`, `hgemm_tensor_core`).
     TensorCore,
+    /// The same with 128×256 block tiles and 64×64 warp tiles (`hgemm_tensor_core_wide`).
+    TensorCoreWide,
     /// cuBLAS `cublasGemmEx`, f32, `CUBLAS_COMPUTE_32F` (no tensor cores).
     CublasF32,
     /// cuBLAS `cublasGemmEx`, f32 data, `CUBLAS_COMPUTE_32F_FAST_TF32` (TF32 tensor cores).
@@ -55,7 +61,7 @@ pub(crate) struct KernelSpec {
 
 impl Level {
     /// Every level: our rungs in order, then the cuBLAS peers.
-    pub const ALL: [Level; 11] = [
+    pub const ALL: [Level; 13] = [
         Level::Naive,
         Level::Coalesced,
         Level::SharedTiled,
@@ -63,7 +69,9 @@ impl Level {
         Level::Blocktile2d,
         Level::Vectorized,
         Level::Warptile,
+        Level::WarptileDb,
         Level::TensorCore,
+        Level::TensorCoreWide,
         Level::CublasF32,
         Level::CublasTf32,
         Level::CublasBf16,
@@ -79,7 +87,9 @@ impl Level {
             Level::Blocktile2d => "blocktile-2d",
             Level::Vectorized => "vectorized",
             Level::Warptile => "warptile",
+            Level::WarptileDb => "warptile-db",
             Level::TensorCore => "tensor-core-bf16",
+            Level::TensorCoreWide => "tensor-core-bf16-wide",
             Level::CublasF32 => "cublas-f32",
             Level::CublasTf32 => "cublas-tf32",
             Level::CublasBf16 => "cublas-bf16",
@@ -100,7 +110,7 @@ impl Level {
     /// The element type of A and B at this level.
     pub fn input(self) -> Input {
         match self {
-            Level::TensorCore | Level::CublasBf16 => Input::Bf16,
+            Level::TensorCore | Level::TensorCoreWide | Level::CublasBf16 => Input::Bf16,
             _ => Input::F32,
         }
     }
@@ -212,6 +222,17 @@ impl Level {
                     false
                 )
             }
+            Level::WarptileDb => {
+                k!(
+                    "warptile_db.cu",
+                    "sgemm_warptile_db",
+                    (128, 128, 16),
+                    (128, 1),
+                    0,
+                    true,
+                    false
+                )
+            }
             // 4 stages × (128×40 + 32×136) bf16 = 75,776 bytes (see tensor_core.cu).
             Level::TensorCore => k!(
                 "tensor_core.cu",
@@ -219,6 +240,16 @@ impl Level {
                 (128, 128, 32),
                 (256, 1),
                 75_776,
+                true,
+                false
+            ),
+            // 4 stages × (128×40 + 32×264) bf16 = 108,544 bytes.
+            Level::TensorCoreWide => k!(
+                "tensor_core.cu",
+                "hgemm_tensor_core_wide",
+                (128, 256, 32),
+                (256, 1),
+                108_544,
                 true,
                 false
             ),

@@ -19,7 +19,7 @@ fn gpu() -> Option<Gpu> {
 
 /// Odd shapes (1, 7, 33, 127, 513, non-square) hit the `_edge` kernels; the tile multiples hit
 /// the fast ones.
-const SHAPES: [(usize, usize, usize); 12] = [
+const SHAPES: [(usize, usize, usize); 13] = [
     (1, 1, 1),
     (7, 7, 7),
     (33, 33, 33),
@@ -32,6 +32,7 @@ const SHAPES: [(usize, usize, usize); 12] = [
     (128, 128, 128),
     (256, 384, 160),
     (512, 256, 1024),
+    (256, 512, 96),
 ];
 
 fn check_level(gpu: &Gpu, level: Level, seed: u64) {
@@ -92,7 +93,9 @@ level_tests! {
     blocktile_2d => Level::Blocktile2d,
     vectorized => Level::Vectorized,
     warptile => Level::Warptile,
+    warptile_db => Level::WarptileDb,
     tensor_core_bf16 => Level::TensorCore,
+    tensor_core_bf16_wide => Level::TensorCoreWide,
     cublas_f32 => Level::CublasF32,
     cublas_tf32 => Level::CublasTf32,
     cublas_bf16 => Level::CublasBf16,
