@@ -25,8 +25,10 @@ pub enum Level {
     /// bf16 tensor cores through mma.sync, f32 accumulation, 128×128 block tiles
     /// (`kernels/tensor_core.cu`, `hgemm_tensor_core`).
     TensorCore,
-    /// The same with 128×256 block tiles and 64×64 warp tiles (`hgemm_tensor_core_wide`).
-    TensorCoreWide,
+    /// The tuned tensor-core kernel: larger tiles, fragments of the next k-slice loaded during
+    /// the products, blocks swizzled for L2 (`kernels/tensor_core.cu`, `hgemm_tc_*`; the tile
+    /// is [`TC_TUNED_DEFAULT`], or `FERROGPT_TC_TILE` to measure the others).
+    TensorCoreTuned,
     /// cuBLAS `cublasGemmEx`, f32, `CUBLAS_COMPUTE_32F` (no tensor cores).
     CublasF32,
     /// cuBLAS `cublasGemmEx`, f32 data, `CUBLAS_COMPUTE_32F_FAST_TF32` (TF32 tensor cores).
@@ -71,7 +73,7 @@ impl Level {
         Level::Warptile,
         Level::WarptileDb,
         Level::TensorCore,
-        Level::TensorCoreWide,
+        Level::TensorCoreTuned,
         Level::CublasF32,
         Level::CublasTf32,
         Level::CublasBf16,
@@ -89,7 +91,7 @@ impl Level {
             Level::Warptile => "warptile",
             Level::WarptileDb => "warptile-db",
             Level::TensorCore => "tensor-core-bf16",
-            Level::TensorCoreWide => "tensor-core-bf16-wide",
+            Level::TensorCoreTuned => "tensor-core-tuned",
             Level::CublasF32 => "cublas-f32",
             Level::CublasTf32 => "cublas-tf32",
             Level::CublasBf16 => "cublas-bf16",
@@ -110,7 +112,7 @@ impl Level {
     /// The element type of A and B at this level.
     pub fn input(self) -> Input {
         match self {
-            Level::TensorCore | Level::TensorCoreWide | Level::CublasBf16 => Input::Bf16,
+            Level::TensorCore | Level::TensorCoreTuned | Level::CublasBf16 => Input::Bf16,
             _ => Input::F32,
         }
     }
@@ -243,17 +245,40 @@ impl Level {
                 true,
                 false
             ),
-            // 4 stages × (128×40 + 32×264) bf16 = 108,544 bytes.
-            Level::TensorCoreWide => k!(
-                "tensor_core.cu",
-                "hgemm_tensor_core_wide",
-                (128, 256, 32),
-                (256, 1),
-                108_544,
-                true,
-                false
-            ),
+            Level::TensorCoreTuned => {
+                let (name, tile, smem) = tc_tuned_variant();
+                Some(KernelSpec {
+                    file: "tensor_core.cu",
+                    src: include_str!("../kernels/tensor_core.cu"),
+                    name,
+                    tile,
+                    threads: (256, 1),
+                    dyn_smem: smem,
+                    has_edge: true,
+                    x_is_row: false,
+                })
+            }
             _ => None,
         }
     }
+}
+
+/// The tile shapes of the tuned tensor-core rung: (name, kernel, (BM, BN, BK), shared bytes).
+pub const TC_TUNED_VARIANTS: [(&str, &str, (usize, usize, usize), u32); 4] = [
+    ("128x256x32", "hgemm_tc_128x256x32", (128, 256, 32), 108_544),
+    ("128x256x64", "hgemm_tc_128x256x64", (128, 256, 64), 156_672),
+    ("128x128x64", "hgemm_tc_128x128x64", (128, 128, 64), 107_520),
+    ("256x128x32", "hgemm_tc_256x128x32", (256, 128, 32), 116_736),
+];
+
+/// The tile of [`Level::TensorCoreTuned`] unless `FERROGPT_TC_TILE` names another.
+pub const TC_TUNED_DEFAULT: &str = "128x256x64";
+
+fn tc_tuned_variant() -> (&'static str, (usize, usize, usize), u32) {
+    let want = std::env::var("FERROGPT_TC_TILE").unwrap_or_default();
+    let pick = |n: &str| TC_TUNED_VARIANTS.iter().find(|v| v.0 == n);
+    let v = pick(&want)
+        .or_else(|| pick(TC_TUNED_DEFAULT))
+        .expect("the default is in the table");
+    (v.1, v.2, v.3)
 }

@@ -37,7 +37,7 @@ mod ladder;
 pub mod reference;
 
 pub use device::{compile_kernels, Gpu, Operand};
-pub use ladder::{Input, Level};
+pub use ladder::{Input, Level, TC_TUNED_DEFAULT, TC_TUNED_VARIANTS};
 
 /// Everything that can go wrong on the GPU path, as a value.
 #[derive(Debug, thiserror::Error)]

@@ -95,7 +95,7 @@ level_tests! {
     warptile => Level::Warptile,
     warptile_db => Level::WarptileDb,
     tensor_core_bf16 => Level::TensorCore,
-    tensor_core_bf16_wide => Level::TensorCoreWide,
+    tensor_core_tuned => Level::TensorCoreTuned,
     cublas_f32 => Level::CublasF32,
     cublas_tf32 => Level::CublasTf32,
     cublas_bf16 => Level::CublasBf16,
@@ -148,4 +148,18 @@ fn bad_arguments_are_errors() {
         &mut c,
     );
     assert!(r.is_err());
+}
+
+/// Every tile of the tuned tensor-core rung, not only the default one.
+#[test]
+fn tensor_core_tuned_every_tile() {
+    let Some(gpu) = gpu() else { return };
+    for (name, ..) in ferrogpt_cuda::TC_TUNED_VARIANTS {
+        // Another test running tensor-core-tuned meanwhile may see this tile too: every tile
+        // must pass, so that is harmless.
+        std::env::set_var("FERROGPT_TC_TILE", name);
+        println!("tile {name}");
+        check_level(&gpu, Level::TensorCoreTuned, 0xbf16);
+    }
+    std::env::remove_var("FERROGPT_TC_TILE");
 }
