@@ -1,4 +1,4 @@
-// Rungs 10 and 11, tensor cores: bf16 inputs, f32 accumulation, through the warp-level
+// Rungs 9 and 10, tensor cores: bf16 inputs, f32 accumulation, through the warp-level
 // `mma.sync.m16n8k16` instruction (sm_80 and later; on Hopper it runs on the tensor cores,
 // but slower than Hopper's own warpgroup `wgmma`, which cuBLAS uses).
 //
@@ -188,9 +188,9 @@ __device__ __forceinline__ void body(int M, int N, int K, const bf16_t* __restri
             const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, float* __restrict__ C) { \
         body<bm, bn, bk, wm, wn, st, fdb, sw, true>(M, N, K, A, B, C);                       \
     }
-// Rung 10: the plain pipeline.                              4*(128*40 + 32*136)*2 =  75,776
+// Rung 9: the plain pipeline.                                4*(128*40 + 32*136)*2 =  75,776
 TC_KERNEL(hgemm_tensor_core, 128, 128, 32, 64, 32, 4, false, false)
-// Rung 11 candidates (FERROGPT_TC_TILE picks one; ladder.rs names the default):
+// Rung 10 candidates (FERROGPT_TC_TILE picks one; ladder.rs names the default):
 //                                                           4*(128*40 + 32*264)*2 = 108,544
 TC_KERNEL(hgemm_tc_128x256x32, 128, 256, 32, 64, 64, 4, true, true)
 //                                                           3*(128*72 + 64*264)*2 = 156,672
