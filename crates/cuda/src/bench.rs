@@ -93,6 +93,12 @@ pub fn run(
                 max_rel_err: None,
                 skipped: None,
             };
+            if let Err(e) = gpu.supports(level) {
+                row.skipped = Some(e.to_string());
+                progress(&row);
+                rows.push(row);
+                continue;
+            }
             if let Some(p) = predicted.filter(|&p| p > SKIP_SECONDS) {
                 row.skipped = Some(format!("about {p:.0} s a run"));
                 progress(&row);

@@ -221,9 +221,24 @@ impl Gpu {
             .map_err(driver("finding a kernel"))
     }
 
+    /// Whether this GPU can run `level` (an error that says why not).
+    pub fn supports(&self, level: Level) -> Result<(), CudaError> {
+        match level.needs_cc() {
+            Some(need) if need != self.cc => Err(CudaError::Unsupported {
+                level: level.name(),
+                need,
+                have: self.cc,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Compiles every kernel of the ladder now (so that timings exclude NVRTC).
     pub fn compile_all(&self) -> Result<(), CudaError> {
         for level in Level::ALL {
+            if self.supports(level).is_err() {
+                continue;
+            }
             if let Some(k) = level.kernel() {
                 self.function(k.file, k.src, k.name)?;
             }
@@ -237,7 +252,9 @@ impl Gpu {
     pub fn kernel_report(&self) -> Result<String, CudaError> {
         let mut out = String::new();
         for level in Level::ALL {
-            let Some(k) = level.kernel() else { continue };
+            let Some(k) = level.kernel().filter(|_| self.supports(level).is_ok()) else {
+                continue;
+            };
             let edge = format!("{}_edge", k.name);
             let names: Vec<&str> = if k.has_edge {
                 vec![k.name, &edge]
@@ -294,6 +311,7 @@ impl Gpu {
                 c.len()
             )));
         }
+        self.supports(level)?;
         match level.kernel() {
             Some(spec) => self.launch_ours(&spec, m, n, k, a, b, c),
             None => self.cublas(level, m, n, k, a, b, c),
@@ -463,10 +481,13 @@ impl Gpu {
 }
 
 /// Compiles one kernel file (after `common.cuh`) with NVRTC to PTX for compute capability `cc`.
+/// `wgmma.cu` is compiled for the architecture-specific target (`compute_90a`), which its
+/// Hopper-only instructions need.
 fn compile(file: &'static str, src: &str, cc: (i32, i32)) -> Result<Ptx, CudaError> {
+    let suffix = if file == "wgmma.cu" { "a" } else { "" };
     let opts = CompileOptions {
         options: vec![
-            format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
+            format!("--gpu-architecture=compute_{}{}{suffix}", cc.0, cc.1),
             "--std=c++17".to_string(),
             "-lineinfo".to_string(),
         ],

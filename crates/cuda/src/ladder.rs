@@ -29,6 +29,9 @@ pub enum Level {
     /// the products, blocks swizzled for L2 (`kernels/tensor_core.cu`, `hgemm_tc_*`; the tile
     /// is [`TC_TUNED_DEFAULT`], or `FERROGPT_TC_TILE` to measure the others).
     TensorCoreTuned,
+    /// Hopper's warpgroup MMA (`wgmma`, sm_90a) reading A and B from 128-byte-swizzled shared
+    /// memory (`kernels/wgmma.cu`). Compute capability 9.0 only.
+    TensorCoreWgmma,
     /// cuBLAS `cublasGemmEx`, f32, `CUBLAS_COMPUTE_32F` (no tensor cores).
     CublasF32,
     /// cuBLAS `cublasGemmEx`, f32 data, `CUBLAS_COMPUTE_32F_FAST_TF32` (TF32 tensor cores).
@@ -63,7 +66,7 @@ pub(crate) struct KernelSpec {
 
 impl Level {
     /// Every level: our rungs in order, then the cuBLAS peers.
-    pub const ALL: [Level; 13] = [
+    pub const ALL: [Level; 14] = [
         Level::Naive,
         Level::Coalesced,
         Level::SharedTiled,
@@ -74,6 +77,7 @@ impl Level {
         Level::WarptileDb,
         Level::TensorCore,
         Level::TensorCoreTuned,
+        Level::TensorCoreWgmma,
         Level::CublasF32,
         Level::CublasTf32,
         Level::CublasBf16,
@@ -92,6 +96,7 @@ impl Level {
             Level::WarptileDb => "warptile-db",
             Level::TensorCore => "tensor-core-bf16",
             Level::TensorCoreTuned => "tensor-core-tuned",
+            Level::TensorCoreWgmma => "tensor-core-wgmma",
             Level::CublasF32 => "cublas-f32",
             Level::CublasTf32 => "cublas-tf32",
             Level::CublasBf16 => "cublas-bf16",
@@ -112,7 +117,10 @@ impl Level {
     /// The element type of A and B at this level.
     pub fn input(self) -> Input {
         match self {
-            Level::TensorCore | Level::TensorCoreTuned | Level::CublasBf16 => Input::Bf16,
+            Level::TensorCore
+            | Level::TensorCoreTuned
+            | Level::TensorCoreWgmma
+            | Level::CublasBf16 => Input::Bf16,
             _ => Input::F32,
         }
     }
@@ -132,6 +140,14 @@ impl Level {
         match self {
             Level::CublasTf32 => 5e-3,
             _ => 1e-4,
+        }
+    }
+
+    /// The compute capability a level needs exactly, if any (wgmma exists on sm_90a only).
+    pub fn needs_cc(self) -> Option<(i32, i32)> {
+        match self {
+            Level::TensorCoreWgmma => Some((9, 0)),
+            _ => None,
         }
     }
 
@@ -257,6 +273,18 @@ impl Level {
                     has_edge: true,
                     x_is_row: false,
                 })
+            }
+            // 4 stages × (16 KB + 32 KB) + 1 KB to align the tiles to 1024 bytes.
+            Level::TensorCoreWgmma => {
+                k!(
+                    "wgmma.cu",
+                    "hgemm_wgmma",
+                    (128, 256, 64),
+                    (256, 1),
+                    197_632,
+                    true,
+                    false
+                )
             }
             _ => None,
         }

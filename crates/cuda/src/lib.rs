@@ -57,6 +57,13 @@ pub enum CudaError {
     /// A cuBLAS call failed.
     #[error("cuBLAS error in {during}: {message}")]
     Cublas { during: String, message: String },
+    /// A level this GPU cannot run (e.g. wgmma on a GPU other than sm_90).
+    #[error("{level} needs compute capability {need:?}; this GPU has {have:?}")]
+    Unsupported {
+        level: &'static str,
+        need: (i32, i32),
+        have: (i32, i32),
+    },
     /// Sizes or operands that do not fit the contract.
     #[error("bad matmul arguments: {0}")]
     Shape(String),

@@ -19,7 +19,7 @@ fn gpu() -> Option<Gpu> {
 
 /// Odd shapes (1, 7, 33, 127, 513, non-square) hit the `_edge` kernels; the tile multiples hit
 /// the fast ones.
-const SHAPES: [(usize, usize, usize); 13] = [
+const SHAPES: [(usize, usize, usize); 14] = [
     (1, 1, 1),
     (7, 7, 7),
     (33, 33, 33),
@@ -33,9 +33,14 @@ const SHAPES: [(usize, usize, usize); 13] = [
     (256, 384, 160),
     (512, 256, 1024),
     (256, 512, 96),
+    (256, 512, 256),
 ];
 
 fn check_level(gpu: &Gpu, level: Level, seed: u64) {
+    if let Err(e) = gpu.supports(level) {
+        println!("skipped: {e}");
+        return;
+    }
     let mut rng = Rng::new(seed);
     for &(m, n, k) in &SHAPES {
         let (a, b) = (rng.vec(m * k), rng.vec(k * n));
@@ -96,6 +101,7 @@ level_tests! {
     warptile_db => Level::WarptileDb,
     tensor_core_bf16 => Level::TensorCore,
     tensor_core_tuned => Level::TensorCoreTuned,
+    tensor_core_wgmma => Level::TensorCoreWgmma,
     cublas_f32 => Level::CublasF32,
     cublas_tf32 => Level::CublasTf32,
     cublas_bf16 => Level::CublasBf16,
