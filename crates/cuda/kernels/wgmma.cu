@@ -13,8 +13,9 @@
 //                64 n-values, chunk c at c ^ (r % 8); slice j at j·8192 bytes (descriptor LBO),
 //                next 8 k-rows at +1024 (SBO); +2048 bytes per k16 step; transpose flag set.
 // Each writing thread fences the async proxy before the barrier, so that the tensor cores see
-// the stores (HOPPER.md). One commit and a full wait per k-tile: the loads of the next three
-// tiles are in flight meanwhile, but the tensor cores idle across the barrier.
+// the stores (HOPPER.md). The wgmma of one k-tile is left running while the block passes the
+// next barrier and issues the next tile's wgmma (wait_group 1), so the tensor cores do not idle
+// at the barrier; loads run two tiles ahead.
 typedef unsigned short bf16_t;
 #define BM 128
 #define BN 256
@@ -133,17 +134,22 @@ __device__ __forceinline__ void body(int M, int N, int K, const bf16_t* __restri
 #pragma unroll
     for (int i = 0; i < 128; ++i) d[i] = 0.0f;
 
+    // LOOK tiles are loaded ahead; the wgmma of tile t-1 may still be running while tile t's
+    // are issued, so a stage is refilled only once the wgmma two tiles back has finished:
+    // stages in use are t-1 (wgmma in flight), t (wgmma), t+1 (landing), t+2 (loading).
+    constexpr int LOOK = STAGES - 2;
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
+    for (int s = 0; s < LOOK; ++s) {
         if (s < ntiles) load_tile<CHECK>(a_base + s * A_BYTES, b_base + s * B_BYTES, A, B, M, N, K, row0, col0, s * BK, tid);
         cp_async_commit();
     }
     for (int t = 0; t < ntiles; ++t) {
-        cp_async_wait<STAGES - 2>();
+        cp_async_wait<LOOK - 1>();            // tile t has landed (this thread's part)
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        __syncthreads();
+        __syncthreads();                      // ... everyone's part; and every warpgroup has
+                                              // finished the wgmma of tile t-2 (waited below)
         {
-            const int tn = t + STAGES - 1, s = tn % STAGES;
+            const int tn = t + LOOK, s = tn % STAGES;
             if (tn < ntiles) load_tile<CHECK>(a_base + s * A_BYTES, b_base + s * B_BYTES, A, B, M, N, K, row0, col0, tn * BK, tid);
             cp_async_commit();
         }
@@ -154,8 +160,9 @@ __device__ __forceinline__ void body(int M, int N, int K, const bf16_t* __restri
         for (int ks = 0; ks < BK / 16; ++ks)
             wgmma_m64n256k16(d, desc(a_s + ks * 32, 16, 1024), desc(b_s + ks * 2048, BK * 128, 1024));
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");   // tile t-1 done
     }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     cp_async_wait<0>();
     // Accumulators of m64nNk16: d[j] is row w*16 + lane/4 + 8*((j/2)%2), column
     // (j/4)*8 + 2*(lane%4) + j%2, w = warp within the warpgroup.
