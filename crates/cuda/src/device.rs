@@ -279,6 +279,7 @@ impl Gpu {
 
     /// C (m×n) = A (m×k) · B (k×n) at `level`, queued on the stream (see the crate doc for the
     /// contract). A and B must be of the level's [`Input`] type; C is overwritten.
+    #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
         level: Level,
@@ -330,7 +331,7 @@ impl Gpu {
         c: &mut CudaSlice<f32>,
     ) -> Result<(), CudaError> {
         let (tm, tn, tk) = spec.tile;
-        let whole = m % tm == 0 && n % tn == 0 && k % tk == 0;
+        let whole = m.is_multiple_of(tm) && n.is_multiple_of(tn) && k.is_multiple_of(tk);
         let edge_name;
         let name = if spec.has_edge && !whole {
             edge_name = format!("{}_edge", spec.name);

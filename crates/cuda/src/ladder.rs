@@ -291,12 +291,43 @@ impl Level {
     }
 }
 
-/// The tile shapes of the tuned tensor-core rung: (name, kernel, (BM, BN, BK), shared bytes).
-pub const TC_TUNED_VARIANTS: [(&str, &str, (usize, usize, usize), u32); 4] = [
-    ("128x256x32", "hgemm_tc_128x256x32", (128, 256, 32), 108_544),
-    ("128x256x64", "hgemm_tc_128x256x64", (128, 256, 64), 156_672),
-    ("128x128x64", "hgemm_tc_128x128x64", (128, 128, 64), 107_520),
-    ("256x128x32", "hgemm_tc_256x128x32", (256, 128, 32), 116_736),
+/// One tile shape of the tuned tensor-core rung.
+pub struct TcTile {
+    /// The value of `FERROGPT_TC_TILE` that picks it.
+    pub name: &'static str,
+    pub kernel: &'static str,
+    /// (BM, BN, BK).
+    pub tile: (usize, usize, usize),
+    /// Dynamic shared memory, bytes.
+    pub smem: u32,
+}
+
+/// The tile shapes of the tuned tensor-core rung (see `kernels/tensor_core.cu`).
+pub const TC_TUNED_VARIANTS: [TcTile; 4] = [
+    TcTile {
+        name: "128x256x32",
+        kernel: "hgemm_tc_128x256x32",
+        tile: (128, 256, 32),
+        smem: 108_544,
+    },
+    TcTile {
+        name: "128x256x64",
+        kernel: "hgemm_tc_128x256x64",
+        tile: (128, 256, 64),
+        smem: 156_672,
+    },
+    TcTile {
+        name: "128x128x64",
+        kernel: "hgemm_tc_128x128x64",
+        tile: (128, 128, 64),
+        smem: 107_520,
+    },
+    TcTile {
+        name: "256x128x32",
+        kernel: "hgemm_tc_256x128x32",
+        tile: (256, 128, 32),
+        smem: 116_736,
+    },
 ];
 
 /// The tile of [`Level::TensorCoreTuned`] unless `FERROGPT_TC_TILE` names another.
@@ -304,9 +335,9 @@ pub const TC_TUNED_DEFAULT: &str = "128x256x64";
 
 fn tc_tuned_variant() -> (&'static str, (usize, usize, usize), u32) {
     let want = std::env::var("FERROGPT_TC_TILE").unwrap_or_default();
-    let pick = |n: &str| TC_TUNED_VARIANTS.iter().find(|v| v.0 == n);
+    let pick = |n: &str| TC_TUNED_VARIANTS.iter().find(|v| v.name == n);
     let v = pick(&want)
         .or_else(|| pick(TC_TUNED_DEFAULT))
         .expect("the default is in the table");
-    (v.1, v.2, v.3)
+    (v.kernel, v.tile, v.smem)
 }

@@ -12,8 +12,8 @@
 //! m, n and k are arbitrary (≥ 1): every kernel has a fast variant for whole tiles and an
 //! `_edge` variant that checks bounds, chosen per call. Precision: the f32 levels multiply and
 //! accumulate in f32; [`Level::CublasTf32`] rounds the inputs to TF32 (10-bit mantissa) inside
-//! the tensor cores; the bf16 levels ([`Level::TensorCore`], [`Level::CublasBf16`]) take A and B
-//! rounded to bf16 (round to nearest even) and accumulate in f32. [`Gpu::matmul_host`] takes f32
+//! the tensor cores; the bf16 levels ([`Level::TensorCore`], [`Level::TensorCoreTuned`],
+//! [`Level::TensorCoreWgmma`], [`Level::CublasBf16`]) take A and B rounded to bf16 (round to nearest even) and accumulate in f32. [`Gpu::matmul_host`] takes f32
 //! inputs for every level and does that rounding itself.
 //!
 //! ## How it is built
@@ -24,7 +24,8 @@
 //! * Our kernels are CUDA C++ in `crates/cuda/kernels/*.cu` (one file per rung), built into the
 //!   binary with `include_str!`, compiled by NVRTC on first use for the GPU's compute
 //!   capability (`--gpu-architecture=compute_90` on an H100, which the driver turns into sm_90
-//!   code), and cached for the life of the [`Gpu`].
+//!   code; `compute_90a` for the wgmma rung, which only sm_90 runs), and cached for the life of
+//!   the [`Gpu`]. Measured numbers: `docs/gpu-ladder.md`.
 //! * [`bench`] times every level with CUDA events (median after warm-up) and reports TFLOPS,
 //!   the ratio to cuBLAS and the error against an f64 reference.
 //!
@@ -37,7 +38,7 @@ mod ladder;
 pub mod reference;
 
 pub use device::{compile_kernels, Gpu, Operand};
-pub use ladder::{Input, Level, TC_TUNED_DEFAULT, TC_TUNED_VARIANTS};
+pub use ladder::{Input, Level, TcTile, TC_TUNED_DEFAULT, TC_TUNED_VARIANTS};
 
 /// Everything that can go wrong on the GPU path, as a value.
 #[derive(Debug, thiserror::Error)]

@@ -160,7 +160,7 @@ fn bad_arguments_are_errors() {
 #[test]
 fn tensor_core_tuned_every_tile() {
     let Some(gpu) = gpu() else { return };
-    for (name, ..) in ferrogpt_cuda::TC_TUNED_VARIANTS {
+    for ferrogpt_cuda::TcTile { name, .. } in ferrogpt_cuda::TC_TUNED_VARIANTS {
         // Another test running tensor-core-tuned meanwhile may see this tile too: every tile
         // must pass, so that is harmless.
         std::env::set_var("FERROGPT_TC_TILE", name);
