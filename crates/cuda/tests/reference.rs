@@ -46,3 +46,40 @@ fn kernels_compile_with_nvrtc() {
         }
     }
 }
+
+/// The table and JSON of `bench gpu`, from made-up rows (no GPU needed).
+#[test]
+fn bench_table_and_json() {
+    use ferrogpt_cuda::bench::{json, table, BenchRow};
+    use ferrogpt_cuda::Level;
+    let row = |level, seconds: Option<f64>, skipped: Option<&str>| BenchRow {
+        level,
+        size: 4096,
+        seconds,
+        reps: 10,
+        tflops: seconds.map(|t| 2.0 * 4096f64.powi(3) / t / 1e12),
+        pct_cublas_f32: seconds.map(|_| 88.0),
+        pct_cublas_bf16: None,
+        max_rel_err: seconds.map(|_| 1.3e-6),
+        skipped: skipped.map(String::from),
+    };
+    let rows = [
+        row(Level::WarptileDb, Some(3.061e-3), None),
+        row(Level::Naive, None, Some("about 2 s a run")),
+    ];
+    let t = table("Test GPU", &rows);
+    assert!(
+        t.contains("warptile-db")
+            && t.contains("3.061")
+            && t.contains("44.9")
+            && t.contains("88.0%")
+    );
+    assert!(t.contains("skipped: about 2 s a run"));
+    let j = json("Test GPU", &rows);
+    assert!(
+        j.starts_with('[')
+            && j.contains("\"level\": \"warptile-db\"")
+            && j.contains("\"seconds\": null")
+    );
+    assert!(j.contains("\"skipped\": \"about 2 s a run\""));
+}
