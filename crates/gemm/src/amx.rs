@@ -466,10 +466,10 @@ mod imp {
                             kernel(nq, a.as_ptr(), b.as_ptr(), c.0.add(off), p.ldc * 4, load)
                         };
                     } else {
-                        for i in 0..rows {
-                            for j in 0..cols {
+                        for (i, row) in tmp.iter_mut().enumerate().take(rows) {
+                            for (j, t) in row.iter_mut().enumerate().take(cols) {
                                 // SAFETY: (i, j) inside the valid part of this task's tile.
-                                tmp[i][j] = if load {
+                                *t = if load {
                                     unsafe { *c.0.add(off + i * p.ldc + j) }
                                 } else {
                                     0.0
@@ -487,10 +487,10 @@ mod imp {
                                 true,
                             )
                         };
-                        for i in 0..rows {
-                            for j in 0..cols {
+                        for (i, row) in tmp.iter().enumerate().take(rows) {
+                            for (j, &t) in row.iter().enumerate().take(cols) {
                                 // SAFETY: as above.
-                                unsafe { *c.0.add(off + i * p.ldc + j) = tmp[i][j] };
+                                unsafe { *c.0.add(off + i * p.ldc + j) = t };
                             }
                         }
                     }

@@ -8,6 +8,9 @@
 //! skipped at a size when its previous size predicts more than [`MAX_RUN_SECONDS`] for a single
 //! run (time grows as size³), and the row says so.
 //!
+//! Levels run one after another; after each, the benchmark pauses briefly (longer after
+//! `blas`, whose OpenBLAS threads busy-wait after a call) so that the next level has the cores.
+//!
 //! `max_rel_err` = max |C − C_ref| / max |C_ref|: the largest error relative to the size of C's
 //! entries (an elementwise ratio would blow up on entries that cancel to near zero).
 
@@ -194,6 +197,13 @@ fn run_typed<T: Element>(opts: &BenchOptions, peak: Option<f64>) -> Vec<BenchRow
             }
             row.speedup_vs_naive = naive_seconds.map(|t| t / seconds);
             rows.push(row);
+            // Let this level's worker threads go idle before the next level is timed: OpenBLAS's
+            // threads busy-wait for a while after a call and would steal the cores.
+            std::thread::sleep(std::time::Duration::from_millis(if level == Level::Blas {
+                300
+            } else {
+                20
+            }));
         }
     }
     rows

@@ -170,3 +170,60 @@ fn shape_errors_are_values() {
     );
     assert!(matches!(err, Err(GemmError::Shape(_))), "{err:?}");
 }
+
+/// Products started from inside rayon tasks, several at once (as the training loop does):
+/// the per-thread packing buffers and AMX tile state must not be shared between them.
+#[test]
+fn concurrent_products_from_rayon_tasks() {
+    use rayon::prelude::*;
+    for level in [Level::Simd, Level::Amx, Level::Parallel] {
+        if level.available().is_err() {
+            eprintln!("SKIPPED: concurrent {level}: not available here");
+            continue;
+        }
+        let tol = if level.exact() {
+            exact_tol::<f32>(300)
+        } else {
+            2f64.powi(-7) * 1.01 + exact_tol::<f32>(300)
+        };
+        (0..8u64).into_par_iter().for_each(|seed| {
+            let case = Case {
+                m: 70 + seed as usize,
+                n: 90,
+                k: 300,
+                ta: seed % 2 == 1,
+                tb: seed % 3 == 0,
+                accumulate: seed % 4 == 0,
+                pad: 1,
+            };
+            let o = operands::<f32>(&case, 100 + seed);
+            let (want, mag) = oracle(&case, &o);
+            let mut got = o.c0.clone();
+            matmul(
+                level,
+                case.ta,
+                case.tb,
+                case.m,
+                case.n,
+                case.k,
+                &o.a,
+                o.lda,
+                &o.b,
+                o.ldb,
+                &mut got,
+                o.ldc,
+                case.accumulate,
+            )
+            .unwrap();
+            check(
+                &format!("concurrent {level}"),
+                &case,
+                &o,
+                &got,
+                &want,
+                &mag,
+                tol,
+            );
+        });
+    }
+}

@@ -9,9 +9,10 @@
 //!     for i in 0..MR:  c[i][v] += broadcast(ã[p*MR + i]) * b[v]      (MR·NV FMAs)
 //! ```
 //!
-//! AVX-512: 12×32 f32 / 12×16 f64 tiles, 24 zmm accumulators + 2 for B of 32 registers; the
-//! broadcast folds into the FMA's memory operand. AVX2: 6×16 f32 / 6×8 f64, 12 ymm accumulators
-//! + 2 for B + 1 broadcast of 16 registers (the classic Goto/BLIS haswell shape).
+//! AVX-512: 12×32 f32 / 12×16 f64 tiles, 24 zmm accumulators, 2 for B and 1 broadcast of 32
+//! registers. AVX2: 6×16 f32 / 6×8 f64, 12 ymm accumulators, 2 for B and 1 broadcast of 16
+//! registers (the classic Goto/BLIS haswell shape).
+//!
 //! The loops over MR and NV have constant bounds; the compiler unrolls them and keeps `acc` in
 //! registers (checked in the disassembly: no spills in the k loop).
 

@@ -1,0 +1,79 @@
+//! `ferrogpt bench gpu`: the GPU rungs of the matmul ladder beside cuBLAS on one CUDA GPU.
+//!
+//! Runs [`ferrogpt_cuda::bench::run`] over the requested levels and square sizes and prints
+//! the table (level, size, median time from CUDA events, TFLOPS, % of cuBLAS f32, % of cuBLAS
+//! bf16 for the bf16 levels, max relative error against f64) or JSON. Without a CUDA driver or
+//! GPU it returns one error line.
+
+use ferrogpt_cuda::{bench, parse_device, Gpu, Level};
+
+/// Output format of `ferrogpt bench gpu`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GpuBenchFormat {
+    /// The table.
+    #[default]
+    Table,
+    /// An array of objects: gpu, level, m, n, k, seconds, reps, tflops, pct_cublas_f32,
+    /// pct_cublas_bf16, max_rel_err, skipped.
+    Json,
+}
+
+/// Time C = A·B at every GPU level of the matmul ladder, beside cuBLAS f32, TF32 and bf16.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchGpuArgs {
+    /// Comma-separated square sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1024usize, 2048, 4096, 8192])]
+    pub sizes: Vec<usize>,
+    /// Comma-separated levels (default: all): naive, coalesced, smem-tiled, blocktile-1d,
+    /// blocktile-2d, vectorized, warptile, tensor-core-bf16, cublas-f32, cublas-tf32,
+    /// cublas-bf16. cuBLAS f32 and bf16 are always measured, as the reference for the ratios.
+    #[arg(long, value_delimiter = ',')]
+    pub levels: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GpuBenchFormat::Table)]
+    pub format: GpuBenchFormat,
+    /// The GPU: cuda or cuda:N.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+}
+
+/// Runs the benchmark and prints its result; errors come back as one line.
+pub fn run(args: &BenchGpuArgs) -> Result<(), String> {
+    let levels = args
+        .levels
+        .iter()
+        .map(|s| Level::from_name(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if args.sizes.is_empty() || args.sizes.contains(&0) {
+        return Err("--sizes: give positive sizes, e.g. 1024,4096".into());
+    }
+    let ordinal = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let gpu = Gpu::new(ordinal).map_err(|e| e.to_string())?;
+    let (major, minor) = gpu.compute_capability();
+    let name = format!("{} (sm_{major}{minor})", gpu.name());
+    let table = args.format == GpuBenchFormat::Table;
+    if table {
+        eprintln!("bench gpu on {name}: sizes {:?}", args.sizes);
+        eprint!("{}", gpu.kernel_report().map_err(|e| e.to_string())?);
+    }
+    let rows = bench::run(&gpu, &args.sizes, &levels, |r| {
+        if table {
+            match (r.seconds, &r.skipped) {
+                (Some(t), _) => {
+                    eprintln!("  {:<17} {:>6}  {:.3} ms", r.level.name(), r.size, t * 1e3)
+                }
+                (None, Some(why)) => {
+                    eprintln!("  {:<17} {:>6}  skipped: {why}", r.level.name(), r.size)
+                }
+                _ => {}
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    match args.format {
+        GpuBenchFormat::Table => print!("{}", bench::table(&name, &rows)),
+        GpuBenchFormat::Json => print!("{}", bench::json(&name, &rows)),
+    }
+    Ok(())
+}
