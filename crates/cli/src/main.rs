@@ -4,6 +4,7 @@
 //! subcommand lives in its own `cmd_*.rs`; this file only parses and dispatches. Every error
 //! reaches the user as one line on stderr and exit status 1 (2 for unparsable arguments).
 
+mod cmd_bench_gpu;
 mod cmd_bench_matmul;
 mod cmd_bench_train;
 mod cmd_eval;
@@ -49,6 +50,8 @@ enum BenchCommand {
     Matmul(cmd_bench_matmul::BenchMatmulArgs),
     /// The same training steps at every level of the ladder.
     Train(cmd_bench_train::BenchTrainArgs),
+    /// The GPU rungs of the matmul ladder beside cuBLAS, on a CUDA GPU.
+    Gpu(cmd_bench_gpu::BenchGpuArgs),
 }
 
 fn main() {
@@ -60,6 +63,7 @@ fn main() {
         Command::Tokenize(a) => cmd_tokenize::run(a),
         Command::Bench(BenchCommand::Matmul(a)) => cmd_bench_matmul::run(&a),
         Command::Bench(BenchCommand::Train(a)) => cmd_bench_train::run(a),
+        Command::Bench(BenchCommand::Gpu(a)) => cmd_bench_gpu::run(&a),
         Command::Info(a) => cmd_info::run(&a),
     };
     if let Err(e) = result {
