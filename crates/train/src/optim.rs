@@ -38,7 +38,10 @@ impl Optimizer {
             m: vec![0.0; n],
             v,
             t: 0,
-            decay: decay.into_iter().map(|d| if d { 1.0 } else { 0.0 }).collect(),
+            decay: decay
+                .into_iter()
+                .map(|d| if d { 1.0 } else { 0.0 })
+                .collect(),
         }
     }
 
