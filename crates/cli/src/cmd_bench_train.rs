@@ -4,7 +4,7 @@
 
 use crate::common::{resolve_data, set_threads};
 use ferrogpt_core::Level;
-use ferrogpt_train::config::{preset, PRESETS};
+use ferrogpt_train::config::preset_or_err;
 use ferrogpt_train::data::{load_dataset, load_text};
 use ferrogpt_train::tokenizer::Tokenizer;
 use ferrogpt_train::trainer::Trainer;
@@ -53,13 +53,7 @@ struct Row {
 
 pub fn run(a: BenchTrainArgs) -> Result<(), String> {
     set_threads(a.threads)?;
-    let mut cfg = preset(&a.preset).ok_or_else(|| {
-        format!(
-            "unknown preset '{}' (expected one of: {})",
-            a.preset,
-            PRESETS.join(", ")
-        )
-    })?;
+    let mut cfg = preset_or_err(&a.preset)?;
     if let Some(b) = a.batch_size {
         cfg.batch_size = b;
     }

@@ -43,9 +43,10 @@ pub fn run(a: EvalArgs) -> Result<(), String> {
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
-    // The whole file is the evaluation set: pass it as its own validation file so nothing is split.
-    let ds = load_dataset(&a.data, Some(&a.data), &loaded.tokenizer).map_err(|e| e.to_string())?;
-    let tokens = ds.val;
+    // The whole file is the evaluation set: rejoin text's 90/10 split (a token file has no split).
+    let ds = load_dataset(&a.data, None, &loaded.tokenizer).map_err(|e| e.to_string())?;
+    let mut tokens = ds.train;
+    tokens.extend(ds.val);
     let (loss, windows) = evaluate_tokens(
         &loaded.model,
         &loaded.params,

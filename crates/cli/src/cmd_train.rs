@@ -6,7 +6,7 @@ use crate::common::{resolve_data, Compute};
 use ferrogpt_core::Level;
 use ferrogpt_model::generate::Sampling;
 use ferrogpt_train::checkpoint;
-use ferrogpt_train::config::{preset, OptimizerKind, Schedule, TrainConfig, PRESETS};
+use ferrogpt_train::config::{preset_or_err, OptimizerKind, Schedule, TrainConfig};
 use ferrogpt_train::data::{load_dataset, load_text};
 use ferrogpt_train::tokenizer::Tokenizer;
 use ferrogpt_train::trainer::{Outcome, StepMetrics, Trainer};
@@ -115,13 +115,7 @@ pub struct TrainArgs {
 
 /// preset → TOML file → flags.
 fn build_config(a: &TrainArgs) -> Result<TrainConfig, String> {
-    let mut cfg = preset(&a.preset).ok_or_else(|| {
-        format!(
-            "unknown preset '{}' (expected one of: {})",
-            a.preset,
-            PRESETS.join(", ")
-        )
-    })?;
+    let mut cfg = preset_or_err(&a.preset)?;
     if let Some(path) = &a.config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

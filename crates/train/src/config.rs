@@ -81,6 +81,16 @@ impl Default for TrainConfig {
 /// The names of the presets.
 pub const PRESETS: &[&str] = &["shakespeare-cpu", "shakespeare-char", "gpt2-124m"];
 
+/// A preset by name, or an error that lists the presets.
+pub fn preset_or_err(name: &str) -> Result<TrainConfig, String> {
+    preset(name).ok_or_else(|| {
+        format!(
+            "unknown preset '{name}' (expected one of: {})",
+            PRESETS.join(", ")
+        )
+    })
+}
+
 /// A preset by name.
 pub fn preset(name: &str) -> Option<TrainConfig> {
     // nanoGPT's Tiny Shakespeare recipe for a laptop CPU (its README's "shakespeare_char on a

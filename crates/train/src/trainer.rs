@@ -142,10 +142,9 @@ impl Trainer {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64)
         );
-        let t = Self::assemble(
+        let mut t = Self::assemble(
             cfg, model, tokenizer, params, opt, data, level, out_dir, run_id,
         )?;
-        let mut t = t;
         t.batcher = Batcher::new(mode, t.cfg.seed.wrapping_add(1));
         t.rng = Xoshiro256PlusPlus::seed_from_u64(t.cfg.seed.wrapping_add(2));
         Ok(t)
