@@ -233,14 +233,8 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
                 cfg.seq_len = cfg.seq_len.min(cfg.block_size);
                 cfg.tokenizer = loaded.tokenizer.name().into();
                 if m.padded_vocab_size != cfg.model_config(m.vocab_size).padded_vocab_size {
-                    cfg.vocab_multiple = m.padded_vocab_size; // keep the stored padding
-                    if cfg.model_config(m.vocab_size).padded_vocab_size != m.padded_vocab_size {
-                        return Err(format!(
-                            "{}: padded vocabulary {} cannot be reproduced",
-                            dir.display(),
-                            m.padded_vocab_size
-                        ));
-                    }
+                    // Keep the stored padding: a multiple equal to it reproduces it exactly.
+                    cfg.vocab_multiple = m.padded_vocab_size;
                 }
                 eprintln!(
                     "initialising from {} ({} layers, {} heads, {} channels, {} tokenizer)",

@@ -172,6 +172,47 @@ fn train_sample_eval_resume() {
         v["perplexity"].as_f64().unwrap(),
     );
     assert!(loss > 0.0 && loss < 4.0 && (ppl - loss.exp()).abs() < 1e-6 * ppl);
+    // A new run initialised from this one's weights, trained at learning rate 0: its checkpoint
+    // evaluates exactly as the original does.
+    let text = corpus(&dir);
+    let init_out = dir.join("from-init");
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&text),
+        "--init",
+        s(&run_dir),
+        "--out",
+        s(&init_out),
+    ];
+    args.extend_from_slice(&["--steps", "1", "--lr", "0", "--min-lr", "0"]);
+    args.extend_from_slice(&TINY[10..]); // not the shape flags: the shape comes from --init
+    let o = run(&args);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let eval = |d: &Path| {
+        run(&[
+            "eval",
+            "--checkpoint",
+            s(d),
+            "--data",
+            s(&corpus(&dir)),
+            "--json",
+            "--threads",
+            "1",
+        ])
+        .stdout
+    };
+    let (a, b) = (eval(&run_dir), eval(&init_out));
+    let loss = |o: &str| {
+        serde_json::from_str::<serde_json::Value>(o.trim()).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(
+        loss(&a),
+        loss(&b),
+        "--init did not start from the checkpoint's weights"
+    );
     // Resume to 15 steps.
     let o = run(&[
         "train",
