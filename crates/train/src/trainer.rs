@@ -81,8 +81,6 @@ pub struct Trainer {
     rng: Xoshiro256PlusPlus,
     /// One per worker thread (at most B): a tape and a gradient buffer each.
     shards: Vec<Shard>,
-    /// Evaluation's tape.
-    tape: Tape<f32>,
     data: Dataset,
     elapsed_before: f64,
     tokens_seen: u64,
@@ -220,7 +218,6 @@ impl Trainer {
                 )));
             }
         }
-        let tape = Tape::new(level).map_err(|e| TrainError::Setup(e.to_string()))?;
         let n = params.len();
         let shards = (0..rayon::current_num_threads().clamp(1, cfg.batch_size))
             .map(|_| {
@@ -242,7 +239,6 @@ impl Trainer {
             batcher: Batcher::new(BatchMode::Random, 0),
             rng: Xoshiro256PlusPlus::seed_from_u64(0),
             shards,
-            tape,
             data,
             elapsed_before: 0.0,
             tokens_seen: 0,
@@ -346,21 +342,36 @@ impl Trainer {
             return None;
         }
         let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
+        let n = self.cfg.eval_batches.max(1);
+        // Draw every batch first (one stream, so the batches do not depend on the thread count),
+        // then evaluate them on the shards' tapes in parallel; sum in batch order.
         let mut batcher = Batcher::new(BatchMode::Random, self.cfg.seed ^ 0x5eed_e7a1);
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-        let (mut inputs, mut targets) = (Vec::new(), Vec::new());
-        let mut total = 0.0;
-        for _ in 0..self.cfg.eval_batches.max(1) {
+        let mut batches = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
             batcher
-                .next_batch(&self.data.val, b, t, &mut inputs, &mut targets)
+                .next_batch(&self.data.val, b, t, &mut x, &mut y)
                 .ok()?;
-            self.tape.reset(false);
-            total += self
-                .model
-                .loss(&mut self.tape, &self.params, &inputs, &targets, t, &mut rng)
-                as f64;
+            batches.push((x, y));
         }
-        Some(total / self.cfg.eval_batches.max(1) as f64)
+        let (model, params) = (&self.model, &self.params);
+        let per_shard = n.div_ceil(self.shards.len());
+        let losses: Vec<Vec<f64>> = self
+            .shards
+            .par_iter_mut()
+            .zip(batches.par_chunks(per_shard))
+            .map(|(sh, chunk)| {
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(0); // unused: no dropout in eval
+                chunk
+                    .iter()
+                    .map(|(x, y)| {
+                        sh.tape.reset(false);
+                        model.loss(&mut sh.tape, params, x, y, t, &mut rng) as f64
+                    })
+                    .collect()
+            })
+            .collect();
+        Some(losses.iter().flatten().sum::<f64>() / n as f64)
     }
 
     /// Writes a checkpoint of the current state into the output directory.
