@@ -290,7 +290,7 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
             }
         });
     }
-    let outcome = train_with_progress(&mut trainer, a.max_seconds, &stop, a.log_interval, level)?;
+    let outcome = train_with_progress(&mut trainer, a.max_seconds, &stop, a.log_interval)?;
     let dir = trainer.out_dir.display().to_string();
     match outcome {
         Outcome::Interrupted => {
@@ -321,7 +321,6 @@ fn train_with_progress(
     max_seconds: Option<f64>,
     stop: &AtomicBool,
     log_interval: usize,
-    level: Level,
 ) -> Result<Outcome, String> {
     let total = trainer.cfg.steps as u64;
     let tty = std::io::stderr().is_terminal();
@@ -339,7 +338,6 @@ fn train_with_progress(
         None
     };
     let mut last_val: Option<f64> = trainer.last_val_loss;
-    let _ = level;
     let result = trainer.run(max_seconds, stop, |m: &StepMetrics| {
         if m.val_loss.is_some() {
             last_val = m.val_loss;
@@ -358,7 +356,7 @@ fn train_with_progress(
                 }
             }
             None => {
-                if m.step % log_interval.max(1) == 0
+                if m.step.is_multiple_of(log_interval.max(1))
                     || m.val_loss.is_some()
                     || m.step as u64 == total
                 {

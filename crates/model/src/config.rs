@@ -61,7 +61,7 @@ impl GptConfig {
                 return err(format!("{name} must be positive"));
             }
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return err(format!(
                 "n_embd {} is not a multiple of n_head {}",
                 self.n_embd, self.n_head

@@ -74,7 +74,6 @@ pub struct Trainer {
     pub model: Gpt,
     pub tokenizer: Tokenizer,
     pub params: Vec<f32>,
-    grads: Vec<f32>,
     opt: Optimizer,
     pub step: usize,
     batcher: Batcher,
@@ -233,7 +232,6 @@ impl Trainer {
             model,
             tokenizer,
             params,
-            grads: vec![0.0; n],
             opt,
             step: 0,
             batcher: Batcher::new(BatchMode::Random, 0),
@@ -299,10 +297,11 @@ impl Trainer {
                 .collect();
             loss_sum += losses.iter().sum::<f64>();
         }
+        // Sum the shards' gradients into the first shard's buffer.
         let (first, rest) = self.shards.split_first_mut().expect("at least one shard");
-        self.grads.copy_from_slice(&first.grads);
+        let grads = &mut first.grads;
         for sh in rest.iter() {
-            self.grads
+            grads
                 .par_chunks_mut(1 << 14)
                 .zip(sh.grads.par_chunks(1 << 14))
                 .for_each(|(d, s)| {
@@ -319,9 +318,9 @@ impl Trainer {
         }
         if self.cfg.grad_accum > 1 {
             let s = 1.0 / self.cfg.grad_accum as f32;
-            self.grads.iter_mut().for_each(|g| *g *= s);
+            grads.iter_mut().for_each(|g| *g *= s);
         }
-        let norm = clip_grad_norm(&mut self.grads, self.cfg.grad_clip);
+        let norm = clip_grad_norm(grads, self.cfg.grad_clip);
         if !norm.is_finite() {
             return Err(TrainError::NonFinite {
                 step: self.step,
@@ -329,7 +328,7 @@ impl Trainer {
                 dir: self.out_dir.display().to_string(),
             });
         }
-        self.opt.step(&mut self.params, &self.grads, lr, &self.cfg);
+        self.opt.step(&mut self.params, grads, lr, &self.cfg);
         self.step += 1;
         self.tokens_seen += (b * t * self.cfg.grad_accum) as u64;
         Ok((loss, norm, lr))
@@ -429,8 +428,8 @@ impl Trainer {
             let dt = t0.elapsed().as_secs_f64();
             let tokens = (self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum) as f64;
             let last = self.step == self.cfg.steps;
-            let eval_now =
-                last || (self.cfg.eval_interval > 0 && self.step % self.cfg.eval_interval == 0);
+            let eval_now = last
+                || (self.cfg.eval_interval > 0 && self.step.is_multiple_of(self.cfg.eval_interval));
             let val_loss = if eval_now { self.evaluate() } else { None };
             if val_loss.is_some() {
                 self.last_val_loss = val_loss;
@@ -457,11 +456,6 @@ impl Trainer {
             on_step(&m);
         }
         Ok(Outcome::Finished)
-    }
-
-    /// Seconds of training before this session (from the checkpoint).
-    pub fn elapsed_before(&self) -> f64 {
-        self.elapsed_before
     }
 }
 
