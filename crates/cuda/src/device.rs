@@ -148,6 +148,16 @@ impl Gpu {
         &self.stream
     }
 
+    /// The CUDA context (to load other modules on this GPU).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The cuBLAS handle, bound to [`Gpu::stream`].
+    pub fn blas_handle(&self) -> cublas::sys::cublasHandle_t {
+        *self.blas.handle()
+    }
+
     /// Copies f32 values to a new device buffer.
     pub fn upload(&self, x: &[f32]) -> Result<CudaSlice<f32>, CudaError> {
         self.stream

@@ -1,0 +1,126 @@
+//! [`GpuEngine`]: the training loop's `Engine` on one GPU (`--device cuda[:N]`).
+//!
+//! A thin adapter over [`GpuModel`]: gradient clipping measures the norm on the GPU (one f32
+//! back to the host) and folds the clip factor into the next optimizer pass, so clipping
+//! costs no extra sweep over the gradients.
+
+use ferrogpt_cuda::{CudaError, Gpu};
+use ferrogpt_train::config::{OptimizerKind, TrainConfig};
+use ferrogpt_train::engine::{Engine, EngineError, EngineFactory, EngineInit};
+
+use crate::model::{GpuModel, OptKind, OptState, Update};
+use crate::Dtype;
+
+fn err(e: CudaError) -> EngineError {
+    EngineError(e.to_string())
+}
+
+/// A [`GpuModel`] behind the `Engine` trait.
+pub struct GpuEngine {
+    model: GpuModel,
+    ordinal: usize,
+    /// Gradient scale for the next update (the clip factor).
+    gscale: f32,
+}
+
+impl GpuEngine {
+    /// Opens GPU `ordinal` and uploads the model of `init`.
+    pub fn new(ordinal: usize, dtype: Dtype, init: EngineInit<'_>) -> Result<GpuEngine, EngineError> {
+        let gpu = Gpu::new(ordinal).map_err(err)?;
+        let layout = &init.model.layout;
+        let opt = init.train.map(|t| {
+            let kind = match t.cfg.optimizer {
+                OptimizerKind::AdamW => OptKind::AdamW,
+                OptimizerKind::Sgd => OptKind::Sgd,
+            };
+            OptState {
+                kind,
+                m: t.m,
+                v: t.v,
+                t: t.opt_t,
+                decay: layout.decay_mask(),
+            }
+        });
+        let model = GpuModel::new(gpu, dtype, init.model.config.clone(), &init.params, opt).map_err(err)?;
+        Ok(GpuEngine {
+            model,
+            ordinal,
+            gscale: 1.0,
+        })
+    }
+
+    /// A factory for the CLI: every engine it makes runs on GPU `ordinal` in `dtype`.
+    pub fn factory(ordinal: usize, dtype: Dtype) -> Box<EngineFactory<'static>> {
+        Box::new(move |init| Ok(Box::new(GpuEngine::new(ordinal, dtype, init)?) as Box<dyn Engine>))
+    }
+
+    pub fn model(&self) -> &GpuModel {
+        &self.model
+    }
+}
+
+impl Engine for GpuEngine {
+    fn describe(&self) -> String {
+        format!("cuda:{} {}", self.ordinal, self.model.describe())
+    }
+
+    fn zero_grads(&mut self) -> Result<(), EngineError> {
+        self.model.zero_grads().map_err(err)
+    }
+
+    fn accumulate(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        t: usize,
+        scale: f32,
+        seed: u64,
+    ) -> Result<f64, EngineError> {
+        self.model.accumulate(inputs, targets, t, scale, seed).map_err(err)
+    }
+
+    fn clip_grads(&mut self, max_norm: f64) -> Result<f64, EngineError> {
+        let norm = self.model.grad_norm().map_err(err)?;
+        self.gscale = 1.0;
+        if max_norm > 0.0 {
+            let factor = max_norm / (norm + 1e-6);
+            if factor < 1.0 {
+                self.gscale = factor as f32;
+            }
+        }
+        Ok(norm)
+    }
+
+    fn update(&mut self, lr: f64, cfg: &TrainConfig) -> Result<(), EngineError> {
+        let u = Update {
+            lr,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+            momentum: cfg.momentum,
+        };
+        let r = self.model.update(&u, self.gscale).map_err(err);
+        self.gscale = 1.0;
+        r
+    }
+
+    fn losses(&mut self, batches: &[(Vec<u32>, Vec<u32>)], t: usize) -> Result<Vec<f64>, EngineError> {
+        batches
+            .iter()
+            .map(|(x, y)| self.model.loss(x, y, t).map_err(err))
+            .collect()
+    }
+
+    fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError> {
+        self.model.last_logits(tokens, t).map_err(err)
+    }
+
+    fn params(&self) -> Result<Vec<f32>, EngineError> {
+        self.model.params().map_err(err)
+    }
+
+    fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>, u64), EngineError> {
+        self.model.optimizer_state().map_err(err)
+    }
+}

@@ -1,0 +1,296 @@
+//! The unsafe boundary of the GPU model: kernel launches, copies and cuBLAS products on raw
+//! device addresses. Every address passed here points into a buffer owned by the
+//! [`crate::model::GpuModel`] that calls (or by this struct), sized by its constructor; the
+//! model code above this module is safe Rust that computes offsets.
+//!
+//! All work runs on the one stream of the [`Gpu`]; a host read ([`Dev::dtoh`]) waits for it.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::cublas::sys::{
+    cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType,
+};
+use cudarc::driver::{result, CudaFunction, CudaModule, CudaSlice};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use ferrogpt_cuda::{CudaError, Gpu};
+
+use crate::Dtype;
+
+/// The kernel sources, pasted after `common.cuh` into one NVRTC program per dtype.
+const SOURCES: [(&str, &str); 6] = [
+    ("encoder.cu", include_str!("../kernels/encoder.cu")),
+    ("layernorm.cu", include_str!("../kernels/layernorm.cu")),
+    ("elementwise.cu", include_str!("../kernels/elementwise.cu")),
+    ("attention.cu", include_str!("../kernels/attention.cu")),
+    ("softmax_ce.cu", include_str!("../kernels/softmax_ce.cu")),
+    ("optimizer.cu", include_str!("../kernels/optimizer.cu")),
+];
+const COMMON: &str = include_str!("../kernels/common.cuh");
+
+/// Head sizes the fused attention is instantiated for.
+pub const HEAD_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
+
+const KERNELS: [&str; 17] = [
+    "encoder_forward",
+    "encoder_backward_wte",
+    "encoder_backward_wpe",
+    "layernorm_forward",
+    "layernorm_backward",
+    "col_partials",
+    "reduce_partials",
+    "add_bias",
+    "gelu_forward",
+    "gelu_backward",
+    "residual_forward",
+    "dropout_backward",
+    "to_floatx",
+    "softmax_ce",
+    "adamw",
+    "sgd",
+    "sumsq_partial",
+];
+
+/// The whole program for one dtype, as NVRTC sees it.
+pub fn program(dtype: Dtype) -> String {
+    let mut s = format!(
+        "#define FERRO_BF16 {}\n#line 1 \"common.cuh\"\n{COMMON}\n",
+        (dtype == Dtype::Bf16) as u8
+    );
+    for (file, src) in SOURCES {
+        s.push_str(&format!("#line 1 \"{file}\"\n{src}\n"));
+    }
+    s
+}
+
+/// Compiles the model's kernels for `dtype` and compute capability `cc` to PTX (no GPU needed).
+pub fn compile(dtype: Dtype, cc: (i32, i32)) -> Result<String, CudaError> {
+    let opts = CompileOptions {
+        options: vec![
+            format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
+            "--std=c++17".to_string(),
+            "-lineinfo".to_string(),
+        ],
+        name: Some(format!("gpt-{}.cu", dtype.name())),
+        ..Default::default()
+    };
+    compile_ptx_with_opts(program(dtype), opts)
+        .map(|p| p.to_src())
+        .map_err(|e| CudaError::Compile {
+            file: "crates/gpu/kernels/*.cu",
+            log: match e {
+                cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                    log.to_string_lossy().into_owned()
+                }
+                other => format!("{other:?}"),
+            },
+        })
+}
+
+fn driver(during: &str) -> impl FnOnce(result::DriverError) -> CudaError + '_ {
+    move |e| CudaError::Driver {
+        during: during.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// One kernel argument, as the kernel declares it.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    /// A device address (`T*`).
+    P(u64),
+    /// `int`
+    I(usize),
+    /// `float`
+    F(f32),
+    /// `size_t` or `u64`
+    U(u64),
+}
+
+/// A row-major matrix operand of [`Dev::gemm`]: address, element type, transposed or not.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat {
+    pub ptr: u64,
+    pub f32: bool,
+    pub t: bool,
+}
+
+/// The GPU, the compiled kernels, and raw launches.
+pub struct Dev {
+    pub gpu: Gpu,
+    pub dtype: Dtype,
+    _module: Arc<CudaModule>,
+    funcs: HashMap<String, CudaFunction>,
+}
+
+impl Dev {
+    pub fn new(gpu: Gpu, dtype: Dtype) -> Result<Dev, CudaError> {
+        let ptx = compile(dtype, gpu.compute_capability())?;
+        let module = gpu
+            .context()
+            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+            .map_err(driver("loading the model's kernels"))?;
+        let mut names: Vec<String> = KERNELS.iter().map(|s| s.to_string()).collect();
+        names.push("sum_final".into());
+        for hs in HEAD_SIZES {
+            for k in ["flash_forward", "flash_backward_dq", "flash_backward_dkdv"] {
+                names.push(format!("{k}_{hs}"));
+            }
+        }
+        let mut funcs = HashMap::new();
+        for n in names {
+            let f = module
+                .load_function(&n)
+                .map_err(driver("finding a kernel"))?;
+            funcs.insert(n, f);
+        }
+        Ok(Dev {
+            gpu,
+            dtype,
+            _module: module,
+            funcs,
+        })
+    }
+
+    fn stream(&self) -> cudarc::driver::sys::CUstream {
+        self.gpu.stream().cu_stream()
+    }
+
+    /// Launches kernel `name` on grid × block threads.
+    pub fn launch(
+        &self,
+        name: &str,
+        grid: (usize, usize),
+        block: usize,
+        args: &[Arg],
+    ) -> Result<(), CudaError> {
+        let f = self.funcs.get(name).ok_or_else(|| CudaError::Driver {
+            during: "launching".into(),
+            message: format!("no kernel named {name}"),
+        })?;
+        // Every argument in 8 bytes, little-endian: a 4-byte `int`/`float` parameter reads the
+        // low half.
+        let mut vals: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                Arg::P(p) | Arg::U(p) => p,
+                Arg::I(i) => i as i32 as u32 as u64,
+                Arg::F(x) => x.to_bits() as u64,
+            })
+            .collect();
+        let mut ptrs: Vec<*mut c_void> = vals
+            .iter_mut()
+            .map(|v| v as *mut u64 as *mut c_void)
+            .collect();
+        // SAFETY: the argument list matches the kernel's signature (checked by the GPU tests
+        // against the CPU engine); addresses point into live buffers of the caller.
+        unsafe {
+            result::launch_kernel(
+                f.cu_function(),
+                (grid.0 as u32, grid.1 as u32, 1),
+                (block as u32, 1, 1),
+                0,
+                self.stream(),
+                &mut ptrs,
+            )
+        }
+        .map_err(driver(name))
+    }
+
+    /// A 1-D launch over n elements with a grid-stride kernel.
+    pub fn launch_n(&self, name: &str, n: usize, args: &[Arg]) -> Result<(), CudaError> {
+        let blocks = n.div_ceil(256).clamp(1, 65_535 * 8);
+        self.launch(name, (blocks, 1), 256, args)
+    }
+
+    /// Allocates `bytes` of device memory (zeroed) and returns it with its address.
+    pub fn alloc(&self, bytes: usize) -> Result<(CudaSlice<u8>, u64), CudaError> {
+        let s = self
+            .gpu
+            .stream()
+            .alloc_zeros::<u8>(bytes.max(256))
+            .map_err(driver("allocating"))?;
+        let p = {
+            let (p, _sync) = cudarc::driver::DevicePtr::device_ptr(&s, self.gpu.stream());
+            p
+        };
+        Ok((s, p))
+    }
+
+    /// Copies host values to the device address `dst`.
+    pub fn htod<T: Copy>(&self, dst: u64, src: &[T]) -> Result<(), CudaError> {
+        // SAFETY: dst has room for src (the caller's buffer); the copy from pageable memory
+        // completes before the call returns.
+        unsafe { result::memcpy_htod_async(dst, src, self.stream()) }.map_err(driver("copying to the device"))
+    }
+
+    /// Copies from the device address `src` into `dst`, waiting for the stream.
+    pub fn dtoh<T: Copy>(&self, dst: &mut [T], src: u64) -> Result<(), CudaError> {
+        // SAFETY: src holds at least dst.len() values (the caller's buffer).
+        unsafe { result::memcpy_dtoh_async(dst, src, self.stream()) }.map_err(driver("copying from the device"))?;
+        self.gpu.synchronize()
+    }
+
+    /// Sets `bytes` bytes at `dst` to zero.
+    pub fn zero(&self, dst: u64, bytes: usize) -> Result<(), CudaError> {
+        // SAFETY: dst has `bytes` bytes (the caller's buffer).
+        unsafe { result::memset_d8_async(dst, 0, bytes, self.stream()) }.map_err(driver("zeroing"))
+    }
+
+    /// Row-major `C (m×n) = beta·C + op(A) (m×k) · op(B) (k×n)` in cuBLAS, f32 accumulation.
+    /// A and B are stored row-major as (m×k) and (k×n), or transposed ((k×m), (n×k)) when
+    /// their `t` is set; all three contiguous. `f32` picks f32 storage, else the model's
+    /// floatX (f32 or bf16).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(&self, c: Mat, a: Mat, b: Mat, m: usize, n: usize, k: usize, beta: f32) -> Result<(), CudaError> {
+        let ty = |x: &Mat| {
+            if x.f32 || self.dtype == Dtype::F32 {
+                cudaDataType::CUDA_R_32F
+            } else {
+                cudaDataType::CUDA_R_16BF
+            }
+        };
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ; a row-major buffer
+        // read column-major is its transpose, so B goes first with the same op flags.
+        let ldb = if b.t { k } else { n };
+        let lda = if a.t { m } else { k };
+        let alpha = 1.0f32;
+        // SAFETY: the addresses hold the stated shapes (the caller's buffers); alpha and beta
+        // live on the host for the call.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                self.gpu.blas_handle(),
+                op(b.t),
+                op(a.t),
+                n as i32,
+                m as i32,
+                k as i32,
+                &alpha as *const f32 as *const c_void,
+                b.ptr as *const c_void,
+                ty(&b),
+                ldb as i32,
+                a.ptr as *const c_void,
+                ty(&a),
+                lda as i32,
+                &beta as *const f32 as *const c_void,
+                c.ptr as *mut c_void,
+                ty(&c),
+                n as i32,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| CudaError::Cublas {
+            during: "cublasGemmEx".into(),
+            message: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,252 @@
+//! The GPU model against the CPU engine, on the same weights and batch. Needs a CUDA GPU;
+//! every test says "skipped" and passes where there is none. `crates/cuda/run-gpu.sh` runs
+//! them on a GPU machine.
+//!
+//! Tolerances: fp32 within 1e-4 of the f64 CPU oracle (relative to each tensor's largest
+//! gradient); bf16 within 3e-2 relative L2 error per tensor and 1e-2 on the loss: bf16 keeps 8
+//! significant bits (relative rounding 2^-9 ≈ 0.2%) and each layer rounds its activations
+//! and their gradients again, so errors of a few tenths of a percent per layer add up.
+
+use ferrogpt_core::{Level, Tape};
+use ferrogpt_gpu::{Dtype, GpuModel, OptKind, OptState, Update};
+use ferrogpt_model::{Gpt, GptConfig};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
+
+fn gpu() -> Option<ferrogpt_cuda::Gpu> {
+    match ferrogpt_cuda::Gpu::new(0) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            println!("skipped: {e}");
+            None
+        }
+    }
+}
+
+fn config(n_layer: usize, n_head: usize, n_embd: usize, block: usize, vocab: usize) -> GptConfig {
+    GptConfig {
+        n_layer,
+        n_head,
+        n_embd,
+        block_size: block,
+        vocab_size: vocab,
+        padded_vocab_size: GptConfig::pad_vocab(vocab, 64),
+        dropout: 0.0,
+    }
+}
+
+/// GPT-2 init plus noise, so every path carries signal (padding rows stay zero).
+fn weights(model: &Gpt, seed: u64) -> Vec<f64> {
+    let mut rng = Rng64::seed_from_u64(seed);
+    let mut p: Vec<f64> = model.layout.init(&model.config, &mut rng);
+    for (name, prm) in &model.layout.named {
+        let rows = if name == "wte.weight" { model.config.vocab_size } else { prm.rows };
+        for x in &mut p[prm.offset..prm.offset + rows * prm.cols] {
+            *x += rng.gen_range(-0.1..0.1);
+        }
+    }
+    p
+}
+
+fn batch(v: usize, n: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
+    let mut rng = Rng64::seed_from_u64(seed);
+    let x = (0..n).map(|_| rng.gen_range(0..v as u32)).collect();
+    let y = (0..n).map(|_| rng.gen_range(0..v as u32)).collect();
+    (x, y)
+}
+
+/// The f64 CPU oracle: mean loss and its gradient.
+fn cpu_reference(model: &Gpt, params: &[f64], x: &[u32], y: &[u32], t: usize) -> (f64, Vec<f64>) {
+    let mut tape = Tape::new(Level::Naive).unwrap();
+    let mut rng = Rng64::seed_from_u64(0);
+    let loss = model.loss(&mut tape, params, x, y, t, &mut rng);
+    let mut g = vec![0.0; params.len()];
+    tape.backward(params, &mut g);
+    (loss, g)
+}
+
+fn adam_state(model: &Gpt) -> OptState {
+    let n = model.layout.total;
+    OptState {
+        kind: OptKind::AdamW,
+        m: vec![0.0; n],
+        v: vec![0.0; n],
+        t: 0,
+        decay: model.layout.decay_mask(),
+    }
+}
+
+/// Per tensor: (largest |a-b| / largest |b|, relative L2 error).
+fn errors(model: &Gpt, gpu: &[f32], cpu: &[f64]) -> Vec<(String, f64, f64)> {
+    model
+        .layout
+        .named
+        .iter()
+        .map(|(name, p)| {
+            let (mut dmax, mut rmax, mut d2, mut r2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+            for i in p.range() {
+                let d = gpu[i] as f64 - cpu[i];
+                dmax = dmax.max(d.abs());
+                rmax = rmax.max(cpu[i].abs());
+                d2 += d * d;
+                r2 += cpu[i] * cpu[i];
+            }
+            (name.clone(), dmax / rmax.max(1e-30), (d2 / r2.max(1e-60)).sqrt())
+        })
+        .collect()
+}
+
+fn check_against_cpu(cfg: GptConfig, b: usize, t: usize, dtype: Dtype, tol_loss: f64, tol_grad: f64) {
+    let Some(gpu) = gpu() else { return };
+    let model = Gpt::new(cfg).unwrap();
+    let p64 = weights(&model, 7);
+    let p32: Vec<f32> = p64.iter().map(|&x| x as f32).collect();
+    let (x, y) = batch(model.config.vocab_size, b * t, 11);
+    let (cpu_loss, cpu_grads) = cpu_reference(&model, &p64, &x, &y, t);
+    let mut g = GpuModel::new(gpu, dtype, model.config.clone(), &p32, Some(adam_state(&model))).unwrap();
+    g.zero_grads().unwrap();
+    let loss = g.accumulate(&x, &y, t, 1.0, 1).unwrap();
+    let grads = g.grads().unwrap();
+    let rel = (loss - cpu_loss).abs() / cpu_loss.abs();
+    println!("{dtype:?} B={b} T={t}: loss gpu {loss:.7} cpu {cpu_loss:.7} rel {rel:.2e}");
+    assert!(rel < tol_loss, "loss {loss} vs {cpu_loss}");
+    let mut worst = (String::new(), 0.0f64);
+    for (name, max_rel, l2) in errors(&model, &grads, &cpu_grads) {
+        let e = if dtype == Dtype::F32 { max_rel } else { l2 };
+        if e > worst.1 {
+            worst = (name.clone(), e);
+        }
+        assert!(e < tol_grad, "{name}: gradient error {e:.3e} (max-rel {max_rel:.2e}, l2 {l2:.2e})");
+    }
+    println!("  worst gradient: {} {:.2e}", worst.0, worst.1);
+    // Evaluation (no gradients) gives the same loss; the last position's logits match too.
+    let eval = g.loss(&x, &y, t).unwrap();
+    assert!((eval - loss).abs() <= 1e-6 * loss.abs(), "eval {eval} vs train {loss}");
+}
+
+#[test]
+fn fp32_loss_and_every_gradient_match_the_cpu_head_size_16() {
+    // Odd T (not a multiple of the attention tile), vocab padded 67 → 128.
+    check_against_cpu(config(2, 4, 64, 48, 67), 3, 37, Dtype::F32, 1e-5, 1e-4);
+}
+
+#[test]
+fn fp32_loss_and_every_gradient_match_the_cpu_head_size_64() {
+    // T crosses the 64-row attention tile; two query/key blocks.
+    check_against_cpu(config(2, 2, 128, 96, 50), 2, 93, Dtype::F32, 1e-5, 1e-4);
+}
+
+#[test]
+fn fp32_every_head_size() {
+    for (nh, c) in [(3, 24), (2, 64), (2, 256)] {
+        check_against_cpu(config(1, nh, c, 80, 40), 2, 71, Dtype::F32, 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn bf16_loss_and_gradients_within_bf16_tolerance() {
+    check_against_cpu(config(2, 2, 128, 96, 50), 2, 93, Dtype::Bf16, 1e-2, 3e-2);
+}
+
+#[test]
+fn last_logits_match_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let model = Gpt::new(config(2, 2, 64, 40, 45)).unwrap();
+    let p64 = weights(&model, 3);
+    let p32: Vec<f32> = p64.iter().map(|&x| x as f32).collect();
+    let (x, _) = batch(45, 2 * 29, 5);
+    let mut g = GpuModel::new(gpu, Dtype::F32, model.config.clone(), &p32, None).unwrap();
+    let got = g.last_logits(&x, 29).unwrap();
+    let mut tape = Tape::new(Level::Naive).unwrap();
+    tape.reset(false);
+    let mut rng = Rng64::seed_from_u64(0);
+    let logits = model.forward(&mut tape, &p64, &x, 29, true, &mut rng);
+    let want = tape.value(logits);
+    let vp = model.config.padded_vocab_size;
+    for r in 0..2 {
+        for j in 0..45 {
+            let (a, b) = (got[r * 45 + j] as f64, want[r * vp + j]);
+            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "row {r} col {j}: {a} vs {b}");
+        }
+    }
+}
+
+/// With dropout, the gradient is that of the loss with the same masks (fixed seed): checked
+/// against a central difference along a random direction (f32, so a loose 2%).
+#[test]
+fn dropout_gradient_matches_a_directional_difference() {
+    let Some(gpu) = gpu() else { return };
+    let mut cfg = config(2, 2, 64, 40, 45);
+    cfg.dropout = 0.3;
+    let model = Gpt::new(cfg).unwrap();
+    let p: Vec<f32> = weights(&model, 9).iter().map(|&x| x as f32).collect();
+    let (x, y) = batch(45, 2 * 33, 8);
+    let mut g = GpuModel::new(gpu, Dtype::F32, model.config.clone(), &p, Some(adam_state(&model))).unwrap();
+    g.zero_grads().unwrap();
+    let l0 = g.accumulate(&x, &y, 33, 1.0, 42).unwrap();
+    let grads = g.grads().unwrap();
+    let mut rng = Rng64::seed_from_u64(1);
+    let dir: Vec<f32> = (0..p.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let analytic: f64 = grads.iter().zip(&dir).map(|(&a, &b)| a as f64 * b as f64).sum();
+    let eps = 1e-3f32;
+    let at = |s: f32| {
+        let q: Vec<f32> = p.iter().zip(&dir).map(|(&a, &d)| a + s * d).collect();
+        let mut h = GpuModel::new(ferrogpt_cuda::Gpu::new(0).unwrap(), Dtype::F32, model.config.clone(), &q, Some(adam_state(&model))).unwrap();
+        h.zero_grads().unwrap();
+        h.accumulate(&x, &y, 33, 1.0, 42).unwrap()
+    };
+    let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+    println!("dropout: loss {l0:.5}, directional derivative analytic {analytic:.5} numeric {numeric:.5}");
+    assert!((analytic - numeric).abs() < 0.02 * analytic.abs().max(1e-3), "{analytic} vs {numeric}");
+    // Dropout changes the loss, and the same seed gives the same loss.
+    let mut same = GpuModel::new(ferrogpt_cuda::Gpu::new(0).unwrap(), Dtype::F32, model.config.clone(), &p, Some(adam_state(&model))).unwrap();
+    same.zero_grads().unwrap();
+    assert_eq!(same.accumulate(&x, &y, 33, 1.0, 42).unwrap(), l0);
+    assert_ne!(g.loss(&x, &y, 33).unwrap(), l0);
+}
+
+/// Ten AdamW steps on the GPU give the CPU optimizer's losses (fp32, same batches).
+#[test]
+fn ten_adamw_steps_match_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let model = Gpt::new(config(2, 4, 64, 32, 50)).unwrap();
+    let p64 = weights(&model, 4);
+    let mut cpu: Vec<f64> = p64.clone();
+    let p32: Vec<f32> = p64.iter().map(|&x| x as f32).collect();
+    let mut g = GpuModel::new(gpu, Dtype::F32, model.config.clone(), &p32, Some(adam_state(&model))).unwrap();
+    let u = Update { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, momentum: 0.0 };
+    let decay = model.layout.decay_mask();
+    let (mut m, mut v) = (vec![0.0f64; cpu.len()], vec![0.0f64; cpu.len()]);
+    for step in 1..=10 {
+        let (x, y) = batch(50, 4 * 32, 100 + step);
+        let (cl, cg) = cpu_reference(&model, &cpu, &x, &y, 32);
+        g.zero_grads().unwrap();
+        let gl = g.accumulate(&x, &y, 32, 1.0, 0).unwrap();
+        let norm = g.grad_norm().unwrap();
+        let cnorm = cg.iter().map(|x| x * x).sum::<f64>().sqrt();
+        println!("step {step}: loss gpu {gl:.6} cpu {cl:.6}; norm gpu {norm:.6} cpu {cnorm:.6}");
+        assert!((gl - cl).abs() < 1e-4 * cl, "step {step}: {gl} vs {cl}");
+        assert!((norm - cnorm).abs() < 1e-4 * cnorm, "step {step}: norm {norm} vs {cnorm}");
+        // Clip at 1.0 (PyTorch's rule) on both sides.
+        let clip = if cnorm > 1.0 { 1.0 / (cnorm + 1e-6) } else { 1.0 };
+        let gclip = if norm > 1.0 { 1.0 / (norm + 1e-6) } else { 1.0 };
+        g.update(&u, gclip as f32).unwrap();
+        let (bc1, bc2) = (1.0 - u.beta1.powi(step as i32), 1.0 - u.beta2.powi(step as i32));
+        for i in 0..cpu.len() {
+            let gi = cg[i] * clip;
+            m[i] = u.beta1 * m[i] + (1.0 - u.beta1) * gi;
+            v[i] = u.beta2 * v[i] + (1.0 - u.beta2) * gi * gi;
+            let wd = if decay[i] { u.lr * u.weight_decay } else { 0.0 };
+            cpu[i] -= wd * cpu[i] + u.lr / bc1 * m[i] / ((v[i] / bc2).sqrt() + u.eps);
+        }
+    }
+    // Elementwise, Adam's m/sqrt(v) amplifies f32-vs-f64 noise where a gradient is near zero
+    // (an update of up to lr either way), so compare the parameter vectors as a whole.
+    let p = g.params().unwrap();
+    let worst = p.iter().zip(&cpu).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+    let d2: f64 = p.iter().zip(&cpu).map(|(&a, &b)| (a as f64 - b).powi(2)).sum();
+    let n2: f64 = cpu.iter().map(|b| b * b).sum();
+    let rel = (d2 / n2).sqrt();
+    println!("after 10 steps: relative L2 parameter difference {rel:.2e}, largest element {worst:.2e}");
+    assert!(rel < 1e-4, "{rel}");
+}
