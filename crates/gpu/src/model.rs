@@ -12,9 +12,9 @@
 //! deterministic embedding backward) in, one f32 loss out. Gradient norms: one f32 out.
 
 use cudarc::driver::CudaSlice;
+use ferrogpt_core::Param;
 use ferrogpt_cuda::{CudaError, Gpu};
 use ferrogpt_model::{GptConfig, ParamLayout};
-use ferrogpt_core::Param;
 
 use crate::raw::{Arg, Dev, Mat, HEAD_SIZES};
 use crate::Dtype;
@@ -132,7 +132,10 @@ impl Acts {
             })
             .collect();
         let mut acts = Acts {
-            buf: Buf { _mem: dev.alloc(0)?.0, ptr: 0 },
+            buf: Buf {
+                _mem: dev.alloc(0)?.0,
+                ptr: 0,
+            },
             cap,
             layers,
             x0: a.take(n * c, x),
@@ -161,11 +164,11 @@ impl Acts {
 
 /// Gradients and optimizer state (training only).
 struct TrainState {
-    grads: Buf,   // (P) f32
-    m: Buf,       // (P) f32
-    v: Buf,       // (P) f32, AdamW only
-    decay: Buf,   // (P/32) u32 bits: weight decay applies
-    scal: Buf,    // (NORM_BLOCKS + 8) f32 scratch for reductions
+    grads: Buf, // (P) f32
+    m: Buf,     // (P) f32
+    v: Buf,     // (P) f32, AdamW only
+    decay: Buf, // (P/32) u32 bits: weight decay applies
+    scal: Buf,  // (NORM_BLOCKS + 8) f32 scratch for reductions
     kind: OptKind,
     t: u64,
 }
@@ -180,6 +183,7 @@ pub struct GpuModel {
     train: Option<TrainState>,
     acts: Option<Acts>,
     out: Buf, // 8 f32: results read back by the host
+    tc_attention: bool,
 }
 
 /// The optimizer state of a run, to start or resume from (host copies).
@@ -231,13 +235,20 @@ impl GpuModel {
             None
         } else {
             let px = Buf::new(&dev, n * dtype.size())?;
-            dev.launch_n("to_floatx", n, &[Arg::P(px.ptr), Arg::P(p.ptr), Arg::U(n as u64)])?;
+            dev.launch_n(
+                "to_floatx",
+                n,
+                &[Arg::P(px.ptr), Arg::P(p.ptr), Arg::U(n as u64)],
+            )?;
             Some(px)
         };
         let train = match opt {
             None => None,
             Some(o) => {
-                if o.m.len() != n || (o.kind == OptKind::AdamW && o.v.len() != n) || o.decay.len() != n {
+                if o.m.len() != n
+                    || (o.kind == OptKind::AdamW && o.v.len() != n)
+                    || o.decay.len() != n
+                {
                     return Err(CudaError::Shape(format!(
                         "optimizer state of {}/{} values for {n} parameters",
                         o.m.len(),
@@ -260,11 +271,32 @@ impl GpuModel {
                 let decay = Buf::new(&dev, bits.len() * 4)?;
                 dev.htod(decay.ptr, &bits)?;
                 let scal = Buf::new(&dev, (NORM_BLOCKS + 8) * 4)?;
-                Some(TrainState { grads, m, v, decay, scal, kind: o.kind, t: o.t })
+                Some(TrainState {
+                    grads,
+                    m,
+                    v,
+                    decay,
+                    scal,
+                    kind: o.kind,
+                    t: o.t,
+                })
             }
         };
         let out = Buf::new(&dev, 64)?;
-        Ok(GpuModel { dev, config, layout, params: p, params_x, train, acts: None, out })
+        let tc_attention = dtype == Dtype::Bf16
+            && config.head_size() == 64
+            && std::env::var("FERROGPT_ATTENTION").map_or(true, |v| v != "cuda-core");
+        Ok(GpuModel {
+            dev,
+            config,
+            layout,
+            params: p,
+            params_x,
+            train,
+            acts: None,
+            out,
+            tc_attention,
+        })
     }
 
     /// "NVIDIA H100 80GB HBM3 (bf16)".
@@ -274,6 +306,27 @@ impl GpuModel {
 
     pub fn dtype(&self) -> Dtype {
         self.dev.dtype
+    }
+
+    /// Whether attention runs on the tensor cores: bf16 with head size 64, unless
+    /// `FERROGPT_ATTENTION=cuda-core` asks for the f32 CUDA-core kernels (the tests compare both).
+    pub fn tensor_core_attention(&self) -> bool {
+        self.tc_attention
+    }
+
+    /// Runs attention on the f32 CUDA-core kernels even where the tensor-core ones apply.
+    pub fn use_cuda_core_attention(&mut self) {
+        self.tc_attention = false;
+    }
+
+    /// The attention kernel's name and block size: `tc` on the tensor cores, else `base_HS`.
+    fn attention_kernel(&self, base: &str, tc: &str) -> (String, usize) {
+        let hs = self.config.head_size();
+        if self.tensor_core_attention() {
+            (tc.to_string(), 128)
+        } else {
+            (format!("{base}_{hs}"), FA_ROWS * (hs / hs.min(16)))
+        }
     }
 
     /// Address of parameter `p` in the working copy (floatX).
@@ -298,7 +351,12 @@ impl GpuModel {
 
     /// Uploads tokens and targets (B·T ids, row-major (B, T)) and, for the embedding backward,
     /// the positions sorted by token.
-    fn upload_batch(&self, a: &Acts, tokens: &[u32], targets: Option<&[u32]>) -> Result<usize, CudaError> {
+    fn upload_batch(
+        &self,
+        a: &Acts,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+    ) -> Result<usize, CudaError> {
         let n = tokens.len();
         let mut ints: Vec<i32> = Vec::with_capacity(5 * n + 1);
         ints.extend(tokens.iter().map(|&x| x as i32));
@@ -352,13 +410,20 @@ impl GpuModel {
         let l = &self.layout;
         let (b, c, nh) = (n / t, cfg.n_embd, cfg.n_head);
         let (vp, v) = (cfg.padded_vocab_size, cfg.vocab_size);
-        let hs = c / nh;
         let nc = n * c;
         let u = self.upload_batch(a, tokens, targets)?;
         let tok = a.p(a.ints);
         let _ = u;
-        let x = |off: usize| Mat { ptr: a.p(off), f32: false, t: false };
-        let wm = |prm: Param, tr: bool| Mat { ptr: self.w(prm), f32: false, t: tr };
+        let x = |off: usize| Mat {
+            ptr: a.p(off),
+            f32: false,
+            t: false,
+        };
+        let wm = |prm: Param, tr: bool| Mat {
+            ptr: self.w(prm),
+            f32: false,
+            t: tr,
+        };
         let ln_grid = n.div_ceil(8);
         d.launch_n(
             "encoder_forward",
@@ -393,11 +458,20 @@ impl GpuModel {
                     Arg::I(c),
                 ],
             )?;
-            self.linear(x(la.qkv), x(la.ln1), blk.attn_w, Some(blk.attn_b), n, c, 3 * c)?;
+            self.linear(
+                x(la.qkv),
+                x(la.ln1),
+                blk.attn_w,
+                Some(blk.attn_b),
+                n,
+                c,
+                3 * c,
+            )?;
+            let (name, threads) = self.attention_kernel("flash_forward", "flash_tc_forward");
             d.launch(
-                &format!("flash_forward_{hs}"),
+                &name,
                 (t.div_ceil(FA_ROWS), b * nh),
-                FA_ROWS * (hs / hs.min(16)),
+                threads,
                 &[
                     Arg::P(a.p(la.atty)),
                     Arg::P(a.p(la.lse)),
@@ -408,7 +482,15 @@ impl GpuModel {
                     Arg::U(seed_of(seed, site)),
                 ],
             )?;
-            self.linear(x(a.proj), x(la.atty), blk.attn_proj_w, Some(blk.attn_proj_b), n, c, c)?;
+            self.linear(
+                x(a.proj),
+                x(la.atty),
+                blk.attn_proj_w,
+                Some(blk.attn_proj_b),
+                n,
+                c,
+                c,
+            )?;
             d.launch_n(
                 "residual_forward",
                 nc,
@@ -440,9 +522,21 @@ impl GpuModel {
             d.launch_n(
                 "gelu_forward",
                 4 * nc,
-                &[Arg::P(a.p(la.fch_gelu)), Arg::P(a.p(la.fch)), Arg::U(4 * nc as u64)],
+                &[
+                    Arg::P(a.p(la.fch_gelu)),
+                    Arg::P(a.p(la.fch)),
+                    Arg::U(4 * nc as u64),
+                ],
             )?;
-            self.linear(x(a.proj), x(la.fch_gelu), blk.fc_proj_w, Some(blk.fc_proj_b), n, 4 * c, c)?;
+            self.linear(
+                x(a.proj),
+                x(la.fch_gelu),
+                blk.fc_proj_w,
+                Some(blk.fc_proj_b),
+                n,
+                4 * c,
+                c,
+            )?;
             d.launch_n(
                 "residual_forward",
                 nc,
@@ -504,8 +598,21 @@ impl GpuModel {
 
     /// out (N, OC) = inp (N, IC) · W (IC, OC) + bias
     #[allow(clippy::too_many_arguments)]
-    fn linear(&self, out: Mat, inp: Mat, w: Param, bias: Option<Param>, n: usize, ic: usize, oc: usize) -> Result<(), CudaError> {
-        let wm = Mat { ptr: self.w(w), f32: false, t: false };
+    fn linear(
+        &self,
+        out: Mat,
+        inp: Mat,
+        w: Param,
+        bias: Option<Param>,
+        n: usize,
+        ic: usize,
+        oc: usize,
+    ) -> Result<(), CudaError> {
+        let wm = Mat {
+            ptr: self.w(w),
+            f32: false,
+            t: false,
+        };
         self.dev.gemm(out, inp, wm, n, oc, ic, 0.0)?;
         if let Some(bp) = bias {
             self.dev.launch_n(
@@ -532,8 +639,24 @@ impl GpuModel {
         oc: usize,
     ) -> Result<(), CudaError> {
         let d = &self.dev;
-        d.gemm(dinp, dout, Mat { ptr: self.w(w), f32: false, t: true }, n, ic, oc, 0.0)?;
-        let dw = Mat { ptr: self.g(w), f32: true, t: false };
+        d.gemm(
+            dinp,
+            dout,
+            Mat {
+                ptr: self.w(w),
+                f32: false,
+                t: true,
+            },
+            n,
+            ic,
+            oc,
+            0.0,
+        )?;
+        let dw = Mat {
+            ptr: self.g(w),
+            f32: true,
+            t: false,
+        };
         d.gemm(dw, Mat { t: true, ..inp }, dout, ic, oc, n, 1.0)?;
         if let Some(bp) = bias {
             self.col_sums(self.g(bp), None, dout.ptr, 0, 0, 0, n, oc)?;
@@ -576,7 +699,12 @@ impl GpuModel {
             ],
         )?;
         let red = |dst: u64, src: u64| {
-            d.launch("reduce_partials", (c.div_ceil(256), 1), 256, &[Arg::P(dst), Arg::P(src), Arg::I(parts), Arg::I(c)])
+            d.launch(
+                "reduce_partials",
+                (c.div_ceil(256), 1),
+                256,
+                &[Arg::P(dst), Arg::P(src), Arg::I(parts), Arg::I(c)],
+            )
         };
         red(db, part)?;
         if let Some(dw) = dw {
@@ -630,11 +758,16 @@ impl GpuModel {
         seed: u64,
     ) -> Result<f64, CudaError> {
         if self.train.is_none() {
-            return Err(CudaError::Shape("this model was opened for inference only".into()));
+            return Err(CudaError::Shape(
+                "this model was opened for inference only".into(),
+            ));
         }
         let n = tokens.len();
         if targets.len() != n {
-            return Err(CudaError::Shape(format!("{} targets for {n} tokens", targets.len())));
+            return Err(CudaError::Shape(format!(
+                "{} targets for {n} tokens",
+                targets.len()
+            )));
         }
         let p = self.config.dropout as f32;
         let (sum, u) = self.forward(tokens, Some(targets), t, p, seed, scale / n as f32)?;
@@ -649,15 +782,53 @@ impl GpuModel {
         let l = &self.layout;
         let (b, c, nh) = (n / t, cfg.n_embd, cfg.n_head);
         let vp = cfg.padded_vocab_size;
-        let hs = c / nh;
         let nc = n * c;
-        let x = |off: usize| Mat { ptr: a.p(off), f32: false, t: false };
+        let x = |off: usize| Mat {
+            ptr: a.p(off),
+            f32: false,
+            t: false,
+        };
         // LM head: dlnf (N, C) = dlogits · wte; dwte += dlogitsᵀ · lnf.
-        d.gemm(x(a.dln), x(a.logits), Mat { ptr: self.w(l.wte), f32: false, t: false }, n, c, vp, 0.0)?;
-        d.gemm(Mat { ptr: self.g(l.wte), f32: true, t: false }, Mat { t: true, ..x(a.logits) }, x(a.lnf), vp, c, n, 1.0)?;
+        d.gemm(
+            x(a.dln),
+            x(a.logits),
+            Mat {
+                ptr: self.w(l.wte),
+                f32: false,
+                t: false,
+            },
+            n,
+            c,
+            vp,
+            0.0,
+        )?;
+        d.gemm(
+            Mat {
+                ptr: self.g(l.wte),
+                f32: true,
+                t: false,
+            },
+            Mat {
+                t: true,
+                ..x(a.logits)
+            },
+            x(a.lnf),
+            vp,
+            c,
+            n,
+            1.0,
+        )?;
         let last = a.layers.last().map_or(a.x0, |la| la.res3);
         self.layernorm_backward(
-            a.p(a.dres), a.p(a.dln), a.p(last), l.ln_f_w, l.ln_f_b, a.p(a.lnf_mean), a.p(a.lnf_rstd), n, false,
+            a.p(a.dres),
+            a.p(a.dln),
+            a.p(last),
+            l.ln_f_w,
+            l.ln_f_b,
+            a.p(a.lnf_mean),
+            a.p(a.lnf_rstd),
+            n,
+            false,
         )?;
         // dres holds ∂loss/∂(residual stream) from here on.
         let drop = |dst: usize, site: u64| -> Result<usize, CudaError> {
@@ -667,7 +838,13 @@ impl GpuModel {
             d.launch_n(
                 "dropout_backward",
                 nc,
-                &[Arg::P(a.p(dst)), Arg::P(a.p(a.dres)), Arg::U(nc as u64), Arg::F(p), Arg::U(seed_of(seed, site))],
+                &[
+                    Arg::P(a.p(dst)),
+                    Arg::P(a.p(a.dres)),
+                    Arg::U(nc as u64),
+                    Arg::F(p),
+                    Arg::U(seed_of(seed, site)),
+                ],
             )?;
             Ok(dst)
         };
@@ -676,31 +853,122 @@ impl GpuModel {
             let resid = if li == 0 { a.x0 } else { a.layers[li - 1].res3 };
             // MLP: res3 = res2 + drop(fcproj(gelu(fc(ln2(res2)))))
             let dproj = drop(a.dtmp, site + 2)?;
-            self.linear_backward(x(a.d4c), x(dproj), x(la.fch_gelu), blk.fc_proj_w, Some(blk.fc_proj_b), n, 4 * c, c)?;
+            self.linear_backward(
+                x(a.d4c),
+                x(dproj),
+                x(la.fch_gelu),
+                blk.fc_proj_w,
+                Some(blk.fc_proj_b),
+                n,
+                4 * c,
+                c,
+            )?;
             d.launch_n(
                 "gelu_backward",
                 4 * nc,
-                &[Arg::P(a.p(a.d4c)), Arg::P(a.p(la.fch)), Arg::P(a.p(a.d4c)), Arg::U(4 * nc as u64)],
+                &[
+                    Arg::P(a.p(a.d4c)),
+                    Arg::P(a.p(la.fch)),
+                    Arg::P(a.p(a.d4c)),
+                    Arg::U(4 * nc as u64),
+                ],
             )?;
-            self.linear_backward(x(a.dln), x(a.d4c), x(la.ln2), blk.fc_w, Some(blk.fc_b), n, c, 4 * c)?;
+            self.linear_backward(
+                x(a.dln),
+                x(a.d4c),
+                x(la.ln2),
+                blk.fc_w,
+                Some(blk.fc_b),
+                n,
+                c,
+                4 * c,
+            )?;
             self.layernorm_backward(
-                a.p(a.dres), a.p(a.dln), a.p(la.res2), blk.ln_2_w, blk.ln_2_b, a.p(la.ln2_mean), a.p(la.ln2_rstd), n, true,
+                a.p(a.dres),
+                a.p(a.dln),
+                a.p(la.res2),
+                blk.ln_2_w,
+                blk.ln_2_b,
+                a.p(la.ln2_mean),
+                a.p(la.ln2_rstd),
+                n,
+                true,
             )?;
             // Attention: res2 = resid + drop(proj(attn(qkv(ln1(resid)))))
             let dproj = drop(a.dtmp, site + 1)?;
-            self.linear_backward(x(a.dln), x(dproj), x(la.atty), blk.attn_proj_w, Some(blk.attn_proj_b), n, c, c)?;
+            self.linear_backward(
+                x(a.dln),
+                x(dproj),
+                x(la.atty),
+                blk.attn_proj_w,
+                Some(blk.attn_proj_b),
+                n,
+                c,
+                c,
+            )?;
             let grid = (t.div_ceil(FA_ROWS), b * nh);
-            let threads = FA_ROWS * (hs / hs.min(16));
             let aseed = Arg::U(seed_of(seed, site));
+            let (dq, threads) = self.attention_kernel("flash_backward_dq", "flash_tc_backward_dq");
+            if self.tensor_core_attention() {
+                // D = rowsum(dout ∘ out) first; the tensor-core dq kernel reads it.
+                d.launch_n(
+                    "flash_tc_delta",
+                    n * nh,
+                    &[
+                        Arg::P(a.p(a.delta)),
+                        Arg::P(a.p(a.dln)),
+                        Arg::P(a.p(la.atty)),
+                        Arg::I(n),
+                        Arg::I(t),
+                        Arg::I(nh),
+                    ],
+                )?;
+                d.launch(
+                    &dq,
+                    grid,
+                    threads,
+                    &[
+                        Arg::P(a.p(a.dqkv)),
+                        Arg::P(a.p(a.delta)),
+                        Arg::P(a.p(a.dln)),
+                        Arg::P(a.p(la.qkv)),
+                        Arg::P(a.p(la.lse)),
+                        Arg::I(t),
+                        Arg::I(nh),
+                        Arg::F(p),
+                        aseed,
+                    ],
+                )?;
+            } else {
+                // This dq kernel also writes D.
+                d.launch(
+                    &dq,
+                    grid,
+                    threads,
+                    &[
+                        Arg::P(a.p(a.dqkv)),
+                        Arg::P(a.p(a.delta)),
+                        Arg::P(a.p(a.dln)),
+                        Arg::P(a.p(la.atty)),
+                        Arg::P(a.p(la.qkv)),
+                        Arg::P(a.p(la.lse)),
+                        Arg::I(t),
+                        Arg::I(nh),
+                        Arg::F(p),
+                        aseed,
+                    ],
+                )?;
+            }
             d.launch(
-                &format!("flash_backward_dq_{hs}"),
+                &self
+                    .attention_kernel("flash_backward_dkdv", "flash_tc_backward_dkdv")
+                    .0,
                 grid,
                 threads,
                 &[
                     Arg::P(a.p(a.dqkv)),
                     Arg::P(a.p(a.delta)),
                     Arg::P(a.p(a.dln)),
-                    Arg::P(a.p(la.atty)),
                     Arg::P(a.p(la.qkv)),
                     Arg::P(a.p(la.lse)),
                     Arg::I(t),
@@ -709,25 +977,26 @@ impl GpuModel {
                     aseed,
                 ],
             )?;
-            d.launch(
-                &format!("flash_backward_dkdv_{hs}"),
-                grid,
-                threads,
-                &[
-                    Arg::P(a.p(a.dqkv)),
-                    Arg::P(a.p(a.delta)),
-                    Arg::P(a.p(a.dln)),
-                    Arg::P(a.p(la.qkv)),
-                    Arg::P(a.p(la.lse)),
-                    Arg::I(t),
-                    Arg::I(nh),
-                    Arg::F(p),
-                    aseed,
-                ],
+            self.linear_backward(
+                x(a.dln),
+                x(a.dqkv),
+                x(la.ln1),
+                blk.attn_w,
+                Some(blk.attn_b),
+                n,
+                c,
+                3 * c,
             )?;
-            self.linear_backward(x(a.dln), x(a.dqkv), x(la.ln1), blk.attn_w, Some(blk.attn_b), n, c, 3 * c)?;
             self.layernorm_backward(
-                a.p(a.dres), a.p(a.dln), a.p(resid), blk.ln_1_w, blk.ln_1_b, a.p(la.ln1_mean), a.p(la.ln1_rstd), n, true,
+                a.p(a.dres),
+                a.p(a.dln),
+                a.p(resid),
+                blk.ln_1_w,
+                blk.ln_1_b,
+                a.p(la.ln1_mean),
+                a.p(la.ln1_rstd),
+                n,
+                true,
             )?;
         }
         // Embeddings: x0 = drop(wte[tok] + wpe[t]).
@@ -754,27 +1023,54 @@ impl GpuModel {
         d.launch_n(
             "encoder_backward_wpe",
             t * c,
-            &[Arg::P(self.g(l.wpe)), Arg::P(a.p(a.dres)), Arg::I(b), Arg::I(t), Arg::I(c), Arg::F(p), eseed],
+            &[
+                Arg::P(self.g(l.wpe)),
+                Arg::P(a.p(a.dres)),
+                Arg::I(b),
+                Arg::I(t),
+                Arg::I(c),
+                Arg::F(p),
+                eseed,
+            ],
         )
     }
 
     /// Sets the gradients to zero.
     pub fn zero_grads(&self) -> Result<(), CudaError> {
-        let t = self.train.as_ref().ok_or_else(|| CudaError::Shape("inference only".into()))?;
+        let t = self
+            .train
+            .as_ref()
+            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
         self.dev.zero(t.grads.ptr, self.layout.total * 4)
     }
 
     /// The global L2 norm of the gradients (deterministic two-stage sum).
     pub fn grad_norm(&self) -> Result<f64, CudaError> {
-        let t = self.train.as_ref().ok_or_else(|| CudaError::Shape("inference only".into()))?;
+        let t = self
+            .train
+            .as_ref()
+            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
         let d = &self.dev;
         d.launch(
             "sumsq_partial",
             (NORM_BLOCKS, 1),
             256,
-            &[Arg::P(t.scal.ptr), Arg::P(t.grads.ptr), Arg::U(self.layout.total as u64)],
+            &[
+                Arg::P(t.scal.ptr),
+                Arg::P(t.grads.ptr),
+                Arg::U(self.layout.total as u64),
+            ],
         )?;
-        d.launch("sum_final", (1, 1), 1024, &[Arg::P(self.out.ptr), Arg::P(t.scal.ptr), Arg::I(NORM_BLOCKS)])?;
+        d.launch(
+            "sum_final",
+            (1, 1),
+            1024,
+            &[
+                Arg::P(self.out.ptr),
+                Arg::P(t.scal.ptr),
+                Arg::I(NORM_BLOCKS),
+            ],
+        )?;
         let mut s = [0f32];
         d.dtoh(&mut s, self.out.ptr)?;
         Ok((s[0] as f64).sqrt())
@@ -785,7 +1081,10 @@ impl GpuModel {
         let px = self.params_x.as_ref().map(|b| b.ptr);
         let (pp, n) = (self.params.ptr, self.layout.total);
         let d = &self.dev;
-        let t = self.train.as_mut().ok_or_else(|| CudaError::Shape("inference only".into()))?;
+        let t = self
+            .train
+            .as_mut()
+            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
         t.t += 1;
         let write_x = Arg::I(px.is_some() as usize);
         let px = Arg::P(px.unwrap_or(pp));
@@ -845,7 +1144,11 @@ impl GpuModel {
     pub fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, CudaError> {
         self.forward(tokens, None, t, 0.0, 0, 0.0)?;
         let a = self.acts.as_ref().expect("forward ran");
-        let (vp, v, xs) = (self.config.padded_vocab_size, self.config.vocab_size, self.dev.dtype.size());
+        let (vp, v, xs) = (
+            self.config.padded_vocab_size,
+            self.config.vocab_size,
+            self.dev.dtype.size(),
+        );
         let b = tokens.len() / t;
         let mut out = Vec::with_capacity(b * v);
         for r in 0..b {
@@ -875,7 +1178,10 @@ impl GpuModel {
 
     /// Host copy of the gradients (for tests).
     pub fn grads(&self) -> Result<Vec<f32>, CudaError> {
-        let t = self.train.as_ref().ok_or_else(|| CudaError::Shape("inference only".into()))?;
+        let t = self
+            .train
+            .as_ref()
+            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
         let mut h = vec![0f32; self.layout.total];
         self.dev.dtoh(&mut h, t.grads.ptr)?;
         Ok(h)
@@ -883,7 +1189,10 @@ impl GpuModel {
 
     /// Host copy of the optimizer state: (m, v, steps). v is empty for SGD.
     pub fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>, u64), CudaError> {
-        let t = self.train.as_ref().ok_or_else(|| CudaError::Shape("inference only".into()))?;
+        let t = self
+            .train
+            .as_ref()
+            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
         let n = self.layout.total;
         let mut m = vec![0f32; n];
         self.dev.dtoh(&mut m, t.m.ptr)?;
@@ -893,6 +1202,16 @@ impl GpuModel {
             self.dev.dtoh(&mut v, t.v.ptr)?;
         }
         Ok((m, v, t.t))
+    }
+
+    /// Per-kernel times under `FERROGPT_GPU_PROFILE=1`: (name, seconds, calls), longest first.
+    pub fn profile(&self) -> Vec<(String, f64, u64)> {
+        self.dev.profile()
+    }
+
+    /// Forgets the profile so far.
+    pub fn reset_profile(&self) {
+        self.dev.reset_profile()
     }
 
     /// Waits for the GPU (for timing).

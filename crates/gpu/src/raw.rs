@@ -5,13 +5,13 @@
 //!
 //! All work runs on the one stream of the [`Gpu`]; a host read ([`Dev::dtoh`]) waits for it.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
+use std::time::Instant;
 
-use cudarc::cublas::sys::{
-    cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType,
-};
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use cudarc::driver::{result, CudaFunction, CudaModule, CudaSlice};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use ferrogpt_cuda::{CudaError, Gpu};
@@ -19,11 +19,15 @@ use ferrogpt_cuda::{CudaError, Gpu};
 use crate::Dtype;
 
 /// The kernel sources, pasted after `common.cuh` into one NVRTC program per dtype.
-const SOURCES: [(&str, &str); 6] = [
+const SOURCES: [(&str, &str); 7] = [
     ("encoder.cu", include_str!("../kernels/encoder.cu")),
     ("layernorm.cu", include_str!("../kernels/layernorm.cu")),
     ("elementwise.cu", include_str!("../kernels/elementwise.cu")),
     ("attention.cu", include_str!("../kernels/attention.cu")),
+    (
+        "attention_tc.cu",
+        include_str!("../kernels/attention_tc.cu"),
+    ),
     ("softmax_ce.cu", include_str!("../kernels/softmax_ce.cu")),
     ("optimizer.cu", include_str!("../kernels/optimizer.cu")),
 ];
@@ -122,6 +126,9 @@ pub struct Dev {
     pub dtype: Dtype,
     _module: Arc<CudaModule>,
     funcs: HashMap<String, CudaFunction>,
+    /// `FERROGPT_GPU_PROFILE=1`: every launch is synchronised and timed, per name
+    /// (seconds, calls). Slows the run down; for finding where the time goes.
+    profile: Option<RefCell<HashMap<String, (f64, u64)>>>,
 }
 
 impl Dev {
@@ -133,6 +140,16 @@ impl Dev {
             .map_err(driver("loading the model's kernels"))?;
         let mut names: Vec<String> = KERNELS.iter().map(|s| s.to_string()).collect();
         names.push("sum_final".into());
+        if dtype == Dtype::Bf16 {
+            for k in [
+                "flash_tc_forward",
+                "flash_tc_delta",
+                "flash_tc_backward_dq",
+                "flash_tc_backward_dkdv",
+            ] {
+                names.push(k.into());
+            }
+        }
         for hs in HEAD_SIZES {
             for k in ["flash_forward", "flash_backward_dq", "flash_backward_dkdv"] {
                 names.push(format!("{k}_{hs}"));
@@ -145,12 +162,55 @@ impl Dev {
                 .map_err(driver("finding a kernel"))?;
             funcs.insert(n, f);
         }
+        let profile = std::env::var("FERROGPT_GPU_PROFILE")
+            .is_ok_and(|v| v == "1")
+            .then(|| RefCell::new(HashMap::new()));
         Ok(Dev {
             gpu,
             dtype,
             _module: module,
             funcs,
+            profile,
         })
+    }
+
+    /// Runs `f`, timing it under `name` when profiling.
+    fn timed(
+        &self,
+        name: &str,
+        f: impl FnOnce() -> Result<(), CudaError>,
+    ) -> Result<(), CudaError> {
+        let Some(p) = &self.profile else { return f() };
+        self.gpu.synchronize()?;
+        let t0 = Instant::now();
+        f()?;
+        self.gpu.synchronize()?;
+        let mut map = p.borrow_mut();
+        let e = map.entry(name.to_string()).or_insert((0.0, 0));
+        e.0 += t0.elapsed().as_secs_f64();
+        e.1 += 1;
+        Ok(())
+    }
+
+    /// The profile so far, (name, seconds, calls), longest first; empty unless profiling.
+    pub fn profile(&self) -> Vec<(String, f64, u64)> {
+        let Some(p) = &self.profile else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = p
+            .borrow()
+            .iter()
+            .map(|(k, &(s, n))| (k.clone(), s, n))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+
+    /// Forgets the profile so far (after warm-up).
+    pub fn reset_profile(&self) {
+        if let Some(p) = &self.profile {
+            p.borrow_mut().clear();
+        }
     }
 
     fn stream(&self) -> cudarc::driver::sys::CUstream {
@@ -183,19 +243,21 @@ impl Dev {
             .iter_mut()
             .map(|v| v as *mut u64 as *mut c_void)
             .collect();
-        // SAFETY: the argument list matches the kernel's signature (checked by the GPU tests
-        // against the CPU engine); addresses point into live buffers of the caller.
-        unsafe {
-            result::launch_kernel(
-                f.cu_function(),
-                (grid.0 as u32, grid.1 as u32, 1),
-                (block as u32, 1, 1),
-                0,
-                self.stream(),
-                &mut ptrs,
-            )
-        }
-        .map_err(driver(name))
+        self.timed(name, || {
+            // SAFETY: the argument list matches the kernel's signature (checked by the GPU
+            // tests against the CPU engine); addresses point into live buffers of the caller.
+            unsafe {
+                result::launch_kernel(
+                    f.cu_function(),
+                    (grid.0 as u32, grid.1 as u32, 1),
+                    (block as u32, 1, 1),
+                    0,
+                    self.stream(),
+                    &mut ptrs,
+                )
+            }
+            .map_err(driver(name))
+        })
     }
 
     /// A 1-D launch over n elements with a grid-stride kernel.
@@ -222,13 +284,15 @@ impl Dev {
     pub fn htod<T: Copy>(&self, dst: u64, src: &[T]) -> Result<(), CudaError> {
         // SAFETY: dst has room for src (the caller's buffer); the copy from pageable memory
         // completes before the call returns.
-        unsafe { result::memcpy_htod_async(dst, src, self.stream()) }.map_err(driver("copying to the device"))
+        unsafe { result::memcpy_htod_async(dst, src, self.stream()) }
+            .map_err(driver("copying to the device"))
     }
 
     /// Copies from the device address `src` into `dst`, waiting for the stream.
     pub fn dtoh<T: Copy>(&self, dst: &mut [T], src: u64) -> Result<(), CudaError> {
         // SAFETY: src holds at least dst.len() values (the caller's buffer).
-        unsafe { result::memcpy_dtoh_async(dst, src, self.stream()) }.map_err(driver("copying from the device"))?;
+        unsafe { result::memcpy_dtoh_async(dst, src, self.stream()) }
+            .map_err(driver("copying from the device"))?;
         self.gpu.synchronize()
     }
 
@@ -243,7 +307,16 @@ impl Dev {
     /// their `t` is set; all three contiguous. `f32` picks f32 storage, else the model's
     /// floatX (f32 or bf16).
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm(&self, c: Mat, a: Mat, b: Mat, m: usize, n: usize, k: usize, beta: f32) -> Result<(), CudaError> {
+    pub fn gemm(
+        &self,
+        c: Mat,
+        a: Mat,
+        b: Mat,
+        m: usize,
+        n: usize,
+        k: usize,
+        beta: f32,
+    ) -> Result<(), CudaError> {
         let ty = |x: &Mat| {
             if x.f32 || self.dtype == Dtype::F32 {
                 cudaDataType::CUDA_R_32F
@@ -263,34 +336,41 @@ impl Dev {
         let ldb = if b.t { k } else { n };
         let lda = if a.t { m } else { k };
         let alpha = 1.0f32;
-        // SAFETY: the addresses hold the stated shapes (the caller's buffers); alpha and beta
-        // live on the host for the call.
-        unsafe {
-            cudarc::cublas::result::gemm_ex(
-                self.gpu.blas_handle(),
-                op(b.t),
-                op(a.t),
-                n as i32,
-                m as i32,
-                k as i32,
-                &alpha as *const f32 as *const c_void,
-                b.ptr as *const c_void,
-                ty(&b),
-                ldb as i32,
-                a.ptr as *const c_void,
-                ty(&a),
-                lda as i32,
-                &beta as *const f32 as *const c_void,
-                c.ptr as *mut c_void,
-                ty(&c),
-                n as i32,
-                cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-        }
-        .map_err(|e| CudaError::Cublas {
-            during: "cublasGemmEx".into(),
-            message: e.to_string(),
+        let name = format!(
+            "gemm {m}x{n}x{k}{}{}",
+            if a.t { " At" } else { "" },
+            if b.t { " Bt" } else { "" }
+        );
+        self.timed(&name, || {
+            // SAFETY: the addresses hold the stated shapes (the caller's buffers); alpha and beta
+            // live on the host for the call.
+            unsafe {
+                cudarc::cublas::result::gemm_ex(
+                    self.gpu.blas_handle(),
+                    op(b.t),
+                    op(a.t),
+                    n as i32,
+                    m as i32,
+                    k as i32,
+                    &alpha as *const f32 as *const c_void,
+                    b.ptr as *const c_void,
+                    ty(&b),
+                    ldb as i32,
+                    a.ptr as *const c_void,
+                    ty(&a),
+                    lda as i32,
+                    &beta as *const f32 as *const c_void,
+                    c.ptr as *mut c_void,
+                    ty(&c),
+                    n as i32,
+                    cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .map_err(|e| CudaError::Cublas {
+                during: "cublasGemmEx".into(),
+                message: e.to_string(),
+            })
         })
     }
 }

@@ -13,8 +13,16 @@ fn kernels_compile_with_nvrtc() {
             }
             Err(e) => panic!("{e}"),
             Ok(ptx) => {
-                for k in ["flash_forward_64", "flash_backward_dkdv_128", "adamw", "softmax_ce"] {
-                    assert!(ptx.contains(&format!(".entry {k}")), "{k} missing from the PTX");
+                for k in [
+                    "flash_forward_64",
+                    "flash_backward_dkdv_128",
+                    "adamw",
+                    "softmax_ce",
+                ] {
+                    assert!(
+                        ptx.contains(&format!(".entry {k}")),
+                        "{k} missing from the PTX"
+                    );
                 }
                 if let Ok(dir) = std::env::var("FERROGPT_PTX_DIR") {
                     std::fs::write(format!("{dir}/gpt-{}.ptx", dtype.name()), &ptx).unwrap();

@@ -1,0 +1,121 @@
+//! Times the GPU model's training step by phase (forward + loss, backward, norm + AdamW) on
+//! random tokens: a profiling aid beside `ferrogpt bench train --device cuda`.
+//!
+//! cargo run --release -p ferrogpt-gpu --example gpu_step -- [gpt2|char] B T fp32|bf16 STEPS [cuda-core]
+
+use ferrogpt_gpu::{Dtype, GpuModel, OptKind, OptState, Update};
+use ferrogpt_model::{Gpt, GptConfig};
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let arg = |i: usize, d: &str| a.get(i).cloned().unwrap_or_else(|| d.to_string());
+    let cfg = match arg(1, "gpt2").as_str() {
+        "char" => GptConfig {
+            n_layer: 6,
+            n_head: 6,
+            n_embd: 384,
+            block_size: 256,
+            vocab_size: 65,
+            padded_vocab_size: 128,
+            dropout: 0.2,
+        },
+        _ => GptConfig::default(),
+    };
+    let b: usize = arg(2, "16").parse().unwrap();
+    let t: usize = arg(3, "1024").parse().unwrap();
+    let dtype = Dtype::parse(&arg(4, "bf16")).unwrap();
+    let steps: usize = arg(5, "10").parse().unwrap();
+    let model = Gpt::new(cfg.clone()).unwrap();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+    let params: Vec<f32> = model.layout.init(&cfg, &mut rng);
+    let n = model.layout.total;
+    let opt = OptState {
+        kind: OptKind::AdamW,
+        m: vec![0.0; n],
+        v: vec![0.0; n],
+        t: 0,
+        decay: model.layout.decay_mask(),
+    };
+    let gpu = ferrogpt_cuda::Gpu::new(0).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
+    let mut g = GpuModel::new(gpu, dtype, cfg.clone(), &params, Some(opt)).unwrap();
+    if arg(6, "") == "cuda-core" {
+        g.use_cuda_core_attention();
+    }
+    let u = Update {
+        lr: 1e-4,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        momentum: 0.0,
+    };
+    let (mut fw, mut tot) = (Vec::new(), Vec::new());
+    for s in 0..steps + 2 {
+        let x: Vec<u32> = (0..b * t)
+            .map(|_| rng.gen_range(0..cfg.vocab_size as u32))
+            .collect();
+        let y: Vec<u32> = (0..b * t)
+            .map(|_| rng.gen_range(0..cfg.vocab_size as u32))
+            .collect();
+        g.synchronize().unwrap();
+        let t0 = Instant::now();
+        let _ = g.loss(&x, &y, t).unwrap(); // forward only (synchronises on the loss)
+        let f = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        g.zero_grads().unwrap();
+        let loss = g.accumulate(&x, &y, t, 1.0, s as u64).unwrap();
+        let norm = g.grad_norm().unwrap();
+        g.update(&u, if norm > 1.0 { (1.0 / norm) as f32 } else { 1.0 })
+            .unwrap();
+        g.synchronize().unwrap();
+        let st = t1.elapsed().as_secs_f64();
+        if s == 1 {
+            g.reset_profile();
+        }
+        if s >= 2 {
+            fw.push(f);
+            tot.push(st);
+        }
+        eprintln!(
+            "step {s}: loss {loss:.4} norm {norm:.3} forward {:.2} ms, step {:.2} ms",
+            f * 1e3,
+            st * 1e3
+        );
+    }
+    let prof = g.profile();
+    if !prof.is_empty() {
+        let total: f64 = prof.iter().map(|p| p.1).sum();
+        let steps = steps as f64;
+        println!("profile (per step, each launch synchronised; forward-only pass included):");
+        for (name, sec, calls) in prof {
+            println!(
+                "  {:>8.3} ms {:>5.1}% {:>6} calls  {name}",
+                sec / steps * 1e3,
+                100.0 * sec / total,
+                calls / steps as u64
+            );
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (f, s) = (med(&mut fw), med(&mut tot));
+    let toks = (b * t) as f64;
+    let flops = cfg.flops_per_token(t) * toks;
+    println!(
+        "{} {:?} B={b} T={t}: step {:.2} ms ({:.0} tokens/s, {:.1} TFLOPS model), forward {:.2} ms, attention {}",
+        g.describe(),
+        arg(1, "gpt2"),
+        s * 1e3,
+        toks / s,
+        flops / s / 1e12,
+        f * 1e3,
+        if g.tensor_core_attention() { "tensor cores" } else { "CUDA cores" }
+    );
+}
