@@ -1,8 +1,9 @@
 //! `ferrogpt bench train`: the same training steps at each matmul level: median step time,
 //! tokens/s, model FLOPs/s and the speedup over the slowest level measured. The end-to-end
-//! version of the matmul table: whether a rung matters for training.
+//! version of the matmul table: whether a rung matters for training. With `--device cuda`, one
+//! row: the GPU engine (the levels are the CPU's).
 
-use crate::common::{resolve_data, set_threads};
+use crate::common::{engine_factory, resolve_data, set_threads, Device, DeviceArgs};
 use ferrogpt_core::Level;
 use ferrogpt_train::config::preset_or_err;
 use ferrogpt_train::data::{load_dataset, load_text};
@@ -35,10 +36,13 @@ pub struct BenchTrainArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(serde::Serialize)]
 struct Row {
+    /// The matmul level on the CPU; the engine's description on a GPU.
     level: String,
     preset: String,
     batch_size: usize,
@@ -53,6 +57,7 @@ struct Row {
 
 pub fn run(a: BenchTrainArgs) -> Result<(), String> {
     set_threads(a.threads)?;
+    let (device, _) = a.device.parse()?;
     let mut cfg = preset_or_err(&a.preset)?;
     if let Some(b) = a.batch_size {
         cfg.batch_size = b;
@@ -67,6 +72,8 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         return Err("--steps must be at least 1".into());
     }
     let levels: Vec<Level> = match &a.levels {
+        // Levels are the CPU engine's: a GPU engine runs once, its row named by the engine.
+        _ if device != Device::Cpu => vec![Level::fastest()],
         Some(s) => s
             .split(',')
             .map(|l| l.trim().parse::<Level>().map_err(|e| e.to_string()))
@@ -77,6 +84,14 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
             .filter(|l| *l != Level::Naive && l.available().is_ok())
             .collect(),
     };
+    // Every engine is checked to be available before the data is read.
+    let engines = levels
+        .into_iter()
+        .map(|level| {
+            level.available().map_err(|e| e.to_string())?;
+            Ok((level, engine_factory(level, &a.device)?))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let (tokenizer, data) = if cfg.tokenizer == "gpt2" {
         let tok = Tokenizer::gpt2().map_err(|e| e.to_string())?;
         // Random ids: the step time does not depend on the text.
@@ -108,19 +123,22 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         .flops_per_token(cfg.seq_len)
         * (cfg.batch_size * cfg.seq_len) as f64;
     let mut rows = Vec::new();
-    for level in levels {
-        level.available().map_err(|e| e.to_string())?;
+    for (level, make_engine) in engines {
         let dir =
             std::env::temp_dir().join(format!("ferrogpt-bench-{}-{level}", std::process::id()));
         let mut t = Trainer::new(
             cfg.clone(),
             tokenizer.clone(),
             data.clone(),
-            level,
+            &*make_engine,
             &dir,
             None,
         )
         .map_err(|e| e.to_string())?;
+        let label = match device {
+            Device::Cpu => level.to_string(),
+            Device::Cuda(_) => t.engine.describe(),
+        };
         let mut times = Vec::new();
         let mut loss = 0.0;
         for i in 0..cfg.steps {
@@ -134,7 +152,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         times.sort_by(f64::total_cmp);
         let med = times[times.len() / 2];
         rows.push(Row {
-            level: level.to_string(),
+            level: label,
             preset: a.preset.clone(),
             batch_size: cfg.batch_size,
             seq_len: cfg.seq_len,

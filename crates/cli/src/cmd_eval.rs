@@ -1,9 +1,10 @@
 //! `ferrogpt eval`: mean loss and perplexity of a checkpoint on a whole data file.
 
-use crate::common::Compute;
+use crate::common::{engine_factory, Compute, DeviceArgs};
 use ferrogpt_train::checkpoint::load_model;
 use ferrogpt_train::data::load_dataset;
 use ferrogpt_train::trainer::evaluate_tokens;
+use ferrogpt_train::EngineInit;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -28,10 +29,13 @@ pub struct EvalArgs {
     json: bool,
     #[command(flatten)]
     compute: Compute,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(a: EvalArgs) -> Result<(), String> {
     let level = a.compute.setup()?;
+    let make_engine = engine_factory(level, &a.device)?;
     let loaded = load_model(&a.checkpoint, 64).map_err(|e| e.to_string())?;
     let block = loaded.model.config.block_size;
     let t = a.seq_len.unwrap_or(block);
@@ -47,15 +51,14 @@ pub fn run(a: EvalArgs) -> Result<(), String> {
     let ds = load_dataset(&a.data, None, &loaded.tokenizer).map_err(|e| e.to_string())?;
     let mut tokens = ds.train;
     tokens.extend(ds.val);
-    let (loss, windows) = evaluate_tokens(
-        &loaded.model,
-        &loaded.params,
-        &tokens,
-        a.batch_size,
-        t,
-        level,
-        a.max_windows,
-    )?;
+    let mut engine = make_engine(EngineInit {
+        model: &loaded.model,
+        params: loaded.params,
+        train: None,
+    })
+    .map_err(|e| e.to_string())?;
+    let (loss, windows) =
+        evaluate_tokens(engine.as_mut(), &tokens, a.batch_size, t, a.max_windows)?;
     let ppl = loss.exp();
     if a.json {
         let v = serde_json::json!({

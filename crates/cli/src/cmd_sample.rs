@@ -1,10 +1,11 @@
 //! `ferrogpt sample`: stream generated text from a checkpoint (ours or Hugging Face GPT-2's).
 
-use crate::common::Compute;
-use ferrogpt_model::generate::{generate, Sampling};
-use ferrogpt_model::ModelError;
+use crate::common::{engine_factory, Compute, DeviceArgs};
+use ferrogpt_model::generate::Sampling;
 use ferrogpt_train::checkpoint::load_model;
+use ferrogpt_train::engine::generate;
 use ferrogpt_train::tokenizer::StreamDecoder;
+use ferrogpt_train::{EngineError, EngineInit};
 use rand::SeedableRng;
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub struct SampleArgs {
     seed: u64,
     #[command(flatten)]
     compute: Compute,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(a: SampleArgs) -> Result<(), String> {
@@ -40,6 +43,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         ));
     }
     let level = a.compute.setup()?;
+    let make_engine = engine_factory(level, &a.device)?;
     let loaded = load_model(&a.checkpoint, 64).map_err(|e| e.to_string())?;
     let tok = &loaded.tokenizer;
     let prompt = match &a.prompt {
@@ -47,7 +51,12 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         None if tok.name() == "char" => tok.encode("\n").unwrap_or_else(|_| vec![0]),
         None => vec![50256], // <|endoftext|>
     };
-    let mut tape = ferrogpt_core::Tape::new(level).map_err(|e| e.to_string())?;
+    let mut engine = make_engine(EngineInit {
+        model: &loaded.model,
+        params: loaded.params,
+        train: None,
+    })
+    .map_err(|e| e.to_string())?;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed);
     let mut dec = StreamDecoder::new(tok);
     let mut out = std::io::stdout().lock();
@@ -59,18 +68,17 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         top_k: a.top_k,
     };
     generate(
+        engine.as_mut(),
         &loaded.model,
-        &mut tape,
-        &loaded.params,
         &prompt,
         a.tokens,
         sampling,
         &mut rng,
         |id| {
-            let s = dec.push(id).map_err(|e| ModelError::Input(e.to_string()))?;
+            let s = dec.push(id).map_err(|e| EngineError(e.to_string()))?;
             out.write_all(s.as_bytes())
                 .and_then(|_| out.flush())
-                .map_err(|e| ModelError::Input(format!("stdout: {e}")))
+                .map_err(|e| EngineError(format!("stdout: {e}")))
         },
     )
     .map_err(|e| e.to_string())?;

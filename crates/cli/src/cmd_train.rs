@@ -2,14 +2,14 @@
 //! (optionally from `--init` weights) or `--resume` of a checkpoint; a progress bar on a
 //! terminal, plain lines otherwise; Ctrl-C saves and exits; a sample at the end.
 
-use crate::common::{resolve_data, Compute};
-use ferrogpt_core::Level;
+use crate::common::{engine_factory, resolve_data, Compute, DeviceArgs};
 use ferrogpt_model::generate::Sampling;
 use ferrogpt_train::checkpoint;
 use ferrogpt_train::config::{preset_or_err, OptimizerKind, Schedule, TrainConfig};
 use ferrogpt_train::data::{load_dataset, load_text};
 use ferrogpt_train::tokenizer::Tokenizer;
 use ferrogpt_train::trainer::{Outcome, StepMetrics, Trainer};
+use ferrogpt_train::EngineError;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,6 +111,8 @@ pub struct TrainArgs {
     log_interval: usize,
     #[command(flatten)]
     compute: Compute,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// preset → TOML file → flags.
@@ -207,17 +209,19 @@ fn default_out(preset: &str) -> PathBuf {
 
 pub fn run(a: TrainArgs) -> Result<(), String> {
     let level = a.compute.setup()?;
+    let make_engine = engine_factory(level, &a.device)?;
     let mut trainer = if let Some(dir) = &a.resume {
         let tokenizer = checkpoint::load_tokenizer(dir).map_err(|e| e.to_string())?;
         let data_path = resolve_data(a.data.as_deref())?;
         let data = load_dataset(&data_path, a.val_data.as_deref(), &tokenizer)
             .map_err(|e| e.to_string())?;
-        let t = Trainer::resume(dir, data, level, a.steps).map_err(|e| e.to_string())?;
+        let t = Trainer::resume(dir, data, &*make_engine, a.steps).map_err(|e| e.to_string())?;
         eprintln!(
-            "resuming {} at step {} of {}",
+            "resuming {} at step {} of {} on {}",
             dir.display(),
             t.step,
-            t.cfg.steps
+            t.cfg.steps,
+            t.engine.describe()
         );
         t
     } else {
@@ -260,9 +264,11 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
         let data = load_dataset(&data_path, a.val_data.as_deref(), &tokenizer)
             .map_err(|e| e.to_string())?;
         let out = a.out.clone().unwrap_or_else(|| default_out(&a.preset));
-        let t = Trainer::new(cfg, tokenizer, data, level, &out, init).map_err(|e| e.to_string())?;
+        let t = Trainer::new(cfg, tokenizer, data, &*make_engine, &out, init)
+            .map_err(|e| e.to_string())?;
+        let engine = t.engine.describe();
         eprintln!(
-            "training {} parameters ({} layers, {} heads, {} channels, vocab {}) for {} steps of {}x{} tokens; matmul {level}, {} threads; run directory {}",
+            "training {} parameters ({} layers, {} heads, {} channels, vocab {}) for {} steps of {}x{} tokens on {engine}; run directory {}",
             t.model.config.num_params(),
             t.cfg.n_layer,
             t.cfg.n_head,
@@ -271,7 +277,6 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
             t.cfg.steps,
             t.cfg.batch_size,
             t.cfg.seq_len,
-            rayon::current_num_threads(),
             out.display()
         );
         t
@@ -311,7 +316,7 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
         }
     }
     if trainer.cfg.sample_tokens > 0 {
-        sample_after_training(&trainer, level)?;
+        sample_after_training(&mut trainer)?;
     }
     Ok(())
 }
@@ -371,7 +376,7 @@ fn train_with_progress(
     result.map_err(|e| e.to_string())
 }
 
-fn sample_after_training(trainer: &Trainer, level: Level) -> Result<(), String> {
+fn sample_after_training(trainer: &mut Trainer) -> Result<(), String> {
     use rand::SeedableRng;
     let tok = &trainer.tokenizer;
     // Start from the first token of the training text's vocabulary for char models (nanoGPT
@@ -380,7 +385,6 @@ fn sample_after_training(trainer: &Trainer, level: Level) -> Result<(), String> 
         Ok(ids) if !ids.is_empty() && tok.name() == "char" => ids,
         _ => vec![tok.vocab_size().saturating_sub(1) as u32],
     };
-    let mut tape = ferrogpt_core::Tape::new(level).map_err(|e| e.to_string())?;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(trainer.cfg.seed);
     let mut dec = ferrogpt_train::tokenizer::StreamDecoder::new(tok);
     let sampling = Sampling {
@@ -389,19 +393,16 @@ fn sample_after_training(trainer: &Trainer, level: Level) -> Result<(), String> 
     };
     println!("--- sample ---");
     let mut out = std::io::stdout();
-    ferrogpt_model::generate::generate(
+    ferrogpt_train::engine::generate(
+        trainer.engine.as_mut(),
         &trainer.model,
-        &mut tape,
-        &trainer.params,
         &prompt,
         trainer.cfg.sample_tokens,
         sampling,
         &mut rng,
         |id| {
             use std::io::Write;
-            let s = dec
-                .push(id)
-                .map_err(|e| ferrogpt_model::ModelError::Input(e.to_string()))?;
+            let s = dec.push(id).map_err(|e| EngineError(e.to_string()))?;
             let _ = out.write_all(s.as_bytes());
             let _ = out.flush();
             Ok(())

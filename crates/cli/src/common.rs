@@ -1,6 +1,8 @@
-//! What several subcommands share: compute settings (threads, matmul level), data resolution.
+//! What several subcommands share: compute settings (threads, matmul level), the engine per
+//! `--device` and `--dtype`, data resolution.
 
 use ferrogpt_core::Level;
+use ferrogpt_train::{CpuEngine, EngineFactory};
 use std::path::{Path, PathBuf};
 
 /// Threads and matmul level, for every command that runs the model.
@@ -25,6 +27,82 @@ impl Compute {
         level.available().map_err(|e| e.to_string())?;
         Ok(level)
     }
+}
+
+/// Where the model runs and in what precision, for every command that runs the model.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// cpu, or cuda[:N] (the N-th GPU; cuda is cuda:0).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// fp32, or bf16 (CUDA only).
+    #[arg(long, default_value = "fp32")]
+    pub dtype: String,
+}
+
+/// A parsed `--device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// The GPU of this CUDA ordinal.
+    Cuda(usize),
+}
+
+/// A parsed `--dtype`: the precision of the engine's arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    Bf16,
+}
+
+impl DeviceArgs {
+    /// The device and dtype, checked to be a pair some engine supports.
+    pub fn parse(&self) -> Result<(Device, DType), String> {
+        let device = match self.device.as_str() {
+            "cpu" => Device::Cpu,
+            "cuda" => Device::Cuda(0),
+            d => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Device::Cuda(n),
+                _ => {
+                    return Err(format!(
+                        "--device must be cpu, cuda or cuda:N (N a GPU index), got '{d}'"
+                    ))
+                }
+            },
+        };
+        let dtype = match self.dtype.as_str() {
+            "fp32" => DType::F32,
+            "bf16" => DType::Bf16,
+            d => return Err(format!("--dtype must be fp32 or bf16, got '{d}'")),
+        };
+        if device == Device::Cpu && dtype != DType::F32 {
+            return Err(format!(
+                "--dtype {} needs --device cuda: the CPU engine computes in fp32",
+                self.dtype
+            ));
+        }
+        Ok((device, dtype))
+    }
+}
+
+/// The engine factory for `--device` and `--dtype`: the CPU engine at matmul `level`, or a
+/// CUDA GPU's. The one place that maps a device to an engine.
+pub fn engine_factory(
+    level: Level,
+    dev: &DeviceArgs,
+) -> Result<Box<EngineFactory<'static>>, String> {
+    match dev.parse()? {
+        (Device::Cpu, _) => Ok(CpuEngine::factory(level)),
+        (Device::Cuda(ordinal), dtype) => cuda_engine_factory(ordinal, dtype),
+    }
+}
+
+/// The engine factory of CUDA GPU `ordinal`, computing in `dtype`: where the GPU engine plugs in.
+fn cuda_engine_factory(
+    _ordinal: usize,
+    _dtype: DType,
+) -> Result<Box<EngineFactory<'static>>, String> {
+    Err("the CUDA training engine is not built yet".into())
 }
 
 /// Sizes rayon's global pool (once per process).

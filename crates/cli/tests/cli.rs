@@ -337,6 +337,26 @@ fn bad_flags() {
     check(&["--dropout", "1"], "dropout");
     check(&["--threads", "0"], "threads");
     check(&["--lr-schedule", "zigzag"], "lr-schedule");
+    check(&["--device", "cuda:x"], "--device");
+    check(&["--device", "tpu"], "--device");
+    check(&["--dtype", "fp8"], "--dtype");
+    check(&["--dtype", "bf16"], "bf16");
+    // The engine flags are checked before anything is read, on every command that runs the model.
+    let missing = dir.join("missing");
+    for cmd in [
+        vec!["sample", "--checkpoint", s(&missing)],
+        vec!["eval", "--checkpoint", s(&missing), "--data", s(&missing)],
+        vec!["bench", "train", "--data", s(&missing)],
+    ] {
+        for (flag, value, needle) in [
+            ("--device", "cuda:x", "--device"),
+            ("--dtype", "bf16", "bf16"),
+        ] {
+            let mut args = cmd.clone();
+            args.extend([flag, value]);
+            fails_with(&args, needle);
+        }
+    }
     // clap's own errors: non-zero exit, no panic.
     let o = run(&with(&["--steps", "many"])
         .iter()

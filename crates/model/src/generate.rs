@@ -2,6 +2,8 @@
 //!
 //! Each new token runs the forward pass over the last `block_size` tokens of the context (no KV
 //! cache yet) and samples from the last position's distribution.
+//! [`generate`] runs the forward pass on a tape; [`generate_with`] takes the logits from any
+//! source (a training engine, CPU or GPU) through a closure. Both share the checks and the loop.
 
 use crate::{Gpt, ModelError};
 use ferrogpt_core::{Float, Tape};
@@ -56,6 +58,7 @@ pub fn sample_token(logits: &[f64], s: Sampling, rng: &mut impl Rng) -> u32 {
 
 /// Generates `n` tokens after `prompt`, calling `emit` with each as it is produced (streaming).
 /// Errors: an empty prompt, a prompt longer than the block size, or ids beyond the vocabulary.
+#[allow(clippy::too_many_arguments)]
 pub fn generate<T: Float>(
     model: &Gpt,
     tape: &mut Tape<T>,
@@ -64,28 +67,90 @@ pub fn generate<T: Float>(
     n: usize,
     sampling: Sampling,
     rng: &mut impl Rng,
-    mut emit: impl FnMut(u32) -> Result<(), ModelError>,
+    emit: impl FnMut(u32) -> Result<(), ModelError>,
 ) -> Result<Vec<u32>, ModelError> {
+    let v = model.config.vocab_size;
+    // The tape's forward takes the generator (for dropout, the identity here); sampling needs it
+    // too, so the loop hands it to the closure.
+    sample_loop(
+        model,
+        |window, rng| {
+            tape.reset(false);
+            let logits = model.forward(tape, params, window, window.len(), true, rng);
+            Ok(tape.value(logits)[..v].iter().map(|x| x.to_f64()).collect())
+        },
+        prompt,
+        n,
+        sampling,
+        rng,
+        emit,
+    )
+}
+
+/// [`generate`] with the logits from `last_logits(window)`: the vocab_size (unpadded) logits
+/// of the window's last position (B = 1, T = the window's length, at most the block size),
+/// e.g. from a training engine. Same checks and errors as [`generate`], plus a logits row of
+/// the wrong length; `last_logits`' and `emit`'s errors pass through.
+pub fn generate_with<E: From<ModelError>>(
+    model: &Gpt,
+    mut last_logits: impl FnMut(&[u32]) -> Result<Vec<f32>, E>,
+    prompt: &[u32],
+    n: usize,
+    sampling: Sampling,
+    rng: &mut impl Rng,
+    emit: impl FnMut(u32) -> Result<(), E>,
+) -> Result<Vec<u32>, E> {
+    let v = model.config.vocab_size;
+    sample_loop(
+        model,
+        |window, _| {
+            let row = last_logits(window)?;
+            if row.len() != v {
+                return Err(ModelError::Input(format!(
+                    "the engine returned {} logits, expected the vocabulary's {v}",
+                    row.len()
+                ))
+                .into());
+            }
+            Ok(row.iter().map(|&x| x as f64).collect())
+        },
+        prompt,
+        n,
+        sampling,
+        rng,
+        emit,
+    )
+}
+
+/// The sampling loop behind [`generate`] and [`generate_with`]: checks the prompt, then per
+/// token the last-position logits (V, f64) of the last `block_size` tokens, a sample, `emit`.
+fn sample_loop<E: From<ModelError>, R: Rng>(
+    model: &Gpt,
+    mut logits: impl FnMut(&[u32], &mut R) -> Result<Vec<f64>, E>,
+    prompt: &[u32],
+    n: usize,
+    sampling: Sampling,
+    rng: &mut R,
+    mut emit: impl FnMut(u32) -> Result<(), E>,
+) -> Result<Vec<u32>, E> {
     let block = model.config.block_size;
     if prompt.is_empty() {
-        return Err(ModelError::Input(
-            "the prompt is empty: give at least one token".into(),
-        ));
+        return Err(
+            ModelError::Input("the prompt is empty: give at least one token".into()).into(),
+        );
     }
     if prompt.len() > block {
         return Err(ModelError::Input(format!(
             "the prompt is {} tokens long, more than the model's block size of {block}",
             prompt.len()
-        )));
+        ))
+        .into());
     }
     model.check_tokens(prompt, prompt.len())?;
     let mut ctx = prompt.to_vec();
-    let v = model.config.vocab_size;
     for _ in 0..n {
         let window = &ctx[ctx.len().saturating_sub(block)..];
-        tape.reset(false);
-        let logits = model.forward(tape, params, window, window.len(), true, rng);
-        let row: Vec<f64> = tape.value(logits)[..v].iter().map(|x| x.to_f64()).collect();
+        let row = logits(window, rng)?;
         let next = sample_token(&row, sampling, rng);
         emit(next)?;
         ctx.push(next);

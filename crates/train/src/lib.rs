@@ -6,16 +6,24 @@
 //! * [`config`]: a run's settings and the presets.
 //! * [`optim`], [`schedule`]: AdamW and SGD on the flat buffers, gradient clipping, LR schedules.
 //! * [`checkpoint`]: a run's checkpoint directory (weights, optimizer, state), written atomically.
-//! * [`trainer`]: the training loop, metrics, evaluation.
+//! * [`engine`]: the [`Engine`] contract: where the arithmetic runs (parameters, gradients,
+//!   optimizer state, forward, backward, update), and sampling on an engine.
+//! * [`cpu_engine`]: [`CpuEngine`], the engine on the host: the tape, data parallel over threads.
+//! * [`trainer`]: the training loop, metrics, evaluation, on any engine.
 //!
 //! Dependency rule: builds on ferrogpt-model and ferrogpt-core; knows nothing of the terminal
 //! (the CLI draws progress from the per-step callback).
 
 pub mod checkpoint;
 pub mod config;
+pub mod cpu_engine;
 pub mod data;
+pub mod engine;
 pub mod optim;
 pub mod schedule;
 pub mod tokenizer;
 pub mod tokfile;
 pub mod trainer;
+
+pub use cpu_engine::CpuEngine;
+pub use engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};

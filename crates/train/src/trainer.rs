@@ -1,10 +1,14 @@
 //! The training loop.
 //!
 //! One optimizer step: `grad_accum` micro-batches of (B, T) windows, each a forward and backward
-//! on the tape (parameter gradients accumulate), the mean gradient, clipping to the global norm,
-//! an optimizer update at the scheduled learning rate. Every `eval_interval` steps and at the
-//! end: the validation loss and a checkpoint. A loss that is not finite stops the run before
-//! anything is saved, so the last checkpoint stays the last good one.
+//! (parameter gradients accumulate, each scaled by 1/grad_accum into the mean), clipping to the
+//! global norm, an optimizer update at the scheduled learning rate. Every `eval_interval` steps
+//! and at the end: the validation loss and a checkpoint. A loss that is not finite stops the run
+//! before anything is saved, so the last checkpoint stays the last good one.
+//!
+//! The arithmetic and the numbers it works on (parameters, gradients, optimizer state) live in
+//! an [`Engine`] (the CPU's or a GPU's); the trainer owns the run: data, batches, random
+//! streams, schedule, evaluation, checkpoints.
 //!
 //! Randomness is three seeded streams, all checkpointed: the batcher's, the dropout's, and the
 //! initialisation's (used once). Evaluation draws from its own fixed-seed stream, so it never
@@ -13,14 +17,12 @@
 use crate::checkpoint::{self, CheckpointError, RunState, Tensors};
 use crate::config::TrainConfig;
 use crate::data::{BatchMode, Batcher, Dataset};
-use crate::optim::{clip_grad_norm, Optimizer};
+use crate::engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};
 use crate::schedule::learning_rate;
 use crate::tokenizer::Tokenizer;
-use ferrogpt_core::{Level, Tape};
 use ferrogpt_model::Gpt;
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rayon::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +35,8 @@ pub enum TrainError {
     Setup(String),
     #[error("{0}")]
     Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
     #[error("the loss became {loss} at step {step}; stopped without saving (the last checkpoint in {dir} is the last good one; try a lower --lr or --grad-clip)")]
     NonFinite { step: usize, loss: f32, dir: String },
     #[error("cannot write {path}: {msg}")]
@@ -61,25 +65,17 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// One worker's share of a batch.
-struct Shard {
-    tape: Tape<f32>,
-    /// Same layout as the parameters.
-    grads: Vec<f32>,
-}
-
 /// A training run in progress.
 pub struct Trainer {
     pub cfg: TrainConfig,
     pub model: Gpt,
     pub tokenizer: Tokenizer,
-    pub params: Vec<f32>,
-    opt: Optimizer,
+    /// Parameters, gradients and optimizer state, and the arithmetic on them. Sampling may use
+    /// it between steps (`last_logits` leaves the training state alone).
+    pub engine: Box<dyn Engine>,
     pub step: usize,
     batcher: Batcher,
     rng: Xoshiro256PlusPlus,
-    /// One per worker thread (at most B): a tape and a gradient buffer each.
-    shards: Vec<Shard>,
     data: Dataset,
     elapsed_before: f64,
     tokens_seen: u64,
@@ -89,13 +85,14 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A new run. `init` gives starting weights (from `--init`); otherwise GPT-2 initialisation
-    /// from the seed. `out_dir` is created; it must not hold a checkpoint already.
+    /// A new run on an engine from `make_engine`. `init` gives starting weights (from
+    /// `--init`); otherwise GPT-2 initialisation from the seed. `out_dir` is created (once the
+    /// data and the engine are ready); it must not hold a checkpoint already.
     pub fn new(
         cfg: TrainConfig,
         tokenizer: Tokenizer,
         data: Dataset,
-        level: Level,
+        make_engine: &EngineFactory,
         out_dir: &Path,
         init: Option<Vec<f32>>,
     ) -> Result<Self, TrainError> {
@@ -122,6 +119,12 @@ impl Trainer {
                 out_dir.display()
             )));
         }
+        check_data(&cfg, &model, &data)?;
+        let engine = make_engine(EngineInit {
+            model: &model,
+            params,
+            train: Some(TrainInit::fresh(&cfg, model.layout.total)),
+        })?;
         std::fs::create_dir_all(out_dir).map_err(|e| TrainError::Io {
             path: out_dir.display().to_string(),
             msg: e.to_string(),
@@ -131,7 +134,6 @@ impl Trainer {
         } else {
             BatchMode::Random
         };
-        let opt = Optimizer::new(cfg.optimizer, model.layout.total, model.layout.decay_mask());
         let run_id = format!(
             "{:016x}",
             cfg.seed
@@ -139,20 +141,19 @@ impl Trainer {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64)
         );
-        let mut t = Self::assemble(
-            cfg, model, tokenizer, params, opt, data, level, out_dir, run_id,
-        )?;
+        let mut t = Self::assemble(cfg, model, tokenizer, engine, data, out_dir, run_id);
         t.batcher = Batcher::new(mode, t.cfg.seed.wrapping_add(1));
         t.rng = Xoshiro256PlusPlus::seed_from_u64(t.cfg.seed.wrapping_add(2));
         Ok(t)
     }
 
-    /// Continues the run checkpointed in `dir`, on `data`, up to `steps` total steps (None: the
-    /// run's own). The checkpoint directory is also the output directory.
+    /// Continues the run checkpointed in `dir`, on `data`, on an engine from `make_engine`, up
+    /// to `steps` total steps (None: the run's own). The checkpoint directory is also the
+    /// output directory.
     pub fn resume(
         dir: &Path,
         data: Dataset,
-        level: Level,
+        make_engine: &EngineFactory,
         steps: Option<usize>,
     ) -> Result<Self, TrainError> {
         let r = checkpoint::load_for_resume(dir)?;
@@ -160,25 +161,27 @@ impl Trainer {
         if let Some(s) = steps {
             cfg.steps = s;
         }
-        let mut opt = Optimizer::new(
-            cfg.optimizer,
-            r.loaded.model.layout.total,
-            r.loaded.model.layout.decay_mask(),
-        );
-        opt.m = r.m;
-        opt.v = r.v;
-        opt.t = r.state.opt_t;
+        let model = r.loaded.model;
+        check_data(&cfg, &model, &data)?;
+        let engine = make_engine(EngineInit {
+            model: &model,
+            params: r.loaded.params,
+            train: Some(TrainInit {
+                cfg: &cfg,
+                m: r.m,
+                v: r.v,
+                opt_t: r.state.opt_t,
+            }),
+        })?;
         let mut t = Self::assemble(
             cfg,
-            r.loaded.model,
+            model,
             r.loaded.tokenizer,
-            r.loaded.params,
-            opt,
+            engine,
             data,
-            level,
             dir,
             r.state.run_id,
-        )?;
+        );
         t.step = r.state.step;
         t.batcher = Batcher::from_state(r.state.batcher);
         t.rng = r.state.rng;
@@ -188,62 +191,35 @@ impl Trainer {
         Ok(t)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn assemble(
         cfg: TrainConfig,
         model: Gpt,
         tokenizer: Tokenizer,
-        params: Vec<f32>,
-        opt: Optimizer,
+        engine: Box<dyn Engine>,
         data: Dataset,
-        level: Level,
         out_dir: &Path,
         run_id: String,
-    ) -> Result<Self, TrainError> {
-        crate::data::check_len(&data.train, cfg.seq_len, "the training data")
-            .map_err(|e| TrainError::Setup(e.to_string()))?;
-        if !data.val.is_empty() {
-            crate::data::check_len(&data.val, cfg.seq_len, "the validation data")
-                .map_err(|e| TrainError::Setup(e.to_string()))?;
-        }
-        for (what, toks) in [("training", &data.train), ("validation", &data.val)] {
-            if let Some(&id) = toks
-                .iter()
-                .find(|&&id| id as usize >= model.config.vocab_size)
-            {
-                return Err(TrainError::Setup(format!(
-                    "the {what} data holds token id {id}, beyond the model's vocabulary of {}",
-                    model.config.vocab_size
-                )));
-            }
-        }
-        let n = params.len();
-        let shards = (0..rayon::current_num_threads().clamp(1, cfg.batch_size))
-            .map(|_| {
-                Ok(Shard {
-                    tape: Tape::new(level)?,
-                    grads: vec![0.0; n],
-                })
-            })
-            .collect::<Result<Vec<_>, ferrogpt_gemm::GemmError>>()
-            .map_err(|e| TrainError::Setup(e.to_string()))?;
-        Ok(Trainer {
+    ) -> Self {
+        Trainer {
             cfg,
             model,
             tokenizer,
-            params,
-            opt,
+            engine,
             step: 0,
             batcher: Batcher::new(BatchMode::Random, 0),
             rng: Xoshiro256PlusPlus::seed_from_u64(0),
-            shards,
             data,
             elapsed_before: 0.0,
             tokens_seen: 0,
             run_id,
             out_dir: out_dir.to_path_buf(),
             last_val_loss: None,
-        })
+        }
+    }
+
+    /// A host copy of the current parameters (flat, layout order).
+    pub fn params(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.engine.params()?)
     }
 
     /// Whether there is validation data to evaluate on.
@@ -253,60 +229,22 @@ impl Trainer {
 
     /// One optimizer step; returns (mean training loss, gradient norm before clipping, lr).
     ///
-    /// Data parallel across the thread pool: each micro-batch's B sequences are split into one
-    /// shard per thread (at most B), each shard runs forward and backward on its own tape into
-    /// its own gradient buffer, and the shards' gradients are summed, weighted by their share of
-    /// the rows. On a small model this beats splitting every op across threads (one fork-join
-    /// per op); results depend on the thread count only through summation order. Measured on
-    /// the 2-core development machine (2026-11-26): shakespeare-cpu 72 → 43 ms/step; gpt2-124m
-    /// at B=4, T=64 5.0 → 2.1 s/step (there too the per-op split loses).
+    /// Each micro-batch draws its windows from the batcher and its dropout seed from the run's
+    /// generator, in that order; the engine adds its gradients scaled by 1/grad_accum. A loss or
+    /// gradient norm that is not finite stops before the update.
     pub fn train_step(&mut self) -> Result<(f32, f64, f64), TrainError> {
         let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
         let lr = learning_rate(&self.cfg, self.step);
-        let n_shards = self.shards.len();
-        for sh in &mut self.shards {
-            sh.grads.fill(0.0);
-        }
+        let scale = 1.0 / self.cfg.grad_accum as f32;
+        self.engine.zero_grads()?;
         let mut loss_sum = 0.0f64;
         let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
         for _ in 0..self.cfg.grad_accum {
             self.batcher
                 .next_batch(&self.data.train, b, t, &mut inputs, &mut targets)
                 .map_err(|e| TrainError::Setup(e.to_string()))?;
-            // One dropout stream per shard, derived from the run's generator.
             let seed = self.rng.next_u64();
-            let (model, params) = (&self.model, &self.params);
-            let (inputs, targets) = (&inputs, &targets);
-            let losses: Vec<f64> = self
-                .shards
-                .par_iter_mut()
-                .enumerate()
-                .map(|(i, sh)| {
-                    let (lo, hi) = (i * b / n_shards, (i + 1) * b / n_shards);
-                    let (x, y) = (&inputs[lo * t..hi * t], &targets[lo * t..hi * t]);
-                    let mut rng = Xoshiro256PlusPlus::seed_from_u64(
-                        seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                    );
-                    let weight = (hi - lo) as f32 / b as f32;
-                    sh.tape.reset(true);
-                    let loss = model.loss(&mut sh.tape, params, x, y, t, &mut rng);
-                    // Gradients of the full-batch mean: this shard's mean, scaled by its share.
-                    sh.tape.backward_scaled(params, &mut sh.grads, weight);
-                    loss as f64 * weight as f64
-                })
-                .collect();
-            loss_sum += losses.iter().sum::<f64>();
-        }
-        // Sum the shards' gradients into the first shard's buffer.
-        let (first, rest) = self.shards.split_first_mut().expect("at least one shard");
-        let grads = &mut first.grads;
-        for sh in rest.iter() {
-            grads
-                .par_chunks_mut(1 << 14)
-                .zip(sh.grads.par_chunks(1 << 14))
-                .for_each(|(d, s)| {
-                    d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
-                });
+            loss_sum += self.engine.accumulate(&inputs, &targets, t, scale, seed)?;
         }
         let loss = (loss_sum / self.cfg.grad_accum as f64) as f32;
         if !loss.is_finite() {
@@ -316,11 +254,7 @@ impl Trainer {
                 dir: self.out_dir.display().to_string(),
             });
         }
-        if self.cfg.grad_accum > 1 {
-            let s = 1.0 / self.cfg.grad_accum as f32;
-            grads.iter_mut().for_each(|g| *g *= s);
-        }
-        let norm = clip_grad_norm(grads, self.cfg.grad_clip);
+        let norm = self.engine.clip_grads(self.cfg.grad_clip)?;
         if !norm.is_finite() {
             return Err(TrainError::NonFinite {
                 step: self.step,
@@ -328,7 +262,7 @@ impl Trainer {
                 dir: self.out_dir.display().to_string(),
             });
         }
-        self.opt.step(&mut self.params, grads, lr, &self.cfg);
+        self.engine.update(lr, &self.cfg)?;
         self.step += 1;
         self.tokens_seen += (b * t * self.cfg.grad_accum) as u64;
         Ok((loss, norm, lr))
@@ -336,45 +270,34 @@ impl Trainer {
 
     /// Mean validation loss over `eval_batches` windows, drawn the same way at every
     /// evaluation (a fixed seed), without touching the training state. None without val data.
-    pub fn evaluate(&mut self) -> Option<f64> {
+    pub fn evaluate(&mut self) -> Result<Option<f64>, TrainError> {
         if self.data.val.is_empty() {
-            return None;
+            return Ok(None);
         }
         let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
         let n = self.cfg.eval_batches.max(1);
-        // Draw every batch first (one stream, so the batches do not depend on the thread count),
-        // then evaluate them on the shards' tapes in parallel; sum in batch order.
+        // Draw every batch first (one stream, so the batches do not depend on the engine), then
+        // evaluate them all at once; sum in batch order.
         let mut batcher = Batcher::new(BatchMode::Random, self.cfg.seed ^ 0x5eed_e7a1);
         let mut batches = Vec::with_capacity(n);
         for _ in 0..n {
             let (mut x, mut y) = (Vec::new(), Vec::new());
-            batcher
+            if batcher
                 .next_batch(&self.data.val, b, t, &mut x, &mut y)
-                .ok()?;
+                .is_err()
+            {
+                return Ok(None);
+            }
             batches.push((x, y));
         }
-        let (model, params) = (&self.model, &self.params);
-        let per_shard = n.div_ceil(self.shards.len());
-        let losses: Vec<Vec<f64>> = self
-            .shards
-            .par_iter_mut()
-            .zip(batches.par_chunks(per_shard))
-            .map(|(sh, chunk)| {
-                let mut rng = Xoshiro256PlusPlus::seed_from_u64(0); // unused: no dropout in eval
-                chunk
-                    .iter()
-                    .map(|(x, y)| {
-                        sh.tape.reset(false);
-                        model.loss(&mut sh.tape, params, x, y, t, &mut rng) as f64
-                    })
-                    .collect()
-            })
-            .collect();
-        Some(losses.iter().flatten().sum::<f64>() / n as f64)
+        let losses = self.engine.losses(&batches, t)?;
+        Ok(Some(losses.iter().sum::<f64>() / n as f64))
     }
 
     /// Writes a checkpoint of the current state into the output directory.
     pub fn save(&self, elapsed_s: f64) -> Result<(), TrainError> {
+        let params = self.engine.params()?;
+        let (m, v, opt_t) = self.engine.optimizer_state()?;
         let state = RunState {
             format: checkpoint::FORMAT.into(),
             step: self.step,
@@ -382,15 +305,15 @@ impl Trainer {
             config: self.cfg.clone(),
             batcher: self.batcher.state(),
             rng: self.rng.clone(),
-            opt_t: self.opt.t,
+            opt_t,
             elapsed_s,
             tokens_seen: self.tokens_seen,
             last_val_loss: self.last_val_loss,
         };
         let t = Tensors {
-            params: &self.params,
-            m: &self.opt.m,
-            v: &self.opt.v,
+            params: &params,
+            m: &m,
+            v: &v,
         };
         checkpoint::save(&self.out_dir, &self.model, &self.tokenizer, &state, t)?;
         Ok(())
@@ -430,7 +353,7 @@ impl Trainer {
             let last = self.step == self.cfg.steps;
             let eval_now = last
                 || (self.cfg.eval_interval > 0 && self.step.is_multiple_of(self.cfg.eval_interval));
-            let val_loss = if eval_now { self.evaluate() } else { None };
+            let val_loss = if eval_now { self.evaluate()? } else { None };
             if val_loss.is_some() {
                 self.last_val_loss = val_loss;
             }
@@ -459,15 +382,37 @@ impl Trainer {
     }
 }
 
-/// Mean loss of `model` over `tokens`, in consecutive non-overlapping windows of `t` tokens
-/// (targets shifted by one), `b` windows a batch, at most `max_windows` windows (0 = all).
+/// The run's data against its model: at least one window of `seq_len` + 1 tokens (the
+/// validation data may be empty), every id within the vocabulary.
+fn check_data(cfg: &TrainConfig, model: &Gpt, data: &Dataset) -> Result<(), TrainError> {
+    crate::data::check_len(&data.train, cfg.seq_len, "the training data")
+        .map_err(|e| TrainError::Setup(e.to_string()))?;
+    if !data.val.is_empty() {
+        crate::data::check_len(&data.val, cfg.seq_len, "the validation data")
+            .map_err(|e| TrainError::Setup(e.to_string()))?;
+    }
+    for (what, toks) in [("training", &data.train), ("validation", &data.val)] {
+        if let Some(&id) = toks
+            .iter()
+            .find(|&&id| id as usize >= model.config.vocab_size)
+        {
+            return Err(TrainError::Setup(format!(
+                "the {what} data holds token id {id}, beyond the model's vocabulary of {}",
+                model.config.vocab_size
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Mean loss of the model on `engine` over `tokens`, in consecutive non-overlapping windows of
+/// `t` tokens (targets shifted by one), `b` windows a batch, at most `max_windows` windows
+/// (0 = all). Returns (mean loss, windows evaluated).
 pub fn evaluate_tokens(
-    model: &Gpt,
-    params: &[f32],
+    engine: &mut dyn Engine,
     tokens: &[u32],
     b: usize,
     t: usize,
-    level: Level,
     max_windows: usize,
 ) -> Result<(f64, usize), String> {
     if tokens.len() < t + 1 {
@@ -481,8 +426,6 @@ pub fn evaluate_tokens(
     if max_windows > 0 {
         windows = windows.min(max_windows);
     }
-    let mut tape = Tape::new(level).map_err(|e| e.to_string())?;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
     let mut total = 0.0;
     let mut w = 0;
     while w < windows {
@@ -493,10 +436,11 @@ pub fn evaluate_tokens(
             inputs.extend_from_slice(&tokens[i * t..i * t + t]);
             targets.extend_from_slice(&tokens[i * t + 1..i * t + t + 1]);
         }
-        model.check_tokens(&inputs, t).map_err(|e| e.to_string())?;
-        model.check_tokens(&targets, t).map_err(|e| e.to_string())?;
-        tape.reset(false);
-        total += model.loss(&mut tape, params, &inputs, &targets, t, &mut rng) as f64 * nb as f64;
+        // One batch at a time: the engine's working memory stays that of one batch.
+        let loss = engine
+            .losses(&[(inputs, targets)], t)
+            .map_err(|e| e.to_string())?[0];
+        total += loss * nb as f64;
         w += nb;
     }
     Ok((total / windows as f64, windows))

@@ -7,6 +7,7 @@ use ferrogpt_train::data::Dataset;
 use ferrogpt_train::optim::{clip_grad_norm, Optimizer};
 use ferrogpt_train::tokenizer::Tokenizer;
 use ferrogpt_train::trainer::{Outcome, Trainer};
+use ferrogpt_train::CpuEngine;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
 use std::path::PathBuf;
@@ -100,13 +101,13 @@ fn run_to(t: &mut Trainer) -> Outcome {
 #[test]
 fn resume_is_exact() {
     let tok = Tokenizer::from_corpus_char(&corpus());
-    let level = Level::fastest();
+    let cpu = CpuEngine::factory(Level::fastest());
     let (a_dir, b_dir) = (tmp("resume-a"), tmp("resume-b"));
-    let mut a = Trainer::new(small_cfg(), tok.clone(), dataset(&tok), level, &a_dir, None).unwrap();
+    let mut a = Trainer::new(small_cfg(), tok.clone(), dataset(&tok), &*cpu, &a_dir, None).unwrap();
     assert_eq!(run_to(&mut a), Outcome::Finished);
 
     // The same run, interrupted after step 10 (as Ctrl-C does: the flag is seen before step 11).
-    let mut b = Trainer::new(small_cfg(), tok.clone(), dataset(&tok), level, &b_dir, None).unwrap();
+    let mut b = Trainer::new(small_cfg(), tok.clone(), dataset(&tok), &*cpu, &b_dir, None).unwrap();
     let stop = AtomicBool::new(false);
     let out = b
         .run(None, &stop, |m| {
@@ -115,11 +116,14 @@ fn resume_is_exact() {
         .unwrap();
     assert_eq!(out, Outcome::Interrupted);
     drop(b);
-    let mut b = Trainer::resume(&b_dir, dataset(&tok), level, Some(20)).unwrap();
+    let mut b = Trainer::resume(&b_dir, dataset(&tok), &*cpu, Some(20)).unwrap();
     assert_eq!(b.step, 10);
     run_to(&mut b);
     assert_eq!(b.step, 20);
-    assert!(a.params == b.params, "parameters differ after resume");
+    assert!(
+        a.params().unwrap() == b.params().unwrap(),
+        "parameters differ after resume"
+    );
     let losses = |d: &PathBuf| -> Vec<String> {
         std::fs::read_to_string(d.join("metrics.jsonl"))
             .unwrap()
@@ -142,49 +146,32 @@ fn resume_is_exact() {
 fn keeps_existing_checkpoints() {
     let tok = Tokenizer::from_corpus_char(&corpus());
     let dir = tmp("keep");
+    let cpu = CpuEngine::factory(Level::fastest());
     let cfg = TrainConfig {
         steps: 5,
         dropout: 0.0,
         ..small_cfg()
     };
-    let mut t = Trainer::new(
-        cfg.clone(),
-        tok.clone(),
-        dataset(&tok),
-        Level::fastest(),
-        &dir,
-        None,
-    )
-    .unwrap();
+    let mut t = Trainer::new(cfg.clone(), tok.clone(), dataset(&tok), &*cpu, &dir, None).unwrap();
     run_to(&mut t);
     let before = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let err = Trainer::new(
-        cfg,
-        tok.clone(),
-        dataset(&tok),
-        Level::fastest(),
-        &dir,
-        None,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = Trainer::new(cfg, tok.clone(), dataset(&tok), &*cpu, &dir, None)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("already holds a checkpoint"), "{err}");
     // Resume with a learning rate that blows up: the run must stop with an error, saving nothing.
-    let mut r = Trainer::resume(&dir, dataset(&tok), Level::fastest(), Some(60)).unwrap();
+    let mut r = Trainer::resume(&dir, dataset(&tok), &*cpu, Some(60)).unwrap();
     r.cfg.lr = 1e12;
     r.cfg.min_lr = 1e12;
     r.cfg.grad_clip = 0.0;
     r.cfg.eval_interval = 1;
     let res = r.run(None, &AtomicBool::new(false), |_| {});
-    let err = res
-        .err()
-        .expect("the loss must turn non-finite")
-        .to_string();
+    let err = res.expect_err("the loss must turn non-finite").to_string();
     assert!(err.contains("last good"), "{err}");
     // Every eval step saved before the blow-up; the files on disk are a consistent checkpoint.
-    let resumed = Trainer::resume(&dir, dataset(&tok), Level::fastest(), None).unwrap();
-    assert!(resumed.params.iter().all(|x| x.is_finite()));
+    let resumed = Trainer::resume(&dir, dataset(&tok), &*cpu, None).unwrap();
+    assert!(resumed.params().unwrap().iter().all(|x| x.is_finite()));
     assert!(resumed.step >= 5);
     let _ = before;
     std::fs::remove_dir_all(&dir).unwrap();

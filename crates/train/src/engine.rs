@@ -1,0 +1,149 @@
+//! The engine: where the model's arithmetic runs, behind one contract.
+//!
+//! The trainer owns the run (config, data, batches, random streams, schedule, checkpoints); an
+//! [`Engine`] owns the numbers (parameters, gradients, optimizer state) and does the forward,
+//! backward, clipping and update. The CPU engine is [`crate::cpu_engine::CpuEngine`]; a GPU
+//! engine implements the same trait in its own crate. The CLI picks one per `--device` through an
+//! [`EngineFactory`].
+//!
+//! One optimizer step, as the trainer drives it:
+//!
+//! ```text
+//! zero_grads
+//! for each micro-batch:  loss = accumulate(inputs, targets, t, 1/grad_accum, seed)
+//! norm = clip_grads(grad_clip)
+//! update(lr, cfg)
+//! ```
+//!
+//! Parameters, gradients and optimizer moments are flat, in [`ferrogpt_model::ParamLayout`]
+//! order, as in checkpoints; `params` and `optimizer_state` copy them out for saving.
+
+use crate::config::TrainConfig;
+use ferrogpt_model::generate::{generate_with, Sampling};
+use ferrogpt_model::{Gpt, ModelError};
+use rand::Rng;
+
+/// An engine failure (e.g. a CUDA error), as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineError(pub String);
+
+impl From<ModelError> for EngineError {
+    fn from(e: ModelError) -> Self {
+        EngineError(e.to_string())
+    }
+}
+
+/// What an engine starts from.
+pub struct EngineInit<'a> {
+    pub model: &'a Gpt,
+    /// Flat, in layout order (`model.layout.total` values).
+    pub params: Vec<f32>,
+    /// None: inference only (eval, sample): no gradients or optimizer state are allocated.
+    pub train: Option<TrainInit<'a>>,
+}
+
+/// The training half of [`EngineInit`]: the run's config and the optimizer state.
+pub struct TrainInit<'a> {
+    pub cfg: &'a TrainConfig,
+    /// First moment (AdamW) or momentum (SGD), layout order; zeros at a fresh start.
+    pub m: Vec<f32>,
+    /// Second moment (AdamW), layout order; empty for SGD.
+    pub v: Vec<f32>,
+    /// Optimizer steps taken (AdamW's bias correction).
+    pub opt_t: u64,
+}
+
+impl<'a> TrainInit<'a> {
+    /// The optimizer state of a fresh start: zero moments (no `v` for SGD), no steps taken.
+    pub fn fresh(cfg: &'a TrainConfig, n: usize) -> Self {
+        let v = match cfg.optimizer {
+            crate::config::OptimizerKind::AdamW => vec![0.0; n],
+            crate::config::OptimizerKind::Sgd => Vec::new(),
+        };
+        TrainInit {
+            cfg,
+            m: vec![0.0; n],
+            v,
+            opt_t: 0,
+        }
+    }
+}
+
+/// Where the model's arithmetic runs. Parameters, gradients and optimizer state live inside.
+///
+/// Token ids are row-major (B, T) with `t` = T; B·T ids in all, each below the model's
+/// `vocab_size`, T within its block size (an engine answers bad shapes or ids with an error).
+/// The training methods error on an engine made without [`TrainInit`].
+pub trait Engine {
+    /// e.g. "cpu (simd, 2 threads)" or "cuda:0 NVIDIA H100 (bf16)".
+    fn describe(&self) -> String;
+
+    /// Sets every parameter gradient to zero.
+    fn zero_grads(&mut self) -> Result<(), EngineError>;
+
+    /// Forward and backward of one micro-batch: `inputs`, `targets` are B·T ids, row-major
+    /// (B, T). Adds `scale` × ∂(mean loss)/∂params into the gradients. `seed` drives dropout.
+    /// Returns the mean loss (unscaled).
+    fn accumulate(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        t: usize,
+        scale: f32,
+        seed: u64,
+    ) -> Result<f64, EngineError>;
+
+    /// The global L2 norm of the gradients, then clips them to `max_norm` (0 = off; PyTorch's
+    /// rule: scale by `max_norm / (norm + 1e-6)` when that is below 1). Returns the norm before
+    /// clipping.
+    fn clip_grads(&mut self, max_norm: f64) -> Result<f64, EngineError>;
+
+    /// One optimizer update at learning rate `lr` (AdamW or SGD per `cfg.optimizer`, which must
+    /// be the optimizer the engine was made with; the other hyperparameters are read here).
+    fn update(&mut self, lr: f64, cfg: &TrainConfig) -> Result<(), EngineError>;
+
+    /// Mean loss of each (inputs, targets) batch, without dropout or gradients.
+    fn losses(
+        &mut self,
+        batches: &[(Vec<u32>, Vec<u32>)],
+        t: usize,
+    ) -> Result<Vec<f64>, EngineError>;
+
+    /// Logits of the last position of each of the B rows of `tokens` (B·T ids), as
+    /// B × vocab_size (not padded) f32 values. Used by sampling.
+    fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError>;
+
+    /// Host copy of the parameters (flat, layout order).
+    fn params(&self) -> Result<Vec<f32>, EngineError>;
+
+    /// Host copy of the optimizer state: (m, v, t). v is empty for SGD.
+    fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>, u64), EngineError>;
+}
+
+/// Makes an engine; the CLI picks one per `--device`.
+pub type EngineFactory<'f> = dyn Fn(EngineInit<'_>) -> Result<Box<dyn Engine>, EngineError> + 'f;
+
+/// Generates `n` tokens after `prompt` on `engine`, one [`Engine::last_logits`] per token over
+/// the last `block_size` tokens, calling `emit` with each as it is produced. Errors as
+/// [`ferrogpt_model::generate::generate`]: an empty prompt, one longer than the block size, ids
+/// beyond the vocabulary; and the engine's own.
+pub fn generate(
+    engine: &mut dyn Engine,
+    model: &Gpt,
+    prompt: &[u32],
+    n: usize,
+    sampling: Sampling,
+    rng: &mut impl Rng,
+    emit: impl FnMut(u32) -> Result<(), EngineError>,
+) -> Result<Vec<u32>, EngineError> {
+    generate_with(
+        model,
+        |window: &[u32]| engine.last_logits(window, window.len()),
+        prompt,
+        n,
+        sampling,
+        rng,
+        emit,
+    )
+}
