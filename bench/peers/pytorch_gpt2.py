@@ -1,24 +1,38 @@
 #!/usr/bin/env python3
-"""PyTorch peer for ferrogpt's CPU benchmarks.
+"""PyTorch peer for ferrogpt's benchmarks: CPU (issue 2) and one NVIDIA GPU (issue 4).
 
 A plain GPT-2 in the nanoGPT style (pre-LayerNorm blocks, causal attention through
 F.scaled_dot_product_attention, tanh GELU, LM head tied to the token embedding, GPT-2
-initialisation), used two ways:
+initialisation; dropout where nanoGPT has it: after the embeddings, on the attention weights via
+SDPA's dropout_p while training, and on both residual branches), used two ways:
 
 * step timing (default): train steps on random tokens; prints one JSON object with the median
-  step time and tokens/s over --steps steps after --warmup warm-up steps;
-* --train-shakespeare FILE: the full `shakespeare-cpu` recipe (char vocab from FILE, 90/10
-  split, random windows, 2000 steps, AdamW lr 1e-3 cosine to 1e-4 after 100 warm-up steps,
-  betas (0.9, 0.99), weight decay 0.1 on 2-D weights only, grad clip 1.0, dropout 0, then a
-  20-batch evaluation); prints one JSON object with the final val loss and the wall time.
+  step time, tokens/s and MFU over --steps steps after --warmup warm-up steps;
+* --train-shakespeare FILE: a full training recipe on FILE (char vocab, first 90% for training,
+  random windows, AdamW lr 1e-3 with 100 warm-up steps then cosine to 1e-4, betas (0.9, 0.99),
+  weight decay 0.1 on 2-D weights only, grad clip 1.0); prints one JSON object with the final val
+  loss and the wall time. --recipe picks the sizes:
+    shakespeare-cpu  (default) nanoGPT's CPU run: 4 layers, 4 heads, 128 channels, block 64,
+                     batch 12, 2000 steps, dropout 0;
+    shakespeare-char nanoGPT's config/train_shakespeare_char.py: 6 layers, 6 heads, 384
+                     channels, block 256, batch 64, 5000 steps, dropout 0.2.
+
+Devices and precision: --device cpu|cuda; --dtype fp32 (on cuda with TF32 off, true fp32 GEMMs)
+or bf16 (torch.autocast around forward + loss; weights, gradients and AdamW state stay fp32;
+on cpu this is autocast('cpu'), for checking only); --compile wraps the model in torch.compile
+(the warm-up steps absorb the compilation; first_step_s shows it). On cuda AdamW is fused.
 
 Examples (see README.md beside this file):
     python3 bench/peers/pytorch_gpt2.py --preset shakespeare-cpu --threads 2 --steps 50 --warmup 10
     python3 bench/peers/pytorch_gpt2.py --preset gpt2-124m --threads 2 --steps 5 --warmup 2
     python3 bench/peers/pytorch_gpt2.py --threads 2 --train-shakespeare ../shared/data/tinyshakespeare.txt
+  on one NVIDIA H100/H200:
+    python3 bench/peers/pytorch_gpt2.py --device cuda --dtype bf16 --compile --preset gpt2-124m --batch 16 --seq 1024 --steps 20 --warmup 5
+    python3 bench/peers/pytorch_gpt2.py --device cuda --dtype bf16 --compile --train-shakespeare data/tinyshakespeare.txt --recipe shakespeare-char --eval-interval 250 --eval-batches 20 --target-loss 1.47
 """
 
 import argparse
+import contextlib
 import datetime
 import inspect
 import json
@@ -36,9 +50,23 @@ import torch.nn.functional as F
 PRESETS = {
     # nanoGPT's CPU Shakespeare run (vocab 65 = Tiny Shakespeare's characters).
     "shakespeare-cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab=65, batch=12, seq=64),
-    # GPT-2 small at llm.c's CPU reference size (B=4, T=64).
+    # nanoGPT's config/train_shakespeare_char.py, the GPU-sized Shakespeare run.
+    "shakespeare-char": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab=65, batch=64, seq=256),
+    # GPT-2 small at llm.c's CPU reference size (B=4, T=64); on a GPU pass e.g. --batch 16 --seq 1024.
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab=50304, batch=4, seq=64),
 }
+
+# The training side of the --train-shakespeare recipes (the model sizes are the PRESETS above).
+RECIPES = {
+    "shakespeare-cpu": dict(steps=2000, dropout=0.0, max_lr=1e-3, min_lr=1e-4, warmup=100,
+                            betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0),
+    "shakespeare-char": dict(steps=5000, dropout=0.2, max_lr=1e-3, min_lr=1e-4, warmup=100,
+                             betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0),
+}
+
+# Dense (no sparsity) peak TFLOPS of an H100 SXM; the H200 has the same compute (only its memory
+# differs). fp32 is the CUDA-core figure: with TF32 off, fp32 GEMMs do not use the tensor cores.
+DEFAULT_PEAK_TFLOPS = {"bf16": 989.0, "fp32": 67.0}
 
 
 # ----------------------------------------------------------------------------- model
@@ -128,9 +156,10 @@ class GPT(nn.Module):
         return logits, loss
 
 
-def make_optimizer(model, lr, weight_decay, betas, eps=1e-8):
-    """AdamW with decoupled weight decay on 2-D weights only (nanoGPT); fused if this torch
-    build supports it on the CPU, else foreach, else the plain loop."""
+def make_optimizer(model, lr, weight_decay, betas, device, eps=1e-8):
+    """AdamW with decoupled weight decay on 2-D weights only (nanoGPT). On cuda fused=True (an
+    error if this build cannot); on the CPU fused if this build supports it there, else foreach,
+    else the plain loop."""
     params = [p for p in model.parameters() if p.requires_grad]  # the tied weight once
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -138,6 +167,8 @@ def make_optimizer(model, lr, weight_decay, betas, eps=1e-8):
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if device == "cuda":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True), "fused"
     sig = inspect.signature(torch.optim.AdamW).parameters
     for impl in ("fused", "foreach"):
         if impl in sig:
@@ -152,16 +183,135 @@ def make_optimizer(model, lr, weight_decay, betas, eps=1e-8):
 # ----------------------------------------------------------------------------- helpers
 
 
-def environment(threads):
-    return {
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(args):
+    env = {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
-        "threads": threads,
+        "threads": torch.get_num_threads(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+    if args.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update({
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "gpu": torch.cuda.get_device_name(0),
+            "gpu_capability": f"sm_{props.major}{props.minor}",
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "gpu_sms": props.multi_processor_count,
+        })
+    return env
+
+
+def setup_device(args):
+    """Checks the device, sets the TF32 switches on cuda, and creates the CUDA context (outside
+    every timed region). Returns the facts for the JSON."""
+    info = {"device": args.device, "dtype": args.dtype, "compile": args.compile}
+    if args.device == "cpu":
+        info["device_name"] = cpu_name()
+        return info
+    if not torch.cuda.is_available():
+        sys.exit("error: --device cuda, but torch.cuda.is_available() is False "
+                 f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    # fp32: true fp32 GEMMs (no TF32). bf16: TF32 on, as nanoGPT sets it; under autocast every
+    # matmul runs in bf16 anyway, so this only touches fp32 matmuls left outside autocast (none here).
+    tf32 = args.dtype == "bf16"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    t0 = time.perf_counter()
+    torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+    info.update({
+        "device_name": torch.cuda.get_device_name(0),
+        "cuda_init_s": time.perf_counter() - t0,
+        "tf32": {
+            "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        },
+    })
+    return info
+
+
+def autocast(args):
+    """The context for forward + loss: bf16 autocast, or nothing for fp32."""
+    if args.dtype == "bf16":
+        return torch.autocast(device_type=args.device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def sync(args):
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_tflops(args):
+    """(peak, where it came from); (None, None) on the CPU without --peak-tflops."""
+    if args.peak_tflops is not None:
+        return args.peak_tflops, "--peak-tflops"
+    if args.device != "cuda":
+        return None, None
+    name = torch.cuda.get_device_name(0)
+    if not any(s in name for s in ("H100", "H200")) or any(s in name for s in ("PCIe", "NVL")):
+        print(f"warning: the default peak ({DEFAULT_PEAK_TFLOPS[args.dtype]} TFLOPS {args.dtype}) is the "
+              f"H100/H200 SXM figure, but this is a {name}: pass --peak-tflops for a meaningful MFU",
+              file=sys.stderr)
+    return DEFAULT_PEAK_TFLOPS[args.dtype], f"default: H100/H200 SXM dense {args.dtype}"
+
+
+def flops_per_token(model, cfg):
+    """nanoGPT's estimate_mfu (the PaLM appendix B formula): 6N + 12*L*H*Q*T per token for forward
+    + backward, N = parameters without the position embedding (the tied token embedding counted
+    once, as the LM head's matmul), T = the sequence length trained on. Attention counts the full
+    T x T products, causal mask or not."""
+    n = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()
+    L, H, Q, T = cfg["n_layer"], cfg["n_head"], cfg["n_embd"] // cfg["n_head"], cfg["seq"]
+    return 6 * n + 12 * L * H * Q * T
+
+
+def throughput(args, model, cfg, tokens_per_s):
+    fpt = flops_per_token(model, cfg)
+    achieved = fpt * tokens_per_s / 1e12
+    peak, source = peak_tflops(args)
+    return {
+        "flops_per_token": fpt,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
+        "peak_tflops_source": source,
+        "mfu": achieved / peak if peak else None,
+    }
+
+
+def build_model(args, cfg, dropout):
+    """The model, initialised on the CPU (so the weights are the same on every device for a
+    seed) and moved to the device, and what to call: torch.compile's wrapper or the model."""
+    model = GPT(cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["block_size"], cfg["vocab"], dropout)
+    model.to(args.device)
+    model.train()
+    run = torch.compile(model) if args.compile else model
+    return model, run
+
+
+def check_sizes(cfg):
+    if cfg["seq"] > cfg["block_size"]:
+        sys.exit(f"error: --seq {cfg['seq']} is longer than --block-size {cfg['block_size']}")
+    if cfg["n_embd"] % cfg["n_head"]:
+        sys.exit(f"error: --n-embd {cfg['n_embd']} is not a multiple of --n-head {cfg['n_head']}")
 
 
 def resolve_config(args):
@@ -174,10 +324,7 @@ def resolve_config(args):
             cfg[key] = v
     if cfg["seq"] is None:
         cfg["seq"] = cfg["block_size"]
-    if cfg["seq"] > cfg["block_size"]:
-        sys.exit(f"error: --seq {cfg['seq']} is longer than --block-size {cfg['block_size']}")
-    if cfg["n_embd"] % cfg["n_head"]:
-        sys.exit(f"error: --n-embd {cfg['n_embd']} is not a multiple of --n-head {cfg['n_head']}")
+    check_sizes(cfg)
     return cfg
 
 
@@ -191,27 +338,39 @@ def lr_at(step, max_lr, min_lr, warmup, total):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
 
 
+def memory_stats(args):
+    if args.device != "cuda":
+        return {}
+    return {"max_memory_allocated_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
 # ----------------------------------------------------------------------------- modes
 
 
 def time_steps(args, cfg):
     torch.manual_seed(args.seed)
-    model = GPT(cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["block_size"], cfg["vocab"], args.dropout)
-    model.train()
-    opt, impl = make_optimizer(model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99))
+    dropout = args.dropout if args.dropout is not None else 0.0
+    model, run = build_model(args, cfg, dropout)
+    opt, impl = make_optimizer(model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99), device=args.device)
     B, T = cfg["batch"], cfg["seq"]
     gen = torch.Generator().manual_seed(args.seed)
     times, losses = [], []
+    first_step_s = None
     for i in range(args.warmup + args.steps):
-        x = torch.randint(cfg["vocab"], (B, T), generator=gen)
-        y = torch.randint(cfg["vocab"], (B, T), generator=gen)
+        x = torch.randint(cfg["vocab"], (B, T), generator=gen).to(args.device)
+        y = torch.randint(cfg["vocab"], (B, T), generator=gen).to(args.device)
+        sync(args)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        _, loss = model(x, y)
+        with autocast(args):
+            _, loss = run(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sync(args)
         dt = time.perf_counter() - t0
+        if i == 0:
+            first_step_s = dt
         if i >= args.warmup:
             times.append(dt)
             losses.append(loss.item())
@@ -219,10 +378,12 @@ def time_steps(args, cfg):
             print(f"step {i:4d} {'(warm-up) ' if i < args.warmup else ''}{dt * 1e3:9.1f} ms  loss {loss.item():.4f}",
                   file=sys.stderr)
     med = statistics.median(times)
+    tokens_per_s = B * T / med
     return {
         "mode": "step-timing",
         "preset": args.preset,
         "config": cfg,
+        "dropout": dropout,
         "params": sum(p.numel() for p in model.parameters()),
         "optimizer": f"AdamW ({impl})",
         "steps": args.steps,
@@ -231,7 +392,10 @@ def time_steps(args, cfg):
         "mean_step_s": statistics.fmean(times),
         "min_step_s": min(times),
         "max_step_s": max(times),
-        "tokens_per_s": B * T / med,
+        "first_step_s": first_step_s,  # with --compile: includes the compilation
+        "tokens_per_s": tokens_per_s,
+        **throughput(args, model, cfg, tokens_per_s),
+        **memory_stats(args),
         "last_loss": losses[-1],
     }
 
@@ -246,76 +410,131 @@ def train_shakespeare(args, path):
     n = int(0.9 * len(data))
     train_data, val_data = data[:n], data[n:]
 
-    cfg = dict(PRESETS["shakespeare-cpu"])
+    recipe = RECIPES[args.recipe]
+    cfg = dict(PRESETS[args.recipe])
     for key in ("n_layer", "n_head", "n_embd", "block_size", "batch", "seq"):
         v = getattr(args, key)
         if v is not None:
             cfg[key] = v
     cfg["vocab"] = len(chars)
     cfg["seq"] = cfg["block_size"] if args.seq is None else cfg["seq"]
-    steps = 2000 if args.steps is None else args.steps
-    max_lr, min_lr, warmup = 1e-3, 1e-4, 100
-    eval_batches = 20
+    check_sizes(cfg)
+    steps = recipe["steps"] if args.steps is None else args.steps
+    dropout = recipe["dropout"] if args.dropout is None else args.dropout
+    max_lr, min_lr, warmup = recipe["max_lr"], recipe["min_lr"], recipe["warmup"]
+    B, T = cfg["batch"], cfg["seq"]
+    offsets = torch.arange(T)
+    pin = args.device == "cuda"
+
+    def batch(split, gen):
+        """B random windows of T+1 tokens, gathered with one index tensor (no loop per row)."""
+        d = train_data if split == "train" else val_data
+        ix = torch.randint(len(d) - T - 1, (B, 1), generator=gen) + offsets  # (B, T) positions
+        x, y = d[ix], d[ix + 1]
+        if pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(args.device, non_blocking=pin), y.to(args.device, non_blocking=pin)
+
+    def evaluate(split):
+        """Mean loss over --eval-batches windows, drawn the same way at every evaluation (a fixed
+        seed, as ferrogpt does), in eval mode (no dropout), without touching the training stream."""
+        gen = torch.Generator().manual_seed(args.seed ^ 0x5EEDE7A1)
+        run.eval()
+        total = torch.zeros((), dtype=torch.float64, device=args.device)
+        with torch.no_grad():
+            for _ in range(args.eval_batches):
+                x, y = batch(split, gen)
+                with autocast(args):
+                    _, loss = run(x, y)
+                total += loss.double()
+        run.train()
+        return (total / args.eval_batches).item()
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    B, T = cfg["batch"], cfg["seq"]
-
-    def batch(split):
-        d = train_data if split == "train" else val_data
-        ix = torch.randint(len(d) - T - 1, (B,), generator=gen)
-        x = torch.stack([d[i:i + T] for i in ix])
-        y = torch.stack([d[i + 1:i + 1 + T] for i in ix])
-        return x, y
-
     t_start = time.perf_counter()
-    model = GPT(cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["block_size"], cfg["vocab"], 0.0)
-    model.train()
-    opt, impl = make_optimizer(model, lr=max_lr, weight_decay=0.1, betas=(0.9, 0.99))
+    model, run = build_model(args, cfg, dropout)
+    opt, impl = make_optimizer(model, lr=max_lr, weight_decay=recipe["weight_decay"], betas=recipe["betas"],
+                               device=args.device)
     loss = None
+    first_step_s = None
+    eval_s = periodic_eval_s = 0.0
+    history = []
+    target_step = target_s = None
+    t_train_end = None
     for step in range(steps):
+        t_step = time.perf_counter()
         lr = lr_at(step, max_lr, min_lr, warmup, steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = batch("train")
+        x, y = batch("train", gen)
         opt.zero_grad(set_to_none=True)
-        _, loss = model(x, y)
+        with autocast(args):
+            _, loss = run(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
         opt.step()
-        if args.verbose and (step % 100 == 0 or step == steps - 1):
+        done = step + 1
+        if step == 0:
+            sync(args)
+            first_step_s = time.perf_counter() - t_step
+        if args.verbose and (step % 100 == 0 or done == steps):
             print(f"step {step:5d}  loss {loss.item():.4f}  lr {lr:.2e}  {time.perf_counter() - t_start:6.1f} s",
                   file=sys.stderr)
-    t_train = time.perf_counter() - t_start
-
-    model.eval()
-    out = {}
-    with torch.no_grad():
-        for split in ("train", "val"):
-            out[split] = statistics.fmean(model(*batch(split))[1].item() for _ in range(eval_batches))
+        last = done == steps
+        if last:
+            sync(args)
+            t_train_end = time.perf_counter()
+        if last or (args.eval_interval > 0 and done % args.eval_interval == 0):
+            t_eval = time.perf_counter()
+            val = evaluate("val")
+            now = time.perf_counter()
+            eval_s += now - t_eval
+            if not last:
+                periodic_eval_s += now - t_eval
+            history.append({"step": done, "elapsed_s": now - t_start, "val_loss": val})
+            if args.target_loss is not None and target_step is None and val <= args.target_loss:
+                target_step, target_s = done, now - t_start
+            if args.verbose:
+                print(f"step {done:5d}  val loss {val:.4f}  {now - t_start:6.1f} s", file=sys.stderr)
     wall = time.perf_counter() - t_start
+    train_s = (t_train_end - t_start) - periodic_eval_s
+    train_loss = evaluate("train")  # after the clock stops: ferrogpt evaluates val only
+    tokens_per_s = steps * B * T / train_s
     return {
         "mode": "train-shakespeare",
+        "recipe": args.recipe,
         "data": path,
         "config": cfg,
+        "dropout": dropout,
         "params": sum(p.numel() for p in model.parameters()),
-        "optimizer": f"AdamW ({impl}), lr {max_lr} cosine to {min_lr}, warmup {warmup}, betas (0.9, 0.99), "
-                     f"wd 0.1 on 2-D weights, clip 1.0",
+        "optimizer": f"AdamW ({impl}), lr {max_lr} cosine to {min_lr}, warmup {warmup}, betas {recipe['betas']}, "
+                     f"wd {recipe['weight_decay']} on 2-D weights, clip {recipe['grad_clip']}",
         "steps": steps,
         "final_train_loss_last_batch": loss.item(),
-        "train_loss": out["train"],
-        "val_loss": out["val"],
-        "eval_batches": eval_batches,
-        "train_s": t_train,
-        "wall_s": wall,  # model init + training + evaluation
+        "train_loss": train_loss,
+        "val_loss": history[-1]["val_loss"],
+        "eval_batches": args.eval_batches,
+        "eval_interval": args.eval_interval,
+        "evaluations": history,
+        "target_loss": args.target_loss,
+        "target_reached_step": target_step,
+        "target_reached_s": target_s,  # since model init, evaluations included; null if never
+        "train_s": train_s,  # model init + training steps, evaluations excluded
+        "eval_s": eval_s,  # all val evaluations, the final one included
+        "wall_s": wall,  # model init + training + val evaluations (not data loading)
         "wall_with_data_load_s": time.perf_counter() - t_load,
-        "ms_per_step": 1e3 * t_train / steps,
+        "first_step_s": first_step_s,  # with --compile: includes the compilation
+        "ms_per_step": 1e3 * train_s / steps,
+        "tokens_per_s": tokens_per_s,  # mean over train_s, so model init and compilation included
+        **throughput(args, model, cfg, tokens_per_s),
+        **memory_stats(args),
     }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=sorted(PRESETS))
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="model and batch sizes for step timing")
     ap.add_argument("--n-layer", type=int)
     ap.add_argument("--n-head", type=int)
     ap.add_argument("--n-embd", type=int)
@@ -324,25 +543,64 @@ def main():
     ap.add_argument("--batch", type=int)
     ap.add_argument("--seq", type=int, help="sequence length (default: the block size)")
     ap.add_argument("--steps", type=int, help="timed steps (default 20), or training steps with "
-                                                "--train-shakespeare (default 2000)")
+                                                "--train-shakespeare (default: the recipe's, 2000 or 5000)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--dropout", type=float, help="default: 0 for step timing, the recipe's for training")
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: model and data on GPU 0, synchronize around each timed step, fused AdamW")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="fp32 (on cuda: TF32 off for matmul and cuDNN, so true fp32), or bf16: "
+                         "torch.autocast(bfloat16) around forward + loss, fp32 weights and optimizer state "
+                         "(on cpu: autocast('cpu'), for checking, not timing)")
+    ap.add_argument("--compile", action="store_true",
+                    help="model = torch.compile(model); warm-up steps absorb the compilation")
+    ap.add_argument("--peak-tflops", type=float,
+                    help="peak for MFU; default on cuda 989 (bf16) or 67 (fp32): the dense H100 SXM "
+                         "figures, also right for the H200 (same compute, more memory); H100 PCIe is "
+                         "756/51. On cpu no MFU unless given")
     ap.add_argument("--train-shakespeare", metavar="FILE",
-                    help="run the full shakespeare-cpu training recipe on FILE instead of timing")
-    ap.add_argument("--verbose", "-v", action="store_true", help="per-step lines on stderr")
+                    help="run a full training recipe on FILE instead of timing")
+    ap.add_argument("--recipe", choices=sorted(RECIPES),
+                    help="with --train-shakespeare: shakespeare-cpu (default) or shakespeare-char")
+    ap.add_argument("--eval-interval", type=int, default=0,
+                    help="with --train-shakespeare: val evaluation after every N steps as well as after "
+                         "the last, inside the wall time (default 0: after the last only)")
+    ap.add_argument("--eval-batches", type=int, default=20, help="batches per evaluation (default 20)")
+    ap.add_argument("--target-loss", type=float,
+                    help="with --train-shakespeare: report when an evaluation first has val loss <= this")
+    ap.add_argument("--verbose", "-v", action="store_true", help="progress lines on stderr")
     args = ap.parse_args()
 
-    for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab", "batch", "seq", "steps", "threads"):
+    for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab", "batch", "seq", "steps", "threads",
+                 "eval_batches", "peak_tflops"):
         v = getattr(args, name)
         if v is not None and v <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive")
     if args.warmup < 0:
         ap.error("--warmup must be >= 0")
+    if args.eval_interval < 0:
+        ap.error("--eval-interval must be >= 0")
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        ap.error("--dropout must be in [0, 1)")
+    if args.train_shakespeare:
+        if args.preset:
+            ap.error("--preset is for step timing; with --train-shakespeare use --recipe")
+        args.recipe = args.recipe or "shakespeare-cpu"
+    else:
+        for flag, given in (("--recipe", args.recipe is not None), ("--eval-interval", args.eval_interval != 0),
+                            ("--target-loss", args.target_loss is not None)):
+            if given:
+                ap.error(f"{flag} needs --train-shakespeare")
+        if args.compile and args.warmup == 0:
+            print("warning: --compile with --warmup 0: no warm-up step absorbs the compilation "
+                  "(first_step_s shows it; it is not among the timed steps only if --warmup >= 1)",
+                  file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = environment(torch.get_num_threads())
+    device = setup_device(args)
+    env = environment(args)
 
     if args.train_shakespeare:
         result = train_shakespeare(args, args.train_shakespeare)
@@ -350,7 +608,7 @@ def main():
         if args.steps is None:
             args.steps = 20
         result = time_steps(args, resolve_config(args))
-    result["env"] = env
+    result = {**device, **result, "env": env}
     result["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
 

@@ -99,10 +99,14 @@ pub fn engine_factory(
 
 /// The engine factory of CUDA GPU `ordinal`, computing in `dtype`: where the GPU engine plugs in.
 fn cuda_engine_factory(
-    _ordinal: usize,
-    _dtype: DType,
+    ordinal: usize,
+    dtype: DType,
 ) -> Result<Box<EngineFactory<'static>>, String> {
-    Err("the CUDA training engine is not built yet".into())
+    let dtype = match dtype {
+        DType::F32 => ferrogpt_gpu::Dtype::F32,
+        DType::Bf16 => ferrogpt_gpu::Dtype::Bf16,
+    };
+    Ok(ferrogpt_gpu::GpuEngine::factory(ordinal, dtype))
 }
 
 /// Sizes rayon's global pool (once per process).

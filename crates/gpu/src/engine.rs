@@ -25,7 +25,11 @@ pub struct GpuEngine {
 
 impl GpuEngine {
     /// Opens GPU `ordinal` and uploads the model of `init`.
-    pub fn new(ordinal: usize, dtype: Dtype, init: EngineInit<'_>) -> Result<GpuEngine, EngineError> {
+    pub fn new(
+        ordinal: usize,
+        dtype: Dtype,
+        init: EngineInit<'_>,
+    ) -> Result<GpuEngine, EngineError> {
         let gpu = Gpu::new(ordinal).map_err(err)?;
         let layout = &init.model.layout;
         let opt = init.train.map(|t| {
@@ -41,7 +45,8 @@ impl GpuEngine {
                 decay: layout.decay_mask(),
             }
         });
-        let model = GpuModel::new(gpu, dtype, init.model.config.clone(), &init.params, opt).map_err(err)?;
+        let model =
+            GpuModel::new(gpu, dtype, init.model.config.clone(), &init.params, opt).map_err(err)?;
         Ok(GpuEngine {
             model,
             ordinal,
@@ -76,7 +81,9 @@ impl Engine for GpuEngine {
         scale: f32,
         seed: u64,
     ) -> Result<f64, EngineError> {
-        self.model.accumulate(inputs, targets, t, scale, seed).map_err(err)
+        self.model
+            .accumulate(inputs, targets, t, scale, seed)
+            .map_err(err)
     }
 
     fn clip_grads(&mut self, max_norm: f64) -> Result<f64, EngineError> {
@@ -105,7 +112,11 @@ impl Engine for GpuEngine {
         r
     }
 
-    fn losses(&mut self, batches: &[(Vec<u32>, Vec<u32>)], t: usize) -> Result<Vec<f64>, EngineError> {
+    fn losses(
+        &mut self,
+        batches: &[(Vec<u32>, Vec<u32>)],
+        t: usize,
+    ) -> Result<Vec<f64>, EngineError> {
         batches
             .iter()
             .map(|(x, y)| self.model.loss(x, y, t).map_err(err))

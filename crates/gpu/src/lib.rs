@@ -19,11 +19,11 @@
 //! and ferrogpt-train (the `Engine` trait). Without a driver or GPU every entry point returns
 //! a `CudaError` naming what is missing.
 
-// pub mod engine; (lands with the Engine trait)
+pub mod engine;
 pub mod model;
 mod raw;
 
-// pub use engine::GpuEngine;
+pub use engine::GpuEngine;
 pub use model::{GpuModel, OptKind, OptState, Update};
 pub use raw::{compile, program, HEAD_SIZES};
 
