@@ -75,3 +75,25 @@ __device__ float block_max(float v, float* scratch) {
     v = lane < warps ? scratch[lane] : -INFINITY;
     return warp_max(v);
 }
+
+// 16-byte vectors: VEC elements of floatX (8 bf16 or 4 f32). The host keeps every row length
+// a multiple of 8 (C = NH·HS with HS a multiple of 8) and every buffer 256-byte aligned.
+constexpr int VEC = 16 / (int)sizeof(floatX);
+
+__device__ __forceinline__ void ld_vec(float* f, const floatX* p) {
+    const uint4 u = *(const uint4*)p;
+    const floatX* e = (const floatX*)&u;
+#pragma unroll
+    for (int k = 0; k < VEC; k++) f[k] = to_f(e[k]);
+}
+__device__ __forceinline__ void st_vec(floatX* p, const float* f) {
+    uint4 u;
+    floatX* e = (floatX*)&u;
+#pragma unroll
+    for (int k = 0; k < VEC; k++) e[k] = from_f(f[k]);
+    *(uint4*)p = u;
+}
+
+// 2-D launch over (rows, columns in vectors): grid (ceil(C/VEC/128), min(rows, 65535)),
+// 128 threads; each thread owns one vector column and walks rows.
+#define FOR_ROWS(r, rows) for (int r = blockIdx.y; r < (rows); r += gridDim.y)

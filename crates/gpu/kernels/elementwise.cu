@@ -1,42 +1,93 @@
-// Elementwise layers, forward and backward side by side: bias, GELU (tanh approximation),
-// residual add with the residual-branch dropout fused, and the dtype conversion.
+// Elementwise layers, forward and backward side by side: bias, GELU (tanh approximation) with
+// the MLP bias fused, residual add with the projection bias and the residual-branch dropout
+// fused, and the dtype conversion. 16-byte vector loads (VEC elements) throughout.
 
-// out (N,OC) += bias (OC)
+// out (N,OC) += bias (OC). 2-D launch (FOR_ROWS).
 extern "C" __global__ void add_bias(floatX* out, const floatX* bias, int N, int OC) {
-    FOR_EACH(i, (size_t)N * OC) out[i] = from_f(to_f(out[i]) + to_f(bias[i % OC]));
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
+    if (c >= OC) return;
+    float bv[VEC], x[VEC];
+    ld_vec(bv, bias + c);
+    FOR_ROWS(r, N) {
+        floatX* o = out + (size_t)r * OC + c;
+        ld_vec(x, o);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) x[k] += bv[k];
+        st_vec(o, x);
+    }
 }
 
 #define GELU_K 0.7978845608028654f  // sqrt(2/pi)
 
-// out = 0.5 x (1 + tanh(k (x + 0.044715 x^3)))
-extern "C" __global__ void gelu_forward(floatX* out, const floatX* inp, size_t n) {
-    FOR_EACH(i, n) {
-        const float x = to_f(inp[i]);
-        out[i] = from_f(0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x))));
+__device__ __forceinline__ float gelu(float x) {
+    return 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+}
+
+// The MLP's first activation, bias fused: pre (N,OC) += bias; post = gelu(pre), with
+// gelu(x) = 0.5 x (1 + tanh(k (x + 0.044715 x^3))). 2-D launch.
+extern "C" __global__ void bias_gelu_forward(floatX* pre, floatX* post, const floatX* bias, int N, int OC) {
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
+    if (c >= OC) return;
+    float bv[VEC], x[VEC], y[VEC];
+    ld_vec(bv, bias + c);
+    FOR_ROWS(r, N) {
+        const size_t i = (size_t)r * OC + c;
+        ld_vec(x, pre + i);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            x[k] += bv[k];
+            y[k] = gelu(x[k]);
+        }
+        st_vec(pre + i, x);
+        st_vec(post + i, y);
     }
 }
 
-// dinp = dout * gelu'(inp), written in place of dout (dinp may alias dout).
+// dinp = dout * gelu'(inp), in place of dout allowed (n a multiple of VEC).
 extern "C" __global__ void gelu_backward(floatX* dinp, const floatX* inp, const floatX* dout, size_t n) {
-    FOR_EACH(i, n) {
-        const float x = to_f(inp[i]);
-        const float u = GELU_K * (x + 0.044715f * x * x * x);
-        const float th = tanhf(u);
-        const float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-        const float g = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
-        dinp[i] = from_f(to_f(dout[i]) * g);
+    FOR_EACH(v, n / VEC) {
+        float x[VEC], g[VEC];
+        ld_vec(x, inp + v * VEC);
+        ld_vec(g, dout + v * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            const float xi = x[k];
+            const float th = tanhf(GELU_K * (xi + 0.044715f * xi * xi * xi));
+            const float du = GELU_K * (1.0f + 3.0f * 0.044715f * xi * xi);
+            g[k] *= 0.5f * (1.0f + th) + 0.5f * xi * (1.0f - th * th) * du;
+        }
+        st_vec(dinp + v * VEC, g);
     }
 }
 
-// out = a + drop(b)   (out may alias a)
-extern "C" __global__ void residual_forward(floatX* out, const floatX* a, const floatX* b, size_t n,
-                                            float p, u64 seed) {
-    FOR_EACH(i, n) out[i] = from_f(to_f(a[i]) + to_f(b[i]) * dropout_factor(seed, i, p));
+// A projection's output joins the residual stream, bias and dropout fused:
+// out (N,C) = a + drop(b + bias)   (out may alias a). Dropout index r*C + c. 2-D launch.
+extern "C" __global__ void residual_forward(floatX* out, const floatX* a, const floatX* b, const floatX* bias,
+                                            int N, int C, float p, u64 seed) {
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
+    if (c >= C) return;
+    float bv[VEC], x[VEC], y[VEC];
+    ld_vec(bv, bias + c);
+    FOR_ROWS(r, N) {
+        const size_t i = (size_t)r * C + c;
+        ld_vec(x, a + i);
+        ld_vec(y, b + i);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) x[k] += (y[k] + bv[k]) * dropout_factor(seed, i + k, p);
+        st_vec(out + i, x);
+    }
 }
 
-// dst = drop'(src): the gradient through a dropout, from the same (seed, index) mask.
+// dst = drop'(src): the gradient through a dropout, from the same (seed, index) mask
+// (n a multiple of VEC).
 extern "C" __global__ void dropout_backward(floatX* dst, const floatX* src, size_t n, float p, u64 seed) {
-    FOR_EACH(i, n) dst[i] = from_f(to_f(src[i]) * dropout_factor(seed, i, p));
+    FOR_EACH(v, n / VEC) {
+        float x[VEC];
+        ld_vec(x, src + v * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) x[k] *= dropout_factor(seed, v * VEC + k, p);
+        st_vec(dst + v * VEC, x);
+    }
 }
 
 // dst = floatX(src): the working copy of the f32 master weights.

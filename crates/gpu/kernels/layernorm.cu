@@ -3,24 +3,39 @@
 // forward:  out = (x - mean) * rstd * w + b; mean, rstd (N) f32 saved for the backward.
 // backward: dinp (N,C) = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout*w,
 //           written (accumulate = 0) or added (accumulate = 1); dw, db: see col_partials.
-// One warp per row.
+// One warp per row, 16-byte vectors (C a multiple of VEC); statistics in f32 (two passes over
+// the row for the variance, which the cache serves).
 
 extern "C" __global__ void layernorm_forward(floatX* out, float* mean, float* rstd, const floatX* inp,
                                              const floatX* w, const floatX* b, int N, int C) {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     const floatX* x = inp + (size_t)row * C;
+    float v[VEC];
     float s = 0.0f;
-    for (int c = lane; c < C; c += 32) s += to_f(x[c]);
-    const float m = warp_sum(s) / C;
-    float v = 0.0f;
-    for (int c = lane; c < C; c += 32) {
-        const float d = to_f(x[c]) - m;
-        v += d * d;
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        ld_vec(v, x + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) s += v[k];
     }
-    const float r = rsqrtf(warp_sum(v) / C + 1e-5f);
+    const float m = warp_sum(s) / C;
+    float var = 0.0f;
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        ld_vec(v, x + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) var += (v[k] - m) * (v[k] - m);
+    }
+    const float r = rsqrtf(warp_sum(var) / C + 1e-5f);
     floatX* o = out + (size_t)row * C;
-    for (int c = lane; c < C; c += 32) o[c] = from_f((to_f(x[c]) - m) * r * to_f(w[c]) + to_f(b[c]));
+    float wv[VEC], bv[VEC];
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        ld_vec(v, x + c);
+        ld_vec(wv, w + c);
+        ld_vec(bv, b + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) v[k] = (v[k] - m) * r * wv[k] + bv[k];
+        st_vec(o + c, v);
+    }
     if (lane == 0) {
         mean[row] = m;
         rstd[row] = r;
@@ -35,49 +50,74 @@ extern "C" __global__ void layernorm_backward(floatX* dinp, const floatX* dout, 
     const floatX* x = inp + (size_t)row * C;
     const floatX* dy = dout + (size_t)row * C;
     const float m = mean[row], r = rstd[row];
+    float xv[VEC], gv[VEC], wv[VEC];
     float a = 0.0f, bsum = 0.0f;
-    for (int c = lane; c < C; c += 32) {
-        const float dxhat = to_f(dy[c]) * to_f(w[c]);
-        a += dxhat;
-        bsum += dxhat * (to_f(x[c]) - m) * r;
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        ld_vec(xv, x + c);
+        ld_vec(gv, dy + c);
+        ld_vec(wv, w + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            const float dxhat = gv[k] * wv[k];
+            a += dxhat;
+            bsum += dxhat * (xv[k] - m) * r;
+        }
     }
     a = warp_sum(a) / C;
     bsum = warp_sum(bsum) / C;
     floatX* dx = dinp + (size_t)row * C;
-    for (int c = lane; c < C; c += 32) {
-        const float xhat = (to_f(x[c]) - m) * r;
-        float g = r * (to_f(dy[c]) * to_f(w[c]) - a - xhat * bsum);
-        if (accumulate) g += to_f(dx[c]);
-        dx[c] = from_f(g);
+    float dv[VEC];
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        ld_vec(xv, x + c);
+        ld_vec(gv, dy + c);
+        ld_vec(wv, w + c);
+        if (accumulate) ld_vec(dv, dx + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            const float g = r * (gv[k] * wv[k] - a - (xv[k] - m) * r * bsum);
+            dv[k] = accumulate ? dv[k] + g : g;
+        }
+        st_vec(dx + c, dv);
     }
 }
 
 // Column sums for the parameter gradients of a bias and of a LayerNorm, without atomics:
-// block (x, y) sums rows [y*rows_per, (y+1)*rows_per) of columns x*256.. into
+// block (x, y) sums rows [y*rows_per, (y+1)*rows_per) of VEC columns per thread into
 //   part[y*C + c]          = Σ dout[n,c]                     (db)
 //   part[(P + y)*C + c]    = Σ dout[n,c] * xhat[n,c]         (dw, only when inp != 0)
 // with P = gridDim.y; reduce_partials then adds the P partials, in order, into the gradient.
 extern "C" __global__ void col_partials(float* part, const floatX* dout, const floatX* inp,
                                         const float* mean, const float* rstd, int N, int C, int rows_per) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
     if (c >= C) return;
     const int P = gridDim.y, y = blockIdx.y;
     const int n0 = y * rows_per, n1 = min(N, n0 + rows_per);
-    float db = 0.0f, dw = 0.0f;
+    float db[VEC] = {}, dw[VEC] = {}, g[VEC], x[VEC];
     for (int n = n0; n < n1; n++) {
-        const float g = to_f(dout[(size_t)n * C + c]);
-        db += g;
-        if (inp) dw += g * (to_f(inp[(size_t)n * C + c]) - mean[n]) * rstd[n];
+        ld_vec(g, dout + (size_t)n * C + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) db[k] += g[k];
+        if (inp) {
+            ld_vec(x, inp + (size_t)n * C + c);
+            const float m = mean[n], r = rstd[n];
+#pragma unroll
+            for (int k = 0; k < VEC; k++) dw[k] += g[k] * (x[k] - m) * r;
+        }
     }
-    part[(size_t)y * C + c] = db;
-    if (inp) part[(size_t)(P + y) * C + c] = dw;
+#pragma unroll
+    for (int k = 0; k < VEC; k++) {
+        part[(size_t)y * C + c + k] = db[k];
+        if (inp) part[(size_t)(P + y) * C + c + k] = dw[k];
+    }
 }
 
-// dst[c] += Σ_{y<P} part[y*C + c] (in order of y).
+// dst[c] += Σ_{y<P} part[y*C + c]: one warp per column, lane l sums y = l, l+32, ... in order,
+// then a fixed shuffle tree (deterministic).
 extern "C" __global__ void reduce_partials(float* dst, const float* part, int P, int C) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    const int c = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (c >= C) return;
     float s = 0.0f;
-    for (int y = 0; y < P; y++) s += part[(size_t)y * C + c];
-    dst[c] += s;
+    for (int y = lane; y < P; y += 32) s += part[(size_t)y * C + c];
+    s = warp_sum(s);
+    if (lane == 0) dst[c] += s;
 }

@@ -103,11 +103,12 @@ struct Acts {
     dqkv: usize,  // (N, 3C) X
     dln: usize,   // (N, C) X
     delta: usize, // (B, NH, T) f32: attention's D
-    part: usize,  // (2·PARTS, 4C) f32: column partial sums
+    part: usize,  // (PART_FLOATS) f32: column partial sums
     ints: usize,  // 5N + 1 i32: tokens, targets, order, distinct tokens, bucket starts
 }
 
-const PARTS: usize = 64;
+/// Room for the column partial sums of `col_sums` (db and dw: 2 × parts × C ≤ this).
+const PART_FLOATS: usize = 1 << 20;
 
 impl Acts {
     fn new(dev: &Dev, cfg: &GptConfig, cap: usize) -> Result<Acts, CudaError> {
@@ -151,7 +152,7 @@ impl Acts {
             dqkv: a.take(n * 3 * c, x),
             dln: a.take(n * c, x),
             delta: a.take(n * nh, 4),
-            part: a.take(2 * PARTS * 4 * c, 4),
+            part: a.take(PART_FLOATS, 4),
             ints: a.take(5 * n + 1, 4),
         };
         acts.buf = Buf::new(dev, a.0)?;
@@ -482,23 +483,19 @@ impl GpuModel {
                     Arg::U(seed_of(seed, site)),
                 ],
             )?;
-            self.linear(
-                x(a.proj),
-                x(la.atty),
-                blk.attn_proj_w,
-                Some(blk.attn_proj_b),
-                n,
-                c,
-                c,
-            )?;
-            d.launch_n(
+            self.linear(x(a.proj), x(la.atty), blk.attn_proj_w, None, n, c, c)?;
+            // res2 = resid + drop(proj + bias)
+            d.launch(
                 "residual_forward",
-                nc,
+                self.rows_grid(n, c),
+                128,
                 &[
                     Arg::P(a.p(la.res2)),
                     Arg::P(a.p(resid)),
                     Arg::P(a.p(a.proj)),
-                    Arg::U(nc as u64),
+                    Arg::P(self.w(blk.attn_proj_b)),
+                    Arg::I(n),
+                    Arg::I(c),
                     Arg::F(p),
                     Arg::U(seed_of(seed, site + 1)),
                 ],
@@ -518,33 +515,33 @@ impl GpuModel {
                     Arg::I(c),
                 ],
             )?;
-            self.linear(x(la.fch), x(la.ln2), blk.fc_w, Some(blk.fc_b), n, c, 4 * c)?;
-            d.launch_n(
-                "gelu_forward",
-                4 * nc,
+            self.linear(x(la.fch), x(la.ln2), blk.fc_w, None, n, c, 4 * c)?;
+            // fch += bias; fch_gelu = gelu(fch)
+            d.launch(
+                "bias_gelu_forward",
+                self.rows_grid(n, 4 * c),
+                128,
                 &[
-                    Arg::P(a.p(la.fch_gelu)),
                     Arg::P(a.p(la.fch)),
-                    Arg::U(4 * nc as u64),
+                    Arg::P(a.p(la.fch_gelu)),
+                    Arg::P(self.w(blk.fc_b)),
+                    Arg::I(n),
+                    Arg::I(4 * c),
                 ],
             )?;
-            self.linear(
-                x(a.proj),
-                x(la.fch_gelu),
-                blk.fc_proj_w,
-                Some(blk.fc_proj_b),
-                n,
-                4 * c,
-                c,
-            )?;
-            d.launch_n(
+            self.linear(x(a.proj), x(la.fch_gelu), blk.fc_proj_w, None, n, 4 * c, c)?;
+            // res3 = res2 + drop(proj + bias)
+            d.launch(
                 "residual_forward",
-                nc,
+                self.rows_grid(n, c),
+                128,
                 &[
                     Arg::P(a.p(la.res3)),
                     Arg::P(a.p(la.res2)),
                     Arg::P(a.p(a.proj)),
-                    Arg::U(nc as u64),
+                    Arg::P(self.w(blk.fc_proj_b)),
+                    Arg::I(n),
+                    Arg::I(c),
                     Arg::F(p),
                     Arg::U(seed_of(seed, site + 2)),
                 ],
@@ -615,13 +612,21 @@ impl GpuModel {
         };
         self.dev.gemm(out, inp, wm, n, oc, ic, 0.0)?;
         if let Some(bp) = bias {
-            self.dev.launch_n(
+            self.dev.launch(
                 "add_bias",
-                n * oc,
+                self.rows_grid(n, oc),
+                128,
                 &[Arg::P(out.ptr), Arg::P(self.w(bp)), Arg::I(n), Arg::I(oc)],
             )?;
         }
         Ok(())
+    }
+
+    /// Grid of a 2-D row kernel (FOR_ROWS in common.cuh): 128 threads of one 16-byte vector
+    /// column each, across; rows down.
+    fn rows_grid(&self, rows: usize, cols: usize) -> (usize, usize) {
+        let vec = 16 / self.dev.dtype.size();
+        (cols.div_ceil(vec * 128), rows.min(65_535))
     }
 
     /// Backward of `linear`: dinp (N, IC) = dout · Wᵀ (written), dW += inpᵀ · dout,
@@ -678,15 +683,19 @@ impl GpuModel {
         c: usize,
     ) -> Result<(), CudaError> {
         let a = self.acts.as_ref().expect("activations");
-        let rows_per = n.div_ceil(PARTS).max(1);
+        // Enough partial sums to fill the GPU (about 64k threads of one vector column each),
+        // within the scratch buffer.
+        let vec = 16 / self.dev.dtype.size();
+        let want = (65_536 * vec / c).clamp(1, PART_FLOATS / (2 * c));
+        let rows_per = n.div_ceil(want).max(1);
         let parts = n.div_ceil(rows_per);
         let part = a.p(a.part);
         let inp = if dw.is_some() { inp } else { 0 };
         let d = &self.dev;
         d.launch(
             "col_partials",
-            (c.div_ceil(256), parts),
-            256,
+            (c.div_ceil(vec * 128), parts),
+            128,
             &[
                 Arg::P(part),
                 Arg::P(dout),
@@ -701,7 +710,7 @@ impl GpuModel {
         let red = |dst: u64, src: u64| {
             d.launch(
                 "reduce_partials",
-                (c.div_ceil(256), 1),
+                (c.div_ceil(8), 1),
                 256,
                 &[Arg::P(dst), Arg::P(src), Arg::I(parts), Arg::I(c)],
             )

@@ -45,7 +45,7 @@ const KERNELS: [&str; 17] = [
     "col_partials",
     "reduce_partials",
     "add_bias",
-    "gelu_forward",
+    "bias_gelu_forward",
     "gelu_backward",
     "residual_forward",
     "dropout_backward",
@@ -55,6 +55,10 @@ const KERNELS: [&str; 17] = [
     "sgd",
     "sumsq_partial",
 ];
+
+/// 1-D kernels whose threads take one 16-byte vector each (VEC elements): `launch_n` sizes
+/// their grid by vectors.
+const VECTOR_KERNELS: [&str; 2] = ["gelu_backward", "dropout_backward"];
 
 /// The whole program for one dtype, as NVRTC sees it.
 pub fn program(dtype: Dtype) -> String {
@@ -262,6 +266,7 @@ impl Dev {
 
     /// A 1-D launch over n elements with a grid-stride kernel.
     pub fn launch_n(&self, name: &str, n: usize, args: &[Arg]) -> Result<(), CudaError> {
+        let n = if VECTOR_KERNELS.contains(&name) { n.div_ceil(16 / self.dtype.size()) } else { n };
         let blocks = n.div_ceil(256).clamp(1, 65_535 * 8);
         self.launch(name, (blocks, 1), 256, args)
     }

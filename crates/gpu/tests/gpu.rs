@@ -190,6 +190,16 @@ fn fp32_every_head_size() {
     }
 }
 
+/// An unpadded odd vocabulary (as a Hugging Face checkpoint without padding has): the
+/// element-wise path of the softmax.
+#[test]
+fn unpadded_odd_vocabulary() {
+    let mut cfg = config(1, 2, 64, 40, 45);
+    cfg.padded_vocab_size = 45;
+    check_against_cpu(cfg.clone(), 2, 33, Dtype::F32, 1e-5, 1e-4);
+    check_against_cpu(cfg, 2, 33, Dtype::Bf16, 1e-2, 3e-2);
+}
+
 #[test]
 fn bf16_loss_and_gradients_within_bf16_tolerance() {
     // Head size 64: the tensor-core attention; then the CUDA-core one in bf16.
