@@ -117,10 +117,7 @@ impl Engine for GpuEngine {
         batches: &[(Vec<u32>, Vec<u32>)],
         t: usize,
     ) -> Result<Vec<f64>, EngineError> {
-        batches
-            .iter()
-            .map(|(x, y)| self.model.loss(x, y, t).map_err(err))
-            .collect()
+        self.model.losses(batches, t).map_err(err)
     }
 
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError> {

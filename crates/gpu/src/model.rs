@@ -21,6 +21,8 @@ use crate::Dtype;
 
 /// Blocks of `sumsq_partial` (fixed, so the norm is deterministic).
 const NORM_BLOCKS: usize = 1024;
+/// Losses (or norms) the result buffer holds before the host reads them back.
+const OUT_SLOTS: usize = 64;
 /// Query/key rows per block of the fused attention (FA_ROWS in attention.cu).
 const FA_ROWS: usize = 64;
 
@@ -183,7 +185,7 @@ pub struct GpuModel {
     params_x: Option<Buf>, // (P) bf16 working copy (None in f32: the master weights are read)
     train: Option<TrainState>,
     acts: Option<Acts>,
-    out: Buf, // 8 f32: results read back by the host
+    out: Buf, // (OUT_SLOTS) f32: results read back by the host
     tc_attention: bool,
 }
 
@@ -283,7 +285,7 @@ impl GpuModel {
                 })
             }
         };
-        let out = Buf::new(&dev, 64)?;
+        let out = Buf::new(&dev, OUT_SLOTS * 4)?;
         let tc_attention = dtype == Dtype::Bf16
             && config.head_size() == 64
             && std::env::var("FERROGPT_ATTENTION").map_or(true, |v| v != "cuda-core");
@@ -387,7 +389,8 @@ impl GpuModel {
 
     /// The forward pass on B·T tokens (`t` per row), with dropout `p` from `seed`. With
     /// `targets`, the per-position losses; with `dscale` ≠ 0 also dlogits (scaled) in place
-    /// of the logits. Returns the sum of the losses when targets are given.
+    /// of the logits. The sum of the losses goes to slot `slot` of the result buffer, and is
+    /// read back (a synchronisation) and returned when `read`.
     fn forward(
         &mut self,
         tokens: &[u32],
@@ -396,6 +399,8 @@ impl GpuModel {
         p: f32,
         seed: u64,
         dscale: f32,
+        slot: usize,
+        read: bool,
     ) -> Result<(Option<f64>, usize), CudaError> {
         let n = tokens.len();
         if n == 0 || !n.is_multiple_of(t) || t > self.config.block_size {
@@ -586,10 +591,17 @@ impl GpuModel {
             "sum_final",
             (1, 1),
             1024,
-            &[Arg::P(self.out.ptr), Arg::P(a.p(a.losses)), Arg::I(n)],
+            &[
+                Arg::P(self.out.ptr + 4 * slot as u64),
+                Arg::P(a.p(a.losses)),
+                Arg::I(n),
+            ],
         )?;
+        if !read {
+            return Ok((None, u));
+        }
         let mut sum = [0f32];
-        d.dtoh(&mut sum, self.out.ptr)?;
+        d.dtoh(&mut sum, self.out.ptr + 4 * slot as u64)?;
         Ok((Some(sum[0] as f64), u))
     }
 
@@ -779,7 +791,8 @@ impl GpuModel {
             )));
         }
         let p = self.config.dropout as f32;
-        let (sum, u) = self.forward(tokens, Some(targets), t, p, seed, scale / n as f32)?;
+        let (sum, u) =
+            self.forward(tokens, Some(targets), t, p, seed, scale / n as f32, 0, true)?;
         self.backward(n, t, p, seed, u)?;
         Ok(sum.expect("targets given") / n as f64)
     }
@@ -1145,13 +1158,44 @@ impl GpuModel {
 
     /// Mean loss of one batch without dropout or gradients.
     pub fn loss(&mut self, tokens: &[u32], targets: &[u32], t: usize) -> Result<f64, CudaError> {
-        let (sum, _) = self.forward(tokens, Some(targets), t, 0.0, 0, 0.0)?;
+        let (sum, _) = self.forward(tokens, Some(targets), t, 0.0, 0, 0.0, 0, true)?;
         Ok(sum.expect("targets given") / tokens.len() as f64)
+    }
+
+    /// Mean loss of each (tokens, targets) batch, without dropout or gradients. The batches
+    /// are queued back to back and their losses read back together (one synchronisation per
+    /// `OUT_SLOTS` batches), so the GPU does not wait for the host between them.
+    pub fn losses(
+        &mut self,
+        batches: &[(Vec<u32>, Vec<u32>)],
+        t: usize,
+    ) -> Result<Vec<f64>, CudaError> {
+        let mut out = Vec::with_capacity(batches.len());
+        for chunk in batches.chunks(OUT_SLOTS) {
+            for (i, (x, y)) in chunk.iter().enumerate() {
+                if y.len() != x.len() {
+                    return Err(CudaError::Shape(format!(
+                        "{} targets for {} tokens",
+                        y.len(),
+                        x.len()
+                    )));
+                }
+                self.forward(x, Some(y), t, 0.0, 0, 0.0, i, false)?;
+            }
+            let mut sums = vec![0f32; chunk.len()];
+            self.dev.dtoh(&mut sums, self.out.ptr)?;
+            out.extend(
+                sums.iter()
+                    .zip(chunk)
+                    .map(|(&s, (x, _))| s as f64 / x.len() as f64),
+            );
+        }
+        Ok(out)
     }
 
     /// Logits (B × V, f32) of the last position of each row of `tokens` (B·T ids).
     pub fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, CudaError> {
-        self.forward(tokens, None, t, 0.0, 0, 0.0)?;
+        self.forward(tokens, None, t, 0.0, 0, 0.0, 0, false)?;
         let a = self.acts.as_ref().expect("forward ran");
         let (vp, v, xs) = (
             self.config.padded_vocab_size,

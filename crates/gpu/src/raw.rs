@@ -266,7 +266,11 @@ impl Dev {
 
     /// A 1-D launch over n elements with a grid-stride kernel.
     pub fn launch_n(&self, name: &str, n: usize, args: &[Arg]) -> Result<(), CudaError> {
-        let n = if VECTOR_KERNELS.contains(&name) { n.div_ceil(16 / self.dtype.size()) } else { n };
+        let n = if VECTOR_KERNELS.contains(&name) {
+            n.div_ceil(16 / self.dtype.size())
+        } else {
+            n
+        };
         let blocks = n.div_ceil(256).clamp(1, 65_535 * 8);
         self.launch(name, (blocks, 1), 256, args)
     }

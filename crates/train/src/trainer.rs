@@ -82,6 +82,17 @@ pub struct Trainer {
     run_id: String,
     pub out_dir: PathBuf,
     pub last_val_loss: Option<f64>,
+    /// The checkpoint being written in the background, if any (see `save_in_background`).
+    writer: Option<std::thread::JoinHandle<Result<(), CheckpointError>>>,
+}
+
+impl Drop for Trainer {
+    /// A checkpoint still being written is finished before the trainer goes away.
+    fn drop(&mut self) {
+        if let Err(e) = self.wait_for_writer() {
+            eprintln!("error: {e}");
+        }
+    }
 }
 
 impl Trainer {
@@ -214,6 +225,7 @@ impl Trainer {
             run_id,
             out_dir: out_dir.to_path_buf(),
             last_val_loss: None,
+            writer: None,
         }
     }
 
@@ -295,7 +307,26 @@ impl Trainer {
     }
 
     /// Writes a checkpoint of the current state into the output directory.
-    pub fn save(&self, elapsed_s: f64) -> Result<(), TrainError> {
+    pub fn save(&mut self, elapsed_s: f64) -> Result<(), TrainError> {
+        self.save_in_background(elapsed_s)?;
+        self.wait_for_writer()
+    }
+
+    /// Waits for the checkpoint being written in the background, and reports its error.
+    pub fn wait_for_writer(&mut self) -> Result<(), TrainError> {
+        match self.writer.take().map(|h| h.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e.into()),
+            Some(Err(_)) => Err(TrainError::Setup("the checkpoint writer panicked".into())),
+        }
+    }
+
+    /// Takes host copies of the current state and writes the checkpoint on another thread, so
+    /// training goes on meanwhile (a GPU run's step is shorter than a file write). The
+    /// previous background write is waited for first, so at most one is in flight; every file
+    /// is still written atomically (temp name + rename).
+    pub fn save_in_background(&mut self, elapsed_s: f64) -> Result<(), TrainError> {
+        self.wait_for_writer()?;
         let params = self.engine.params()?;
         let (m, v, opt_t) = self.engine.optimizer_state()?;
         let state = RunState {
@@ -310,12 +341,19 @@ impl Trainer {
             tokens_seen: self.tokens_seen,
             last_val_loss: self.last_val_loss,
         };
-        let t = Tensors {
-            params: &params,
-            m: &m,
-            v: &v,
-        };
-        checkpoint::save(&self.out_dir, &self.model, &self.tokenizer, &state, t)?;
+        let (dir, model, tokenizer) = (
+            self.out_dir.clone(),
+            self.model.clone(),
+            self.tokenizer.clone(),
+        );
+        self.writer = Some(std::thread::spawn(move || {
+            let t = Tensors {
+                params: &params,
+                m: &m,
+                v: &v,
+            };
+            checkpoint::save(&dir, &model, &tokenizer, &state, t)
+        }));
         Ok(())
     }
 
@@ -374,10 +412,15 @@ impl Trainer {
             .map_err(io)?;
             if eval_now {
                 metrics.flush().map_err(io)?;
-                self.save(m.elapsed_s)?;
+                if last {
+                    self.save(m.elapsed_s)?;
+                } else {
+                    self.save_in_background(m.elapsed_s)?;
+                }
             }
             on_step(&m);
         }
+        self.wait_for_writer()?;
         Ok(Outcome::Finished)
     }
 }
