@@ -169,6 +169,11 @@ fn check_against_cpu_with(
         (eval - loss).abs() <= 1e-6 * loss.abs(),
         "eval {eval} vs train {loss}"
     );
+    // Batches queued back to back give the losses of one at a time.
+    let (x2, y2) = batch(model.config.vocab_size, b * t, 12);
+    let one = g.loss(&x2, &y2, t).unwrap();
+    let both = g.losses(&[(x.clone(), y.clone()), (x2, y2)], t).unwrap();
+    assert_eq!(both, vec![eval, one]);
 }
 
 #[test]
