@@ -135,9 +135,48 @@ pub struct Dev {
     profile: Option<RefCell<HashMap<String, (f64, u64)>>>,
 }
 
+/// The PTX of the model's kernels for (dtype, cc), from the disk cache when an earlier run
+/// compiled the same source with the same options, else from NVRTC (then cached). The cache
+/// is `$FERROGPT_CACHE`, else `$XDG_CACHE_HOME/ferrogpt`, else `~/.cache/ferrogpt`; a file
+/// that cannot be written only costs the next start a compilation.
+fn cached_ptx(dtype: Dtype, cc: (i32, i32)) -> Result<String, CudaError> {
+    use std::hash::{Hash, Hasher};
+    let dir = std::env::var_os("FERROGPT_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| std::path::Path::new(&d).join("ferrogpt"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|d| std::path::Path::new(&d).join(".cache/ferrogpt"))
+        });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (program(dtype), cc, env!("CARGO_PKG_VERSION")).hash(&mut h);
+    let file = dir.map(|d| {
+        d.join(format!(
+            "gpt-{}-sm{}{}-{:016x}.ptx",
+            dtype.name(),
+            cc.0,
+            cc.1,
+            h.finish()
+        ))
+    });
+    if let Some(ptx) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+        return Ok(ptx);
+    }
+    let ptx = compile(dtype, cc)?;
+    if let Some(f) = &file {
+        if f.parent()
+            .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+        {
+            let _ = ferrogpt_core::fsutil::write_atomic(f, ptx.as_bytes());
+        }
+    }
+    Ok(ptx)
+}
+
 impl Dev {
     pub fn new(gpu: Gpu, dtype: Dtype) -> Result<Dev, CudaError> {
-        let ptx = compile(dtype, gpu.compute_capability())?;
+        let ptx = cached_ptx(dtype, gpu.compute_capability())?;
         let module = gpu
             .context()
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
