@@ -36,6 +36,11 @@ pub struct BenchTrainArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Peak FLOP/s (in TFLOPS) of the device, for the model FLOPs utilisation (MFU) column.
+    /// Default on an H100 or H200: 989 (bf16 tensor cores, dense) or 67 (fp32), NVIDIA's
+    /// SXM figures; elsewhere no MFU unless given.
+    #[arg(long)]
+    peak_tflops: Option<f64>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -52,12 +57,29 @@ struct Row {
     step_s_min: f64,
     tokens_per_sec: f64,
     model_gflops: f64,
+    /// Model FLOPs utilisation: model FLOP/s over the peak (None without a known peak).
+    mfu: Option<f64>,
+    peak_tflops: Option<f64>,
     final_loss: f32,
+}
+
+/// NVIDIA's dense peak for the cards we measure on (H100 SXM and H200: same tensor cores),
+/// by the engine's description ("cuda:0 NVIDIA H100 80GB HBM3 (bf16)").
+fn known_peak_tflops(label: &str) -> Option<f64> {
+    let hopper = label.contains("H100") || label.contains("H200");
+    match () {
+        _ if hopper && label.ends_with("(bf16)") => Some(989.0),
+        _ if hopper && label.ends_with("(fp32)") => Some(67.0),
+        _ => None,
+    }
 }
 
 pub fn run(a: BenchTrainArgs) -> Result<(), String> {
     set_threads(a.threads)?;
     let (device, _) = a.device.parse()?;
+    if a.peak_tflops.is_some_and(|p| !(p > 0.0)) {
+        return Err("--peak-tflops must be positive".into());
+    }
     let mut cfg = preset_or_err(&a.preset)?;
     if let Some(b) = a.batch_size {
         cfg.batch_size = b;
@@ -151,6 +173,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&dir);
         times.sort_by(f64::total_cmp);
         let med = times[times.len() / 2];
+        let peak = a.peak_tflops.or_else(|| known_peak_tflops(&label));
         rows.push(Row {
             level: label,
             preset: a.preset.clone(),
@@ -161,6 +184,8 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
             step_s_min: times[0],
             tokens_per_sec: (cfg.batch_size * cfg.seq_len) as f64 / med,
             model_gflops: flops_per_step / med / 1e9,
+            mfu: peak.map(|p| flops_per_step / med / (p * 1e12)),
+            peak_tflops: peak,
             final_loss: loss,
         });
         if !a.json {
@@ -186,19 +211,24 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         a.warmup
     );
     println!(
-        "{:<18} {:>12} {:>12} {:>12} {:>9} {:>10}",
-        "level", "step (ms)", "tokens/s", "model GF/s", "speedup", "loss"
+        "{:<18} {:>12} {:>12} {:>12} {:>7} {:>9} {:>10}",
+        "level", "step (ms)", "tokens/s", "model GF/s", "MFU", "speedup", "loss"
     );
     for r in &rows {
+        let mfu = r.mfu.map_or("-".to_string(), |m| format!("{:.1}%", m * 100.0));
         println!(
-            "{:<18} {:>12.2} {:>12.0} {:>12.1} {:>8.2}x {:>10.4}",
+            "{:<18} {:>12.2} {:>12.0} {:>12.1} {:>7} {:>8.2}x {:>10.4}",
             r.level,
             r.step_s_median * 1e3,
             r.tokens_per_sec,
             r.model_gflops,
+            mfu,
             slowest / r.step_s_median,
             r.final_loss
         );
+    }
+    if let Some(p) = rows.iter().find_map(|r| r.peak_tflops) {
+        println!("MFU: model FLOPs (6N + 12·L·C·T per token) per second over a peak of {p} TFLOPS");
     }
     Ok(())
 }
