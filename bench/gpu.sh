@@ -7,16 +7,17 @@
 # BIN_DIR holds binaries built elsewhere (scripts/gpu-binaries.sh BIN_DIR makes them):
 #   ferrogpt, ladder, bench_gpu (the matmul ladder, crates/cuda), gpu_tests, train_tests
 #   (crates/gpu/tests). DATA is Tiny Shakespeare (default BIN_DIR/tinyshakespeare.txt).
-# OUT_DIR receives one log per part and summary.txt. PyTorch (python3 -c "import torch") is
+# OUT_DIR receives summary.txt and logs.tar.gz (every log, the peer's JSON, the metrics). PyTorch (python3 -c "import torch") is
 # the peer; without it the peer rows are skipped. PARTS picks parts (default all):
 #   tests ladder gpt2 char sample
 set -u -o pipefail
 BIN=$(cd "${1:?BIN_DIR}" && pwd)
 OUT=${2:?OUT_DIR}
+RAW="$OUT/raw"
 DATA=${3:-$BIN/tinyshakespeare.txt}
 PARTS=${PARTS:-"tests ladder gpt2 char sample"}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-mkdir -p "$OUT"
+mkdir -p "$RAW"
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
 done
@@ -36,27 +37,27 @@ rc=0
 if has tests; then
     echo "## tests" | tee -a "$S"
     for t in gpu_tests train_tests ladder; do
-        "$BIN/$t" --test-threads=1 --nocapture >"$OUT/test-$t.log" 2>&1 || rc=1
-        grep -E "^test result|panicked" "$OUT/test-$t.log" | sed "s/^/$t: /" | tee -a "$S"
+        "$BIN/$t" --test-threads=1 --nocapture >"$RAW/test-$t.log" 2>&1 || rc=1
+        grep -E "^test result|panicked" "$RAW/test-$t.log" | sed "s/^/$t: /" | tee -a "$S"
     done
 fi
 
 if has ladder; then
     echo "## matmul ladder (bench gpu)" | tee -a "$S"
-    TC_SWEEP=0 SIZES=${SIZES:-1024,2048,4096,8192} "$ROOT/crates/cuda/run-gpu.sh" "$BIN" "$OUT/ladder" >/dev/null 2>&1 || rc=1
-    cat "$OUT/ladder/bench.txt" "$OUT/ladder/torch.txt" 2>/dev/null | tee -a "$S"
+    TC_SWEEP=0 SIZES=${SIZES:-1024,2048,4096,8192} "$ROOT/crates/cuda/run-gpu.sh" "$BIN" "$RAW/ladder" >/dev/null 2>&1 || rc=1
+    cat "$RAW/ladder/bench.txt" "$RAW/ladder/torch.txt" 2>/dev/null | tee -a "$S"
 fi
 
 if has gpt2; then
     echo "## gpt2-124m training step, B=16, T=1024 (random tokens)" | tee -a "$S"
     for dt in bf16 fp32; do
         "$BIN/ferrogpt" bench train --device cuda --dtype $dt --preset gpt2-124m --batch-size 16 --seq-len 1024 \
-            --steps 20 --warmup 5 2>"$OUT/gpt2-$dt.err" | tee -a "$S" || rc=1
+            --steps 20 --warmup 5 2>"$RAW/gpt2-$dt.err" | tee -a "$S" || rc=1
         if torch_ok; then
             peer --device cuda --dtype $dt --compile --preset gpt2-124m --batch 16 --seq 1024 --steps 20 --warmup 5 \
-                >"$OUT/torch-gpt2-$dt.json" 2>"$OUT/torch-gpt2-$dt.err" || rc=1
+                >"$RAW/torch-gpt2-$dt.json" 2>"$RAW/torch-gpt2-$dt.err" || rc=1
             python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"PyTorch {r['env']['torch']} compile $dt: {r['median_step_s']*1e3:.2f} ms/step, {r['tokens_per_s']:.0f} tokens/s, MFU {100*(r.get('mfu') or 0):.1f}%\")" \
-                "$OUT/torch-gpt2-$dt.json" | tee -a "$S"
+                "$RAW/torch-gpt2-$dt.json" | tee -a "$S"
         fi
     done
 fi
@@ -65,8 +66,8 @@ if has char; then
     echo "## shakespeare-char: full run, wall clock with evaluations (target val <= 1.47 in < 45 s)" | tee -a "$S"
     rm -rf /tmp/ferrogpt-char
     /usr/bin/time -f "ferrogpt wall %e s" "$BIN/ferrogpt" train --device cuda --dtype bf16 --preset shakespeare-char \
-        --data "$DATA" --out /tmp/ferrogpt-char >"$OUT/char.log" 2>&1 || rc=1
-    tail -1 "$OUT/char.log" | tee -a "$S"
+        --data "$DATA" --out /tmp/ferrogpt-char >"$RAW/char.log" 2>&1 || rc=1
+    tail -1 "$RAW/char.log" | tee -a "$S"
     python3 - /tmp/ferrogpt-char/metrics.jsonl <<'PY' | tee -a "$S"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -77,19 +78,20 @@ print(f"ferrogpt: {len(rows)} steps, final val {ev[-1]['val_loss']:.4f} at {ev[-
       f"best val {best['val_loss']:.4f} (step {best['step']}); "
       + (f"val <= 1.47 first at step {hit['step']}, {hit['elapsed_s']:.1f} s" if hit else "val never <= 1.47"))
 PY
-    cp /tmp/ferrogpt-char/metrics.jsonl "$OUT/char-metrics.jsonl"
+    cp /tmp/ferrogpt-char/metrics.jsonl "$RAW/char-metrics.jsonl"
     if torch_ok; then
         peer --device cuda --dtype bf16 --compile --train-shakespeare "$DATA" --recipe shakespeare-char \
-            --eval-interval 250 --eval-batches 200 --target-loss 1.47 >"$OUT/torch-char.json" 2>"$OUT/torch-char.err" || rc=1
+            --eval-interval 250 --eval-batches 200 --target-loss 1.47 >"$RAW/torch-char.json" 2>"$RAW/torch-char.err" || rc=1
         python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"PyTorch compile bf16: final val {r['val_loss']:.4f}, wall {r['wall_s']:.1f} s, train {r['train_s']:.1f} s, val<=1.47 at {r.get('target_reached_s')} s\")" \
-            "$OUT/torch-char.json" | tee -a "$S"
+            "$RAW/torch-char.json" | tee -a "$S"
     fi
 fi
 
 if has sample; then
     echo "## sampling from the shakespeare-char run" | tee -a "$S"
     /usr/bin/time -f "sample wall %e s" "$BIN/ferrogpt" sample --device cuda --checkpoint /tmp/ferrogpt-char \
-        --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40 --seed 1 >"$OUT/sample.txt" 2>"$OUT/sample.err" || rc=1
-    head -c 400 "$OUT/sample.txt" | tee -a "$S"; echo | tee -a "$S"; tail -1 "$OUT/sample.err" | tee -a "$S"
+        --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40 --seed 1 >"$RAW/sample.txt" 2>"$RAW/sample.err" || rc=1
+    head -c 400 "$RAW/sample.txt" | tee -a "$S"; echo | tee -a "$S"; tail -1 "$RAW/sample.err" | tee -a "$S"
 fi
+tar -czf "$OUT/logs.tar.gz" -C "$OUT" raw && rm -rf "$RAW"
 exit $rc

@@ -215,7 +215,9 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         "level", "step (ms)", "tokens/s", "model GF/s", "MFU", "speedup", "loss"
     );
     for r in &rows {
-        let mfu = r.mfu.map_or("-".to_string(), |m| format!("{:.1}%", m * 100.0));
+        let mfu = r
+            .mfu
+            .map_or("-".to_string(), |m| format!("{:.1}%", m * 100.0));
         println!(
             "{:<18} {:>12.2} {:>12.0} {:>12.1} {:>7} {:>8.2}x {:>10.4}",
             r.level,

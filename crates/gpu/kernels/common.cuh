@@ -94,6 +94,7 @@ __device__ __forceinline__ void st_vec(floatX* p, const float* f) {
     *(uint4*)p = u;
 }
 
-// 2-D launch over (rows, columns in vectors): grid (ceil(C/VEC/128), min(rows, 65535)),
-// 128 threads; each thread owns one vector column and walks rows.
-#define FOR_ROWS(r, rows) for (int r = blockIdx.y; r < (rows); r += gridDim.y)
+// 2-D launch over (rows, columns in vectors): blocks of (vector columns × rows); each thread
+// owns one vector column and walks rows (the host's `rows_grid` sizes the launch).
+#define FOR_ROWS(r, rows) \
+    for (int r = blockIdx.y * blockDim.y + threadIdx.y; r < (rows); r += gridDim.y * blockDim.y)

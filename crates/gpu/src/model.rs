@@ -490,10 +490,10 @@ impl GpuModel {
             )?;
             self.linear(x(a.proj), x(la.atty), blk.attn_proj_w, None, n, c, c)?;
             // res2 = resid + drop(proj + bias)
-            d.launch(
+            d.launch2(
                 "residual_forward",
-                self.rows_grid(n, c),
-                128,
+                self.rows_grid(n, c).0,
+                self.rows_grid(n, c).1,
                 &[
                     Arg::P(a.p(la.res2)),
                     Arg::P(a.p(resid)),
@@ -522,10 +522,10 @@ impl GpuModel {
             )?;
             self.linear(x(la.fch), x(la.ln2), blk.fc_w, None, n, c, 4 * c)?;
             // fch += bias; fch_gelu = gelu(fch)
-            d.launch(
+            d.launch2(
                 "bias_gelu_forward",
-                self.rows_grid(n, 4 * c),
-                128,
+                self.rows_grid(n, 4 * c).0,
+                self.rows_grid(n, 4 * c).1,
                 &[
                     Arg::P(a.p(la.fch)),
                     Arg::P(a.p(la.fch_gelu)),
@@ -536,10 +536,10 @@ impl GpuModel {
             )?;
             self.linear(x(a.proj), x(la.fch_gelu), blk.fc_proj_w, None, n, 4 * c, c)?;
             // res3 = res2 + drop(proj + bias)
-            d.launch(
+            d.launch2(
                 "residual_forward",
-                self.rows_grid(n, c),
-                128,
+                self.rows_grid(n, c).0,
+                self.rows_grid(n, c).1,
                 &[
                     Arg::P(a.p(la.res3)),
                     Arg::P(a.p(la.res2)),
@@ -624,21 +624,24 @@ impl GpuModel {
         };
         self.dev.gemm(out, inp, wm, n, oc, ic, 0.0)?;
         if let Some(bp) = bias {
-            self.dev.launch(
+            self.dev.launch2(
                 "add_bias",
-                self.rows_grid(n, oc),
-                128,
+                self.rows_grid(n, oc).0,
+                self.rows_grid(n, oc).1,
                 &[Arg::P(out.ptr), Arg::P(self.w(bp)), Arg::I(n), Arg::I(oc)],
             )?;
         }
         Ok(())
     }
 
-    /// Grid of a 2-D row kernel (FOR_ROWS in common.cuh): 128 threads of one 16-byte vector
-    /// column each, across; rows down.
-    fn rows_grid(&self, rows: usize, cols: usize) -> (usize, usize) {
-        let vec = 16 / self.dev.dtype.size();
-        (cols.div_ceil(vec * 128), rows.min(65_535))
+    /// (grid, block) of a 2-D row kernel (FOR_ROWS in common.cuh): threads across are 16-byte
+    /// vector columns (up to 128), threads down are rows (about 256 threads a block); the grid
+    /// covers the rows, up to 65535 blocks down (then the kernel strides).
+    fn rows_grid(&self, rows: usize, cols: usize) -> ((usize, usize), (usize, usize)) {
+        let vecs = cols / (16 / self.dev.dtype.size());
+        let bx = vecs.next_multiple_of(32).min(128);
+        let by = (256 / bx).max(1);
+        ((vecs.div_ceil(bx), rows.div_ceil(by).min(65_535)), (bx, by))
     }
 
     /// Backward of `linear`: dinp (N, IC) = dout · Wᵀ (written), dW += inpᵀ · dout,
@@ -697,17 +700,20 @@ impl GpuModel {
         let a = self.acts.as_ref().expect("activations");
         // Enough partial sums to fill the GPU (about 64k threads of one vector column each),
         // within the scratch buffer.
+        // About 64 rows per partial sum (enough blocks to fill the GPU at N = B·T in the
+        // thousands, few enough partials for the reduction), within the scratch buffer.
         let vec = 16 / self.dev.dtype.size();
-        let want = (65_536 * vec / c).clamp(1, PART_FLOATS / (2 * c));
+        let want = n.div_ceil(64).clamp(1, PART_FLOATS / (2 * c));
         let rows_per = n.div_ceil(want).max(1);
         let parts = n.div_ceil(rows_per);
+        let threads = (c / vec).next_multiple_of(32).min(128);
         let part = a.p(a.part);
         let inp = if dw.is_some() { inp } else { 0 };
         let d = &self.dev;
         d.launch(
             "col_partials",
-            (c.div_ceil(vec * 128), parts),
-            128,
+            (c.div_ceil(vec * threads), parts),
+            threads,
             &[
                 Arg::P(part),
                 Arg::P(dout),

@@ -268,6 +268,17 @@ impl Dev {
         block: usize,
         args: &[Arg],
     ) -> Result<(), CudaError> {
+        self.launch2(name, grid, (block, 1), args)
+    }
+
+    /// Launches kernel `name` on a grid of 2-D blocks (block.0 × block.1 threads).
+    pub fn launch2(
+        &self,
+        name: &str,
+        grid: (usize, usize),
+        block: (usize, usize),
+        args: &[Arg],
+    ) -> Result<(), CudaError> {
         let f = self.funcs.get(name).ok_or_else(|| CudaError::Driver {
             during: "launching".into(),
             message: format!("no kernel named {name}"),
@@ -293,7 +304,7 @@ impl Dev {
                 result::launch_kernel(
                     f.cu_function(),
                     (grid.0 as u32, grid.1 as u32, 1),
-                    (block as u32, 1, 1),
+                    (block.0 as u32, block.1 as u32, 1),
                     0,
                     self.stream(),
                     &mut ptrs,
