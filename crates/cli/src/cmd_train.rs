@@ -313,6 +313,11 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
                 "done: step {}, val loss {val}; checkpoint in {dir}",
                 trainer.step
             );
+            if let Some(b) = trainer.best_val_loss {
+                eprintln!(
+                    "best val loss {b:.4}: its weights are in {dir}/best (sample and eval read it)"
+                );
+            }
         }
     }
     if trainer.cfg.sample_tokens > 0 {

@@ -19,20 +19,8 @@ extern "C" __global__ void add_bias(floatX* out, const floatX* bias, int N, int 
 
 #define GELU_K 0.7978845608028654f  // sqrt(2/pi)
 
-// tanh: the SFU's approximation (tanh.approx.f32, relative error about 2^-11) in bf16 builds,
-// whose results are rounded to 8 bits anyway; the accurate tanhf in fp32 builds.
-__device__ __forceinline__ float tanh_x(float x) {
-#if FERRO_BF16
-    float y;
-    asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-#else
-    return tanhf(x);
-#endif
-}
-
 __device__ __forceinline__ float gelu(float x) {
-    return 0.5f * x * (1.0f + tanh_x(GELU_K * (x + 0.044715f * x * x * x)));
+    return 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
 }
 
 // The MLP's first activation, bias fused: pre (N,OC) += bias; post = gelu(pre), with
@@ -64,7 +52,7 @@ extern "C" __global__ void gelu_backward(floatX* dinp, const floatX* inp, const 
 #pragma unroll
         for (int k = 0; k < VEC; k++) {
             const float xi = x[k];
-            const float th = tanh_x(GELU_K * (xi + 0.044715f * xi * xi * xi));
+            const float th = tanhf(GELU_K * (xi + 0.044715f * xi * xi * xi));
             const float du = GELU_K * (1.0f + 3.0f * 0.044715f * xi * xi);
             g[k] *= 0.5f * (1.0f + th) + 0.5f * xi * (1.0f - th * th) * du;
         }

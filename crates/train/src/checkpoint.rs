@@ -54,6 +54,10 @@ pub struct RunState {
     pub elapsed_s: f64,
     pub tokens_seen: u64,
     pub last_val_loss: Option<f64>,
+    /// The lowest validation loss so far (its weights are in `best/`); absent in checkpoints
+    /// written before it existed.
+    #[serde(default)]
+    pub best_val_loss: Option<f64>,
 }
 
 pub const FORMAT: &str = "ferrogpt-run-v1";
@@ -98,6 +102,22 @@ pub fn save(
 }
 
 /// Whether `dir` holds a checkpoint (of ours: a state.json).
+/// The weights alone, as `sample` and `eval` read them (model.safetensors, config.json,
+/// tokenizer.json), into `dir` (created): the run's best model so far, in `<run>/best/`.
+pub fn save_model(
+    dir: &Path,
+    model: &Gpt,
+    tokenizer: &Tokenizer,
+    params: &[f32],
+    meta: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    mc::save_weights(&dir.join("model.safetensors"), model, params, meta)?;
+    mc::save_config(dir, &model.config)?;
+    let tok = dir.join("tokenizer.json");
+    write_atomic(&tok, tokenizer.to_json().to_string().as_bytes()).map_err(|e| err(&tok, e))
+}
+
 pub fn exists(dir: &Path) -> bool {
     dir.join("state.json").is_file() || dir.join("model.safetensors").is_file()
 }

@@ -23,6 +23,7 @@ use crate::tokenizer::Tokenizer;
 use ferrogpt_model::Gpt;
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +83,10 @@ pub struct Trainer {
     run_id: String,
     pub out_dir: PathBuf,
     pub last_val_loss: Option<f64>,
+    /// The lowest validation loss so far; its weights are in `out_dir/best/`.
+    pub best_val_loss: Option<f64>,
+    /// The current weights are the best so far and `best/` does not hold them yet.
+    best_pending: bool,
     /// The checkpoint being written in the background, if any (see `save_in_background`).
     writer: Option<std::thread::JoinHandle<Result<(), CheckpointError>>>,
 }
@@ -199,6 +204,7 @@ impl Trainer {
         t.elapsed_before = r.state.elapsed_s;
         t.tokens_seen = r.state.tokens_seen;
         t.last_val_loss = r.state.last_val_loss;
+        t.best_val_loss = r.state.best_val_loss;
         Ok(t)
     }
 
@@ -225,6 +231,8 @@ impl Trainer {
             run_id,
             out_dir: out_dir.to_path_buf(),
             last_val_loss: None,
+            best_val_loss: None,
+            best_pending: false,
             writer: None,
         }
     }
@@ -340,19 +348,34 @@ impl Trainer {
             elapsed_s,
             tokens_seen: self.tokens_seen,
             last_val_loss: self.last_val_loss,
+            best_val_loss: self.best_val_loss,
         };
         let (dir, model, tokenizer) = (
             self.out_dir.clone(),
             self.model.clone(),
             self.tokenizer.clone(),
         );
+        let best = std::mem::take(&mut self.best_pending);
         self.writer = Some(std::thread::spawn(move || {
             let t = Tensors {
                 params: &params,
                 m: &m,
                 v: &v,
             };
-            checkpoint::save(&dir, &model, &tokenizer, &state, t)
+            checkpoint::save(&dir, &model, &tokenizer, &state, t)?;
+            if best {
+                let meta = HashMap::from([
+                    ("format".to_string(), "pt".to_string()),
+                    ("ferrogpt_step".to_string(), state.step.to_string()),
+                    ("ferrogpt_run_id".to_string(), state.run_id.clone()),
+                    (
+                        "ferrogpt_val_loss".to_string(),
+                        state.best_val_loss.map_or(String::new(), |v| v.to_string()),
+                    ),
+                ]);
+                checkpoint::save_model(&dir.join("best"), &model, &tokenizer, &params, meta)?;
+            }
+            Ok(())
         }));
         Ok(())
     }
@@ -392,8 +415,12 @@ impl Trainer {
             let eval_now = last
                 || (self.cfg.eval_interval > 0 && self.step.is_multiple_of(self.cfg.eval_interval));
             let val_loss = if eval_now { self.evaluate()? } else { None };
-            if val_loss.is_some() {
+            if let Some(v) = val_loss {
                 self.last_val_loss = val_loss;
+                if self.best_val_loss.is_none_or(|b| v < b) {
+                    self.best_val_loss = val_loss;
+                    self.best_pending = true;
+                }
             }
             let m = StepMetrics {
                 step: self.step,

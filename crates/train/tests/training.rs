@@ -176,3 +176,28 @@ fn keeps_existing_checkpoints() {
     let _ = before;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The weights of the lowest validation loss are kept in `best/`, readable as a checkpoint,
+/// and the best loss survives a resume.
+#[test]
+fn keeps_the_best_weights() {
+    let tok = Tokenizer::from_corpus_char(&corpus());
+    let dir = tmp("best");
+    let cpu = CpuEngine::factory(Level::fastest());
+    let mut t = Trainer::new(small_cfg(), tok.clone(), dataset(&tok), &*cpu, &dir, None).unwrap();
+    run_to(&mut t);
+    let best = t.best_val_loss.expect("evaluated");
+    let vals: Vec<f64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["val_loss"].as_f64())
+        .collect();
+    let lowest = vals.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!((best - lowest).abs() < 1e-12, "{best} vs {lowest}");
+    let loaded = ferrogpt_train::checkpoint::load_model(&dir.join("best"), 64).unwrap();
+    assert_eq!(loaded.params.len(), t.params().unwrap().len());
+    drop(t);
+    let r = Trainer::resume(&dir, dataset(&tok), &*cpu, Some(25)).unwrap();
+    assert_eq!(r.best_val_loss, Some(best));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
