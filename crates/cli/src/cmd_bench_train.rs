@@ -77,7 +77,7 @@ fn known_peak_tflops(label: &str) -> Option<f64> {
 pub fn run(a: BenchTrainArgs) -> Result<(), String> {
     set_threads(a.threads)?;
     let (device, _) = a.device.parse()?;
-    if a.peak_tflops.is_some_and(|p| !(p > 0.0)) {
+    if a.peak_tflops.is_some_and(|p| p.is_nan() || p <= 0.0) {
         return Err("--peak-tflops must be positive".into());
     }
     let mut cfg = preset_or_err(&a.preset)?;

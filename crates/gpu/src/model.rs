@@ -391,6 +391,7 @@ impl GpuModel {
     /// `targets`, the per-position losses; with `dscale` ≠ 0 also dlogits (scaled) in place
     /// of the logits. The sum of the losses goes to slot `slot` of the result buffer, and is
     /// read back (a synchronisation) and returned when `read`.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
         tokens: &[u32],

@@ -74,6 +74,13 @@ pub fn program(dtype: Dtype) -> String {
 
 /// Compiles the model's kernels for `dtype` and compute capability `cc` to PTX (no GPU needed).
 pub fn compile(dtype: Dtype, cc: (i32, i32)) -> Result<String, CudaError> {
+    // cudarc panics when it cannot load NVRTC; ask first.
+    // SAFETY: only tries to dlopen NVRTC.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(CudaError::NoLibrary {
+            library: "libnvrtc (NVRTC)",
+        });
+    }
     let opts = CompileOptions {
         options: vec![
             format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),

@@ -387,6 +387,19 @@ impl Trainer {
         &mut self,
         max_seconds: Option<f64>,
         stop: &AtomicBool,
+        on_step: impl FnMut(&StepMetrics),
+    ) -> Result<Outcome, TrainError> {
+        let r = self.run_steps(max_seconds, stop, on_step);
+        // Whatever happened, the checkpoint on disk is whole when `run` returns.
+        let w = self.wait_for_writer();
+        let outcome = r?;
+        w.map(|()| outcome)
+    }
+
+    fn run_steps(
+        &mut self,
+        max_seconds: Option<f64>,
+        stop: &AtomicBool,
         mut on_step: impl FnMut(&StepMetrics),
     ) -> Result<Outcome, TrainError> {
         let metrics_path = self.out_dir.join("metrics.jsonl");
