@@ -27,9 +27,10 @@ pub struct BenchMatmulArgs {
     /// Comma-separated levels (default: every level available here), e.g. naive,simd,blas.
     #[arg(long, value_delimiter = ',')]
     pub levels: Vec<String>,
-    /// Comma-separated square sizes.
-    #[arg(long, value_delimiter = ',', default_values_t = [128usize, 256, 512, 1024, 2048])]
-    pub sizes: Vec<usize>,
+    /// Comma-separated square sizes (default 128,256,512,1024,2048; on a GPU
+    /// 1024,2048,4096,8192).
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Option<Vec<usize>>,
     /// Element type: f32 or f64.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -42,10 +43,39 @@ pub struct BenchMatmulArgs {
     /// Also draw GFLOPS against size per level into FILE (.svg or .png).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<std::path::PathBuf>,
+    /// cpu (the CPU ladder), or cuda[:N]: the GPU rungs beside cuBLAS, as `bench gpu`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Runs the benchmark and prints it; errors name the bad argument.
 pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
+    if args.device != "cpu" {
+        ferrogpt_cuda::parse_device(&args.device).map_err(|e| e.to_string())?;
+        let format = match args.format {
+            BenchFormat::Table => crate::cmd_bench_gpu::GpuBenchFormat::Table,
+            BenchFormat::Json => crate::cmd_bench_gpu::GpuBenchFormat::Json,
+            BenchFormat::Csv => {
+                return Err("--format csv: the GPU benchmark writes table or json".into())
+            }
+        };
+        if args.dtype != "f32" || args.threads.is_some() || args.plot.is_some() {
+            return Err("--dtype, --threads and --plot are for the CPU ladder; the GPU table has every precision".into());
+        }
+        return crate::cmd_bench_gpu::run(&crate::cmd_bench_gpu::BenchGpuArgs {
+            sizes: args
+                .sizes
+                .clone()
+                .unwrap_or_else(|| vec![1024, 2048, 4096, 8192]),
+            levels: args.levels.clone(),
+            format,
+            device: args.device.clone(),
+        });
+    }
+    let sizes = args
+        .sizes
+        .clone()
+        .unwrap_or_else(|| vec![128, 256, 512, 1024, 2048]);
     let dtype: Dtype = args.dtype.parse()?;
     let levels: Vec<Level> = if args.levels.is_empty() {
         Level::available_levels()
@@ -55,7 +85,7 @@ pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
             .map(|s| s.trim().parse::<Level>().map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?
     };
-    if args.sizes.is_empty() || args.sizes.contains(&0) {
+    if sizes.is_empty() || sizes.contains(&0) {
         return Err("--sizes: expected positive sizes, e.g. 128,256,512".into());
     }
     let cores = hw::logical_cores();
@@ -83,7 +113,7 @@ pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
     };
     let opts = BenchOptions {
         levels,
-        sizes: args.sizes.clone(),
+        sizes: sizes.clone(),
         dtype,
         threads,
     };

@@ -277,7 +277,11 @@ fn last_logits_match_the_cpu() {
     let mut g = GpuModel::new(gpu, Dtype::F32, model.config.clone(), &p32, None).unwrap();
     let got = g.last_logits(&x, 29).unwrap();
     // An id beyond the vocabulary is an error, not an out-of-bounds read.
-    assert!(g.last_logits(&[45], 1).unwrap_err().to_string().contains("beyond the vocabulary"));
+    assert!(g
+        .last_logits(&[45], 1)
+        .unwrap_err()
+        .to_string()
+        .contains("beyond the vocabulary"));
     let mut tape = Tape::new(Level::Naive).unwrap();
     tape.reset(false);
     let mut rng = Rng64::seed_from_u64(0);
