@@ -1,7 +1,7 @@
 //! Times the GPU model's training step by phase (forward + loss, backward, norm + AdamW) on
 //! random tokens: a profiling aid beside `ferrogpt bench train --device cuda`.
 //!
-//! cargo run --release -p ferrogpt-gpu --example gpu_step -- [gpt2|char] B T fp32|bf16 STEPS [cuda-core]
+//! cargo run --release -p ferrogpt-gpu --example gpu_step -- [gpt2|char] B T fp32|bf16 STEPS [cuda-core,plain]
 
 use ferrogpt_gpu::{Dtype, GpuModel, OptKind, OptState, Update};
 use ferrogpt_model::{Gpt, GptConfig};
@@ -43,8 +43,12 @@ fn main() {
         std::process::exit(1)
     });
     let mut g = GpuModel::new(gpu, dtype, cfg.clone(), &params, Some(opt)).unwrap();
-    if arg(6, "") == "cuda-core" {
+    // Optional 6th argument: cuda-core (attention on CUDA cores), plain (no cuBLASLt epilogues).
+    if arg(6, "").contains("cuda-core") {
         g.use_cuda_core_attention();
+    }
+    if arg(6, "").contains("plain") {
+        g.use_plain_cublas();
     }
     let u = Update {
         lr: 1e-4,

@@ -6,7 +6,8 @@
 //! * [`model`]: [`GpuModel`], the forward and backward passes layer by layer, the fused
 //!   optimizer and the gradient norm. Parameters, gradients and optimizer state stay on the
 //!   GPU; token ids go in, losses and norms come out.
-//! * `raw` (private): the unsafe boundary: kernel launches, copies and cuBLAS calls.
+//! * `raw` and `lt` (private): the unsafe boundary: kernel launches, copies, cuBLAS calls,
+//!   and cuBLASLt products with the bias (and GELU) fused into the epilogue.
 //! * `kernels/*.cu`: one file per layer group (encoder, layernorm, elementwise, attention,
 //!   softmax + cross-entropy, optimizer), forward and backward side by side, compiled at run
 //!   time by NVRTC for the GPU's architecture, once per [`Dtype`].
@@ -20,6 +21,7 @@
 //! a `CudaError` naming what is missing.
 
 pub mod engine;
+mod lt;
 pub mod model;
 mod raw;
 

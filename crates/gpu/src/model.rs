@@ -16,6 +16,7 @@ use ferrogpt_core::Param;
 use ferrogpt_cuda::{CudaError, Gpu};
 use ferrogpt_model::{GptConfig, ParamLayout};
 
+use crate::lt::{Epilogue, Lt};
 use crate::raw::{Arg, Dev, Mat, HEAD_SIZES};
 use crate::Dtype;
 
@@ -187,6 +188,9 @@ pub struct GpuModel {
     acts: Option<Acts>,
     out: Buf, // (OUT_SLOTS) f32: results read back by the host
     tc_attention: bool,
+    /// cuBLASLt for the forward linears with a fused epilogue (bf16; None: plain cuBLAS and
+    /// our bias kernels, as in fp32, or with FERROGPT_CUBLASLT=0).
+    lt: Option<Lt>,
 }
 
 /// The optimizer state of a run, to start or resume from (host copies).
@@ -289,6 +293,13 @@ impl GpuModel {
         let tc_attention = dtype == Dtype::Bf16
             && config.head_size() == 64
             && std::env::var("FERROGPT_ATTENTION").map_or(true, |v| v != "cuda-core");
+        let lt = if dtype == Dtype::Bf16
+            && std::env::var("FERROGPT_CUBLASLT").map_or(true, |v| v != "0")
+        {
+            Lt::new(&dev)?
+        } else {
+            None
+        };
         Ok(GpuModel {
             dev,
             config,
@@ -299,6 +310,7 @@ impl GpuModel {
             acts: None,
             out,
             tc_attention,
+            lt,
         })
     }
 
@@ -315,6 +327,17 @@ impl GpuModel {
     /// `FERROGPT_ATTENTION=cuda-core` asks for the f32 CUDA-core kernels (the tests compare both).
     pub fn tensor_core_attention(&self) -> bool {
         self.tc_attention
+    }
+
+    /// Forward linears through plain cuBLAS and our bias/GELU kernels even where cuBLASLt's
+    /// fused epilogues apply (bf16).
+    pub fn use_plain_cublas(&mut self) {
+        self.lt = None;
+    }
+
+    /// Whether the forward linears use cuBLASLt with fused epilogues.
+    pub fn fused_epilogues(&self) -> bool {
+        self.lt.is_some()
     }
 
     /// Runs attention on the f32 CUDA-core kernels even where the tensor-core ones apply.
@@ -490,15 +513,30 @@ impl GpuModel {
                     Arg::I(c),
                 ],
             )?;
-            self.linear(
-                x(la.qkv),
-                x(la.ln1),
-                blk.attn_w,
-                Some(blk.attn_b),
-                n,
-                c,
-                3 * c,
-            )?;
+            match &self.lt {
+                // qkv = ln1 · W + b, the bias in the GEMM's epilogue
+                Some(lt) => lt.matmul(
+                    d,
+                    a.p(la.qkv),
+                    a.p(la.ln1),
+                    self.w(blk.attn_w),
+                    n,
+                    3 * c,
+                    c,
+                    Epilogue::Bias {
+                        bias: self.w(blk.attn_b),
+                    },
+                )?,
+                None => self.linear(
+                    x(la.qkv),
+                    x(la.ln1),
+                    blk.attn_w,
+                    Some(blk.attn_b),
+                    n,
+                    c,
+                    3 * c,
+                )?,
+            }
             let (name, threads) = self.attention_kernel("flash_forward", "flash_tc_forward");
             d.launch(
                 &name,
@@ -546,20 +584,38 @@ impl GpuModel {
                     Arg::I(c),
                 ],
             )?;
-            self.linear(x(la.fch), x(la.ln2), blk.fc_w, None, n, c, 4 * c)?;
-            // fch += bias; fch_gelu = gelu(fch)
-            d.launch2(
-                "bias_gelu_forward",
-                self.rows_grid(n, 4 * c).0,
-                self.rows_grid(n, 4 * c).1,
-                &[
-                    Arg::P(a.p(la.fch)),
-                    Arg::P(a.p(la.fch_gelu)),
-                    Arg::P(self.w(blk.fc_b)),
-                    Arg::I(n),
-                    Arg::I(4 * c),
-                ],
-            )?;
+            match &self.lt {
+                // fch = ln2 · W + b (kept for the backward), fch_gelu = gelu(fch): one GEMM
+                Some(lt) => lt.matmul(
+                    d,
+                    a.p(la.fch_gelu),
+                    a.p(la.ln2),
+                    self.w(blk.fc_w),
+                    n,
+                    4 * c,
+                    c,
+                    Epilogue::GeluAuxBias {
+                        bias: self.w(blk.fc_b),
+                        aux: a.p(la.fch),
+                    },
+                )?,
+                None => {
+                    self.linear(x(la.fch), x(la.ln2), blk.fc_w, None, n, c, 4 * c)?;
+                    // fch += bias; fch_gelu = gelu(fch)
+                    d.launch2(
+                        "bias_gelu_forward",
+                        self.rows_grid(n, 4 * c).0,
+                        self.rows_grid(n, 4 * c).1,
+                        &[
+                            Arg::P(a.p(la.fch)),
+                            Arg::P(a.p(la.fch_gelu)),
+                            Arg::P(self.w(blk.fc_b)),
+                            Arg::I(n),
+                            Arg::I(4 * c),
+                        ],
+                    )?;
+                }
+            }
             self.linear(x(a.proj), x(la.fch_gelu), blk.fc_proj_w, None, n, 4 * c, c)?;
             // res3 = res2 + drop(proj + bias)
             d.launch2(

@@ -225,7 +225,7 @@ impl Dev {
     }
 
     /// Runs `f`, timing it under `name` when profiling.
-    fn timed(
+    pub fn timed(
         &self,
         name: &str,
         f: impl FnOnce() -> Result<(), CudaError>,
@@ -265,6 +265,11 @@ impl Dev {
 
     fn stream(&self) -> cudarc::driver::sys::CUstream {
         self.gpu.stream().cu_stream()
+    }
+
+    /// The stream, for other CUDA libraries (cuBLASLt).
+    pub fn cu_stream(&self) -> cudarc::driver::sys::CUstream {
+        self.stream()
     }
 
     /// Launches kernel `name` on grid × block threads.

@@ -122,7 +122,7 @@ fn check_against_cpu_with(
     dtype: Dtype,
     tol_loss: f64,
     tol_grad: f64,
-    cuda_core_attention: bool,
+    plain_kernels: bool,
 ) {
     let Some(gpu) = gpu() else { return };
     let model = Gpt::new(cfg).unwrap();
@@ -138,12 +138,14 @@ fn check_against_cpu_with(
         Some(adam_state(&model)),
     )
     .unwrap();
-    if cuda_core_attention {
+    if plain_kernels {
         g.use_cuda_core_attention();
+        g.use_plain_cublas();
     }
     println!(
-        "attention on the tensor cores: {}",
-        g.tensor_core_attention()
+        "attention on the tensor cores: {}, cuBLASLt epilogues: {}",
+        g.tensor_core_attention(),
+        g.fused_epilogues()
     );
     g.zero_grads().unwrap();
     let loss = g.accumulate(&x, &y, t, 1.0, 1).unwrap();
@@ -207,7 +209,8 @@ fn unpadded_odd_vocabulary() {
 
 #[test]
 fn bf16_loss_and_gradients_within_bf16_tolerance() {
-    // Head size 64: the tensor-core attention; then the CUDA-core one in bf16.
+    // Head size 64: the tensor-core attention and cuBLASLt's fused epilogues; then the
+    // CUDA-core attention and our own bias/GELU kernels in bf16.
     check_against_cpu(config(2, 2, 128, 96, 50), 2, 93, Dtype::Bf16, 1e-2, 3e-2);
     check_against_cpu(config(1, 3, 192, 300, 70), 1, 257, Dtype::Bf16, 1e-2, 3e-2);
     check_against_cpu_with(
