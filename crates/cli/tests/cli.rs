@@ -454,3 +454,46 @@ fn bad_checkpoints_and_prompts() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--device cuda` where there is no usable GPU (CI): one line naming what is missing, a
+/// non-zero exit, no run directory left behind. Where a GPU is present it trains instead.
+#[test]
+fn cuda_without_a_gpu_is_one_line() {
+    let dir = tmp("nogpu");
+    let data = corpus(&dir);
+    let out = dir.join("o");
+    let args = [
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--device",
+        "cuda",
+        "--steps",
+        "2",
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "32",
+        "--n-head",
+        "2",
+        "--block-size",
+        "16",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--sample-tokens",
+        "0",
+    ];
+    let o = run(&args);
+    if o.code == 0 {
+        println!("a GPU is present: trained on it");
+    } else {
+        fails_with(&args, "CUDA");
+        assert!(!out.exists(), "a failed start left {}", out.display());
+    }
+    fails_with(&["bench", "matmul", "--device", "cuda:x"], "cuda:x");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
