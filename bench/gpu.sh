@@ -88,10 +88,13 @@ PY
 fi
 
 if has sample; then
-    echo "## sampling from the shakespeare-char run" | tee -a "$S"
-    /usr/bin/time -f "sample wall %e s" "$BIN/ferrogpt" sample --device cuda --checkpoint /tmp/ferrogpt-char \
+    echo "## sampling from the shakespeare-char run (its best weights)" | tee -a "$S"
+    /usr/bin/time -f "sample wall %e s" "$BIN/ferrogpt" sample --device cuda --checkpoint /tmp/ferrogpt-char/best \
         --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40 --seed 1 >"$RAW/sample.txt" 2>"$RAW/sample.err" || rc=1
     head -c 400 "$RAW/sample.txt" | tee -a "$S"; echo | tee -a "$S"; tail -1 "$RAW/sample.err" | tee -a "$S"
+    echo "## eval of the best weights (the whole file, consecutive windows)" | tee -a "$S"
+    /usr/bin/time -f "eval wall %e s" "$BIN/ferrogpt" eval --device cuda --dtype bf16 --checkpoint /tmp/ferrogpt-char/best \
+        --data "$DATA" 2>&1 | tail -3 | tee -a "$S" || rc=1
 fi
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" raw && rm -rf "$RAW"
 exit $rc
