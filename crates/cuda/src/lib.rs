@@ -68,6 +68,9 @@ pub enum CudaError {
     /// Sizes or operands that do not fit the contract.
     #[error("bad matmul arguments: {0}")]
     Shape(String),
+    /// A model, batch or call the GPU model cannot take (the message says which and why).
+    #[error("{0}")]
+    Input(String),
     /// A device name that is not `cuda` or `cuda:N`.
     #[error("unknown device '{0}': expected cuda or cuda:N")]
     BadDevice(String),

@@ -223,17 +223,25 @@ impl GpuModel {
     ) -> Result<GpuModel, CudaError> {
         let hs = config.head_size();
         if !HEAD_SIZES.contains(&hs) {
-            return Err(CudaError::Shape(format!(
+            return Err(CudaError::Input(format!(
                 "head size {hs} (n_embd / n_head): the GPU attention is built for head sizes {HEAD_SIZES:?}"
             )));
         }
         let layout = ParamLayout::new(&config);
         let n = layout.total;
         if params.len() != n {
-            return Err(CudaError::Shape(format!(
+            return Err(CudaError::Input(format!(
                 "{} parameter values for a model of {n}",
                 params.len()
             )));
+        }
+        let cc = gpu.compute_capability();
+        if dtype == Dtype::Bf16 && cc < (8, 0) {
+            return Err(CudaError::Unsupported {
+                level: "--dtype bf16 (bf16 tensor cores)",
+                need: (8, 0),
+                have: cc,
+            });
         }
         let dev = Dev::new(gpu, dtype)?;
         let p = Buf::new(&dev, n * 4)?;
@@ -256,7 +264,7 @@ impl GpuModel {
                     || (o.kind == OptKind::AdamW && o.v.len() != n)
                     || o.decay.len() != n
                 {
-                    return Err(CudaError::Shape(format!(
+                    return Err(CudaError::Input(format!(
                         "optimizer state of {}/{} values for {n} parameters",
                         o.m.len(),
                         o.v.len()
@@ -293,7 +301,10 @@ impl GpuModel {
         let tc_attention = dtype == Dtype::Bf16
             && config.head_size() == 64
             && std::env::var("FERROGPT_ATTENTION").map_or(true, |v| v != "cuda-core");
+        // cuBLASLt's algorithms are picked for 256-byte aligned operands: every weight starts
+        // at a multiple of C elements, so C must be a multiple of 128 (bf16).
         let lt = if dtype == Dtype::Bf16
+            && config.n_embd.is_multiple_of(128)
             && std::env::var("FERROGPT_CUBLASLT").map_or(true, |v| v != "0")
         {
             Lt::new(&dev)?
@@ -386,15 +397,12 @@ impl GpuModel {
     ) -> Result<usize, CudaError> {
         let n = tokens.len();
         let v = self.config.vocab_size;
-        if let Some((i, t)) = tokens
-            .iter()
-            .chain(targets.unwrap_or(&[]))
-            .enumerate()
-            .find(|(_, &t)| t as usize >= v)
-        {
-            return Err(CudaError::Shape(format!(
-                "token id {t} at position {i} is beyond the vocabulary ({v} tokens)"
-            )));
+        for (what, ids) in [("input", tokens), ("target", targets.unwrap_or(&[]))] {
+            if let Some((i, t)) = ids.iter().enumerate().find(|(_, &t)| t as usize >= v) {
+                return Err(CudaError::Input(format!(
+                    "{what} token id {t} at position {i} is beyond the vocabulary ({v} tokens)"
+                )));
+            }
         }
         let mut ints: Vec<i32> = Vec::with_capacity(5 * n + 1);
         ints.extend(tokens.iter().map(|&x| x as i32));
@@ -450,12 +458,21 @@ impl GpuModel {
         dscale: f32,
         slot: usize,
         read: bool,
+        backward: bool,
     ) -> Result<(Option<f64>, usize), CudaError> {
         let n = tokens.len();
         if n == 0 || !n.is_multiple_of(t) || t > self.config.block_size {
-            return Err(CudaError::Shape(format!(
+            return Err(CudaError::Input(format!(
                 "{n} tokens in rows of {t} (block size {})",
                 self.config.block_size
+            )));
+        }
+        let rows = (n / t) * self.config.n_head;
+        if rows > 65_535 {
+            return Err(CudaError::Input(format!(
+                "batch {} × {} heads = {rows} attention rows; the GPU attention takes at most 65535 (use a smaller batch)",
+                n / t,
+                self.config.n_head
             )));
         }
         self.ensure(n)?;
@@ -466,7 +483,7 @@ impl GpuModel {
         let (b, c, nh) = (n / t, cfg.n_embd, cfg.n_head);
         let (vp, v) = (cfg.padded_vocab_size, cfg.vocab_size);
         let nc = n * c;
-        let u = self.upload_batch(a, tokens, targets, dscale != 0.0)?;
+        let u = self.upload_batch(a, tokens, targets, backward)?;
         let tok = a.p(a.ints);
         let _ = u;
         let x = |off: usize| Mat {
@@ -786,7 +803,7 @@ impl GpuModel {
         // measured on an H100: 64 rows a partial was 1.7x slower for C = 384), within the
         // scratch buffer.
         let vec = 16 / self.dev.dtype.size();
-        let want = (65_536 * vec / c).clamp(1, PART_FLOATS / (2 * c));
+        let want = (65_536 * vec / c).clamp(1, (PART_FLOATS / (2 * c)).min(65_535));
         let rows_per = n.div_ceil(want).max(1);
         let parts = n.div_ceil(rows_per);
         let threads = (c / vec).next_multiple_of(32).min(128);
@@ -868,21 +885,32 @@ impl GpuModel {
         seed: u64,
     ) -> Result<f64, CudaError> {
         if self.train.is_none() {
-            return Err(CudaError::Shape(
+            return Err(CudaError::Input(
                 "this model was opened for inference only".into(),
             ));
         }
         let n = tokens.len();
         if targets.len() != n {
-            return Err(CudaError::Shape(format!(
+            return Err(CudaError::Input(format!(
                 "{} targets for {n} tokens",
                 targets.len()
             )));
         }
         let p = self.config.dropout as f32;
-        let (sum, u) =
-            self.forward(tokens, Some(targets), t, p, seed, scale / n as f32, 0, true)?;
-        self.backward(n, t, p, seed, u)?;
+        let (sum, u) = self.forward(
+            tokens,
+            Some(targets),
+            t,
+            p,
+            seed,
+            scale / n as f32,
+            0,
+            true,
+            scale != 0.0,
+        )?;
+        if scale != 0.0 {
+            self.backward(n, t, p, seed, u)?;
+        }
         Ok(sum.expect("targets given") / n as f64)
     }
 
@@ -1151,7 +1179,7 @@ impl GpuModel {
         let t = self
             .train
             .as_ref()
-            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
+            .ok_or_else(|| CudaError::Input("inference only".into()))?;
         self.dev.zero(t.grads.ptr, self.layout.total * 4)
     }
 
@@ -1160,7 +1188,7 @@ impl GpuModel {
         let t = self
             .train
             .as_ref()
-            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
+            .ok_or_else(|| CudaError::Input("inference only".into()))?;
         let d = &self.dev;
         d.launch(
             "sumsq_partial",
@@ -1195,7 +1223,7 @@ impl GpuModel {
         let t = self
             .train
             .as_mut()
-            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
+            .ok_or_else(|| CudaError::Input("inference only".into()))?;
         t.t += 1;
         let write_x = Arg::I(px.is_some() as usize);
         let px = Arg::P(px.unwrap_or(pp));
@@ -1247,7 +1275,7 @@ impl GpuModel {
 
     /// Mean loss of one batch without dropout or gradients.
     pub fn loss(&mut self, tokens: &[u32], targets: &[u32], t: usize) -> Result<f64, CudaError> {
-        let (sum, _) = self.forward(tokens, Some(targets), t, 0.0, 0, 0.0, 0, true)?;
+        let (sum, _) = self.forward(tokens, Some(targets), t, 0.0, 0, 0.0, 0, true, false)?;
         Ok(sum.expect("targets given") / tokens.len() as f64)
     }
 
@@ -1263,13 +1291,13 @@ impl GpuModel {
         for chunk in batches.chunks(OUT_SLOTS) {
             for (i, (x, y)) in chunk.iter().enumerate() {
                 if y.len() != x.len() {
-                    return Err(CudaError::Shape(format!(
+                    return Err(CudaError::Input(format!(
                         "{} targets for {} tokens",
                         y.len(),
                         x.len()
                     )));
                 }
-                self.forward(x, Some(y), t, 0.0, 0, 0.0, i, false)?;
+                self.forward(x, Some(y), t, 0.0, 0, 0.0, i, false, false)?;
             }
             let mut sums = vec![0f32; chunk.len()];
             self.dev.dtoh(&mut sums, self.out.ptr)?;
@@ -1284,7 +1312,7 @@ impl GpuModel {
 
     /// Logits (B × V, f32) of the last position of each row of `tokens` (B·T ids).
     pub fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, CudaError> {
-        self.forward(tokens, None, t, 0.0, 0, 0.0, 0, false)?;
+        self.forward(tokens, None, t, 0.0, 0, 0.0, 0, false, false)?;
         let a = self.acts.as_ref().expect("forward ran");
         let (vp, v, xs) = (
             self.config.padded_vocab_size,
@@ -1323,7 +1351,7 @@ impl GpuModel {
         let t = self
             .train
             .as_ref()
-            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
+            .ok_or_else(|| CudaError::Input("inference only".into()))?;
         let mut h = vec![0f32; self.layout.total];
         self.dev.dtoh(&mut h, t.grads.ptr)?;
         Ok(h)
@@ -1334,7 +1362,7 @@ impl GpuModel {
         let t = self
             .train
             .as_ref()
-            .ok_or_else(|| CudaError::Shape("inference only".into()))?;
+            .ok_or_else(|| CudaError::Input("inference only".into()))?;
         let n = self.layout.total;
         let mut m = vec![0f32; n];
         self.dev.dtoh(&mut m, t.m.ptr)?;

@@ -1,6 +1,7 @@
 //! The unsafe boundary of the GPU model: kernel launches, copies and cuBLAS products on raw
 //! device addresses. Every address passed here points into a buffer owned by the
-//! [`crate::model::GpuModel`] that calls (or by this struct), sized by its constructor; the
+//! [`crate::model::GpuModel`] that calls (or by this struct), sized by its constructor or,
+//! for the activations, by `ensure` for the largest batch seen; the
 //! model code above this module is safe Rust that computes offsets.
 //!
 //! All work runs on the one stream of the [`Gpu`]; a host read ([`Dev::dtoh`]) waits for it.
@@ -300,11 +301,15 @@ impl Dev {
         let mut vals: Vec<u64> = args
             .iter()
             .map(|a| match *a {
-                Arg::P(p) | Arg::U(p) => p,
-                Arg::I(i) => i as i32 as u32 as u64,
-                Arg::F(x) => x.to_bits() as u64,
+                Arg::P(p) | Arg::U(p) => Ok(p),
+                Arg::I(i) => i32::try_from(i).map(|v| v as u32 as u64).map_err(|_| {
+                    CudaError::Input(format!(
+                        "{name}: a size of {i} does not fit the kernel's int"
+                    ))
+                }),
+                Arg::F(x) => Ok(x.to_bits() as u64),
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let mut ptrs: Vec<*mut c_void> = vals
             .iter_mut()
             .map(|v| v as *mut u64 as *mut c_void)

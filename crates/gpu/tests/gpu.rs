@@ -190,6 +190,15 @@ fn fp32_loss_and_every_gradient_match_the_cpu_head_size_64() {
     check_against_cpu(config(2, 2, 128, 96, 50), 2, 93, Dtype::F32, 1e-5, 1e-4);
 }
 
+/// One token per row (T = 1), and bf16 with the CUDA-core attention at head sizes the
+/// tensor-core kernels do not take (16, 128).
+#[test]
+fn single_token_rows_and_bf16_other_head_sizes() {
+    check_against_cpu(config(1, 2, 32, 8, 40), 5, 1, Dtype::F32, 1e-5, 1e-4);
+    check_against_cpu(config(1, 1, 128, 80, 40), 2, 71, Dtype::Bf16, 1e-2, 3e-2);
+    check_against_cpu(config(1, 4, 64, 80, 40), 2, 71, Dtype::Bf16, 1e-2, 3e-2);
+}
+
 #[test]
 fn fp32_every_head_size() {
     for (nh, c) in [(3, 24), (2, 64), (2, 256)] {
@@ -279,6 +288,9 @@ fn last_logits_match_the_cpu() {
     let (x, _) = batch(45, 2 * 29, 5);
     let mut g = GpuModel::new(gpu, Dtype::F32, model.config.clone(), &p32, None).unwrap();
     let got = g.last_logits(&x, 29).unwrap();
+    // A larger batch after a smaller one reallocates the activations; bf16 logits are close.
+    let (x3, _) = batch(45, 5 * 29, 6);
+    assert_eq!(g.last_logits(&x3, 29).unwrap().len(), 5 * 45);
     // An id beyond the vocabulary is an error, not an out-of-bounds read.
     assert!(g
         .last_logits(&[45], 1)

@@ -121,6 +121,49 @@ fn gpu_training_follows_the_cpu_for_ten_steps() {
     }
 }
 
+/// SGD with momentum, and gradient accumulation over micro-batches with the clip factor folded
+/// into the update, follow the CPU engine too (fp32).
+#[test]
+fn gpu_sgd_and_grad_accumulation_follow_the_cpu() {
+    if !has_gpu() {
+        return;
+    }
+    let tok = Tokenizer::from_corpus_char(&corpus());
+    let base = small_cfg();
+    let cfg = TrainConfig {
+        steps: 6,
+        dropout: 0.0,
+        grad_accum: 3,
+        grad_clip: 0.05,
+        optimizer: ferrogpt_train::config::OptimizerKind::Sgd,
+        momentum: 0.9,
+        lr: 0.1,
+        ..base
+    };
+    let (c_dir, g_dir) = (tmp("sgd-cpu"), tmp("sgd-gpu"));
+    let cpu = CpuEngine::factory(Level::Naive);
+    let gpu = GpuEngine::factory(0, Dtype::F32);
+    let mut c = Trainer::new(cfg.clone(), tok.clone(), dataset(&tok), &*cpu, &c_dir, None).unwrap();
+    let mut g = Trainer::new(cfg, tok.clone(), dataset(&tok), &*gpu, &g_dir, None).unwrap();
+    run_to(&mut c);
+    run_to(&mut g);
+    let (lc, lg) = (losses(&c_dir), losses(&g_dir));
+    assert_eq!(lc.len(), 6);
+    for (a, b) in lc.iter().zip(&lg) {
+        println!("sgd step {}: cpu {:.6} gpu {:.6}", a.0, a.1, b.1);
+        assert!(
+            (a.1 - b.1).abs() < 1e-4 * a.1,
+            "step {}: {} vs {}",
+            a.0,
+            a.1,
+            b.1
+        );
+    }
+    for d in [c_dir, g_dir] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
 /// 20 steps in one go equal 10 + stop + resume + 10 on the GPU, bit for bit: the kernels
 /// are deterministic (no atomics) and the dropout masks come from the checkpointed RNG.
 #[test]

@@ -69,8 +69,40 @@ pub struct Tensors<'a> {
     pub v: &'a [f32],
 }
 
-/// Writes a complete checkpoint into `dir` (which must exist).
+/// Writes the run's checkpoint into `dir` as one set: every file is first written (and synced)
+/// into a staging folder inside `dir`, then moved into place with `state.json` last, so a
+/// crash while writing (seconds for a large model) leaves the previous checkpoint whole, and
+/// the moves themselves take microseconds. A failed write removes the staging folder and
+/// leaves the previous checkpoint untouched.
 pub fn save(
+    dir: &Path,
+    model: &Gpt,
+    tokenizer: &Tokenizer,
+    state: &RunState,
+    t: Tensors,
+) -> Result<(), CheckpointError> {
+    let stage = dir.join(format!(".staging-{}", std::process::id()));
+    let r = (|| {
+        std::fs::create_dir_all(&stage).map_err(|e| err(&stage, e))?;
+        write_files(&stage, model, tokenizer, state, t)?;
+        // state.json last: a checkpoint is complete once its state names the step.
+        for name in [
+            "model.safetensors",
+            "optimizer.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "state.json",
+        ] {
+            std::fs::rename(stage.join(name), dir.join(name))
+                .map_err(|e| err(&dir.join(name), e))?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&stage);
+    r
+}
+
+fn write_files(
     dir: &Path,
     model: &Gpt,
     tokenizer: &Tokenizer,
@@ -101,7 +133,6 @@ pub fn save(
     write_atomic(&st, text.as_bytes()).map_err(|e| err(&st, e))
 }
 
-/// Whether `dir` holds a checkpoint (of ours: a state.json).
 /// The weights alone, as `sample` and `eval` read them (model.safetensors, config.json,
 /// tokenizer.json), into `dir` (created): the run's best model so far, in `<run>/best/`.
 pub fn save_model(
@@ -118,6 +149,7 @@ pub fn save_model(
     write_atomic(&tok, tokenizer.to_json().to_string().as_bytes()).map_err(|e| err(&tok, e))
 }
 
+/// Whether `dir` holds a checkpoint (of ours: a state.json).
 pub fn exists(dir: &Path) -> bool {
     dir.join("state.json").is_file() || dir.join("model.safetensors").is_file()
 }

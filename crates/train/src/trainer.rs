@@ -325,7 +325,16 @@ impl Trainer {
         match self.writer.take().map(|h| h.join()) {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(e))) => Err(e.into()),
-            Some(Err(_)) => Err(TrainError::Setup("the checkpoint writer panicked".into())),
+            Some(Err(p)) => Err(TrainError::Io {
+                path: self.out_dir.display().to_string(),
+                msg: format!(
+                    "the checkpoint writer panicked: {}",
+                    p.downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| p.downcast_ref::<&str>().copied())
+                        .unwrap_or("?")
+                ),
+            }),
         }
     }
 
@@ -362,7 +371,8 @@ impl Trainer {
                 m: &m,
                 v: &v,
             };
-            checkpoint::save(&dir, &model, &tokenizer, &state, t)?;
+            // best/ first: state.json, written last by `save`, names a best loss whose
+            // weights are already on disk.
             if best {
                 let meta = HashMap::from([
                     ("format".to_string(), "pt".to_string()),
@@ -375,7 +385,7 @@ impl Trainer {
                 ]);
                 checkpoint::save_model(&dir.join("best"), &model, &tokenizer, &params, meta)?;
             }
-            Ok(())
+            checkpoint::save(&dir, &model, &tokenizer, &state, t)
         }));
         Ok(())
     }
