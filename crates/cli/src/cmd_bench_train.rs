@@ -210,8 +210,10 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         a.steps,
         a.warmup
     );
+    // The level column fits the longest label (a GPU's name).
+    let w = rows.iter().map(|r| r.level.len()).max().unwrap_or(0).max(18);
     println!(
-        "{:<18} {:>12} {:>12} {:>12} {:>7} {:>9} {:>10}",
+        "{:<w$} {:>12} {:>12} {:>12} {:>7} {:>9} {:>10}",
         "level", "step (ms)", "tokens/s", "model GF/s", "MFU", "speedup", "loss"
     );
     for r in &rows {
@@ -219,7 +221,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
             .mfu
             .map_or("-".to_string(), |m| format!("{:.1}%", m * 100.0));
         println!(
-            "{:<18} {:>12.2} {:>12.0} {:>12.1} {:>7} {:>8.2}x {:>10.4}",
+            "{:<w$} {:>12.2} {:>12.0} {:>12.1} {:>7} {:>8.2}x {:>10.4}",
             r.level,
             r.step_s_median * 1e3,
             r.tokens_per_sec,
