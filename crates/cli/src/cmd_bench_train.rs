@@ -211,7 +211,12 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         a.warmup
     );
     // The level column fits the longest label (a GPU's name).
-    let w = rows.iter().map(|r| r.level.len()).max().unwrap_or(0).max(18);
+    let w = rows
+        .iter()
+        .map(|r| r.level.len())
+        .max()
+        .unwrap_or(0)
+        .max(18);
     println!(
         "{:<w$} {:>12} {:>12} {:>12} {:>7} {:>9} {:>10}",
         "level", "step (ms)", "tokens/s", "model GF/s", "MFU", "speedup", "loss"

@@ -1374,6 +1374,120 @@ impl GpuModel {
         Ok((m, v, t.t))
     }
 
+    /// The fused attention alone, on host data (for tests against the CPU op): `qkv` (B, T, 3C)
+    /// and `dout` (B, T, C) f32, rounded to the model's dtype on upload; returns `out` (B, T, C)
+    /// and `dqkv` (B, T, 3C) as f32. No dropout. Runs the same kernels as a training step
+    /// (tensor-core or CUDA-core, as the model chose) in the scratch of layer 0.
+    pub fn attention_op(
+        &mut self,
+        qkv: &[f32],
+        dout: &[f32],
+        t: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
+        let (c, nh) = (self.config.n_embd, self.config.n_head);
+        let n = dout.len() / c;
+        if t == 0
+            || n % t != 0
+            || qkv.len() != 3 * n * c
+            || dout.len() != n * c
+            || t > self.config.block_size
+        {
+            return Err(CudaError::Input(format!(
+                "attention_op: {} qkv and {} dout values for rows of {t}",
+                qkv.len(),
+                dout.len()
+            )));
+        }
+        self.ensure(n)?;
+        let a = self.acts.as_ref().expect("ensured");
+        let la = a.layers[0];
+        let up = |dst: u64, x: &[f32]| match self.dev.dtype {
+            Dtype::F32 => self.dev.htod(dst, x),
+            Dtype::Bf16 => {
+                let bits: Vec<u16> = x
+                    .iter()
+                    .map(|&v| ferrogpt_cuda::reference::bf16_bits(v))
+                    .collect();
+                self.dev.htod(dst, &bits)
+            }
+        };
+        up(a.p(la.qkv), qkv)?;
+        up(a.p(a.dln), dout)?;
+        let d = &self.dev;
+        let grid = (t.div_ceil(FA_ROWS), (n / t) * nh);
+        let (fwd, threads) = self.attention_kernel("flash_forward", "flash_tc_forward");
+        let common = [Arg::I(t), Arg::I(nh), Arg::F(0.0), Arg::U(0)];
+        let mut args = vec![
+            Arg::P(a.p(la.atty)),
+            Arg::P(a.p(la.lse)),
+            Arg::P(a.p(la.qkv)),
+        ];
+        args.extend(common);
+        d.launch(&fwd, grid, threads, &args)?;
+        let (dq, _) = self.attention_kernel("flash_backward_dq", "flash_tc_backward_dq");
+        if self.tensor_core_attention() {
+            d.launch_n(
+                "flash_tc_delta",
+                n * nh,
+                &[
+                    Arg::P(a.p(a.delta)),
+                    Arg::P(a.p(a.dln)),
+                    Arg::P(a.p(la.atty)),
+                    Arg::I(n),
+                    Arg::I(t),
+                    Arg::I(nh),
+                ],
+            )?;
+            let mut args = vec![
+                Arg::P(a.p(a.dqkv)),
+                Arg::P(a.p(a.delta)),
+                Arg::P(a.p(a.dln)),
+                Arg::P(a.p(la.qkv)),
+                Arg::P(a.p(la.lse)),
+            ];
+            args.extend(common);
+            d.launch(&dq, grid, threads, &args)?;
+        } else {
+            let mut args = vec![
+                Arg::P(a.p(a.dqkv)),
+                Arg::P(a.p(a.delta)),
+                Arg::P(a.p(a.dln)),
+                Arg::P(a.p(la.atty)),
+                Arg::P(a.p(la.qkv)),
+                Arg::P(a.p(la.lse)),
+            ];
+            args.extend(common);
+            d.launch(&dq, grid, threads, &args)?;
+        }
+        let (dkdv, _) = self.attention_kernel("flash_backward_dkdv", "flash_tc_backward_dkdv");
+        let mut args = vec![
+            Arg::P(a.p(a.dqkv)),
+            Arg::P(a.p(a.delta)),
+            Arg::P(a.p(a.dln)),
+            Arg::P(a.p(la.qkv)),
+            Arg::P(a.p(la.lse)),
+        ];
+        args.extend(common);
+        d.launch(&dkdv, grid, threads, &args)?;
+        let down = |src: u64, len: usize| -> Result<Vec<f32>, CudaError> {
+            match self.dev.dtype {
+                Dtype::F32 => {
+                    let mut h = vec![0f32; len];
+                    self.dev.dtoh(&mut h, src)?;
+                    Ok(h)
+                }
+                Dtype::Bf16 => {
+                    let mut h = vec![0u16; len];
+                    self.dev.dtoh(&mut h, src)?;
+                    Ok(h.iter()
+                        .map(|&b| f32::from_bits((b as u32) << 16))
+                        .collect())
+                }
+            }
+        };
+        Ok((down(a.p(la.atty), n * c)?, down(a.p(a.dqkv), 3 * n * c)?))
+    }
+
     /// Per-kernel times under `FERROGPT_GPU_PROFILE=1`: (name, seconds, calls), longest first.
     pub fn profile(&self) -> Vec<(String, f64, u64)> {
         self.dev.profile()
