@@ -2,8 +2,8 @@
 //!
 //! Runs [`ferrogpt_gemm::bench::run`] over the requested levels and square sizes and prints
 //! the table (with an ASCII bar chart under it), JSON or CSV. `% of peak` is against the FMA
-//! peak that [`ferrogpt_gemm::hw::measure_peak`] measures first (all cores when `--threads`
-//! equals the core count, else the one-core figure times the threads). `--plot FILE.svg|png`
+//! peak that [`ferrogpt_gemm::hw::measure_peak_on`] measures first on the same number of
+//! threads (at most one per logical core). `--plot FILE.svg|png`
 //! also draws GFLOPS against size, one line per level.
 
 use ferrogpt_gemm::bench::{self, BenchOptions, BenchRow, Dtype};
@@ -101,15 +101,12 @@ pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
     if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
         std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
     }
-    let peak = hw::measure_peak();
-    let (one, all) = match dtype {
-        Dtype::F32 => (peak.f32_1core, peak.f32_all),
-        Dtype::F64 => (peak.f64_1core, peak.f64_all),
-    };
-    let peak_gflops = if threads >= cores {
-        all
-    } else {
-        one * threads as f64
+    // The peak on exactly `threads` threads (with fewer threads than cores, one core's figure
+    // times the threads would overstate it where cores share a clock budget).
+    let peak = hw::measure_peak_on(threads.min(cores));
+    let peak_gflops = match dtype {
+        Dtype::F32 => peak.f32_all,
+        Dtype::F64 => peak.f64_all,
     };
     let opts = BenchOptions {
         levels,

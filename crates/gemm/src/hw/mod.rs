@@ -50,7 +50,7 @@ use other as arch;
 use x86 as arch;
 
 pub use cuda::{CudaDevice, CudaReport};
-pub use peak::{measure_peak, Peak};
+pub use peak::{measure_peak, measure_peak_on, Peak};
 
 /// A description of this machine. Built by [`detect`]; serialises to the JSON of
 /// `ferrogpt info --format json`.

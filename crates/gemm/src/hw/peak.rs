@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 pub struct Peak {
     /// The ISA of the kernel that ran: "avx512f", "avx2+fma", "neon", "portable".
     pub isa: &'static str,
-    /// Threads used for the all-core figures (one per logical core).
+    /// Threads used for the "all" figures (one per logical core, or as asked).
     pub threads: usize,
     pub f32_1core: f64,
     pub f32_all: f64,
@@ -54,8 +54,16 @@ const MIN_REPEATS: usize = 5;
 /// calibration) and at most about 0.5 s on a busy one.
 /// Never fails. On a machine busy with other work the figures are lower, the all-core ones most.
 pub fn measure_peak() -> Peak {
+    measure_peak_on(super::logical_cores())
+}
+
+/// [`measure_peak`] with the "all" figures measured on `threads` threads (at least 1) instead
+/// of one per logical core: the ceiling of a GEMM run with `--threads threads`. On a machine
+/// with more cores than threads this is the honest peak; one core's figure times `threads`
+/// overstates it where cores share a clock budget (turbo) or a physical core (SMT).
+pub fn measure_peak_on(threads: usize) -> Peak {
     let (k32, k64) = super::arch::fma_kernels();
-    let threads = super::logical_cores();
+    let threads = threads.max(1);
     let iters32 = calibrate(k32);
     let iters64 = calibrate(k64);
     Peak {
