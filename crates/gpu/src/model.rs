@@ -1387,7 +1387,7 @@ impl GpuModel {
         let (c, nh) = (self.config.n_embd, self.config.n_head);
         let n = dout.len() / c;
         if t == 0
-            || n % t != 0
+            || !n.is_multiple_of(t)
             || qkv.len() != 3 * n * c
             || dout.len() != n * c
             || t > self.config.block_size

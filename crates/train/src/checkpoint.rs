@@ -81,6 +81,14 @@ pub fn save(
     state: &RunState,
     t: Tensors,
 ) -> Result<(), CheckpointError> {
+    // Staging folders a killed process left behind hold nothing the checkpoint needs.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".staging-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let stage = dir.join(format!(".staging-{}", std::process::id()));
     let r = (|| {
         std::fs::create_dir_all(&stage).map_err(|e| err(&stage, e))?;

@@ -197,7 +197,21 @@ fn keeps_the_best_weights() {
     let loaded = ferrogpt_train::checkpoint::load_model(&dir.join("best"), 64).unwrap();
     assert_eq!(loaded.params.len(), t.params().unwrap().len());
     drop(t);
-    let r = Trainer::resume(&dir, dataset(&tok), &*cpu, Some(25)).unwrap();
+    let mut r = Trainer::resume(&dir, dataset(&tok), &*cpu, Some(25)).unwrap();
     assert_eq!(r.best_val_loss, Some(best));
+    // Checkpoints are staged and moved into place: no staging folder stays behind, and one a
+    // killed process left is cleaned up by the next save.
+    let staging = |d: &PathBuf| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+    };
+    assert!(!staging(&dir));
+    std::fs::create_dir(dir.join(".staging-1")).unwrap();
+    r.save(0.0).unwrap();
+    assert!(!staging(&dir));
+    drop(r);
+    Trainer::resume(&dir, dataset(&tok), &*cpu, Some(25)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
