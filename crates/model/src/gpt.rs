@@ -60,6 +60,22 @@ impl Gpt {
         last_only: bool,
         rng: &mut impl Rng,
     ) -> Var {
+        self.forward_keeping_qkv(tape, params, tokens, t, last_only, rng, &mut Vec::new())
+    }
+
+    /// [`Gpt::forward`], also pushing each block's qkv activation (B·T, 3C) onto `qkv` (for a
+    /// key/value cache).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_keeping_qkv<T: Float>(
+        &self,
+        tape: &mut Tape<T>,
+        params: &[T],
+        tokens: &[u32],
+        t: usize,
+        last_only: bool,
+        rng: &mut impl Rng,
+        qkv_out: &mut Vec<Var>,
+    ) -> Var {
         let cfg = &self.config;
         let l = &self.layout;
         let b = tokens.len() / t;
@@ -69,6 +85,7 @@ impl Gpt {
         for blk in &l.blocks {
             let h = tape.layernorm(params, x, blk.ln_1_w, blk.ln_1_b);
             let qkv = tape.linear(params, h, blk.attn_w, Some(blk.attn_b), false); // (B*T, 3C)
+            qkv_out.push(qkv);
             let a = tape.attention(qkv, b, cfg.n_head, p, rng); // (B*T, C)
             let a = tape.linear(params, a, blk.attn_proj_w, Some(blk.attn_proj_b), false);
             let a = tape.dropout(a, p, rng);

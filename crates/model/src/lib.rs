@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod gpt;
+pub mod kvcache;
 pub mod params;
 
 pub use config::GptConfig;

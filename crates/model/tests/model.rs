@@ -293,3 +293,50 @@ fn every_level_matches_the_f64_reference() {
         );
     }
 }
+
+/// Incremental decoding with the key/value cache gives the logits of the full forward pass,
+/// growing one token at a time, after the sequence diverges, and when a window slides.
+#[test]
+fn kv_cache_matches_the_full_forward() {
+    use ferrogpt_model::kvcache::KvCache;
+    let cfg = GptConfig {
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        block_size: 24,
+        vocab_size: 11,
+        padded_vocab_size: 16,
+        dropout: 0.0,
+    };
+    let model = Gpt::new(cfg).unwrap();
+    let mut rng = Rng64::seed_from_u64(5);
+    let mut p: Vec<f32> = model.layout.init(&model.config, &mut rng);
+    for x in p.iter_mut() {
+        *x += rng.gen_range(-0.2..0.2);
+    }
+    let full = |toks: &[u32]| -> Vec<f32> {
+        let mut tape = Tape::<f32>::new(Level::Naive).unwrap();
+        tape.reset(false);
+        let mut r = Rng64::seed_from_u64(0);
+        let lg = model.forward(&mut tape, &p, toks, toks.len(), true, &mut r);
+        tape.value(lg)[..11].to_vec()
+    };
+    let seq: Vec<u32> = (0..30).map(|_| rng.gen_range(0..11)).collect();
+    let mut cache = KvCache::new();
+    let check = |got: Vec<f32>, toks: &[u32]| {
+        let want = full(toks);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4, "{} tokens: {a} vs {b}", toks.len());
+        }
+    };
+    for n in 1..=24 {
+        check(cache.logits(&model, &p, &seq[..n]), &seq[..n]);
+        assert_eq!(cache.len(), n);
+    }
+    // Another continuation of the first 10 tokens, then a sliding window (every position moves).
+    let mut other = seq[..10].to_vec();
+    other.extend([3, 1, 4]);
+    check(cache.logits(&model, &p, &other), &other);
+    assert_eq!(cache.len(), other.len());
+    check(cache.logits(&model, &p, &seq[5..29]), &seq[5..29]);
+}

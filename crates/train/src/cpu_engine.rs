@@ -39,6 +39,9 @@ pub struct CpuEngine {
     /// Whether the shards' gradients have been summed into the first shard's buffer (by
     /// `clip_grads` or `update`) since the last `accumulate`.
     reduced: bool,
+    /// Keys and values of the sequence sampled last (one-row `last_logits`); cleared when the
+    /// weights change.
+    kv: ferrogpt_model::kvcache::KvCache,
 }
 
 impl CpuEngine {
@@ -94,6 +97,7 @@ impl CpuEngine {
             opt,
             shards,
             reduced: false,
+            kv: Default::default(),
         })
     }
 
@@ -225,6 +229,7 @@ impl Engine for CpuEngine {
 
     fn update(&mut self, lr: f64, cfg: &TrainConfig) -> Result<(), EngineError> {
         self.training()?;
+        self.kv.clear();
         let kind = self.opt.as_ref().expect("checked by training()").kind;
         if kind != cfg.optimizer {
             return Err(EngineError(format!(
@@ -270,16 +275,28 @@ impl Engine for CpuEngine {
         Ok(losses.into_iter().flatten().collect())
     }
 
+    /// One row (sampling): when the cache holds every position but the last (the window grew
+    /// by one token), incremental decoding with the key/value cache: one position's forward
+    /// pass. Otherwise (a new prompt, a sliding window, several rows) the tape's forward over
+    /// the whole window, which also refills the cache for one row.
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError> {
         let b = self.check_batch(tokens, None, t)?;
+        if b == 1 && self.kv.reusable(tokens) + 1 == tokens.len() && !self.kv.is_empty() {
+            return Ok(self.kv.logits(&self.model, &self.params, tokens));
+        }
         let v = self.model.config.vocab_size;
         let vp = self.model.config.padded_vocab_size;
         let tape = &mut self.shards[0].tape;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0); // unused: no dropout forward only
         tape.reset(false);
-        let logits = self
-            .model
-            .forward(tape, &self.params, tokens, t, true, &mut rng); // (B, Vp)
+        let mut qkv = Vec::new();
+        let logits =
+            self.model
+                .forward_keeping_qkv(tape, &self.params, tokens, t, true, &mut rng, &mut qkv); // (B, Vp)
+        if b == 1 {
+            let vals: Vec<&[f32]> = qkv.iter().map(|&q| tape.value(q)).collect();
+            self.kv.fill(tokens, &vals, self.model.config.n_embd);
+        }
         let all = tape.value(logits);
         Ok((0..b)
             .flat_map(|r| &all[r * vp..r * vp + v])

@@ -127,6 +127,50 @@ fn sampling_on_the_engine_equals_the_tape() {
     assert!(err.contains("block size"), "{err}");
 }
 
+/// One-row logits as sampling asks for them (a prompt, then one more token at a time, then a
+/// sliding window and a new prompt) equal the tape's full forward: the key/value cache is
+/// filled by the tape and extended one position at a time.
+#[test]
+fn one_row_logits_through_the_kv_cache_match_the_tape() {
+    let (model, params) = model_and_params();
+    let mut e = inference(&model, &params);
+    let seq = ids(14, 21);
+    let full = |toks: &[u32]| -> Vec<f32> {
+        let mut tape = Tape::<f32>::new(Level::Naive).unwrap();
+        tape.reset(false);
+        let lg = model.forward(
+            &mut tape,
+            &params,
+            toks,
+            toks.len(),
+            true,
+            &mut Rng64::seed_from_u64(0),
+        );
+        tape.value(lg)[..V].to_vec()
+    };
+    let windows: Vec<&[u32]> = vec![
+        &seq[..3],
+        &seq[..4],
+        &seq[..5],
+        &seq[..8],
+        &seq[1..9],
+        &seq[2..10],
+        &seq[9..12],
+        &seq[9..13],
+    ];
+    for w in windows {
+        let got = e.last_logits(w, w.len()).unwrap();
+        for (a, b) in got.iter().zip(full(w)) {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{} tokens from {:?}: {a} vs {b}",
+                w.len(),
+                &w[..1]
+            );
+        }
+    }
+}
+
 /// The same micro-batch accumulated at scale 1, or twice at scale ½ (with the gradients
 /// reduced in between, as a clip does): the same gradient norm and the same update.
 #[test]
