@@ -164,6 +164,29 @@ impl Acts {
     fn p(&self, off: usize) -> u64 {
         self.buf.ptr + off as u64
     }
+    /// Block `la`'s attention buffers; the gradient side in the shared backward scratch
+    /// (dout in `dln`, where the output projection's backward leaves it).
+    fn attn(&self, la: &LayerActs) -> AttnBufs {
+        AttnBufs {
+            qkv: self.p(la.qkv),
+            out: self.p(la.atty),
+            lse: self.p(la.lse),
+            delta: self.p(self.delta),
+            dout: self.p(self.dln),
+            dqkv: self.p(self.dqkv),
+        }
+    }
+}
+
+/// Device addresses of one attention call: qkv (N, 3C), out (N, C), lse and delta (B, NH, T)
+/// f32, dout (N, C) and dqkv (N, 3C).
+struct AttnBufs {
+    qkv: u64,
+    out: u64,
+    lse: u64,
+    delta: u64,
+    dout: u64,
+    dqkv: u64,
 }
 
 /// Gradients and optimizer state (training only).
@@ -480,7 +503,7 @@ impl GpuModel {
         let d = &self.dev;
         let cfg = &self.config;
         let l = &self.layout;
-        let (b, c, nh) = (n / t, cfg.n_embd, cfg.n_head);
+        let c = cfg.n_embd;
         let (vp, v) = (cfg.padded_vocab_size, cfg.vocab_size);
         let nc = n * c;
         let u = self.upload_batch(a, tokens, targets, backward)?;
@@ -496,7 +519,6 @@ impl GpuModel {
             f32: false,
             t: tr,
         };
-        let ln_grid = n.div_ceil(8);
         d.launch_n(
             "encoder_forward",
             nc,
@@ -515,20 +537,14 @@ impl GpuModel {
         let mut resid = a.x0;
         for (li, (blk, la)) in l.blocks.iter().zip(&a.layers).enumerate() {
             let site = 1 + 3 * li as u64;
-            d.launch(
-                "layernorm_forward",
-                (ln_grid, 1),
-                256,
-                &[
-                    Arg::P(a.p(la.ln1)),
-                    Arg::P(a.p(la.ln1_mean)),
-                    Arg::P(a.p(la.ln1_rstd)),
-                    Arg::P(a.p(resid)),
-                    Arg::P(self.w(blk.ln_1_w)),
-                    Arg::P(self.w(blk.ln_1_b)),
-                    Arg::I(n),
-                    Arg::I(c),
-                ],
+            self.layernorm_forward(
+                a.p(la.ln1),
+                a.p(la.ln1_mean),
+                a.p(la.ln1_rstd),
+                a.p(resid),
+                blk.ln_1_w,
+                blk.ln_1_b,
+                n,
             )?;
             match &self.lt {
                 // qkv = ln1 · W + b, the bias in the GEMM's epilogue
@@ -554,52 +570,26 @@ impl GpuModel {
                     3 * c,
                 )?,
             }
-            let (name, threads) = self.attention_kernel("flash_forward", "flash_tc_forward");
-            d.launch(
-                &name,
-                (t.div_ceil(FA_ROWS), b * nh),
-                threads,
-                &[
-                    Arg::P(a.p(la.atty)),
-                    Arg::P(a.p(la.lse)),
-                    Arg::P(a.p(la.qkv)),
-                    Arg::I(t),
-                    Arg::I(nh),
-                    Arg::F(p),
-                    Arg::U(seed_of(seed, site)),
-                ],
-            )?;
+            self.attention_forward(&a.attn(&la), n, t, p, seed_of(seed, site))?;
             self.linear(x(a.proj), x(la.atty), blk.attn_proj_w, None, n, c, c)?;
             // res2 = resid + drop(proj + bias)
-            d.launch2(
-                "residual_forward",
-                self.rows_grid(n, c).0,
-                self.rows_grid(n, c).1,
-                &[
-                    Arg::P(a.p(la.res2)),
-                    Arg::P(a.p(resid)),
-                    Arg::P(a.p(a.proj)),
-                    Arg::P(self.w(blk.attn_proj_b)),
-                    Arg::I(n),
-                    Arg::I(c),
-                    Arg::F(p),
-                    Arg::U(seed_of(seed, site + 1)),
-                ],
+            self.residual_forward(
+                a.p(la.res2),
+                a.p(resid),
+                a.p(a.proj),
+                blk.attn_proj_b,
+                n,
+                p,
+                seed_of(seed, site + 1),
             )?;
-            d.launch(
-                "layernorm_forward",
-                (ln_grid, 1),
-                256,
-                &[
-                    Arg::P(a.p(la.ln2)),
-                    Arg::P(a.p(la.ln2_mean)),
-                    Arg::P(a.p(la.ln2_rstd)),
-                    Arg::P(a.p(la.res2)),
-                    Arg::P(self.w(blk.ln_2_w)),
-                    Arg::P(self.w(blk.ln_2_b)),
-                    Arg::I(n),
-                    Arg::I(c),
-                ],
+            self.layernorm_forward(
+                a.p(la.ln2),
+                a.p(la.ln2_mean),
+                a.p(la.ln2_rstd),
+                a.p(la.res2),
+                blk.ln_2_w,
+                blk.ln_2_b,
+                n,
             )?;
             match &self.lt {
                 // fch = ln2 · W + b (kept for the backward), fch_gelu = gelu(fch): one GEMM
@@ -635,37 +625,25 @@ impl GpuModel {
             }
             self.linear(x(a.proj), x(la.fch_gelu), blk.fc_proj_w, None, n, 4 * c, c)?;
             // res3 = res2 + drop(proj + bias)
-            d.launch2(
-                "residual_forward",
-                self.rows_grid(n, c).0,
-                self.rows_grid(n, c).1,
-                &[
-                    Arg::P(a.p(la.res3)),
-                    Arg::P(a.p(la.res2)),
-                    Arg::P(a.p(a.proj)),
-                    Arg::P(self.w(blk.fc_proj_b)),
-                    Arg::I(n),
-                    Arg::I(c),
-                    Arg::F(p),
-                    Arg::U(seed_of(seed, site + 2)),
-                ],
+            self.residual_forward(
+                a.p(la.res3),
+                a.p(la.res2),
+                a.p(a.proj),
+                blk.fc_proj_b,
+                n,
+                p,
+                seed_of(seed, site + 2),
             )?;
             resid = la.res3;
         }
-        d.launch(
-            "layernorm_forward",
-            (ln_grid, 1),
-            256,
-            &[
-                Arg::P(a.p(a.lnf)),
-                Arg::P(a.p(a.lnf_mean)),
-                Arg::P(a.p(a.lnf_rstd)),
-                Arg::P(a.p(resid)),
-                Arg::P(self.w(l.ln_f_w)),
-                Arg::P(self.w(l.ln_f_b)),
-                Arg::I(n),
-                Arg::I(c),
-            ],
+        self.layernorm_forward(
+            a.p(a.lnf),
+            a.p(a.lnf_mean),
+            a.p(a.lnf_rstd),
+            a.p(resid),
+            l.ln_f_w,
+            l.ln_f_b,
+            n,
         )?;
         // logits (N, Vp) = lnf (N, C) · wteᵀ
         d.gemm(x(a.logits), x(a.lnf), wm(l.wte, true), n, vp, c, 0.0)?;
@@ -919,7 +897,7 @@ impl GpuModel {
         let d = &self.dev;
         let cfg = &self.config;
         let l = &self.layout;
-        let (b, c, nh) = (n / t, cfg.n_embd, cfg.n_head);
+        let (b, c) = (n / t, cfg.n_embd);
         let vp = cfg.padded_vocab_size;
         let nc = n * c;
         let x = |off: usize| Mat {
@@ -1045,77 +1023,7 @@ impl GpuModel {
                 c,
                 c,
             )?;
-            let grid = (t.div_ceil(FA_ROWS), b * nh);
-            let aseed = Arg::U(seed_of(seed, site));
-            let (dq, threads) = self.attention_kernel("flash_backward_dq", "flash_tc_backward_dq");
-            if self.tensor_core_attention() {
-                // D = rowsum(dout ∘ out) first; the tensor-core dq kernel reads it.
-                d.launch_n(
-                    "flash_tc_delta",
-                    n * nh,
-                    &[
-                        Arg::P(a.p(a.delta)),
-                        Arg::P(a.p(a.dln)),
-                        Arg::P(a.p(la.atty)),
-                        Arg::I(n),
-                        Arg::I(t),
-                        Arg::I(nh),
-                    ],
-                )?;
-                d.launch(
-                    &dq,
-                    grid,
-                    threads,
-                    &[
-                        Arg::P(a.p(a.dqkv)),
-                        Arg::P(a.p(a.delta)),
-                        Arg::P(a.p(a.dln)),
-                        Arg::P(a.p(la.qkv)),
-                        Arg::P(a.p(la.lse)),
-                        Arg::I(t),
-                        Arg::I(nh),
-                        Arg::F(p),
-                        aseed,
-                    ],
-                )?;
-            } else {
-                // This dq kernel also writes D.
-                d.launch(
-                    &dq,
-                    grid,
-                    threads,
-                    &[
-                        Arg::P(a.p(a.dqkv)),
-                        Arg::P(a.p(a.delta)),
-                        Arg::P(a.p(a.dln)),
-                        Arg::P(a.p(la.atty)),
-                        Arg::P(a.p(la.qkv)),
-                        Arg::P(a.p(la.lse)),
-                        Arg::I(t),
-                        Arg::I(nh),
-                        Arg::F(p),
-                        aseed,
-                    ],
-                )?;
-            }
-            d.launch(
-                &self
-                    .attention_kernel("flash_backward_dkdv", "flash_tc_backward_dkdv")
-                    .0,
-                grid,
-                threads,
-                &[
-                    Arg::P(a.p(a.dqkv)),
-                    Arg::P(a.p(a.delta)),
-                    Arg::P(a.p(a.dln)),
-                    Arg::P(a.p(la.qkv)),
-                    Arg::P(a.p(la.lse)),
-                    Arg::I(t),
-                    Arg::I(nh),
-                    Arg::F(p),
-                    aseed,
-                ],
-            )?;
+            self.attention_backward(&a.attn(&la), n, t, p, seed_of(seed, site))?;
             self.linear_backward(
                 x(a.dln),
                 x(a.dqkv),
@@ -1323,18 +1231,7 @@ impl GpuModel {
         let mut out = Vec::with_capacity(b * v);
         for r in 0..b {
             let row = a.p(a.logits) + (((r * t + t - 1) * vp) * xs) as u64;
-            match self.dev.dtype {
-                Dtype::F32 => {
-                    let mut buf = vec![0f32; v];
-                    self.dev.dtoh(&mut buf, row)?;
-                    out.extend(buf);
-                }
-                Dtype::Bf16 => {
-                    let mut buf = vec![0u16; v];
-                    self.dev.dtoh(&mut buf, row)?;
-                    out.extend(buf.iter().map(|&h| f32::from_bits((h as u32) << 16)));
-                }
-            }
+            out.extend(self.download_x(row, v)?);
         }
         Ok(out)
     }
@@ -1374,6 +1271,145 @@ impl GpuModel {
         Ok((m, v, t.t))
     }
 
+    /// out (N, C) = LayerNorm(inp) · w + b; mean, rstd (N) saved. One warp per row.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_forward(
+        &self,
+        out: u64,
+        mean: u64,
+        rstd: u64,
+        inp: u64,
+        w: Param,
+        b: Param,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let args = [
+            Arg::P(out),
+            Arg::P(mean),
+            Arg::P(rstd),
+            Arg::P(inp),
+            Arg::P(self.w(w)),
+            Arg::P(self.w(b)),
+            Arg::I(n),
+            Arg::I(self.config.n_embd),
+        ];
+        self.dev
+            .launch("layernorm_forward", (n.div_ceil(8), 1), 256, &args)
+    }
+
+    /// out (N, C) = a + drop(b + bias): a projection joins the residual stream.
+    #[allow(clippy::too_many_arguments)]
+    fn residual_forward(
+        &self,
+        out: u64,
+        a: u64,
+        b: u64,
+        bias: Param,
+        n: usize,
+        p: f32,
+        seed: u64,
+    ) -> Result<(), CudaError> {
+        let c = self.config.n_embd;
+        let (grid, block) = self.rows_grid(n, c);
+        let args = [
+            Arg::P(out),
+            Arg::P(a),
+            Arg::P(b),
+            Arg::P(self.w(bias)),
+            Arg::I(n),
+            Arg::I(c),
+            Arg::F(p),
+            Arg::U(seed),
+        ];
+        self.dev.launch2("residual_forward", grid, block, &args)
+    }
+
+    /// The fused attention's forward on N = B·T rows: out and lse from qkv.
+    fn attention_forward(
+        &self,
+        ab: &AttnBufs,
+        n: usize,
+        t: usize,
+        p: f32,
+        seed: u64,
+    ) -> Result<(), CudaError> {
+        let nh = self.config.n_head;
+        let (name, threads) = self.attention_kernel("flash_forward", "flash_tc_forward");
+        let args = [
+            Arg::P(ab.out),
+            Arg::P(ab.lse),
+            Arg::P(ab.qkv),
+            Arg::I(t),
+            Arg::I(nh),
+            Arg::F(p),
+            Arg::U(seed),
+        ];
+        self.dev
+            .launch(&name, (t.div_ceil(FA_ROWS), (n / t) * nh), threads, &args)
+    }
+
+    /// The fused attention's backward: dqkv (written) from dout, out, qkv and lse, with the
+    /// same dropout masks (`seed`) as the forward. D = rowsum(dout ∘ out) goes to `ab.delta`:
+    /// the tensor-core path computes it first, the CUDA-core dq kernel computes it itself.
+    fn attention_backward(
+        &self,
+        ab: &AttnBufs,
+        n: usize,
+        t: usize,
+        p: f32,
+        seed: u64,
+    ) -> Result<(), CudaError> {
+        let nh = self.config.n_head;
+        let grid = (t.div_ceil(FA_ROWS), (n / t) * nh);
+        let tail = [Arg::I(t), Arg::I(nh), Arg::F(p), Arg::U(seed)];
+        let (dq, threads) = self.attention_kernel("flash_backward_dq", "flash_tc_backward_dq");
+        let mut args = vec![Arg::P(ab.dqkv), Arg::P(ab.delta), Arg::P(ab.dout)];
+        if self.tensor_core_attention() {
+            let delta_args = [
+                Arg::P(ab.delta),
+                Arg::P(ab.dout),
+                Arg::P(ab.out),
+                Arg::I(n),
+                Arg::I(t),
+                Arg::I(nh),
+            ];
+            self.dev.launch_n("flash_tc_delta", n * nh, &delta_args)?;
+        } else {
+            args.push(Arg::P(ab.out));
+        }
+        args.extend([Arg::P(ab.qkv), Arg::P(ab.lse)]);
+        args.extend(tail);
+        self.dev.launch(&dq, grid, threads, &args)?;
+        let (dkdv, _) = self.attention_kernel("flash_backward_dkdv", "flash_tc_backward_dkdv");
+        let mut args = vec![
+            Arg::P(ab.dqkv),
+            Arg::P(ab.delta),
+            Arg::P(ab.dout),
+            Arg::P(ab.qkv),
+            Arg::P(ab.lse),
+        ];
+        args.extend(tail);
+        self.dev.launch(&dkdv, grid, threads, &args)
+    }
+
+    /// Host f32 copy of `len` floatX values at `src`.
+    fn download_x(&self, src: u64, len: usize) -> Result<Vec<f32>, CudaError> {
+        match self.dev.dtype {
+            Dtype::F32 => {
+                let mut h = vec![0f32; len];
+                self.dev.dtoh(&mut h, src)?;
+                Ok(h)
+            }
+            Dtype::Bf16 => {
+                let mut h = vec![0u16; len];
+                self.dev.dtoh(&mut h, src)?;
+                Ok(h.iter()
+                    .map(|&b| f32::from_bits((b as u32) << 16))
+                    .collect())
+            }
+        }
+    }
+
     /// The fused attention alone, on host data (for tests against the CPU op): `qkv` (B, T, 3C)
     /// and `dout` (B, T, C) f32, rounded to the model's dtype on upload; returns `out` (B, T, C)
     /// and `dqkv` (B, T, 3C) as f32. No dropout. Runs the same kernels as a training step
@@ -1384,7 +1420,7 @@ impl GpuModel {
         dout: &[f32],
         t: usize,
     ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
-        let (c, nh) = (self.config.n_embd, self.config.n_head);
+        let c = self.config.n_embd;
         let n = dout.len() / c;
         if t == 0
             || !n.is_multiple_of(t)
@@ -1413,79 +1449,13 @@ impl GpuModel {
         };
         up(a.p(la.qkv), qkv)?;
         up(a.p(a.dln), dout)?;
-        let d = &self.dev;
-        let grid = (t.div_ceil(FA_ROWS), (n / t) * nh);
-        let (fwd, threads) = self.attention_kernel("flash_forward", "flash_tc_forward");
-        let common = [Arg::I(t), Arg::I(nh), Arg::F(0.0), Arg::U(0)];
-        let mut args = vec![
-            Arg::P(a.p(la.atty)),
-            Arg::P(a.p(la.lse)),
-            Arg::P(a.p(la.qkv)),
-        ];
-        args.extend(common);
-        d.launch(&fwd, grid, threads, &args)?;
-        let (dq, _) = self.attention_kernel("flash_backward_dq", "flash_tc_backward_dq");
-        if self.tensor_core_attention() {
-            d.launch_n(
-                "flash_tc_delta",
-                n * nh,
-                &[
-                    Arg::P(a.p(a.delta)),
-                    Arg::P(a.p(a.dln)),
-                    Arg::P(a.p(la.atty)),
-                    Arg::I(n),
-                    Arg::I(t),
-                    Arg::I(nh),
-                ],
-            )?;
-            let mut args = vec![
-                Arg::P(a.p(a.dqkv)),
-                Arg::P(a.p(a.delta)),
-                Arg::P(a.p(a.dln)),
-                Arg::P(a.p(la.qkv)),
-                Arg::P(a.p(la.lse)),
-            ];
-            args.extend(common);
-            d.launch(&dq, grid, threads, &args)?;
-        } else {
-            let mut args = vec![
-                Arg::P(a.p(a.dqkv)),
-                Arg::P(a.p(a.delta)),
-                Arg::P(a.p(a.dln)),
-                Arg::P(a.p(la.atty)),
-                Arg::P(a.p(la.qkv)),
-                Arg::P(a.p(la.lse)),
-            ];
-            args.extend(common);
-            d.launch(&dq, grid, threads, &args)?;
-        }
-        let (dkdv, _) = self.attention_kernel("flash_backward_dkdv", "flash_tc_backward_dkdv");
-        let mut args = vec![
-            Arg::P(a.p(a.dqkv)),
-            Arg::P(a.p(a.delta)),
-            Arg::P(a.p(a.dln)),
-            Arg::P(a.p(la.qkv)),
-            Arg::P(a.p(la.lse)),
-        ];
-        args.extend(common);
-        d.launch(&dkdv, grid, threads, &args)?;
-        let down = |src: u64, len: usize| -> Result<Vec<f32>, CudaError> {
-            match self.dev.dtype {
-                Dtype::F32 => {
-                    let mut h = vec![0f32; len];
-                    self.dev.dtoh(&mut h, src)?;
-                    Ok(h)
-                }
-                Dtype::Bf16 => {
-                    let mut h = vec![0u16; len];
-                    self.dev.dtoh(&mut h, src)?;
-                    Ok(h.iter()
-                        .map(|&b| f32::from_bits((b as u32) << 16))
-                        .collect())
-                }
-            }
-        };
-        Ok((down(a.p(la.atty), n * c)?, down(a.p(a.dqkv), 3 * n * c)?))
+        let ab = a.attn(&la);
+        self.attention_forward(&ab, n, t, 0.0, 0)?;
+        self.attention_backward(&ab, n, t, 0.0, 0)?;
+        Ok((
+            self.download_x(ab.out, n * c)?,
+            self.download_x(ab.dqkv, 3 * n * c)?,
+        ))
     }
 
     /// Per-kernel times under `FERROGPT_GPU_PROFILE=1`: (name, seconds, calls), longest first.
