@@ -331,14 +331,16 @@ impl<T: Float> Tape<T> {
                     .vals
                     .get_disjoint_mut([out.0, att.0, qkv.0, m.0])
                     .expect("distinct vars");
-                ops::attention::forward(o, a, q, Some(mv), dims);
+                ops::attention::forward(self.level, o, a, q, Some(mv), dims)
+                    .expect("attention: shapes are consistent by construction");
             }
             None => {
                 let [o, a, q] = self
                     .vals
                     .get_disjoint_mut([out.0, att.0, qkv.0])
                     .expect("distinct vars");
-                ops::attention::forward(o, a, q, None, dims);
+                ops::attention::forward(self.level, o, a, q, None, dims)
+                    .expect("attention: shapes are consistent by construction");
             }
         }
         self.record(Node::Attention {
@@ -580,7 +582,8 @@ impl<T: Float> Tape<T> {
                         .get_disjoint_mut([qkv.0, out.0])
                         .expect("distinct vars");
                     let m = mask.map(|m| &vals[m.0][..]);
-                    ops::attention::backward(dqkv, dout, &vals[qkv.0], &vals[att.0], m, dims);
+                    ops::attention::backward(level, dqkv, dout, &vals[qkv.0], &vals[att.0], m, dims)
+                        .expect("attention: shapes are consistent by construction");
                 }
                 Node::Gelu { out, x } => {
                     let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");

@@ -387,11 +387,7 @@ mod imp {
         let kb = k.div_ceil(32); // k blocks of 32
         let (sm, sn) = (m.div_ceil(32), n.div_ceil(32)); // slivers
         let sliver = kb * 32; // lines per sliver
-        let threads = if m * n * k < 64 * 64 * 64 {
-            1
-        } else {
-            rayon::current_num_threads()
-        };
+        let threads = crate::threads_for(m * n * k, 64 * 64 * 64);
         with_lines(&A_PACK, sm * sliver, |apack| {
             with_lines(&B_PACK, sn * sliver, |bpack| {
                 if threads > 1 {

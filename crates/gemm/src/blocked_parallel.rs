@@ -9,11 +9,13 @@ use rayon::prelude::*;
 pub(crate) fn gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
     let len = (p.m - 1) * p.ldc + p.n;
     let ldc = p.ldc;
-    c[..len]
-        .par_chunks_mut(MB * ldc)
-        .enumerate()
-        .for_each(|(b, chunk)| {
-            let r0 = b * MB;
-            gemm_rows(p, chunk, r0..(r0 + MB).min(p.m));
-        });
+    let block = |(b, chunk): (usize, &mut [T])| {
+        let r0 = b * MB;
+        gemm_rows(p, chunk, r0..(r0 + MB).min(p.m));
+    };
+    if crate::threads_for(p.m, MB + 1) > 1 {
+        c[..len].par_chunks_mut(MB * ldc).enumerate().for_each(block);
+    } else {
+        c[..len].chunks_mut(MB * ldc).enumerate().for_each(block);
+    }
 }

@@ -25,6 +25,12 @@
 //! rounds A and B to bf16 and accumulates in f32. The order of summation differs between levels,
 //! so results agree to rounding, not bit for bit.
 //!
+//! Threads: the parallel levels split one product across rayon's pool. Code that already runs
+//! many products in parallel (attention: one small product per sequence and head) wraps them
+//! in [`serial`], and each product then stays on the calling thread (honoured by `parallel`,
+//! `blocked-parallel`, `simd` and `amx`; the `library` and `blas` levels thread as their
+//! libraries decide).
+//!
 //! Dependency rule: this crate depends on nothing else of ferrogpt.
 
 pub mod amx;
@@ -41,8 +47,36 @@ pub mod simd;
 
 pub use simd::Isa;
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
+
+thread_local! {
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every product it starts on this thread computed by this thread alone (no
+/// rayon tasks), for callers that parallelise over many small products themselves.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
+}
+
+/// Threads for a product of `macs` multiply-adds: 1 inside [`serial`] or below `min_macs`
+/// (a rayon fork costs more than such a product), else the pool's size.
+pub(crate) fn threads_for(macs: usize, min_macs: usize) -> usize {
+    if macs < min_macs || SERIAL.with(|s| s.get()) {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    }
+}
 
 /// A matmul level: one rung of the ladder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

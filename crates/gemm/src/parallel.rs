@@ -10,16 +10,18 @@ use rayon::prelude::*;
 pub(crate) fn gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
     // C rows: (m, ldc), the last one only n long.
     let len = (p.m - 1) * p.ldc + p.n;
-    c[..len]
-        .par_chunks_mut(p.ldc)
-        .enumerate()
-        .for_each(|(i, row)| {
-            for (j, dst) in row[..p.n].iter_mut().enumerate() {
-                let mut acc = T::ZERO;
-                for q in 0..p.k {
-                    acc += p.a_at(i, q) * p.b_at(q, j);
-                }
-                *dst = if p.accumulate { *dst + acc } else { acc };
+    let row_of = |(i, row): (usize, &mut [T])| {
+        for (j, dst) in row[..p.n].iter_mut().enumerate() {
+            let mut acc = T::ZERO;
+            for q in 0..p.k {
+                acc += p.a_at(i, q) * p.b_at(q, j);
             }
-        });
+            *dst = if p.accumulate { *dst + acc } else { acc };
+        }
+    };
+    if crate::threads_for(p.m, 2) > 1 {
+        c[..len].par_chunks_mut(p.ldc).enumerate().for_each(row_of);
+    } else {
+        c[..len].chunks_mut(p.ldc).enumerate().for_each(row_of);
+    }
 }

@@ -483,9 +483,9 @@ fn fused_attention_matches_the_cpu_op() {
         let dout: Vec<f64> = (0..b * t * c).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let d = Dims { b, t, c, nh };
         let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
-        attention::forward(&mut out, &mut att, &qkv, None, d);
+        attention::forward_reference(&mut out, &mut att, &qkv, None, d);
         let mut dqkv = vec![0.0; qkv.len()];
-        attention::backward(&mut dqkv, &dout, &qkv, &att, None, d);
+        attention::backward_reference(&mut dqkv, &dout, &qkv, &att, None, d);
         let q32: Vec<f32> = qkv.iter().map(|&x| x as f32).collect();
         let d32: Vec<f32> = dout.iter().map(|&x| x as f32).collect();
         for dtype in [Dtype::F32, Dtype::Bf16] {

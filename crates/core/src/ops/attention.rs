@@ -8,10 +8,18 @@
 //! out[t]    = Σ_s≤t  att[t, s] · mask[t, s] · v_s          (B, T, C), heads side by side
 //! ```
 //!
-//! `mask` is attention dropout (0 or 1/(1-p)), absent when p = 0. The plain loops here are the
-//! reference; work is split across batch rows with rayon.
-
-use crate::Float;
+//! `mask` is attention dropout (0 or 1/(1-p)), absent when p = 0.
+//!
+//! [`forward`] and [`backward`] compute every product of one (batch, head) pair — Q·Kᵀ, P·V and,
+//! backward, dP = dO·Vᵀ, dV += Pᵀ·dO, dQ += dS·K, dK += dSᵀ·Q — as a matrix product at the
+//! caller's matmul level, reading Q, K, V and dO in place through the row strides (3C and C).
+//! Sequences run in parallel, each product on one thread ([`ferrogpt_gemm::serial`]). Q·Kᵀ is
+//! computed whole and its upper triangle then discarded: with T ≤ a few hundred the product is
+//! cheap next to the projections, and a full product runs at the kernel's speed.
+//! [`forward_reference`] and [`backward_reference`] are the plain loops, the oracle the fast
+//! path is tested against.
+use crate::{Float, Level};
+use ferrogpt_gemm::{matmul, serial, GemmError};
 use rayon::prelude::*;
 
 /// Shape of one attention call.
@@ -66,8 +74,9 @@ fn gather<T: Float>(dst: &mut [T], qkv: &[T], part: usize, h: usize, c: usize, h
     }
 }
 
-/// out (B, T, C) overwritten; att (B, NH, T, T) saved softmax; mask (B, NH, T, T) or none.
-pub fn forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], mask: Option<&[T]>, d: Dims) {
+/// The plain loops: out (B, T, C) overwritten; att (B, NH, T, T) saved softmax; mask
+/// (B, NH, T, T) or none.
+pub fn forward_reference<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], mask: Option<&[T]>, d: Dims) {
     let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
     let scale = T::ONE / T::from_f64(hs as f64).sqrt();
     out.par_chunks_mut(t * c)
@@ -112,8 +121,8 @@ pub fn forward<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], mask: Option<&
         });
 }
 
-/// dqkv (B, T, 3C) += gradient of the attention output `dout` (B, T, C).
-pub fn backward<T: Float>(
+/// The plain loops: dqkv (B, T, 3C) += gradient of the attention output `dout` (B, T, C).
+pub fn backward_reference<T: Float>(
     dqkv: &mut [T],
     dout: &[T],
     qkv: &[T],
@@ -170,4 +179,134 @@ pub fn backward<T: Float>(
                 }
             }
         });
+}
+
+/// One row of scores → probabilities in place: `row[..=ti]` scaled, soft-maxed; the rest zeroed.
+#[inline]
+fn softmax_causal<T: Float>(row: &mut [T], ti: usize, scale: T) {
+    let (live, dead) = row.split_at_mut(ti + 1);
+    let mut mx = T::from_f64(f64::NEG_INFINITY);
+    for a in live.iter_mut() {
+        *a *= scale;
+        mx = mx.max(*a);
+    }
+    let mut sum = T::ZERO;
+    for a in live.iter_mut() {
+        *a = (*a - mx).exp();
+        sum += *a;
+    }
+    let inv = T::ONE / sum;
+    live.iter_mut().for_each(|a| *a *= inv);
+    dead.fill(T::ZERO);
+}
+
+/// out (B, T, C) overwritten; att (B, NH, T, T) saved softmax; mask (B, NH, T, T) or none.
+/// Products at `level` (see the module doc).
+pub fn forward<T: Float>(
+    level: Level,
+    out: &mut [T],
+    att: &mut [T],
+    qkv: &[T],
+    mask: Option<&[T]>,
+    d: Dims,
+) -> Result<(), GemmError> {
+    let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
+    let scale = T::ONE / T::from_f64(hs as f64).sqrt();
+    out.par_chunks_mut(t * c)
+        .zip(att.par_chunks_mut(nh * t * t))
+        .zip(qkv.par_chunks(t * 3 * c))
+        .enumerate()
+        .try_for_each(|(bi, ((out, att), qkv))| {
+            serial(|| {
+                let mut pm = vec![T::ZERO; if mask.is_some() { t * t } else { 0 }];
+                for h in 0..nh {
+                    let att = &mut att[h * t * t..][..t * t];
+                    // S = Q·Kᵀ into att, then the causal softmax row by row.
+                    let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
+                    matmul(level, false, true, t, t, hs, q, 3 * c, k, 3 * c, att, t, false)?;
+                    for (ti, row) in att.chunks_exact_mut(t).enumerate() {
+                        softmax_causal(row, ti, scale);
+                    }
+                    // O = P̃·V with P̃ = P ⊙ mask.
+                    let p: &[T] = match mask {
+                        Some(m) => {
+                            let m = &m[(bi * nh + h) * t * t..][..t * t];
+                            for ((dst, &a), &mv) in pm.iter_mut().zip(att.iter()).zip(m) {
+                                *dst = a * mv;
+                            }
+                            &pm
+                        }
+                        None => att,
+                    };
+                    let o = &mut out[h * hs..];
+                    matmul(level, false, false, t, hs, t, p, t, v, 3 * c, o, c, false)?;
+                }
+                Ok(())
+            })
+        })
+}
+
+/// dqkv (B, T, 3C) += gradient of the attention output `dout` (B, T, C). Products at `level`.
+pub fn backward<T: Float>(
+    level: Level,
+    dqkv: &mut [T],
+    dout: &[T],
+    qkv: &[T],
+    att: &[T],
+    mask: Option<&[T]>,
+    d: Dims,
+) -> Result<(), GemmError> {
+    let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
+    let scale = T::ONE / T::from_f64(hs as f64).sqrt();
+    dqkv.par_chunks_mut(t * 3 * c)
+        .zip(dout.par_chunks(t * c))
+        .zip(qkv.par_chunks(t * 3 * c))
+        .zip(att.par_chunks(nh * t * t))
+        .enumerate()
+        .try_for_each(|(bi, (((dqkv, dout), qkv), att))| {
+            serial(|| {
+                let mut ds = vec![T::ZERO; t * t];
+                let mut pm = vec![T::ZERO; if mask.is_some() { t * t } else { 0 }];
+                for h in 0..nh {
+                    let p = &att[h * t * t..][..t * t];
+                    let m = mask.map(|m| &m[(bi * nh + h) * t * t..][..t * t]);
+                    let pt: &[T] = match m {
+                        Some(m) => {
+                            for ((dst, &a), &mv) in pm.iter_mut().zip(p).zip(m) {
+                                *dst = a * mv;
+                            }
+                            &pm
+                        }
+                        None => p,
+                    };
+                    let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
+                    let g = &dout[h * hs..];
+                    // dP̃ = dO·Vᵀ (into ds), dV += P̃ᵀ·dO.
+                    matmul(level, false, true, t, t, hs, g, c, v, 3 * c, &mut ds, t, false)?;
+                    let dv = &mut dqkv[2 * c + h * hs..];
+                    matmul(level, true, false, t, hs, t, pt, t, g, c, dv, 3 * c, true)?;
+                    // Through the mask and the softmax: dS = P ⊙ (dP − Σ_s P·dP) / sqrt(HS).
+                    for (ti, (row, prow)) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate()
+                    {
+                        let (live, dead) = row.split_at_mut(ti + 1);
+                        if let Some(m) = m {
+                            for (x, &mv) in live.iter_mut().zip(&m[ti * t..]) {
+                                *x *= mv;
+                            }
+                        }
+                        let inner: T = live.iter().zip(prow).map(|(&x, &a)| x * a).sum();
+                        for (x, &a) in live.iter_mut().zip(prow) {
+                            *x = a * (*x - inner) * scale;
+                        }
+                        dead.fill(T::ZERO);
+                    }
+                    // dQ += dS·K, dK += dSᵀ·Q.
+                    let dq = &mut dqkv[h * hs..];
+                    matmul(level, false, false, t, hs, t, &ds, t, k, 3 * c, dq, 3 * c, true)?;
+                    let dk = &mut dqkv[c + h * hs..];
+                    matmul(level, true, false, t, hs, t, &ds, t, q, 3 * c, dk, 3 * c, true)?;
+                }
+                Ok(())
+            })
+        })
 }

@@ -289,11 +289,7 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T]) {
         nc: nc_max,
     } = K::BLOCKING;
     let (m, n, k) = (p.m, p.n, p.k);
-    let threads = if m * n * k < PARALLEL_MIN_MACS {
-        1
-    } else {
-        rayon::current_num_threads().max(1)
-    };
+    let threads = crate::threads_for(m * n * k, PARALLEL_MIN_MACS);
     let np = balanced(n, NP, nr);
     let kc = balanced(k, kc_max, 1);
     let nb = nc_max / nr; // B̃ slivers per L2 block
