@@ -181,21 +181,33 @@ pub fn backward_reference<T: Float>(
         });
 }
 
+/// max and Σ over a slice with 16 running lanes: a single running value would serialise every
+/// step on the previous one and keep the compiler from vectorising (float reductions are not
+/// reassociated for us).
+#[inline(always)]
+fn lanes<T: Float>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] = f(acc[i], c[i]);
+        }
+    }
+    acc.iter().fold(tail, |a, &v| f(a, v))
+}
+
 /// One row of scores → probabilities in place: `row[..=ti]` scaled, soft-maxed; the rest zeroed.
+/// Three passes (max, exp, Σ) so that the exp pass has no reduction in it and vectorises.
 #[inline]
 fn softmax_causal<T: Float>(row: &mut [T], ti: usize, scale: T) {
     let (live, dead) = row.split_at_mut(ti + 1);
-    let mut mx = T::from_f64(f64::NEG_INFINITY);
+    // scale > 0, so max(a·scale) = max(a)·scale exactly.
+    let shift = lanes(live, T::from_f64(f64::NEG_INFINITY), T::max) * scale;
     for a in live.iter_mut() {
-        *a *= scale;
-        mx = mx.max(*a);
+        *a = (*a * scale - shift).exp();
     }
-    let mut sum = T::ZERO;
-    for a in live.iter_mut() {
-        *a = (*a - mx).exp();
-        sum += *a;
-    }
-    let inv = T::ONE / sum;
+    let inv = T::ONE / lanes(live, T::ZERO, |a, b| a + b);
     live.iter_mut().for_each(|a| *a *= inv);
     dead.fill(T::ZERO);
 }
@@ -294,7 +306,7 @@ pub fn backward<T: Float>(
                                 *x *= mv;
                             }
                         }
-                        let inner: T = live.iter().zip(prow).map(|(&x, &a)| x * a).sum();
+                        let inner = dot(live, &prow[..=ti]);
                         for (x, &a) in live.iter_mut().zip(prow) {
                             *x = a * (*x - inner) * scale;
                         }
