@@ -93,6 +93,7 @@ mod imp {
     use super::*;
     use rayon::prelude::*;
     use std::arch::asm;
+    use std::arch::x86_64::*;
     use std::cell::RefCell;
     use std::sync::OnceLock;
 
@@ -113,9 +114,10 @@ mod imp {
         }
         if !std::arch::is_x86_feature_detected!("avx512f")
             || !std::arch::is_x86_feature_detected!("avx512bw")
+            || !std::arch::is_x86_feature_detected!("avx512bf16")
         {
             return Err(unavailable(
-                "AMX without AVX-512F/BW (used for bf16 packing)",
+                "AMX without AVX-512F/BW/BF16 (used for bf16 packing)",
             ));
         }
         // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM only changes this process's permission
@@ -238,112 +240,142 @@ mod imp {
         }
     }
 
+    /// 32 f32 (`n` ≤ 32 of them at `src`, the rest taken as 0) rounded to bf16 by one
+    /// `vcvtne2ps2bf16`: nearest-even, NaN stays NaN; unlike [`f32_to_bf16`] the instruction
+    /// flushes denormal inputs (below 1.2e-38) to zero.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/BF16 present; `src .. src + n` readable.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn bf16x32(src: *const f32, n: usize) -> __m512i {
+        // SAFETY: the masked loads read only the first n (≤ 32) elements.
+        unsafe {
+            let lo_mask = if n >= 16 { 0xffff } else { (1u32 << n) as u16 - 1 };
+            let hi_mask = if n >= 32 { 0xffff } else if n <= 16 { 0 } else { (1u32 << (n - 16)) as u16 - 1 };
+            let lo = _mm512_maskz_loadu_ps(lo_mask, src);
+            let hi = _mm512_maskz_loadu_ps(hi_mask, src.wrapping_add(16));
+            std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+        }
+    }
+
+    #[inline(always)]
+    fn store(line: &mut Line, v: __m512i) {
+        // SAFETY: a Line is 64 bytes, 64-byte aligned.
+        unsafe { _mm512_store_si512(line.0.as_mut_ptr() as *mut __m512i, v) }
+    }
+
+    /// `t[e][r]` → `lines[r][e]`: a 32×32 transpose of bf16 values.
+    #[inline(always)]
+    fn transpose_into(t: &[Line; 32], lines: &mut [Line]) {
+        for (r, line) in lines.iter_mut().enumerate() {
+            for (e, d) in line.0.iter_mut().enumerate() {
+                *d = t[e].0[r];
+            }
+        }
+    }
+
     /// Packs 32-row sliver `s` of op(A) (rounded to bf16): line `q*32 + r` holds
     /// op(A)[32s + r, 32q .. 32q + 32].
-    #[inline(always)]
-    fn pack_a_sliver(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+    ///
+    /// # Safety
+    /// AVX-512F/BW/BF16 present (checked by `available`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn pack_a_wide(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
         let rows = 32.min(p.m - 32 * s);
-        if !p.ta {
-            for r in 0..rows {
-                let row = &p.a[(32 * s + r) * p.lda..][..p.k];
-                for (q, chunk) in row.chunks(32).enumerate() {
-                    let dst = &mut out[q * 32 + r].0;
-                    if chunk.len() == 32 {
-                        for (d, &x) in dst.iter_mut().zip(chunk) {
-                            *d = f32_to_bf16(x);
-                        }
+        for (q, lines) in out.chunks_exact_mut(32).enumerate() {
+            let depth = 32.min(p.k - 32 * q);
+            if !p.ta {
+                // op(A) = A: each line is 32 consecutive elements of a stored row.
+                for (r, line) in lines.iter_mut().enumerate() {
+                    if r < rows {
+                        let src = &p.a[(32 * s + r) * p.lda + 32 * q..][..depth];
+                        // SAFETY: src holds `depth` elements; the CPU check is the caller's.
+                        store(line, unsafe { bf16x32(src.as_ptr(), depth) });
                     } else {
-                        dst.fill(0);
-                        for (d, &x) in dst.iter_mut().zip(chunk) {
-                            *d = f32_to_bf16(x);
-                        }
+                        *line = ZERO_LINE;
                     }
                 }
-            }
-            for q in 0..out.len() / 32 {
-                out[q * 32 + rows..q * 32 + 32].fill(ZERO_LINE);
-            }
-        } else {
-            out.fill(ZERO_LINE);
-            for kk in 0..p.k {
-                let col = &p.a[kk * p.lda + 32 * s..][..rows];
-                let (q, e) = (kk / 32, kk % 32);
-                for (r, &x) in col.iter().enumerate() {
-                    out[q * 32 + r].0[e] = f32_to_bf16(x);
+            } else {
+                // op(A) = Aᵀ: a k block of the sliver is 32 stored rows (k) × 32 columns (m);
+                // round stored rows, then transpose.
+                let mut t = [ZERO_LINE; 32];
+                for (e, dst) in t.iter_mut().enumerate().take(depth) {
+                    let src = &p.a[(32 * q + e) * p.lda + 32 * s..][..rows];
+                    // SAFETY: as above.
+                    store(dst, unsafe { bf16x32(src.as_ptr(), rows) });
                 }
+                transpose_into(&t, lines);
             }
         }
     }
 
     /// Packs 32-column sliver `s` of op(B) in VNNI order: line `q*32 + h*16 + r` holds, for
     /// j < 16, the pair (op(B)[32q + 2r, 32s + 16h + j], op(B)[32q + 2r + 1, 32s + 16h + j]).
-    #[inline(always)]
-    fn pack_b_sliver(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+    ///
+    /// # Safety
+    /// AVX-512F/BW/BF16 present (checked by `available`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn pack_b_wide(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
         let cols = 32.min(p.n - 32 * s);
-        if !p.tb && cols == 32 {
-            let zero = [0f32; 32];
-            for kk in (0..p.k).step_by(2) {
-                let row0: &[f32; 32] = p.b[kk * p.ldb + 32 * s..][..32].try_into().unwrap();
-                let row1: &[f32; 32] = if kk + 1 < p.k {
-                    p.b[(kk + 1) * p.ldb + 32 * s..][..32].try_into().unwrap()
-                } else {
-                    &zero
-                };
-                let (q, r) = (kk / 32, (kk % 32) / 2);
-                for h in 0..2 {
-                    let line = &mut out[q * 32 + h * 16 + r].0;
+        // Word index i of the result takes word IDX[i] of (bf16(row0 half), bf16(row1 half)):
+        // the two rows' values for the same column side by side.
+        let interleave = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+            20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        for (q, lines) in out.chunks_exact_mut(32).enumerate() {
+            let depth = 32.min(p.k - 32 * q);
+            if !p.tb {
+                // op(B) = B: rows kk = 32q + 2r and 2r + 1 give line r of each half.
+                for r in 0..16 {
+                    let (k0, k1) = (32 * q + 2 * r, 32 * q + 2 * r + 1);
+                    for h in 0..2 {
+                        let n = cols.saturating_sub(16 * h).min(16);
+                        // A row past the end of k (or a half past the last column) loads
+                        // nothing: count 0, all lanes masked off, zeros.
+                        let row = |kk: usize| -> (*const f32, usize) {
+                            if kk < p.k && n > 0 {
+                                (p.b[kk * p.ldb + 32 * s + 16 * h..][..n].as_ptr(), n)
+                            } else {
+                                (p.b.as_ptr(), 0)
+                            }
+                        };
+                        let ((r0, n0), (r1, n1)) = (row(k0), row(k1));
+                        // SAFETY: r0/r1 hold n0/n1 elements; masked-off lanes are not read.
+                        let v = unsafe {
+                            let lo = _mm512_maskz_loadu_ps(((1u32 << n0) - 1) as u16, r0);
+                            let hi = _mm512_maskz_loadu_ps(((1u32 << n1) - 1) as u16, r1);
+                            let pair = std::mem::transmute::<__m512bh, __m512i>(
+                                _mm512_cvtne2ps_pbh(hi, lo),
+                            );
+                            _mm512_permutexvar_epi16(interleave, pair)
+                        };
+                        store(&mut lines[h * 16 + r], v);
+                    }
+                }
+            } else {
+                // op(B) = Bᵀ: column j is stored row 32s + j, contiguous in k, so its k block
+                // rounds to exactly the 16 pairs that column needs; transpose the pairs.
+                let mut t = [ZERO_LINE; 32];
+                for (j, dst) in t.iter_mut().enumerate().take(cols) {
+                    let src = &p.b[(32 * s + j) * p.ldb + 32 * q..][..depth];
+                    // SAFETY: src holds `depth` elements.
+                    store(dst, unsafe { bf16x32(src.as_ptr(), depth) });
+                }
+                for (hr, line) in lines.iter_mut().enumerate() {
+                    let (h, r) = (hr / 16, hr % 16);
                     for jj in 0..16 {
-                        line[2 * jj] = f32_to_bf16(row0[16 * h + jj]);
-                        line[2 * jj + 1] = f32_to_bf16(row1[16 * h + jj]);
+                        line.0[2 * jj] = t[16 * h + jj].0[2 * r];
+                        line.0[2 * jj + 1] = t[16 * h + jj].0[2 * r + 1];
                     }
-                }
-            }
-            let tail = p.k.div_ceil(2);
-            for q in 0..out.len() / 32 {
-                for h in 0..2 {
-                    for r in 0..16 {
-                        if q * 16 + r >= tail {
-                            out[q * 32 + h * 16 + r] = ZERO_LINE;
-                        }
-                    }
-                }
-            }
-        } else if !p.tb {
-            out.fill(ZERO_LINE);
-            for kk in 0..p.k {
-                let row = &p.b[kk * p.ldb + 32 * s..][..cols];
-                let (q, r, e) = (kk / 32, (kk % 32) / 2, kk % 2);
-                for (j, &x) in row.iter().enumerate() {
-                    out[q * 32 + (j / 16) * 16 + r].0[2 * (j % 16) + e] = f32_to_bf16(x);
-                }
-            }
-        } else {
-            out.fill(ZERO_LINE);
-            for j in 0..cols {
-                let col = &p.b[(32 * s + j) * p.ldb..][..p.k];
-                let (h, jj) = (j / 16, j % 16);
-                for (kk, &x) in col.iter().enumerate() {
-                    let (q, r, e) = (kk / 32, (kk % 32) / 2, kk % 2);
-                    out[q * 32 + h * 16 + r].0[2 * jj + e] = f32_to_bf16(x);
                 }
             }
         }
     }
 
-    /// The packers compiled for AVX-512 (every AMX CPU has AVX-512F/BW, checked in `check`),
-    /// so that the f32 → bf16 rounding runs 16 lanes wide.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn pack_a_wide(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
-        pack_a_sliver(p, s, out)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn pack_b_wide(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
-        pack_b_sliver(p, s, out)
-    }
-
     fn pack_a(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
-        // SAFETY: only reached after `available()`, which checked AVX-512F and AVX-512BW.
+        // SAFETY: only reached after `available()`, which checked AVX-512F/BW/BF16.
         unsafe { pack_a_wide(p, s, out) }
     }
 
