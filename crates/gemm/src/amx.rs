@@ -310,64 +310,81 @@ mod imp {
         }
     }
 
-    /// Packs 32-column sliver `s` of op(B) in VNNI order: line `q*32 + h*16 + r` holds, for
-    /// j < 16, the pair (op(B)[32q + 2r, 32s + 16h + j], op(B)[32q + 2r + 1, 32s + 16h + j]).
+    /// Slivers of B̃ packed by one task: with B stored k×n, a task reads G·128 contiguous
+    /// bytes of each stored row instead of 128 bytes of rows a whole row stride apart (which
+    /// the prefetchers do not follow: the packing was latency-bound).
+    const B_GROUP: usize = 8;
+
+    /// Packs the 32-column slivers `s0 ..` of op(B) that fill `out` in VNNI order: line
+    /// `q*32 + h*16 + r` of a sliver s holds, for j < 16, the pair
+    /// (op(B)[32q + 2r, 32s + 16h + j], op(B)[32q + 2r + 1, 32s + 16h + j]).
     ///
     /// # Safety
     /// AVX-512F/BW/BF16 present (checked by `available`).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn pack_b_wide(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
-        let cols = 32.min(p.n - 32 * s);
-        // Word index i of the result takes word IDX[i] of (bf16(row0 half), bf16(row1 half)):
-        // the two rows' values for the same column side by side.
-        let interleave = _mm512_set_epi16(
-            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
-            20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
-        );
-        for (q, lines) in out.chunks_exact_mut(32).enumerate() {
-            let depth = 32.min(p.k - 32 * q);
-            if !p.tb {
-                // op(B) = B: rows kk = 32q + 2r and 2r + 1 give line r of each half.
+    unsafe fn pack_b_wide(p: &Problem<'_, f32>, s0: usize, out: &mut [Line]) {
+        let sliver = p.k.div_ceil(32) * 32;
+        if !p.tb {
+            // op(B) = B: stored rows 2r and 2r + 1 of each k block give line r of each half;
+            // walk the rows, and along each row every sliver of the group.
+            // Word i of the result takes word IDX[i] of (bf16(row 2r half), bf16(row 2r+1 half)).
+            let interleave = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            for q in 0..sliver / 32 {
                 for r in 0..16 {
                     let (k0, k1) = (32 * q + 2 * r, 32 * q + 2 * r + 1);
-                    for h in 0..2 {
-                        let n = cols.saturating_sub(16 * h).min(16);
-                        // A row past the end of k (or a half past the last column) loads
-                        // nothing: count 0, all lanes masked off, zeros.
-                        let row = |kk: usize| -> (*const f32, usize) {
-                            if kk < p.k && n > 0 {
-                                (p.b[kk * p.ldb + 32 * s + 16 * h..][..n].as_ptr(), n)
-                            } else {
-                                (p.b.as_ptr(), 0)
-                            }
-                        };
-                        let ((r0, n0), (r1, n1)) = (row(k0), row(k1));
-                        // SAFETY: r0/r1 hold n0/n1 elements; masked-off lanes are not read.
-                        let v = unsafe {
-                            let lo = _mm512_maskz_loadu_ps(((1u32 << n0) - 1) as u16, r0);
-                            let hi = _mm512_maskz_loadu_ps(((1u32 << n1) - 1) as u16, r1);
-                            let pair = std::mem::transmute::<__m512bh, __m512i>(
-                                _mm512_cvtne2ps_pbh(hi, lo),
-                            );
-                            _mm512_permutexvar_epi16(interleave, pair)
-                        };
-                        store(&mut lines[h * 16 + r], v);
+                    for (g, lines) in out.chunks_exact_mut(sliver).enumerate() {
+                        let s = s0 + g;
+                        let cols = 32.min(p.n - 32 * s);
+                        for h in 0..2 {
+                            let n = cols.saturating_sub(16 * h).min(16);
+                            // A row past the end of k (or a half past the last column) loads
+                            // nothing: count 0, every lane masked off, zeros.
+                            let row = |kk: usize| -> (*const f32, usize) {
+                                if kk < p.k && n > 0 {
+                                    (p.b[kk * p.ldb + 32 * s + 16 * h..][..n].as_ptr(), n)
+                                } else {
+                                    (p.b.as_ptr(), 0)
+                                }
+                            };
+                            let ((r0, n0), (r1, n1)) = (row(k0), row(k1));
+                            // SAFETY: r0/r1 hold n0/n1 elements; masked-off lanes are not read.
+                            let v = unsafe {
+                                let lo = _mm512_maskz_loadu_ps(((1u32 << n0) - 1) as u16, r0);
+                                let hi = _mm512_maskz_loadu_ps(((1u32 << n1) - 1) as u16, r1);
+                                let pair = std::mem::transmute::<__m512bh, __m512i>(
+                                    _mm512_cvtne2ps_pbh(hi, lo),
+                                );
+                                _mm512_permutexvar_epi16(interleave, pair)
+                            };
+                            store(&mut lines[q * 32 + h * 16 + r], v);
+                        }
                     }
                 }
-            } else {
-                // op(B) = Bᵀ: column j is stored row 32s + j, contiguous in k, so its k block
-                // rounds to exactly the 16 pairs that column needs; transpose the pairs.
-                let mut t = [ZERO_LINE; 32];
-                for (j, dst) in t.iter_mut().enumerate().take(cols) {
-                    let src = &p.b[(32 * s + j) * p.ldb + 32 * q..][..depth];
-                    // SAFETY: src holds `depth` elements.
-                    store(dst, unsafe { bf16x32(src.as_ptr(), depth) });
-                }
-                for (hr, line) in lines.iter_mut().enumerate() {
-                    let (h, r) = (hr / 16, hr % 16);
-                    for jj in 0..16 {
-                        line.0[2 * jj] = t[16 * h + jj].0[2 * r];
-                        line.0[2 * jj + 1] = t[16 * h + jj].0[2 * r + 1];
+            }
+        } else {
+            // op(B) = Bᵀ: column j of a sliver is stored row 32s + j, contiguous in k. Each
+            // 32-deep block of it rounds to exactly the 16 pairs that column needs, which go
+            // to dword j % 16 of the 16 lines of its half: read every stored row once from
+            // start to end, scatter dwords.
+            for (g, lines) in out.chunks_exact_mut(sliver).enumerate() {
+                let s = s0 + g;
+                let cols = 32.min(p.n - 32 * s);
+                lines.fill(ZERO_LINE);
+                for j in 0..cols {
+                    let row = &p.b[(32 * s + j) * p.ldb..][..p.k];
+                    let (h, jj) = (j / 16, j % 16);
+                    for (q, chunk) in row.chunks(32).enumerate() {
+                        let mut pairs = Line([0; 32]);
+                        // SAFETY: chunk holds chunk.len() ≤ 32 elements.
+                        store(&mut pairs, unsafe { bf16x32(chunk.as_ptr(), chunk.len()) });
+                        for r in 0..16 {
+                            let line = &mut lines[q * 32 + h * 16 + r].0;
+                            line[2 * jj] = pairs.0[2 * r];
+                            line[2 * jj + 1] = pairs.0[2 * r + 1];
+                        }
                     }
                 }
             }
@@ -428,18 +445,18 @@ mod imp {
                         .enumerate()
                         .for_each(|(s, o)| pack_a(p, s, o));
                     bpack
-                        .par_chunks_mut(sliver)
+                        .par_chunks_mut(sliver * B_GROUP)
                         .enumerate()
-                        .for_each(|(s, o)| pack_b(p, s, o));
+                        .for_each(|(g, o)| pack_b(p, g * B_GROUP, o));
                 } else {
                     apack
                         .chunks_mut(sliver)
                         .enumerate()
                         .for_each(|(s, o)| pack_a(p, s, o));
                     bpack
-                        .chunks_mut(sliver)
+                        .chunks_mut(sliver * B_GROUP)
                         .enumerate()
-                        .for_each(|(s, o)| pack_b(p, s, o));
+                        .for_each(|(g, o)| pack_b(p, g * B_GROUP, o));
                 }
                 let (apack, bpack): (&[Line], &[Line]) = (apack, bpack);
                 // Tasks: column chunks of at most NCA columns, row chunks so that there are at
