@@ -14,6 +14,7 @@
 pub mod fastmath;
 pub mod fsutil;
 pub mod ops;
+pub mod reduce;
 pub mod tape;
 
 pub use ferrogpt_gemm::{Element, Level};

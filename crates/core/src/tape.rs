@@ -582,8 +582,16 @@ impl<T: Float> Tape<T> {
                         .get_disjoint_mut([qkv.0, out.0])
                         .expect("distinct vars");
                     let m = mask.map(|m| &vals[m.0][..]);
-                    ops::attention::backward(level, dqkv, dout, &vals[qkv.0], &vals[att.0], m, dims)
-                        .expect("attention: shapes are consistent by construction");
+                    ops::attention::backward(
+                        level,
+                        dqkv,
+                        dout,
+                        &vals[qkv.0],
+                        &vals[att.0],
+                        m,
+                        dims,
+                    )
+                    .expect("attention: shapes are consistent by construction");
                 }
                 Node::Gelu { out, x } => {
                     let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");

@@ -16,7 +16,10 @@ fn rand_vec<T: Float>(rng: &mut Rng64, n: usize) -> Vec<T> {
 
 /// max |a - b| / max |b|.
 fn rel<T: Float>(a: &[T], b: &[T]) -> f64 {
-    let scale = b.iter().fold(0f64, |m, x| m.max(x.to_f64().abs())).max(1e-30);
+    let scale = b
+        .iter()
+        .fold(0f64, |m, x| m.max(x.to_f64().abs()))
+        .max(1e-30);
     a.iter()
         .zip(b)
         .fold(0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs()))
@@ -41,11 +44,20 @@ fn compare<T: Float>(level: Level, d: Dims, dropout: f64, seed: u64, tol: f64) {
     let (mut out_r, mut att_r) = (vec![T::ZERO; b * t * c], vec![T::ZERO; b * nh * t * t]);
     attention::forward_reference(&mut out_r, &mut att_r, &qkv, mask, d);
     // Garbage in the outputs: the fast path must overwrite them.
-    let (mut out, mut att) = (vec![T::from_f64(7.0); b * t * c], vec![T::from_f64(7.0); b * nh * t * t]);
+    let (mut out, mut att) = (
+        vec![T::from_f64(7.0); b * t * c],
+        vec![T::from_f64(7.0); b * nh * t * t],
+    );
     attention::forward(level, &mut out, &mut att, &qkv, mask, d).unwrap();
-    let what = format!("{level} {} {d:?} dropout {dropout}", std::any::type_name::<T>());
+    let what = format!(
+        "{level} {} {d:?} dropout {dropout}",
+        std::any::type_name::<T>()
+    );
     let (e_out, e_att) = (rel(&out, &out_r), rel(&att, &att_r));
-    assert!(e_out < tol && e_att < tol, "{what}: forward out {e_out:.2e} att {e_att:.2e}");
+    assert!(
+        e_out < tol && e_att < tol,
+        "{what}: forward out {e_out:.2e} att {e_att:.2e}"
+    );
     // Backward accumulates: start both from the same non-zero gradient.
     let base: Vec<T> = rand_vec(&mut rng, b * t * 3 * c);
     let (mut g_r, mut g) = (base.clone(), base);
@@ -67,7 +79,15 @@ const SHAPES: [(usize, usize, usize, usize); 6] = [
 
 fn each_shape(mut f: impl FnMut(Dims, u64)) {
     for (i, &(b, t, nh, hs)) in SHAPES.iter().enumerate() {
-        f(Dims { b, t, c: nh * hs, nh }, i as u64);
+        f(
+            Dims {
+                b,
+                t,
+                c: nh * hs,
+                nh,
+            },
+            i as u64,
+        );
     }
 }
 

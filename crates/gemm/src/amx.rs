@@ -251,8 +251,18 @@ mod imp {
     unsafe fn bf16x32(src: *const f32, n: usize) -> __m512i {
         // SAFETY: the masked loads read only the first n (≤ 32) elements.
         unsafe {
-            let lo_mask = if n >= 16 { 0xffff } else { (1u32 << n) as u16 - 1 };
-            let hi_mask = if n >= 32 { 0xffff } else if n <= 16 { 0 } else { (1u32 << (n - 16)) as u16 - 1 };
+            let lo_mask = if n >= 16 {
+                0xffff
+            } else {
+                (1u32 << n) as u16 - 1
+            };
+            let hi_mask = if n >= 32 {
+                0xffff
+            } else if n <= 16 {
+                0
+            } else {
+                (1u32 << (n - 16)) as u16 - 1
+            };
             let lo = _mm512_maskz_loadu_ps(lo_mask, src);
             let hi = _mm512_maskz_loadu_ps(hi_mask, src.wrapping_add(16));
             std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
@@ -329,8 +339,8 @@ mod imp {
             // walk the rows, and along each row every sliver of the group.
             // Word i of the result takes word IDX[i] of (bf16(row 2r half), bf16(row 2r+1 half)).
             let interleave = _mm512_set_epi16(
-                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
-                5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
             );
             for q in 0..sliver / 32 {
                 for r in 0..16 {

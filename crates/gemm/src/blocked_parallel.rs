@@ -14,7 +14,10 @@ pub(crate) fn gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
         gemm_rows(p, chunk, r0..(r0 + MB).min(p.m));
     };
     if crate::threads_for(p.m, MB + 1) > 1 {
-        c[..len].par_chunks_mut(MB * ldc).enumerate().for_each(block);
+        c[..len]
+            .par_chunks_mut(MB * ldc)
+            .enumerate()
+            .for_each(block);
     } else {
         c[..len].chunks_mut(MB * ldc).enumerate().for_each(block);
     }

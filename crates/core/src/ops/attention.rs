@@ -18,7 +18,7 @@
 //! cheap next to the projections, and a full product runs at the kernel's speed.
 //! [`forward_reference`] and [`backward_reference`] are the plain loops, the oracle the fast
 //! path is tested against.
-use crate::{Float, Level};
+use crate::{reduce, Float, Level};
 use ferrogpt_gemm::{matmul, serial, GemmError};
 use rayon::prelude::*;
 
@@ -76,7 +76,13 @@ fn gather<T: Float>(dst: &mut [T], qkv: &[T], part: usize, h: usize, c: usize, h
 
 /// The plain loops: out (B, T, C) overwritten; att (B, NH, T, T) saved softmax; mask
 /// (B, NH, T, T) or none.
-pub fn forward_reference<T: Float>(out: &mut [T], att: &mut [T], qkv: &[T], mask: Option<&[T]>, d: Dims) {
+pub fn forward_reference<T: Float>(
+    out: &mut [T],
+    att: &mut [T],
+    qkv: &[T],
+    mask: Option<&[T]>,
+    d: Dims,
+) {
     let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
     let scale = T::ONE / T::from_f64(hs as f64).sqrt();
     out.par_chunks_mut(t * c)
@@ -181,33 +187,17 @@ pub fn backward_reference<T: Float>(
         });
 }
 
-/// max and Σ over a slice with 16 running lanes: a single running value would serialise every
-/// step on the previous one and keep the compiler from vectorising (float reductions are not
-/// reassociated for us).
-#[inline(always)]
-fn lanes<T: Float>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
-    let mut acc = [init; 16];
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
-    for c in chunks {
-        for i in 0..16 {
-            acc[i] = f(acc[i], c[i]);
-        }
-    }
-    acc.iter().fold(tail, |a, &v| f(a, v))
-}
-
 /// One row of scores → probabilities in place: `row[..=ti]` scaled, soft-maxed; the rest zeroed.
 /// Three passes (max, exp, Σ) so that the exp pass has no reduction in it and vectorises.
 #[inline]
 fn softmax_causal<T: Float>(row: &mut [T], ti: usize, scale: T) {
     let (live, dead) = row.split_at_mut(ti + 1);
     // scale > 0, so max(a·scale) = max(a)·scale exactly.
-    let shift = lanes(live, T::from_f64(f64::NEG_INFINITY), T::max) * scale;
+    let shift = reduce::max(live) * scale;
     for a in live.iter_mut() {
         *a = (*a * scale - shift).exp();
     }
-    let inv = T::ONE / lanes(live, T::ZERO, |a, b| a + b);
+    let inv = T::ONE / reduce::sum(live);
     live.iter_mut().for_each(|a| *a *= inv);
     dead.fill(T::ZERO);
 }
@@ -235,7 +225,21 @@ pub fn forward<T: Float>(
                     let att = &mut att[h * t * t..][..t * t];
                     // S = Q·Kᵀ into att, then the causal softmax row by row.
                     let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
-                    matmul(level, false, true, t, t, hs, q, 3 * c, k, 3 * c, att, t, false)?;
+                    matmul(
+                        level,
+                        false,
+                        true,
+                        t,
+                        t,
+                        hs,
+                        q,
+                        3 * c,
+                        k,
+                        3 * c,
+                        att,
+                        t,
+                        false,
+                    )?;
                     for (ti, row) in att.chunks_exact_mut(t).enumerate() {
                         softmax_causal(row, ti, scale);
                     }
@@ -294,11 +298,26 @@ pub fn backward<T: Float>(
                     let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
                     let g = &dout[h * hs..];
                     // dP̃ = dO·Vᵀ (into ds), dV += P̃ᵀ·dO.
-                    matmul(level, false, true, t, t, hs, g, c, v, 3 * c, &mut ds, t, false)?;
+                    matmul(
+                        level,
+                        false,
+                        true,
+                        t,
+                        t,
+                        hs,
+                        g,
+                        c,
+                        v,
+                        3 * c,
+                        &mut ds,
+                        t,
+                        false,
+                    )?;
                     let dv = &mut dqkv[2 * c + h * hs..];
                     matmul(level, true, false, t, hs, t, pt, t, g, c, dv, 3 * c, true)?;
                     // Through the mask and the softmax: dS = P ⊙ (dP − Σ_s P·dP) / sqrt(HS).
-                    for (ti, (row, prow)) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate()
+                    for (ti, (row, prow)) in
+                        ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate()
                     {
                         let (live, dead) = row.split_at_mut(ti + 1);
                         if let Some(m) = m {
@@ -306,7 +325,7 @@ pub fn backward<T: Float>(
                                 *x *= mv;
                             }
                         }
-                        let inner = dot(live, &prow[..=ti]);
+                        let inner = reduce::dot(live, &prow[..=ti]);
                         for (x, &a) in live.iter_mut().zip(prow) {
                             *x = a * (*x - inner) * scale;
                         }
@@ -314,9 +333,37 @@ pub fn backward<T: Float>(
                     }
                     // dQ += dS·K, dK += dSᵀ·Q.
                     let dq = &mut dqkv[h * hs..];
-                    matmul(level, false, false, t, hs, t, &ds, t, k, 3 * c, dq, 3 * c, true)?;
+                    matmul(
+                        level,
+                        false,
+                        false,
+                        t,
+                        hs,
+                        t,
+                        &ds,
+                        t,
+                        k,
+                        3 * c,
+                        dq,
+                        3 * c,
+                        true,
+                    )?;
                     let dk = &mut dqkv[c + h * hs..];
-                    matmul(level, true, false, t, hs, t, &ds, t, q, 3 * c, dk, 3 * c, true)?;
+                    matmul(
+                        level,
+                        true,
+                        false,
+                        t,
+                        hs,
+                        t,
+                        &ds,
+                        t,
+                        q,
+                        3 * c,
+                        dk,
+                        3 * c,
+                        true,
+                    )?;
                 }
                 Ok(())
             })

@@ -4,23 +4,25 @@
 //! takes no part in the softmax); targets (N), each < V. The loss is the mean over the N rows of
 //! `-log softmax(logits_row)[target]`. Computed in the element type with the max subtracted.
 
-use crate::{Float, PAR_MIN_ELEMS};
+use crate::{reduce, Float, PAR_MIN_ELEMS};
 use rayon::prelude::*;
 
 /// Writes probs (N, V) and returns the mean loss (row losses summed in f64).
 pub fn forward<T: Float>(probs: &mut [T], logits: &[T], targets: &[u32], v: usize, vp: usize) -> T {
     // -log p[y] = log Σ exp(l - max) - (l[y] - max): exact even where p[y] underflows.
+    // Three passes (max, exp, Σ): the exp pass has no reduction in it and vectorises.
     let row = |((p, l), &y): ((&mut [T], &[T]), &u32)| -> f64 {
-        let l = &l[..v];
-        let mx = l.iter().copied().fold(l[0], T::max);
-        let mut sum = T::ZERO;
-        for (p, &x) in p.iter_mut().zip(l) {
-            *p = (x - mx).exp();
-            sum += *p;
+        {
+            let l = &l[..v];
+            let mx = reduce::max(l);
+            for (p, &x) in p.iter_mut().zip(l) {
+                *p = (x - mx).exp();
+            }
+            let sum = reduce::sum(p);
+            let inv = T::ONE / sum;
+            p.iter_mut().for_each(|p| *p *= inv);
+            sum.to_f64().ln() - (l[y as usize] - mx).to_f64()
         }
-        let inv = T::ONE / sum;
-        p.iter_mut().for_each(|p| *p *= inv);
-        sum.to_f64().ln() - (l[y as usize] - mx).to_f64()
     };
     let total: f64 = if probs.len() >= PAR_MIN_ELEMS {
         probs
@@ -51,9 +53,13 @@ pub fn backward<T: Float>(
 ) {
     let scale = dloss / T::from_f64(targets.len() as f64);
     let row = |((d, p), &y): ((&mut [T], &[T]), &u32)| {
-        for (j, (d, &p)) in d[..v].iter_mut().zip(p).enumerate() {
-            let ind = if j == y as usize { T::ONE } else { T::ZERO };
-            *d += scale * (p - ind);
+        {
+            // The target's entry is set apart so that the loop has no compare in it.
+            let (y, dy) = (y as usize, d[y as usize]);
+            for (d, &p) in d[..v].iter_mut().zip(p) {
+                *d += scale * p;
+            }
+            d[y] = dy + scale * (p[y] - T::ONE);
         }
     };
     if dlogits.len() >= PAR_MIN_ELEMS {
