@@ -12,7 +12,7 @@
 
 use crate::config::TrainConfig;
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit};
-use crate::optim::{clip_grad_norm, Optimizer};
+use crate::optim::{clip_factor, Optimizer};
 use ferrogpt_core::{Level, Tape};
 use ferrogpt_model::Gpt;
 use rand::SeedableRng;
@@ -36,9 +36,13 @@ pub struct CpuEngine {
     opt: Option<Optimizer>,
     /// One per worker thread (at most B when training): a tape and a gradient buffer each.
     shards: Vec<Shard>,
-    /// Whether the shards' gradients have been summed into the first shard's buffer (by
-    /// `clip_grads` or `update`) since the last `accumulate`.
-    reduced: bool,
+    /// The global norm of the gradients once the shards' gradients have been summed into the
+    /// first shard's buffer (by `clip_grads` or `update`) since the last `accumulate`; the sum
+    /// and the norm are one pass over memory.
+    reduced: Option<f64>,
+    /// The clipping factor(s) `clip_grads` chose, applied by `update` inside the optimizer's
+    /// pass (1 when nothing is clipped): the gradients' logical value is the sum times this.
+    grad_scale: f32,
     /// Keys and values of the sequence sampled last (one-row `last_logits`); cleared when the
     /// weights change.
     kv: ferrogpt_model::kvcache::KvCache,
@@ -96,7 +100,8 @@ impl CpuEngine {
             params: init.params,
             opt,
             shards,
-            reduced: false,
+            reduced: None,
+            grad_scale: 1.0,
             kv: Default::default(),
         })
     }
@@ -143,24 +148,47 @@ impl CpuEngine {
         Ok(inputs.len() / t)
     }
 
-    /// Sums the shards' gradients into the first shard's buffer (once per accumulation).
-    fn reduce(&mut self) {
-        if self.reduced {
-            return;
+    /// Sums the shards' gradients into the first shard's buffer (once per accumulation) and
+    /// returns their global norm, measured in the same pass (Σ g² in f64 per chunk).
+    fn reduce(&mut self) -> f64 {
+        if let Some(norm) = self.reduced {
+            return norm;
         }
         let (first, rest) = self.shards.split_first_mut().expect("at least one shard");
         let grads = &mut first.grads;
-        for sh in rest.iter() {
+        let norm = if rest.is_empty() {
+            crate::optim::global_norm(grads)
+        } else {
+            let others: Vec<&[f32]> = rest.iter().map(|sh| &sh.grads[..]).collect();
             grads
-                .par_chunks_mut(1 << 14)
-                .zip(sh.grads.par_chunks(1 << 14))
-                .for_each(|(d, s)| {
-                    d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
-                });
-        }
-        self.reduced = true;
+                .par_chunks_mut(CHUNK)
+                .enumerate()
+                .map(|(ci, d)| {
+                    let c0 = ci * CHUNK;
+                    let len = d.len();
+                    for o in &others {
+                        for (d, s) in d.iter_mut().zip(&o[c0..c0 + len]) {
+                            *d += s;
+                        }
+                    }
+                    d.iter().map(|&g| g as f64 * g as f64).sum::<f64>()
+                })
+                .sum::<f64>()
+                .sqrt()
+        };
+        self.reduced = Some(norm);
+        norm
+    }
+
+    /// New gradients are coming: the sum, its norm and the clip factor no longer hold.
+    fn gradients_change(&mut self) {
+        self.reduced = None;
+        self.grad_scale = 1.0;
     }
 }
+
+/// Gradient elements per parallel task of the shard reduction.
+const CHUNK: usize = 1 << 14;
 
 impl Engine for CpuEngine {
     fn describe(&self) -> String {
@@ -175,7 +203,7 @@ impl Engine for CpuEngine {
         self.training()?;
         // One shard's buffer per thread: at gpt2-124m size each is 0.5 GB of memset.
         self.shards.par_iter_mut().for_each(|sh| sh.grads.fill(0.0));
-        self.reduced = false;
+        self.gradients_change();
         Ok(())
     }
 
@@ -189,13 +217,13 @@ impl Engine for CpuEngine {
     ) -> Result<f64, EngineError> {
         self.training()?;
         let b = self.check_batch(inputs, Some(targets), t)?;
-        if self.reduced {
+        if self.reduced.is_some() {
             // The first buffer already holds the sum: the others start again from zero.
             self.shards[1..]
                 .par_iter_mut()
                 .for_each(|sh| sh.grads.fill(0.0));
-            self.reduced = false;
         }
+        self.gradients_change();
         let n_shards = self.shards.len().min(b);
         let (model, params) = (&self.model, &self.params);
         let losses: Vec<f64> = self.shards[..n_shards]
@@ -222,8 +250,10 @@ impl Engine for CpuEngine {
 
     fn clip_grads(&mut self, max_norm: f64) -> Result<f64, EngineError> {
         self.training()?;
-        self.reduce();
-        Ok(clip_grad_norm(&mut self.shards[0].grads, max_norm))
+        // The gradients as clipped so far are the sum times `grad_scale`.
+        let norm = self.reduce() * self.grad_scale as f64;
+        self.grad_scale *= clip_factor(norm, max_norm);
+        Ok(norm)
     }
 
     fn update(&mut self, lr: f64, cfg: &TrainConfig) -> Result<(), EngineError> {
@@ -238,7 +268,13 @@ impl Engine for CpuEngine {
         }
         self.reduce();
         let opt = self.opt.as_mut().expect("checked by training()");
-        opt.step(&mut self.params, &self.shards[0].grads, lr, cfg);
+        opt.step(
+            &mut self.params,
+            &self.shards[0].grads,
+            self.grad_scale,
+            lr,
+            cfg,
+        );
         Ok(())
     }
 

@@ -21,9 +21,12 @@ pub struct Optimizer {
     pub v: Vec<f32>,
     /// Optimizer steps taken (AdamW's bias correction uses it).
     pub t: u64,
-    /// 1.0 where weight decay applies, 0.0 elsewhere: a factor, so the update loops stay
-    /// branch-free and vectorise.
-    decay: Vec<f32>,
+    /// Maximal runs `(start, decays)` of parameters with the same decay flag, in order; a run
+    /// ends where the next starts (the last at the end of the buffer). A few hundred runs
+    /// instead of one flag per parameter: the update streams 4 bytes less per parameter
+    /// (0.5 GB a step at gpt2-124m size) and each run's loop has a constant decay.
+    runs: Vec<(usize, bool)>,
+    n: usize,
 }
 
 impl Optimizer {
@@ -33,22 +36,66 @@ impl Optimizer {
         } else {
             Vec::new()
         };
+        assert_eq!(decay.len(), n, "one decay flag per parameter");
+        let mut runs: Vec<(usize, bool)> = Vec::new();
+        for (i, &d) in decay.iter().enumerate() {
+            if runs.last().is_none_or(|&(_, prev)| prev != d) {
+                runs.push((i, d));
+            }
+        }
         Optimizer {
             kind,
             m: vec![0.0; n],
             v,
             t: 0,
-            decay: decay
-                .into_iter()
-                .map(|d| if d { 1.0 } else { 0.0 })
-                .collect(),
+            runs,
+            n,
         }
     }
+}
 
-    /// One update of `params` from `grads` at learning rate `lr`.
-    pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f64, cfg: &TrainConfig) {
+/// Decay runs (see [`Optimizer`]'s `runs`) of a buffer of `n` parameters.
+struct Runs<'a> {
+    runs: &'a [(usize, bool)],
+    n: usize,
+}
+
+impl Runs<'_> {
+    /// Calls `f(lo, hi, decays)` for the parts of `[c0, c1)` with a constant decay flag
+    /// (`lo`, `hi` relative to `c0`).
+    fn for_each(&self, c0: usize, c1: usize, mut f: impl FnMut(usize, usize, bool)) {
+        let first = self.runs.partition_point(|&(start, _)| start <= c0) - 1;
+        for (r, &(start, d)) in self.runs.iter().enumerate().skip(first) {
+            let end = self.runs.get(r + 1).map_or(self.n, |&(s, _)| s);
+            let (lo, hi) = (start.max(c0), end.min(c1));
+            if lo >= c1 {
+                break;
+            }
+            if lo < hi {
+                f(lo - c0, hi - c0, d);
+            }
+        }
+    }
+}
+
+impl Optimizer {
+    /// One update of `params` from `grads · grad_scale` at learning rate `lr` (`grad_scale` is
+    /// where gradient clipping's factor goes: folded into this pass instead of a pass of its
+    /// own over the gradients).
+    pub fn step(
+        &mut self,
+        params: &mut [f32],
+        grads: &[f32],
+        grad_scale: f32,
+        lr: f64,
+        cfg: &TrainConfig,
+    ) {
+        assert!(params.len() == self.n && grads.len() == self.n);
         self.t += 1;
-        let decay = &self.decay;
+        let runs = Runs {
+            runs: &self.runs,
+            n: self.n,
+        };
         match self.kind {
             OptimizerKind::AdamW => {
                 let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
@@ -59,38 +106,48 @@ impl Optimizer {
                 let bc2_sqrt = bc2.sqrt() as f32;
                 let eps = cfg.eps as f32;
                 let wd = (lr * cfg.weight_decay) as f32;
+                let (m, v) = (&mut self.m, &mut self.v);
                 params
                     .par_chunks_mut(CHUNK)
                     .zip(grads.par_chunks(CHUNK))
-                    .zip(self.m.par_chunks_mut(CHUNK))
-                    .zip(self.v.par_chunks_mut(CHUNK))
-                    .zip(decay.par_chunks(CHUNK))
-                    .for_each(|((((p, g), m), v), d)| {
-                        let n = p.len();
-                        let (g, m, v, d) = (&g[..n], &mut m[..n], &mut v[..n], &d[..n]);
-                        for i in 0..n {
-                            let gi = g[i];
-                            m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                            let decay = d[i] * wd;
-                            p[i] -=
-                                decay * p[i] + step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
-                        }
+                    .zip(m.par_chunks_mut(CHUNK))
+                    .zip(v.par_chunks_mut(CHUNK))
+                    .enumerate()
+                    .for_each(|(ci, (((p, g), m), v))| {
+                        let c0 = ci * CHUNK;
+                        runs.for_each(c0, c0 + p.len(), |lo, hi, decays| {
+                            let decay = if decays { wd } else { 0.0 };
+                            let (p, g) = (&mut p[lo..hi], &g[lo..hi]);
+                            let (m, v) = (&mut m[lo..hi], &mut v[lo..hi]);
+                            for i in 0..p.len() {
+                                let gi = g[i] * grad_scale;
+                                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                                p[i] -= decay * p[i]
+                                    + step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+                            }
+                        });
                     });
             }
             OptimizerKind::Sgd => {
                 let (mu, wd, lr) = (cfg.momentum as f32, cfg.weight_decay as f32, lr as f32);
+                let m = &mut self.m;
                 params
                     .par_chunks_mut(CHUNK)
                     .zip(grads.par_chunks(CHUNK))
-                    .zip(self.m.par_chunks_mut(CHUNK))
-                    .zip(decay.par_chunks(CHUNK))
-                    .for_each(|(((p, g), m), d)| {
-                        for i in 0..p.len() {
-                            let gi = g[i] + d[i] * wd * p[i];
-                            m[i] = if mu > 0.0 { mu * m[i] + gi } else { gi };
-                            p[i] -= lr * m[i];
-                        }
+                    .zip(m.par_chunks_mut(CHUNK))
+                    .enumerate()
+                    .for_each(|(ci, ((p, g), m))| {
+                        let c0 = ci * CHUNK;
+                        runs.for_each(c0, c0 + p.len(), |lo, hi, decays| {
+                            let decay = if decays { wd } else { 0.0 };
+                            let (p, g, m) = (&mut p[lo..hi], &g[lo..hi], &mut m[lo..hi]);
+                            for i in 0..p.len() {
+                                let gi = g[i] * grad_scale + decay * p[i];
+                                m[i] = if mu > 0.0 { mu * m[i] + gi } else { gi };
+                                p[i] -= lr * m[i];
+                            }
+                        });
                     });
             }
         }
@@ -106,19 +163,29 @@ pub fn global_norm(grads: &[f32]) -> f64 {
         .sqrt()
 }
 
-/// Scales the gradients so their global norm is at most `max_norm` (PyTorch's
-/// clip_grad_norm_: factor `max_norm / (norm + 1e-6)` when it is below 1). Returns the norm
-/// before clipping. `max_norm = 0` only measures.
-pub fn clip_grad_norm(grads: &mut [f32], max_norm: f64) -> f64 {
-    let norm = global_norm(grads);
+/// The factor that scales gradients of global norm `norm` to at most `max_norm` (PyTorch's
+/// clip_grad_norm_: `max_norm / (norm + 1e-6)` when that is below 1; else 1, and always 1 when
+/// `max_norm = 0`, which means no clipping).
+pub fn clip_factor(norm: f64, max_norm: f64) -> f32 {
     if max_norm > 0.0 {
         let factor = max_norm / (norm + 1e-6);
         if factor < 1.0 {
-            let f = factor as f32;
-            grads
-                .par_chunks_mut(CHUNK)
-                .for_each(|c| c.iter_mut().for_each(|g| *g *= f));
+            return factor as f32;
         }
+    }
+    1.0
+}
+
+/// Scales the gradients so their global norm is at most `max_norm` ([`clip_factor`]). Returns
+/// the norm before clipping. `max_norm = 0` only measures. (The engines fold the factor into
+/// the optimizer's pass instead; this is the plain version.)
+pub fn clip_grad_norm(grads: &mut [f32], max_norm: f64) -> f64 {
+    let norm = global_norm(grads);
+    let f = clip_factor(norm, max_norm);
+    if f < 1.0 {
+        grads
+            .par_chunks_mut(CHUNK)
+            .for_each(|c| c.iter_mut().for_each(|g| *g *= f));
     }
     norm
 }

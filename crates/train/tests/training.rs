@@ -77,6 +77,7 @@ fn overfits_one_batch() {
         opt.step(
             &mut params,
             &grads,
+            1.0,
             3e-3,
             &TrainConfig {
                 weight_decay: 0.0,
