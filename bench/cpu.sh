@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every CPU benchmark of docs/benchmarks.md, with the peers, in one go:
 #   bench/cpu.sh [OUT_FILE]      (default bench/results/cpu-<date>.txt)
-# Needs: a release build (cargo build --release), Tiny Shakespeare at data/tinyshakespeare.txt
+# Needs: a release build (cargo build --release --features ferrogpt-gemm/blas for the OpenBLAS
+# rows; plain --release skips them), Tiny Shakespeare at data/tinyshakespeare.txt
 # or ../shared/data/, and for the peer rows PyTorch (pip install torch). Takes about 10 minutes
 # on 2 cores; run it on a quiet machine (the figures are medians, but shared cores are noisy).
 set -uo pipefail
