@@ -18,6 +18,7 @@
 //! cheap next to the projections, and a full product runs at the kernel's speed.
 //! [`forward_reference`] and [`backward_reference`] are the plain loops, the oracle the fast
 //! path is tested against.
+
 use crate::{reduce, Float, Level};
 use ferrogpt_gemm::{matmul, serial, GemmError};
 use rayon::prelude::*;
