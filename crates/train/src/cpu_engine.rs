@@ -218,10 +218,17 @@ impl Engine for CpuEngine {
         self.training()?;
         let b = self.check_batch(inputs, Some(targets), t)?;
         if self.reduced.is_some() {
-            // The first buffer already holds the sum: the others start again from zero.
-            self.shards[1..]
-                .par_iter_mut()
-                .for_each(|sh| sh.grads.fill(0.0));
+            // The first buffer already holds the sum: the others start again from zero, and a
+            // clip chosen since applies to what is there now, not to what comes.
+            let f = self.grad_scale;
+            let (first, rest) = self.shards.split_first_mut().expect("at least one shard");
+            if f != 1.0 {
+                first
+                    .grads
+                    .par_chunks_mut(CHUNK)
+                    .for_each(|c| c.iter_mut().for_each(|g| *g *= f));
+            }
+            rest.par_iter_mut().for_each(|sh| sh.grads.fill(0.0));
         }
         self.gradients_change();
         let n_shards = self.shards.len().min(b);

@@ -214,6 +214,11 @@ fn accumulation_scales_and_sums_across_shards() {
     two.clip_grads(n / 2.0).unwrap();
     let half = two.clip_grads(0.0).unwrap();
     assert!((half - n / 2.0).abs() <= 1e-5 * n, "{half} vs {}", n / 2.0);
+    // A clip applies to the gradients accumulated so far, not to later ones: half of g plus
+    // the same g again has 1.5 times g's norm.
+    two.accumulate(&x, &y, t, 1.0, 9).unwrap();
+    let more = two.clip_grads(0.0).unwrap();
+    assert!((more - 1.5 * n).abs() <= 1e-5 * n, "{more} vs {}", 1.5 * n);
 }
 
 #[test]

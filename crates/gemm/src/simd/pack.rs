@@ -135,9 +135,9 @@ fn gather<T: Element>(
             // Bounds for the unsafe reads: the last element read is row r0 + rows - 1,
             // column c0 + kc - 1.
             let first = r0 * ld + c0;
-            assert!(first + (rows - 1) * ld + kc <= src32.len());
-            // SAFETY: AVX-512F checked; the reads are in bounds (asserted above) and `out`
-            // holds kc·w elements (the caller's contract, debug-asserted in the callers).
+            assert!(first + (rows - 1) * ld + kc <= src32.len() && out32.len() == kc * w);
+            // SAFETY: AVX-512F checked (the active ISA); the reads are in bounds and `out`
+            // holds kc·w elements (both asserted above); w ≤ 32 (asserted by the callers).
             unsafe {
                 super::x86::gather_f32(src32[first..].as_ptr(), ld, rows, kc, w, out32.as_mut_ptr())
             };
