@@ -78,6 +78,8 @@ enum Node {
     Gelu {
         out: Var,
         x: Var,
+        /// tanh of the forward pass (not differentiated).
+        th: Var,
     },
     Add {
         out: Var,
@@ -357,12 +359,13 @@ impl<T: Float> Tape<T> {
     pub fn gelu(&mut self, x: Var) -> Var {
         let (r, c) = self.shape(x);
         let out = self.alloc(r, c, true);
-        let [o, xv] = self
+        let th = self.alloc(r, c, false);
+        let [o, t, xv] = self
             .vals
-            .get_disjoint_mut([out.0, x.0])
+            .get_disjoint_mut([out.0, th.0, x.0])
             .expect("distinct vars");
-        ops::gelu::forward(o, xv);
-        self.record(Node::Gelu { out, x });
+        ops::gelu::forward(o, t, xv);
+        self.record(Node::Gelu { out, x, th });
         out
     }
 
@@ -593,9 +596,9 @@ impl<T: Float> Tape<T> {
                     )
                     .expect("attention: shapes are consistent by construction");
                 }
-                Node::Gelu { out, x } => {
+                Node::Gelu { out, x, th } => {
                     let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
-                    ops::gelu::backward(dx, &vals[x.0], dout);
+                    ops::gelu::backward(dx, &vals[x.0], &vals[th.0], dout);
                 }
                 Node::Add { out, a, b } => {
                     let [da, db, dout] = grads

@@ -1,5 +1,8 @@
 //! GELU, tanh approximation (GPT-2's `gelu_new`):
 //! `y = 0.5·x·(1 + tanh(s·(x + 0.044715·x³)))`, `s = sqrt(2/π)`.
+//!
+//! The forward pass also saves the tanh (`th`, same shape): the backward pass needs it, and
+//! recomputing it cost as much as the whole forward (a quarter of GELU's time).
 
 use crate::{Float, PAR_MIN_ELEMS};
 use rayon::prelude::*;
@@ -8,32 +11,33 @@ const S: f64 = 0.797_884_560_802_865_4; // sqrt(2/π)
 const K: f64 = 0.044715;
 const CHUNK: usize = 4096;
 
-pub fn forward<T: Float>(out: &mut [T], x: &[T]) {
+/// out = GELU(x), th = tanh(s·(x + k·x³)); all the same shape.
+pub fn forward<T: Float>(out: &mut [T], th: &mut [T], x: &[T]) {
     let (s, k, half) = (T::from_f64(S), T::from_f64(K), T::from_f64(0.5));
     // Chunks, not single elements, go to the threads: each chunk's loop vectorises.
-    let f = |(out, x): (&mut [T], &[T])| {
-        for (o, &x) in out.iter_mut().zip(x) {
+    let f = |((out, th), x): ((&mut [T], &mut [T]), &[T])| {
+        for ((o, t), &x) in out.iter_mut().zip(th.iter_mut()).zip(x) {
             let u = s * (x + k * x * x * x);
-            *o = half * x * (T::ONE + u.tanh());
+            *t = u.tanh();
+            *o = half * x * (T::ONE + *t);
         }
     };
     if out.len() >= PAR_MIN_ELEMS {
         out.par_chunks_mut(CHUNK)
+            .zip(th.par_chunks_mut(CHUNK))
             .zip(x.par_chunks(CHUNK))
             .for_each(f);
     } else {
-        f((out, x));
+        f(((out, th), x));
     }
 }
 
-/// dx += dout · dy/dx.
-pub fn backward<T: Float>(dx: &mut [T], x: &[T], dout: &[T]) {
-    let (s, k, half) = (T::from_f64(S), T::from_f64(K), T::from_f64(0.5));
+/// dx += dout · dy/dx, with `th` saved by the forward pass.
+pub fn backward<T: Float>(dx: &mut [T], x: &[T], th: &[T], dout: &[T]) {
+    let (s, half) = (T::from_f64(S), T::from_f64(0.5));
     let three_k = T::from_f64(3.0 * K);
-    let f = |((dx, x), dout): ((&mut [T], &[T]), &[T])| {
-        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dout) {
-            let u = s * (x + k * x * x * x);
-            let th = u.tanh();
+    let f = |(((dx, x), th), dout): (((&mut [T], &[T]), &[T]), &[T])| {
+        for (((d, &x), &th), &g) in dx.iter_mut().zip(x).zip(th).zip(dout) {
             let sech2 = T::ONE - th * th;
             let local = half * (T::ONE + th) + half * x * sech2 * s * (T::ONE + three_k * x * x);
             *d += g * local;
@@ -42,9 +46,10 @@ pub fn backward<T: Float>(dx: &mut [T], x: &[T], dout: &[T]) {
     if dx.len() >= PAR_MIN_ELEMS {
         dx.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
+            .zip(th.par_chunks(CHUNK))
             .zip(dout.par_chunks(CHUNK))
             .for_each(f);
     } else {
-        f(((dx, x), dout));
+        f((((dx, x), th), dout));
     }
 }
