@@ -14,7 +14,7 @@
 //! Gradients accumulate (`+=`) into the caller's parameter-gradient buffer, which makes gradient
 //! accumulation over micro-batches free; the caller zeroes it between optimizer steps.
 
-use crate::ops::{self, attention::Dims};
+use crate::ops::{self, attention::Dims, Write};
 use crate::{Float, Level};
 use ferrogpt_gemm::GemmError;
 use rand::Rng;
@@ -99,12 +99,32 @@ enum Node {
     },
 }
 
+impl Node {
+    /// The var whose gradient this node propagates (none for the loss, which is seeded).
+    fn output(&self) -> Option<Var> {
+        match *self {
+            Node::Embedding { out, .. }
+            | Node::LayerNorm { out, .. }
+            | Node::Linear { out, .. }
+            | Node::Attention { out, .. }
+            | Node::Gelu { out, .. }
+            | Node::Add { out, .. }
+            | Node::Dropout { out, .. } => Some(out),
+            Node::SoftmaxCe { .. } => None,
+        }
+    }
+}
+
 /// The tape: activation buffers, their gradients, and the recorded ops.
 pub struct Tape<T> {
     level: Level,
     recording: bool,
     vals: Vec<Vec<T>>,
     grads: Vec<Vec<T>>,
+    /// Per var, during a backward pass: whether its gradient has been written yet. The first
+    /// contribution overwrites (the buffer keeps last step's values: no zeroing), later ones
+    /// add; a node whose output gradient was never written contributes nothing and is skipped.
+    written: Vec<bool>,
     shapes: Vec<(usize, usize)>,
     /// Whether the var's gradient is needed (it is an op output or an input leaf).
     diff: Vec<bool>,
@@ -126,6 +146,7 @@ impl<T: Float> Tape<T> {
             recording: true,
             vals: Vec::new(),
             grads: Vec::new(),
+            written: Vec::new(),
             shapes: Vec::new(),
             diff: Vec::new(),
             used: 0,
@@ -454,7 +475,7 @@ impl<T: Float> Tape<T> {
     /// share of a batch, or a micro-batch's share of an accumulated step.
     pub fn backward_scaled(&mut self, params: &[T], dparams: &mut [T], scale: T) {
         assert!(self.loss.is_some(), "backward: no loss recorded");
-        self.zero_grads();
+        self.prepare_grads();
         self.loss_scale = scale;
         self.run_backward(params, dparams);
     }
@@ -462,18 +483,25 @@ impl<T: Float> Tape<T> {
     /// Backpropagates a given gradient `dout` of var `out` (for gradient checks of single ops):
     /// the nodes recorded after the ops that produced `out` contribute nothing.
     pub fn backward_from(&mut self, out: Var, dout: &[T], params: &[T], dparams: &mut [T]) {
-        self.zero_grads();
+        self.prepare_grads();
         self.grads[out.0].copy_from_slice(dout);
+        self.written[out.0] = true;
         self.loss = None;
         self.run_backward(params, dparams);
     }
 
-    fn zero_grads(&mut self) {
+    /// Sizes the gradient buffers (zero-filled only when a shape changed: stale values are
+    /// overwritten before they are read) and marks every gradient unwritten.
+    fn prepare_grads(&mut self) {
+        self.written.clear();
+        self.written.resize(self.used, false);
         for i in 0..self.used {
             let len = if self.diff[i] { self.vals[i].len() } else { 0 };
             let g = &mut self.grads[i];
-            g.clear();
-            g.resize(len, T::ZERO);
+            if g.len() != len {
+                g.clear();
+                g.resize(len, T::ZERO);
+            }
         }
     }
 
@@ -483,6 +511,18 @@ impl<T: Float> Tape<T> {
         for node in nodes.iter().rev() {
             let vals = &self.vals;
             let grads = &mut self.grads;
+            let written = &mut self.written;
+            if let Some(out) = node.output() {
+                if !written[out.0] {
+                    continue; // no gradient reached this node's output
+                }
+            }
+            // How this node writes input `v`'s gradient; marks it written.
+            let mut write = |v: Var| {
+                let w = if written[v.0] { Write::Add } else { Write::Set };
+                written[v.0] = true;
+                w
+            };
             match *node {
                 Node::SoftmaxCe {
                     loss_of,
@@ -492,6 +532,7 @@ impl<T: Float> Tape<T> {
                 } => {
                     if self.loss.is_some() {
                         let vp = self.shapes[loss_of.0].1;
+                        let w = write(loss_of);
                         ops::softmax_ce::backward(
                             &mut grads[loss_of.0],
                             &vals[probs.0],
@@ -499,6 +540,7 @@ impl<T: Float> Tape<T> {
                             self.loss_scale,
                             v,
                             vp,
+                            w,
                         );
                     }
                 }
@@ -531,6 +573,7 @@ impl<T: Float> Tape<T> {
                     let (dw, db) = two_params(dparams, w, b);
                     let c = w.len();
                     ops::layernorm::backward(
+                        write(x),
                         dx,
                         dw,
                         db,
@@ -561,6 +604,7 @@ impl<T: Float> Tape<T> {
                     };
                     ops::linear::backward(
                         level,
+                        write(x),
                         dx,
                         dw,
                         db,
@@ -587,6 +631,7 @@ impl<T: Float> Tape<T> {
                     let m = mask.map(|m| &vals[m.0][..]);
                     ops::attention::backward(
                         level,
+                        write(qkv),
                         dqkv,
                         dout,
                         &vals[qkv.0],
@@ -598,21 +643,28 @@ impl<T: Float> Tape<T> {
                 }
                 Node::Gelu { out, x, th } => {
                     let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
-                    ops::gelu::backward(dx, &vals[x.0], &vals[th.0], dout);
+                    ops::gelu::backward(write(x), dx, &vals[x.0], &vals[th.0], dout);
                 }
                 Node::Add { out, a, b } => {
                     let [da, db, dout] = grads
                         .get_disjoint_mut([a.0, b.0, out.0])
                         .expect("distinct vars");
-                    ops::residual::backward(da, db, dout);
+                    let (wa, wb) = (write(a), write(b));
+                    ops::residual::backward(wa, da, wb, db, dout);
                 }
                 Node::Dropout { out, x, mask } => {
                     let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
-                    ops::dropout::backward(dx, dout, &vals[mask.0]);
+                    ops::dropout::backward(write(x), dx, dout, &vals[mask.0]);
                 }
             }
         }
         self.nodes = nodes;
+        // Gradients nothing wrote are zero (a leaf the loss does not depend on).
+        for (g, &w) in self.grads.iter_mut().zip(&self.written) {
+            if !w {
+                g.fill(T::ZERO);
+            }
+        }
     }
 }
 

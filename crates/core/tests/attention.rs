@@ -4,6 +4,7 @@
 
 use ferrogpt_core::ops::attention::{self, Dims};
 use ferrogpt_core::ops::dropout::draw_mask;
+use ferrogpt_core::ops::Write;
 use ferrogpt_core::{Float, Level};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
@@ -58,13 +59,20 @@ fn compare<T: Float>(level: Level, d: Dims, dropout: f64, seed: u64, tol: f64) {
         e_out < tol && e_att < tol,
         "{what}: forward out {e_out:.2e} att {e_att:.2e}"
     );
-    // Backward accumulates: start both from the same non-zero gradient.
+    // Accumulating: start both from the same non-zero gradient.
     let base: Vec<T> = rand_vec(&mut rng, b * t * 3 * c);
     let (mut g_r, mut g) = (base.clone(), base);
     attention::backward_reference(&mut g_r, &dout, &qkv, &att_r, mask, d);
-    attention::backward(level, &mut g, &dout, &qkv, &att_r, mask, d).unwrap();
+    attention::backward(level, Write::Add, &mut g, &dout, &qkv, &att_r, mask, d).unwrap();
     let e = rel(&g, &g_r);
     assert!(e < tol, "{what}: backward {e:.2e}");
+    // Overwriting: garbage in, the reference's gradient from zero out.
+    let mut g_r = vec![T::ZERO; b * t * 3 * c];
+    attention::backward_reference(&mut g_r, &dout, &qkv, &att_r, mask, d);
+    let mut g = vec![T::from_f64(7.0); b * t * 3 * c];
+    attention::backward(level, Write::Set, &mut g, &dout, &qkv, &att_r, mask, d).unwrap();
+    let e = rel(&g, &g_r);
+    assert!(e < tol, "{what}: backward (overwrite) {e:.2e}");
 }
 
 const SHAPES: [(usize, usize, usize, usize); 6] = [

@@ -19,6 +19,7 @@
 //! [`forward_reference`] and [`backward_reference`] are the plain loops, the oracle the fast
 //! path is tested against.
 
+use super::Write;
 use crate::{reduce, Float, Level};
 use ferrogpt_gemm::{matmul, serial, GemmError};
 use rayon::prelude::*;
@@ -263,9 +264,12 @@ pub fn forward<T: Float>(
         })
 }
 
-/// dqkv (B, T, 3C) += gradient of the attention output `dout` (B, T, C). Products at `level`.
+/// dqkv (B, T, 3C) (+)= gradient of the attention output `dout` (B, T, C), as `w` says (each of
+/// the q, k and v parts is written by one product per head). Products at `level`.
+#[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     level: Level,
+    w: Write,
     dqkv: &mut [T],
     dout: &[T],
     qkv: &[T],
@@ -275,6 +279,7 @@ pub fn backward<T: Float>(
 ) -> Result<(), GemmError> {
     let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
     let scale = T::ONE / T::from_f64(hs as f64).sqrt();
+    let acc = w.accumulates();
     dqkv.par_chunks_mut(t * 3 * c)
         .zip(dout.par_chunks(t * c))
         .zip(qkv.par_chunks(t * 3 * c))
@@ -298,7 +303,7 @@ pub fn backward<T: Float>(
                     };
                     let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
                     let g = &dout[h * hs..];
-                    // dP̃ = dO·Vᵀ (into ds), dV += P̃ᵀ·dO.
+                    // dP̃ = dO·Vᵀ (into ds), dV (+)= P̃ᵀ·dO.
                     matmul(
                         level,
                         false,
@@ -315,7 +320,7 @@ pub fn backward<T: Float>(
                         false,
                     )?;
                     let dv = &mut dqkv[2 * c + h * hs..];
-                    matmul(level, true, false, t, hs, t, pt, t, g, c, dv, 3 * c, true)?;
+                    matmul(level, true, false, t, hs, t, pt, t, g, c, dv, 3 * c, acc)?;
                     // Through the mask and the softmax: dS = P ⊙ (dP − Σ_s P·dP) / sqrt(HS).
                     for (ti, (row, prow)) in
                         ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate()
@@ -332,7 +337,7 @@ pub fn backward<T: Float>(
                         }
                         dead.fill(T::ZERO);
                     }
-                    // dQ += dS·K, dK += dSᵀ·Q.
+                    // dQ (+)= dS·K, dK (+)= dSᵀ·Q.
                     let dq = &mut dqkv[h * hs..];
                     matmul(
                         level,
@@ -347,7 +352,7 @@ pub fn backward<T: Float>(
                         3 * c,
                         dq,
                         3 * c,
-                        true,
+                        acc,
                     )?;
                     let dk = &mut dqkv[c + h * hs..];
                     matmul(
@@ -363,7 +368,7 @@ pub fn backward<T: Float>(
                         3 * c,
                         dk,
                         3 * c,
-                        true,
+                        acc,
                     )?;
                 }
                 Ok(())

@@ -2,6 +2,7 @@
 //! `1/(1-p)` otherwise, so the expected value of `out` is `x`. The mask is drawn by the caller
 //! (the tape) from the run's seeded generator and saved for the backward pass.
 
+use super::Write;
 use crate::Float;
 use rand::Rng;
 
@@ -19,9 +20,9 @@ pub fn forward<T: Float>(out: &mut [T], x: &[T], mask: &[T]) {
     }
 }
 
-/// dx += dout · mask.
-pub fn backward<T: Float>(dx: &mut [T], dout: &[T], mask: &[T]) {
+/// dx (+)= dout · mask (as `w` says).
+pub fn backward<T: Float>(w: Write, dx: &mut [T], dout: &[T], mask: &[T]) {
     for ((d, &g), &m) in dx.iter_mut().zip(dout).zip(mask) {
-        *d += g * m;
+        w.put(d, g * m);
     }
 }

@@ -4,6 +4,7 @@
 //! The forward pass also saves the tanh (`th`, same shape): the backward pass needs it, and
 //! recomputing it cost as much as the whole forward (a quarter of GELU's time).
 
+use super::Write;
 use crate::{Float, PAR_MIN_ELEMS};
 use rayon::prelude::*;
 
@@ -32,15 +33,15 @@ pub fn forward<T: Float>(out: &mut [T], th: &mut [T], x: &[T]) {
     }
 }
 
-/// dx += dout · dy/dx, with `th` saved by the forward pass.
-pub fn backward<T: Float>(dx: &mut [T], x: &[T], th: &[T], dout: &[T]) {
+/// dx (+)= dout · dy/dx (as `w` says), with `th` saved by the forward pass.
+pub fn backward<T: Float>(w: Write, dx: &mut [T], x: &[T], th: &[T], dout: &[T]) {
     let (s, half) = (T::from_f64(S), T::from_f64(0.5));
     let three_k = T::from_f64(3.0 * K);
     let f = |(((dx, x), th), dout): (((&mut [T], &[T]), &[T]), &[T])| {
         for (((d, &x), &th), &g) in dx.iter_mut().zip(x).zip(th).zip(dout) {
             let sech2 = T::ONE - th * th;
             let local = half * (T::ONE + th) + half * x * sech2 * s * (T::ONE + three_k * x * x);
-            *d += g * local;
+            w.put(d, g * local);
         }
     };
     if dx.len() >= PAR_MIN_ELEMS {

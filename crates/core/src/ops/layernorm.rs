@@ -1,6 +1,7 @@
 //! LayerNorm over the last axis, eps = 1e-5 (GPT-2's):
 //! `y = (x - mean) · rstd · w + b`, `rstd = 1/sqrt(var + eps)`, var the biased variance.
 
+use super::Write;
 use crate::{reduce, Float, PAR_MIN_ELEMS};
 use rayon::prelude::*;
 
@@ -49,9 +50,11 @@ pub fn forward<T: Float>(
     }
 }
 
-/// dx += ..., dw += Σ_rows dout·norm, db += Σ_rows dout, where norm = (x - mean)·rstd.
+/// dx (+)= ... (as `wx` says), dw += Σ_rows dout·norm, db += Σ_rows dout, where
+/// norm = (x - mean)·rstd.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
+    wx: Write,
     dx: &mut [T],
     dw: &mut [T],
     db: &mut [T],
@@ -89,7 +92,7 @@ pub fn backward<T: Float>(
             let (m1, m2) = (sum_dn / cf, sum_dn_n / cf);
             for (((d, &g), &x), &w) in dx.iter_mut().zip(dout).zip(x).zip(w) {
                 let n = (x - mu) * rs;
-                *d += rs * (g * w - m1 - n * m2);
+                wx.put(d, rs * (g * w - m1 - n * m2));
             }
         }
     };

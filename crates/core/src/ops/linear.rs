@@ -5,6 +5,7 @@
 //! embedding (`transposed = true`: `out = x · Wᵀ`). The three products (forward, dx, dW) go
 //! through [`ferrogpt_gemm::matmul`] at the given level.
 
+use super::Write;
 use crate::{Float, Level};
 use ferrogpt_gemm::{matmul, GemmError};
 
@@ -44,10 +45,12 @@ pub fn forward<T: Float>(
     )
 }
 
-/// dx += dout · op(W)ᵀ; dW += (x ᵀ· dout) in W's storage layout; dbias += Σ_rows dout.
+/// dx (+)= dout · op(W)ᵀ (as `wx` says); dW += (x ᵀ· dout) in W's storage layout;
+/// dbias += Σ_rows dout.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     level: Level,
+    wx: Write,
     dx: &mut [T],
     dw: &mut [T],
     dbias: Option<&mut [T]>,
@@ -62,12 +65,38 @@ pub fn backward<T: Float>(
     if transposed {
         // W (OC, IC): dx (N, IC) += dout (N, OC) · W; dW (OC, IC) += doutᵀ · x.
         matmul(
-            level, false, false, n, ic, oc, dout, oc, w, ic, dx, ic, true,
+            level,
+            false,
+            false,
+            n,
+            ic,
+            oc,
+            dout,
+            oc,
+            w,
+            ic,
+            dx,
+            ic,
+            wx.accumulates(),
         )?;
         matmul(level, true, false, oc, ic, n, dout, oc, x, ic, dw, ic, true)?;
     } else {
         // W (IC, OC): dx (N, IC) += dout · Wᵀ; dW (IC, OC) += xᵀ · dout.
-        matmul(level, false, true, n, ic, oc, dout, oc, w, oc, dx, ic, true)?;
+        matmul(
+            level,
+            false,
+            true,
+            n,
+            ic,
+            oc,
+            dout,
+            oc,
+            w,
+            oc,
+            dx,
+            ic,
+            wx.accumulates(),
+        )?;
         matmul(level, true, false, ic, oc, n, x, ic, dout, oc, dw, oc, true)?;
     }
     if let Some(db) = dbias {

@@ -1,5 +1,6 @@
 //! Residual connection: `out = a + b`, elementwise.
 
+use super::Write;
 use crate::Float;
 
 pub fn forward<T: Float>(out: &mut [T], a: &[T], b: &[T]) {
@@ -8,10 +9,10 @@ pub fn forward<T: Float>(out: &mut [T], a: &[T], b: &[T]) {
     }
 }
 
-/// da += dout; db += dout.
-pub fn backward<T: Float>(da: &mut [T], db: &mut [T], dout: &[T]) {
+/// da (+)= dout, db (+)= dout (as `wa`, `wb` say).
+pub fn backward<T: Float>(wa: Write, da: &mut [T], wb: Write, db: &mut [T], dout: &[T]) {
     for ((x, y), &g) in da.iter_mut().zip(db.iter_mut()).zip(dout) {
-        *x += g;
-        *y += g;
+        wa.put(x, g);
+        wb.put(y, g);
     }
 }

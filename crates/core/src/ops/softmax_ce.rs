@@ -4,6 +4,7 @@
 //! takes no part in the softmax); targets (N), each < V. The loss is the mean over the N rows of
 //! `-log softmax(logits_row)[target]`. Computed in the element type with the max subtracted.
 
+use super::Write;
 use crate::{reduce, Float, PAR_MIN_ELEMS};
 use rayon::prelude::*;
 
@@ -42,7 +43,8 @@ pub fn forward<T: Float>(probs: &mut [T], logits: &[T], targets: &[u32], v: usiz
     T::from_f64(total / targets.len() as f64)
 }
 
-/// dlogits += dloss · (probs - onehot(target)) / N on the first V columns; padding gets nothing.
+/// dlogits (+)= dloss · (probs - onehot(target)) / N on the first V columns; the padding
+/// columns get nothing (zero when `w` is [`Write::Set`]).
 pub fn backward<T: Float>(
     dlogits: &mut [T],
     probs: &[T],
@@ -50,16 +52,19 @@ pub fn backward<T: Float>(
     dloss: T,
     v: usize,
     vp: usize,
+    w: Write,
 ) {
     let scale = dloss / T::from_f64(targets.len() as f64);
     let row = |((d, p), &y): ((&mut [T], &[T]), &u32)| {
-        {
-            // The target's entry is set apart so that the loop has no compare in it.
-            let (y, dy) = (y as usize, d[y as usize]);
-            for (d, &p) in d[..v].iter_mut().zip(p) {
-                *d += scale * p;
-            }
-            d[y] = dy + scale * (p[y] - T::ONE);
+        // The target's entry is set apart so that the loop has no compare in it.
+        let y = y as usize;
+        let dy = if w.accumulates() { d[y] } else { T::ZERO };
+        for (d, &p) in d[..v].iter_mut().zip(p) {
+            w.put(d, scale * p);
+        }
+        d[y] = dy + scale * (p[y] - T::ONE);
+        if !w.accumulates() {
+            d[v..].fill(T::ZERO);
         }
     };
     if dlogits.len() >= PAR_MIN_ELEMS {
