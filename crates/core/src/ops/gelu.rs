@@ -37,7 +37,7 @@ pub fn forward<T: Float>(out: &mut [T], th: &mut [T], x: &[T]) {
 pub fn backward<T: Float>(w: Write, dx: &mut [T], x: &[T], th: &[T], dout: &[T]) {
     let (s, half) = (T::from_f64(S), T::from_f64(0.5));
     let three_k = T::from_f64(3.0 * K);
-    let f = |(((dx, x), th), dout): (((&mut [T], &[T]), &[T]), &[T])| {
+    let f = |dx: &mut [T], x: &[T], th: &[T], dout: &[T]| {
         for (((d, &x), &th), &g) in dx.iter_mut().zip(x).zip(th).zip(dout) {
             let sech2 = T::ONE - th * th;
             let local = half * (T::ONE + th) + half * x * sech2 * s * (T::ONE + three_k * x * x);
@@ -49,8 +49,8 @@ pub fn backward<T: Float>(w: Write, dx: &mut [T], x: &[T], th: &[T], dout: &[T])
             .zip(x.par_chunks(CHUNK))
             .zip(th.par_chunks(CHUNK))
             .zip(dout.par_chunks(CHUNK))
-            .for_each(f);
+            .for_each(|(((dx, x), th), dout)| f(dx, x, th, dout));
     } else {
-        f((((dx, x), th), dout));
+        f(dx, x, th, dout);
     }
 }
