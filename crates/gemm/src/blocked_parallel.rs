@@ -13,7 +13,7 @@ pub(crate) fn gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
         let r0 = b * MB;
         gemm_rows(p, chunk, r0..(r0 + MB).min(p.m));
     };
-    if crate::threads_for(p.m, MB + 1) > 1 {
+    if !crate::in_serial() {
         c[..len]
             .par_chunks_mut(MB * ldc)
             .enumerate()

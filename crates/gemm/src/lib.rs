@@ -68,10 +68,15 @@ pub fn serial<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether the calling thread is inside [`serial`].
+pub(crate) fn in_serial() -> bool {
+    SERIAL.with(|s| s.get())
+}
+
 /// Threads for a product of `macs` multiply-adds: 1 inside [`serial`] or below `min_macs`
 /// (a rayon fork costs more than such a product), else the pool's size.
 pub(crate) fn threads_for(macs: usize, min_macs: usize) -> usize {
-    if macs < min_macs || SERIAL.with(|s| s.get()) {
+    if macs < min_macs || in_serial() {
         1
     } else {
         rayon::current_num_threads().max(1)

@@ -19,7 +19,7 @@ pub(crate) fn gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
             *dst = if p.accumulate { *dst + acc } else { acc };
         }
     };
-    if crate::threads_for(p.m, 2) > 1 {
+    if !crate::in_serial() {
         c[..len].par_chunks_mut(p.ldc).enumerate().for_each(row_of);
     } else {
         c[..len].chunks_mut(p.ldc).enumerate().for_each(row_of);

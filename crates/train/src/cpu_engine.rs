@@ -12,7 +12,7 @@
 
 use crate::config::TrainConfig;
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit};
-use crate::optim::{clip_factor, Optimizer};
+use crate::optim::{clip_factor, Optimizer, CHUNK};
 use ferrogpt_core::{Level, Tape};
 use ferrogpt_model::Gpt;
 use rand::SeedableRng;
@@ -186,9 +186,6 @@ impl CpuEngine {
         self.grad_scale = 1.0;
     }
 }
-
-/// Gradient elements per parallel task of the shard reduction.
-const CHUNK: usize = 1 << 14;
 
 impl Engine for CpuEngine {
     fn describe(&self) -> String {

@@ -10,7 +10,9 @@
 use crate::config::{OptimizerKind, TrainConfig};
 use rayon::prelude::*;
 
-const CHUNK: usize = 1 << 14;
+/// Elements per parallel task of the passes over the flat buffers (the gradient norm's
+/// per-chunk sums, which the CPU engine's fused shard sum repeats exactly, use it too).
+pub(crate) const CHUNK: usize = 1 << 14;
 
 /// The optimizer's state: first and second moments (AdamW) or momentum (SGD, in `m`).
 #[derive(Clone, Debug)]

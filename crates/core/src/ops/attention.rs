@@ -204,6 +204,19 @@ fn softmax_causal<T: Float>(row: &mut [T], ti: usize, scale: T) {
     dead.fill(T::ZERO);
 }
 
+/// P̃ = P ⊙ mask (written into `buf`), or P itself without dropout.
+fn masked<'a, T: Float>(p: &'a [T], mask: Option<&[T]>, buf: &'a mut [T]) -> &'a [T] {
+    match mask {
+        Some(m) => {
+            for ((dst, &a), &mv) in buf.iter_mut().zip(p).zip(m) {
+                *dst = a * mv;
+            }
+            buf
+        }
+        None => p,
+    }
+}
+
 /// out (B, T, C) overwritten; att (B, NH, T, T) saved softmax; mask (B, NH, T, T) or none.
 /// Products at `level` (see the module doc).
 pub fn forward<T: Float>(
@@ -246,16 +259,8 @@ pub fn forward<T: Float>(
                         softmax_causal(row, ti, scale);
                     }
                     // O = P̃·V with P̃ = P ⊙ mask.
-                    let p: &[T] = match mask {
-                        Some(m) => {
-                            let m = &m[(bi * nh + h) * t * t..][..t * t];
-                            for ((dst, &a), &mv) in pm.iter_mut().zip(att.iter()).zip(m) {
-                                *dst = a * mv;
-                            }
-                            &pm
-                        }
-                        None => att,
-                    };
+                    let m = mask.map(|m| &m[(bi * nh + h) * t * t..][..t * t]);
+                    let p = masked(att, m, &mut pm);
                     let o = &mut out[h * hs..];
                     matmul(level, false, false, t, hs, t, p, t, v, 3 * c, o, c, false)?;
                 }
@@ -292,15 +297,7 @@ pub fn backward<T: Float>(
                 for h in 0..nh {
                     let p = &att[h * t * t..][..t * t];
                     let m = mask.map(|m| &m[(bi * nh + h) * t * t..][..t * t]);
-                    let pt: &[T] = match m {
-                        Some(m) => {
-                            for ((dst, &a), &mv) in pm.iter_mut().zip(p).zip(m) {
-                                *dst = a * mv;
-                            }
-                            &pm
-                        }
-                        None => p,
-                    };
+                    let pt = masked(p, m, &mut pm);
                     let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
                     let g = &dout[h * hs..];
                     // dP̃ = dO·Vᵀ (into ds), dV (+)= P̃ᵀ·dO.
