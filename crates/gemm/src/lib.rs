@@ -261,9 +261,10 @@ pub trait Element:
     /// The library level for this type (see `library.rs`).
     #[doc(hidden)]
     fn library_gemm(p: &Problem<'_, Self>, c: &mut [Self]);
-    /// The simd level for this type (see `simd/mod.rs`).
+    /// The simd level for this type (see `simd/mod.rs`); `bias` (n values, overwrite mode
+    /// only) is added to every row of C in the kernel's epilogue.
     #[doc(hidden)]
-    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa);
+    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa, bias: Option<&[Self]>);
     /// The blas level for this type (see `blas.rs`).
     #[doc(hidden)]
     fn blas_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError>;
@@ -291,8 +292,8 @@ impl Element for f32 {
     fn library_gemm(p: &Problem<'_, Self>, c: &mut [Self]) {
         library::gemm(p, c)
     }
-    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa) {
-        simd::gemm_f32(p, c, isa)
+    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa, bias: Option<&[Self]>) {
+        simd::gemm_f32(p, c, isa, bias)
     }
     fn blas_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
         blas::gemm_f32(p, c)
@@ -315,8 +316,8 @@ impl Element for f64 {
     fn library_gemm(p: &Problem<'_, Self>, c: &mut [Self]) {
         library::gemm(p, c)
     }
-    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa) {
-        simd::gemm_f64(p, c, isa)
+    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa, bias: Option<&[Self]>) {
+        simd::gemm_f64(p, c, isa, bias)
     }
     fn blas_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
         blas::gemm_f64(p, c)
@@ -477,12 +478,68 @@ pub fn matmul<T: Element>(
         Level::Parallel => parallel::gemm(&p, c),
         Level::Blocked => blocked::gemm(&p, c),
         Level::BlockedParallel => blocked_parallel::gemm(&p, c),
-        Level::Simd => T::simd_gemm(&p, c, simd::active_isa()?),
+        Level::Simd => T::simd_gemm(&p, c, simd::active_isa()?, None),
         Level::Library => T::library_gemm(&p, c),
         Level::Blas => T::blas_gemm(&p, c)?,
         Level::Amx => T::amx_gemm(&p, c)?,
     }
     Ok(())
+}
+
+/// Computes `C = op(A)·op(B) + 1·biasᵀ` at `level`: `bias` (n values) is added to every row of
+/// C, which is overwritten.
+///
+/// The `simd` level adds the bias in its microkernel's epilogue, while the tile is still in
+/// registers (C is written once, never read); the other levels fill C's rows with the bias and
+/// accumulate the product onto them. Errors as [`matmul`], and a bias that is not n long.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bias<T: Element>(
+    level: Level,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    bias: &[T],
+    c: &mut [T],
+    ldc: usize,
+) -> Result<(), GemmError> {
+    if bias.len() != n {
+        return Err(GemmError::Shape(format!(
+            "the bias has {} values for {n} columns",
+            bias.len()
+        )));
+    }
+    if level == Level::Simd && k > 0 {
+        let p = Problem {
+            m,
+            n,
+            k,
+            a,
+            lda,
+            ta,
+            b,
+            ldb,
+            tb,
+            ldc,
+            accumulate: false,
+        };
+        p.validate(c.len())?;
+        if m > 0 && n > 0 {
+            T::simd_gemm(&p, c, simd::active_isa()?, Some(bias));
+        }
+        return Ok(());
+    }
+    // Checked here so that a short C is an error, not a panic in the fill below.
+    matmul(level, ta, tb, m, n, 0, a, lda, b, ldb, c, ldc, true)?;
+    for i in 0..m {
+        c[i * ldc..i * ldc + n].copy_from_slice(bias);
+    }
+    matmul(level, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, true)
 }
 
 /// Number of threads the parallel levels use (the size of rayon's global pool).

@@ -15,6 +15,8 @@ fn check_exact(level: Level) {
     }
     check_level::<f32>(&format!("{level} f32"), level, exact_tol::<f32>);
     check_level::<f64>(&format!("{level} f64"), level, exact_tol::<f64>);
+    check_bias::<f32>(&format!("{level} f32"), level, exact_tol::<f32>);
+    check_bias::<f64>(&format!("{level} f64"), level, exact_tol::<f64>);
 }
 
 #[test]
@@ -53,6 +55,8 @@ fn simd_every_isa() {
             assert_eq!(simd::active_isa(), Ok(isa));
             check_level::<f32>(&format!("simd/{isa} f32"), Level::Simd, exact_tol::<f32>);
             check_level::<f64>(&format!("simd/{isa} f64"), Level::Simd, exact_tol::<f64>);
+            check_bias::<f32>(&format!("simd/{isa} f32"), Level::Simd, exact_tol::<f32>);
+            check_bias::<f64>(&format!("simd/{isa} f64"), Level::Simd, exact_tol::<f64>);
         })
         .unwrap();
     }
@@ -82,9 +86,9 @@ fn amx_within_bf16_tolerance() {
     }
     // Each input is rounded to bf16 (8 significant bits: relative error ≤ 2⁻⁸), so each
     // product is off by at most about 2⁻⁷ relative; the f32 accumulation adds the usual γ_k.
-    check_level::<f32>("amx f32", Level::Amx, |k| {
-        2f64.powi(-7) * 1.01 + exact_tol::<f32>(k)
-    });
+    let tol = |k| 2f64.powi(-7) * 1.01 + exact_tol::<f32>(k);
+    check_level::<f32>("amx f32", Level::Amx, tol);
+    check_bias::<f32>("amx f32", Level::Amx, tol);
     let mut c = [0f64; 1];
     let err = matmul(
         Level::Amx,
@@ -169,6 +173,16 @@ fn shape_errors_are_values() {
         false,
     );
     assert!(matches!(err, Err(GemmError::Shape(_))), "{err:?}");
+    // matmul_bias: a bias of the wrong length, a C too short (every level, no panic).
+    for level in [Level::Simd, Level::Naive] {
+        for (bias, clen) in [(&[0.0f32; 3][..], 4), (&[0.0f32; 2][..], 3)] {
+            let mut c = vec![0f32; clen];
+            let err = ferrogpt_gemm::matmul_bias(
+                level, false, false, 2, 2, 2, &[0.0; 4], 2, &[0.0; 4], 2, bias, &mut c, 2,
+            );
+            assert!(matches!(err, Err(GemmError::Shape(_))), "{level} {err:?}");
+        }
+    }
 }
 
 /// Products started from inside rayon tasks, several at once (as the training loop does):

@@ -7,7 +7,7 @@
 
 use super::Write;
 use crate::{Float, Level};
-use ferrogpt_gemm::{matmul, GemmError};
+use ferrogpt_gemm::{matmul, matmul_bias, GemmError};
 
 /// out = x · op(W) + bias, out overwritten.
 #[allow(clippy::too_many_arguments)]
@@ -22,27 +22,16 @@ pub fn forward<T: Float>(
     oc: usize,
     transposed: bool,
 ) -> Result<(), GemmError> {
-    if let Some(bias) = bias {
-        for row in out.chunks_exact_mut(oc) {
-            row.copy_from_slice(bias);
-        }
-    }
     let ldw = if transposed { ic } else { oc };
-    matmul(
-        level,
-        false,
-        transposed,
-        n,
-        oc,
-        ic,
-        x,
-        ic,
-        w,
-        ldw,
-        out,
-        oc,
-        bias.is_some(),
-    )
+    match bias {
+        // The bias goes in with the product (the simd level adds it in the kernel's epilogue).
+        Some(bias) => matmul_bias(
+            level, false, transposed, n, oc, ic, x, ic, w, ldw, bias, out, oc,
+        ),
+        None => matmul(
+            level, false, transposed, n, oc, ic, x, ic, w, ldw, out, oc, false,
+        ),
+    }
 }
 
 /// dx (+)= dout · op(W)ᵀ (as `wx` says); dW += (x ᵀ· dout) in W's storage layout;

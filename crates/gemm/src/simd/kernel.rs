@@ -7,7 +7,9 @@
 //! C[i, j] (+)= Σ_{p < kc} ã[p*MR + i] · b̃[p*NR + j]        i < MR, j < NR
 //! ```
 //!
-//! C is row-major with row stride `ldc` and column stride 1; `accumulate == false` overwrites.
+//! C is row-major with row stride `ldc` and column stride 1; `accumulate == false` overwrites,
+//! adding `bias[j]` to column j when `bias` is not null (`accumulate` and a bias never come
+//! together).
 //! The x86 kernels keep the whole MR×NR tile in vector registers (x86.rs); this one is plain
 //! Rust that the compiler may vectorise, the fallback where no vector ISA is available and the
 //! path `FERROGPT_ISA=scalar` tests.
@@ -25,8 +27,17 @@ pub(crate) trait Microkernel<T: Element> {
     /// # Safety
     /// `a` points to `MR * kc` readable elements, `b` to `NR * kc`, and `c` to an MR×NR tile
     /// with row stride `ldc` that is valid for reads and writes and that no other thread
-    /// touches during the call. The kernel's ISA must be supported by the running CPU.
-    unsafe fn run(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, accumulate: bool);
+    /// touches during the call; `bias` is null or points to NR readable elements. The
+    /// kernel's ISA must be supported by the running CPU.
+    unsafe fn run(
+        kc: usize,
+        a: *const T,
+        b: *const T,
+        c: *mut T,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const T,
+    );
 }
 
 /// The portable kernel: a 4×8 tile of scalars.
@@ -38,12 +49,21 @@ const SNR: usize = 8;
 impl<T: Element> Microkernel<T> for Scalar {
     const BLOCKING: Blocking = super::SCALAR;
 
-    unsafe fn run(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, accumulate: bool) {
+    unsafe fn run(
+        kc: usize,
+        a: *const T,
+        b: *const T,
+        c: *mut T,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const T,
+    ) {
         // SAFETY: the caller guarantees the extents stated in the trait doc.
-        let (a, b) = unsafe {
+        let (a, b, bias) = unsafe {
             (
                 std::slice::from_raw_parts(a, SMR * kc),
                 std::slice::from_raw_parts(b, SNR * kc),
+                (!bias.is_null()).then(|| std::slice::from_raw_parts(bias, SNR)),
             )
         };
         let mut acc = [[T::ZERO; SNR]; SMR];
@@ -59,7 +79,11 @@ impl<T: Element> Microkernel<T> for Scalar {
                 // SAFETY: (i, j) is inside the MR×NR tile the caller handed us.
                 unsafe {
                     let dst = c.add(i * ldc + j);
-                    *dst = if accumulate { *dst + v } else { v };
+                    *dst = match bias {
+                        _ if accumulate => *dst + v,
+                        Some(bias) => v + bias[j],
+                        None => v,
+                    };
                 }
             }
         }

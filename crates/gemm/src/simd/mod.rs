@@ -244,23 +244,23 @@ pub fn blocking<T: Element>(isa: Isa) -> Blocking {
     }
 }
 
-pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32], isa: Isa) {
+pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32], isa: Isa, bias: Option<&[f32]>) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => gemm_with::<f32, x86::Avx512F32>(p, c),
+        Isa::Avx512 => gemm_with::<f32, x86::Avx512F32>(p, c, bias),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => gemm_with::<f32, x86::Avx2F32>(p, c),
-        _ => gemm_with::<f32, kernel::Scalar>(p, c),
+        Isa::Avx2 => gemm_with::<f32, x86::Avx2F32>(p, c, bias),
+        _ => gemm_with::<f32, kernel::Scalar>(p, c, bias),
     }
 }
 
-pub(crate) fn gemm_f64(p: &Problem<'_, f64>, c: &mut [f64], isa: Isa) {
+pub(crate) fn gemm_f64(p: &Problem<'_, f64>, c: &mut [f64], isa: Isa, bias: Option<&[f64]>) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => gemm_with::<f64, x86::Avx512F64>(p, c),
+        Isa::Avx512 => gemm_with::<f64, x86::Avx512F64>(p, c, bias),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => gemm_with::<f64, x86::Avx2F64>(p, c),
-        _ => gemm_with::<f64, kernel::Scalar>(p, c),
+        Isa::Avx2 => gemm_with::<f64, x86::Avx2F64>(p, c, bias),
+        _ => gemm_with::<f64, kernel::Scalar>(p, c, bias),
     }
 }
 
@@ -279,8 +279,9 @@ unsafe impl<T> Send for CPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for CPtr<T> {}
 
-/// The loop nest of the module doc, for one microkernel `K`.
-fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T]) {
+/// The loop nest of the module doc, for one microkernel `K`. `bias` (n values; only with
+/// `p.accumulate == false`) is added to every row of C by the first KC block's epilogue.
+fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bias: Option<&[T]>) {
     let Blocking {
         mr,
         nr,
@@ -295,6 +296,7 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T]) {
     let nb = nc_max / nr; // B̃ slivers per L2 block
     let ldc = p.ldc;
     let cptr = CPtr(c.as_mut_ptr());
+    assert!(bias.is_none_or(|b| b.len() == n && !p.accumulate));
 
     // Row chunks of C (in MR slivers): at most MC rows each, a multiple of the thread count
     // so that every thread gets the same share, at least one sliver each.
@@ -314,8 +316,9 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T]) {
         // LOOP 4: the shared dimension in blocks of KC.
         for pc in (0..k).step_by(kc) {
             let kcur = kc.min(k - pc);
-            // Later KC blocks add to what the first one wrote.
+            // Later KC blocks add to what the first one wrote; the first adds the bias.
             let acc = p.accumulate || pc > 0;
+            let bias = if acc { None } else { bias };
             with_buffer::<T, _>(&B_BUF, n_slivers * nr * kcur, |bpack| {
                 // Pack the B̃ panel: one sliver per task.
                 let pack_one = |(s, out): (usize, &mut [T])| {
@@ -358,8 +361,13 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T]) {
                                     let cols = nr.min(jc + ncur - j0);
                                     let bsl = &bpack[sj * nr * kcur..(sj + 1) * nr * kcur];
                                     let off = i0 * ldc + j0;
+                                    let epilogue = match bias {
+                                        Some(b) => Epilogue::Bias(&b[j0..j0 + cols]),
+                                        None if acc => Epilogue::Add,
+                                        None => Epilogue::Store,
+                                    };
                                     microtile::<T, K>(
-                                        kcur, asl, bsl, cptr, off, ldc, rows, cols, acc,
+                                        kcur, asl, bsl, cptr, off, ldc, rows, cols, epilogue,
                                     );
                                 }
                             }
@@ -380,6 +388,17 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T]) {
 /// The largest MR·NR of any kernel (12·32).
 const MAX_TILE: usize = 384;
 
+/// What the microkernel does with its tile of C once the k loop is done.
+#[derive(Clone, Copy)]
+enum Epilogue<'a, T> {
+    /// C = tile.
+    Store,
+    /// C += tile.
+    Add,
+    /// C = tile + bias (one value per column of the tile).
+    Bias(&'a [T]),
+}
+
 /// Runs the microkernel on the `rows`×`cols` tile of C at offset `off`; full tiles are
 /// computed in place, edge tiles through a scratch tile.
 #[allow(clippy::too_many_arguments)]
@@ -393,29 +412,59 @@ fn microtile<T: Element, K: Microkernel<T>>(
     ldc: usize,
     rows: usize,
     cols: usize,
-    accumulate: bool,
+    epilogue: Epilogue<'_, T>,
 ) {
     let Blocking { mr, nr, .. } = K::BLOCKING;
     assert!(a.len() >= mr * kc && b.len() >= nr * kc && mr * nr <= MAX_TILE);
     if rows == mr && cols == nr {
+        let (accumulate, bias) = match epilogue {
+            Epilogue::Store => (false, std::ptr::null()),
+            Epilogue::Add => (true, std::ptr::null()),
+            Epilogue::Bias(b) => {
+                assert!(b.len() >= nr);
+                (false, b.as_ptr())
+            }
+        };
         // SAFETY: the slivers hold MR·kc and NR·kc elements (asserted); the tile
         // C[off .. off + (MR-1)·ldc + NR] lies inside C because rows == MR and cols == NR are
         // within the m×n bounds `Problem::validate` checked, and it belongs to this task
-        // alone. `active_isa` only selects K when the CPU supports it.
-        unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), c.0.add(off), ldc, accumulate) }
+        // alone; a bias holds NR values (asserted). `active_isa` only selects K when the CPU
+        // supports it.
+        unsafe {
+            K::run(
+                kc,
+                a.as_ptr(),
+                b.as_ptr(),
+                c.0.add(off),
+                ldc,
+                accumulate,
+                bias,
+            )
+        }
     } else {
         let mut tmp = [T::ZERO; MAX_TILE];
-        // SAFETY: as above, with the scratch tile (MR×NR, row stride NR) as C.
-        unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), tmp.as_mut_ptr(), nr, false) }
+        // SAFETY: as above, with the scratch tile (MR×NR, row stride NR) as C, no bias.
+        unsafe {
+            K::run(
+                kc,
+                a.as_ptr(),
+                b.as_ptr(),
+                tmp.as_mut_ptr(),
+                nr,
+                false,
+                std::ptr::null(),
+            )
+        }
         for i in 0..rows {
             for j in 0..cols {
+                let x = tmp[i * nr + j];
                 // SAFETY: (i, j) < (rows, cols) is inside C and inside this task's tile.
                 unsafe {
                     let dst = c.0.add(off + i * ldc + j);
-                    *dst = if accumulate {
-                        *dst + tmp[i * nr + j]
-                    } else {
-                        tmp[i * nr + j]
+                    *dst = match epilogue {
+                        Epilogue::Store => x,
+                        Epilogue::Add => *dst + x,
+                        Epilogue::Bias(b) => x + b[j],
                     };
                 }
             }

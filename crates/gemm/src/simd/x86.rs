@@ -38,10 +38,11 @@ macro_rules! kernel {
                 c: *mut $t,
                 ldc: usize,
                 accumulate: bool,
+                bias: *const $t,
             ) {
                 // SAFETY: forwarded contract; the driver only selects this kernel after
                 // checking that the CPU supports its ISA.
-                unsafe { $inner(kc, a, b, c, ldc, accumulate) }
+                unsafe { $inner(kc, a, b, c, ldc, accumulate, bias) }
             }
         }
 
@@ -53,6 +54,7 @@ macro_rules! kernel {
             c: *mut $t,
             ldc: usize,
             accumulate: bool,
+            bias: *const $t,
         ) {
             const MR: usize = $blocking.mr;
             const NV: usize = $blocking.nr / $lanes;
@@ -88,12 +90,27 @@ macro_rules! kernel {
                     b = b.add(NV * $lanes);
                 }
             }
+            // The bias row, loaded once.
+            let mut bv: [$v; NV] = [$zero(); NV];
+            let with_bias = !bias.is_null();
+            if with_bias {
+                for (v, slot) in bv.iter_mut().enumerate() {
+                    // SAFETY: a non-null bias holds NR = NV·LANES elements.
+                    *slot = unsafe { $load(bias.add(v * $lanes)) };
+                }
+            }
             for (i, row) in acc.iter().enumerate() {
                 for (v, &x) in row.iter().enumerate() {
                     // SAFETY: the caller hands us an MR×NR tile of C with row stride ldc.
                     unsafe {
                         let dst = c.add(i * ldc + v * $lanes);
-                        let y = if accumulate { $add($load(dst), x) } else { x };
+                        let y = if accumulate {
+                            $add($load(dst), x)
+                        } else if with_bias {
+                            $add(x, bv[v])
+                        } else {
+                            x
+                        };
                         $store(dst, y);
                     }
                 }

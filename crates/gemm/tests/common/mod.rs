@@ -237,3 +237,38 @@ pub fn exact_tol<T: Element>(k: usize) -> f64 {
     };
     (k as f64 + 2.0) * eps
 }
+
+/// Runs every overwrite case as `matmul_bias` at `level` for `T`: C (filled with garbage
+/// first) must become op(A)·op(B) + bias in every row, within `tol(k)`, padding untouched.
+pub fn check_bias<T: Element>(what: &str, level: Level, tol: impl Fn(usize) -> f64) {
+    for (seed, case) in cases().iter().enumerate().filter(|(_, c)| !c.accumulate) {
+        let mut o = operands::<T>(case, seed as u64 + 1000);
+        let bias: Vec<T> = Rng::new(seed as u64 + 2000).fill(case.n);
+        // The oracle's view: C starts as the bias rows and the product is accumulated onto it.
+        let garbage = o.c0.clone();
+        for row in o.c0.chunks_mut(o.ldc) {
+            row[..case.n].copy_from_slice(&bias);
+        }
+        let with_bias = Case {
+            accumulate: true,
+            ..*case
+        };
+        let (want, mag) = oracle(&with_bias, &o);
+        let mut got = garbage;
+        ferrogpt_gemm::matmul_bias(
+            level, case.ta, case.tb, case.m, case.n, case.k, &o.a, o.lda, &o.b, o.ldb, &bias,
+            &mut got, o.ldc,
+        )
+        .unwrap_or_else(|e| panic!("{what} bias {case:?}: {e}"));
+        // Padding columns: `check` compares them with o.c0, whose padding is the garbage's.
+        check(
+            &format!("{what} bias"),
+            &with_bias,
+            &o,
+            &got,
+            &want,
+            &mag,
+            tol(case.k),
+        );
+    }
+}
