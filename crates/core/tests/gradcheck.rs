@@ -110,17 +110,19 @@ fn embedding() {
 #[test]
 fn layernorm() {
     let mut rng = Rng64::seed_from_u64(2);
-    let (n, c) = (7, 13);
-    let params = randn(&mut rng, 2 * c, 1.0);
-    let build = move |tape: &mut Tape<f64>, params: &[f64], x: &[Var]| {
-        tape.layernorm(params, x[0], p(0, 1, c), p(c, 1, c))
-    };
-    check(
-        "layernorm",
-        &build,
-        vec![(randn(&mut rng, n * c, 2.0), n, c)],
-        params,
-    );
+    // C = 13: the tail loop alone; C = 37: two 16-lane chunks and a tail.
+    for (n, c) in [(7, 13), (5, 37)] {
+        let params = randn(&mut rng, 2 * c, 1.0);
+        let build = move |tape: &mut Tape<f64>, params: &[f64], x: &[Var]| {
+            tape.layernorm(params, x[0], p(0, 1, c), p(c, 1, c))
+        };
+        check(
+            &format!("layernorm C={c}"),
+            &build,
+            vec![(randn(&mut rng, n * c, 2.0), n, c)],
+            params,
+        );
+    }
 }
 
 #[test]

@@ -69,23 +69,39 @@ pub fn backward<T: Float>(
     // Input gradient: rows are independent.
     let row = |(((dx, dout), x), (&mu, &rs)): (((&mut [T], &[T]), &[T]), (&T, &T))| {
         {
-            // Σ dn and Σ dn·n (dn = g·w, n = (x - mu)·rs) in 16 lanes each.
+            // Σ dn and Σ dn·n (dn = g·w, n = (x - mu)·rs) in 16 lanes each (whole chunks
+            // through iterators, so the loop has no bounds checks and vectorises).
             const L: usize = 16;
             let (mut s1, mut s2) = ([T::ZERO; L], [T::ZERO; L]);
-            let mut i = 0;
-            while i + L <= x.len() {
-                for l in 0..L {
-                    let dn = dout[i + l] * w[i + l];
-                    s1[l] += dn;
-                    s2[l] += dn * (x[i + l] - mu) * rs;
-                }
-                i += L;
-            }
+            let (gc, wc, xc) = (
+                dout.chunks_exact(L),
+                w[..x.len()].chunks_exact(L),
+                x.chunks_exact(L),
+            );
             let (mut sum_dn, mut sum_dn_n) = (T::ZERO, T::ZERO);
-            for j in i..x.len() {
-                let dn = dout[j] * w[j];
+            for ((&g, &w), &x) in gc
+                .remainder()
+                .iter()
+                .zip(wc.remainder())
+                .zip(xc.remainder())
+            {
+                let dn = g * w;
                 sum_dn += dn;
-                sum_dn_n += dn * (x[j] - mu) * rs;
+                sum_dn_n += dn * (x - mu) * rs;
+            }
+            for ((g, w), x) in gc.zip(wc).zip(xc) {
+                let (g, w, x): (&[T; L], &[T; L], &[T; L]) = (
+                    g.try_into().expect("L"),
+                    w.try_into().expect("L"),
+                    x.try_into().expect("L"),
+                );
+                let dn: [T; L] = std::array::from_fn(|l| g[l] * w[l]);
+                for l in 0..L {
+                    s1[l] += dn[l];
+                }
+                for l in 0..L {
+                    s2[l] += dn[l] * (x[l] - mu) * rs;
+                }
             }
             sum_dn = s1.iter().fold(sum_dn, |a, &v| a + v);
             sum_dn_n = s2.iter().fold(sum_dn_n, |a, &v| a + v);
