@@ -12,6 +12,11 @@
 //!   larger than libm's, which is harmless where it is used (GELU adds it to 1).
 //!
 //! f64, the oracle's precision, keeps the standard library's functions.
+//!
+//! The polynomial and the range reduction use `mul_add`: one rounding per step, and one FMA
+//! instruction each where the target has FMA (x86-64-v3, this workspace's x86_64 target, and
+//! every aarch64). Without hardware FMA, `mul_add` is a libm call: correct but slow. Fused, the
+//! GELU forward loop ran 1.5× faster than with separate multiplies and adds (2026-11-26).
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split in two so that k·LN2_HI is exact for the k that occur.
@@ -25,19 +30,23 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // k = round(x/ln2), both as a float and (from the low mantissa bits of the rounded sum) as
     // an integer: no float-to-int conversion, which Rust makes saturating and thus scalar.
-    let shifted = x * LOG2E + ROUNDER;
+    let shifted = x.mul_add(LOG2E, ROUNDER);
     let k = shifted - ROUNDER;
     let ki = shifted.to_bits() as i32 - ROUNDER.to_bits() as i32;
-    let r = (x - k * LN2_HI) - k * LN2_LO;
-    // Horner form of Σ_{i≤7} r^i / i!.
-    let p = 1.0 / 5040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
+    let r = k.mul_add(-LN2_LO, k.mul_add(-LN2_HI, x));
+    // Horner form of Σ_{i≤7} r^i / i!, one fused multiply-add per step.
+    let mut p: f32 = 1.0 / 5040.0;
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p.mul_add(r, c);
+    }
     let scale = f32::from_bits(((ki + 127) as u32) << 23);
     p * scale
 }
