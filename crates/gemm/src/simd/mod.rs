@@ -442,31 +442,35 @@ fn microtile<T: Element, K: Microkernel<T>>(
             )
         }
     } else {
-        let mut tmp = [T::ZERO; MAX_TILE];
-        // SAFETY: as above, with the scratch tile (MR×NR, row stride NR) as C, no bias.
-        unsafe {
+        // Not zeroed first: in overwrite mode the kernel writes all MR×NR elements.
+        let mut tmp = std::mem::MaybeUninit::<[T; MAX_TILE]>::uninit();
+        let tmp_ptr = tmp.as_mut_ptr() as *mut T;
+        // SAFETY: as above, with the scratch tile (MR×NR ≤ MAX_TILE, row stride NR) as C, no
+        // bias; afterwards its first MR·NR elements are initialised (the kernel contract).
+        let tile = unsafe {
             K::run(
                 kc,
                 a.as_ptr(),
                 b.as_ptr(),
-                tmp.as_mut_ptr(),
+                tmp_ptr,
                 nr,
                 false,
                 std::ptr::null(),
-            )
-        }
-        for i in 0..rows {
-            for j in 0..cols {
-                let x = tmp[i * nr + j];
-                // SAFETY: (i, j) < (rows, cols) is inside C and inside this task's tile.
-                unsafe {
-                    let dst = c.0.add(off + i * ldc + j);
-                    *dst = match epilogue {
-                        Epilogue::Store => x,
-                        Epilogue::Add => *dst + x,
-                        Epilogue::Bias(b) => x + b[j],
-                    };
-                }
+            );
+            std::slice::from_raw_parts(tmp_ptr as *const T, mr * nr)
+        };
+        for (i, src) in tile.chunks_exact(nr).take(rows).enumerate() {
+            // SAFETY: row i < rows of the tile, columns < cols: inside C (validated bounds)
+            // and inside this task's tile, which no other thread touches.
+            let dst = unsafe { std::slice::from_raw_parts_mut(c.0.add(off + i * ldc), cols) };
+            match epilogue {
+                Epilogue::Store => dst.copy_from_slice(&src[..cols]),
+                Epilogue::Add => dst.iter_mut().zip(src).for_each(|(d, &x)| *d += x),
+                Epilogue::Bias(b) => dst
+                    .iter_mut()
+                    .zip(src)
+                    .zip(b)
+                    .for_each(|((d, &x), &bj)| *d = x + bj),
             }
         }
     }
