@@ -38,6 +38,26 @@ pub(crate) trait Microkernel<T: Element> {
         accumulate: bool,
         bias: *const T,
     );
+
+    /// [`Microkernel::run`] with A read in place instead of from a packed Ã sliver: element
+    /// (i, p) of the tile's A block is `a[i * lda + p]` (op(A) = A, row-major). Only the first
+    /// `rows` (1 ≤ rows ≤ MR) rows are read; the tile's rows past them are garbage, for the
+    /// caller to discard.
+    ///
+    /// # Safety
+    /// As `run`, with `a[i * lda + p]` readable for i < rows, p < kc.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_direct(
+        kc: usize,
+        a: *const T,
+        lda: usize,
+        rows: usize,
+        b: *const T,
+        c: *mut T,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const T,
+    );
 }
 
 /// The portable kernel: a 4×8 tile of scalars.
@@ -59,11 +79,10 @@ impl<T: Element> Microkernel<T> for Scalar {
         bias: *const T,
     ) {
         // SAFETY: the caller guarantees the extents stated in the trait doc.
-        let (a, b, bias) = unsafe {
+        let (a, b) = unsafe {
             (
                 std::slice::from_raw_parts(a, SMR * kc),
                 std::slice::from_raw_parts(b, SNR * kc),
-                (!bias.is_null()).then(|| std::slice::from_raw_parts(bias, SNR)),
             )
         };
         let mut acc = [[T::ZERO; SNR]; SMR];
@@ -74,17 +93,67 @@ impl<T: Element> Microkernel<T> for Scalar {
                 }
             }
         }
-        for (i, row) in acc.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                // SAFETY: (i, j) is inside the MR×NR tile the caller handed us.
-                unsafe {
-                    let dst = c.add(i * ldc + j);
-                    *dst = match bias {
-                        _ if accumulate => *dst + v,
-                        Some(bias) => v + bias[j],
-                        None => v,
-                    };
+        // SAFETY: forwarded contract.
+        unsafe { store(&acc, c, ldc, accumulate, bias) }
+    }
+
+    unsafe fn run_direct(
+        kc: usize,
+        a: *const T,
+        lda: usize,
+        rows: usize,
+        b: *const T,
+        c: *mut T,
+        ldc: usize,
+        accumulate: bool,
+        bias: *const T,
+    ) {
+        // SAFETY: the caller guarantees rows ≥ 1 readable rows of kc elements, and NR·kc of b.
+        let (arows, b): ([&[T]; SMR], &[T]) = unsafe {
+            (
+                std::array::from_fn(|i| {
+                    std::slice::from_raw_parts(a.add(i.min(rows - 1) * lda), kc)
+                }),
+                std::slice::from_raw_parts(b, SNR * kc),
+            )
+        };
+        let mut acc = [[T::ZERO; SNR]; SMR];
+        for (p, bp) in b.chunks_exact(SNR).enumerate() {
+            for i in 0..SMR {
+                for j in 0..SNR {
+                    acc[i][j] += arows[i][p] * bp[j];
                 }
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { store(&acc, c, ldc, accumulate, bias) }
+    }
+}
+
+/// The scalar kernel's epilogue: the tile into C (see the trait's contract).
+///
+/// # Safety
+/// `c` is an SMR×SNR tile with row stride `ldc`, valid for reads and writes; `bias` is null or
+/// holds SNR elements.
+unsafe fn store<T: Element>(
+    acc: &[[T; SNR]; SMR],
+    c: *mut T,
+    ldc: usize,
+    accumulate: bool,
+    bias: *const T,
+) {
+    // SAFETY: per the contract above.
+    let bias = unsafe { (!bias.is_null()).then(|| std::slice::from_raw_parts(bias, SNR)) };
+    for (i, row) in acc.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            // SAFETY: (i, j) is inside the MR×NR tile the caller handed us.
+            unsafe {
+                let dst = c.add(i * ldc + j);
+                *dst = match bias {
+                    _ if accumulate => *dst + v,
+                    Some(bias) => v + bias[j],
+                    None => v,
+                };
             }
         }
     }

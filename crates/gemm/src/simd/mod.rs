@@ -111,6 +111,13 @@ pub const SCALAR: Blocking = Blocking {
 /// Ã is packed once per panel, so wide products (the vocabulary projection) re-pack A rarely.
 pub const NP: usize = 4096;
 
+/// Where op(A) = A (row-major) and C has at most this many columns, the kernel reads A in
+/// place instead of packing Ã: each Ã sliver would serve only n/NR ≤ 8 B̃ slivers, too few to
+/// repay the transposing copy (measured on shard-sized products, 384×128×K: in place ran at
+/// 92-95% of the kernel on pre-packed data, packing + kernel at 65-80%). Wider products pack:
+/// there the kernel's contiguous Ã stream is worth more than the copy costs.
+pub const DIRECT_A_MAX_N: usize = 256;
+
 /// Below this many multiply-adds (m·n·k) the product runs on one thread: rayon's fork costs
 /// a few microseconds, more than the work.
 const PARALLEL_MIN_MACS: usize = 48 * 48 * 48;
@@ -297,6 +304,7 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
     let ldc = p.ldc;
     let cptr = CPtr(c.as_mut_ptr());
     assert!(bias.is_none_or(|b| b.len() == n && !p.accumulate));
+    let direct_a = !p.ta && n <= DIRECT_A_MAX_N;
 
     // Row chunks of C (in MR slivers): at most MC rows each, a multiple of the thread count
     // so that every thread gets the same share, at least one sliver each.
@@ -343,18 +351,31 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
                     let (ic, mcur) = (s0 * mr, (s1 * mr).min(m) - s0 * mr);
                     let q0 = ni * n_slivers / n_chunks;
                     let q1 = (ni + 1) * n_slivers / n_chunks;
-                    with_buffer::<T, _>(&A_BUF, (s1 - s0) * mr * kcur, |apack| {
-                        for (s, out) in apack.chunks_mut(mr * kcur).enumerate() {
-                            let i0 = ic + s * mr;
-                            pack::pack_a_sliver(p, i0, mr.min(ic + mcur - i0), pc, kcur, mr, out);
+                    let alen = if direct_a { 0 } else { (s1 - s0) * mr * kcur };
+                    with_buffer::<T, _>(&A_BUF, alen, |apack| {
+                        if !direct_a {
+                            for (s, out) in apack.chunks_mut(mr * kcur).enumerate() {
+                                let i0 = ic + s * mr;
+                                let rows = mr.min(ic + mcur - i0);
+                                pack::pack_a_sliver(p, i0, rows, pc, kcur, mr, out);
+                            }
                         }
                         // LOOP 3b: the task's B̃ slivers in L2-sized blocks of NC columns.
                         for b0 in (q0..q1).step_by(nb) {
                             let b1 = (b0 + nb).min(q1);
                             // LOOP 2: one Ã sliver at a time (stays in L1).
-                            for (si, asl) in apack.chunks(mr * kcur).enumerate() {
+                            for si in 0..s1 - s0 {
                                 let i0 = ic + si * mr;
                                 let rows = mr.min(ic + mcur - i0);
+                                let asl = if direct_a {
+                                    ASliver::Direct {
+                                        a: &p.a[i0 * p.lda + pc..],
+                                        lda: p.lda,
+                                        rows,
+                                    }
+                                } else {
+                                    ASliver::Packed(&apack[si * mr * kcur..][..mr * kcur])
+                                };
                                 // LOOP 1: stream the B̃ slivers of the block from L2.
                                 for sj in b0..b1 {
                                     let j0 = jc + sj * nr;
@@ -388,6 +409,15 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
 /// The largest MR·NR of any kernel (12·32).
 const MAX_TILE: usize = 384;
 
+/// Where the microkernel reads its block of op(A).
+#[derive(Clone, Copy)]
+enum ASliver<'a, T> {
+    /// A packed Ã sliver (MR·kc elements, `pack.rs`).
+    Packed(&'a [T]),
+    /// op(A) = A read in place: element (i, p) at `a[i * lda + p]`, for i < rows.
+    Direct { a: &'a [T], lda: usize, rows: usize },
+}
+
 /// What the microkernel does with its tile of C once the k loop is done.
 #[derive(Clone, Copy)]
 enum Epilogue<'a, T> {
@@ -405,7 +435,7 @@ enum Epilogue<'a, T> {
 #[inline]
 fn microtile<T: Element, K: Microkernel<T>>(
     kc: usize,
-    a: &[T],
+    a: ASliver<'_, T>,
     b: &[T],
     c: CPtr<T>,
     off: usize,
@@ -415,7 +445,31 @@ fn microtile<T: Element, K: Microkernel<T>>(
     epilogue: Epilogue<'_, T>,
 ) {
     let Blocking { mr, nr, .. } = K::BLOCKING;
-    assert!(a.len() >= mr * kc && b.len() >= nr * kc && mr * nr <= MAX_TILE);
+    assert!(b.len() >= nr * kc && mr * nr <= MAX_TILE && rows >= 1 && rows <= mr);
+    match a {
+        ASliver::Packed(a) => assert!(a.len() >= mr * kc),
+        ASliver::Direct { a, lda, rows: r } => {
+            assert!(r == rows && a.len() >= (rows - 1) * lda + kc)
+        }
+    }
+    // SAFETY (for both calls below): A's extent is asserted above (MR·kc packed elements, or
+    // `rows` rows of kc elements at stride lda); the rest as stated at each call.
+    let run = |c: *mut T, ldc: usize, accumulate: bool, bias: *const T| unsafe {
+        match a {
+            ASliver::Packed(a) => K::run(kc, a.as_ptr(), b.as_ptr(), c, ldc, accumulate, bias),
+            ASliver::Direct { a, lda, rows } => K::run_direct(
+                kc,
+                a.as_ptr(),
+                lda,
+                rows,
+                b.as_ptr(),
+                c,
+                ldc,
+                accumulate,
+                bias,
+            ),
+        }
+    };
     if rows == mr && cols == nr {
         let (accumulate, bias) = match epilogue {
             Epilogue::Store => (false, std::ptr::null()),
@@ -425,40 +479,20 @@ fn microtile<T: Element, K: Microkernel<T>>(
                 (false, b.as_ptr())
             }
         };
-        // SAFETY: the slivers hold MR·kc and NR·kc elements (asserted); the tile
-        // C[off .. off + (MR-1)·ldc + NR] lies inside C because rows == MR and cols == NR are
-        // within the m×n bounds `Problem::validate` checked, and it belongs to this task
-        // alone; a bias holds NR values (asserted). `active_isa` only selects K when the CPU
-        // supports it.
-        unsafe {
-            K::run(
-                kc,
-                a.as_ptr(),
-                b.as_ptr(),
-                c.0.add(off),
-                ldc,
-                accumulate,
-                bias,
-            )
-        }
+        // The tile C[off .. off + (MR-1)·ldc + NR] lies inside C because rows == MR and
+        // cols == NR are within the m×n bounds `Problem::validate` checked, and it belongs to
+        // this task alone; a bias holds NR values (asserted). `active_isa` only selects K
+        // when the CPU supports it.
+        // SAFETY: `off` is inside C (see above).
+        run(unsafe { c.0.add(off) }, ldc, accumulate, bias)
     } else {
         // Not zeroed first: in overwrite mode the kernel writes all MR×NR elements.
         let mut tmp = std::mem::MaybeUninit::<[T; MAX_TILE]>::uninit();
         let tmp_ptr = tmp.as_mut_ptr() as *mut T;
-        // SAFETY: as above, with the scratch tile (MR×NR ≤ MAX_TILE, row stride NR) as C, no
-        // bias; afterwards its first MR·NR elements are initialised (the kernel contract).
-        let tile = unsafe {
-            K::run(
-                kc,
-                a.as_ptr(),
-                b.as_ptr(),
-                tmp_ptr,
-                nr,
-                false,
-                std::ptr::null(),
-            );
-            std::slice::from_raw_parts(tmp_ptr as *const T, mr * nr)
-        };
+        // As above, with the scratch tile (MR×NR ≤ MAX_TILE, row stride NR) as C, no bias.
+        run(tmp_ptr, nr, false, std::ptr::null());
+        // SAFETY: the kernel initialised the first MR·NR elements (overwrite mode).
+        let tile = unsafe { std::slice::from_raw_parts(tmp_ptr as *const T, mr * nr) };
         for (i, src) in tile.chunks_exact(nr).take(rows).enumerate() {
             // SAFETY: row i < rows of the tile, columns < cols: inside C (validated bounds)
             // and inside this task's tile, which no other thread touches.

@@ -42,14 +42,35 @@ macro_rules! kernel {
             ) {
                 // SAFETY: forwarded contract; the driver only selects this kernel after
                 // checking that the CPU supports its ISA.
-                unsafe { $inner(kc, a, b, c, ldc, accumulate, bias) }
+                unsafe { $inner::<false>(kc, a, 0, 0, b, c, ldc, accumulate, bias) }
+            }
+
+            #[inline]
+            unsafe fn run_direct(
+                kc: usize,
+                a: *const $t,
+                lda: usize,
+                rows: usize,
+                b: *const $t,
+                c: *mut $t,
+                ldc: usize,
+                accumulate: bool,
+                bias: *const $t,
+            ) {
+                // SAFETY: as `run`.
+                unsafe { $inner::<true>(kc, a, lda, rows, b, c, ldc, accumulate, bias) }
             }
         }
 
+        /// The kernel; `DIRECT`: A read in place (element (i, p) at `a[i·lda + p]`, rows ≥
+        /// `rows` read row `rows - 1` again), else the packed Ã sliver (`a[p·MR + i]`).
         #[target_feature(enable = $feat)]
-        unsafe fn $inner(
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $inner<const DIRECT: bool>(
             kc: usize,
-            mut a: *const $t,
+            a: *const $t,
+            lda: usize,
+            rows: usize,
             mut b: *const $t,
             c: *mut $t,
             ldc: usize,
@@ -70,25 +91,36 @@ macro_rules! kernel {
                     );
                 }
             }
+            // Direct: one pointer per row of A (the last real row stands in for missing ones).
+            // SAFETY: rows ≥ 1 and every row i < rows is readable for kc elements.
+            let arow: [*const $t; MR] = if DIRECT {
+                std::array::from_fn(|i| unsafe { a.add(i.min(rows - 1) * lda) })
+            } else {
+                [a; MR]
+            };
             let mut acc: [[$v; NV]; MR] = [[$zero(); NV]; MR];
-            for _ in 0..kc {
+            for p in 0..kc {
                 let mut bv: [$v; NV] = [$zero(); NV];
                 for (v, slot) in bv.iter_mut().enumerate() {
                     // SAFETY: b̃ holds NR = NV·LANES elements per step for kc steps.
                     *slot = unsafe { $load(b.add(v * $lanes)) };
                 }
                 for (i, row) in acc.iter_mut().enumerate() {
-                    // SAFETY: ã holds MR elements per step for kc steps.
-                    let ai = $set1(unsafe { *a.add(i) });
+                    // SAFETY: packed, ã holds MR elements per step for kc steps; direct, row
+                    // i's pointer is readable for kc elements.
+                    let ai = $set1(unsafe {
+                        if DIRECT {
+                            *arow[i].add(p)
+                        } else {
+                            *a.add(p * MR + i)
+                        }
+                    });
                     for (slot, &bvv) in row.iter_mut().zip(bv.iter()) {
                         *slot = $fma(ai, bvv, *slot);
                     }
                 }
-                // SAFETY: stays within (or one past) the slivers.
-                unsafe {
-                    a = a.add(MR);
-                    b = b.add(NV * $lanes);
-                }
+                // SAFETY: stays within (or one past) the sliver.
+                b = unsafe { b.add(NV * $lanes) };
             }
             // The bias row, loaded once.
             let mut bv: [$v; NV] = [$zero(); NV];
