@@ -4,8 +4,11 @@
 //! `pack.rs`):
 //!
 //! ```text
-//! C[i, j] (+)= Σ_{p < kc} ã[p*MR + i] · b̃[p*NR + j]        i < MR, j < NR
+//! C[i, j] (+)= Σ_{p < kc} ã[p*astep + i] · b̃[p*NR + j]        i < MR, j < NR
 //! ```
+//!
+//! `astep` is MR for a packed Ã sliver; op(A) = Aᵀ can be read in place with `astep` = lda.
+//! `run_direct` reads op(A) = A in place (row-major, one row per i) instead.
 //!
 //! C is row-major with row stride `ldc` and column stride 1; `accumulate == false` overwrites,
 //! adding `bias[j]` to column j when `bias` is not null (`accumulate` and a bias never come
@@ -22,16 +25,20 @@ pub(crate) trait Microkernel<T: Element> {
     /// The block sizes this kernel is tuned for (`Blocking::mr`, `Blocking::nr` are its tile).
     const BLOCKING: Blocking;
 
-    /// Computes one MR×NR tile of C (see the module doc).
+    /// Computes one MR×NR tile of C (see the module doc); element (i, p) of the tile's A block
+    /// is `a[p * astep + i]`.
     ///
     /// # Safety
-    /// `a` points to `MR * kc` readable elements, `b` to `NR * kc`, and `c` to an MR×NR tile
+    /// `a[p * astep + i]` is readable for p < kc, i < MR, `b` points to `NR * kc` readable
+    /// elements, and `c` to an MR×NR tile
     /// with row stride `ldc` that is valid for reads and writes and that no other thread
     /// touches during the call; `bias` is null or points to NR readable elements. The
     /// kernel's ISA must be supported by the running CPU.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn run(
         kc: usize,
         a: *const T,
+        astep: usize,
         b: *const T,
         c: *mut T,
         ldc: usize,
@@ -72,6 +79,7 @@ impl<T: Element> Microkernel<T> for Scalar {
     unsafe fn run(
         kc: usize,
         a: *const T,
+        astep: usize,
         b: *const T,
         c: *mut T,
         ldc: usize,
@@ -81,12 +89,13 @@ impl<T: Element> Microkernel<T> for Scalar {
         // SAFETY: the caller guarantees the extents stated in the trait doc.
         let (a, b) = unsafe {
             (
-                std::slice::from_raw_parts(a, SMR * kc),
+                std::slice::from_raw_parts(a, kc.saturating_sub(1) * astep + SMR),
                 std::slice::from_raw_parts(b, SNR * kc),
             )
         };
         let mut acc = [[T::ZERO; SNR]; SMR];
-        for (ap, bp) in a.chunks_exact(SMR).zip(b.chunks_exact(SNR)) {
+        for (p, bp) in b.chunks_exact(SNR).enumerate() {
+            let ap = &a[p * astep..][..SMR];
             for i in 0..SMR {
                 for j in 0..SNR {
                     acc[i][j] += ap[i] * bp[j];

@@ -111,11 +111,13 @@ pub const SCALAR: Blocking = Blocking {
 /// Ã is packed once per panel, so wide products (the vocabulary projection) re-pack A rarely.
 pub const NP: usize = 4096;
 
-/// Where op(A) = A (row-major) and C has at most this many columns, the kernel reads A in
-/// place instead of packing Ã: each Ã sliver would serve only n/NR ≤ 8 B̃ slivers, too few to
-/// repay the transposing copy (measured on shard-sized products, 384×128×K: in place ran at
-/// 92-95% of the kernel on pre-packed data, packing + kernel at 65-80%). Wider products pack:
-/// there the kernel's contiguous Ã stream is worth more than the copy costs.
+/// Where C has at most this many columns, the kernel reads op(A) in place instead of packing
+/// Ã: each Ã sliver would serve only n/NR ≤ 8 B̃ slivers, too few to repay the copy. op(A) = A
+/// (row-major) goes through `Microkernel::run_direct` (one pointer per row); op(A) = Aᵀ is
+/// already MR consecutive elements per step, read with step lda (edge slivers are packed).
+/// Measured on shard-sized products, 384×128×K, 1 thread: in place ran at 92-95% of the
+/// kernel on pre-packed data, packing + kernel at 65-80%. Wider products pack: there the
+/// kernel's contiguous Ã stream is worth more than the copy costs.
 pub const DIRECT_A_MAX_N: usize = 256;
 
 /// Below this many multiply-adds (m·n·k) the product runs on one thread: rayon's fork costs
@@ -304,7 +306,12 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
     let ldc = p.ldc;
     let cptr = CPtr(c.as_mut_ptr());
     assert!(bias.is_none_or(|b| b.len() == n && !p.accumulate));
-    let direct_a = !p.ta && n <= DIRECT_A_MAX_N;
+    // Ã in place: op(A) = A row by row, op(A) = Aᵀ with step lda (full slivers only).
+    let (rows_in_place, cols_in_place) = if n <= DIRECT_A_MAX_N {
+        (!p.ta, p.ta)
+    } else {
+        (false, false)
+    };
 
     // Row chunks of C (in MR slivers): at most MC rows each, a multiple of the thread count
     // so that every thread gets the same share, at least one sliver each.
@@ -351,13 +358,19 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
                     let (ic, mcur) = (s0 * mr, (s1 * mr).min(m) - s0 * mr);
                     let q0 = ni * n_slivers / n_chunks;
                     let q1 = (ni + 1) * n_slivers / n_chunks;
-                    let alen = if direct_a { 0 } else { (s1 - s0) * mr * kcur };
+                    let alen = if rows_in_place {
+                        0
+                    } else {
+                        (s1 - s0) * mr * kcur
+                    };
                     with_buffer::<T, _>(&A_BUF, alen, |apack| {
-                        if !direct_a {
+                        if !rows_in_place {
                             for (s, out) in apack.chunks_mut(mr * kcur).enumerate() {
                                 let i0 = ic + s * mr;
                                 let rows = mr.min(ic + mcur - i0);
-                                pack::pack_a_sliver(p, i0, rows, pc, kcur, mr, out);
+                                if !cols_in_place || rows < mr {
+                                    pack::pack_a_sliver(p, i0, rows, pc, kcur, mr, out);
+                                }
                             }
                         }
                         // LOOP 3b: the task's B̃ slivers in L2-sized blocks of NC columns.
@@ -367,14 +380,22 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
                             for si in 0..s1 - s0 {
                                 let i0 = ic + si * mr;
                                 let rows = mr.min(ic + mcur - i0);
-                                let asl = if direct_a {
-                                    ASliver::Direct {
+                                let asl = if rows_in_place {
+                                    ASliver::Rows {
                                         a: &p.a[i0 * p.lda + pc..],
                                         lda: p.lda,
                                         rows,
                                     }
+                                } else if cols_in_place && rows == mr {
+                                    ASliver::Steps {
+                                        a: &p.a[pc * p.lda + i0..],
+                                        step: p.lda,
+                                    }
                                 } else {
-                                    ASliver::Packed(&apack[si * mr * kcur..][..mr * kcur])
+                                    ASliver::Steps {
+                                        a: &apack[si * mr * kcur..][..mr * kcur],
+                                        step: mr,
+                                    }
                                 };
                                 // LOOP 1: stream the B̃ slivers of the block from L2.
                                 for sj in b0..b1 {
@@ -412,10 +433,11 @@ const MAX_TILE: usize = 384;
 /// Where the microkernel reads its block of op(A).
 #[derive(Clone, Copy)]
 enum ASliver<'a, T> {
-    /// A packed Ã sliver (MR·kc elements, `pack.rs`).
-    Packed(&'a [T]),
+    /// MR consecutive elements per step: element (i, p) at `a[p * step + i]`. A packed Ã
+    /// sliver (`pack.rs`, step MR), or op(A) = Aᵀ in place (step lda).
+    Steps { a: &'a [T], step: usize },
     /// op(A) = A read in place: element (i, p) at `a[i * lda + p]`, for i < rows.
-    Direct { a: &'a [T], lda: usize, rows: usize },
+    Rows { a: &'a [T], lda: usize, rows: usize },
 }
 
 /// What the microkernel does with its tile of C once the k loop is done.
@@ -447,8 +469,8 @@ fn microtile<T: Element, K: Microkernel<T>>(
     let Blocking { mr, nr, .. } = K::BLOCKING;
     assert!(b.len() >= nr * kc && mr * nr <= MAX_TILE && rows >= 1 && rows <= mr);
     match a {
-        ASliver::Packed(a) => assert!(a.len() >= mr * kc),
-        ASliver::Direct { a, lda, rows: r } => {
+        ASliver::Steps { a, step } => assert!(step >= mr && a.len() >= (kc - 1) * step + mr),
+        ASliver::Rows { a, lda, rows: r } => {
             assert!(r == rows && a.len() >= (rows - 1) * lda + kc)
         }
     }
@@ -456,8 +478,10 @@ fn microtile<T: Element, K: Microkernel<T>>(
     // `rows` rows of kc elements at stride lda); the rest as stated at each call.
     let run = |c: *mut T, ldc: usize, accumulate: bool, bias: *const T| unsafe {
         match a {
-            ASliver::Packed(a) => K::run(kc, a.as_ptr(), b.as_ptr(), c, ldc, accumulate, bias),
-            ASliver::Direct { a, lda, rows } => K::run_direct(
+            ASliver::Steps { a, step } => {
+                K::run(kc, a.as_ptr(), step, b.as_ptr(), c, ldc, accumulate, bias)
+            }
+            ASliver::Rows { a, lda, rows } => K::run_direct(
                 kc,
                 a.as_ptr(),
                 lda,

@@ -34,6 +34,7 @@ macro_rules! kernel {
             unsafe fn run(
                 kc: usize,
                 a: *const $t,
+                astep: usize,
                 b: *const $t,
                 c: *mut $t,
                 ldc: usize,
@@ -42,7 +43,7 @@ macro_rules! kernel {
             ) {
                 // SAFETY: forwarded contract; the driver only selects this kernel after
                 // checking that the CPU supports its ISA.
-                unsafe { $inner::<false>(kc, a, 0, 0, b, c, ldc, accumulate, bias) }
+                unsafe { $inner::<false>(kc, a, astep, 0, b, c, ldc, accumulate, bias) }
             }
 
             #[inline]
@@ -62,14 +63,15 @@ macro_rules! kernel {
             }
         }
 
-        /// The kernel; `DIRECT`: A read in place (element (i, p) at `a[i·lda + p]`, rows ≥
-        /// `rows` read row `rows - 1` again), else the packed Ã sliver (`a[p·MR + i]`).
+        /// The kernel; `DIRECT`: A read in place (element (i, p) at `a[i·stride + p]`, rows ≥
+        /// `rows` read row `rows - 1` again), else MR consecutive elements per step
+        /// (`a[p·stride + i]`: a packed Ã sliver with stride MR, or Aᵀ in place).
         #[target_feature(enable = $feat)]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $inner<const DIRECT: bool>(
             kc: usize,
             a: *const $t,
-            lda: usize,
+            stride: usize,
             rows: usize,
             mut b: *const $t,
             c: *mut $t,
@@ -94,7 +96,7 @@ macro_rules! kernel {
             // Direct: one pointer per row of A (the last real row stands in for missing ones).
             // SAFETY: rows ≥ 1 and every row i < rows is readable for kc elements.
             let arow: [*const $t; MR] = if DIRECT {
-                std::array::from_fn(|i| unsafe { a.add(i.min(rows - 1) * lda) })
+                std::array::from_fn(|i| unsafe { a.add(i.min(rows - 1) * stride) })
             } else {
                 [a; MR]
             };
@@ -106,13 +108,13 @@ macro_rules! kernel {
                     *slot = unsafe { $load(b.add(v * $lanes)) };
                 }
                 for (i, row) in acc.iter_mut().enumerate() {
-                    // SAFETY: packed, ã holds MR elements per step for kc steps; direct, row
-                    // i's pointer is readable for kc elements.
+                    // SAFETY: strided, MR elements are readable at each of the kc steps;
+                    // direct, row i's pointer is readable for kc elements.
                     let ai = $set1(unsafe {
                         if DIRECT {
                             *arow[i].add(p)
                         } else {
-                            *a.add(p * MR + i)
+                            *a.add(p * stride + i)
                         }
                     });
                     for (slot, &bvv) in row.iter_mut().zip(bv.iter()) {
