@@ -189,19 +189,27 @@ pub fn backward_reference<T: Float>(
         });
 }
 
-/// One row of scores → probabilities in place: `row[..=ti]` scaled, soft-maxed; the rest zeroed.
-/// Three passes (max, exp, Σ) so that the exp pass has no reduction in it and vectorises.
+/// One row of scores → probabilities in place: `row[..=ti]` scaled and soft-maxed, the rest
+/// (scores above the diagonal, computed by the full Q·Kᵀ) zeroed.
+///
+/// Whole rows rather than the live prefix: a prefix of ti + 1 elements leaves up to 15 of
+/// them to scalar tail loops, and at T = 64 the average row is half tail. The dead entries
+/// are set to −∞ first, so that they drop out of the max and their exp is at most 2⁻¹²⁵
+/// (`fastmath::exp` clamps), far under one ulp of the sum, which is at least 1; they are
+/// zeroed before the normalisation. Three passes (max, exp, Σ) so that the exp pass has no reduction in it.
 #[inline]
 fn softmax_causal<T: Float>(row: &mut [T], ti: usize, scale: T) {
-    let (live, dead) = row.split_at_mut(ti + 1);
+    row[ti + 1..].fill(T::from_f64(f64::NEG_INFINITY));
     // scale > 0, so max(a·scale) = max(a)·scale exactly.
-    let shift = reduce::max(live) * scale;
-    for a in live.iter_mut() {
+    let shift = reduce::max(row) * scale;
+    for a in row.iter_mut() {
         *a = (*a * scale - shift).exp();
     }
-    let inv = T::ONE / reduce::sum(live);
-    live.iter_mut().for_each(|a| *a *= inv);
-    dead.fill(T::ZERO);
+    let inv = T::ONE / reduce::sum(row);
+    // Zeroed before the scaling: exp(−87)·inv would be subnormal, and subnormal arithmetic
+    // is microcoded (a 100× slower multiply).
+    row[ti + 1..].fill(T::ZERO);
+    row.iter_mut().for_each(|a| *a *= inv);
 }
 
 /// P̃ = P ⊙ mask (written into `buf`), or P itself without dropout.
@@ -319,20 +327,20 @@ pub fn backward<T: Float>(
                     let dv = &mut dqkv[2 * c + h * hs..];
                     matmul(level, true, false, t, hs, t, pt, t, g, c, dv, 3 * c, acc)?;
                     // Through the mask and the softmax: dS = P ⊙ (dP − Σ_s P·dP) / sqrt(HS).
+                    // Whole rows: P is exactly 0 above the diagonal, so the dot product and
+                    // the update need no live prefix, and dS is 0 there (dP is finite).
                     for (ti, (row, prow)) in
                         ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate()
                     {
-                        let (live, dead) = row.split_at_mut(ti + 1);
                         if let Some(m) = m {
-                            for (x, &mv) in live.iter_mut().zip(&m[ti * t..]) {
+                            for (x, &mv) in row.iter_mut().zip(&m[ti * t..]) {
                                 *x *= mv;
                             }
                         }
-                        let inner = reduce::dot(live, &prow[..=ti]);
-                        for (x, &a) in live.iter_mut().zip(prow) {
+                        let inner = reduce::dot(row, prow);
+                        for (x, &a) in row.iter_mut().zip(prow) {
                             *x = a * (*x - inner) * scale;
                         }
-                        dead.fill(T::ZERO);
                     }
                     // dQ (+)= dS·K, dK (+)= dSᵀ·Q.
                     let dq = &mut dqkv[h * hs..];
