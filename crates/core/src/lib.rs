@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod ops;
 pub mod reduce;
 pub mod tape;
+pub mod wide;
 
 pub use ferrogpt_gemm::{Element, Level};
 pub use tape::{Param, Tape, Var};

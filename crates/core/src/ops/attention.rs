@@ -199,6 +199,11 @@ pub fn backward_reference<T: Float>(
 /// zeroed before the normalisation. Three passes (max, exp, Σ) so that the exp pass has no reduction in it.
 #[inline]
 fn softmax_causal<T: Float>(row: &mut [T], ti: usize, scale: T) {
+    crate::wide::run(|| softmax_causal_row(row, ti, scale))
+}
+
+#[inline(always)]
+fn softmax_causal_row<T: Float>(row: &mut [T], ti: usize, scale: T) {
     row[ti + 1..].fill(T::from_f64(f64::NEG_INFINITY));
     // scale > 0, so max(a·scale) = max(a)·scale exactly.
     let shift = reduce::max(row) * scale;
@@ -329,19 +334,21 @@ pub fn backward<T: Float>(
                     // Through the mask and the softmax: dS = P ⊙ (dP − Σ_s P·dP) / sqrt(HS).
                     // Whole rows: P is exactly 0 above the diagonal, so the dot product and
                     // the update need no live prefix, and dS is 0 there (dP is finite).
-                    for (ti, (row, prow)) in
-                        ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate()
-                    {
-                        if let Some(m) = m {
-                            for (x, &mv) in row.iter_mut().zip(&m[ti * t..]) {
-                                *x *= mv;
+                    crate::wide::run(|| {
+                        for (ti, (row, prow)) in
+                            ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate()
+                        {
+                            if let Some(m) = m {
+                                for (x, &mv) in row.iter_mut().zip(&m[ti * t..]) {
+                                    *x *= mv;
+                                }
+                            }
+                            let inner = reduce::dot(row, prow);
+                            for (x, &a) in row.iter_mut().zip(prow) {
+                                *x = a * (*x - inner) * scale;
                             }
                         }
-                        let inner = reduce::dot(row, prow);
-                        for (x, &a) in row.iter_mut().zip(prow) {
-                            *x = a * (*x - inner) * scale;
-                        }
-                    }
+                    });
                     // dQ (+)= dS·K, dK (+)= dSᵀ·Q.
                     let dq = &mut dqkv[h * hs..];
                     matmul(

@@ -20,7 +20,7 @@ pub fn forward<T: Float>(
     let cf = T::from_f64(c as f64);
     let eps = T::from_f64(EPS);
     let row = |(((o, m), r), x): (((&mut [T], &mut T), &mut T), &[T])| {
-        {
+        crate::wide::run(|| {
             let mu = reduce::sum(x) / cf;
             // (x - mu) into `o` first: the variance is then one laned dot product.
             for (o, &x) in o.iter_mut().zip(x) {
@@ -33,7 +33,7 @@ pub fn forward<T: Float>(
             }
             *m = mu;
             *r = rs;
-        }
+        })
     };
     if out.len() >= PAR_MIN_ELEMS {
         out.par_chunks_mut(c)
@@ -68,7 +68,7 @@ pub fn backward<T: Float>(
     let cf = T::from_f64(c as f64);
     // Input gradient: rows are independent.
     let row = |(((dx, dout), x), (&mu, &rs)): (((&mut [T], &[T]), &[T]), (&T, &T))| {
-        {
+        crate::wide::run(|| {
             // Σ dn and Σ dn·n (dn = g·w, n = (x - mu)·rs), each in 16 lanes in its own loop
             // (one accumulator array per loop is what the compiler vectorises).
             let w = &w[..x.len()];
@@ -93,7 +93,7 @@ pub fn backward<T: Float>(
                 let n = (x - mu) * rs;
                 wx.put(d, rs * (g * w - m1 - n * m2));
             }
-        }
+        })
     };
     if dx.len() >= PAR_MIN_ELEMS {
         dx.par_chunks_mut(c)

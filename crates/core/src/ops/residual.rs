@@ -4,15 +4,19 @@ use super::Write;
 use crate::Float;
 
 pub fn forward<T: Float>(out: &mut [T], a: &[T], b: &[T]) {
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = x + y;
-    }
+    crate::wide::run(|| {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = x + y;
+        }
+    })
 }
 
 /// da (+)= dout, db (+)= dout (as `wa`, `wb` say).
 pub fn backward<T: Float>(wa: Write, da: &mut [T], wb: Write, db: &mut [T], dout: &[T]) {
-    for ((x, y), &g) in da.iter_mut().zip(db.iter_mut()).zip(dout) {
-        wa.put(x, g);
-        wb.put(y, g);
-    }
+    crate::wide::run(|| {
+        for ((x, y), &g) in da.iter_mut().zip(db.iter_mut()).zip(dout) {
+            wa.put(x, g);
+            wb.put(y, g);
+        }
+    })
 }
