@@ -65,6 +65,7 @@ struct Runs<'a> {
 impl Runs<'_> {
     /// Calls `f(lo, hi, decays)` for the parts of `[c0, c1)` with a constant decay flag
     /// (`lo`, `hi` relative to `c0`).
+    #[inline(always)]
     fn for_each(&self, c0: usize, c1: usize, mut f: impl FnMut(usize, usize, bool)) {
         let first = self.runs.partition_point(|&(start, _)| start <= c0) - 1;
         for (r, &(start, d)) in self.runs.iter().enumerate().skip(first) {
@@ -118,19 +119,28 @@ impl Optimizer {
                     .for_each(|(ci, (((p, g), m), v))| {
                         let c0 = ci * CHUNK;
                         // Zipped (no bounds checks) and compiled 16 wide where the CPU can.
-                        ferrogpt_core::wide::run(|| {
-                            runs.for_each(c0, c0 + p.len(), |lo, hi, decays| {
-                                let decay = if decays { wd } else { 0.0 };
-                                let (p, g) = (&mut p[lo..hi], &g[lo..hi]);
-                                let (m, v) = (&mut m[lo..hi], &mut v[lo..hi]);
-                                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
-                                    let gi = g * grad_scale;
-                                    *m = b1 * *m + (1.0 - b1) * gi;
-                                    *v = b2 * *v + (1.0 - b2) * gi * gi;
-                                    *p -= decay * *p + step_size * *m / (v.sqrt() / bc2_sqrt + eps);
-                                }
-                            })
-                        });
+                        ferrogpt_core::wide::run(
+                            #[inline(always)]
+                            || {
+                                runs.for_each(
+                                    c0,
+                                    c0 + p.len(),
+                                    #[inline(always)]
+                                    |lo, hi, decays| {
+                                        let decay = if decays { wd } else { 0.0 };
+                                        let (p, g) = (&mut p[lo..hi], &g[lo..hi]);
+                                        let (m, v) = (&mut m[lo..hi], &mut v[lo..hi]);
+                                        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                                            let gi = g * grad_scale;
+                                            *m = b1 * *m + (1.0 - b1) * gi;
+                                            *v = b2 * *v + (1.0 - b2) * gi * gi;
+                                            *p -= decay * *p
+                                                + step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                                        }
+                                    },
+                                )
+                            },
+                        );
                     });
             }
             OptimizerKind::Sgd => {

@@ -199,7 +199,10 @@ pub fn backward_reference<T: Float>(
 /// zeroed before the normalisation. Three passes (max, exp, Σ) so that the exp pass has no reduction in it.
 #[inline]
 fn softmax_causal<T: Float>(row: &mut [T], ti: usize, scale: T) {
-    crate::wide::run(|| softmax_causal_row(row, ti, scale))
+    crate::wide::run(
+        #[inline(always)]
+        || softmax_causal_row(row, ti, scale),
+    )
 }
 
 #[inline(always)]
@@ -334,21 +337,24 @@ pub fn backward<T: Float>(
                     // Through the mask and the softmax: dS = P ⊙ (dP − Σ_s P·dP) / sqrt(HS).
                     // Whole rows: P is exactly 0 above the diagonal, so the dot product and
                     // the update need no live prefix, and dS is 0 there (dP is finite).
-                    crate::wide::run(|| {
-                        for (ti, (row, prow)) in
-                            ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate()
-                        {
-                            if let Some(m) = m {
-                                for (x, &mv) in row.iter_mut().zip(&m[ti * t..]) {
-                                    *x *= mv;
+                    crate::wide::run(
+                        #[inline(always)]
+                        || {
+                            for (ti, (row, prow)) in
+                                ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate()
+                            {
+                                if let Some(m) = m {
+                                    for (x, &mv) in row.iter_mut().zip(&m[ti * t..]) {
+                                        *x *= mv;
+                                    }
+                                }
+                                let inner = reduce::dot(row, prow);
+                                for (x, &a) in row.iter_mut().zip(prow) {
+                                    *x = a * (*x - inner) * scale;
                                 }
                             }
-                            let inner = reduce::dot(row, prow);
-                            for (x, &a) in row.iter_mut().zip(prow) {
-                                *x = a * (*x - inner) * scale;
-                            }
-                        }
-                    });
+                        },
+                    );
                     // dQ (+)= dS·K, dK (+)= dSᵀ·Q.
                     let dq = &mut dqkv[h * hs..];
                     matmul(

@@ -17,13 +17,16 @@ pub fn forward<T: Float>(out: &mut [T], th: &mut [T], x: &[T]) {
     let (s, k, half) = (T::from_f64(S), T::from_f64(K), T::from_f64(0.5));
     // Chunks, not single elements, go to the threads: each chunk's loop vectorises.
     let f = |((out, th), x): ((&mut [T], &mut [T]), &[T])| {
-        crate::wide::run(|| {
-            for ((o, t), &x) in out.iter_mut().zip(th.iter_mut()).zip(x) {
-                let u = s * (x + k * x * x * x);
-                *t = u.tanh();
-                *o = half * x * (T::ONE + *t);
-            }
-        })
+        crate::wide::run(
+            #[inline(always)]
+            || {
+                for ((o, t), &x) in out.iter_mut().zip(th.iter_mut()).zip(x) {
+                    let u = s * (x + k * x * x * x);
+                    *t = u.tanh();
+                    *o = half * x * (T::ONE + *t);
+                }
+            },
+        )
     };
     if out.len() >= PAR_MIN_ELEMS {
         out.par_chunks_mut(CHUNK)
@@ -40,14 +43,17 @@ pub fn backward<T: Float>(w: Write, dx: &mut [T], x: &[T], th: &[T], dout: &[T])
     let (s, half) = (T::from_f64(S), T::from_f64(0.5));
     let three_k = T::from_f64(3.0 * K);
     let f = |dx: &mut [T], x: &[T], th: &[T], dout: &[T]| {
-        crate::wide::run(|| {
-            for (((d, &x), &th), &g) in dx.iter_mut().zip(x).zip(th).zip(dout) {
-                let sech2 = T::ONE - th * th;
-                let local =
-                    half * (T::ONE + th) + half * x * sech2 * s * (T::ONE + three_k * x * x);
-                w.put(d, g * local);
-            }
-        })
+        crate::wide::run(
+            #[inline(always)]
+            || {
+                for (((d, &x), &th), &g) in dx.iter_mut().zip(x).zip(th).zip(dout) {
+                    let sech2 = T::ONE - th * th;
+                    let local =
+                        half * (T::ONE + th) + half * x * sech2 * s * (T::ONE + three_k * x * x);
+                    w.put(d, g * local);
+                }
+            },
+        )
     };
     if dx.len() >= PAR_MIN_ELEMS {
         dx.par_chunks_mut(CHUNK)

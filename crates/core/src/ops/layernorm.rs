@@ -20,20 +20,23 @@ pub fn forward<T: Float>(
     let cf = T::from_f64(c as f64);
     let eps = T::from_f64(EPS);
     let row = |(((o, m), r), x): (((&mut [T], &mut T), &mut T), &[T])| {
-        crate::wide::run(|| {
-            let mu = reduce::sum(x) / cf;
-            // (x - mu) into `o` first: the variance is then one laned dot product.
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = x - mu;
-            }
-            let var = reduce::dot(o, o) / cf;
-            let rs = T::ONE / (var + eps).sqrt();
-            for ((o, &w), &b) in o.iter_mut().zip(w).zip(b) {
-                *o = *o * rs * w + b;
-            }
-            *m = mu;
-            *r = rs;
-        })
+        crate::wide::run(
+            #[inline(always)]
+            || {
+                let mu = reduce::sum(x) / cf;
+                // (x - mu) into `o` first: the variance is then one laned dot product.
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = x - mu;
+                }
+                let var = reduce::dot(o, o) / cf;
+                let rs = T::ONE / (var + eps).sqrt();
+                for ((o, &w), &b) in o.iter_mut().zip(w).zip(b) {
+                    *o = *o * rs * w + b;
+                }
+                *m = mu;
+                *r = rs;
+            },
+        )
     };
     if out.len() >= PAR_MIN_ELEMS {
         out.par_chunks_mut(c)
@@ -68,32 +71,35 @@ pub fn backward<T: Float>(
     let cf = T::from_f64(c as f64);
     // Input gradient: rows are independent.
     let row = |(((dx, dout), x), (&mu, &rs)): (((&mut [T], &[T]), &[T]), (&T, &T))| {
-        crate::wide::run(|| {
-            // Σ dn and Σ dn·n (dn = g·w, n = (x - mu)·rs), each in 16 lanes in its own loop
-            // (one accumulator array per loop is what the compiler vectorises).
-            let w = &w[..x.len()];
-            let sum_dn = reduce::dot(dout, w);
-            const L: usize = 16;
-            let mut s2 = [T::ZERO; L];
-            let (gc, wc, xc) = (dout.chunks_exact(L), w.chunks_exact(L), x.chunks_exact(L));
-            let tail = gc
-                .remainder()
-                .iter()
-                .zip(wc.remainder())
-                .zip(xc.remainder())
-                .fold(T::ZERO, |a, ((&g, &w), &x)| a + g * w * (x - mu) * rs);
-            for ((g, w), x) in gc.zip(wc).zip(xc) {
-                for l in 0..L {
-                    s2[l] += g[l] * w[l] * (x[l] - mu) * rs;
+        crate::wide::run(
+            #[inline(always)]
+            || {
+                // Σ dn and Σ dn·n (dn = g·w, n = (x - mu)·rs), each in 16 lanes in its own loop
+                // (one accumulator array per loop is what the compiler vectorises).
+                let w = &w[..x.len()];
+                let sum_dn = reduce::dot(dout, w);
+                const L: usize = 16;
+                let mut s2 = [T::ZERO; L];
+                let (gc, wc, xc) = (dout.chunks_exact(L), w.chunks_exact(L), x.chunks_exact(L));
+                let tail = gc
+                    .remainder()
+                    .iter()
+                    .zip(wc.remainder())
+                    .zip(xc.remainder())
+                    .fold(T::ZERO, |a, ((&g, &w), &x)| a + g * w * (x - mu) * rs);
+                for ((g, w), x) in gc.zip(wc).zip(xc) {
+                    for l in 0..L {
+                        s2[l] += g[l] * w[l] * (x[l] - mu) * rs;
+                    }
                 }
-            }
-            let sum_dn_n = s2.iter().fold(tail, |a, &v| a + v);
-            let (m1, m2) = (sum_dn / cf, sum_dn_n / cf);
-            for (((d, &g), &x), &w) in dx.iter_mut().zip(dout).zip(x).zip(w) {
-                let n = (x - mu) * rs;
-                wx.put(d, rs * (g * w - m1 - n * m2));
-            }
-        })
+                let sum_dn_n = s2.iter().fold(tail, |a, &v| a + v);
+                let (m1, m2) = (sum_dn / cf, sum_dn_n / cf);
+                for (((d, &g), &x), &w) in dx.iter_mut().zip(dout).zip(x).zip(w) {
+                    let n = (x - mu) * rs;
+                    wx.put(d, rs * (g * w - m1 - n * m2));
+                }
+            },
+        )
     };
     if dx.len() >= PAR_MIN_ELEMS {
         dx.par_chunks_mut(c)

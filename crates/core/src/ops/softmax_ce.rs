@@ -13,17 +13,20 @@ pub fn forward<T: Float>(probs: &mut [T], logits: &[T], targets: &[u32], v: usiz
     // -log p[y] = log Σ exp(l - max) - (l[y] - max): exact even where p[y] underflows.
     // Three passes (max, exp, Σ): the exp pass has no reduction in it and vectorises.
     let row = |((p, l), &y): ((&mut [T], &[T]), &u32)| -> f64 {
-        crate::wide::run(|| {
-            let l = &l[..v];
-            let mx = reduce::max(l);
-            for (p, &x) in p.iter_mut().zip(l) {
-                *p = (x - mx).exp();
-            }
-            let sum = reduce::sum(p);
-            let inv = T::ONE / sum;
-            p.iter_mut().for_each(|p| *p *= inv);
-            sum.to_f64().ln() - (l[y as usize] - mx).to_f64()
-        })
+        crate::wide::run(
+            #[inline(always)]
+            || {
+                let l = &l[..v];
+                let mx = reduce::max(l);
+                for (p, &x) in p.iter_mut().zip(l) {
+                    *p = (x - mx).exp();
+                }
+                let sum = reduce::sum(p);
+                let inv = T::ONE / sum;
+                p.iter_mut().for_each(|p| *p *= inv);
+                sum.to_f64().ln() - (l[y as usize] - mx).to_f64()
+            },
+        )
     };
     let total: f64 = if probs.len() >= PAR_MIN_ELEMS {
         probs
