@@ -25,6 +25,10 @@
 //! every thread a sliver, the columns are split as well, so shapes like 768×128×384 or
 //! 64×768×768 keep both cores busy.
 //!
+//! Narrow products (n ≤ [`DIRECT_A_MAX_N`]) skip Ã packing: the kernel reads op(A) = A through
+//! one pointer per row (`Microkernel::run_direct`) and op(A) = Aᵀ with step lda. A bias (see
+//! `matmul_bias`) is added by the first KC block's epilogue.
+//!
 //! ISA: detected once (`OnceLock`) as AVX-512F, else AVX2+FMA, else the scalar kernel.
 //! `FERROGPT_ISA=avx512|avx2|scalar` forces one (an ISA the CPU lacks makes the level
 //! unavailable, with the reason); tests force each in turn with [`with_isa`].
