@@ -478,8 +478,10 @@ fn microtile<T: Element, K: Microkernel<T>>(
             assert!(r == rows && a.len() >= (rows - 1) * lda + kc)
         }
     }
-    // SAFETY (for both calls below): A's extent is asserted above (MR·kc packed elements, or
-    // `rows` rows of kc elements at stride lda); the rest as stated at each call.
+    // A closure cannot be an `unsafe fn`: `run` is called exactly twice below, each time with a
+    // C tile (MR×NR at stride `ldc`) valid for writes and owned by this task.
+    // SAFETY: A's extent is asserted above (MR elements at each of kc steps, or `rows` rows of
+    // kc elements at stride lda), B̃'s too; C as just said; K's ISA is the active one.
     let run = |c: *mut T, ldc: usize, accumulate: bool, bias: *const T| unsafe {
         match a {
             ASliver::Steps { a, step } => {

@@ -6,15 +6,19 @@
 //! ```text
 //! for p in 0..kc:                         // one rank-1 update per step
 //!     b0..b(NV-1) = load NR elements of b̃ row p
-//!     for i in 0..MR:  c[i][v] += broadcast(ã[p*MR + i]) * b[v]      (MR·NV FMAs)
+//!     for i in 0..MR:  c[i][v] += broadcast(ã[p*step + i]) * b[v]    (MR·NV FMAs)
 //! ```
+//!
+//! `step` is MR for a packed Ã sliver and lda for op(A) = Aᵀ read in place. Each kernel has a
+//! second instantiation (`run_direct`) that reads op(A) = A in place, `a_row_i[p]` through MR
+//! row pointers (two of them spill to the stack with AVX-512 f32: two extra L1 loads per step).
 //!
 //! AVX-512: 12×32 f32 / 12×16 f64 tiles, 24 zmm accumulators, 2 for B and 1 broadcast of 32
 //! registers. AVX2: 6×16 f32 / 6×8 f64, 12 ymm accumulators, 2 for B and 1 broadcast of 16
 //! registers (the classic Goto/BLIS haswell shape).
 //!
 //! The loops over MR and NV have constant bounds; the compiler unrolls them and keeps `acc` in
-//! registers (checked in the disassembly: no spills in the k loop).
+//! registers (checked in the disassembly: no accumulator spills in the k loop).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
