@@ -3,8 +3,10 @@
 //! The workspace targets x86-64-v3 (AVX2: 8 f32 lanes), so plain loops vectorise 8 wide. On a
 //! CPU with AVX-512, [`run`] calls its closure through a function compiled with AVX-512
 //! enabled; the closure is inlined there and its loops vectorise 16 wide. Detected once.
-//! GELU's forward loop (exp, a division) ran 1.25× faster this way in isolation
-//! (0.90 vs 1.13 ns per element, hot L1, one thread, 2026-11-26).
+//! Mark the closure `#[inline(always)]`: left to the inliner, larger closures stay out of line
+//! and are compiled for the baseline target. GELU through the op, one thread, hot L1
+//! (2026-11-26): forward 1.5–1.9 → 0.93–0.96 ns per element, backward 0.67 → 0.43.
+//! Per-element arithmetic is the same at either width (tests/wide.rs checks GELU bit for bit).
 
 /// Runs `f`, with AVX-512 code generation where the CPU has AVX-512F (x86_64 only).
 #[inline(always)]
