@@ -16,7 +16,8 @@
 //! The polynomial and the range reduction use `mul_add`: one rounding per step, and one FMA
 //! instruction each where the target has FMA (x86-64-v3, this workspace's x86_64 target, and
 //! every aarch64). Without hardware FMA, `mul_add` is a libm call: correct but slow. Fused, the
-//! GELU forward loop ran 1.5× faster than with separate multiplies and adds (2026-11-26).
+//! GELU forward loop ran 1.5× faster than with separate multiplies and adds (in isolation,
+//! one thread, machine A of docs/benchmarks.md, 2026-11-26, `310b185`).
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split in two so that k·LN2_HI is exact for the k that occur.

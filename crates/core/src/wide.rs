@@ -5,7 +5,8 @@
 //! enabled; the closure is inlined there and its loops vectorise 16 wide. Detected once.
 //! Mark the closure `#[inline(always)]`: left to the inliner, larger closures stay out of line
 //! and are compiled for the baseline target. GELU through the op, one thread, hot L1
-//! (2026-11-26): forward 1.5–1.9 → 0.93–0.96 ns per element, backward 0.67 → 0.43.
+//! (machine A of docs/benchmarks.md, 2026-11-26, `d579902` against `310b185`): forward
+//! 1.5–1.9 → 0.93–0.96 ns per element, backward 0.67 → 0.43.
 //! Per-element arithmetic is the same at either width (tests/wide.rs checks GELU bit for bit).
 
 /// Runs `f`, with AVX-512 code generation where the CPU has AVX-512F (x86_64 only).

@@ -448,42 +448,9 @@ pub fn matmul<T: Element>(
     ldc: usize,
     accumulate: bool,
 ) -> Result<(), GemmError> {
-    let p = Problem {
-        m,
-        n,
-        k,
-        a,
-        lda,
-        ta,
-        b,
-        ldb,
-        tb,
-        ldc,
-        accumulate,
-    };
-    p.validate(c.len())?;
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                c[i * ldc..i * ldc + n].fill(T::ZERO);
-            }
-        }
-        return Ok(());
-    }
-    match level {
-        Level::Naive => naive::gemm(&p, c),
-        Level::Parallel => parallel::gemm(&p, c),
-        Level::Blocked => blocked::gemm(&p, c),
-        Level::BlockedParallel => blocked_parallel::gemm(&p, c),
-        Level::Simd => T::simd_gemm(&p, c, simd::active_isa()?, None),
-        Level::Library => T::library_gemm(&p, c),
-        Level::Blas => T::blas_gemm(&p, c)?,
-        Level::Amx => T::amx_gemm(&p, c)?,
-    }
-    Ok(())
+    product(
+        level, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate, None,
+    )
 }
 
 /// Computes `C = op(A)·op(B) + 1·biasᵀ` at `level`: `bias` (n values) is added to every row of
@@ -514,32 +481,87 @@ pub fn matmul_bias<T: Element>(
             bias.len()
         )));
     }
-    if level == Level::Simd && k > 0 {
-        let p = Problem {
-            m,
-            n,
-            k,
-            a,
-            lda,
-            ta,
-            b,
-            ldb,
-            tb,
-            ldc,
-            accumulate: false,
-        };
-        p.validate(c.len())?;
-        if m > 0 && n > 0 {
-            T::simd_gemm(&p, c, simd::active_isa()?, Some(bias));
+    product(
+        level,
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        false,
+        Some(bias),
+    )
+}
+
+/// `matmul` and `matmul_bias`: C (+)= op(A)·op(B), plus `bias` in every row when given (then
+/// `accumulate` is false). Only the `simd` level takes the bias into its kernels; for the
+/// others C's rows are filled with it and the product accumulated onto them.
+#[allow(clippy::too_many_arguments)]
+fn product<T: Element>(
+    level: Level,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+    bias: Option<&[T]>,
+) -> Result<(), GemmError> {
+    let mut p = Problem {
+        m,
+        n,
+        k,
+        a,
+        lda,
+        ta,
+        b,
+        ldb,
+        tb,
+        ldc,
+        accumulate,
+    };
+    p.validate(c.len())?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let mut bias = bias;
+    if let Some(row) = bias.filter(|_| level != Level::Simd || k == 0) {
+        for i in 0..m {
+            c[i * ldc..i * ldc + n].copy_from_slice(row);
+        }
+        (p.accumulate, bias) = (true, None);
+    }
+    if k == 0 {
+        if !p.accumulate {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(T::ZERO);
+            }
         }
         return Ok(());
     }
-    // Checked here so that a short C is an error, not a panic in the fill below.
-    matmul(level, ta, tb, m, n, 0, a, lda, b, ldb, c, ldc, true)?;
-    for i in 0..m {
-        c[i * ldc..i * ldc + n].copy_from_slice(bias);
+    match level {
+        Level::Naive => naive::gemm(&p, c),
+        Level::Parallel => parallel::gemm(&p, c),
+        Level::Blocked => blocked::gemm(&p, c),
+        Level::BlockedParallel => blocked_parallel::gemm(&p, c),
+        Level::Simd => T::simd_gemm(&p, c, simd::active_isa()?, bias),
+        Level::Library => T::library_gemm(&p, c),
+        Level::Blas => T::blas_gemm(&p, c)?,
+        Level::Amx => T::amx_gemm(&p, c)?,
     }
-    matmul(level, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, true)
+    Ok(())
 }
 
 /// Number of threads the parallel levels use (the size of rayon's global pool).

@@ -220,6 +220,26 @@ fn softmax_causal_row<T: Float>(row: &mut [T], ti: usize, scale: T) {
     row.iter_mut().for_each(|a| *a *= inv);
 }
 
+/// Head `h`'s query, key and value columns of one sequence's qkv rows (row stride 3C).
+fn head<T>(qkv: &[T], c: usize, h: usize, hs: usize) -> (&[T], &[T], &[T]) {
+    (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..])
+}
+
+/// out (T×T, overwritten) = x·yᵀ for x, y (T×HS) at row strides ldx, ldy: Q·Kᵀ and dO·Vᵀ.
+#[allow(clippy::too_many_arguments)]
+fn scores<T: Float>(
+    level: Level,
+    x: &[T],
+    ldx: usize,
+    y: &[T],
+    ldy: usize,
+    out: &mut [T],
+    t: usize,
+    hs: usize,
+) -> Result<(), GemmError> {
+    matmul(level, false, true, t, t, hs, x, ldx, y, ldy, out, t, false)
+}
+
 /// P̃ = P ⊙ mask (written into `buf`), or P itself without dropout.
 fn masked<'a, T: Float>(p: &'a [T], mask: Option<&[T]>, buf: &'a mut [T]) -> &'a [T] {
     match mask {
@@ -255,22 +275,8 @@ pub fn forward<T: Float>(
                 for h in 0..nh {
                     let att = &mut att[h * t * t..][..t * t];
                     // S = Q·Kᵀ into att, then the causal softmax row by row.
-                    let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
-                    matmul(
-                        level,
-                        false,
-                        true,
-                        t,
-                        t,
-                        hs,
-                        q,
-                        3 * c,
-                        k,
-                        3 * c,
-                        att,
-                        t,
-                        false,
-                    )?;
+                    let (q, k, v) = head(qkv, c, h, hs);
+                    scores(level, q, 3 * c, k, 3 * c, att, t, hs)?;
                     for (ti, row) in att.chunks_exact_mut(t).enumerate() {
                         softmax_causal(row, ti, scale);
                     }
@@ -314,24 +320,10 @@ pub fn backward<T: Float>(
                     let p = &att[h * t * t..][..t * t];
                     let m = mask.map(|m| &m[(bi * nh + h) * t * t..][..t * t]);
                     let pt = masked(p, m, &mut pm);
-                    let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
+                    let (q, k, v) = head(qkv, c, h, hs);
                     let g = &dout[h * hs..];
                     // dP̃ = dO·Vᵀ (into ds), dV (+)= P̃ᵀ·dO.
-                    matmul(
-                        level,
-                        false,
-                        true,
-                        t,
-                        t,
-                        hs,
-                        g,
-                        c,
-                        v,
-                        3 * c,
-                        &mut ds,
-                        t,
-                        false,
-                    )?;
+                    scores(level, g, c, v, 3 * c, &mut ds, t, hs)?;
                     let dv = &mut dqkv[2 * c + h * hs..];
                     matmul(level, true, false, t, hs, t, pt, t, g, c, dv, 3 * c, acc)?;
                     // Through the mask and the softmax: dS = P ⊙ (dP − Σ_s P·dP) / sqrt(HS).

@@ -93,15 +93,7 @@ impl<T: Element> Microkernel<T> for Scalar {
                 std::slice::from_raw_parts(b, SNR * kc),
             )
         };
-        let mut acc = [[T::ZERO; SNR]; SMR];
-        for (p, bp) in b.chunks_exact(SNR).enumerate() {
-            let ap = &a[p * astep..][..SMR];
-            for i in 0..SMR {
-                for j in 0..SNR {
-                    acc[i][j] += ap[i] * bp[j];
-                }
-            }
-        }
+        let acc = scalar_tile(b, |p, i| a[p * astep + i]);
         // SAFETY: forwarded contract.
         unsafe { store(&acc, c, ldc, accumulate, bias) }
     }
@@ -126,17 +118,25 @@ impl<T: Element> Microkernel<T> for Scalar {
                 std::slice::from_raw_parts(b, SNR * kc),
             )
         };
-        let mut acc = [[T::ZERO; SNR]; SMR];
-        for (p, bp) in b.chunks_exact(SNR).enumerate() {
-            for i in 0..SMR {
-                for j in 0..SNR {
-                    acc[i][j] += arows[i][p] * bp[j];
-                }
-            }
-        }
+        let acc = scalar_tile(b, |p, i| arows[i][p]);
         // SAFETY: forwarded contract.
         unsafe { store(&acc, c, ldc, accumulate, bias) }
     }
+}
+
+/// The scalar kernel's k loop: Σ_p a_at(p, i) · b̃[p*NR + j] for the SMR×SNR tile.
+#[inline(always)]
+fn scalar_tile<T: Element>(b: &[T], a_at: impl Fn(usize, usize) -> T) -> [[T; SNR]; SMR] {
+    let mut acc = [[T::ZERO; SNR]; SMR];
+    for (p, bp) in b.chunks_exact(SNR).enumerate() {
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = a_at(p, i);
+            for (c, &bj) in row.iter_mut().zip(bp) {
+                *c += ai * bj;
+            }
+        }
+    }
+    acc
 }
 
 /// The scalar kernel's epilogue: the tile into C (see the trait's contract).

@@ -119,7 +119,8 @@ pub const NP: usize = 4096;
 /// Ã: each Ã sliver would serve only n/NR ≤ 8 B̃ slivers, too few to repay the copy. op(A) = A
 /// (row-major) goes through `Microkernel::run_direct` (one pointer per row); op(A) = Aᵀ is
 /// already MR consecutive elements per step, read with step lda (edge slivers are packed).
-/// Measured on shard-sized products, 384×128×K, 1 thread: in place ran at 92-95% of the
+/// Measured on shard-sized products, 384×128×K, 1 thread (a probe on machine A of
+/// docs/benchmarks.md, 2026-11-26, before `481f974`): in place ran at 92-95% of the
 /// kernel on pre-packed data, packing + kernel at 65-80%. Wider products pack: there the
 /// kernel's contiguous Ã stream is worth more than the copy costs.
 pub const DIRECT_A_MAX_N: usize = 256;
