@@ -2,8 +2,8 @@
 //!
 //! * [`ops`]: one module per layer (embedding, layernorm, linear, attention, GELU, residual add,
 //!   dropout, fused softmax + cross-entropy), each a plain `forward` and a hand-written
-//!   `backward` side by side, on flat row-major slices. Backward functions *accumulate* (`+=`)
-//!   into the gradients they are given.
+//!   `backward` side by side, on flat row-major slices. Backward functions write or add into
+//!   the gradients they are given, as their [`Write`] arguments say.
 //! * [`tape`]: a reverse-mode tape that records those ops as the model's forward runs, so the
 //!   backward pass follows from the forward written once.
 //! * [`Float`]: the element type: f32 for training, f64 for gradient checks.
@@ -14,11 +14,14 @@
 pub mod fastmath;
 pub mod fsutil;
 pub mod ops;
+pub mod packed;
 pub mod reduce;
 pub mod tape;
 pub mod wide;
 
 pub use ferrogpt_gemm::{Element, Level};
+pub use ops::Write;
+pub use packed::PackedWeights;
 pub use tape::{Param, Tape, Var};
 
 /// The element type of the ops: [`Element`] plus the elementary functions the layers need.

@@ -306,3 +306,44 @@ fn composed_block() {
         params,
     );
 }
+
+/// An overwriting backward pass (`Write::Set`) writes every element of the gradient buffer:
+/// a parameter the loss does not reach (here a linear layer whose output is unused, and the
+/// gaps around the parameters) comes out 0, not the NaN that was there; the rest equals the
+/// accumulating pass into zeros, and a weight used twice gets the sum of both uses.
+#[test]
+fn overwriting_backward_writes_every_parameter() {
+    use ferrogpt_core::Write;
+    let mut rng = Rng64::seed_from_u64(13);
+    let (n, c, v) = (5, 3, 4);
+    // [gap 2] w1 (c×v) [gap 1] w_unused (c×v) [gap 3]
+    let (w1, w2) = (p(2, c, v), p(2 + c * v + 1, c, v));
+    let len = w2.offset + w2.len() + 3;
+    let params = randn(&mut rng, len, 0.5);
+    let x = randn(&mut rng, n * c, 1.0);
+    let targets: Vec<u32> = (0..n).map(|_| rng.gen_range(0..c as u32)).collect();
+    let grads = |into: Write, fill: f64| {
+        let mut tape = Tape::new(Level::Naive).unwrap();
+        let xv = tape.input(&x, n, c);
+        let h = tape.linear(&params, xv, w1, None, false);
+        let _unused = tape.linear(&params, xv, w2, None, false);
+        // w1 again, on a fan-out of h through the residual: two contributions to dW1.
+        let g = tape.gelu(h);
+        let h2 = tape.add(h, g);
+        // The tied-head layout: w1 stored (c, v) read as x·w1ᵀ, n×c logits.
+        let logits = tape.linear(&params, h2, w1, None, true);
+        tape.softmax_cross_entropy(logits, &targets, c);
+        let mut d = vec![fill; len];
+        tape.backward_scaled(&params, &mut d, 1.0, into);
+        d
+    };
+    let add = grads(Write::Add, 0.0);
+    let set = grads(Write::Set, f64::NAN);
+    assert_eq!(set, add);
+    assert!(add[w1.range()].iter().any(|&g| g != 0.0));
+    assert!(set[w2.range()].iter().all(|&g| g == 0.0));
+    assert!(set[..2]
+        .iter()
+        .chain(&set[w2.offset - 1..w2.offset])
+        .all(|&g| g == 0.0));
+}

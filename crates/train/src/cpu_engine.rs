@@ -9,21 +9,33 @@
 //! s/step (there too the per-op split loses).
 //!
 //! Evaluation batches run on the shards in parallel, each batch whole on one shard's tape.
+//!
+//! Memory traffic, which bounds a large model's step on few cores (gpt2-124m: 0.5 GB of
+//! parameters, and as much again per gradient buffer and optimizer moment):
+//! * The weights are packed for the level's kernels once per optimizer step
+//!   ([`PackedWeights`], into the same buffers every step), shared by every shard's forward
+//!   and input-gradient products, instead of once per product.
+//! * `zero_grads` only marks the buffers stale: the next backward pass overwrites them
+//!   ([`Write::Set`]), so the buffers are neither zeroed nor read before their first write.
 
 use crate::config::TrainConfig;
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit};
 use crate::optim::{clip_factor, Optimizer, CHUNK};
-use ferrogpt_core::{Level, Tape};
+use ferrogpt_core::{Level, PackedWeights, Tape, Write};
 use ferrogpt_model::Gpt;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// One worker's share of a batch.
 struct Shard {
     tape: Tape<f32>,
     /// Same layout as the parameters; empty for an inference-only engine.
     grads: Vec<f32>,
+    /// The buffer's values are stale and stand for zero (set by `zero_grads`): the next
+    /// backward pass overwrites it, and the sum skips it until then.
+    stale: bool,
 }
 
 /// The model's parameters, gradients and optimizer state in host memory; the matmuls at one
@@ -46,6 +58,11 @@ pub struct CpuEngine {
     /// Keys and values of the sequence sampled last (one-row `last_logits`); cleared when the
     /// weights change.
     kv: ferrogpt_model::kvcache::KvCache,
+    /// The weight matrices packed for `level` (training engines at a level with a packed
+    /// form), shared with the shards' tapes while `packed_current`.
+    packed: Option<Arc<PackedWeights<f32>>>,
+    /// Whether `packed` was made from the parameters as they are now.
+    packed_current: bool,
 }
 
 impl CpuEngine {
@@ -90,6 +107,7 @@ impl CpuEngine {
                 Ok(Shard {
                     tape: Tape::new(level)?,
                     grads: vec![0.0; grad_len],
+                    stale: false,
                 })
             })
             .collect::<Result<Vec<_>, ferrogpt_gemm::GemmError>>()
@@ -103,7 +121,45 @@ impl CpuEngine {
             reduced: None,
             grad_scale: 1.0,
             kv: Default::default(),
+            packed: None,
+            packed_current: false,
         })
+    }
+
+    /// Packs the weights for the shards' tapes if the parameters changed since the last
+    /// packing, into the previous packing's buffers (fresh pages would cost a page fault per
+    /// 4 KiB every step). Training engines only: an inference engine samples through the
+    /// key/value cache, which multiplies without packing.
+    fn pack_weights(&mut self) -> Result<(), EngineError> {
+        if self.opt.is_none() || self.packed_current {
+            return Ok(());
+        }
+        let err = |e: ferrogpt_gemm::GemmError| EngineError(e.to_string());
+        match self.packed.as_mut().and_then(Arc::get_mut) {
+            Some(pw) => pw.repack(&self.params).map_err(err)?,
+            None => {
+                let matrices = self.model.layout.matrices();
+                self.packed = PackedWeights::new(self.level, &self.params, &matrices)
+                    .map_err(err)?
+                    .map(Arc::new);
+            }
+        }
+        for sh in &mut self.shards {
+            sh.tape.set_packed(self.packed.clone()).map_err(err)?;
+        }
+        self.packed_current = true;
+        Ok(())
+    }
+
+    /// The parameters changed: the key/value cache and the packed weights no longer hold (the
+    /// tapes let go of the packing, so that the next `pack_weights` can refill it in place).
+    fn params_change(&mut self) {
+        self.kv.clear();
+        self.packed_current = false;
+        for sh in &mut self.shards {
+            // Cannot fail: `None` is packed for no level.
+            let _ = sh.tape.set_packed(None);
+        }
     }
 
     /// A factory of CPU engines at `level`, for [`crate::trainer::Trainer`] and the CLI.
@@ -155,7 +211,12 @@ impl CpuEngine {
             return norm;
         }
         let (first, rest) = self.shards.split_first_mut().expect("at least one shard");
+        if first.stale {
+            first.grads.fill(0.0);
+            first.stale = false;
+        }
         let grads = &mut first.grads;
+        let rest: Vec<&Shard> = rest.iter().filter(|sh| !sh.stale).collect();
         let norm = if rest.is_empty() {
             crate::optim::global_norm(grads)
         } else {
@@ -198,8 +259,9 @@ impl Engine for CpuEngine {
 
     fn zero_grads(&mut self) -> Result<(), EngineError> {
         self.training()?;
-        // One shard's buffer per thread: at gpt2-124m size each is 0.5 GB of memset.
-        self.shards.par_iter_mut().for_each(|sh| sh.grads.fill(0.0));
+        // Not zeroed: the next backward pass overwrites (at gpt2-124m size each buffer is
+        // 0.5 GB: a memset and a first read of every weight gradient saved).
+        self.shards.iter_mut().for_each(|sh| sh.stale = true);
         self.gradients_change();
         Ok(())
     }
@@ -225,9 +287,10 @@ impl Engine for CpuEngine {
                     .par_chunks_mut(CHUNK)
                     .for_each(|c| c.iter_mut().for_each(|g| *g *= f));
             }
-            rest.par_iter_mut().for_each(|sh| sh.grads.fill(0.0));
+            rest.iter_mut().for_each(|sh| sh.stale = true);
         }
         self.gradients_change();
+        self.pack_weights()?;
         let n_shards = self.shards.len().min(b);
         let (model, params) = (&self.model, &self.params);
         let losses: Vec<f64> = self.shards[..n_shards]
@@ -244,8 +307,10 @@ impl Engine for CpuEngine {
                 sh.tape.reset(true);
                 let loss = model.loss(&mut sh.tape, params, x, y, t, &mut rng);
                 // Gradients of the full-batch mean: this shard's mean, scaled by its share.
+                let into = if sh.stale { Write::Set } else { Write::Add };
                 sh.tape
-                    .backward_scaled(params, &mut sh.grads, weight * scale);
+                    .backward_scaled(params, &mut sh.grads, weight * scale, into);
+                sh.stale = false;
                 loss as f64 * weight as f64
             })
             .collect();
@@ -262,7 +327,7 @@ impl Engine for CpuEngine {
 
     fn update(&mut self, lr: f64, cfg: &TrainConfig) -> Result<(), EngineError> {
         self.training()?;
-        self.kv.clear();
+        self.params_change();
         let kind = self.opt.as_ref().expect("checked by training()").kind;
         if kind != cfg.optimizer {
             return Err(EngineError(format!(
@@ -293,6 +358,7 @@ impl Engine for CpuEngine {
         for (x, y) in batches {
             self.check_batch(x, Some(y), t)?;
         }
+        self.pack_weights()?;
         // Consecutive runs of batches per shard, evaluated in parallel; concatenated in order.
         let (model, params) = (&self.model, &self.params);
         let per_shard = batches.len().div_ceil(self.shards.len());
