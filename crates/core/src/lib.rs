@@ -14,14 +14,12 @@
 pub mod fastmath;
 pub mod fsutil;
 pub mod ops;
-pub mod packed;
 pub mod reduce;
 pub mod tape;
 pub mod wide;
 
 pub use ferrogpt_gemm::{Element, Level};
 pub use ops::Write;
-pub use packed::PackedWeights;
 pub use tape::{Param, Tape, Var};
 
 /// The element type of the ops: [`Element`] plus the elementary functions the layers need.

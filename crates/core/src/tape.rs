@@ -17,16 +17,11 @@
 //! reach a parameter writes its gradient, later ones add, and parameters no op reached are
 //! zeroed at the end. Overwriting spares a large model a memset of the whole buffer and the
 //! first read of every weight gradient (0.5 GB each at gpt2-124m size) per step.
-//!
-//! Linear layers multiply by packed copies of their weights when the tape has them
-//! ([`Tape::set_packed`]); the results are the same.
 
 use crate::ops::{self, attention::Dims, Write};
-use crate::packed::PackedWeights;
 use crate::{Float, Level};
 use ferrogpt_gemm::GemmError;
 use rand::Rng;
-use std::sync::Arc;
 
 /// An activation on the tape: (rows, cols) row-major.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,9 +139,6 @@ pub struct Tape<T> {
     loss: Option<(Var, T)>,
     /// d loss for the backward pass (1 unless scaled).
     loss_scale: T,
-    /// The weights packed for `level`, made from the `params` the caller passes (see
-    /// [`Tape::set_packed`]).
-    packed: Option<Arc<PackedWeights<T>>>,
     /// During an overwriting backward pass: the parameters whose gradient has been written
     /// (offset, length); `None` when accumulating.
     params_written: Option<Vec<(usize, usize)>>,
@@ -170,27 +162,8 @@ impl<T: Float> Tape<T> {
             nodes: Vec::new(),
             loss: None,
             loss_scale: T::ONE,
-            packed: None,
             params_written: None,
         })
-    }
-
-    /// Uses `packed` (packed for this tape's level) for the linear layers' products from now
-    /// on, or plain products with `None`. The caller promises that the packed weights were
-    /// made from the parameter values it passes to [`Tape::linear`] and the backward pass
-    /// until it calls this again. Errors: packed for another level.
-    pub fn set_packed(&mut self, packed: Option<Arc<PackedWeights<T>>>) -> Result<(), GemmError> {
-        if let Some(p) = &packed {
-            if p.level() != self.level {
-                return Err(GemmError::Shape(format!(
-                    "weights packed for {} given to a tape at {}",
-                    p.level(),
-                    self.level
-                )));
-            }
-        }
-        self.packed = packed;
-        Ok(())
     }
 
     pub fn level(&self) -> Level {
@@ -344,7 +317,6 @@ impl<T: Float> Tape<T> {
             .get_disjoint_mut([out.0, x.0])
             .expect("distinct vars");
         let bias_v = bias.map(|b| &params[b.range()]);
-        let packed = self.packed.as_deref().and_then(|p| p.get(w, transposed));
         ops::linear::forward(
             self.level,
             o,
@@ -355,7 +327,6 @@ impl<T: Float> Tape<T> {
             ic,
             oc,
             transposed,
-            packed,
         )
         .expect("linear: shapes are consistent by construction");
         self.record(Node::Linear {
@@ -665,7 +636,6 @@ impl<T: Float> Tape<T> {
                     if let Some(b) = bias {
                         assert_eq!(pwrite(b), ww, "a bias shared without its weight");
                     }
-                    let packed_t = self.packed.as_deref().and_then(|p| p.get(w, !transposed));
                     let (dw, db) = match bias {
                         Some(b) => {
                             let (dw, db) = two_params(dparams, w, b);
@@ -687,7 +657,6 @@ impl<T: Float> Tape<T> {
                         ic,
                         oc,
                         transposed,
-                        packed_t,
                     )
                     .expect("linear: shapes are consistent by construction");
                 }

@@ -50,34 +50,11 @@ pub fn available() -> Result<(), GemmError> {
     imp::available()
 }
 
-/// `pre`: op(B) already packed by [`pack_b`] (then `p.b` is not read).
-pub(crate) fn gemm_f32(
-    p: &Problem<'_, f32>,
-    c: &mut [f32],
-    pre: Option<&[Line]>,
-) -> Result<(), GemmError> {
+pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32]) -> Result<(), GemmError> {
     available()?;
-    imp::gemm(p, c, pre);
+    imp::gemm(p, c);
     Ok(())
 }
-
-/// All of op(B) (`p.b`, k×n) rounded to bf16 and packed as the kernel reads it: 32-column
-/// slivers of ⌈k/32⌉·32 lines each, in VNNI order (see `pack_b_wide`). For a B shared by many
-/// products (a layer's weights), packed once instead of once per product.
-/// `out` is resized to fit (kept when it already does) and every line written.
-pub(crate) fn pack_b(p: &Problem<'_, f32>, out: &mut Vec<Line>) -> Result<(), GemmError> {
-    available()?;
-    out.resize(p.n.div_ceil(32) * p.k.div_ceil(32) * 32, ZERO_LINE);
-    imp::pack_b_all(p, out);
-    Ok(())
-}
-
-/// One tile row: 64 bytes = 32 bf16, cache-line aligned (the unit of packed operands).
-#[doc(hidden)]
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-pub struct Line([u16; 32]);
-const ZERO_LINE: Line = Line([0; 32]);
 
 /// f32 → bf16 bits, round to nearest even; NaN stays a (quiet) NaN.
 #[inline(always)]
@@ -106,10 +83,7 @@ mod imp {
             std::env::consts::OS
         )))
     }
-    pub(super) fn gemm(_: &Problem<'_, f32>, _: &mut [f32], _: Option<&[Line]>) {
-        unreachable!("available() refused")
-    }
-    pub(super) fn pack_b_all(_: &Problem<'_, f32>, _: &mut [Line]) {
+    pub(super) fn gemm(_: &Problem<'_, f32>, _: &mut [f32]) {
         unreachable!("available() refused")
     }
 }
@@ -169,6 +143,12 @@ mod imp {
     pub(super) fn available() -> Result<(), GemmError> {
         STATE.get_or_init(check).clone()
     }
+
+    /// One tile row: 64 bytes = 32 bf16, cache-line aligned.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    struct Line([u16; 32]);
+    const ZERO_LINE: Line = Line([0; 32]);
 
     /// The tile configuration (palette 1): tiles 0..8 all 16 rows × 64 bytes.
     #[repr(C, align(64))]
@@ -461,75 +441,52 @@ mod imp {
     // SAFETY: as above.
     unsafe impl Sync for CPtr {}
 
-    /// Packs all of op(B) into `out` (⌈n/32⌉ slivers of ⌈k/32⌉·32 lines), groups of
-    /// `B_GROUP` slivers per task.
-    fn pack_b_into(p: &Problem<'_, f32>, threads: usize, out: &mut [Line]) {
-        let sliver = p.k.div_ceil(32) * 32;
-        if threads > 1 {
-            out.par_chunks_mut(sliver * B_GROUP)
-                .enumerate()
-                .for_each(|(g, o)| pack_b(p, g * B_GROUP, o));
-        } else {
-            out.chunks_mut(sliver * B_GROUP)
-                .enumerate()
-                .for_each(|(g, o)| pack_b(p, g * B_GROUP, o));
-        }
-    }
-
-    pub(super) fn pack_b_all(p: &Problem<'_, f32>, out: &mut [Line]) {
-        pack_b_into(p, crate::threads_for(p.n * p.k, 64 * 64 * 64), out);
-    }
-
-    pub(super) fn gemm(p: &Problem<'_, f32>, c: &mut [f32], pre: Option<&[Line]>) {
+    pub(super) fn gemm(p: &Problem<'_, f32>, c: &mut [f32]) {
         let (m, n, k) = (p.m, p.n, p.k);
         let kb = k.div_ceil(32); // k blocks of 32
         let (sm, sn) = (m.div_ceil(32), n.div_ceil(32)); // slivers
         let sliver = kb * 32; // lines per sliver
         let threads = crate::threads_for(m * n * k, 64 * 64 * 64);
-        assert!(pre.is_none_or(|b| b.len() == sn * sliver));
         with_lines(&A_PACK, sm * sliver, |apack| {
-            with_lines(
-                &B_PACK,
-                if pre.is_some() { 0 } else { sn * sliver },
-                |bbuf| {
-                    if threads > 1 {
-                        apack
-                            .par_chunks_mut(sliver)
-                            .enumerate()
-                            .for_each(|(s, o)| pack_a(p, s, o));
-                    } else {
-                        apack
-                            .chunks_mut(sliver)
-                            .enumerate()
-                            .for_each(|(s, o)| pack_a(p, s, o));
-                    }
-                    let bpack: &[Line] = match pre {
-                        Some(b) => b,
-                        None => {
-                            pack_b_into(p, threads, bbuf);
-                            bbuf
-                        }
-                    };
-                    let apack: &[Line] = apack;
-                    // Tasks: column chunks of at most NCA columns, row chunks so that there are at
-                    // least as many tasks as threads.
-                    let n_chunks = sn.div_ceil(NCA / 32);
-                    let m_chunks = threads.div_ceil(n_chunks).min(sm).max(1);
-                    let cptr = CPtr(c.as_mut_ptr());
-                    let task = |t: usize| {
-                        let (mi, ni) = (t / n_chunks, t % n_chunks);
-                        let (s0, s1) = (mi * sm / m_chunks, (mi + 1) * sm / m_chunks);
-                        let (q0, q1) = (ni * sn / n_chunks, (ni + 1) * sn / n_chunks);
-                        with_tiles(|| run_task(p, apack, bpack, cptr, s0..s1, q0..q1))
-                    };
-                    let tasks = m_chunks * n_chunks;
-                    if threads > 1 {
-                        (0..tasks).into_par_iter().for_each(task);
-                    } else {
-                        (0..tasks).for_each(task);
-                    }
-                },
-            )
+            with_lines(&B_PACK, sn * sliver, |bpack| {
+                if threads > 1 {
+                    apack
+                        .par_chunks_mut(sliver)
+                        .enumerate()
+                        .for_each(|(s, o)| pack_a(p, s, o));
+                    bpack
+                        .par_chunks_mut(sliver * B_GROUP)
+                        .enumerate()
+                        .for_each(|(g, o)| pack_b(p, g * B_GROUP, o));
+                } else {
+                    apack
+                        .chunks_mut(sliver)
+                        .enumerate()
+                        .for_each(|(s, o)| pack_a(p, s, o));
+                    bpack
+                        .chunks_mut(sliver * B_GROUP)
+                        .enumerate()
+                        .for_each(|(g, o)| pack_b(p, g * B_GROUP, o));
+                }
+                let (apack, bpack): (&[Line], &[Line]) = (apack, bpack);
+                // Tasks: column chunks of at most NCA columns, row chunks so that there are at
+                // least as many tasks as threads.
+                let n_chunks = sn.div_ceil(NCA / 32);
+                let m_chunks = threads.div_ceil(n_chunks).min(sm).max(1);
+                let cptr = CPtr(c.as_mut_ptr());
+                let task = |t: usize| {
+                    let (mi, ni) = (t / n_chunks, t % n_chunks);
+                    let (s0, s1) = (mi * sm / m_chunks, (mi + 1) * sm / m_chunks);
+                    let (q0, q1) = (ni * sn / n_chunks, (ni + 1) * sn / n_chunks);
+                    with_tiles(|| run_task(p, apack, bpack, cptr, s0..s1, q0..q1))
+                };
+                let tasks = m_chunks * n_chunks;
+                if threads > 1 {
+                    (0..tasks).into_par_iter().for_each(task);
+                } else {
+                    (0..tasks).for_each(task);
+                }
+            })
         })
     }
 

@@ -42,11 +42,9 @@ pub mod hw;
 #[doc(hidden)]
 pub mod library;
 mod naive;
-mod packed;
 mod parallel;
 pub mod simd;
 
-pub use packed::{matmul_packed, PackedB};
 pub use simd::Isa;
 
 use std::cell::Cell;
@@ -264,29 +262,15 @@ pub trait Element:
     #[doc(hidden)]
     fn library_gemm(p: &Problem<'_, Self>, c: &mut [Self]);
     /// The simd level for this type (see `simd/mod.rs`); `bias` (n values, overwrite mode
-    /// only) is added to every row of C in the kernel's epilogue; `pre`: op(B) packed
-    /// beforehand (see `packed.rs`).
+    /// only) is added to every row of C in the kernel's epilogue.
     #[doc(hidden)]
-    fn simd_gemm(
-        p: &Problem<'_, Self>,
-        c: &mut [Self],
-        isa: Isa,
-        bias: Option<&[Self]>,
-        pre: Option<&[Self]>,
-    );
+    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa, bias: Option<&[Self]>);
     /// The blas level for this type (see `blas.rs`).
     #[doc(hidden)]
     fn blas_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError>;
-    /// The amx level for this type (see `amx.rs`): f32 only. `pre`: op(B) packed beforehand.
+    /// The amx level for this type (see `amx.rs`): f32 only.
     #[doc(hidden)]
-    fn amx_gemm(
-        p: &Problem<'_, Self>,
-        c: &mut [Self],
-        pre: Option<&[amx::Line]>,
-    ) -> Result<(), GemmError>;
-    /// op(B) packed for the amx level into `out` (see `packed.rs`): f32 only.
-    #[doc(hidden)]
-    fn amx_pack_b(p: &Problem<'_, Self>, out: &mut Vec<amx::Line>) -> Result<(), GemmError>;
+    fn amx_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError>;
 }
 
 mod sealed {
@@ -308,27 +292,14 @@ impl Element for f32 {
     fn library_gemm(p: &Problem<'_, Self>, c: &mut [Self]) {
         library::gemm(p, c)
     }
-    fn simd_gemm(
-        p: &Problem<'_, Self>,
-        c: &mut [Self],
-        isa: Isa,
-        bias: Option<&[Self]>,
-        pre: Option<&[Self]>,
-    ) {
-        simd::gemm_f32(p, c, isa, bias, pre)
+    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa, bias: Option<&[Self]>) {
+        simd::gemm_f32(p, c, isa, bias)
     }
     fn blas_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
         blas::gemm_f32(p, c)
     }
-    fn amx_gemm(
-        p: &Problem<'_, Self>,
-        c: &mut [Self],
-        pre: Option<&[amx::Line]>,
-    ) -> Result<(), GemmError> {
-        amx::gemm_f32(p, c, pre)
-    }
-    fn amx_pack_b(p: &Problem<'_, Self>, out: &mut Vec<amx::Line>) -> Result<(), GemmError> {
-        amx::pack_b(p, out)
+    fn amx_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
+        amx::gemm_f32(p, c)
     }
 }
 
@@ -345,36 +316,18 @@ impl Element for f64 {
     fn library_gemm(p: &Problem<'_, Self>, c: &mut [Self]) {
         library::gemm(p, c)
     }
-    fn simd_gemm(
-        p: &Problem<'_, Self>,
-        c: &mut [Self],
-        isa: Isa,
-        bias: Option<&[Self]>,
-        pre: Option<&[Self]>,
-    ) {
-        simd::gemm_f64(p, c, isa, bias, pre)
+    fn simd_gemm(p: &Problem<'_, Self>, c: &mut [Self], isa: Isa, bias: Option<&[Self]>) {
+        simd::gemm_f64(p, c, isa, bias)
     }
     fn blas_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
         blas::gemm_f64(p, c)
     }
-    fn amx_gemm(
-        p: &Problem<'_, Self>,
-        c: &mut [Self],
-        pre: Option<&[amx::Line]>,
-    ) -> Result<(), GemmError> {
-        let _ = (p, c, pre);
-        Err(no_amx_f64())
-    }
-    fn amx_pack_b(p: &Problem<'_, Self>, out: &mut Vec<amx::Line>) -> Result<(), GemmError> {
-        let _ = (p, out);
-        Err(no_amx_f64())
-    }
-}
-
-fn no_amx_f64() -> GemmError {
-    GemmError::Unavailable {
-        level: "amx",
-        reason: "AMX multiplies bf16 with f32 accumulation; it has no f64 product".into(),
+    fn amx_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
+        let _ = (p, c);
+        Err(GemmError::Unavailable {
+            level: "amx",
+            reason: "AMX multiplies bf16 with f32 accumulation; it has no f64 product".into(),
+        })
     }
 }
 
@@ -434,9 +387,7 @@ impl<T: Element> Problem<'_, T> {
         }
     }
 
-    /// Checks the stated shapes against the buffers; B only when `check_b` (a packed B is
-    /// checked when it is packed).
-    fn validate(&self, c_len: usize, check_b: bool) -> Result<(), GemmError> {
+    fn validate(&self, c_len: usize) -> Result<(), GemmError> {
         let need = |rows: usize, cols: usize, ld: usize| {
             if rows == 0 || cols == 0 {
                 0
@@ -460,9 +411,6 @@ impl<T: Element> Problem<'_, T> {
             ("C", self.m, self.n, self.ldc, c_len),
         ];
         for (name, rows, cols, ld, len) in checks {
-            if name == "B" && !check_b {
-                continue;
-            }
             if ld < cols && rows > 1 {
                 return Err(GemmError::Shape(format!(
                     "{name} is stored {rows}x{cols} but its row stride is {ld}"
@@ -500,8 +448,9 @@ pub fn matmul<T: Element>(
     ldc: usize,
     accumulate: bool,
 ) -> Result<(), GemmError> {
-    let b = Operand::Plain { b, ldb, tb };
-    product(level, ta, m, n, k, a, lda, b, c, ldc, accumulate, None)
+    product(
+        level, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate, None,
+    )
 }
 
 /// Computes `C = op(A)·op(B) + 1·biasᵀ` at `level`: `bias` (n values) is added to every row of
@@ -532,41 +481,44 @@ pub fn matmul_bias<T: Element>(
             bias.len()
         )));
     }
-    let b = Operand::Plain { b, ldb, tb };
-    product(level, ta, m, n, k, a, lda, b, c, ldc, false, Some(bias))
+    product(
+        level,
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+        false,
+        Some(bias),
+    )
 }
 
-/// Where a product's op(B) comes from.
-#[derive(Clone, Copy)]
-pub(crate) enum Operand<'a, T> {
-    /// Stored as the crate contract says (k×n, or n×k when `tb`), packed by the level itself.
-    Plain { b: &'a [T], ldb: usize, tb: bool },
-    /// Packed beforehand ([`PackedB`]).
-    Packed(&'a PackedB<T>),
-}
-
-/// `matmul`, `matmul_bias` and `matmul_packed`: C (+)= op(A)·op(B), plus `bias` in every row
-/// when given (then `accumulate` is false). Only the `simd` level takes the bias into its
-/// kernels; for the others C's rows are filled with it and the product accumulated onto them.
+/// `matmul` and `matmul_bias`: C (+)= op(A)·op(B), plus `bias` in every row when given (then
+/// `accumulate` is false). Only the `simd` level takes the bias into its kernels; for the
+/// others C's rows are filled with it and the product accumulated onto them.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn product<T: Element>(
+fn product<T: Element>(
     level: Level,
     ta: bool,
+    tb: bool,
     m: usize,
     n: usize,
     k: usize,
     a: &[T],
     lda: usize,
-    b: Operand<'_, T>,
+    b: &[T],
+    ldb: usize,
     c: &mut [T],
     ldc: usize,
     accumulate: bool,
     bias: Option<&[T]>,
 ) -> Result<(), GemmError> {
-    let (b_plain, ldb, tb, packed) = match b {
-        Operand::Plain { b, ldb, tb } => (b, ldb, tb, None),
-        Operand::Packed(pb) => (&[][..], 0, false, Some(pb)),
-    };
     let mut p = Problem {
         m,
         n,
@@ -574,13 +526,13 @@ pub(crate) fn product<T: Element>(
         a,
         lda,
         ta,
-        b: b_plain,
+        b,
         ldb,
         tb,
         ldc,
         accumulate,
     };
-    p.validate(c.len(), packed.is_none())?;
+    p.validate(c.len())?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -599,18 +551,15 @@ pub(crate) fn product<T: Element>(
         }
         return Ok(());
     }
-    if let Some(pb) = packed {
-        return pb.run(&p, c, bias);
-    }
     match level {
         Level::Naive => naive::gemm(&p, c),
         Level::Parallel => parallel::gemm(&p, c),
         Level::Blocked => blocked::gemm(&p, c),
         Level::BlockedParallel => blocked_parallel::gemm(&p, c),
-        Level::Simd => T::simd_gemm(&p, c, simd::active_isa()?, bias, None),
+        Level::Simd => T::simd_gemm(&p, c, simd::active_isa()?, bias),
         Level::Library => T::library_gemm(&p, c),
         Level::Blas => T::blas_gemm(&p, c)?,
-        Level::Amx => T::amx_gemm(&p, c, None)?,
+        Level::Amx => T::amx_gemm(&p, c)?,
     }
     Ok(())
 }

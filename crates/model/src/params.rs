@@ -113,16 +113,6 @@ impl ParamLayout {
         }
     }
 
-    /// The matrices the linear layers multiply by: each block's four weights and the token
-    /// embedding (the tied LM head), for packing ([`ferrogpt_core::PackedWeights`]).
-    pub fn matrices(&self) -> Vec<Param> {
-        let mut out = vec![self.wte];
-        for b in &self.blocks {
-            out.extend([b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w]);
-        }
-        out
-    }
-
     /// The HF shape of a tensor: biases and LayerNorm parameters are 1-D.
     pub fn hf_shape(p: &Param) -> Vec<usize> {
         if p.rows == 1 {

@@ -5,28 +5,43 @@
 //! of the rows, and the shards' gradients are summed (in shard order) before clipping. On a
 //! small model this beats splitting every op across threads (one fork-join per op); results
 //! depend on the thread count only through summation order. Measured on the 2-core development
-//! machine (2026-11-26): shakespeare-cpu 72 → 43 ms/step; gpt2-124m at B=4, T=64 5.0 → 2.1
-//! s/step (there too the per-op split loses).
+//! machine (2026-11-26): shakespeare-cpu 72 → 43 ms/step.
+//!
+//! A large model runs one shard, every op split across the threads instead ([`shards_for`]):
+//! there the step is bound by memory traffic, and each extra shard adds a gradient buffer the
+//! size of the parameters to write, sum and read again, and packs every weight once more.
 //!
 //! Evaluation batches run on the shards in parallel, each batch whole on one shard's tape.
 //!
-//! Memory traffic, which bounds a large model's step on few cores (gpt2-124m: 0.5 GB of
-//! parameters, and as much again per gradient buffer and optimizer moment):
-//! * The weights are packed for the level's kernels once per optimizer step
-//!   ([`PackedWeights`], into the same buffers every step), shared by every shard's forward
-//!   and input-gradient products, instead of once per product.
-//! * `zero_grads` only marks the buffers stale: the next backward pass overwrites them
-//!   ([`Write::Set`]), so the buffers are neither zeroed nor read before their first write.
+//! `zero_grads` only marks the gradient buffers stale: the next backward pass overwrites them
+//! ([`Write::Set`]), so they are neither zeroed nor read before their first write (at gpt2-124m
+//! size a buffer is 0.5 GB).
 
 use crate::config::TrainConfig;
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit};
 use crate::optim::{clip_factor, Optimizer, CHUNK};
-use ferrogpt_core::{Level, PackedWeights, Tape, Write};
+use ferrogpt_core::{Level, Tape, Write};
 use ferrogpt_model::Gpt;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
-use std::sync::Arc;
+
+/// Data-parallel shards for a training engine of `n_params` parameters with `threads` threads
+/// and batches of `batch` sequences: one per thread (at most `batch`) while a gradient buffer
+/// (4 bytes per parameter) fits in half the last-level cache (32 MiB when the cache size is
+/// unknown), else one. Measured on two pinned cores of the device host (Emerald Rapids, L3
+/// 300 MiB, 2026-11-26, medians of four alternating rounds): gpt2-124m (0.5 GB per buffer)
+/// at B=4, T=64 took 599 ms per step with one shard and 784 ms with two at the amx level,
+/// 1139 and 1122 ms at simd; shakespeare-cpu (43 MB) steps 1.3× (simd) to 1.5× (amx) faster
+/// with two.
+pub fn shards_for(threads: usize, batch: usize, n_params: usize) -> usize {
+    let llc = ferrogpt_gemm::hw::caches().l3.unwrap_or(32 << 20);
+    if n_params * 4 > llc / 2 {
+        1
+    } else {
+        threads.min(batch).max(1)
+    }
+}
 
 /// One worker's share of a batch.
 struct Shard {
@@ -58,11 +73,6 @@ pub struct CpuEngine {
     /// Keys and values of the sequence sampled last (one-row `last_logits`); cleared when the
     /// weights change.
     kv: ferrogpt_model::kvcache::KvCache,
-    /// The weight matrices packed for `level` (training engines at a level with a packed
-    /// form), shared with the shards' tapes while `packed_current`.
-    packed: Option<Arc<PackedWeights<f32>>>,
-    /// Whether `packed` was made from the parameters as they are now.
-    packed_current: bool,
 }
 
 impl CpuEngine {
@@ -98,7 +108,8 @@ impl CpuEngine {
                 opt.m = tr.m;
                 opt.v = tr.v;
                 opt.t = tr.opt_t;
-                (Some(opt), threads.min(tr.cfg.batch_size.max(1)), n)
+                let shards = shards_for(threads, tr.cfg.batch_size, n);
+                (Some(opt), shards, n)
             }
             None => (None, threads, 0),
         };
@@ -121,45 +132,7 @@ impl CpuEngine {
             reduced: None,
             grad_scale: 1.0,
             kv: Default::default(),
-            packed: None,
-            packed_current: false,
         })
-    }
-
-    /// Packs the weights for the shards' tapes if the parameters changed since the last
-    /// packing, into the previous packing's buffers (fresh pages would cost a page fault per
-    /// 4 KiB every step). Training engines only: an inference engine samples through the
-    /// key/value cache, which multiplies without packing.
-    fn pack_weights(&mut self) -> Result<(), EngineError> {
-        if self.opt.is_none() || self.packed_current {
-            return Ok(());
-        }
-        let err = |e: ferrogpt_gemm::GemmError| EngineError(e.to_string());
-        match self.packed.as_mut().and_then(Arc::get_mut) {
-            Some(pw) => pw.repack(&self.params).map_err(err)?,
-            None => {
-                let matrices = self.model.layout.matrices();
-                self.packed = PackedWeights::new(self.level, &self.params, &matrices)
-                    .map_err(err)?
-                    .map(Arc::new);
-            }
-        }
-        for sh in &mut self.shards {
-            sh.tape.set_packed(self.packed.clone()).map_err(err)?;
-        }
-        self.packed_current = true;
-        Ok(())
-    }
-
-    /// The parameters changed: the key/value cache and the packed weights no longer hold (the
-    /// tapes let go of the packing, so that the next `pack_weights` can refill it in place).
-    fn params_change(&mut self) {
-        self.kv.clear();
-        self.packed_current = false;
-        for sh in &mut self.shards {
-            // Cannot fail: `None` is packed for no level.
-            let _ = sh.tape.set_packed(None);
-        }
     }
 
     /// A factory of CPU engines at `level`, for [`crate::trainer::Trainer`] and the CLI.
@@ -290,7 +263,6 @@ impl Engine for CpuEngine {
             rest.iter_mut().for_each(|sh| sh.stale = true);
         }
         self.gradients_change();
-        self.pack_weights()?;
         let n_shards = self.shards.len().min(b);
         let (model, params) = (&self.model, &self.params);
         let losses: Vec<f64> = self.shards[..n_shards]
@@ -327,7 +299,7 @@ impl Engine for CpuEngine {
 
     fn update(&mut self, lr: f64, cfg: &TrainConfig) -> Result<(), EngineError> {
         self.training()?;
-        self.params_change();
+        self.kv.clear();
         let kind = self.opt.as_ref().expect("checked by training()").kind;
         if kind != cfg.optimizer {
             return Err(EngineError(format!(
@@ -358,7 +330,6 @@ impl Engine for CpuEngine {
         for (x, y) in batches {
             self.check_batch(x, Some(y), t)?;
         }
-        self.pack_weights()?;
         // Consecutive runs of batches per shard, evaluated in parallel; concatenated in order.
         let (model, params) = (&self.model, &self.params);
         let per_shard = batches.len().div_ceil(self.shards.len());

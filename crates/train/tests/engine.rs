@@ -262,3 +262,14 @@ fn errors_of_the_contract() {
     assert!(CpuEngine::new(init, Level::fastest()).is_err());
     assert!(e.describe().starts_with("cpu ("), "{}", e.describe());
 }
+
+/// Data-parallel shards while a gradient buffer fits in half the last-level cache, else one.
+#[test]
+fn shards_follow_the_size_of_the_gradients() {
+    use ferrogpt_train::cpu_engine::shards_for;
+    assert_eq!(shards_for(2, 8, 1000), 2);
+    assert_eq!(shards_for(4, 3, 1000), 3);
+    assert_eq!(shards_for(2, 0, 1000), 1);
+    // 124M parameters (0.5 GB of gradients) is beyond any last-level cache we know.
+    assert_eq!(shards_for(16, 8, 124_000_000), 1);
+}

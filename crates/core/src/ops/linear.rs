@@ -3,15 +3,13 @@
 //! x (N, IC); out (N, OC); bias (OC) or none. W is stored either (IC, OC), the layout of GPT-2's
 //! Conv1D (`transposed = false`), or (OC, IC), the layout of the tied LM head, which is the token
 //! embedding (`transposed = true`: `out = x · Wᵀ`). The three products (forward, dx, dW) go
-//! through [`ferrogpt_gemm::matmul`] at the given level; where W's packed form for the forward
-//! product (op(W)) or the input gradient (op(W)ᵀ) is given ([`crate::packed::PackedWeights`]),
-//! through [`ferrogpt_gemm::matmul_packed`] instead, with the same result.
+//! through [`ferrogpt_gemm::matmul`] at the given level.
 
 use super::Write;
 use crate::{Float, Level};
-use ferrogpt_gemm::{matmul, matmul_bias, matmul_packed, GemmError, PackedB};
+use ferrogpt_gemm::{matmul, matmul_bias, GemmError};
 
-/// out = x · op(W) + bias, out overwritten. `packed`: op(W) packed for `level` (optional).
+/// out = x · op(W) + bias, out overwritten.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<T: Float>(
     level: Level,
@@ -23,15 +21,10 @@ pub fn forward<T: Float>(
     ic: usize,
     oc: usize,
     transposed: bool,
-    packed: Option<&PackedB<T>>,
 ) -> Result<(), GemmError> {
-    if let Some(pb) = packed {
-        check_packed(pb, level, ic, oc)?;
-        // The bias goes in with the product (the simd level adds it in the kernel's epilogue).
-        return matmul_packed(false, n, x, ic, pb, out, oc, false, bias);
-    }
     let ldw = if transposed { ic } else { oc };
     match bias {
+        // The bias goes in with the product (the simd level adds it in the kernel's epilogue).
         Some(bias) => matmul_bias(
             level, false, transposed, n, oc, ic, x, ic, w, ldw, bias, out, oc,
         ),
@@ -41,27 +34,9 @@ pub fn forward<T: Float>(
     }
 }
 
-/// A packed B of the expected level and shape (k × n), or an error naming the mismatch.
-fn check_packed<T: Float>(
-    pb: &PackedB<T>,
-    level: Level,
-    k: usize,
-    n: usize,
-) -> Result<(), GemmError> {
-    if pb.level() != level || pb.k() != k || pb.n() != n {
-        return Err(GemmError::Shape(format!(
-            "a weight packed as {}x{} for {}, used as {k}x{n} at {level}",
-            pb.k(),
-            pb.n(),
-            pb.level()
-        )));
-    }
-    Ok(())
-}
-
 /// dx (+)= dout · op(W)ᵀ (as `wx` says); dW and dbias (+)= their gradients as `ww` says
 /// (`Set`: they hold stale values and are overwritten): dW = xᵀ · dout in W's storage layout,
-/// dbias = Σ_rows dout. `packed_t`: op(W)ᵀ packed for `level` (optional).
+/// dbias = Σ_rows dout.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     level: Level,
@@ -77,33 +52,24 @@ pub fn backward<T: Float>(
     ic: usize,
     oc: usize,
     transposed: bool,
-    packed_t: Option<&PackedB<T>>,
 ) -> Result<(), GemmError> {
     // dx (N, IC) = dout (N, OC) · op(W)ᵀ: W itself when W is stored (OC, IC), else Wᵀ.
-    match packed_t {
-        Some(pb) => {
-            check_packed(pb, level, oc, ic)?;
-            matmul_packed(false, n, dout, oc, pb, dx, ic, wx.accumulates(), None)?;
-        }
-        None => {
-            let ldw = if transposed { ic } else { oc };
-            matmul(
-                level,
-                false,
-                !transposed,
-                n,
-                ic,
-                oc,
-                dout,
-                oc,
-                w,
-                ldw,
-                dx,
-                ic,
-                wx.accumulates(),
-            )?;
-        }
-    }
+    let ldw = if transposed { ic } else { oc };
+    matmul(
+        level,
+        false,
+        !transposed,
+        n,
+        ic,
+        oc,
+        dout,
+        oc,
+        w,
+        ldw,
+        dx,
+        ic,
+        wx.accumulates(),
+    )?;
     if transposed {
         // W (OC, IC): dW (OC, IC) = doutᵀ · x.
         matmul(

@@ -258,92 +258,24 @@ pub fn blocking<T: Element>(isa: Isa) -> Blocking {
     }
 }
 
-/// `pre`: op(B) already packed by [`pack_b_panels`] for `isa` (then `p.b` is not read).
-pub(crate) fn gemm_f32(
-    p: &Problem<'_, f32>,
-    c: &mut [f32],
-    isa: Isa,
-    bias: Option<&[f32]>,
-    pre: Option<&[f32]>,
-) {
+pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32], isa: Isa, bias: Option<&[f32]>) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => gemm_with::<f32, x86::Avx512F32>(p, c, bias, pre),
+        Isa::Avx512 => gemm_with::<f32, x86::Avx512F32>(p, c, bias),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => gemm_with::<f32, x86::Avx2F32>(p, c, bias, pre),
-        _ => gemm_with::<f32, kernel::Scalar>(p, c, bias, pre),
+        Isa::Avx2 => gemm_with::<f32, x86::Avx2F32>(p, c, bias),
+        _ => gemm_with::<f32, kernel::Scalar>(p, c, bias),
     }
 }
 
-/// As [`gemm_f32`], in f64.
-pub(crate) fn gemm_f64(
-    p: &Problem<'_, f64>,
-    c: &mut [f64],
-    isa: Isa,
-    bias: Option<&[f64]>,
-    pre: Option<&[f64]>,
-) {
+pub(crate) fn gemm_f64(p: &Problem<'_, f64>, c: &mut [f64], isa: Isa, bias: Option<&[f64]>) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => gemm_with::<f64, x86::Avx512F64>(p, c, bias, pre),
+        Isa::Avx512 => gemm_with::<f64, x86::Avx512F64>(p, c, bias),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => gemm_with::<f64, x86::Avx2F64>(p, c, bias, pre),
-        _ => gemm_with::<f64, kernel::Scalar>(p, c, bias, pre),
+        Isa::Avx2 => gemm_with::<f64, x86::Avx2F64>(p, c, bias),
+        _ => gemm_with::<f64, kernel::Scalar>(p, c, bias),
     }
-}
-
-/// The panel widths and depths of a product's B̃ for kernel blocking `bl`: (NP', KC'), NP and
-/// KC balanced over n and k so that no block is a sliver.
-fn panel_sizes(n: usize, k: usize, bl: Blocking) -> (usize, usize) {
-    (balanced(n, NP, bl.nr), balanced(k, bl.kc, 1))
-}
-
-/// Packs the B̃ panel of columns `jc .. jc + ncur` and depth `pc .. pc + kcur` into `out`
-/// (one NR-wide sliver after another; on all threads when `threads > 1`).
-#[allow(clippy::too_many_arguments)]
-fn pack_panel<T: Element>(
-    p: &Problem<'_, T>,
-    jc: usize,
-    ncur: usize,
-    pc: usize,
-    kcur: usize,
-    nr: usize,
-    threads: usize,
-    out: &mut [T],
-) {
-    let pack_one = |(s, out): (usize, &mut [T])| {
-        let j0 = jc + s * nr;
-        pack::pack_b_sliver(p, pc, kcur, j0, nr.min(jc + ncur - j0), nr, out)
-    };
-    if threads > 1 {
-        out.par_chunks_mut(nr * kcur).enumerate().for_each(pack_one);
-    } else {
-        out.chunks_mut(nr * kcur).enumerate().for_each(pack_one);
-    }
-}
-
-/// All of op(B) (`p.b`, k×n) packed for the kernel of `isa`, in the order [`gemm_with`] reads
-/// it: panel (jc, pc) — columns jc.. (NP' wide), depth pc.. (KC' deep) — at offset
-/// `jc·k + ⌈ncur/NR⌉·NR·pc`, each panel NR-column slivers as in `pack.rs`. For a B shared by
-/// many products (a layer's weights): packed once instead of once per product. `out` is
-/// resized to fit (kept when it already does) and every element written.
-pub(crate) fn pack_b_panels<T: Element>(p: &Problem<'_, T>, isa: Isa, out: &mut Vec<T>) {
-    let bl = blocking::<T>(isa);
-    let (np, kc) = panel_sizes(p.n, p.k, bl);
-    let threads = crate::threads_for(p.n * p.k, PARALLEL_MIN_MACS);
-    out.resize(p.n.div_ceil(bl.nr) * bl.nr * p.k, T::ZERO);
-    let mut rest = &mut out[..];
-    for jc in (0..p.n).step_by(np) {
-        let ncur = np.min(p.n - jc);
-        let width = ncur.div_ceil(bl.nr) * bl.nr;
-        for pc in (0..p.k).step_by(kc) {
-            let kcur = kc.min(p.k - pc);
-            let (panel, tail) = rest.split_at_mut(width * kcur);
-            pack_panel(p, jc, ncur, pc, kcur, bl.nr, threads, panel);
-            rest = tail;
-        }
-    }
-    debug_assert!(rest.is_empty());
 }
 
 /// `len` split into `ceil(len / max)` near-equal blocks, each a multiple of `unit`.
@@ -363,28 +295,22 @@ unsafe impl<T> Sync for CPtr<T> {}
 
 /// The loop nest of the module doc, for one microkernel `K`. `bias` (n values; only with
 /// `p.accumulate == false`) is added to every row of C by the first KC block's epilogue.
-/// `pre`: op(B) packed by [`pack_b_panels`] for K's ISA, read instead of packing panels here.
-fn gemm_with<T: Element, K: Microkernel<T>>(
-    p: &Problem<'_, T>,
-    c: &mut [T],
-    bias: Option<&[T]>,
-    pre: Option<&[T]>,
-) {
+fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bias: Option<&[T]>) {
     let Blocking {
         mr,
         nr,
+        kc: kc_max,
         mc: mc_max,
         nc: nc_max,
-        ..
     } = K::BLOCKING;
     let (m, n, k) = (p.m, p.n, p.k);
     let threads = crate::threads_for(m * n * k, PARALLEL_MIN_MACS);
-    let (np, kc) = panel_sizes(n, k, K::BLOCKING);
+    let np = balanced(n, NP, nr);
+    let kc = balanced(k, kc_max, 1);
     let nb = nc_max / nr; // B̃ slivers per L2 block
     let ldc = p.ldc;
     let cptr = CPtr(c.as_mut_ptr());
     assert!(bias.is_none_or(|b| b.len() == n && !p.accumulate));
-    assert!(pre.is_none_or(|b| b.len() == n.div_ceil(nr) * nr * k));
     // Ã in place: op(A) = A row by row, op(A) = Aᵀ with step lda (full slivers only).
     let (rows_in_place, cols_in_place) = if n <= DIRECT_A_MAX_N {
         (!p.ta, p.ta)
@@ -413,8 +339,22 @@ fn gemm_with<T: Element, K: Microkernel<T>>(
             // Later KC blocks add to what the first one wrote; the first adds the bias.
             let acc = p.accumulate || pc > 0;
             let bias = if acc { None } else { bias };
-            // The B̃ panel: packed beforehand, or now by all threads (one sliver per task).
-            let run_panel = |bpack: &[T]| {
+            with_buffer::<T, _>(&B_BUF, n_slivers * nr * kcur, |bpack| {
+                // Pack the B̃ panel: one sliver per task.
+                let pack_one = |(s, out): (usize, &mut [T])| {
+                    let j0 = jc + s * nr;
+                    pack::pack_b_sliver(p, pc, kcur, j0, nr.min(jc + ncur - j0), nr, out)
+                };
+                if threads > 1 {
+                    bpack
+                        .par_chunks_mut(nr * kcur)
+                        .enumerate()
+                        .for_each(pack_one);
+                } else {
+                    bpack.chunks_mut(nr * kcur).enumerate().for_each(pack_one);
+                }
+                let bpack: &[T] = bpack;
+
                 // LOOP 3: tasks = row chunks (≤ MC rows) × column chunks; each packs its Ã.
                 let task = |t: usize| {
                     let (mi, ni) = (t / n_chunks, t % n_chunks);
@@ -487,15 +427,7 @@ fn gemm_with<T: Element, K: Microkernel<T>>(
                 } else {
                     (0..tasks).for_each(task);
                 }
-            };
-            let len = n_slivers * nr * kcur;
-            match pre {
-                Some(all) => run_panel(&all[jc * k + n_slivers * nr * pc..][..len]),
-                None => with_buffer::<T, _>(&B_BUF, len, |bpack| {
-                    pack_panel(p, jc, ncur, pc, kcur, nr, threads, bpack);
-                    run_panel(bpack)
-                }),
-            }
+            });
         }
     }
 }
