@@ -3,10 +3,12 @@
 //! Shape vocabulary: `B` batch, `T` time, `C` channels, `NH` heads, `HS = C / NH` head size,
 //! `V` vocabulary, `Vp` padded vocabulary, `N = B*T` rows.
 //!
-//! Backward passes add into parameter gradients (callers zero them once per step). Input
-//! (activation) gradients are written as [`Write`] says: the first contribution to a buffer
-//! overwrites it (so the tape never zeroes activation gradients: that memset was 4–5% of a
-//! small training step), later ones add.
+//! Input (activation) gradients are written as [`Write`] says: the first contribution to a
+//! buffer overwrites it (so the tape never zeroes activation gradients: that memset was 4–5% of
+//! a small training step), later ones add. Parameter gradients likewise in the linear layer
+//! (its weight gradient is a product, written or accumulated by the GEMM); the other layers'
+//! backward passes add into them, and the tape zeroes a parameter's gradient before the first
+//! of those adds when it overwrites (see [`crate::tape`]).
 
 use crate::Float;
 
