@@ -327,10 +327,11 @@ fn overwriting_backward_writes_every_parameter() {
         let xv = tape.input(&x, n, c);
         let h = tape.linear(&params, xv, w1, None, false);
         let _unused = tape.linear(&params, xv, w2, None, false);
-        // w1 again, on a fan-out of h through the residual: two contributions to dW1.
+        // h fans out (GELU and the residual add).
         let g = tape.gelu(h);
         let h2 = tape.add(h, g);
-        // The tied-head layout: w1 stored (c, v) read as x·w1ᵀ, n×c logits.
+        // w1 used again, in the tied-head layout (stored (c, v), read as x·w1ᵀ: n×c logits):
+        // two contributions to dW1, the first overwrites, the second adds.
         let logits = tape.linear(&params, h2, w1, None, true);
         tape.softmax_cross_entropy(logits, &targets, c);
         let mut d = vec![fill; len];
