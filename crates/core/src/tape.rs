@@ -576,11 +576,8 @@ impl<T: Float> Tape<T> {
                     let (we, wp) = (pwrite(wte), pwrite(wpe));
                     let (dwte, dwpe) = two_params(dparams, wte, wpe);
                     // The scatter adds: a first write starts from zero.
-                    for (d, w) in [(&mut *dwte, we), (&mut *dwpe, wp)] {
-                        if w == Write::Set {
-                            d.fill(T::ZERO);
-                        }
-                    }
+                    we.clear_for_adds(dwte);
+                    wp.clear_for_adds(dwpe);
                     ops::embedding::backward(
                         dwte,
                         dwpe,
@@ -602,11 +599,8 @@ impl<T: Float> Tape<T> {
                     let (ww, wb) = (pwrite(w), pwrite(b));
                     let (dw, db) = two_params(dparams, w, b);
                     // The row reduction adds: a first write starts from zero.
-                    for (d, w) in [(&mut *dw, ww), (&mut *db, wb)] {
-                        if w == Write::Set {
-                            d.fill(T::ZERO);
-                        }
-                    }
+                    ww.clear_for_adds(dw);
+                    wb.clear_for_adds(db);
                     let c = w.len();
                     ops::layernorm::backward(
                         write(x),

@@ -30,7 +30,8 @@ use rayon::prelude::*;
 /// and batches of `batch` sequences: one per thread (at most `batch`) while a gradient buffer
 /// (4 bytes per parameter) fits in half the last-level cache (32 MiB when the cache size is
 /// unknown), else one. Measured on two pinned cores of the device host (Emerald Rapids, L3
-/// 300 MiB, 2026-11-26, medians of four alternating rounds): gpt2-124m (0.5 GB per buffer)
+/// 300 MiB, 2026-11-26, medians of four alternating rounds, the build of `8c813da` with the
+/// shard count and the weight packing forced by temporary switches): gpt2-124m (0.5 GB per buffer)
 /// at B=4, T=64 took 599 ms per step with one shard and 784 ms with two at the amx level,
 /// 1139 and 1122 ms at simd; shakespeare-cpu (43 MB) steps 1.3× (simd) to 1.5× (amx) faster
 /// with two.

@@ -106,9 +106,7 @@ pub fn backward<T: Float>(
         )?;
     }
     if let Some(db) = dbias {
-        if ww == Write::Set {
-            db.fill(T::ZERO);
-        }
+        ww.clear_for_adds(db);
         for row in dout.chunks_exact(oc) {
             for (d, &g) in db.iter_mut().zip(row) {
                 *d += g;

@@ -31,6 +31,13 @@ impl Write {
         }
     }
 
+    /// Zeroes `d` for a first write (`Set`), for backward passes that can only add.
+    pub fn clear_for_adds<T: Float>(self, d: &mut [T]) {
+        if self == Write::Set {
+            d.fill(T::ZERO);
+        }
+    }
+
     /// Whether a product writing this gradient accumulates into it.
     pub fn accumulates(self) -> bool {
         self == Write::Add
