@@ -1,4 +1,4 @@
-//! Reductions over slices (Σ, max, dot) with 16 running lanes.
+//! Reductions over slices (Σ, max, dot, Σ x² in f64) with 16 running lanes.
 //!
 //! A single running value serialises every step on the previous one (4 cycles of add latency
 //! per element) and keeps the compiler from vectorising, because it does not reassociate float
@@ -56,6 +56,22 @@ pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     acc.iter().fold(tail, |s, &v| s + v)
 }
 
+/// Σ x², each x widened to f64 (exact square), summed in f64 over [`LANES`] lanes: the sum
+/// of squares behind a gradient norm. Only the additions round.
+#[inline(always)]
+pub fn sum_squares_f64(x: &[f32]) -> f64 {
+    let sq = |v: f32| (v as f64) * (v as f64);
+    let mut acc = [0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(0.0, |a, &v| a + sq(v));
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += sq(c[i]);
+        }
+    }
+    acc.iter().fold(tail, |a, &v| a + v)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -70,6 +86,11 @@ mod tests {
             assert_eq!(
                 super::dot(&a, &b),
                 a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>()
+            );
+            let af: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+            assert_eq!(
+                super::sum_squares_f64(&af),
+                a.iter().map(|x| x * x).sum::<f64>()
             );
             let m = a.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             assert_eq!(super::max(&a), m);

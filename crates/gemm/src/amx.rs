@@ -275,140 +275,262 @@ mod imp {
         unsafe { _mm512_store_si512(line.0.as_mut_ptr() as *mut __m512i, v) }
     }
 
-    /// `t[e][r]` → `lines[r][e]`: a 32×32 transpose of bf16 values.
+    /// Word i of `_mm512_permutexvar_epi16(INTERLEAVE, x)` is word INTERLEAVE[i] of x: the
+    /// two 16-word halves of x interleaved (lo₀ hi₀ lo₁ hi₁ …).
     #[inline(always)]
-    fn transpose_into(t: &[Line; 32], lines: &mut [Line]) {
-        for (r, line) in lines.iter_mut().enumerate() {
-            for (e, d) in line.0.iter_mut().enumerate() {
-                *d = t[e].0[r];
-            }
+    fn interleave() -> __m512i {
+        // SAFETY: AVX-512F is the caller's contract (this is only inlined into the packers).
+        unsafe {
+            _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            )
         }
     }
 
-    /// Packs 32-row sliver `s` of op(A) (rounded to bf16): line `q*32 + r` holds
-    /// op(A)[32s + r, 32q .. 32q + 32].
+    /// 16 pairs (lo[j], hi[j]) rounded to bf16, pair j in dword j (lo in the low word): the
+    /// first `nlo` / `nhi` elements are read, the rest are 0.
     ///
     /// # Safety
-    /// AVX-512F/BW/BF16 present (checked by `available`).
+    /// AVX-512F/BW/BF16 present; `lo .. lo + nlo` and `hi .. hi + nhi` readable (≤ 16 each).
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn pack_a_wide(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+    unsafe fn pairs16(lo: *const f32, nlo: usize, hi: *const f32, nhi: usize) -> __m512i {
+        // SAFETY: masked loads read only the first nlo / nhi elements.
+        unsafe {
+            let l = _mm512_maskz_loadu_ps(((1u32 << nlo) - 1) as u16, lo);
+            let h = _mm512_maskz_loadu_ps(((1u32 << nhi) - 1) as u16, hi);
+            let x = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(h, l));
+            _mm512_permutexvar_epi16(interleave(), x)
+        }
+    }
+
+    /// In-register transpose of a 16×16 matrix of dwords: afterwards dword j of `r[i]` is what
+    /// dword i of `r[j]` was. Three shuffle stages (dwords, qwords, 128-bit lanes twice).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: &mut [__m512i; 16]) {
+        let mut t = *r;
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g + 4.
+        let mut u = t;
+        for g in 0..4 {
+            u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+            u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+            u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+            u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+        }
+        // Row 4L + c of the result: lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
+        for c in 0..4 {
+            let v0 = _mm512_shuffle_i32x4::<0x44>(u[c], u[4 + c]);
+            let v1 = _mm512_shuffle_i32x4::<0xee>(u[c], u[4 + c]);
+            let v2 = _mm512_shuffle_i32x4::<0x44>(u[8 + c], u[12 + c]);
+            let v3 = _mm512_shuffle_i32x4::<0xee>(u[8 + c], u[12 + c]);
+            r[c] = _mm512_shuffle_i32x4::<0x88>(v0, v2);
+            r[4 + c] = _mm512_shuffle_i32x4::<0xdd>(v0, v2);
+            r[8 + c] = _mm512_shuffle_i32x4::<0x88>(v1, v3);
+            r[12 + c] = _mm512_shuffle_i32x4::<0xdd>(v1, v3);
+        }
+    }
+
+    /// Lines of a packed operand written by a task that fills the same k blocks of every
+    /// sliver (rows of the lines of different slivers: disjoint between tasks).
+    #[derive(Clone, Copy)]
+    struct LinesPtr(*mut Line);
+    // SAFETY: tasks write disjoint lines (distinct k blocks), and the buffer outlives the loop.
+    unsafe impl Send for LinesPtr {}
+    // SAFETY: as above.
+    unsafe impl Sync for LinesPtr {}
+
+    /// Ã sliver `s` of op(A) = A (rounded to bf16): line `q*32 + r` holds
+    /// A[32s + r, 32q .. 32q + 32]. One task per sliver: each line is 32 consecutive
+    /// elements of a stored row.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/BF16 present (checked by `available`); `!p.ta`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn pack_a_sliver(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
         let rows = 32.min(p.m - 32 * s);
         for (q, lines) in out.chunks_exact_mut(32).enumerate() {
             let depth = 32.min(p.k - 32 * q);
-            if !p.ta {
-                // op(A) = A: each line is 32 consecutive elements of a stored row.
-                for (r, line) in lines.iter_mut().enumerate() {
-                    if r < rows {
-                        let src = &p.a[(32 * s + r) * p.lda + 32 * q..][..depth];
-                        // SAFETY: src holds `depth` elements; the CPU check is the caller's.
-                        store(line, unsafe { bf16x32(src.as_ptr(), depth) });
-                    } else {
-                        *line = ZERO_LINE;
-                    }
+            for (r, line) in lines.iter_mut().enumerate() {
+                if r < rows {
+                    let src = &p.a[(32 * s + r) * p.lda + 32 * q..][..depth];
+                    // SAFETY: src holds `depth` elements; the CPU check is the caller's.
+                    store(line, unsafe { bf16x32(src.as_ptr(), depth) });
+                } else {
+                    *line = ZERO_LINE;
                 }
-            } else {
-                // op(A) = Aᵀ: a k block of the sliver is 32 stored rows (k) × 32 columns (m);
-                // round stored rows, then transpose.
-                let mut t = [ZERO_LINE; 32];
-                for (e, dst) in t.iter_mut().enumerate().take(depth) {
-                    let src = &p.a[(32 * q + e) * p.lda + 32 * s..][..rows];
-                    // SAFETY: as above.
-                    store(dst, unsafe { bf16x32(src.as_ptr(), rows) });
-                }
-                transpose_into(&t, lines);
             }
         }
     }
 
-    /// Slivers of B̃ packed by one task: with B stored k×n, a task reads G·128 contiguous
-    /// bytes of each stored row instead of 128 bytes of rows a whole row stride apart (which
-    /// the prefetchers do not follow: the packing was latency-bound).
-    const B_GROUP: usize = 8;
-
-    /// Packs the 32-column slivers `s0 ..` of op(B) that fill `out` in VNNI order: line
-    /// `q*32 + h*16 + r` of a sliver s holds, for j < 16, the pair
-    /// (op(B)[32q + 2r, 32s + 16h + j], op(B)[32q + 2r + 1, 32s + 16h + j]).
+    /// K block `q` of every Ã sliver of op(A) = Aᵀ (A stored k×m): line `q*32 + r` of sliver s
+    /// holds A[32q .. 32q + 32, 32s + r]. One task per k block reads its 32 stored rows from
+    /// start to end: pairs of rows give the (k, k+1) dwords of 16 columns, a 16×16 dword
+    /// transpose turns them into 16 lines.
     ///
     /// # Safety
-    /// AVX-512F/BW/BF16 present (checked by `available`).
+    /// AVX-512F/BW/BF16 present; `p.ta`; `out` is the Ã buffer (`m.div_ceil(32)` slivers of
+    /// `sliver` lines) and this task alone writes k block `q` of it.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn pack_b_wide(p: &Problem<'_, f32>, s0: usize, out: &mut [Line]) {
-        let sliver = p.k.div_ceil(32) * 32;
-        if !p.tb {
-            // op(B) = B: stored rows 2r and 2r + 1 of each k block give line r of each half;
-            // walk the rows, and along each row every sliver of the group.
-            // Word i of the result takes word IDX[i] of (bf16(row 2r half), bf16(row 2r+1 half)).
-            let interleave = _mm512_set_epi16(
-                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
-                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
-            );
-            for q in 0..sliver / 32 {
-                for r in 0..16 {
-                    let (k0, k1) = (32 * q + 2 * r, 32 * q + 2 * r + 1);
-                    for (g, lines) in out.chunks_exact_mut(sliver).enumerate() {
-                        let s = s0 + g;
-                        let cols = 32.min(p.n - 32 * s);
-                        for h in 0..2 {
-                            let n = cols.saturating_sub(16 * h).min(16);
-                            // A row past the end of k (or a half past the last column) loads
-                            // nothing: count 0, every lane masked off, zeros.
-                            let row = |kk: usize| -> (*const f32, usize) {
-                                if kk < p.k && n > 0 {
-                                    (p.b[kk * p.ldb + 32 * s + 16 * h..][..n].as_ptr(), n)
-                                } else {
-                                    (p.b.as_ptr(), 0)
-                                }
-                            };
-                            let ((r0, n0), (r1, n1)) = (row(k0), row(k1));
-                            // SAFETY: r0/r1 hold n0/n1 elements; masked-off lanes are not read.
-                            let v = unsafe {
-                                let lo = _mm512_maskz_loadu_ps(((1u32 << n0) - 1) as u16, r0);
-                                let hi = _mm512_maskz_loadu_ps(((1u32 << n1) - 1) as u16, r1);
-                                let pair = std::mem::transmute::<__m512bh, __m512i>(
-                                    _mm512_cvtne2ps_pbh(hi, lo),
-                                );
-                                _mm512_permutexvar_epi16(interleave, pair)
-                            };
-                            store(&mut lines[q * 32 + h * 16 + r], v);
-                        }
+    unsafe fn pack_a_kblock(p: &Problem<'_, f32>, q: usize, out: LinesPtr, sliver: usize) {
+        let depth = 32.min(p.k - 32 * q);
+        for s in 0..p.m.div_ceil(32) {
+            for h in 0..2 {
+                let c0 = 32 * s + 16 * h;
+                let n = p.m.saturating_sub(c0).min(16);
+                let mut v = [_mm512_setzero_si512(); 16];
+                if n > 0 {
+                    for (e, x) in v.iter_mut().enumerate() {
+                        let (k0, k1) = (32 * q + 2 * e, 32 * q + 2 * e + 1);
+                        let row = |kk: usize| -> (*const f32, usize) {
+                            if kk < 32 * q + depth {
+                                (p.a[kk * p.lda + c0..][..n].as_ptr(), n)
+                            } else {
+                                (p.a.as_ptr(), 0)
+                            }
+                        };
+                        let ((r0, n0), (r1, n1)) = (row(k0), row(k1));
+                        // SAFETY: r0 / r1 hold n0 / n1 elements.
+                        *x = unsafe { pairs16(r0, n0, r1, n1) };
                     }
+                    transpose16(&mut v);
+                }
+                for (r, &x) in v.iter().enumerate() {
+                    // SAFETY: the line is inside sliver s, k block q: this task's alone.
+                    store(
+                        unsafe { &mut *out.0.add(s * sliver + q * 32 + h * 16 + r) },
+                        x,
+                    );
                 }
             }
-        } else {
-            // op(B) = Bᵀ: column j of a sliver is stored row 32s + j, contiguous in k. Each
-            // 32-deep block of it rounds to exactly the 16 pairs that column needs, which go
-            // to dword j % 16 of the 16 lines of its half: read every stored row once from
-            // start to end, scatter dwords.
-            for (g, lines) in out.chunks_exact_mut(sliver).enumerate() {
-                let s = s0 + g;
-                let cols = 32.min(p.n - 32 * s);
-                lines.fill(ZERO_LINE);
-                for j in 0..cols {
-                    let row = &p.b[(32 * s + j) * p.ldb..][..p.k];
-                    let (h, jj) = (j / 16, j % 16);
-                    for (q, chunk) in row.chunks(32).enumerate() {
-                        let mut pairs = Line([0; 32]);
-                        // SAFETY: chunk holds chunk.len() ≤ 32 elements.
-                        store(&mut pairs, unsafe { bf16x32(chunk.as_ptr(), chunk.len()) });
-                        for r in 0..16 {
-                            let line = &mut lines[q * 32 + h * 16 + r].0;
-                            line[2 * jj] = pairs.0[2 * r];
-                            line[2 * jj + 1] = pairs.0[2 * r + 1];
+        }
+    }
+
+    /// K block `q` of every B̃ sliver of op(B) = B (B stored k×n), in VNNI order: line
+    /// `q*32 + h*16 + r` of sliver s holds, for j < 16, the pair
+    /// (B[32q + 2r, 32s + 16h + j], B[32q + 2r + 1, 32s + 16h + j]). One task per k block
+    /// reads its stored rows two at a time from start to end (whole rows: the prefetchers
+    /// follow them; 128-byte pieces of rows a row stride apart they did not).
+    ///
+    /// # Safety
+    /// AVX-512F/BW/BF16 present; `!p.tb`; `out` is the B̃ buffer (`n.div_ceil(32)` slivers of
+    /// `sliver` lines) and this task alone writes k block `q` of it.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn pack_b_kblock(p: &Problem<'_, f32>, q: usize, out: LinesPtr, sliver: usize) {
+        for r in 0..16 {
+            let (k0, k1) = (32 * q + 2 * r, 32 * q + 2 * r + 1);
+            for s in 0..p.n.div_ceil(32) {
+                for h in 0..2 {
+                    let c0 = 32 * s + 16 * h;
+                    let n = p.n.saturating_sub(c0).min(16);
+                    // A row past the end of k (or a half past the last column) loads nothing:
+                    // count 0, every lane masked off, zeros.
+                    let row = |kk: usize| -> (*const f32, usize) {
+                        if kk < p.k && n > 0 {
+                            (p.b[kk * p.ldb + c0..][..n].as_ptr(), n)
+                        } else {
+                            (p.b.as_ptr(), 0)
                         }
+                    };
+                    let ((r0, n0), (r1, n1)) = (row(k0), row(k1));
+                    // SAFETY: r0 / r1 hold n0 / n1 elements; the line is inside sliver s,
+                    // k block q: this task's alone.
+                    unsafe {
+                        let v = pairs16(r0, n0, r1, n1);
+                        store(&mut *out.0.add(s * sliver + q * 32 + h * 16 + r), v);
                     }
                 }
             }
         }
     }
 
-    fn pack_a(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
-        // SAFETY: only reached after `available()`, which checked AVX-512F/BW/BF16.
-        unsafe { pack_a_wide(p, s, out) }
+    /// B̃ sliver `s` of op(B) = Bᵀ (B stored n×k), VNNI order as in [`pack_b_kblock`]: column
+    /// j of the sliver is stored row 32s + j, contiguous in k, and each 32-deep block of it
+    /// rounds to the 16 pairs that go to dword j % 16 of the 16 lines of its half: 16 rows'
+    /// blocks and a 16×16 dword transpose give 16 lines. One task per sliver.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/BF16 present; `p.tb`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn pack_b_sliver(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
+        let cols = 32.min(p.n - 32 * s);
+        for h in 0..2 {
+            let live = cols.saturating_sub(16 * h).min(16);
+            for (q, lines) in out.chunks_exact_mut(32).enumerate() {
+                let depth = 32.min(p.k - 32 * q);
+                let mut v = [_mm512_setzero_si512(); 16];
+                for (j, x) in v.iter_mut().enumerate().take(live) {
+                    let src = &p.b[(32 * s + 16 * h + j) * p.ldb + 32 * q..][..depth];
+                    // SAFETY: src holds `depth` elements.
+                    *x = unsafe { bf16x32(src.as_ptr(), depth) };
+                }
+                transpose16(&mut v);
+                for (line, &x) in lines[16 * h..16 * h + 16].iter_mut().zip(v.iter()) {
+                    store(line, x);
+                }
+            }
+        }
     }
 
-    fn pack_b(p: &Problem<'_, f32>, s: usize, out: &mut [Line]) {
-        // SAFETY: as in `pack_a`.
-        unsafe { pack_b_wide(p, s, out) }
+    /// Runs `f(0) .. f(count - 1)` on rayon's threads when `threads > 1`, else in order.
+    fn for_each_task(threads: usize, count: usize, f: impl Fn(usize) + Sync + Send) {
+        if threads > 1 {
+            (0..count).into_par_iter().for_each(f);
+        } else {
+            (0..count).for_each(f);
+        }
+    }
+
+    /// Packs all of op(A) into `apack` (`m.div_ceil(32)` slivers of `sliver` lines).
+    fn pack_a(p: &Problem<'_, f32>, threads: usize, apack: &mut [Line], sliver: usize) {
+        if p.ta {
+            let out = LinesPtr(apack.as_mut_ptr());
+            // SAFETY: only reached after `available()`, which checked AVX-512F/BW/BF16; the
+            // k blocks are disjoint between tasks and `apack` holds every sliver.
+            for_each_task(threads, p.k.div_ceil(32), |q| unsafe {
+                pack_a_kblock(p, q, out, sliver)
+            });
+        } else if threads > 1 {
+            apack
+                .par_chunks_mut(sliver)
+                .enumerate()
+                // SAFETY: as above.
+                .for_each(|(s, o)| unsafe { pack_a_sliver(p, s, o) });
+        } else {
+            apack
+                .chunks_mut(sliver)
+                .enumerate()
+                // SAFETY: as above.
+                .for_each(|(s, o)| unsafe { pack_a_sliver(p, s, o) });
+        }
+    }
+
+    /// Packs all of op(B) into `bpack` (`n.div_ceil(32)` slivers of `sliver` lines).
+    fn pack_b(p: &Problem<'_, f32>, threads: usize, bpack: &mut [Line], sliver: usize) {
+        if !p.tb {
+            let out = LinesPtr(bpack.as_mut_ptr());
+            // SAFETY: as in `pack_a`.
+            for_each_task(threads, p.k.div_ceil(32), |q| unsafe {
+                pack_b_kblock(p, q, out, sliver)
+            });
+        } else if threads > 1 {
+            bpack
+                .par_chunks_mut(sliver)
+                .enumerate()
+                // SAFETY: as in `pack_a`.
+                .for_each(|(s, o)| unsafe { pack_b_sliver(p, s, o) });
+        } else {
+            bpack
+                .chunks_mut(sliver)
+                .enumerate()
+                // SAFETY: as in `pack_a`.
+                .for_each(|(s, o)| unsafe { pack_b_sliver(p, s, o) });
+        }
     }
 
     thread_local! {
@@ -449,25 +571,8 @@ mod imp {
         let threads = crate::threads_for(m * n * k, 64 * 64 * 64);
         with_lines(&A_PACK, sm * sliver, |apack| {
             with_lines(&B_PACK, sn * sliver, |bpack| {
-                if threads > 1 {
-                    apack
-                        .par_chunks_mut(sliver)
-                        .enumerate()
-                        .for_each(|(s, o)| pack_a(p, s, o));
-                    bpack
-                        .par_chunks_mut(sliver * B_GROUP)
-                        .enumerate()
-                        .for_each(|(g, o)| pack_b(p, g * B_GROUP, o));
-                } else {
-                    apack
-                        .chunks_mut(sliver)
-                        .enumerate()
-                        .for_each(|(s, o)| pack_a(p, s, o));
-                    bpack
-                        .chunks_mut(sliver * B_GROUP)
-                        .enumerate()
-                        .for_each(|(g, o)| pack_b(p, g * B_GROUP, o));
-                }
+                pack_a(p, threads, apack, sliver);
+                pack_b(p, threads, bpack, sliver);
                 let (apack, bpack): (&[Line], &[Line]) = (apack, bpack);
                 // Tasks: column chunks of at most NCA columns, row chunks so that there are at
                 // least as many tasks as threads.
@@ -481,11 +586,7 @@ mod imp {
                     with_tiles(|| run_task(p, apack, bpack, cptr, s0..s1, q0..q1))
                 };
                 let tasks = m_chunks * n_chunks;
-                if threads > 1 {
-                    (0..tasks).into_par_iter().for_each(task);
-                } else {
-                    (0..tasks).for_each(task);
-                }
+                for_each_task(threads, tasks, task);
             })
         })
     }

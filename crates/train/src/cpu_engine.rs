@@ -206,7 +206,10 @@ impl CpuEngine {
                             *d += s;
                         }
                     }
-                    d.iter().map(|&g| g as f64 * g as f64).sum::<f64>()
+                    ferrogpt_core::wide::run(
+                        #[inline(always)]
+                        || ferrogpt_core::reduce::sum_squares_f64(d),
+                    )
                 })
                 .sum::<f64>()
                 .sqrt()

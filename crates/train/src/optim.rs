@@ -8,6 +8,7 @@
 //! State (moments, step count) uses the parameter layout, so it checkpoints as flat buffers.
 
 use crate::config::{OptimizerKind, TrainConfig};
+use ferrogpt_core::reduce::sum_squares_f64;
 use rayon::prelude::*;
 
 /// Elements per parallel task of the passes over the flat buffers (the gradient norm's
@@ -172,7 +173,12 @@ impl Optimizer {
 pub fn global_norm(grads: &[f32]) -> f64 {
     grads
         .par_chunks(CHUNK)
-        .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+        .map(|c| {
+            ferrogpt_core::wide::run(
+                #[inline(always)]
+                || sum_squares_f64(c),
+            )
+        })
         .sum::<f64>()
         .sqrt()
 }
