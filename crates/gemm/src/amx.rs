@@ -91,6 +91,7 @@ mod imp {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
     use super::*;
+    use crate::transpose::transpose16;
     use rayon::prelude::*;
     use std::arch::asm;
     use std::arch::x86_64::*;
@@ -302,37 +303,6 @@ mod imp {
             let h = _mm512_maskz_loadu_ps(((1u32 << nhi) - 1) as u16, hi);
             let x = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(h, l));
             _mm512_permutexvar_epi16(interleave(), x)
-        }
-    }
-
-    /// In-register transpose of a 16×16 matrix of dwords: afterwards dword j of `r[i]` is what
-    /// dword i of `r[j]` was. Three shuffle stages (dwords, qwords, 128-bit lanes twice).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn transpose16(r: &mut [__m512i; 16]) {
-        let mut t = *r;
-        for i in 0..8 {
-            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-        }
-        // u[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g + 4.
-        let mut u = t;
-        for g in 0..4 {
-            u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-            u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-            u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-            u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-        }
-        // Row 4L + c of the result: lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
-        for c in 0..4 {
-            let v0 = _mm512_shuffle_i32x4::<0x44>(u[c], u[4 + c]);
-            let v1 = _mm512_shuffle_i32x4::<0xee>(u[c], u[4 + c]);
-            let v2 = _mm512_shuffle_i32x4::<0x44>(u[8 + c], u[12 + c]);
-            let v3 = _mm512_shuffle_i32x4::<0xee>(u[8 + c], u[12 + c]);
-            r[c] = _mm512_shuffle_i32x4::<0x88>(v0, v2);
-            r[4 + c] = _mm512_shuffle_i32x4::<0xdd>(v0, v2);
-            r[8 + c] = _mm512_shuffle_i32x4::<0x88>(v1, v3);
-            r[12 + c] = _mm512_shuffle_i32x4::<0xdd>(v1, v3);
         }
     }
 

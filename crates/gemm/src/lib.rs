@@ -44,6 +44,8 @@ pub mod library;
 mod naive;
 mod parallel;
 pub mod simd;
+#[cfg(target_arch = "x86_64")]
+mod transpose;
 
 pub use simd::Isa;
 
