@@ -8,7 +8,7 @@ use ferrogpt_core::Level;
 use ferrogpt_train::config::preset_or_err;
 use ferrogpt_train::data::{load_dataset, load_text};
 use ferrogpt_train::tokenizer::Tokenizer;
-use ferrogpt_train::trainer::Trainer;
+use ferrogpt_train::trainer::{StepPhases, Trainer};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -61,6 +61,9 @@ struct Row {
     mfu: Option<f64>,
     peak_tflops: Option<f64>,
     final_loss: f32,
+    /// Median of each phase of the step over the timed steps (each phase's own median, so
+    /// they need not add up to `step_s_median`).
+    phases_median: StepPhases,
 }
 
 /// NVIDIA's dense peak for the cards we measure on (H100 SXM and H200: same tensor cores),
@@ -162,17 +165,23 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
             Device::Cuda(_) => t.engine.describe(),
         };
         let mut times = Vec::new();
+        let mut phases = Vec::new();
         let mut loss = 0.0;
         for i in 0..cfg.steps {
             let t0 = Instant::now();
             loss = t.train_step().map_err(|e| e.to_string())?.0;
             if i >= a.warmup {
                 times.push(t0.elapsed().as_secs_f64());
+                phases.push(t.last_phases);
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
-        times.sort_by(f64::total_cmp);
-        let med = times[times.len() / 2];
+        let med = median(&mut times);
+        let phases_median = StepPhases {
+            forward_backward: median(&mut phases.iter().map(|p| p.forward_backward).collect()),
+            norm: median(&mut phases.iter().map(|p| p.norm).collect()),
+            update: median(&mut phases.iter().map(|p| p.update).collect()),
+        };
         let peak = a.peak_tflops.or_else(|| known_peak_tflops(&label));
         rows.push(Row {
             level: label,
@@ -187,6 +196,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
             mfu: peak.map(|p| flops_per_step / med / (p * 1e12)),
             peak_tflops: peak,
             final_loss: loss,
+            phases_median,
         });
         if !a.json {
             let r = rows.last().expect("just pushed");
@@ -218,26 +228,49 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         .unwrap_or(0)
         .max(18);
     println!(
-        "{:<w$} {:>12} {:>12} {:>12} {:>7} {:>9} {:>10}",
-        "level", "step (ms)", "tokens/s", "model GF/s", "MFU", "speedup", "loss"
+        "{:<w$} {:>12} {:>12} {:>12} {:>7} {:>9} {:>10}   {:>9} {:>9} {:>9}",
+        "level",
+        "step (ms)",
+        "tokens/s",
+        "model GF/s",
+        "MFU",
+        "speedup",
+        "loss",
+        "fwd+bwd",
+        "norm",
+        "update"
     );
     for r in &rows {
         let mfu = r
             .mfu
             .map_or("-".to_string(), |m| format!("{:.1}%", m * 100.0));
+        let ph = &r.phases_median;
         println!(
-            "{:<w$} {:>12.2} {:>12.0} {:>12.1} {:>7} {:>8.2}x {:>10.4}",
+            "{:<w$} {:>12.2} {:>12.0} {:>12.1} {:>7} {:>8.2}x {:>10.4}   {:>9.2} {:>9.2} {:>9.2}",
             r.level,
             r.step_s_median * 1e3,
             r.tokens_per_sec,
             r.model_gflops,
             mfu,
             slowest / r.step_s_median,
-            r.final_loss
+            r.final_loss,
+            ph.forward_backward * 1e3,
+            ph.norm * 1e3,
+            ph.update * 1e3
         );
     }
+    println!(
+        "fwd+bwd / norm / update: median ms of each part of the step (forward and backward \
+         passes; gradient norm and clip; optimizer update)"
+    );
     if let Some(p) = rows.iter().find_map(|r| r.peak_tflops) {
         println!("MFU: model FLOPs (6N + 12·L·C·T per token) per second over a peak of {p} TFLOPS");
     }
     Ok(())
+}
+
+/// The median of `v` (the upper one of an even count); `v` is sorted in place.
+fn median(v: &mut Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

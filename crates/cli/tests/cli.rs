@@ -232,6 +232,43 @@ fn train_sample_eval_resume() {
 }
 
 #[test]
+fn bench_train_reports_the_parts_of_a_step() {
+    let dir = tmp("bench-train");
+    let data = corpus(&dir);
+    let o = run(&[
+        "bench",
+        "train",
+        "--data",
+        s(&data),
+        "--levels",
+        "simd",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--json",
+    ]);
+    assert_eq!(o.code, 0, "bench train failed: {}", o.stderr);
+    let rows: serde_json::Value = serde_json::from_str(&o.stdout).expect("JSON rows");
+    let row = &rows.as_array().expect("an array")[0];
+    let step = row["step_s_median"].as_f64().unwrap();
+    let ph = &row["phases_median"];
+    let part = |k: &str| ph[k].as_f64().unwrap_or_else(|| panic!("{k} in {ph}"));
+    let (fb, norm, update) = (part("forward_backward"), part("norm"), part("update"));
+    assert!(fb > 0.0 && norm >= 0.0 && update > 0.0, "{ph}");
+    // Seconds, like the step: the parts fit in it (loosely: each is its own median).
+    assert!(
+        fb + norm + update < 2.0 * step,
+        "{ph} against a step of {step} s"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn tokenize_writes_token_files() {
     let dir = tmp("tok");
     let text = corpus(&dir);

@@ -89,6 +89,22 @@ pub struct Trainer {
     best_pending: bool,
     /// The checkpoint being written in the background, if any (see `save_in_background`).
     writer: Option<std::thread::JoinHandle<Result<(), CheckpointError>>>,
+    /// Where the last `train_step` spent its time.
+    pub last_phases: StepPhases,
+}
+
+/// Wall time of the parts of one optimizer step, in seconds, measured on the host around the
+/// engine's calls. Exact for the CPU engine; a GPU engine returns from a call before its
+/// kernels finish, so there a phase holds whatever work the call waited for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct StepPhases {
+    /// Forward and backward passes of every micro-batch (`Engine::accumulate`), with the
+    /// batches drawn for them.
+    pub forward_backward: f64,
+    /// The gradient norm and the clip (`Engine::clip_grads`).
+    pub norm: f64,
+    /// The optimizer update (`Engine::update`).
+    pub update: f64,
 }
 
 impl Drop for Trainer {
@@ -234,6 +250,7 @@ impl Trainer {
             best_val_loss: None,
             best_pending: false,
             writer: None,
+            last_phases: StepPhases::default(),
         }
     }
 
@@ -256,6 +273,7 @@ impl Trainer {
         let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
         let lr = learning_rate(&self.cfg, self.step);
         let scale = 1.0 / self.cfg.grad_accum as f32;
+        let t0 = Instant::now();
         self.engine.zero_grads()?;
         let mut loss_sum = 0.0f64;
         let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
@@ -274,7 +292,9 @@ impl Trainer {
                 dir: self.out_dir.display().to_string(),
             });
         }
+        let t1 = Instant::now();
         let norm = self.engine.clip_grads(self.cfg.grad_clip)?;
+        let t2 = Instant::now();
         if !norm.is_finite() {
             return Err(TrainError::NonFinite {
                 step: self.step,
@@ -283,6 +303,11 @@ impl Trainer {
             });
         }
         self.engine.update(lr, &self.cfg)?;
+        self.last_phases = StepPhases {
+            forward_backward: (t1 - t0).as_secs_f64(),
+            norm: (t2 - t1).as_secs_f64(),
+            update: t2.elapsed().as_secs_f64(),
+        };
         self.step += 1;
         self.tokens_seen += (b * t * self.cfg.grad_accum) as u64;
         Ok((loss, norm, lr))
