@@ -561,6 +561,20 @@ mod imp {
         })
     }
 
+    /// Asks for the `rows` × 32 f32 tile of C at offset `off` (row stride `ldc`) in cache, for
+    /// writing (`prefetchw`).
+    #[inline]
+    fn prefetch_tile(c: CPtr, off: usize, ldc: usize, rows: usize) {
+        for i in 0..rows {
+            let row = c.0.wrapping_add(off + i * ldc) as *const i8;
+            // SAFETY: a prefetch never faults and reads nothing architecturally.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_ET0>(row);
+                _mm_prefetch::<_MM_HINT_ET0>(row.wrapping_add(64));
+            }
+        }
+    }
+
     /// The loop nest of one task: C rows of slivers `ms`, columns of slivers `ns`.
     fn run_task(
         p: &Problem<'_, f32>,
@@ -584,6 +598,16 @@ mod imp {
                     let b = &bpack[sj * sliver + q0 * 32..][..nq * 32];
                     let cols = 32.min(p.n - 32 * sj);
                     let off = 32 * si * p.ldc + 32 * sj;
+                    // The next tile of C: its 32 rows are a row stride apart (cache and TLB
+                    // misses each); fetch them for writing while this tile computes.
+                    let (ni, nj) = if sj + 1 < ns.end {
+                        (si, sj + 1)
+                    } else {
+                        (si + 1, ns.start)
+                    };
+                    if ni < ms.end {
+                        prefetch_tile(c, 32 * ni * p.ldc + 32 * nj, p.ldc, 32.min(p.m - 32 * ni));
+                    }
                     if rows == 32 && cols == 32 {
                         // SAFETY: tiles are configured (`with_tiles`); a and b hold nq·32
                         // lines; the 32×32 tile of C at `off` is inside C (validated shapes)
