@@ -177,10 +177,12 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         }
         let _ = std::fs::remove_dir_all(&dir);
         let med = median(&mut times);
+        let part =
+            |f: fn(&StepPhases) -> f64| median(&mut phases.iter().map(f).collect::<Vec<_>>());
         let phases_median = StepPhases {
-            forward_backward: median(&mut phases.iter().map(|p| p.forward_backward).collect()),
-            norm: median(&mut phases.iter().map(|p| p.norm).collect()),
-            update: median(&mut phases.iter().map(|p| p.update).collect()),
+            forward_backward: part(|p| p.forward_backward),
+            norm: part(|p| p.norm),
+            update: part(|p| p.update),
         };
         let peak = a.peak_tflops.or_else(|| known_peak_tflops(&label));
         rows.push(Row {
@@ -270,7 +272,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
 }
 
 /// The median of `v` (the upper one of an even count); `v` is sorted in place.
-fn median(v: &mut Vec<f64>) -> f64 {
+fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

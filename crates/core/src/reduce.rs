@@ -56,11 +56,11 @@ pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     acc.iter().fold(tail, |s, &v| s + v)
 }
 
-/// Σ x², each x widened to f64 (exact square), summed in f64 over [`LANES`] lanes: the sum
+/// Σ x², each x widened to f64 (exact square of an f32), summed in f64 over [`LANES`] lanes: the sum
 /// of squares behind a gradient norm. Only the additions round.
 #[inline(always)]
-pub fn sum_squares_f64(x: &[f32]) -> f64 {
-    let sq = |v: f32| (v as f64) * (v as f64);
+pub fn sum_squares_f64<T: Float>(x: &[T]) -> f64 {
+    let sq = |v: T| v.to_f64() * v.to_f64();
     let mut acc = [0f64; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder().iter().fold(0.0, |a, &v| a + sq(v));

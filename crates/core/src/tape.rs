@@ -117,6 +117,20 @@ impl Node {
             Node::SoftmaxCe { .. } => None,
         }
     }
+
+    /// The parameters whose gradients this node writes.
+    fn params(&self) -> [Option<Param>; 2] {
+        match *self {
+            Node::Embedding { wte, wpe, .. } => [Some(wte), Some(wpe)],
+            Node::LayerNorm { w, b, .. } => [Some(w), Some(b)],
+            Node::Linear { w, bias, .. } => [Some(w), bias],
+            Node::Attention { .. }
+            | Node::Gelu { .. }
+            | Node::Add { .. }
+            | Node::Dropout { .. }
+            | Node::SoftmaxCe { .. } => [None, None],
+        }
+    }
 }
 
 /// The tape: activation buffers, their gradients, and the recorded ops.
@@ -142,6 +156,8 @@ pub struct Tape<T> {
     /// During an overwriting backward pass: the parameters whose gradient has been written
     /// (offset, length); `None` when accumulating.
     params_written: Option<Vec<(usize, usize)>>,
+    /// During [`Tape::backward_with_norm`]: Σ g² of the parameter gradients finished so far.
+    norm_sq: Option<f64>,
 }
 
 impl<T: Float> Tape<T> {
@@ -163,6 +179,7 @@ impl<T: Float> Tape<T> {
             loss: None,
             loss_scale: T::ONE,
             params_written: None,
+            norm_sq: None,
         })
     }
 
@@ -488,7 +505,24 @@ impl<T: Float> Tape<T> {
         self.prepare_grads();
         self.loss_scale = scale;
         self.params_written = (into == Write::Set).then(Vec::new);
+        self.norm_sq = None;
         self.run_backward(params, dparams);
+    }
+
+    /// [`Tape::backward_scaled`] overwriting `dparams` (`Write::Set`), returning Σ g² over all
+    /// of `dparams` (in f64), the square of the gradient norm a clip needs: each parameter's
+    /// gradient is summed right after the last op that writes it, while it is still in cache,
+    /// instead of in a pass over the whole buffer afterwards. Parameters no op reached (and the
+    /// gaps between parameters) are 0 and add nothing. The order of summation differs from a
+    /// pass over the buffer (per parameter, in backward order): equal to rounding.
+    pub fn backward_with_norm(&mut self, params: &[T], dparams: &mut [T], scale: T) -> f64 {
+        assert!(self.loss.is_some(), "backward: no loss recorded");
+        self.prepare_grads();
+        self.loss_scale = scale;
+        self.params_written = Some(Vec::new());
+        self.norm_sq = Some(0.0);
+        self.run_backward(params, dparams);
+        self.norm_sq.take().expect("set above")
     }
 
     /// Backpropagates a given gradient `dout` of var `out` (for gradient checks of single ops):
@@ -496,6 +530,7 @@ impl<T: Float> Tape<T> {
     pub fn backward_from(&mut self, out: Var, dout: &[T], params: &[T], dparams: &mut [T]) {
         self.prepare_grads();
         self.params_written = None;
+        self.norm_sq = None;
         self.grads[out.0].copy_from_slice(dout);
         self.written[out.0] = true;
         self.loss = None;
@@ -520,177 +555,203 @@ impl<T: Float> Tape<T> {
     fn run_backward(&mut self, params: &[T], dparams: &mut [T]) {
         let level = self.level;
         let nodes = std::mem::take(&mut self.nodes);
-        for node in nodes.iter().rev() {
-            let vals = &self.vals;
-            let grads = &mut self.grads;
-            let written = &mut self.written;
-            if let Some(out) = node.output() {
-                if !written[out.0] {
-                    continue; // no gradient reached this node's output
+        // With a norm to sum: the node after which each parameter's gradient is final (the
+        // last to write it in backward order: the lowest index), by offset.
+        let mut last_writer = std::collections::HashMap::new();
+        if self.norm_sq.is_some() {
+            for (i, node) in nodes.iter().enumerate().rev() {
+                for p in node.params().into_iter().flatten() {
+                    last_writer.insert(p.offset, i);
                 }
             }
-            // How this node writes input `v`'s gradient; marks it written.
-            let mut write = |v: Var| {
-                let w = if written[v.0] { Write::Add } else { Write::Set };
-                written[v.0] = true;
-                w
-            };
-            // How this node writes parameter `p`'s gradient: `Set` for the first write of an
-            // overwriting pass (then recorded), else `Add`.
-            let params_written = &mut self.params_written;
-            let mut pwrite = |p: Param| match params_written {
-                Some(done) if !done.contains(&(p.offset, p.len())) => {
-                    done.push((p.offset, p.len()));
-                    Write::Set
+        }
+        for (i, node) in nodes.iter().enumerate().rev() {
+            'node: {
+                let vals = &self.vals;
+                let grads = &mut self.grads;
+                let written = &mut self.written;
+                if let Some(out) = node.output() {
+                    if !written[out.0] {
+                        break 'node; // no gradient reached this node's output
+                    }
                 }
-                _ => Write::Add,
-            };
-            match *node {
-                Node::SoftmaxCe {
-                    loss_of,
-                    probs,
-                    targets,
-                    v,
-                } => {
-                    if self.loss.is_some() {
-                        let vp = self.shapes[loss_of.0].1;
-                        let w = write(loss_of);
-                        ops::softmax_ce::backward(
-                            &mut grads[loss_of.0],
-                            &vals[probs.0],
-                            &self.ints[targets],
-                            self.loss_scale,
-                            v,
-                            vp,
-                            w,
+                // How this node writes input `v`'s gradient; marks it written.
+                let mut write = |v: Var| {
+                    let w = if written[v.0] { Write::Add } else { Write::Set };
+                    written[v.0] = true;
+                    w
+                };
+                // How this node writes parameter `p`'s gradient: `Set` for the first write of an
+                // overwriting pass (then recorded), else `Add`.
+                let params_written = &mut self.params_written;
+                let mut pwrite = |p: Param| match params_written {
+                    Some(done) if !done.contains(&(p.offset, p.len())) => {
+                        done.push((p.offset, p.len()));
+                        Write::Set
+                    }
+                    _ => Write::Add,
+                };
+                match *node {
+                    Node::SoftmaxCe {
+                        loss_of,
+                        probs,
+                        targets,
+                        v,
+                    } => {
+                        if self.loss.is_some() {
+                            let vp = self.shapes[loss_of.0].1;
+                            let w = write(loss_of);
+                            ops::softmax_ce::backward(
+                                &mut grads[loss_of.0],
+                                &vals[probs.0],
+                                &self.ints[targets],
+                                self.loss_scale,
+                                v,
+                                vp,
+                                w,
+                            );
+                        }
+                    }
+                    Node::Embedding {
+                        out,
+                        tokens,
+                        wte,
+                        wpe,
+                        t,
+                    } => {
+                        let (we, wp) = (pwrite(wte), pwrite(wpe));
+                        let (dwte, dwpe) = two_params(dparams, wte, wpe);
+                        // The scatter adds: a first write starts from zero.
+                        we.clear_for_adds(dwte);
+                        wp.clear_for_adds(dwpe);
+                        ops::embedding::backward(
+                            dwte,
+                            dwpe,
+                            &grads[out.0],
+                            &self.ints[tokens],
+                            t,
+                            wte.cols,
                         );
                     }
-                }
-                Node::Embedding {
-                    out,
-                    tokens,
-                    wte,
-                    wpe,
-                    t,
-                } => {
-                    let (we, wp) = (pwrite(wte), pwrite(wpe));
-                    let (dwte, dwpe) = two_params(dparams, wte, wpe);
-                    // The scatter adds: a first write starts from zero.
-                    we.clear_for_adds(dwte);
-                    wp.clear_for_adds(dwpe);
-                    ops::embedding::backward(
-                        dwte,
-                        dwpe,
-                        &grads[out.0],
-                        &self.ints[tokens],
-                        t,
-                        wte.cols,
-                    );
-                }
-                Node::LayerNorm {
-                    out,
-                    x,
-                    mean,
-                    rstd,
-                    w,
-                    b,
-                } => {
-                    let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
-                    let (ww, wb) = (pwrite(w), pwrite(b));
-                    let (dw, db) = two_params(dparams, w, b);
-                    // The row reduction adds: a first write starts from zero.
-                    ww.clear_for_adds(dw);
-                    wb.clear_for_adds(db);
-                    let c = w.len();
-                    ops::layernorm::backward(
-                        write(x),
-                        dx,
-                        dw,
-                        db,
-                        dout,
-                        &vals[x.0],
-                        &params[w.range()],
-                        &vals[mean.0],
-                        &vals[rstd.0],
-                        c,
-                    );
-                }
-                Node::Linear {
-                    out,
-                    x,
-                    w,
-                    bias,
-                    transposed,
-                } => {
-                    let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
-                    let (n, ic) = self.shapes[x.0];
-                    let oc = self.shapes[out.0].1;
-                    // The weight and its bias are written together: both first, or neither.
-                    let ww = pwrite(w);
-                    if let Some(b) = bias {
-                        assert_eq!(pwrite(b), ww, "a bias shared without its weight");
+                    Node::LayerNorm {
+                        out,
+                        x,
+                        mean,
+                        rstd,
+                        w,
+                        b,
+                    } => {
+                        let [dx, dout] =
+                            grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                        let (ww, wb) = (pwrite(w), pwrite(b));
+                        let (dw, db) = two_params(dparams, w, b);
+                        // The row reduction adds: a first write starts from zero.
+                        ww.clear_for_adds(dw);
+                        wb.clear_for_adds(db);
+                        let c = w.len();
+                        ops::layernorm::backward(
+                            write(x),
+                            dx,
+                            dw,
+                            db,
+                            dout,
+                            &vals[x.0],
+                            &params[w.range()],
+                            &vals[mean.0],
+                            &vals[rstd.0],
+                            c,
+                        );
                     }
-                    let (dw, db) = match bias {
-                        Some(b) => {
-                            let (dw, db) = two_params(dparams, w, b);
-                            (dw, Some(db))
-                        }
-                        None => (&mut dparams[w.range()], None),
-                    };
-                    ops::linear::backward(
-                        level,
-                        write(x),
-                        dx,
-                        ww,
-                        dw,
-                        db,
-                        dout,
-                        &vals[x.0],
-                        &params[w.range()],
-                        n,
-                        ic,
-                        oc,
+                    Node::Linear {
+                        out,
+                        x,
+                        w,
+                        bias,
                         transposed,
-                    )
-                    .expect("linear: shapes are consistent by construction");
-                }
-                Node::Attention {
-                    out,
-                    qkv,
-                    att,
-                    mask,
-                    dims,
-                } => {
-                    let [dqkv, dout] = grads
-                        .get_disjoint_mut([qkv.0, out.0])
-                        .expect("distinct vars");
-                    let m = mask.map(|m| &vals[m.0][..]);
-                    ops::attention::backward(
-                        level,
-                        write(qkv),
-                        dqkv,
-                        dout,
-                        &vals[qkv.0],
-                        &vals[att.0],
-                        m,
+                    } => {
+                        let [dx, dout] =
+                            grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                        let (n, ic) = self.shapes[x.0];
+                        let oc = self.shapes[out.0].1;
+                        // The weight and its bias are written together: both first, or neither.
+                        let ww = pwrite(w);
+                        if let Some(b) = bias {
+                            assert_eq!(pwrite(b), ww, "a bias shared without its weight");
+                        }
+                        let (dw, db) = match bias {
+                            Some(b) => {
+                                let (dw, db) = two_params(dparams, w, b);
+                                (dw, Some(db))
+                            }
+                            None => (&mut dparams[w.range()], None),
+                        };
+                        ops::linear::backward(
+                            level,
+                            write(x),
+                            dx,
+                            ww,
+                            dw,
+                            db,
+                            dout,
+                            &vals[x.0],
+                            &params[w.range()],
+                            n,
+                            ic,
+                            oc,
+                            transposed,
+                        )
+                        .expect("linear: shapes are consistent by construction");
+                    }
+                    Node::Attention {
+                        out,
+                        qkv,
+                        att,
+                        mask,
                         dims,
-                    )
-                    .expect("attention: shapes are consistent by construction");
+                    } => {
+                        let [dqkv, dout] = grads
+                            .get_disjoint_mut([qkv.0, out.0])
+                            .expect("distinct vars");
+                        let m = mask.map(|m| &vals[m.0][..]);
+                        ops::attention::backward(
+                            level,
+                            write(qkv),
+                            dqkv,
+                            dout,
+                            &vals[qkv.0],
+                            &vals[att.0],
+                            m,
+                            dims,
+                        )
+                        .expect("attention: shapes are consistent by construction");
+                    }
+                    Node::Gelu { out, x, th } => {
+                        let [dx, dout] =
+                            grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                        ops::gelu::backward(write(x), dx, &vals[x.0], &vals[th.0], dout);
+                    }
+                    Node::Add { out, a, b } => {
+                        let [da, db, dout] = grads
+                            .get_disjoint_mut([a.0, b.0, out.0])
+                            .expect("distinct vars");
+                        let (wa, wb) = (write(a), write(b));
+                        ops::residual::backward(wa, da, wb, db, dout);
+                    }
+                    Node::Dropout { out, x, mask } => {
+                        let [dx, dout] =
+                            grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                        ops::dropout::backward(write(x), dx, dout, &vals[mask.0]);
+                    }
                 }
-                Node::Gelu { out, x, th } => {
-                    let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
-                    ops::gelu::backward(write(x), dx, &vals[x.0], &vals[th.0], dout);
-                }
-                Node::Add { out, a, b } => {
-                    let [da, db, dout] = grads
-                        .get_disjoint_mut([a.0, b.0, out.0])
-                        .expect("distinct vars");
-                    let (wa, wb) = (write(a), write(b));
-                    ops::residual::backward(wa, da, wb, db, dout);
-                }
-                Node::Dropout { out, x, mask } => {
-                    let [dx, dout] = grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
-                    ops::dropout::backward(write(x), dx, dout, &vals[mask.0]);
+            }
+            // Σ g² of the parameters this node was the last to write (an unwritten one is
+            // zeroed below and adds nothing).
+            if let (Some(sq), Some(done)) = (self.norm_sq.as_mut(), &self.params_written) {
+                for p in node.params().into_iter().flatten() {
+                    if last_writer.get(&p.offset) == Some(&i) && done.contains(&(p.offset, p.len()))
+                    {
+                        *sq += sum_squares(&dparams[p.range()]);
+                    }
                 }
             }
         }
@@ -713,6 +774,19 @@ impl<T: Float> Tape<T> {
             dparams[at.min(end)..].fill(T::ZERO);
         }
     }
+}
+
+/// Σ x² in f64, in parallel chunks, each compiled for the widest vectors.
+fn sum_squares<T: Float>(x: &[T]) -> f64 {
+    use rayon::prelude::*;
+    x.par_chunks(1 << 14)
+        .map(|c| {
+            crate::wide::run(
+                #[inline(always)]
+                || crate::reduce::sum_squares_f64(c),
+            )
+        })
+        .sum()
 }
 
 /// Two disjoint parameter gradients out of the flat buffer.

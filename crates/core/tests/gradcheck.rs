@@ -322,7 +322,8 @@ fn overwriting_backward_writes_every_parameter() {
     let params = randn(&mut rng, len, 0.5);
     let x = randn(&mut rng, n * c, 1.0);
     let targets: Vec<u32> = (0..n).map(|_| rng.gen_range(0..c as u32)).collect();
-    let grads = |into: Write, fill: f64| {
+    // `into`: None sums the norm as it goes (`backward_with_norm`, overwriting).
+    let grads = |into: Option<Write>, fill: f64| {
         let mut tape = Tape::new(Level::Naive).unwrap();
         let xv = tape.input(&x, n, c);
         let h = tape.linear(&params, xv, w1, None, false);
@@ -335,12 +336,28 @@ fn overwriting_backward_writes_every_parameter() {
         let logits = tape.linear(&params, h2, w1, None, true);
         tape.softmax_cross_entropy(logits, &targets, c);
         let mut d = vec![fill; len];
-        tape.backward_scaled(&params, &mut d, 1.0, into);
-        d
+        let sq = match into {
+            Some(into) => {
+                tape.backward_scaled(&params, &mut d, 1.0, into);
+                None
+            }
+            None => Some(tape.backward_with_norm(&params, &mut d, 1.0)),
+        };
+        (d, sq)
     };
-    let add = grads(Write::Add, 0.0);
-    let set = grads(Write::Set, f64::NAN);
+    let (add, _) = grads(Some(Write::Add), 0.0);
+    let (set, _) = grads(Some(Write::Set), f64::NAN);
     assert_eq!(set, add);
+    // The norm summed along the way: w1 (written twice) counted once, after its last write;
+    // w2 (its product unused, so never written) and the gaps as zeros.
+    let (fused, sq) = grads(None, f64::NAN);
+    assert_eq!(fused, add);
+    let want: f64 = add.iter().map(|g| g * g).sum();
+    let sq = sq.unwrap();
+    assert!(
+        want > 0.0 && (sq - want).abs() <= 1e-12 * want,
+        "{sq} vs {want}"
+    );
     assert!(add[w1.range()].iter().any(|&g| g != 0.0));
     assert!(set[w2.range()].iter().all(|&g| g == 0.0));
     assert!(set[..2]

@@ -66,7 +66,8 @@ pub struct CpuEngine {
     shards: Vec<Shard>,
     /// The global norm of the gradients once the shards' gradients have been summed into the
     /// first shard's buffer (by `clip_grads` or `update`) since the last `accumulate`; the sum
-    /// and the norm are one pass over memory.
+    /// and the norm are one pass over memory. Set by `accumulate` itself when one shard took
+    /// the whole batch into a fresh buffer (the backward pass measured the norm).
     reduced: Option<f64>,
     /// The clipping factor(s) `clip_grads` chose, applied by `update` inside the optimizer's
     /// pass (1 when nothing is clipped): the gradients' logical value is the sum times this.
@@ -268,8 +269,13 @@ impl Engine for CpuEngine {
         }
         self.gradients_change();
         let n_shards = self.shards.len().min(b);
+        // One shard taking the whole batch into a fresh buffer, with no other shard holding
+        // gradients to add: that buffer is the sum, and the backward pass can measure its norm
+        // while each gradient is still in cache (no pass over the buffer afterwards).
+        let norm_in_backward =
+            n_shards == 1 && self.shards[0].stale && self.shards[1..].iter().all(|sh| sh.stale);
         let (model, params) = (&self.model, &self.params);
-        let losses: Vec<f64> = self.shards[..n_shards]
+        let results: Vec<(f64, Option<f64>)> = self.shards[..n_shards]
             .par_iter_mut()
             .enumerate()
             .map(|(i, sh)| {
@@ -283,14 +289,25 @@ impl Engine for CpuEngine {
                 sh.tape.reset(true);
                 let loss = model.loss(&mut sh.tape, params, x, y, t, &mut rng);
                 // Gradients of the full-batch mean: this shard's mean, scaled by its share.
-                let into = if sh.stale { Write::Set } else { Write::Add };
-                sh.tape
-                    .backward_scaled(params, &mut sh.grads, weight * scale, into);
+                let sq = if norm_in_backward {
+                    Some(
+                        sh.tape
+                            .backward_with_norm(params, &mut sh.grads, weight * scale),
+                    )
+                } else {
+                    let into = if sh.stale { Write::Set } else { Write::Add };
+                    sh.tape
+                        .backward_scaled(params, &mut sh.grads, weight * scale, into);
+                    None
+                };
                 sh.stale = false;
-                loss as f64 * weight as f64
+                (loss as f64 * weight as f64, sq)
             })
             .collect();
-        Ok(losses.iter().sum::<f64>())
+        if let [(_, Some(sq))] = results[..] {
+            self.reduced = Some(sq.sqrt());
+        }
+        Ok(results.iter().map(|r| r.0).sum::<f64>())
     }
 
     fn clip_grads(&mut self, max_norm: f64) -> Result<f64, EngineError> {

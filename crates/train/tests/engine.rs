@@ -221,6 +221,44 @@ fn accumulation_scales_and_sums_across_shards() {
     assert!((more - 1.5 * n).abs() <= 1e-5 * n, "{more} vs {}", 1.5 * n);
 }
 
+/// With one shard the backward pass measures the gradient norm itself
+/// (`Tape::backward_with_norm`); it agrees with the pass over the buffer that a second
+/// micro-batch needs, and half the gradient has half the norm.
+#[test]
+fn one_shard_measures_the_norm_in_the_backward_pass() {
+    let (model, params) = model_and_params();
+    let c = cfg();
+    let (b, t) = (c.batch_size, c.seq_len);
+    let (x, y) = (ids(b * t, 3), ids(b * t, 4));
+    // Run on one thread: one shard.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let (fused, half, summed) = pool.install(|| {
+        let mut whole = training(&model, &params, &c);
+        whole.zero_grads().unwrap();
+        whole.accumulate(&x, &y, t, 1.0, 9).unwrap();
+        let fused = whole.clip_grads(0.0).unwrap();
+        let mut halves = training(&model, &params, &c);
+        halves.zero_grads().unwrap();
+        halves.accumulate(&x, &y, t, 0.5, 9).unwrap();
+        let half = halves.clip_grads(0.0).unwrap();
+        // The second micro-batch adds to the buffer: its norm is a pass over the buffer.
+        halves.accumulate(&x, &y, t, 0.5, 9).unwrap();
+        (fused, half, halves.clip_grads(0.0).unwrap())
+    });
+    assert!(fused > 0.0);
+    assert!(
+        (2.0 * half - fused).abs() <= 1e-6 * fused,
+        "{half} vs {fused}"
+    );
+    assert!(
+        (summed - fused).abs() <= 1e-6 * fused,
+        "{summed} vs {fused}"
+    );
+}
+
 #[test]
 fn errors_of_the_contract() {
     let (model, params) = model_and_params();
