@@ -456,50 +456,57 @@ mod imp {
         }
     }
 
+    /// Runs `f(s, sliver s of buf)` for every `sliver`-line sliver of `buf`, on rayon's threads
+    /// when `threads > 1`.
+    fn for_each_sliver(
+        threads: usize,
+        buf: &mut [Line],
+        sliver: usize,
+        f: impl Fn(usize, &mut [Line]) + Sync + Send,
+    ) {
+        if threads > 1 {
+            buf.par_chunks_mut(sliver)
+                .enumerate()
+                .for_each(|(s, o)| f(s, o));
+        } else {
+            buf.chunks_mut(sliver)
+                .enumerate()
+                .for_each(|(s, o)| f(s, o));
+        }
+    }
+
     /// Packs all of op(A) into `apack` (`m.div_ceil(32)` slivers of `sliver` lines).
     fn pack_a(p: &Problem<'_, f32>, threads: usize, apack: &mut [Line], sliver: usize) {
+        assert!(sliver == p.k.div_ceil(32) * 32 && apack.len() == p.m.div_ceil(32) * sliver);
         if p.ta {
             let out = LinesPtr(apack.as_mut_ptr());
             // SAFETY: only reached after `available()`, which checked AVX-512F/BW/BF16; the
-            // k blocks are disjoint between tasks and `apack` holds every sliver.
+            // k blocks are disjoint between tasks and `apack` holds every sliver (asserted).
             for_each_task(threads, p.k.div_ceil(32), |q| unsafe {
                 pack_a_kblock(p, q, out, sliver)
             });
-        } else if threads > 1 {
-            apack
-                .par_chunks_mut(sliver)
-                .enumerate()
-                // SAFETY: as above.
-                .for_each(|(s, o)| unsafe { pack_a_sliver(p, s, o) });
         } else {
-            apack
-                .chunks_mut(sliver)
-                .enumerate()
-                // SAFETY: as above.
-                .for_each(|(s, o)| unsafe { pack_a_sliver(p, s, o) });
+            // SAFETY: as above.
+            for_each_sliver(threads, apack, sliver, |s, o| unsafe {
+                pack_a_sliver(p, s, o)
+            });
         }
     }
 
     /// Packs all of op(B) into `bpack` (`n.div_ceil(32)` slivers of `sliver` lines).
     fn pack_b(p: &Problem<'_, f32>, threads: usize, bpack: &mut [Line], sliver: usize) {
+        assert!(sliver == p.k.div_ceil(32) * 32 && bpack.len() == p.n.div_ceil(32) * sliver);
         if !p.tb {
             let out = LinesPtr(bpack.as_mut_ptr());
             // SAFETY: as in `pack_a`.
             for_each_task(threads, p.k.div_ceil(32), |q| unsafe {
                 pack_b_kblock(p, q, out, sliver)
             });
-        } else if threads > 1 {
-            bpack
-                .par_chunks_mut(sliver)
-                .enumerate()
-                // SAFETY: as in `pack_a`.
-                .for_each(|(s, o)| unsafe { pack_b_sliver(p, s, o) });
         } else {
-            bpack
-                .chunks_mut(sliver)
-                .enumerate()
-                // SAFETY: as in `pack_a`.
-                .for_each(|(s, o)| unsafe { pack_b_sliver(p, s, o) });
+            // SAFETY: as in `pack_a`.
+            for_each_sliver(threads, bpack, sliver, |s, o| unsafe {
+                pack_b_sliver(p, s, o)
+            });
         }
     }
 
