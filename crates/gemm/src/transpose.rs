@@ -38,3 +38,39 @@ pub(crate) fn transpose16(r: &mut [__m512i; 16]) {
         r[12 + c] = _mm512_shuffle_i32x4::<0xdd>(v1, v3);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::arch::x86_64::*;
+
+    #[test]
+    fn transposes_every_element() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("SKIPPED: no AVX-512F here");
+            return;
+        }
+        // Element j of row i holds 100·i + j.
+        let m: Vec<[i32; 16]> = (0..16)
+            .map(|i| std::array::from_fn(|j| 100 * i + j as i32))
+            .collect();
+        // SAFETY: AVX-512F checked above; each row is 16 i32 (64 bytes), read and written
+        // unaligned.
+        let t: Vec<[i32; 16]> = unsafe {
+            let mut r: [__m512i; 16] =
+                std::array::from_fn(|i| _mm512_loadu_si512(m[i].as_ptr() as *const __m512i));
+            super::transpose16(&mut r);
+            r.iter()
+                .map(|v| {
+                    let mut row = [0i32; 16];
+                    _mm512_storeu_si512(row.as_mut_ptr() as *mut __m512i, *v);
+                    row
+                })
+                .collect()
+        };
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(t[i][j], m[j][i], "element ({i}, {j})");
+            }
+        }
+    }
+}
