@@ -605,8 +605,8 @@ mod imp {
                     let b = &bpack[sj * sliver + q0 * 32..][..nq * 32];
                     let cols = 32.min(p.n - 32 * sj);
                     let off = 32 * si * p.ldc + 32 * sj;
-                    // The next tile of C: its 32 rows are a row stride apart (cache and TLB
-                    // misses each); fetch them for writing while this tile computes.
+                    // The next tile of C: its 32 rows are a row stride apart (64 lines from
+                    // anywhere in memory); fetch them for writing while this tile computes.
                     let (ni, nj) = if sj + 1 < ns.end {
                         (si, sj + 1)
                     } else {
