@@ -447,6 +447,13 @@ mod imp {
         }
     }
 
+    /// Lines from one packed sliver to the next: its k blocks (32 lines each) and one line of
+    /// padding, so that slivers do not start a multiple of 4 KiB apart (the packers write the
+    /// same line of many slivers in a row: without the pad all of them fall into one L1 set).
+    fn sliver_lines(k: usize) -> usize {
+        k.div_ceil(32) * 32 + 1
+    }
+
     /// Runs `f(0) .. f(count - 1)` on rayon's threads when `threads > 1`, else in order.
     fn for_each_task(threads: usize, count: usize, f: impl Fn(usize) + Sync + Send) {
         if threads > 1 {
@@ -477,7 +484,7 @@ mod imp {
 
     /// Packs all of op(A) into `apack` (`m.div_ceil(32)` slivers of `sliver` lines).
     fn pack_a(p: &Problem<'_, f32>, threads: usize, apack: &mut [Line], sliver: usize) {
-        assert!(sliver == p.k.div_ceil(32) * 32 && apack.len() == p.m.div_ceil(32) * sliver);
+        assert!(sliver == sliver_lines(p.k) && apack.len() == p.m.div_ceil(32) * sliver);
         if p.ta {
             let out = LinesPtr(apack.as_mut_ptr());
             // SAFETY: only reached after `available()`, which checked AVX-512F/BW/BF16; the
@@ -495,7 +502,7 @@ mod imp {
 
     /// Packs all of op(B) into `bpack` (`n.div_ceil(32)` slivers of `sliver` lines).
     fn pack_b(p: &Problem<'_, f32>, threads: usize, bpack: &mut [Line], sliver: usize) {
-        assert!(sliver == p.k.div_ceil(32) * 32 && bpack.len() == p.n.div_ceil(32) * sliver);
+        assert!(sliver == sliver_lines(p.k) && bpack.len() == p.n.div_ceil(32) * sliver);
         if !p.tb {
             let out = LinesPtr(bpack.as_mut_ptr());
             // SAFETY: as in `pack_a`.
@@ -544,7 +551,7 @@ mod imp {
         let (m, n, k) = (p.m, p.n, p.k);
         let kb = k.div_ceil(32); // k blocks of 32
         let (sm, sn) = (m.div_ceil(32), n.div_ceil(32)); // slivers
-        let sliver = kb * 32; // lines per sliver
+        let sliver = sliver_lines(k); // lines per sliver
         let threads = crate::threads_for(m * n * k, 64 * 64 * 64);
         with_lines(&A_PACK, sm * sliver, |apack| {
             with_lines(&B_PACK, sn * sliver, |bpack| {
@@ -592,7 +599,7 @@ mod imp {
         ns: std::ops::Range<usize>,
     ) {
         let kb = p.k.div_ceil(32);
-        let sliver = kb * 32;
+        let sliver = sliver_lines(p.k);
         let kcb = KCA / 32;
         let mut tmp = [[0f32; 32]; 32];
         for q0 in (0..kb).step_by(kcb) {
