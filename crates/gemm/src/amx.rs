@@ -549,7 +549,6 @@ mod imp {
 
     pub(super) fn gemm(p: &Problem<'_, f32>, c: &mut [f32]) {
         let (m, n, k) = (p.m, p.n, p.k);
-        let kb = k.div_ceil(32); // k blocks of 32
         let (sm, sn) = (m.div_ceil(32), n.div_ceil(32)); // slivers
         let sliver = sliver_lines(k); // lines per sliver
         let threads = crate::threads_for(m * n * k, 64 * 64 * 64);
