@@ -484,36 +484,54 @@ mod imp {
 
     /// Packs all of op(A) into `apack` (`m.div_ceil(32)` slivers of `sliver` lines).
     fn pack_a(p: &Problem<'_, f32>, threads: usize, apack: &mut [Line], sliver: usize) {
-        assert!(sliver == sliver_lines(p.k) && apack.len() == p.m.div_ceil(32) * sliver);
-        if p.ta {
-            let out = LinesPtr(apack.as_mut_ptr());
-            // SAFETY: only reached after `available()`, which checked AVX-512F/BW/BF16; the
-            // k blocks are disjoint between tasks and `apack` holds every sliver (asserted).
-            for_each_task(threads, p.k.div_ceil(32), |q| unsafe {
-                pack_a_kblock(p, q, out, sliver)
-            });
-        } else {
-            // SAFETY: as above.
-            for_each_sliver(threads, apack, sliver, |s, o| unsafe {
-                pack_a_sliver(p, s, o)
-            });
-        }
+        assert_eq!(apack.len(), p.m.div_ceil(32) * sliver);
+        pack(
+            p,
+            threads,
+            apack,
+            sliver,
+            p.ta,
+            pack_a_kblock,
+            pack_a_sliver,
+        )
     }
 
     /// Packs all of op(B) into `bpack` (`n.div_ceil(32)` slivers of `sliver` lines).
     fn pack_b(p: &Problem<'_, f32>, threads: usize, bpack: &mut [Line], sliver: usize) {
-        assert!(sliver == sliver_lines(p.k) && bpack.len() == p.n.div_ceil(32) * sliver);
-        if !p.tb {
-            let out = LinesPtr(bpack.as_mut_ptr());
-            // SAFETY: as in `pack_a`.
+        assert_eq!(bpack.len(), p.n.div_ceil(32) * sliver);
+        pack(
+            p,
+            threads,
+            bpack,
+            sliver,
+            !p.tb,
+            pack_b_kblock,
+            pack_b_sliver,
+        )
+    }
+
+    /// One packed operand (all of `buf`, whose size the caller asserted): one task per k block
+    /// (`by_kblock`, writing that block of every sliver) or one per sliver.
+    fn pack(
+        p: &Problem<'_, f32>,
+        threads: usize,
+        buf: &mut [Line],
+        sliver: usize,
+        by_kblock: bool,
+        kblock: unsafe fn(&Problem<'_, f32>, usize, LinesPtr, usize),
+        one_sliver: unsafe fn(&Problem<'_, f32>, usize, &mut [Line]),
+    ) {
+        assert_eq!(sliver, sliver_lines(p.k));
+        if by_kblock {
+            let out = LinesPtr(buf.as_mut_ptr());
+            // SAFETY: only reached after `available()`, which checked AVX-512F/BW/BF16; the
+            // k blocks are disjoint between tasks and `buf` holds every sliver (asserted).
             for_each_task(threads, p.k.div_ceil(32), |q| unsafe {
-                pack_b_kblock(p, q, out, sliver)
+                kblock(p, q, out, sliver)
             });
         } else {
-            // SAFETY: as in `pack_a`.
-            for_each_sliver(threads, bpack, sliver, |s, o| unsafe {
-                pack_b_sliver(p, s, o)
-            });
+            // SAFETY: as above.
+            for_each_sliver(threads, buf, sliver, |s, o| unsafe { one_sliver(p, s, o) });
         }
     }
 

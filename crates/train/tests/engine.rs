@@ -37,6 +37,12 @@ fn ids(n: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| rng.gen_range(0..V as u32)).collect()
 }
 
+/// One batch of the config's shape (inputs, targets) and its sequence length.
+fn batch(c: &TrainConfig) -> (Vec<u32>, Vec<u32>, usize) {
+    let (b, t) = (c.batch_size, c.seq_len);
+    (ids(b * t, 3), ids(b * t, 4), t)
+}
+
 fn inference(model: &Gpt, params: &[f32]) -> Box<dyn Engine> {
     let init = EngineInit {
         model,
@@ -177,8 +183,7 @@ fn one_row_logits_through_the_kv_cache_match_the_tape() {
 fn accumulation_scales_and_sums_across_shards() {
     let (model, params) = model_and_params();
     let c = cfg();
-    let (b, t) = (c.batch_size, c.seq_len);
-    let (x, y) = (ids(b * t, 3), ids(b * t, 4));
+    let (x, y, t) = batch(&c);
     let mut one = training(&model, &params, &c);
     one.zero_grads().unwrap();
     let l1 = one.accumulate(&x, &y, t, 1.0, 9).unwrap();
@@ -228,8 +233,7 @@ fn accumulation_scales_and_sums_across_shards() {
 fn one_shard_measures_the_norm_in_the_backward_pass() {
     let (model, params) = model_and_params();
     let c = cfg();
-    let (b, t) = (c.batch_size, c.seq_len);
-    let (x, y) = (ids(b * t, 3), ids(b * t, 4));
+    let (x, y, t) = batch(&c);
     // Run on one thread: one shard.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
