@@ -623,3 +623,56 @@ fn with_buffer<T: Element, R>(
         Err(_) => run(&mut AlignedBuf::new(), bytes, len, f),
     })
 }
+
+/// The AVX-512 f32 microkernel alone, on one thread, for `examples/kernel_probe.rs`: one Ã
+/// sliver (12×`kc`, in L1) against `slivers` B̃ slivers (32×`kc` each, 128·kc bytes: in L1, L2
+/// or beyond depending on `slivers`), each 12×32 tile of C overwritten in a small contiguous C.
+/// Returns the seconds of each of `passes` passes over the slivers (2·12·32·kc·slivers flops
+/// each), or `None` where the AVX-512 kernel cannot run. No packing, no threads, no strided C:
+/// what is left when everything around the kernel is taken away.
+#[doc(hidden)]
+pub fn probe_kernel_f32(kc: usize, slivers: usize, passes: usize) -> Option<Vec<f64>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use kernel::Microkernel;
+        if !Isa::Avx512.supported() || kc == 0 || slivers == 0 {
+            return None;
+        }
+        let (mr, nr) = (AVX512_F32.mr, AVX512_F32.nr);
+        let a: Vec<f32> = (0..mr * kc).map(|i| (i % 7) as f32 * 0.25).collect();
+        let b: Vec<f32> = (0..nr * kc * slivers)
+            .map(|i| (i % 5) as f32 * 0.25)
+            .collect();
+        let mut c = vec![0f32; mr * nr * slivers];
+        let times = (0..passes)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                for s in 0..slivers {
+                    // SAFETY: AVX-512F checked above; the Ã sliver holds mr·kc elements (step
+                    // mr), sliver s of b holds nr·kc, and tile s of c is mr×nr with row stride
+                    // nr, all inside the vectors allocated above; no bias.
+                    unsafe {
+                        x86::Avx512F32::run(
+                            kc,
+                            a.as_ptr(),
+                            mr,
+                            b.as_ptr().add(s * nr * kc),
+                            c.as_mut_ptr().add(s * mr * nr),
+                            nr,
+                            false,
+                            std::ptr::null(),
+                        )
+                    };
+                }
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        std::hint::black_box(&c);
+        Some(times)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kc, slivers, passes);
+        None
+    }
+}
