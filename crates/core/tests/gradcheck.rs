@@ -63,13 +63,12 @@ fn check(name: &str, build: Build, inputs: Vec<(Vec<f64>, usize, usize)>, params
     for (i, var) in vars.iter().enumerate() {
         let analytic = tape.grad(*var).to_vec();
         let mut numeric = vec![0.0; analytic.len()];
-        for j in 0..numeric.len() {
+        for (j, nj) in numeric.iter_mut().enumerate() {
             let mut plus = inputs.clone();
             plus[i].0[j] += h;
             let mut minus = inputs.clone();
             minus[i].0[j] -= h;
-            numeric[j] =
-                (loss(build, &plus, &params, &r) - loss(build, &minus, &params, &r)) / (2.0 * h);
+            *nj = (loss(build, &plus, &params, &r) - loss(build, &minus, &params, &r)) / (2.0 * h);
         }
         let e = rel_err(&analytic, &numeric);
         assert!(e < 1e-6, "{name}: input {i} gradient relative error {e:e}");

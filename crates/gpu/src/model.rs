@@ -570,7 +570,7 @@ impl GpuModel {
                     3 * c,
                 )?,
             }
-            self.attention_forward(&a.attn(&la), n, t, p, seed_of(seed, site))?;
+            self.attention_forward(&a.attn(la), n, t, p, seed_of(seed, site))?;
             self.linear(x(a.proj), x(la.atty), blk.attn_proj_w, None, n, c, c)?;
             // res2 = resid + drop(proj + bias)
             self.residual_forward(
@@ -1023,7 +1023,7 @@ impl GpuModel {
                 c,
                 c,
             )?;
-            self.attention_backward(&a.attn(&la), n, t, p, seed_of(seed, site))?;
+            self.attention_backward(&a.attn(la), n, t, p, seed_of(seed, site))?;
             self.linear_backward(
                 x(a.dln),
                 x(a.dqkv),

@@ -7,6 +7,12 @@ use rayon::prelude::*;
 
 pub const EPS: f64 = 1e-5;
 
+/// One row of the forward pass as the zipped iterators hand it over: (out row, mean, rstd),
+/// input row.
+type FwdRow<'a, T> = (((&'a mut [T], &'a mut T), &'a mut T), &'a [T]);
+/// One row of the input-gradient pass: ((dx row, dout row), x row), (mean, rstd).
+type BwdRow<'a, T> = (((&'a mut [T], &'a [T]), &'a [T]), (&'a T, &'a T));
+
 /// out, x (N, C); w, b (C); saves mean, rstd (N) for the backward pass.
 pub fn forward<T: Float>(
     out: &mut [T],
@@ -19,7 +25,7 @@ pub fn forward<T: Float>(
 ) {
     let cf = T::from_f64(c as f64);
     let eps = T::from_f64(EPS);
-    let row = |(((o, m), r), x): (((&mut [T], &mut T), &mut T), &[T])| {
+    let row = |(((o, m), r), x): FwdRow<'_, T>| {
         crate::wide::run(
             #[inline(always)]
             || {
@@ -70,7 +76,7 @@ pub fn backward<T: Float>(
 ) {
     let cf = T::from_f64(c as f64);
     // Input gradient: rows are independent.
-    let row = |(((dx, dout), x), (&mu, &rs)): (((&mut [T], &[T]), &[T]), (&T, &T))| {
+    let row = |(((dx, dout), x), (&mu, &rs)): BwdRow<'_, T>| {
         crate::wide::run(
             #[inline(always)]
             || {
