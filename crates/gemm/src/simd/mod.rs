@@ -25,6 +25,11 @@
 //! every thread a sliver, the columns are split as well, so shapes like 768×128×384 or
 //! 64×768×768 keep both cores busy.
 //!
+//! Products with few rows (m ≤ [`SMALL_M_MAX`], n > [`DIRECT_A_MAX_N`]: every weight product
+//! of a gpt2 step at batch 4 × 64) take a second nest, [`gemm_small_m`]: tasks are column
+//! blocks, each packing its own KC×NC block of B̃ into its own core's L2 and sweeping all rows
+//! of op(A) over it, read in place; no shared panel and no Ã packing.
+//!
 //! Narrow products (n ≤ [`DIRECT_A_MAX_N`]) skip Ã packing: the kernel reads op(A) = A through
 //! one pointer per row (`Microkernel::run_direct`) and op(A) = Aᵀ with step lda. A bias (see
 //! `matmul_bias`) is added by the first KC block's epilogue.
@@ -305,6 +310,10 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
     } = K::BLOCKING;
     let (m, n, k) = (p.m, p.n, p.k);
     let threads = crate::threads_for(m * n * k, PARALLEL_MIN_MACS);
+    if m <= SMALL_M_MAX && n > DIRECT_A_MAX_N {
+        assert!(bias.is_none_or(|b| b.len() == n && !p.accumulate));
+        return gemm_small_m::<T, K>(p, CPtr(c.as_mut_ptr()), bias, threads);
+    }
     let np = balanced(n, NP, nr);
     let kc = balanced(k, kc_max, 1);
     let nb = nc_max / nr; // B̃ slivers per L2 block
@@ -429,6 +438,116 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
                 }
             });
         }
+    }
+}
+
+/// Products with at most this many rows (and more than [`DIRECT_A_MAX_N`] columns) take
+/// [`gemm_small_m`]. Measured on the products of a gpt2-124m step (m = 256; machine B,
+/// 2026-11-27 01:01–01:07 UTC, 13 alternating rounds in two calls): step 1.34 → 1.24 s median,
+/// ahead in 9 rounds of 13 (docs/benchmarks.md, "Issue 3 at its close").
+const SMALL_M_MAX: usize = 512;
+
+/// The loop nest for products with few rows (m ≤ [`SMALL_M_MAX`]: every product of a gpt2
+/// step that multiplies by a weight matrix): tasks are blocks of ≤ NC columns, as many as a
+/// multiple of the thread count; each task packs its own KC×NC block of B̃ into a buffer of
+/// its own thread (in that core's L2) and sweeps every row of op(A) over it, read in place
+/// (op(A) = A through row pointers, op(A) = Aᵀ with step lda; an edge sliver of Aᵀ is packed).
+///
+/// ```text
+/// tasks   column blocks of ≤ NC columns                          ← threads
+/// LOOP 4    for pc in 0..k step KC:  pack this block's B̃ (KC×NC, L2)
+/// LOOP 2      for each MR-row sliver of op(A), in place          (L1)
+/// LOOP 1        for each B̃ sliver of the block: microkernel
+/// ```
+///
+/// Against the general nest, no B̃ panel shared by the threads (packed by both, read by both
+/// from L3 and from each other's caches) and no Ã packing; what a task packs it uses while it
+/// is still in its own L2.
+fn gemm_small_m<T: Element, K: Microkernel<T>>(
+    p: &Problem<'_, T>,
+    cptr: CPtr<T>,
+    bias: Option<&[T]>,
+    threads: usize,
+) {
+    let Blocking {
+        mr,
+        nr,
+        kc: kc_max,
+        nc: nc_max,
+        ..
+    } = K::BLOCKING;
+    let (m, n, k) = (p.m, p.n, p.k);
+    let kc = balanced(k, kc_max, 1);
+    let n_slivers = n.div_ceil(nr);
+    let blocks = n_slivers
+        .div_ceil(nc_max / nr)
+        .next_multiple_of(threads)
+        .min(n_slivers);
+    let m_slivers = m.div_ceil(mr);
+    let task = |bi: usize| {
+        let (q0, q1) = (bi * n_slivers / blocks, (bi + 1) * n_slivers / blocks);
+        let (j0, j1) = (q0 * nr, (q1 * nr).min(n));
+        for pc in (0..k).step_by(kc) {
+            let kcur = kc.min(k - pc);
+            let acc = p.accumulate || pc > 0;
+            let bias = if acc { None } else { bias };
+            with_buffer::<T, _>(&B_BUF, (q1 - q0) * nr * kcur, |bpack| {
+                for (s, out) in bpack.chunks_mut(nr * kcur).enumerate() {
+                    let js = j0 + s * nr;
+                    pack::pack_b_sliver(p, pc, kcur, js, nr.min(j1 - js), nr, out);
+                }
+                let bpack: &[T] = bpack;
+                with_buffer::<T, _>(&A_BUF, mr * kcur, |apack| {
+                    for si in 0..m_slivers {
+                        let i0 = si * mr;
+                        let rows = mr.min(m - i0);
+                        let asl = if !p.ta {
+                            ASliver::Rows {
+                                a: &p.a[i0 * p.lda + pc..],
+                                lda: p.lda,
+                                rows,
+                            }
+                        } else if rows == mr {
+                            ASliver::Steps {
+                                a: &p.a[pc * p.lda + i0..],
+                                step: p.lda,
+                            }
+                        } else {
+                            pack::pack_a_sliver(p, i0, rows, pc, kcur, mr, apack);
+                            ASliver::Steps {
+                                a: &apack[..],
+                                step: mr,
+                            }
+                        };
+                        for (s, bsl) in bpack.chunks_exact(nr * kcur).enumerate() {
+                            let js = j0 + s * nr;
+                            let cols = nr.min(j1 - js);
+                            let epilogue = match bias {
+                                Some(b) => Epilogue::Bias(&b[js..js + cols]),
+                                None if acc => Epilogue::Add,
+                                None => Epilogue::Store,
+                            };
+                            microtile::<T, K>(
+                                kcur,
+                                asl,
+                                bsl,
+                                cptr,
+                                i0 * p.ldc + js,
+                                p.ldc,
+                                rows,
+                                cols,
+                                epilogue,
+                            );
+                        }
+                    }
+                })
+            });
+        }
+    };
+    if threads > 1 {
+        (0..blocks).into_par_iter().for_each(task);
+    } else {
+        (0..blocks).for_each(task);
     }
 }
 

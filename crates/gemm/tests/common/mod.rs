@@ -142,7 +142,9 @@ pub fn check<T: Element>(
 }
 
 /// Odd shapes (1, 7, 33, 127, 513 and non-square) plus a few that cross block boundaries
-/// (KC, MC, the B̃ panel width NP = 4096, AMX's 32-blocks and KCA = 1024).
+/// (KC, MC, the B̃ panel width NP = 4096, AMX's 32-blocks and KCA = 1024) and take each of
+/// the `simd` level's nests with several KC blocks: few rows (m ≤ 512, n > 256: column blocks
+/// with their own B̃) and the general one (m > 512, n > 256: shared B̃ panel, packed Ã).
 pub const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (1, 7, 33),
@@ -157,6 +159,8 @@ pub const SHAPES: &[(usize, usize, usize)] = &[
     (50, 70, 390),
     (13, 4100, 5),
     (20, 40, 1100),
+    (100, 700, 400),
+    (520, 260, 390),
 ];
 
 /// Every case: each shape × (ta, tb) × accumulate, tight and padded strides alternating.
