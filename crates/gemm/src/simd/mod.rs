@@ -310,16 +310,15 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
     } = K::BLOCKING;
     let (m, n, k) = (p.m, p.n, p.k);
     let threads = crate::threads_for(m * n * k, PARALLEL_MIN_MACS);
+    assert!(bias.is_none_or(|b| b.len() == n && !p.accumulate));
+    let cptr = CPtr(c.as_mut_ptr());
     if m <= SMALL_M_MAX && n > DIRECT_A_MAX_N {
-        assert!(bias.is_none_or(|b| b.len() == n && !p.accumulate));
-        return gemm_small_m::<T, K>(p, CPtr(c.as_mut_ptr()), bias, threads);
+        return gemm_small_m::<T, K>(p, cptr, bias, threads);
     }
     let np = balanced(n, NP, nr);
     let kc = balanced(k, kc_max, 1);
     let nb = nc_max / nr; // B̃ slivers per L2 block
     let ldc = p.ldc;
-    let cptr = CPtr(c.as_mut_ptr());
-    assert!(bias.is_none_or(|b| b.len() == n && !p.accumulate));
     // Ã in place: op(A) = A row by row, op(A) = Aᵀ with step lda (full slivers only).
     let (rows_in_place, cols_in_place) = if n <= DIRECT_A_MAX_N {
         (!p.ta, p.ta)
@@ -442,9 +441,9 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
 }
 
 /// Products with at most this many rows (and more than [`DIRECT_A_MAX_N`] columns) take
-/// [`gemm_small_m`]. Measured on the products of a gpt2-124m step (m = 256; machine B,
-/// 2026-11-27 01:01–01:07 UTC, 13 alternating rounds in two calls): step 1.34 → 1.24 s median,
-/// ahead in 9 rounds of 13 (docs/benchmarks.md, "Issue 3 at its close").
+/// [`gemm_small_m`]. Measured on a gpt2-124m step (m = 256; machine B, 2026-11-27
+/// 01:01–01:11 UTC, three calls alternating with the general nest): ahead in 13 rounds of 19,
+/// medians 7–10% lower (docs/benchmarks.md, "Issue 3 at its close").
 const SMALL_M_MAX: usize = 512;
 
 /// The loop nest for products with few rows (m ≤ [`SMALL_M_MAX`]: every product of a gpt2
