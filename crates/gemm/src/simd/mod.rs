@@ -416,11 +416,7 @@ fn gemm_with<T: Element, K: Microkernel<T>>(p: &Problem<'_, T>, c: &mut [T], bia
                                     let cols = nr.min(jc + ncur - j0);
                                     let bsl = &bpack[sj * nr * kcur..(sj + 1) * nr * kcur];
                                     let off = i0 * ldc + j0;
-                                    let epilogue = match bias {
-                                        Some(b) => Epilogue::Bias(&b[j0..j0 + cols]),
-                                        None if acc => Epilogue::Add,
-                                        None => Epilogue::Store,
-                                    };
+                                    let epilogue = Epilogue::for_tile(bias, acc, j0, cols);
                                     microtile::<T, K>(
                                         kcur, asl, bsl, cptr, off, ldc, rows, cols, epilogue,
                                     );
@@ -521,11 +517,7 @@ fn gemm_small_m<T: Element, K: Microkernel<T>>(
                         for (s, bsl) in bpack.chunks_exact(nr * kcur).enumerate() {
                             let js = j0 + s * nr;
                             let cols = nr.min(j1 - js);
-                            let epilogue = match bias {
-                                Some(b) => Epilogue::Bias(&b[js..js + cols]),
-                                None if acc => Epilogue::Add,
-                                None => Epilogue::Store,
-                            };
+                            let epilogue = Epilogue::for_tile(bias, acc, js, cols);
                             microtile::<T, K>(
                                 kcur,
                                 asl,
@@ -572,6 +564,19 @@ enum Epilogue<'a, T> {
     Add,
     /// C = tile + bias (one value per column of the tile).
     Bias(&'a [T]),
+}
+
+impl<'a, T> Epilogue<'a, T> {
+    /// The epilogue of the tile whose columns are `j0 .. j0 + cols`: the bias (only on the
+    /// first KC block of an overwriting product, the caller's `bias` is `None` otherwise),
+    /// else add (`acc`: a later KC block, or an accumulating product) or store.
+    fn for_tile(bias: Option<&'a [T]>, acc: bool, j0: usize, cols: usize) -> Self {
+        match bias {
+            Some(b) => Epilogue::Bias(&b[j0..j0 + cols]),
+            None if acc => Epilogue::Add,
+            None => Epilogue::Store,
+        }
+    }
 }
 
 /// Runs the microkernel on the `rows`×`cols` tile of C at offset `off`; full tiles are
