@@ -24,9 +24,9 @@ pub struct BenchGpuArgs {
     /// Comma-separated square sizes.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1024usize, 2048, 4096, 8192])]
     pub sizes: Vec<usize>,
-    /// Comma-separated levels (default: all): naive, coalesced, smem-tiled, blocktile-1d,
-    /// blocktile-2d, vectorized, warptile, tensor-core-bf16, cublas-f32, cublas-tf32,
-    /// cublas-bf16. cuBLAS f32 and bf16 are always measured, as the reference for the ratios.
+    /// Comma-separated levels: naive, coalesced, smem-tiled, blocktile-1d, blocktile-2d,
+    /// vectorized, warptile, tensor-core-bf16, cublas-f32, cublas-tf32, cublas-bf16; cuBLAS
+    /// f32 and bf16 are always measured, as the reference for the ratios [default: all]
     #[arg(long, value_delimiter = ',')]
     pub levels: Vec<String>,
     /// Output format.

@@ -24,23 +24,23 @@ pub enum BenchFormat {
 /// Time C = A·B at every level of the matmul ladder.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchMatmulArgs {
-    /// Comma-separated levels (default: every level available here), e.g. naive,simd,blas.
+    /// Comma-separated levels, e.g. naive,simd,blas [default: every level available here]
     #[arg(long, value_delimiter = ',')]
     pub levels: Vec<String>,
-    /// Comma-separated square sizes (default 128,256,512,1024,2048; on a GPU
-    /// 1024,2048,4096,8192).
+    /// Comma-separated square sizes [default: 128,256,512,1024,2048; on a GPU
+    /// 1024,2048,4096,8192]
     #[arg(long, value_delimiter = ',')]
     pub sizes: Option<Vec<usize>>,
     /// Element type: f32 or f64.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// Threads for the parallel levels (default: one per logical core).
+    /// Threads for the parallel levels [default: one per logical core]
     #[arg(long)]
     pub threads: Option<usize>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
     pub format: BenchFormat,
-    /// Also draw GFLOPS against size per level into FILE (.svg or .png).
+    /// Also draw GFLOPS against size per level into FILE (.svg or .png) [default: no chart]
     #[arg(long, value_name = "FILE")]
     pub plot: Option<std::path::PathBuf>,
     /// cpu (the CPU ladder), or cuda[:N]: the GPU rungs beside cuBLAS, as `bench gpu`.
@@ -156,48 +156,10 @@ fn plot_kind(path: &std::path::Path) -> Result<PlotKind, String> {
     }
 }
 
-/// TrueType fonts tried for the plot's text (`FERROGPT_FONT` first).
-const FONTS: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/Library/Fonts/Arial Unicode.ttf",
-];
-
-/// Registers a system font as plotters' "sans-serif" (once).
-fn register_font() -> Result<(), String> {
-    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        let env = std::env::var("FERROGPT_FONT").ok();
-        let candidates = env.iter().map(String::as_str).chain(FONTS.iter().copied());
-        for path in candidates {
-            if let Ok(bytes) = std::fs::read(path) {
-                // plotters keeps the font for the life of the process.
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font(
-                    "sans-serif",
-                    plotters::style::FontStyle::Normal,
-                    bytes,
-                )
-                .is_ok()
-                {
-                    return Ok(());
-                }
-            }
-        }
-        Err(format!(
-            "--plot: no TrueType font found for the labels (tried {}; set FERROGPT_FONT=FILE.ttf)",
-            FONTS.join(", ")
-        ))
-    })
-    .clone()
-}
-
 /// GFLOPS against size, one line per level (skipped sizes are left out).
 fn plot(rows: &[BenchRow], path: &std::path::Path) -> Result<(), String> {
     use plotters::prelude::*;
-    register_font()?;
+    crate::common::register_font().map_err(|e| format!("--plot: {e}"))?;
     match plot_kind(path)? {
         PlotKind::Svg => draw(rows, SVGBackend::new(path, (900, 560)).into_drawing_area()),
         PlotKind::Png => draw(

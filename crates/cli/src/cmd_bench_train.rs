@@ -14,31 +14,37 @@ use std::time::Instant;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchTrainArgs {
+    /// The model and batch to time: shakespeare-cpu, shakespeare-char or gpt2-124m
     #[arg(long, default_value = "shakespeare-cpu")]
     preset: String,
-    /// Comma-separated levels (default: every level available here except naive).
+    /// Comma-separated levels [default: every level available here except naive]
     #[arg(long)]
     levels: Option<String>,
-    /// Timed steps per level (after --warmup untimed ones).
+    /// Timed steps per level (after --warmup untimed ones)
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// Untimed steps before the timed ones, per level
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Sequences per step (B) [default: the preset's]
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Tokens per sequence (T) [default: the preset's]
     #[arg(long)]
     seq_len: Option<usize>,
-    /// Training text (default data/tinyshakespeare.txt); the gpt2 preset uses random tokens if absent.
+    /// Training text; the gpt2 preset uses random tokens if absent [default:
+    /// data/tinyshakespeare.txt]
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Worker threads [default: all cores]
     #[arg(long)]
     threads: Option<usize>,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
-    /// Peak FLOP/s (in TFLOPS) of the device, for the model FLOPs utilisation (MFU) column.
-    /// Default on an H100 or H200: 989 (bf16 tensor cores, dense) or 67 (fp32), NVIDIA's
-    /// SXM figures; elsewhere no MFU unless given.
+    /// Peak FLOP/s (in TFLOPS) of the device, for the model FLOPs utilisation (MFU) column
+    /// [default on an H100 or H200: 989 (bf16 tensor cores, dense) or 67 (fp32), NVIDIA's
+    /// SXM figures; elsewhere none, and no MFU]
     #[arg(long)]
     peak_tflops: Option<f64>,
     #[command(flatten)]
@@ -135,6 +141,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
             ferrogpt_train::data::Dataset {
                 train: ids,
                 val: Vec::new(),
+                sources: Vec::new(),
             },
         )
     } else {

@@ -9,22 +9,22 @@ use std::path::PathBuf;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct EvalArgs {
-    /// A run directory of ours or a Hugging Face GPT-2 directory.
+    /// A run directory of ours or a Hugging Face GPT-2 directory
     #[arg(long)]
     checkpoint: PathBuf,
     /// Text (encoded whole with the checkpoint's tokenizer) or an llm.c token file.
     #[arg(long)]
     data: PathBuf,
-    /// Window length (default: the model's block size).
+    /// Window length [default: the model's block size]
     #[arg(long)]
     seq_len: Option<usize>,
-    /// Windows per forward pass.
+    /// Windows per forward pass
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Evaluate at most this many windows (0 = all).
+    /// Evaluate at most this many windows (0 = all)
     #[arg(long, default_value_t = 0)]
     max_windows: usize,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
     #[command(flatten)]

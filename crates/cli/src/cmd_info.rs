@@ -24,7 +24,7 @@ pub struct InfoArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = InfoFormat::Text)]
     pub format: InfoFormat,
-    /// Skip the FMA peak microbenchmark (detection only, instant).
+    /// Skip the FMA peak microbenchmark (detection only, instant)
     #[arg(long)]
     pub no_peak: bool,
 }

@@ -3,8 +3,9 @@
 use crate::common::{engine_factory, Compute, DeviceArgs};
 use ferrogpt_model::generate::Sampling;
 use ferrogpt_train::checkpoint::load_model;
+use ferrogpt_train::data::DataError;
 use ferrogpt_train::engine::generate;
-use ferrogpt_train::tokenizer::StreamDecoder;
+use ferrogpt_train::tokenizer::{StreamDecoder, Tokenizer};
 use ferrogpt_train::{EngineError, EngineInit};
 use rand::SeedableRng;
 use std::io::Write;
@@ -12,21 +13,23 @@ use std::path::PathBuf;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct SampleArgs {
-    /// A run directory of ours or a Hugging Face GPT-2 directory.
+    /// A run directory of ours or a Hugging Face GPT-2 directory
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Text to continue (default: a newline for char models, <|endoftext|> for GPT-2).
+    /// Text to continue [default: a newline for char models, the end-of-text token
+    /// (<|endoftext|>) for others]
     #[arg(long)]
     prompt: Option<String>,
-    /// Tokens to generate.
+    /// Tokens to generate
     #[arg(long, default_value_t = 300)]
     tokens: usize,
-    /// Softmax temperature (0 = always the most likely token).
+    /// Softmax temperature (0 = always the most likely token)
     #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f64,
-    /// Sample among the k most likely tokens (0 = all).
+    /// Sample among the k most likely tokens (0 = all)
     #[arg(long, default_value_t = 40)]
     top_k: usize,
+    /// Seed of the sampling
     #[arg(long, default_value_t = 1)]
     seed: u64,
     #[command(flatten)]
@@ -48,8 +51,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     let tok = &loaded.tokenizer;
     let prompt = match &a.prompt {
         Some(p) => tok.encode(p).map_err(|e| format!("prompt: {e}"))?,
-        None if tok.name() == "char" => tok.encode("\n").unwrap_or_else(|_| vec![0]),
-        None => vec![50256], // <|endoftext|>
+        None => start_ids(tok)?,
     };
     let mut engine = make_engine(EngineInit {
         model: &loaded.model,
@@ -84,4 +86,20 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let _ = writeln!(out, "{}", dec.finish());
     Ok(())
+}
+
+/// What generation starts from without a prompt: a newline for a char model (nanoGPT starts
+/// there), else the tokenizer's end-of-text token, as a new document. Errors: a model without
+/// a tokenizer, or one without an end-of-text token.
+pub fn start_ids(tok: &Tokenizer) -> Result<Vec<u32>, String> {
+    match tok {
+        Tokenizer::Char(_) => Ok(tok.encode("\n").unwrap_or_else(|_| vec![0])),
+        Tokenizer::IdsOnly { vocab_size } => Err(DataError::NoTokenizer {
+            vocab_size: *vocab_size,
+        }
+        .to_string()),
+        _ => tok.eot().map(|id| vec![id]).ok_or_else(|| {
+            "the tokenizer has no end-of-text token to start from; pass --prompt".to_string()
+        }),
+    }
 }

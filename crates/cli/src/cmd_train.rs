@@ -2,116 +2,148 @@
 //! (optionally from `--init` weights) or `--resume` of a checkpoint; a progress bar on a
 //! terminal, plain lines otherwise; Ctrl-C saves and exits; a sample at the end.
 
-use crate::common::{engine_factory, resolve_data, Compute, DeviceArgs};
+use crate::common::{engine_factory, resolve_data, Compute, DeviceArgs, SHAKESPEARE_SHA256};
 use ferrogpt_model::generate::Sampling;
 use ferrogpt_train::checkpoint;
-use ferrogpt_train::config::{preset_or_err, OptimizerKind, Schedule, TrainConfig};
-use ferrogpt_train::data::{load_dataset, load_text};
-use ferrogpt_train::tokenizer::Tokenizer;
-use ferrogpt_train::trainer::{Outcome, StepMetrics, Trainer};
-use ferrogpt_train::EngineError;
+use ferrogpt_train::config::{
+    preset, preset_or_err, OptimizerKind, Schedule, TrainConfig, PRESETS,
+};
+use ferrogpt_train::data::{load_dataset, load_dataset_checked, load_text, DataRole, DataSource};
+use ferrogpt_train::tokenizer::{hf, Tokenizer};
+use ferrogpt_train::trainer::{InitWeights, Outcome, StepMetrics, Trainer};
+use ferrogpt_train::{EngineError, EngineFactory};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// `help` for a flag whose default comes from the preset: the value of each preset for
+/// `field` (one value when they agree), read from the presets themselves.
+fn by_preset(what: &str, field: &str) -> String {
+    let values: Vec<(&str, String)> = PRESETS
+        .iter()
+        .map(|&p| {
+            let cfg = serde_json::to_value(preset(p).expect("listed presets exist"))
+                .expect("the config is plain data");
+            let v = match &cfg[field] {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            (p, v)
+        })
+        .collect();
+    if values.iter().all(|(_, v)| *v == values[0].1) {
+        format!("{what} [default: {}]", values[0].1)
+    } else {
+        let list: Vec<String> = values.iter().map(|(p, v)| format!("{p} {v}")).collect();
+        format!("{what} [default: {}]", list.join(", "))
+    }
+}
+
 #[derive(Clone, Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Starting configuration: shakespeare-cpu, shakespeare-char or gpt2-124m.
-    #[arg(long, default_value = "shakespeare-cpu")]
-    preset: String,
-    /// A TOML file whose fields (those of the run config, e.g. `lr = 3e-4`) override the preset.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Training data: UTF-8 text (split 90/10 unless --val-data) or an llm.c token file.
-    /// Default: data/tinyshakespeare.txt, downloaded if missing.
-    #[arg(long)]
+    // Data.
+    /// Training data: UTF-8 text (split 90/10 unless --val-data) or an llm.c token file
+    /// [default: data/tinyshakespeare.txt, written from the copy inside ferrogpt if missing;
+    /// on --resume, the run's own data files]
+    #[arg(long, help_heading = "Data")]
     data: Option<PathBuf>,
-    /// Validation data (text or token file).
-    #[arg(long)]
+    /// Validation data, text or token file [default: the last 10% of text --data; none for a
+    /// token file; on --resume, the run's own]
+    #[arg(long, help_heading = "Data")]
     val_data: Option<PathBuf>,
-    /// char or gpt2.
-    #[arg(long)]
+    #[arg(long, help_heading = "Data", help = by_preset("char, gpt2, or the path of a tokenizer.json (or of vocab.json with merges.txt beside it, or of a directory holding either)", "tokenizer"))]
     tokenizer: Option<String>,
-    /// Run directory (default: runs/<preset>, or the next free runs/<preset>-N).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Start from these weights: one of our checkpoints or a Hugging Face GPT-2 directory.
-    #[arg(long, conflicts_with = "resume")]
-    init: Option<PathBuf>,
-    /// Continue the run checkpointed in this directory (up to --steps, or its own total).
-    #[arg(long)]
-    resume: Option<PathBuf>,
-    /// The run's total number of optimizer steps.
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Stop (and save) after this many seconds of this session.
-    #[arg(long, allow_negative_numbers = true)]
-    max_seconds: Option<f64>,
-    #[arg(long)]
-    batch_size: Option<usize>,
-    #[arg(long)]
-    seq_len: Option<usize>,
-    #[arg(long)]
-    grad_accum: Option<usize>,
-    #[arg(long, allow_negative_numbers = true)]
-    lr: Option<f64>,
-    #[arg(long, allow_negative_numbers = true)]
-    min_lr: Option<f64>,
-    /// constant, linear or cosine.
-    #[arg(long)]
-    lr_schedule: Option<String>,
-    #[arg(long)]
-    warmup: Option<usize>,
-    /// adamw or sgd.
-    #[arg(long)]
-    optimizer: Option<String>,
-    #[arg(long, allow_negative_numbers = true)]
-    weight_decay: Option<f64>,
-    #[arg(long, allow_negative_numbers = true)]
-    beta1: Option<f64>,
-    #[arg(long, allow_negative_numbers = true)]
-    beta2: Option<f64>,
-    #[arg(long, allow_negative_numbers = true)]
-    eps: Option<f64>,
-    /// SGD momentum.
-    #[arg(long, allow_negative_numbers = true)]
-    momentum: Option<f64>,
-    /// Clip gradients to this global norm (0 = off).
-    #[arg(long, allow_negative_numbers = true)]
-    grad_clip: Option<f64>,
-    #[arg(long, allow_negative_numbers = true)]
-    dropout: Option<f64>,
-    /// Consecutive windows (llm.c's loader) instead of random ones.
-    #[arg(long)]
+    /// Consecutive windows (llm.c's loader) instead of random ones [default: off]
+    #[arg(long, help_heading = "Data")]
     sequential: bool,
-    /// Evaluate and checkpoint every N steps (0 = only at the end).
-    #[arg(long)]
-    eval_interval: Option<usize>,
-    #[arg(long)]
-    eval_batches: Option<usize>,
-    #[arg(long)]
-    seed: Option<u64>,
-    #[arg(long)]
+    #[arg(long, help_heading = "Data", help = by_preset("Sequences per micro-batch (B)", "batch_size"))]
+    batch_size: Option<usize>,
+    #[arg(long, help_heading = "Data", help = by_preset("Tokens per sequence (T), at most --block-size", "seq_len"))]
+    seq_len: Option<usize>,
+    #[arg(long, help_heading = "Data", help = by_preset("Micro-batches per optimizer step", "grad_accum"))]
+    grad_accum: Option<usize>,
+
+    // Model.
+    #[arg(long, help_heading = "Model", help = by_preset("Transformer blocks", "n_layer"))]
     n_layer: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help_heading = "Model", help = by_preset("Attention heads per block", "n_head"))]
     n_head: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help_heading = "Model", help = by_preset("Channels (embedding width)", "n_embd"))]
     n_embd: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help_heading = "Model", help = by_preset("Longest context the model reads", "block_size"))]
     block_size: Option<usize>,
-    /// Pad the vocabulary to a multiple of this.
-    #[arg(long)]
+    #[arg(long, help_heading = "Model", help = by_preset("Pad the vocabulary to a multiple of this", "vocab_multiple"))]
     vocab_multiple: Option<usize>,
-    /// Characters/tokens to sample at the end (0 = none).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model", help = by_preset("Dropout probability while training", "dropout"))]
+    dropout: Option<f64>,
+    /// Start from these weights: one of our checkpoints or a Hugging Face GPT-2 directory
+    /// (its tokenizer too, if it has one) [default: GPT-2 initialisation from --seed]
+    #[arg(long, conflicts_with = "resume", help_heading = "Model")]
+    init: Option<PathBuf>,
+
+    // Optimizer.
+    /// adamw or sgd [default: adamw]
+    #[arg(long, help_heading = "Optimizer")]
+    optimizer: Option<String>,
+    #[arg(long, allow_negative_numbers = true, help_heading = "Optimizer", help = by_preset("Decoupled weight decay (AdamW) or L2 (SGD), on matrices only", "weight_decay"))]
+    weight_decay: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help_heading = "Optimizer", help = by_preset("AdamW beta1", "beta1"))]
+    beta1: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help_heading = "Optimizer", help = by_preset("AdamW beta2", "beta2"))]
+    beta2: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help_heading = "Optimizer", help = by_preset("AdamW epsilon", "eps"))]
+    eps: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help_heading = "Optimizer", help = by_preset("SGD momentum", "momentum"))]
+    momentum: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help_heading = "Optimizer", help = by_preset("Clip gradients to this global norm (0 = off)", "grad_clip"))]
+    grad_clip: Option<f64>,
+
+    // Schedule.
+    #[arg(long, help_heading = "Schedule", help = by_preset("The run's total number of optimizer steps", "steps"))]
+    steps: Option<usize>,
+    #[arg(long, allow_negative_numbers = true, help_heading = "Schedule", help = by_preset("Peak learning rate", "lr"))]
+    lr: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help_heading = "Schedule", help = by_preset("Learning rate at the end of the decay", "min_lr"))]
+    min_lr: Option<f64>,
+    #[arg(long, help_heading = "Schedule", help = by_preset("Decay after warmup: constant, linear or cosine", "lr_schedule"))]
+    lr_schedule: Option<String>,
+    #[arg(long, help_heading = "Schedule", help = by_preset("Steps of linear warmup from 0 to --lr", "warmup"))]
+    warmup: Option<usize>,
+
+    // Run.
+    /// Starting configuration: shakespeare-cpu, shakespeare-char or gpt2-124m
+    #[arg(long, default_value = "shakespeare-cpu", help_heading = "Run")]
+    preset: String,
+    /// A TOML file whose fields (those of the run config, e.g. `lr = 3e-4`) override the
+    /// preset [default: none]
+    #[arg(long, help_heading = "Run")]
+    config: Option<PathBuf>,
+    /// Run directory [default: runs/<preset>, or the next free runs/<preset>-N]
+    #[arg(long, help_heading = "Run")]
+    out: Option<PathBuf>,
+    /// Continue the run checkpointed in this directory, on its own data, up to --steps or its
+    /// own total [default: a new run]
+    #[arg(long, help_heading = "Run")]
+    resume: Option<PathBuf>,
+    /// Stop (and save) after this many seconds of this session [default: no limit]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Run")]
+    max_seconds: Option<f64>,
+    #[arg(long, help_heading = "Run", help = by_preset("Evaluate and checkpoint every N steps (0 = only at the end)", "eval_interval"))]
+    eval_interval: Option<usize>,
+    #[arg(long, help_heading = "Run", help = by_preset("Validation batches per evaluation", "eval_batches"))]
+    eval_batches: Option<usize>,
+    #[arg(long, help_heading = "Run", help = by_preset("Seed of the initialisation, the batches and dropout", "seed"))]
+    seed: Option<u64>,
+    #[arg(long, help_heading = "Run", help = by_preset("Tokens to sample at the end (0 = none)", "sample_tokens"))]
     sample_tokens: Option<usize>,
-    /// Print a plain progress line every N steps when not on a terminal.
-    #[arg(long, default_value_t = 100)]
+    /// Print a plain progress line every N steps when not on a terminal
+    #[arg(long, default_value_t = 100, help_heading = "Run")]
     log_interval: usize,
-    #[command(flatten)]
+
+    #[command(flatten, next_help_heading = "Device")]
     compute: Compute,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Device")]
     device: DeviceArgs,
 }
 
@@ -207,79 +239,175 @@ fn default_out(preset: &str) -> PathBuf {
         .expect("an unused name")
 }
 
+/// The tokenizer that `spec` names: char (built from the training text, and the validation
+/// text if given), gpt2, or a path.
+fn tokenizer_from_spec(
+    spec: &str,
+    data: &Path,
+    val_data: Option<&Path>,
+) -> Result<Tokenizer, String> {
+    match spec {
+        "gpt2" => Tokenizer::gpt2().map_err(|e| e.to_string()),
+        "char" => {
+            let mut corpus = load_text(data).map_err(|e| e.to_string())?;
+            if let Some(v) = val_data {
+                corpus.push_str(&load_text(v).map_err(|e| e.to_string())?);
+            }
+            Ok(Tokenizer::from_corpus_char(&corpus))
+        }
+        path => Tokenizer::load(Path::new(path)).map_err(|e| format!("--tokenizer: {e}")),
+    }
+}
+
+/// Where a recorded data file is now: its path if it is there, the bundled Tiny Shakespeare if
+/// that is what it was, otherwise an error that says what to pass.
+fn locate(source: &DataSource, flag: &str) -> Result<PathBuf, String> {
+    if source.path.is_file() {
+        return Ok(source.path.clone());
+    }
+    if source.sha256 == SHAKESPEARE_SHA256 {
+        return resolve_data(None);
+    }
+    Err(format!(
+        "this run's data file {} ({} bytes) is gone; pass {flag} PATH to a copy (checked against its SHA-256)",
+        source.path.display(),
+        source.bytes
+    ))
+}
+
+/// A resumed run: the checkpoint's own data files unless --data / --val-data say otherwise
+/// (checked against the recorded SHA-256 either way).
+fn resume(a: &TrainArgs, dir: &Path, make_engine: &EngineFactory) -> Result<Trainer, String> {
+    let state = checkpoint::read_state(dir).map_err(|e| e.to_string())?;
+    checkpoint::verify(dir, &["config.json", hf::FILES[0], hf::FILES[1]])
+        .map_err(|e| e.to_string())?;
+    let model_cfg = ferrogpt_model::checkpoint::load_config(dir, state.config.vocab_multiple)
+        .map_err(|e| e.to_string())?;
+    let tokenizer =
+        checkpoint::load_tokenizer(dir, model_cfg.vocab_size).map_err(|e| e.to_string())?;
+    let recorded = |role| state.data.iter().find(|d| d.role == role);
+    let data_path = match (&a.data, recorded(DataRole::Train)) {
+        (Some(p), _) => p.clone(),
+        (None, Some(r)) => locate(r, "--data")?,
+        // A checkpoint from before data files were recorded.
+        (None, None) => resolve_data(None)?,
+    };
+    let val_path = match (&a.val_data, recorded(DataRole::Val)) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(r)) => Some(locate(r, "--val-data")?),
+        (None, None) => None,
+    };
+    let data = load_dataset_checked(&data_path, val_path.as_deref(), &tokenizer, &state.data)
+        .map_err(|e| e.to_string())?;
+    let t = Trainer::resume(dir, data, make_engine, a.steps).map_err(|e| e.to_string())?;
+    eprintln!(
+        "resuming {} at step {} of {} on {} (data: {})",
+        dir.display(),
+        t.step,
+        t.cfg.steps,
+        t.engine.describe(),
+        data_path.display()
+    );
+    Ok(t)
+}
+
+/// A new run, from scratch or from `--init` weights.
+fn start(a: &TrainArgs, make_engine: &EngineFactory) -> Result<Trainer, String> {
+    let mut cfg = build_config(a)?;
+    let data_path = resolve_data(a.data.as_deref())?;
+    let val_path = a.val_data.as_deref();
+    let (tokenizer, init) = match &a.init {
+        Some(dir) => {
+            let loaded =
+                checkpoint::load_model(dir, cfg.vocab_multiple).map_err(|e| e.to_string())?;
+            let m = &loaded.model.config;
+            (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) =
+                (m.n_layer, m.n_head, m.n_embd, m.block_size);
+            cfg.seq_len = cfg.seq_len.min(cfg.block_size);
+            if m.padded_vocab_size != cfg.model_config(m.vocab_size).padded_vocab_size {
+                // Keep the stored padding: a multiple equal to it reproduces it exactly.
+                cfg.vocab_multiple = m.padded_vocab_size;
+            }
+            // The directory's tokenizer, unless --tokenizer names one for a model without.
+            let tokenizer = match (&a.tokenizer, &loaded.tokenizer) {
+                (Some(spec), Tokenizer::IdsOnly { .. }) => {
+                    let t = tokenizer_from_spec(spec, &data_path, val_path)?;
+                    if t.vocab_size() > m.vocab_size {
+                        return Err(format!(
+                            "--tokenizer {spec} has {} tokens, more than the {} of {}",
+                            t.vocab_size(),
+                            m.vocab_size,
+                            dir.display()
+                        ));
+                    }
+                    t
+                }
+                (Some(_), t) => {
+                    return Err(format!(
+                        "{} has its own tokenizer ({}); --tokenizer applies only to a model directory without one",
+                        dir.display(),
+                        t.name()
+                    ))
+                }
+                (None, t) => t.clone(),
+            };
+            cfg.tokenizer = match &a.tokenizer {
+                Some(spec) => spec.clone(),
+                None => tokenizer.name().into(),
+            };
+            eprintln!(
+                "initialising from {} ({} layers, {} heads, {} channels, vocab {}, {} tokenizer)",
+                dir.display(),
+                m.n_layer,
+                m.n_head,
+                m.n_embd,
+                m.vocab_size,
+                tokenizer.name()
+            );
+            // The model keeps its vocabulary even where the tokenizer has fewer ids.
+            let tokenizer = match tokenizer {
+                Tokenizer::IdsOnly { .. } => Tokenizer::IdsOnly {
+                    vocab_size: m.vocab_size,
+                },
+                t => t,
+            };
+            let init = InitWeights {
+                params: loaded.params,
+                vocab_size: m.vocab_size,
+            };
+            (tokenizer, Some(init))
+        }
+        None => (
+            tokenizer_from_spec(&cfg.tokenizer, &data_path, val_path)?,
+            None,
+        ),
+    };
+    let data = load_dataset(&data_path, val_path, &tokenizer).map_err(|e| e.to_string())?;
+    let out = a.out.clone().unwrap_or_else(|| default_out(&a.preset));
+    let t =
+        Trainer::new(cfg, tokenizer, data, make_engine, &out, init).map_err(|e| e.to_string())?;
+    let engine = t.engine.describe();
+    eprintln!(
+        "training {} parameters ({} layers, {} heads, {} channels, vocab {}) for {} steps of {}x{} tokens on {engine}; run directory {}",
+        t.model.config.num_params(),
+        t.cfg.n_layer,
+        t.cfg.n_head,
+        t.cfg.n_embd,
+        t.model.config.vocab_size,
+        t.cfg.steps,
+        t.cfg.batch_size,
+        t.cfg.seq_len,
+        out.display()
+    );
+    Ok(t)
+}
+
 pub fn run(a: TrainArgs) -> Result<(), String> {
     let level = a.compute.setup()?;
     let make_engine = engine_factory(level, &a.device)?;
-    let mut trainer = if let Some(dir) = &a.resume {
-        let tokenizer = checkpoint::load_tokenizer(dir).map_err(|e| e.to_string())?;
-        let data_path = resolve_data(a.data.as_deref())?;
-        let data = load_dataset(&data_path, a.val_data.as_deref(), &tokenizer)
-            .map_err(|e| e.to_string())?;
-        let t = Trainer::resume(dir, data, &*make_engine, a.steps).map_err(|e| e.to_string())?;
-        eprintln!(
-            "resuming {} at step {} of {} on {}",
-            dir.display(),
-            t.step,
-            t.cfg.steps,
-            t.engine.describe()
-        );
-        t
-    } else {
-        let mut cfg = build_config(&a)?;
-        let data_path = resolve_data(a.data.as_deref())?;
-        let (tokenizer, init) = match &a.init {
-            Some(dir) => {
-                let loaded =
-                    checkpoint::load_model(dir, cfg.vocab_multiple).map_err(|e| e.to_string())?;
-                let m = &loaded.model.config;
-                (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) =
-                    (m.n_layer, m.n_head, m.n_embd, m.block_size);
-                cfg.seq_len = cfg.seq_len.min(cfg.block_size);
-                cfg.tokenizer = loaded.tokenizer.name().into();
-                if m.padded_vocab_size != cfg.model_config(m.vocab_size).padded_vocab_size {
-                    // Keep the stored padding: a multiple equal to it reproduces it exactly.
-                    cfg.vocab_multiple = m.padded_vocab_size;
-                }
-                eprintln!(
-                    "initialising from {} ({} layers, {} heads, {} channels, {} tokenizer)",
-                    dir.display(),
-                    m.n_layer,
-                    m.n_head,
-                    m.n_embd,
-                    loaded.tokenizer.name()
-                );
-                (loaded.tokenizer, Some(loaded.params))
-            }
-            None if cfg.tokenizer == "gpt2" => {
-                (Tokenizer::gpt2().map_err(|e| e.to_string())?, None)
-            }
-            None => {
-                let mut corpus = load_text(&data_path).map_err(|e| e.to_string())?;
-                if let Some(v) = &a.val_data {
-                    corpus.push_str(&load_text(v).map_err(|e| e.to_string())?);
-                }
-                (Tokenizer::from_corpus_char(&corpus), None)
-            }
-        };
-        let data = load_dataset(&data_path, a.val_data.as_deref(), &tokenizer)
-            .map_err(|e| e.to_string())?;
-        let out = a.out.clone().unwrap_or_else(|| default_out(&a.preset));
-        let t = Trainer::new(cfg, tokenizer, data, &*make_engine, &out, init)
-            .map_err(|e| e.to_string())?;
-        let engine = t.engine.describe();
-        eprintln!(
-            "training {} parameters ({} layers, {} heads, {} channels, vocab {}) for {} steps of {}x{} tokens on {engine}; run directory {}",
-            t.model.config.num_params(),
-            t.cfg.n_layer,
-            t.cfg.n_head,
-            t.cfg.n_embd,
-            t.model.config.vocab_size,
-            t.cfg.steps,
-            t.cfg.batch_size,
-            t.cfg.seq_len,
-            out.display()
-        );
-        t
+    let mut trainer = match &a.resume {
+        Some(dir) => resume(&a, dir, &*make_engine)?,
+        None => start(&a, &*make_engine)?,
     };
     if !trainer.has_val() {
         eprintln!("note: no validation data (a token file is used whole for training; pass --val-data to evaluate)");
@@ -384,11 +512,12 @@ fn train_with_progress(
 fn sample_after_training(trainer: &mut Trainer) -> Result<(), String> {
     use rand::SeedableRng;
     let tok = &trainer.tokenizer;
-    // Start from the first token of the training text's vocabulary for char models (nanoGPT
-    // starts from "\n"), from GPT-2's end-of-text token otherwise.
-    let prompt: Vec<u32> = match tok.encode("\n") {
-        Ok(ids) if !ids.is_empty() && tok.name() == "char" => ids,
-        _ => vec![tok.vocab_size().saturating_sub(1) as u32],
+    let prompt = match crate::cmd_sample::start_ids(tok) {
+        Ok(ids) => ids,
+        Err(why) => {
+            eprintln!("no sample: {why}");
+            return Ok(());
+        }
     };
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(trainer.cfg.seed);
     let mut dec = ferrogpt_train::tokenizer::StreamDecoder::new(tok);

@@ -1,5 +1,5 @@
 //! What several subcommands share: compute settings (threads, matmul level), the engine per
-//! `--device` and `--dtype`, data resolution.
+//! `--device` and `--dtype`, data resolution, the font for charts.
 
 use ferrogpt_core::Level;
 use ferrogpt_train::{CpuEngine, EngineFactory};
@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 /// Threads and matmul level, for every command that runs the model.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Compute {
-    /// Worker threads (default: all cores).
+    /// Worker threads [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Matmul level of the ladder (default: the fastest f32 level on this machine).
+    /// Matmul level of the ladder: naive, parallel, blocked, blocked-parallel, simd, library,
+    /// blas, amx [default: the fastest f32 level on this machine]
     #[arg(long)]
     pub matmul: Option<String>,
 }
@@ -32,10 +33,10 @@ impl Compute {
 /// Where the model runs and in what precision, for every command that runs the model.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DeviceArgs {
-    /// cpu, or cuda[:N] (the N-th GPU; cuda is cuda:0).
+    /// cpu, or cuda[:N] (the N-th GPU; cuda is cuda:0)
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// fp32, or bf16 (CUDA only).
+    /// fp32, or bf16 (CUDA only)
     #[arg(long, default_value = "fp32")]
     pub dtype: String,
 }
@@ -125,56 +126,88 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), String> {
 
 /// Where `train` looks for Tiny Shakespeare by default.
 pub const DEFAULT_DATA: &str = "data/tinyshakespeare.txt";
-const SHAKESPEARE_URL: &str =
-    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
-const SHAKESPEARE_BYTES: u64 = 1_115_394;
+/// Tiny Shakespeare (char-rnn's copy, 1,115,394 bytes), gzip-compressed into the binary.
+const SHAKESPEARE_GZ: &[u8] = include_bytes!("../data/tinyshakespeare.txt.gz");
+const SHAKESPEARE_BYTES: usize = 1_115_394;
+/// SHA-256 of Tiny Shakespeare.
+pub const SHAKESPEARE_SHA256: &str =
+    "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed";
 
-/// The training data path: as given, or the default file, downloaded when it is missing.
+/// The training data path: as given, or the default file, written from the copy inside the
+/// binary when it is missing (no network).
 pub fn resolve_data(data: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = data {
         return Ok(p.to_path_buf());
     }
     let path = PathBuf::from(DEFAULT_DATA);
     if !path.exists() {
-        download_shakespeare(&path)?;
+        write_shakespeare(&path)?;
     }
     Ok(path)
 }
 
-fn download_shakespeare(path: &Path) -> Result<(), String> {
+/// Tiny Shakespeare, from the copy inside the binary.
+pub fn shakespeare() -> Vec<u8> {
     use std::io::Read;
-    eprintln!(
-        "{} is missing; downloading Tiny Shakespeare from {SHAKESPEARE_URL}",
-        path.display()
-    );
-    let offline = |e: &dyn std::fmt::Display| {
-        format!(
-            "cannot download {SHAKESPEARE_URL} ({e}); pass --data PATH to a local copy of Tiny Shakespeare (1,115,394 bytes) or any UTF-8 text"
-        )
-    };
-    let resp = ureq::get(SHAKESPEARE_URL)
-        .timeout(std::time::Duration::from_secs(30))
-        .call()
-        .map_err(|e| offline(&e))?;
-    let len = resp
-        .header("Content-Length")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SHAKESPEARE_BYTES);
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("static template"),
-    );
-    let mut bytes = Vec::with_capacity(len as usize);
-    let mut reader = bar.wrap_read(resp.into_reader());
-    reader.read_to_end(&mut bytes).map_err(|e| offline(&e))?;
-    bar.finish_and_clear();
+    let mut text = Vec::with_capacity(SHAKESPEARE_BYTES);
+    flate2::read::GzDecoder::new(SHAKESPEARE_GZ)
+        .read_to_end(&mut text)
+        .expect("the bundled Tiny Shakespeare is a valid gzip stream (checked by a test)");
+    text
+}
+
+fn write_shakespeare(path: &Path) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    ferrogpt_core::fsutil::write_atomic(path, &bytes)
+    let text = shakespeare();
+    ferrogpt_core::fsutil::write_atomic(path, &text)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    eprintln!("saved {} ({} bytes)", path.display(), bytes.len());
+    eprintln!(
+        "wrote Tiny Shakespeare ({} bytes, the copy inside ferrogpt) to {}",
+        text.len(),
+        path.display()
+    );
     Ok(())
+}
+
+/// TrueType fonts tried for charts' text, after `FERROGPT_FONT`.
+const FONTS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/Library/Fonts/Arial Unicode.ttf",
+];
+
+/// Registers a system font as plotters' "sans-serif", once per process: the file named by
+/// `FERROGPT_FONT`, else the first of [`FONTS`] that loads. Every chart (`bench matmul --plot`,
+/// `plot`) calls it before drawing; the error names the files tried.
+pub fn register_font() -> Result<(), String> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let env = std::env::var("FERROGPT_FONT").ok();
+        let candidates = env.iter().map(String::as_str).chain(FONTS.iter().copied());
+        for path in candidates {
+            if let Ok(bytes) = std::fs::read(path) {
+                // plotters keeps the font for the life of the process.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font(
+                    "sans-serif",
+                    plotters::style::FontStyle::Normal,
+                    bytes,
+                )
+                .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!(
+            "no TrueType font found for the chart's text (tried {}; set FERROGPT_FONT=FILE.ttf)",
+            FONTS.join(", ")
+        ))
+    })
+    .clone()
 }

@@ -9,6 +9,7 @@ mod cmd_bench_matmul;
 mod cmd_bench_train;
 mod cmd_eval;
 mod cmd_info;
+mod cmd_plot;
 mod cmd_sample;
 mod cmd_tokenize;
 mod cmd_train;
@@ -42,6 +43,8 @@ enum Command {
     Bench(BenchCommand),
     /// Describe this machine: CPU, caches, ISA features, measured FMA peak, GPUs.
     Info(cmd_info::InfoArgs),
+    /// Plot training and validation loss of runs (learning rate, gradient norm) to SVG or PNG.
+    Plot(cmd_plot::PlotArgs),
 }
 
 #[derive(Subcommand)]
@@ -65,6 +68,7 @@ fn main() {
         Command::Bench(BenchCommand::Train(a)) => cmd_bench_train::run(a),
         Command::Bench(BenchCommand::Gpu(a)) => cmd_bench_gpu::run(&a),
         Command::Info(a) => cmd_info::run(&a),
+        Command::Plot(a) => cmd_plot::run(a),
     };
     if let Err(e) = result {
         eprintln!("ferrogpt: error: {e}");

@@ -458,15 +458,19 @@ fn bad_checkpoints_and_prompts() {
     args[4] = s(&bad_out);
     args.extend_from_slice(TINY);
     fails_with(&args, "afile");
-    // Mismatched checkpoint: state.json from another step.
+    // Mismatched checkpoint: state.json from another step (written without checksums, as by an
+    // earlier version, so that the step check is what catches it).
     let state = run_dir.join("state.json");
     let text = std::fs::read_to_string(&state).unwrap();
+    let sums = std::fs::read(run_dir.join("checksums.sha256")).unwrap();
+    std::fs::remove_file(run_dir.join("checksums.sha256")).unwrap();
     std::fs::write(&state, text.replace("\"step\": 5", "\"step\": 4")).unwrap();
     fails_with(
         &["train", "--resume", s(&run_dir), "--data", s(&data)],
         "mismatched",
     );
     std::fs::write(&state, &text).unwrap();
+    std::fs::write(run_dir.join("checksums.sha256"), sums).unwrap();
     // Truncated weights.
     std::fs::write(&model, &original[..original.len() / 2]).unwrap();
     fails_with(

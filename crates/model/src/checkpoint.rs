@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Writes `config.json` for `cfg` into `dir`.
-pub fn save_config(dir: &Path, cfg: &GptConfig) -> Result<(), ModelError> {
+/// Writes `config.json` for `cfg` into `dir`; `eot` is the tokenizer's end-of-text id (HF's
+/// `bos_token_id` and `eos_token_id`), if it has one.
+pub fn save_config(dir: &Path, cfg: &GptConfig, eot: Option<u32>) -> Result<(), ModelError> {
     let v = json!({
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
@@ -34,6 +35,8 @@ pub fn save_config(dir: &Path, cfg: &GptConfig) -> Result<(), ModelError> {
         "tie_word_embeddings": true,
         "padded_vocab_size": cfg.padded_vocab_size,
         "dropout": cfg.dropout,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
     });
     let path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&v).expect("json of plain values");

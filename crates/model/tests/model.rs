@@ -168,7 +168,7 @@ fn weights_round_trip_and_mismatch_is_refused() {
     let model = Gpt::new(tiny()).unwrap();
     let mut rng = Rng64::seed_from_u64(5);
     let params: Vec<f32> = model.layout.init(&model.config, &mut rng);
-    checkpoint::save_config(&dir, &model.config).unwrap();
+    checkpoint::save_config(&dir, &model.config, None).unwrap();
     checkpoint::save_weights(
         &dir.join("model.safetensors"),
         &model,

@@ -4,19 +4,26 @@
 //! runs/<name>/
 //!   model.safetensors       weights, HF GPT-2 names and layouts (ferrogpt_model::checkpoint)
 //!   config.json             HF GPT2Config fields + padded_vocab_size, dropout
-//!   tokenizer.json          {"kind": "char", "vocab": ...} or {"kind": "gpt2"}
+//!   tokenizer.json          the tokenizer in Hugging Face's format (absent for a model
+//!   tokenizer_config.json   without one; see crate::tokenizer::hf)
 //!   optimizer.safetensors   flat moments "m" (and "v" for AdamW), parameter layout
-//!   state.json              step, run config, data position, RNG states, elapsed time
+//!   state.json              step, run config, data files (path, size, SHA-256), data
+//!                           position, RNG states, elapsed time
+//!   checksums.sha256        SHA-256 of each file above, as `sha256sum` writes them
 //!   metrics.jsonl           one line per step (appended by the trainer)
+//!   best/                   the weights of the best validation loss (model, config,
+//!                           tokenizer files, checksums.sha256)
 //! ```
 //!
-//! Every file is written to a temporary name and renamed, `state.json` last. The safetensors
-//! files carry the step and a run id in their metadata, and loading refuses a set whose files
-//! disagree (a crash between two renames, or files copied from different runs).
+//! Every file is written to a staging folder and moved into place, `state.json` and then
+//! `checksums.sha256` last. Loading checks each file it reads against `checksums.sha256` (where
+//! there is one: checkpoints of earlier versions and Hugging Face directories have none) and
+//! names a damaged file. The safetensors files also carry the step and a run id in their
+//! metadata, and loading refuses a set whose files disagree (files copied from different runs).
 
 use crate::config::TrainConfig;
-use crate::data::BatcherState;
-use crate::tokenizer::Tokenizer;
+use crate::data::{hex, BatcherState, DataSource};
+use crate::tokenizer::{hf, Tokenizer};
 use ferrogpt_core::fsutil::write_atomic;
 use ferrogpt_model::{checkpoint as mc, Gpt};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -58,6 +65,9 @@ pub struct RunState {
     /// written before it existed.
     #[serde(default)]
     pub best_val_loss: Option<f64>,
+    /// The data files of the run; empty in checkpoints written before they were recorded.
+    #[serde(default)]
+    pub data: Vec<DataSource>,
 }
 
 pub const FORMAT: &str = "ferrogpt-run-v1";
@@ -92,15 +102,11 @@ pub fn save(
     let stage = dir.join(format!(".staging-{}", std::process::id()));
     let r = (|| {
         std::fs::create_dir_all(&stage).map_err(|e| err(&stage, e))?;
-        write_files(&stage, model, tokenizer, state, t)?;
-        // state.json last: a checkpoint is complete once its state names the step.
-        for name in [
-            "model.safetensors",
-            "optimizer.safetensors",
-            "config.json",
-            "tokenizer.json",
-            "state.json",
-        ] {
+        let mut names = write_files(&stage, model, tokenizer, state, t)?;
+        // state.json, then the checksums last: a checkpoint is complete once they name it.
+        names.retain(|n| *n != "state.json");
+        names.extend(["state.json", MANIFEST]);
+        for name in names {
             std::fs::rename(stage.join(name), dir.join(name))
                 .map_err(|e| err(&dir.join(name), e))?;
         }
@@ -110,13 +116,92 @@ pub fn save(
     r
 }
 
+/// The checkpoint's list of SHA-256 sums, in `sha256sum`'s format.
+pub const MANIFEST: &str = "checksums.sha256";
+
+/// SHA-256 of the file at `path`, lowercase hex, read in pieces.
+pub fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| err(path, e))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf).map_err(|e| err(path, e))? {
+            0 => break,
+            n => h.update(&buf[..n]),
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Writes `dir/checksums.sha256` for the files `names` of `dir`.
+fn write_manifest(dir: &Path, names: &[&str]) -> Result<(), CheckpointError> {
+    let mut text = String::new();
+    for name in names {
+        text += &format!("{}  {name}\n", sha256_file(&dir.join(name))?);
+    }
+    let path = dir.join(MANIFEST);
+    write_atomic(&path, text.as_bytes()).map_err(|e| err(&path, e))
+}
+
+/// Checks the files `names` of `dir` against its checksums.sha256: each one it lists must be
+/// there with that SHA-256. Without a checksums.sha256 (checkpoints of earlier versions,
+/// Hugging Face directories) there is nothing to check. Errors name the damaged file.
+pub fn verify(dir: &Path, names: &[&str]) -> Result<(), CheckpointError> {
+    let path = dir.join(MANIFEST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(&path, e)),
+    };
+    let mut listed = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        match line.split_once("  ") {
+            Some((sum, name)) if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                listed.insert(name, sum);
+            }
+            _ => {
+                return Err(err(
+                    &path,
+                    format!(
+                        "line {} is not `SHA256  NAME`: the checksum list is damaged",
+                        i + 1
+                    ),
+                ))
+            }
+        }
+    }
+    for name in names {
+        let Some(want) = listed.get(name) else {
+            continue;
+        };
+        let file = dir.join(name);
+        if !file.exists() {
+            return Err(err(&file, format!("missing (listed in {MANIFEST})")));
+        }
+        let got = sha256_file(&file)?;
+        if got != *want {
+            return Err(err(
+                &file,
+                format!(
+                    "damaged: its SHA-256 is {got}, {MANIFEST} records {want} (one of the two was changed after the checkpoint was written)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the checkpoint's files and their checksums into `dir`; returns the names of the
+/// files (checksums.sha256 not included).
 fn write_files(
     dir: &Path,
     model: &Gpt,
     tokenizer: &Tokenizer,
     state: &RunState,
     t: Tensors,
-) -> Result<(), CheckpointError> {
+) -> Result<Vec<&'static str>, CheckpointError> {
     let meta = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         ("ferrogpt_step".to_string(), state.step.to_string()),
@@ -133,16 +218,28 @@ fn write_files(
         moments.push(("v".into(), vec![t.v.len()], t.v));
     }
     mc::write_tensors(&dir.join("optimizer.safetensors"), &moments, meta)?;
-    mc::save_config(dir, &model.config)?;
-    let tok = dir.join("tokenizer.json");
-    write_atomic(&tok, tokenizer.to_json().to_string().as_bytes()).map_err(|e| err(&tok, e))?;
+    let mut names = vec!["model.safetensors", "optimizer.safetensors", "config.json"];
+    mc::save_config(dir, &model.config, tokenizer.eot())?;
+    names.extend(save_tokenizer(dir, tokenizer, model.config.block_size)?);
     let st = dir.join("state.json");
     let text = serde_json::to_string_pretty(state).map_err(|e| err(&st, e))?;
-    write_atomic(&st, text.as_bytes()).map_err(|e| err(&st, e))
+    write_atomic(&st, text.as_bytes()).map_err(|e| err(&st, e))?;
+    names.push("state.json");
+    write_manifest(dir, &names)?;
+    Ok(names)
+}
+
+fn save_tokenizer(
+    dir: &Path,
+    tokenizer: &Tokenizer,
+    block_size: usize,
+) -> Result<Vec<&'static str>, CheckpointError> {
+    hf::save(tokenizer, dir, block_size).map_err(|e| CheckpointError(e.to_string()))
 }
 
 /// The weights alone, as `sample` and `eval` read them (model.safetensors, config.json,
-/// tokenizer.json), into `dir` (created): the run's best model so far, in `<run>/best/`.
+/// the tokenizer files, checksums.sha256), into `dir` (created): the run's best model so far,
+/// in `<run>/best/`.
 pub fn save_model(
     dir: &Path,
     model: &Gpt,
@@ -151,10 +248,17 @@ pub fn save_model(
     meta: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    // The old checksums go first: a crash in between leaves files without a list, not files
+    // that contradict it.
+    match std::fs::remove_file(dir.join(MANIFEST)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(dir, e)),
+        _ => {}
+    }
     mc::save_weights(&dir.join("model.safetensors"), model, params, meta)?;
-    mc::save_config(dir, &model.config)?;
-    let tok = dir.join("tokenizer.json");
-    write_atomic(&tok, tokenizer.to_json().to_string().as_bytes()).map_err(|e| err(&tok, e))
+    mc::save_config(dir, &model.config, tokenizer.eot())?;
+    let mut names = vec!["model.safetensors", "config.json"];
+    names.extend(save_tokenizer(dir, tokenizer, model.config.block_size)?);
+    write_manifest(dir, &names)
 }
 
 /// Whether `dir` holds a checkpoint (of ours: a state.json).
@@ -162,17 +266,20 @@ pub fn exists(dir: &Path) -> bool {
     dir.join("state.json").is_file() || dir.join("model.safetensors").is_file()
 }
 
-/// The tokenizer stored in `dir`, or GPT-2's when the directory has none (a Hugging Face
-/// GPT-2 directory).
-pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, CheckpointError> {
-    let path = dir.join("tokenizer.json");
-    if !path.exists() {
+/// The tokenizer stored in `dir`. A directory without tokenizer files holds GPT-2's when it
+/// is a Hugging Face directory whose vocabulary is GPT-2's size (models saved without their
+/// tokenizer), and no tokenizer otherwise ([`Tokenizer::IdsOnly`], `vocab_size` ids).
+pub fn load_tokenizer(dir: &Path, vocab_size: usize) -> Result<Tokenizer, CheckpointError> {
+    if hf::has_tokenizer(dir) {
+        return Tokenizer::load(dir).map_err(|e| CheckpointError(e.to_string()));
+    }
+    // ferrogpt's config.json has padded_vocab_size: its runs always write their tokenizer.
+    let ours = std::fs::read_to_string(dir.join("config.json"))
+        .is_ok_and(|t| t.contains("\"padded_vocab_size\""));
+    if !ours && vocab_size == crate::tokenizer::GPT2_VOCAB_SIZE {
         return Tokenizer::gpt2().map_err(|e| CheckpointError(e.to_string()));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| err(&path, format!("not valid JSON: {e}")))?;
-    Tokenizer::from_json(&v).map_err(|e| err(&path, e))
+    Ok(Tokenizer::IdsOnly { vocab_size })
 }
 
 /// A model with its weights, from one of our checkpoints or a Hugging Face GPT-2 directory
@@ -184,21 +291,32 @@ pub struct LoadedModel {
     pub metadata: HashMap<String, String>,
 }
 
-/// Loads the model, weights and tokenizer of `dir` (ours or HF's); the vocabulary is padded to
-/// `pad_multiple` where config.json does not say.
+/// Loads the model, weights and tokenizer of `dir` (ours or HF's), checked against its
+/// checksums.sha256; the vocabulary is padded to `pad_multiple` where config.json does not say.
+/// A tokenizer may have fewer ids than the model's vocabulary (a padded embedding table), not
+/// more.
 pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, CheckpointError> {
     if !dir.is_dir() {
         return Err(err(dir, "no such checkpoint directory"));
     }
+    verify(
+        dir,
+        &[
+            "config.json",
+            "model.safetensors",
+            hf::FILES[0],
+            hf::FILES[1],
+        ],
+    )?;
     let cfg = mc::load_config(dir, pad_multiple)?;
     let model = Gpt::new(cfg)?;
     let (params, metadata) = mc::load_weights(&dir.join("model.safetensors"), &model)?;
-    let tokenizer = load_tokenizer(dir)?;
-    if tokenizer.vocab_size() != model.config.vocab_size {
+    let tokenizer = load_tokenizer(dir, model.config.vocab_size)?;
+    if tokenizer.vocab_size() > model.config.vocab_size {
         return Err(err(
-            &dir.join("tokenizer.json"),
+            dir,
             format!(
-                "tokenizer has {} tokens, config.json says vocab_size {}",
+                "the tokenizer has {} tokens, more than config.json's vocab_size {}",
                 tokenizer.vocab_size(),
                 model.config.vocab_size
             ),
@@ -212,6 +330,25 @@ pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, Checkp
     })
 }
 
+/// The run's `state.json`, checked against checksums.sha256.
+pub fn read_state(dir: &Path) -> Result<RunState, CheckpointError> {
+    let st = dir.join("state.json");
+    if !st.is_file() {
+        return Err(err(dir, "not a resumable checkpoint (no state.json)"));
+    }
+    verify(dir, &["state.json"])?;
+    let text = std::fs::read_to_string(&st).map_err(|e| err(&st, e))?;
+    let state: RunState =
+        serde_json::from_str(&text).map_err(|e| err(&st, format!("corrupt state ({e})")))?;
+    if state.format != FORMAT {
+        return Err(err(
+            &st,
+            format!("format '{}' is not '{FORMAT}'", state.format),
+        ));
+    }
+    Ok(state)
+}
+
 /// Everything a resumed run needs.
 pub struct Resumed {
     pub loaded: LoadedModel,
@@ -222,19 +359,8 @@ pub struct Resumed {
 
 /// Loads a complete checkpoint for resuming, checking that its files belong together.
 pub fn load_for_resume(dir: &Path) -> Result<Resumed, CheckpointError> {
-    let st = dir.join("state.json");
-    if !st.is_file() {
-        return Err(err(dir, "not a resumable checkpoint (no state.json)"));
-    }
-    let text = std::fs::read_to_string(&st).map_err(|e| err(&st, e))?;
-    let state: RunState =
-        serde_json::from_str(&text).map_err(|e| err(&st, format!("corrupt state ({e})")))?;
-    if state.format != FORMAT {
-        return Err(err(
-            &st,
-            format!("format '{}' is not '{FORMAT}'", state.format),
-        ));
-    }
+    let state = read_state(dir)?;
+    verify(dir, &["optimizer.safetensors"])?;
     let loaded = load_model(dir, state.config.vocab_multiple)?;
     let opt_path = dir.join("optimizer.safetensors");
     let mut opt = mc::read_tensors(&opt_path)?;

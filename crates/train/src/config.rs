@@ -36,7 +36,9 @@ pub struct TrainConfig {
     pub dropout: f64,
     /// Pad the vocabulary to a multiple of this (1 = none).
     pub vocab_multiple: usize,
-    /// "char" or "gpt2".
+    /// "char", "gpt2", or the path of a tokenizer (a tokenizer.json, a vocab.json with
+    /// merges.txt beside it, or a directory holding either). A run started from `--init`
+    /// records the tokenizer it took from there ("char", "gpt2", "hf" or "none").
     pub tokenizer: String,
     // The batches.
     pub batch_size: usize,
@@ -221,11 +223,10 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        if self.tokenizer != "char" && self.tokenizer != "gpt2" {
-            return Err(format!(
-                "tokenizer must be 'char' or 'gpt2', got '{}'",
-                self.tokenizer
-            ));
+        if self.tokenizer.is_empty() {
+            return Err(
+                "tokenizer must be char, gpt2 or the path of a tokenizer.json, got ''".into(),
+            );
         }
         Ok(())
     }

@@ -18,6 +18,9 @@
 //!   [`Batcher::state`] / [`Batcher::from_state`] capture everything needed to resume a run
 //!   with exactly the same batches.
 //!
+//! - Each file loaded is recorded as a [`DataSource`] (path, size, SHA-256), so that a run can
+//!   find its data again and refuse data that changed.
+//!
 //! All functions of this module, [`crate::tokenizer`] and [`crate::tokfile`] return
 //! [`DataError`], whose messages name the file or field, the expected and the found value.
 
@@ -87,9 +90,33 @@ pub enum DataError {
         needed: usize,
         found: usize,
     },
-    /// The GPT-2 BPE tables could not be built.
-    #[error("cannot build the GPT-2 tokenizer: {0}")]
+    /// A data file is not the one a run recorded (its SHA-256 differs).
+    #[error(
+        "{} is not the {} data this run was trained on: it has {} bytes, SHA-256 {}; the run \
+         recorded {} ({} bytes, SHA-256 {}); pass {} with a copy of the original",
+        found.path.display(), found.role, found.bytes, found.sha256, recorded.path.display(),
+        recorded.bytes, recorded.sha256, recorded.role.flag()
+    )]
+    Changed {
+        found: Box<DataSource>,
+        recorded: Box<DataSource>,
+    },
+    /// A tokenizer failed to build, encode or decode.
+    #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A tokenizer file that the `tokenizers` library (or our reader) rejects.
+    #[error("{}: not a tokenizer this version reads: {source}", path.display())]
+    BadTokenizer {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Text met a model that has no tokenizer.
+    #[error(
+        "this model has no tokenizer (its directory holds no tokenizer.json, nor vocab.json + \
+         merges.txt), so it cannot read or write text: give it a tokenizer (--tokenizer PATH) \
+         or use token files (ids < {vocab_size})"
+    )]
+    NoTokenizer { vocab_size: usize },
 }
 
 /// Result of this module, [`crate::tokenizer`] and [`crate::tokfile`].
@@ -127,10 +154,75 @@ fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
 
 /// Token ids for training and validation. Either may be empty only as documented on
 /// [`load_dataset`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Dataset {
     pub train: Vec<u32>, // (N_train,)
     pub val: Vec<u32>,   // (N_val,)
+    /// The files the ids came from (empty for data made in memory).
+    pub sources: Vec<DataSource>,
+}
+
+/// What a data file is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataRole {
+    /// Training data (text: also the validation split when there is no validation file).
+    Train,
+    /// Validation data.
+    Val,
+}
+
+impl DataRole {
+    /// The `train` flag that names a file of this role.
+    pub fn flag(self) -> &'static str {
+        match self {
+            DataRole::Train => "--data",
+            DataRole::Val => "--val-data",
+        }
+    }
+}
+
+impl std::fmt::Display for DataRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataRole::Train => "training",
+            DataRole::Val => "validation",
+        })
+    }
+}
+
+/// A data file as a run records it, to find it again and to know it is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSource {
+    pub role: DataRole,
+    /// Absolute where it could be resolved, as given otherwise.
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// SHA-256 of the contents, lowercase hex.
+    pub sha256: String,
+}
+
+impl DataSource {
+    /// The record of `bytes` read from `path`.
+    pub fn of(role: DataRole, path: &Path, bytes: &[u8]) -> Self {
+        DataSource {
+            role,
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.into()),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        }
+    }
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Loads `data` (and `val_data` when given) as described in the module doc.
@@ -142,24 +234,60 @@ pub fn load_dataset(
     val_data: Option<&Path>,
     tokenizer: &Tokenizer,
 ) -> Result<Dataset> {
-    let (mut train, is_token_file) = load_tokens(data, tokenizer)?;
+    load_dataset_checked(data, val_data, tokenizer, &[])
+}
+
+/// [`load_dataset`] for a run that recorded its data files in `recorded`: a file whose
+/// contents differ from the record of its role is refused before it is decoded
+/// ([`DataError::Changed`]).
+pub fn load_dataset_checked(
+    data: &Path,
+    val_data: Option<&Path>,
+    tokenizer: &Tokenizer,
+    recorded: &[DataSource],
+) -> Result<Dataset> {
+    let mut sources = Vec::new();
+    let mut load = |path, role| {
+        let r = recorded.iter().find(|r| r.role == role);
+        load_tokens(path, role, tokenizer, r, &mut sources)
+    };
+    let (mut train, is_token_file) = load(data, DataRole::Train)?;
     let val = match val_data {
-        Some(v) => load_tokens(v, tokenizer)?.0,
+        Some(v) => load(v, DataRole::Val)?.0,
         None if is_token_file => Vec::new(),
         None => {
             let n_train = (train.len() as f64 * 0.9).floor() as usize;
             train.split_off(n_train)
         }
     };
-    Ok(Dataset { train, val })
+    Ok(Dataset {
+        train,
+        val,
+        sources,
+    })
 }
 
-/// Reads one file as tokens: a token file as is, text encoded. Returns whether it was a token file.
-fn load_tokens(path: &Path, tokenizer: &Tokenizer) -> Result<(Vec<u32>, bool)> {
+/// Reads one file as tokens: a token file as is, text encoded; checks it against `recorded`
+/// and records it in `sources`. Returns whether it was a token file.
+fn load_tokens(
+    path: &Path,
+    role: DataRole,
+    tokenizer: &Tokenizer,
+    recorded: Option<&DataSource>,
+    sources: &mut Vec<DataSource>,
+) -> Result<(Vec<u32>, bool)> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Read {
         path: path.into(),
         source,
     })?;
+    let source = DataSource::of(role, path, &bytes);
+    if let Some(r) = recorded.filter(|r| r.sha256 != source.sha256) {
+        return Err(DataError::Changed {
+            found: Box::new(source),
+            recorded: Box::new(r.clone()),
+        });
+    }
+    sources.push(source);
     if tokfile::is_token_file(&bytes) {
         let tokens = tokfile::parse_tokens(path, &bytes)?;
         let limit = tokenizer.vocab_size();

@@ -16,7 +16,7 @@
 
 use crate::checkpoint::{self, CheckpointError, RunState, Tensors};
 use crate::config::TrainConfig;
-use crate::data::{BatchMode, Batcher, Dataset};
+use crate::data::{BatchMode, Batcher, DataSource, Dataset};
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};
 use crate::schedule::learning_rate;
 use crate::tokenizer::Tokenizer;
@@ -53,8 +53,18 @@ pub struct StepMetrics {
     pub grad_norm: f64,
     pub tokens_per_sec: f64,
     pub elapsed_s: f64,
+    /// Training tokens seen by the run so far, this step's included.
+    pub tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+}
+
+/// Starting weights for a new run (`--init`).
+pub struct InitWeights {
+    /// Flat, in the layout of the model (`vocab_size` real rows of wte, then the padding).
+    pub params: Vec<f32>,
+    /// The model's vocabulary.
+    pub vocab_size: usize,
 }
 
 /// How the run ended.
@@ -118,21 +128,32 @@ impl Drop for Trainer {
 
 impl Trainer {
     /// A new run on an engine from `make_engine`. `init` gives starting weights (from
-    /// `--init`); otherwise GPT-2 initialisation from the seed. `out_dir` is created (once the
-    /// data and the engine are ready); it must not hold a checkpoint already.
+    /// `--init`) and their model's vocabulary, which may be larger than the tokenizer's;
+    /// otherwise the vocabulary is the tokenizer's and the weights GPT-2's initialisation from
+    /// the seed. `out_dir` is created (once the data and the engine are ready); it must not
+    /// hold a checkpoint already.
     pub fn new(
         cfg: TrainConfig,
         tokenizer: Tokenizer,
         data: Dataset,
         make_engine: &EngineFactory,
         out_dir: &Path,
-        init: Option<Vec<f32>>,
+        init: Option<InitWeights>,
     ) -> Result<Self, TrainError> {
         cfg.validate().map_err(TrainError::Setup)?;
-        let model = Gpt::new(cfg.model_config(tokenizer.vocab_size()))
-            .map_err(|e| TrainError::Setup(e.to_string()))?;
+        let vocab = init
+            .as_ref()
+            .map_or(tokenizer.vocab_size(), |i| i.vocab_size);
+        if tokenizer.vocab_size() > vocab {
+            return Err(TrainError::Setup(format!(
+                "the tokenizer has {} tokens, more than the model's vocabulary of {vocab}",
+                tokenizer.vocab_size()
+            )));
+        }
+        let model =
+            Gpt::new(cfg.model_config(vocab)).map_err(|e| TrainError::Setup(e.to_string()))?;
         let params = match init {
-            Some(p) => p,
+            Some(i) => i.params,
             None => {
                 let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
                 model.layout.init(&model.config, &mut rng)
@@ -181,7 +202,8 @@ impl Trainer {
 
     /// Continues the run checkpointed in `dir`, on `data`, on an engine from `make_engine`, up
     /// to `steps` total steps (None: the run's own). The checkpoint directory is also the
-    /// output directory.
+    /// output directory. Where the checkpoint records its data files, `data` must come from
+    /// files with the same contents (SHA-256), wherever they are now.
     pub fn resume(
         dir: &Path,
         data: Dataset,
@@ -189,6 +211,7 @@ impl Trainer {
         steps: Option<usize>,
     ) -> Result<Self, TrainError> {
         let r = checkpoint::load_for_resume(dir)?;
+        check_sources(&r.state.data, &data.sources)?;
         let mut cfg = r.state.config.clone();
         if let Some(s) = steps {
             cfg.steps = s;
@@ -383,6 +406,7 @@ impl Trainer {
             tokens_seen: self.tokens_seen,
             last_val_loss: self.last_val_loss,
             best_val_loss: self.best_val_loss,
+            data: self.data.sources.clone(),
         };
         let (dir, model, tokenizer) = (
             self.out_dir.clone(),
@@ -477,6 +501,7 @@ impl Trainer {
                 grad_norm,
                 tokens_per_sec: tokens / dt,
                 elapsed_s: self.elapsed_before + start.elapsed().as_secs_f64(),
+                tokens: self.tokens_seen,
                 val_loss,
             };
             writeln!(
@@ -498,6 +523,32 @@ impl Trainer {
         self.wait_for_writer()?;
         Ok(Outcome::Finished)
     }
+}
+
+/// The data of a resumed run against the files its checkpoint recorded: each recorded file
+/// must be there again (by role) with the same SHA-256.
+fn check_sources(recorded: &[DataSource], now: &[DataSource]) -> Result<(), TrainError> {
+    for r in recorded {
+        match now.iter().find(|n| n.role == r.role) {
+            Some(n) if n.sha256 == r.sha256 => {}
+            Some(n) => {
+                let e = crate::data::DataError::Changed {
+                    found: Box::new(n.clone()),
+                    recorded: Box::new(r.clone()),
+                };
+                return Err(TrainError::Setup(e.to_string()));
+            }
+            None => {
+                return Err(TrainError::Setup(format!(
+                    "this run was trained with {} data {} ({} bytes), and none was given",
+                    r.role,
+                    r.path.display(),
+                    r.bytes
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The run's data against its model: at least one window of `seq_len` + 1 tokens (the

@@ -1,5 +1,7 @@
 //! Tokenizer tests: round trips on Unicode text, GPT-2 ids for known strings, the char vocab of
-//! Tiny Shakespeare, errors, streaming decode and JSON (de)serialisation.
+//! Tiny Shakespeare, errors, streaming decode and the JSON of earlier versions. Hugging Face formats: tests/hf_tokenizer.rs.
+
+mod common;
 
 use ferrogpt_train::data::DataError;
 use ferrogpt_train::tokenizer::{StreamDecoder, Tokenizer, GPT2_EOT, GPT2_VOCAB_SIZE};
@@ -35,10 +37,10 @@ fn char_vocab_is_sorted_unique() {
     let tok = Tokenizer::from_corpus_char("hello");
     assert_eq!(tok.vocab_size(), 4);
     assert_eq!(tok.encode("ehlo").unwrap(), vec![0, 1, 2, 3]);
-    assert_eq!(
-        tok.to_json(),
-        serde_json::json!({"kind": "char", "vocab": "ehlo"})
-    );
+    match &tok {
+        Tokenizer::Char(c) => assert_eq!(c.vocab(), "ehlo"),
+        t => panic!("{t:?}"),
+    }
 }
 
 #[test]
@@ -68,11 +70,16 @@ fn gpt2_known_ids() {
 }
 
 #[test]
-fn gpt2_encodes_special_token_text_as_ordinary_text() {
+fn gpt2_encodes_the_end_of_text_marker_as_its_token() {
+    // As Hugging Face's GPT-2 tokenizer does: documents joined by the marker (TinyStories'
+    // text files, for one) are separated by the token.
     let tok = gpt2();
-    let ids = tok.encode("<|endoftext|>").unwrap();
+    let ids = tok.encode("a<|endoftext|>b").unwrap();
+    assert_eq!(ids, vec![64, GPT2_EOT, 65]);
+    assert_eq!(tok.decode(&ids).unwrap(), "a<|endoftext|>b");
+    // Anything short of the exact marker is ordinary text.
+    let ids = tok.encode("<|endoftext|").unwrap();
     assert!(!ids.contains(&GPT2_EOT), "{ids:?}");
-    assert_eq!(tok.decode(&ids).unwrap(), "<|endoftext|>");
 }
 
 #[test]
@@ -109,14 +116,7 @@ fn gpt2_stream_matches_decode_on_invalid_utf8() {
 
 #[test]
 fn tinyshakespeare_char_vocab_is_65() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/data/tinyshakespeare.txt"
-    );
-    let Ok(text) = std::fs::read_to_string(path) else {
-        eprintln!("skipping: {path} not found");
-        return;
-    };
+    let text = common::shakespeare();
     let tok = Tokenizer::from_corpus_char(&text);
     assert_eq!(tok.vocab_size(), 65);
     let ids = tok.encode(&text).unwrap();
@@ -185,14 +185,21 @@ fn out_of_range_id_is_an_error() {
 }
 
 #[test]
-fn json_round_trip() {
+fn legacy_json_still_reads() {
     let c = Tokenizer::from_corpus_char(UNICODE);
-    let back = Tokenizer::from_json(&c.to_json()).unwrap();
+    let vocab = match &c {
+        Tokenizer::Char(ch) => ch.vocab(),
+        t => panic!("{t:?}"),
+    };
+    let back =
+        Tokenizer::from_legacy_json(&serde_json::json!({"kind": "char", "vocab": vocab})).unwrap();
     assert_eq!(back, c);
     assert_eq!(back.encode(UNICODE).unwrap(), c.encode(UNICODE).unwrap());
     let g = gpt2();
-    assert_eq!(g.to_json(), serde_json::json!({"kind": "gpt2"}));
-    assert_eq!(Tokenizer::from_json(&g.to_json()).unwrap(), g);
+    assert_eq!(
+        Tokenizer::from_legacy_json(&serde_json::json!({"kind": "gpt2"})).unwrap(),
+        g
+    );
 }
 
 #[test]
@@ -206,7 +213,7 @@ fn bad_json_is_an_error() {
         json!({"kind": "char", "vocab": ""}),
         json!({"kind": "char", "vocab": "abca"}),
     ] {
-        let err = Tokenizer::from_json(&v).unwrap_err();
+        let err = Tokenizer::from_legacy_json(&v).unwrap_err();
         assert!(matches!(err, DataError::Mismatch { .. }), "{v}: {err:?}");
     }
 }

@@ -110,22 +110,27 @@ fn truncated_and_trailing() {
 }
 
 #[test]
-fn write_rejects_large_ids_and_keeps_existing_file() {
+fn large_ids_use_llm_c_uint32_layout() {
     let path = tmp_dir("large").join("large.bin");
-    write_tokens(&path, &[1, 2, 3]).unwrap();
-    let err = write_tokens(&path, &[1, 65536, 2]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::IdOutOfRange {
-                id: 65536,
-                position: 1,
-                ..
-            }
-        ),
-        "{err:?}"
+    let ids = [1, 65536, 2, 128_255, u32::MAX];
+    write_tokens(&path, &ids).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), HEADER_BYTES + 4 * ids.len());
+    assert_eq!(
+        &bytes[..8],
+        &[20240801i32.to_le_bytes(), 7i32.to_le_bytes()].concat()[..]
     );
-    assert_eq!(read_tokens(&path).unwrap(), vec![1, 2, 3]);
+    assert!(is_token_file(&bytes));
+    assert_eq!(read_tokens(&path).unwrap(), ids);
+    // A small vocabulary keeps GPT-2's uint16 layout.
+    write_tokens(&path, &[1, 65535]).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len() as usize,
+        HEADER_BYTES + 4
+    );
+    // A uint32 file cut short is refused.
+    std::fs::write(&path, &bytes[..bytes.len() - 2]).unwrap();
+    assert!(expect_mismatch(&path, "file length").contains("x 4"));
 }
 
 #[test]

@@ -48,6 +48,7 @@ fn dataset(tok: &Tokenizer) -> Dataset {
     Dataset {
         train: ids[..n].to_vec(),
         val: ids[n..].to_vec(),
+        sources: Vec::new(),
     }
 }
 
