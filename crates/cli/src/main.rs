@@ -1,9 +1,9 @@
 //! # ferrogpt: the command-line tool
 //!
 //! `train`, `sample`, `eval`, `tokenize`, `plot`, `bench matmul`, `bench train`, `bench gpu`,
-//! `info`. Each
-//! subcommand lives in its own `cmd_*.rs`; this file only parses and dispatches. Every error
-//! reaches the user as one line on stderr and exit status 1 (2 for unparsable arguments).
+//! `info`. Each subcommand lives in its own `cmd_*.rs`; this file only parses and dispatches.
+//! Every error reaches the user as one line on stderr and exit status 1 (2 for unparsable
+//! arguments).
 
 mod cmd_bench_gpu;
 mod cmd_bench_matmul;
