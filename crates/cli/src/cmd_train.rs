@@ -11,6 +11,7 @@ use ferrogpt_train::config::{
 use ferrogpt_train::data::{load_dataset, load_dataset_checked, load_text, DataRole, DataSource};
 use ferrogpt_train::tokenizer::{hf, Tokenizer};
 use ferrogpt_train::trainer::{InitWeights, Outcome, StepMetrics, Trainer};
+use ferrogpt_train::dist::{Collective, Launch};
 use ferrogpt_train::{EngineError, EngineFactory};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -140,6 +141,11 @@ pub struct TrainArgs {
     /// Print a plain progress line every N steps when not on a terminal
     #[arg(long, default_value_t = 100, help_heading = "Run")]
     log_interval: usize,
+    /// Start N local data-parallel ranks (CPU: through mpirun; needs a build with the `mpi`
+    /// feature), each with cores/N threads unless --threads says [default: one rank, or the
+    /// ranks an MPI launcher started]
+    #[arg(long, help_heading = "Run")]
+    nproc_per_node: Option<usize>,
 
     #[command(flatten, next_help_heading = "Device")]
     compute: Compute,
@@ -277,7 +283,12 @@ fn locate(source: &DataSource, flag: &str) -> Result<PathBuf, String> {
 
 /// A resumed run: the checkpoint's own data files unless --data / --val-data say otherwise
 /// (checked against the recorded SHA-256 either way).
-fn resume(a: &TrainArgs, dir: &Path, make_engine: &EngineFactory) -> Result<Trainer, String> {
+fn resume(
+    a: &TrainArgs,
+    dir: &Path,
+    make_engine: &EngineFactory,
+    comm: Box<dyn Collective>,
+) -> Result<Trainer, String> {
     let state = checkpoint::read_state(dir).map_err(|e| e.to_string())?;
     checkpoint::verify(dir, &["config.json", hf::FILES[0], hf::FILES[1]])
         .map_err(|e| e.to_string())?;
@@ -299,20 +310,28 @@ fn resume(a: &TrainArgs, dir: &Path, make_engine: &EngineFactory) -> Result<Trai
     };
     let data = load_dataset_checked(&data_path, val_path.as_deref(), &tokenizer, &state.data)
         .map_err(|e| e.to_string())?;
-    let t = Trainer::resume(dir, data, make_engine, a.steps).map_err(|e| e.to_string())?;
-    eprintln!(
-        "resuming {} at step {} of {} on {} (data: {})",
-        dir.display(),
-        t.step,
-        t.cfg.steps,
-        t.engine.describe(),
-        data_path.display()
-    );
+    let t =
+        Trainer::resume_on(dir, data, make_engine, a.steps, comm).map_err(|e| e.to_string())?;
+    if t.rank_and_world().0 == 0 {
+        eprintln!(
+            "resuming {} at step {} of {} on {}{} (data: {})",
+            dir.display(),
+            t.step,
+            t.cfg.steps,
+            t.engine.describe(),
+            ranks_note(&t),
+            data_path.display()
+        );
+    }
     Ok(t)
 }
 
 /// A new run, from scratch or from `--init` weights.
-fn start(a: &TrainArgs, make_engine: &EngineFactory) -> Result<Trainer, String> {
+fn start(
+    a: &TrainArgs,
+    make_engine: &EngineFactory,
+    comm: Box<dyn Collective>,
+) -> Result<Trainer, String> {
     let mut cfg = build_config(a)?;
     let data_path = resolve_data(a.data.as_deref())?;
     let val_path = a.val_data.as_deref();
@@ -356,7 +375,8 @@ fn start(a: &TrainArgs, make_engine: &EngineFactory) -> Result<Trainer, String> 
                 None => tokenizer.name().into(),
             };
             eprintln!(
-                "initialising from {} ({} layers, {} heads, {} channels, vocab {}, {} tokenizer)",
+                "{}initialising from {} ({} layers, {} heads, {} channels, vocab {}, {} tokenizer)",
+                rank_prefix(),
                 dir.display(),
                 m.n_layer,
                 m.n_head,
@@ -384,9 +404,12 @@ fn start(a: &TrainArgs, make_engine: &EngineFactory) -> Result<Trainer, String> 
     };
     let data = load_dataset(&data_path, val_path, &tokenizer).map_err(|e| e.to_string())?;
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.preset));
-    let t =
-        Trainer::new(cfg, tokenizer, data, make_engine, &out, init).map_err(|e| e.to_string())?;
-    let engine = t.engine.describe();
+    let t = Trainer::new_on(cfg, tokenizer, data, make_engine, &out, init, comm)
+        .map_err(|e| e.to_string())?;
+    if t.rank_and_world().0 != 0 {
+        return Ok(t);
+    }
+    let engine = format!("{}{}", t.engine.describe(), ranks_note(&t));
     eprintln!(
         "training {} parameters ({} layers, {} heads, {} channels, vocab {}) for {} steps of {}x{} tokens on {engine}; run directory {}",
         t.model.config.num_params(),
@@ -402,17 +425,51 @@ fn start(a: &TrainArgs, make_engine: &EngineFactory) -> Result<Trainer, String> 
     Ok(t)
 }
 
+/// ", 2 ranks (MPI ...), global batch 2 x 12 x 1" for a data-parallel run, else "".
+fn ranks_note(t: &Trainer) -> String {
+    let (_, world) = t.rank_and_world();
+    if world == 1 {
+        return String::new();
+    }
+    format!(
+        " x {world} ranks ({}); global batch {world} ranks x {} x {} grad_accum",
+        t.describe_ranks(),
+        t.cfg.batch_size,
+        t.cfg.grad_accum
+    )
+}
+
+/// "" on one rank or rank 0; "rank N: " otherwise (MPI's rank, from the environment).
+fn rank_prefix() -> String {
+    match std::env::var("OMPI_COMM_WORLD_RANK").or_else(|_| std::env::var("PMI_RANK")) {
+        Ok(r) if r != "0" => format!("rank {r}: "),
+        _ => String::new(),
+    }
+}
+
 pub fn run(a: TrainArgs) -> Result<(), String> {
+    let launch = Launch::from_env();
+    if let Some(n) = a.nproc_per_node {
+        if launch != Launch::Single {
+            return Err("--nproc-per-node: this process was already started by an MPI launcher; give one or the other".into());
+        }
+        return crate::launch::local_ranks(n, a.compute.threads);
+    }
+    let comm = launch.connect().map_err(|e| e.to_string())?;
+    train(a, comm).map_err(|e| format!("{}{e}", rank_prefix()))
+}
+
+fn train(a: TrainArgs, comm: Box<dyn Collective>) -> Result<(), String> {
     let level = a.compute.setup()?;
     let make_engine = engine_factory(level, &a.device)?;
     let mut trainer = match &a.resume {
-        Some(dir) => resume(&a, dir, &*make_engine)?,
-        None => start(&a, &*make_engine)?,
+        Some(dir) => resume(&a, dir, &*make_engine, comm)?,
+        None => start(&a, &*make_engine, comm)?,
     };
-    if !trainer.has_val() {
+    let lead = trainer.rank_and_world().0 == 0;
+    if !trainer.has_val() && lead {
         eprintln!("note: no validation data (a token file is used whole for training; pass --val-data to evaluate)");
     }
-
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -423,7 +480,10 @@ pub fn run(a: TrainArgs) -> Result<(), String> {
             }
         });
     }
-    let outcome = train_with_progress(&mut trainer, a.max_seconds, &stop, a.log_interval)?;
+    let outcome = train_with_progress(&mut trainer, a.max_seconds, &stop, a.log_interval, !lead)?;
+    if !lead {
+        return Ok(());
+    }
     let dir = trainer.out_dir.display().to_string();
     match outcome {
         Outcome::Interrupted => {
@@ -459,9 +519,11 @@ fn train_with_progress(
     max_seconds: Option<f64>,
     stop: &AtomicBool,
     log_interval: usize,
+    quiet: bool,
 ) -> Result<Outcome, String> {
     let total = trainer.cfg.steps as u64;
-    let tty = std::io::stderr().is_terminal();
+    // quiet: a rank other than 0 of a data-parallel run.
+    let tty = !quiet && std::io::stderr().is_terminal();
     let bar = if tty {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
@@ -493,6 +555,7 @@ fn train_with_progress(
                     bar.println(format!("step {}: val loss {v:.4}", m.step));
                 }
             }
+            None if quiet => {}
             None => {
                 if m.step.is_multiple_of(log_interval.max(1))
                     || m.val_loss.is_some()

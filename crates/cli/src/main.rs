@@ -15,6 +15,7 @@ mod cmd_sample;
 mod cmd_tokenize;
 mod cmd_train;
 mod common;
+mod launch;
 
 use clap::{Parser, Subcommand};
 

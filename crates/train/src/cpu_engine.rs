@@ -18,6 +18,7 @@
 //! size a buffer is 0.5 GB).
 
 use crate::config::TrainConfig;
+use crate::dist::Collective;
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit};
 use crate::optim::{clip_factor, Optimizer, CHUNK};
 use ferrogpt_core::{Level, Tape, Write};
@@ -399,6 +400,20 @@ impl Engine for CpuEngine {
             .flat_map(|r| &all[r * vp..r * vp + v])
             .copied()
             .collect())
+    }
+
+    /// The shards' sum, then summed across the ranks (MPI); the norm measured again after.
+    fn all_reduce_grads(&mut self, comm: &dyn Collective) -> Result<(), EngineError> {
+        self.training()?;
+        if comm.world() == 1 {
+            return Ok(());
+        }
+        self.reduce();
+        let grads = &mut self.shards[0].grads;
+        comm.all_reduce_sum_f32(grads)
+            .map_err(|e| EngineError(e.to_string()))?;
+        self.reduced = Some(crate::optim::global_norm(grads));
+        Ok(())
     }
 
     fn params(&self) -> Result<Vec<f32>, EngineError> {

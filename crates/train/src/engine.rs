@@ -11,6 +11,7 @@
 //! ```text
 //! zero_grads
 //! for each micro-batch:  loss = accumulate(inputs, targets, t, 1/grad_accum, seed)
+//! all_reduce_grads(comm)          (data-parallel runs only; see crate::dist)
 //! norm = clip_grads(grad_clip)
 //! update(lr, cfg)
 //! ```
@@ -19,6 +20,7 @@
 //! order, as in checkpoints; `params` and `optimizer_state` copy them out for saving.
 
 use crate::config::TrainConfig;
+use crate::dist::Collective;
 use ferrogpt_model::generate::{generate_with, Sampling};
 use ferrogpt_model::{Gpt, ModelError};
 use rand::Rng;
@@ -113,6 +115,21 @@ pub trait Engine {
     /// Logits of the last position of each of the B rows of `tokens` (B·T ids), as
     /// B × vocab_size (not padded) f32 values. Used by sampling.
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError>;
+
+    /// Sums the gradients across the ranks of `comm` (data-parallel training; the trainer
+    /// scales each micro-batch by `1 / (ranks × grad_accum)`, so the sum is the mean), between
+    /// the last `accumulate` of a step and `clip_grads`. An engine that cannot answers with an
+    /// error; with one rank it does nothing.
+    fn all_reduce_grads(&mut self, comm: &dyn Collective) -> Result<(), EngineError> {
+        if comm.world() == 1 {
+            return Ok(());
+        }
+        Err(EngineError(format!(
+            "{} does not train data-parallel yet (over {})",
+            self.describe(),
+            comm.describe()
+        )))
+    }
 
     /// Host copy of the parameters (flat, layout order).
     fn params(&self) -> Result<Vec<f32>, EngineError>;

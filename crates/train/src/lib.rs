@@ -10,6 +10,8 @@
 //!   optimizer state, forward, backward, update), and sampling on an engine.
 //! * [`cpu_engine`]: [`CpuEngine`], the engine on the host: the tape, data parallel over threads.
 //! * [`trainer`]: the training loop, metrics, evaluation, on any engine.
+//! * [`dist`]: data-parallel training across ranks: the collectives (MPI behind the `mpi`
+//!   feature).
 //!
 //! Dependency rule: builds on ferrogpt-model and ferrogpt-core; knows nothing of the terminal
 //! (the CLI draws progress from the per-step callback).
@@ -18,6 +20,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod cpu_engine;
 pub mod data;
+pub mod dist;
 pub mod engine;
 pub mod optim;
 pub mod schedule;

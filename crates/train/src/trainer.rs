@@ -17,6 +17,7 @@
 use crate::checkpoint::{self, CheckpointError, RunState, Tensors};
 use crate::config::TrainConfig;
 use crate::data::{BatchMode, Batcher, DataSource, Dataset};
+use crate::dist::{Collective, Solo};
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};
 use crate::schedule::learning_rate;
 use crate::tokenizer::Tokenizer;
@@ -101,6 +102,8 @@ pub struct Trainer {
     writer: Option<std::thread::JoinHandle<Result<(), CheckpointError>>>,
     /// Where the last `train_step` spent its time.
     pub last_phases: StepPhases,
+    /// The ranks of a data-parallel run ([`Solo`] for one); only rank 0 writes files.
+    comm: Box<dyn Collective>,
 }
 
 /// Wall time of the parts of one optimizer step, in seconds, measured on the host around the
@@ -140,6 +143,21 @@ impl Trainer {
         out_dir: &Path,
         init: Option<InitWeights>,
     ) -> Result<Self, TrainError> {
+        Self::new_on(cfg, tokenizer, data, make_engine, out_dir, init, Box::new(Solo))
+    }
+
+    /// [`Trainer::new`] for one rank of a data-parallel run over `comm` (see [`crate::dist`]):
+    /// every rank calls it with the same arguments; rank 0 alone creates the directory and
+    /// writes in it.
+    pub fn new_on(
+        cfg: TrainConfig,
+        tokenizer: Tokenizer,
+        data: Dataset,
+        make_engine: &EngineFactory,
+        out_dir: &Path,
+        init: Option<InitWeights>,
+        comm: Box<dyn Collective>,
+    ) -> Result<Self, TrainError> {
         cfg.validate().map_err(TrainError::Setup)?;
         let vocab = init
             .as_ref()
@@ -178,23 +196,25 @@ impl Trainer {
             params,
             train: Some(TrainInit::fresh(&cfg, model.layout.total)),
         })?;
-        std::fs::create_dir_all(out_dir).map_err(|e| TrainError::Io {
-            path: out_dir.display().to_string(),
-            msg: e.to_string(),
-        })?;
+        if comm.rank() == 0 {
+            std::fs::create_dir_all(out_dir).map_err(|e| TrainError::Io {
+                path: out_dir.display().to_string(),
+                msg: e.to_string(),
+            })?;
+        }
         let mode = if cfg.sequential {
             BatchMode::Sequential
         } else {
             BatchMode::Random
         };
-        let run_id = format!(
-            "{:016x}",
-            cfg.seed
-                ^ std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)
-        );
-        let mut t = Self::assemble(cfg, model, tokenizer, engine, data, out_dir, run_id);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        // Rank 0's clock names the run on every rank (exact in f64: below 2^53 µs).
+        let mut t0 = [if comm.rank() == 0 { now as f64 } else { 0.0 }];
+        comm.all_reduce_sum_f64(&mut t0).map_err(dist_err)?;
+        let run_id = format!("{:016x}", cfg.seed ^ (t0[0] as u64));
+        let mut t = Self::assemble(cfg, model, tokenizer, engine, data, out_dir, run_id, comm);
         t.batcher = Batcher::new(mode, t.cfg.seed.wrapping_add(1));
         t.rng = Xoshiro256PlusPlus::seed_from_u64(t.cfg.seed.wrapping_add(2));
         Ok(t)
@@ -209,6 +229,19 @@ impl Trainer {
         data: Dataset,
         make_engine: &EngineFactory,
         steps: Option<usize>,
+    ) -> Result<Self, TrainError> {
+        Self::resume_on(dir, data, make_engine, steps, Box::new(Solo))
+    }
+
+    /// [`Trainer::resume`] for one rank of a data-parallel run over `comm`; every rank reads
+    /// the checkpoint. The number of ranks may differ from the run's before: the step
+    /// continues with `ranks × grad_accum` micro-batches of the same stream.
+    pub fn resume_on(
+        dir: &Path,
+        data: Dataset,
+        make_engine: &EngineFactory,
+        steps: Option<usize>,
+        comm: Box<dyn Collective>,
     ) -> Result<Self, TrainError> {
         let r = checkpoint::load_for_resume(dir)?;
         check_sources(&r.state.data, &data.sources)?;
@@ -236,6 +269,7 @@ impl Trainer {
             data,
             dir,
             r.state.run_id,
+            comm,
         );
         t.step = r.state.step;
         t.batcher = Batcher::from_state(r.state.batcher);
@@ -247,6 +281,7 @@ impl Trainer {
         Ok(t)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
         cfg: TrainConfig,
         model: Gpt,
@@ -255,6 +290,7 @@ impl Trainer {
         data: Dataset,
         out_dir: &Path,
         run_id: String,
+        comm: Box<dyn Collective>,
     ) -> Self {
         Trainer {
             cfg,
@@ -274,7 +310,18 @@ impl Trainer {
             best_pending: false,
             writer: None,
             last_phases: StepPhases::default(),
+            comm,
         }
+    }
+
+    /// This process's rank and the number of ranks (0 and 1 without data parallelism).
+    pub fn rank_and_world(&self) -> (usize, usize) {
+        (self.comm.rank(), self.comm.world())
+    }
+
+    /// The collectives' description, e.g. "MPI (Open MPI v4.1.4), rank 0 of 2".
+    pub fn describe_ranks(&self) -> String {
+        self.comm.describe()
     }
 
     /// A host copy of the current parameters (flat, layout order).
@@ -289,25 +336,38 @@ impl Trainer {
 
     /// One optimizer step; returns (mean training loss, gradient norm before clipping, lr).
     ///
-    /// Each micro-batch draws its windows from the batcher and its dropout seed from the run's
-    /// generator, in that order; the engine adds its gradients scaled by 1/grad_accum. A loss or
-    /// gradient norm that is not finite stops before the update.
+    /// Each of the step's `ranks × grad_accum` micro-batches draws its windows from the
+    /// batcher and its dropout seed from the run's generator, in that order, on every rank;
+    /// rank `r` runs those with index `≡ r (mod ranks)`, and the engine adds their gradients
+    /// scaled by `1 / (ranks × grad_accum)`, summed across the ranks before clipping. A loss or
+    /// gradient norm that is not finite stops before the update (on every rank: both are the
+    /// same everywhere).
     pub fn train_step(&mut self) -> Result<(f32, f64, f64), TrainError> {
         let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
+        let (rank, world) = (self.comm.rank(), self.comm.world());
+        let micro = self.cfg.grad_accum * world;
         let lr = learning_rate(&self.cfg, self.step);
-        let scale = 1.0 / self.cfg.grad_accum as f32;
+        let scale = 1.0 / micro as f32;
         let t0 = Instant::now();
         self.engine.zero_grads()?;
         let mut loss_sum = 0.0f64;
         let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
-        for _ in 0..self.cfg.grad_accum {
+        for i in 0..micro {
             self.batcher
                 .next_batch(&self.data.train, b, t, &mut inputs, &mut targets)
                 .map_err(|e| TrainError::Setup(e.to_string()))?;
             let seed = self.rng.next_u64();
-            loss_sum += self.engine.accumulate(&inputs, &targets, t, scale, seed)?;
+            if i % world == rank {
+                loss_sum += self.engine.accumulate(&inputs, &targets, t, scale, seed)?;
+            }
         }
-        let loss = (loss_sum / self.cfg.grad_accum as f64) as f32;
+        if world > 1 {
+            self.engine.all_reduce_grads(self.comm.as_ref())?;
+            let mut l = [loss_sum];
+            self.comm.all_reduce_sum_f64(&mut l).map_err(dist_err)?;
+            loss_sum = l[0];
+        }
+        let loss = (loss_sum / micro as f64) as f32;
         if !loss.is_finite() {
             return Err(TrainError::NonFinite {
                 step: self.step,
@@ -332,7 +392,7 @@ impl Trainer {
             update: t2.elapsed().as_secs_f64(),
         };
         self.step += 1;
-        self.tokens_seen += (b * t * self.cfg.grad_accum) as u64;
+        self.tokens_seen += (b * t * micro) as u64;
         Ok((loss, norm, lr))
     }
 
@@ -358,8 +418,12 @@ impl Trainer {
             }
             batches.push((x, y));
         }
-        let losses = self.engine.losses(&batches, t)?;
-        Ok(Some(losses.iter().sum::<f64>() / n as f64))
+        // Rank r evaluates the batches with index ≡ r (mod ranks); the sum is gathered.
+        let (rank, world) = (self.comm.rank(), self.comm.world());
+        let mine: Vec<_> = batches.into_iter().skip(rank).step_by(world).collect();
+        let mut sum = [self.engine.losses(&mine, t)?.iter().sum::<f64>()];
+        self.comm.all_reduce_sum_f64(&mut sum).map_err(dist_err)?;
+        Ok(Some(sum[0] / n as f64))
     }
 
     /// Writes a checkpoint of the current state into the output directory.
@@ -391,6 +455,11 @@ impl Trainer {
     /// previous background write is waited for first, so at most one is in flight; every file
     /// is still written atomically (temp name + rename).
     pub fn save_in_background(&mut self, elapsed_s: f64) -> Result<(), TrainError> {
+        if self.comm.rank() != 0 {
+            // Rank 0 writes the run's files; the others hold the same state.
+            self.best_pending = false;
+            return Ok(());
+        }
         self.wait_for_writer()?;
         let params = self.engine.params()?;
         let (m, v, opt_t) = self.engine.optimizer_state()?;
@@ -466,23 +535,36 @@ impl Trainer {
             path: metrics_path.display().to_string(),
             msg: e.to_string(),
         };
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(io)?;
+        let mut metrics = match self.comm.rank() {
+            0 => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&metrics_path)
+                    .map_err(io)?,
+            ),
+            _ => None,
+        };
         let start = Instant::now();
         while self.step < self.cfg.steps {
-            if stop.load(Ordering::Relaxed)
-                || max_seconds.is_some_and(|m| start.elapsed().as_secs_f64() >= m)
-            {
+            let mut stopping = [(stop.load(Ordering::Relaxed)
+                || max_seconds.is_some_and(|m| start.elapsed().as_secs_f64() >= m))
+                as u8 as f64];
+            if self.comm.world() > 1 {
+                // Every rank stops at the same step when any rank is asked to.
+                self.comm.all_reduce_sum_f64(&mut stopping).map_err(dist_err)?;
+            }
+            if stopping[0] > 0.0 {
                 self.save(self.elapsed_before + start.elapsed().as_secs_f64())?;
                 return Ok(Outcome::Interrupted);
             }
             let t0 = Instant::now();
             let (loss, grad_norm, lr) = self.train_step()?;
             let dt = t0.elapsed().as_secs_f64();
-            let tokens = (self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum) as f64;
+            let tokens = (self.cfg.batch_size
+                * self.cfg.seq_len
+                * self.cfg.grad_accum
+                * self.comm.world()) as f64;
             let last = self.step == self.cfg.steps;
             let eval_now = last
                 || (self.cfg.eval_interval > 0 && self.step.is_multiple_of(self.cfg.eval_interval));
@@ -504,14 +586,13 @@ impl Trainer {
                 tokens: self.tokens_seen,
                 val_loss,
             };
-            writeln!(
-                metrics,
-                "{}",
-                serde_json::to_string(&m).expect("plain values")
-            )
-            .map_err(io)?;
+            if let Some(f) = metrics.as_mut() {
+                writeln!(f, "{}", serde_json::to_string(&m).expect("plain values")).map_err(io)?;
+            }
             if eval_now {
-                metrics.flush().map_err(io)?;
+                if let Some(f) = metrics.as_mut() {
+                    f.flush().map_err(io)?;
+                }
                 if last {
                     self.save(m.elapsed_s)?;
                 } else {
@@ -523,6 +604,10 @@ impl Trainer {
         self.wait_for_writer()?;
         Ok(Outcome::Finished)
     }
+}
+
+fn dist_err(e: crate::dist::DistError) -> TrainError {
+    TrainError::Setup(e.to_string())
 }
 
 /// The data of a resumed run against the files its checkpoint recorded: each recorded file
