@@ -1,0 +1,163 @@
+//! Data-parallel CPU ranks over MPI (built with the `mpi` feature; `.ci/run` installs Open
+//! MPI): N ranks against one rank with N× gradient accumulation, exact resume at 2 ranks,
+//! `--nproc-per-node`, rank 0 alone writing, and a killed rank ending the run.
+
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrogpt");
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrogpt-dist-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `mpirun -np n ferrogpt args...` (Open MPI, allowed to run as root in CI containers).
+fn mpirun(n: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["-np", &n.to_string(), "--oversubscribe", "--bind-to", "none", BIN])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c
+}
+
+fn check(o: Output, what: &str) -> Output {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn corpus(dir: &Path) -> PathBuf {
+    let p = dir.join("text.txt");
+    let text: String = (0..400)
+        .map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog {}\n", i * 7 % 13))
+        .collect();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn flags<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "train", "--data", s(data), "--out", s(out), "--steps", "8", "--n-layer", "2",
+        "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
+        "--eval-interval", "4", "--eval-batches", "4", "--sample-tokens", "0", "--threads", "1",
+        "--dropout", "0.1", "--lr", "3e-3", "--warmup", "2",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// (train_loss, val_loss) of each step of a run's metrics.jsonl.
+fn losses(run: &Path) -> Vec<(f64, Option<f64>)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["train_loss"].as_f64().unwrap(), v["val_loss"].as_f64())
+        })
+        .collect()
+}
+
+fn assert_close(a: &[(f64, Option<f64>)], b: &[(f64, Option<f64>)], tol: f64) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x.0 - y.0).abs() <= tol * x.0.abs(), "step {}: {} vs {}", i + 1, x.0, y.0);
+        match (x.1, y.1) {
+            (Some(p), Some(q)) => assert!((p - q).abs() <= tol * p.abs(), "val {p} vs {q}"),
+            (None, None) => {}
+            _ => panic!("step {}: validation on one side only", i + 1),
+        }
+    }
+}
+
+#[test]
+fn two_ranks_equal_one_rank_with_twice_the_accumulation() {
+    let dir = tmp("equiv");
+    let data = corpus(&dir);
+    for mode in [&[][..], &["--sequential"][..]] {
+        let (one, two) = (dir.join("one"), dir.join("two"));
+        let _ = std::fs::remove_dir_all(&one);
+        let _ = std::fs::remove_dir_all(&two);
+        let mut single = flags(&data, &one, mode);
+        single.extend(["--grad-accum", "2"]);
+        check(Command::new(BIN).args(&single).output().unwrap(), "one rank");
+        let o = check(mpirun(2).args(flags(&data, &two, mode)).output().unwrap(), "two ranks");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("2 ranks"), "{err}");
+        // The fp32 sums differ only in order.
+        assert_close(&losses(&one), &losses(&two), 1e-5);
+        // Rank 0 alone wrote: one line per step, one checkpoint.
+        assert_eq!(losses(&two).len(), 8);
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(two.join("state.json")).unwrap()).unwrap();
+        assert_eq!(state["tokens_seen"], 8 * 2 * 4 * 32);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn two_ranks_resume_exactly_and_nproc_per_node_starts_them() {
+    let dir = tmp("resume");
+    let data = corpus(&dir);
+    let (whole, split) = (dir.join("whole"), dir.join("split"));
+    // A constant schedule: the first half's --steps 4 must not change its learning rates.
+    let constant = ["--lr-schedule", "constant"];
+    check(mpirun(2).args(flags(&data, &whole, &constant)).output().unwrap(), "whole");
+    // The same run through --nproc-per-node, stopped at step 4 and resumed.
+    let mut first = flags(&data, &split, &["--nproc-per-node", "2", "--lr-schedule", "constant"]);
+    first[6] = "4"; // --steps 4
+    check(Command::new(BIN).args(&first).output().unwrap(), "first half");
+    let resume = ["train", "--resume", s(&split), "--steps", "8", "--nproc-per-node", "2"];
+    check(Command::new(BIN).args(resume).output().unwrap(), "resume");
+    assert_eq!(losses(&whole), losses(&split), "a resumed 2-rank run must continue bit for bit");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_killed_rank_ends_the_run() {
+    let dir = tmp("kill");
+    let data = corpus(&dir);
+    let out = dir.join("run");
+    let mut args = flags(&data, &out, &[]);
+    args[6] = "100000"; // --steps: runs until killed
+    let mut job = mpirun(2).args(&args).spawn().unwrap();
+    // Wait for training to be under way, then kill -9 one rank (a child of mpirun).
+    let start = Instant::now();
+    while !out.join("metrics.jsonl").is_file() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ps = Command::new("pgrep").args(["-P", &job.id().to_string()]).output().unwrap();
+    let pids: Vec<String> = String::from_utf8_lossy(&ps.stdout).split_whitespace().map(String::from).collect();
+    assert_eq!(pids.len(), 2, "expected two ranks under mpirun: {pids:?}");
+    Command::new("kill").args(["-9", &pids[1]]).status().unwrap();
+    let killed = Instant::now();
+    loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            assert!(!status.success());
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "the other rank did not stop in 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The last checkpoint is whole.
+    assert!(Command::new(BIN)
+        .args(["sample", "--checkpoint", s(&out), "--tokens", "5"])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
