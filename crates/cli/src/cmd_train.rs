@@ -99,6 +99,10 @@ pub struct TrainArgs {
     momentum: Option<f64>,
     #[arg(long, allow_negative_numbers = true, help_heading = "Optimizer", help = by_preset("Clip gradients to this global norm (0 = off)", "grad_clip"))]
     grad_clip: Option<f64>,
+    /// ZeRO stage of a data-parallel run: 0, or 1 (optimizer state and update sharded across
+    /// the ranks) [default: 0]
+    #[arg(long, help_heading = "Optimizer")]
+    zero: Option<u8>,
 
     // Schedule.
     #[arg(long, help_heading = "Schedule", help = by_preset("The run's total number of optimizer steps", "steps"))]
@@ -197,7 +201,7 @@ fn build_config(a: &TrainArgs) -> Result<TrainConfig, String> {
         block_size,
         vocab_multiple
     );
-    set!(sample_tokens, tokenizer);
+    set!(sample_tokens, tokenizer, zero);
     if a.block_size.is_some() && a.seq_len.is_none() {
         cfg.seq_len = cfg.seq_len.min(cfg.block_size);
     }
@@ -431,8 +435,19 @@ fn ranks_note(t: &Trainer) -> String {
     if world == 1 {
         return String::new();
     }
+    let zero = if t.cfg.zero == 1 {
+        // AdamW keeps two f32 moments per parameter, SGD one.
+        let moments = if t.cfg.optimizer == OptimizerKind::AdamW { 2 } else { 1 };
+        let whole = (moments * 4 * t.model.layout.total) as f64 / 1e6;
+        format!(
+            "; ZeRO-1: optimizer state {:.1} MB per rank instead of {whole:.1} MB",
+            whole / world as f64
+        )
+    } else {
+        String::new()
+    };
     format!(
-        " x {world} ranks ({}); global batch {world} ranks x {} x {} grad_accum",
+        " x {world} ranks ({}); global batch {world} ranks x {} x {} grad_accum{zero}",
         t.describe_ranks(),
         t.cfg.batch_size,
         t.cfg.grad_accum

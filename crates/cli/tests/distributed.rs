@@ -110,6 +110,47 @@ fn two_ranks_equal_one_rank_with_twice_the_accumulation() {
 }
 
 #[test]
+fn zero_1_equals_ddp_and_its_checkpoint_does_not_depend_on_the_ranks() {
+    let dir = tmp("zero");
+    let data = corpus(&dir);
+    for opt in ["adamw", "sgd"] {
+        let (ddp, zero) = (dir.join("ddp"), dir.join("zero"));
+        for d in [&ddp, &zero] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        // Three ranks: the parameters do not split evenly, the last block is padded.
+        check(mpirun(3).args(flags(&data, &ddp, &["--optimizer", opt])).output().unwrap(), "ddp");
+        let o = mpirun(3)
+            .args(flags(&data, &zero, &["--optimizer", opt, "--zero", "1"]))
+            .output()
+            .unwrap();
+        let o = check(o, "zero");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ZeRO-1: optimizer state"), "{err}");
+        // The same arithmetic on each parameter; the sums across ranks run in another order
+        // (reduce-scatter instead of all-reduce, the norm from per-block sums).
+        assert_close(&losses(&ddp), &losses(&zero), 1e-5);
+        let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+        assert_eq!(read(&ddp, "optimizer.safetensors").len(), read(&zero, "optimizer.safetensors").len());
+        // The gathered optimizer state equals DDP's; the run resumes on one rank.
+        let state = |d: &Path| -> Vec<f32> {
+            let b = read(d, "optimizer.safetensors");
+            let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+            b[8 + n..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        };
+        let (a, b) = (state(&ddp), state(&zero));
+        assert_eq!(a.len(), b.len());
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * scale, "{opt}: moment {i}: {x} vs {y}");
+        }
+        let resume = ["train", "--resume", s(&zero), "--steps", "9", "--threads", "1"];
+        check(Command::new(BIN).args(resume).output().unwrap(), "resume on one rank");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn two_ranks_resume_exactly_and_nproc_per_node_starts_them() {
     let dir = tmp("resume");
     let data = corpus(&dir);

@@ -72,6 +72,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Tokens sampled at the end of the run (0 = none).
     pub sample_tokens: usize,
+    /// ZeRO stage of a data-parallel run: 0 (every rank holds the whole optimizer state) or 1
+    /// (gradients reduce-scattered, the optimizer state and update sharded across the ranks,
+    /// the parameters all-gathered).
+    #[serde(default)]
+    pub zero: u8,
 }
 
 impl Default for TrainConfig {
@@ -125,6 +130,7 @@ pub fn preset(name: &str) -> Option<TrainConfig> {
         eval_batches: 20,
         seed: 1337,
         sample_tokens: 200,
+        zero: 0,
     };
     match name {
         "shakespeare-cpu" => Some(cpu),
@@ -222,6 +228,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.zero > 1 {
+            return Err(format!("zero must be 0 or 1, got {}", self.zero));
         }
         if self.tokenizer.is_empty() {
             return Err(

@@ -76,6 +76,18 @@ pub struct CpuEngine {
     /// Keys and values of the sequence sampled last (one-row `last_logits`); cleared when the
     /// weights change.
     kv: ferrogpt_model::kvcache::KvCache,
+    /// ZeRO-1: this rank's block of the parameters, whose optimizer state `opt` holds.
+    zero: Option<ZeroBlock>,
+}
+
+/// This rank's share of a ZeRO-1 run: parameters `lo..hi` of `world` blocks of `block`.
+struct ZeroBlock {
+    comm: std::rc::Rc<dyn Collective>,
+    lo: usize,
+    hi: usize,
+    block: usize,
+    /// The block's summed gradients (`block` values, padded), from the reduce-scatter.
+    grads: Vec<f32>,
 }
 
 impl CpuEngine {
@@ -92,7 +104,7 @@ impl CpuEngine {
             )));
         }
         let threads = rayon::current_num_threads().max(1);
-        let (opt, n_shards, grad_len) = match init.train {
+        let (opt, n_shards, grad_len, zero) = match init.train {
             Some(tr) => {
                 let kind = tr.cfg.optimizer;
                 let want_v = if kind == crate::config::OptimizerKind::AdamW {
@@ -107,14 +119,33 @@ impl CpuEngine {
                         tr.v.len()
                     )));
                 }
-                let mut opt = Optimizer::new(kind, n, model.layout.decay_mask());
-                opt.m = tr.m;
-                opt.v = tr.v;
-                opt.t = tr.opt_t;
+                let decay = model.layout.decay_mask();
+                let (opt, zero) = match tr.zero {
+                    // The whole state.
+                    None => {
+                        let mut opt = Optimizer::new(kind, n, decay);
+                        (opt.m, opt.v) = (tr.m, tr.v);
+                        opt.t = tr.opt_t;
+                        (opt, None)
+                    }
+                    // This rank's block of it.
+                    Some(comm) => {
+                        let (lo, hi, block) =
+                            crate::dist::block_of(n, comm.rank(), comm.world());
+                        let mut opt = Optimizer::new(kind, hi - lo, decay[lo..hi].to_vec());
+                        opt.m = tr.m[lo..hi].to_vec();
+                        if !tr.v.is_empty() {
+                            opt.v = tr.v[lo..hi].to_vec();
+                        }
+                        opt.t = tr.opt_t;
+                        let grads = vec![0.0; block];
+                        (opt, Some(ZeroBlock { comm, lo, hi, block, grads }))
+                    }
+                };
                 let shards = shards_for(threads, tr.cfg.batch_size, n);
-                (Some(opt), shards, n)
+                (Some(opt), shards, n, zero)
             }
-            None => (None, threads, 0),
+            None => (None, threads, 0, None),
         };
         let shards = (0..n_shards)
             .map(|_| {
@@ -135,6 +166,7 @@ impl CpuEngine {
             reduced: None,
             grad_scale: 1.0,
             kv: Default::default(),
+            zero,
         })
     }
 
@@ -331,14 +363,32 @@ impl Engine for CpuEngine {
         }
         self.reduce();
         let opt = self.opt.as_mut().expect("checked by training()");
+        let Some(z) = self.zero.as_ref() else {
+            opt.step(
+                &mut self.params,
+                &self.shards[0].grads,
+                self.grad_scale,
+                lr,
+                cfg,
+            );
+            return Ok(());
+        };
+        // ZeRO-1: this rank's block, then every block from its owner.
+        let (lo, hi) = (z.lo, z.hi);
         opt.step(
-            &mut self.params,
-            &self.shards[0].grads,
+            &mut self.params[lo..hi],
+            &z.grads[..hi - lo],
             self.grad_scale,
             lr,
             cfg,
         );
-        Ok(())
+        let mut mine = self.params[lo..hi].to_vec();
+        mine.resize(z.block, 0.0);
+        let n = self.params.len();
+        self.params.resize(z.block * z.comm.world(), 0.0);
+        let r = z.comm.all_gather_f32(&mine, &mut self.params);
+        self.params.truncate(n);
+        r.map_err(|e| EngineError(e.to_string()))
     }
 
     fn losses(
@@ -402,17 +452,30 @@ impl Engine for CpuEngine {
             .collect())
     }
 
-    /// The shards' sum, then summed across the ranks (MPI); the norm measured again after.
+    /// The shards' sum, then summed across the ranks: all of it (the norm measured again
+    /// after), or under ZeRO-1 only this rank's block (reduce-scatter; the norm from the
+    /// blocks' sums of squares).
     fn all_reduce_grads(&mut self, comm: &dyn Collective) -> Result<(), EngineError> {
         self.training()?;
         if comm.world() == 1 {
             return Ok(());
         }
         self.reduce();
+        let dist = |e: crate::dist::DistError| EngineError(e.to_string());
         let grads = &mut self.shards[0].grads;
-        comm.all_reduce_sum_f32(grads)
-            .map_err(|e| EngineError(e.to_string()))?;
-        self.reduced = Some(crate::optim::global_norm(grads));
+        let Some(z) = self.zero.as_mut() else {
+            comm.all_reduce_sum_f32(grads).map_err(dist)?;
+            self.reduced = Some(crate::optim::global_norm(grads));
+            return Ok(());
+        };
+        let n = grads.len();
+        grads.resize(z.block * comm.world(), 0.0); // padding, dropped below
+        let r = comm.reduce_scatter_sum_f32(grads, &mut z.grads);
+        grads.truncate(n);
+        r.map_err(dist)?;
+        let mut sq = [crate::optim::global_norm(&z.grads[..z.hi - z.lo]).powi(2)];
+        comm.all_reduce_sum_f64(&mut sq).map_err(dist)?;
+        self.reduced = Some(sq[0].sqrt());
         Ok(())
     }
 
@@ -423,6 +486,26 @@ impl Engine for CpuEngine {
     fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>, u64), EngineError> {
         self.training()?;
         let opt = self.opt.as_ref().expect("checked by training()");
-        Ok((opt.m.clone(), opt.v.clone(), opt.t))
+        let Some(z) = self.zero.as_ref() else {
+            return Ok((opt.m.clone(), opt.v.clone(), opt.t));
+        };
+        // ZeRO-1: the blocks gathered from every rank.
+        let n = self.params.len();
+        let gather = |part: &[f32]| -> Result<Vec<f32>, EngineError> {
+            let mut mine = part.to_vec();
+            mine.resize(z.block, 0.0);
+            let mut all = vec![0.0; z.block * z.comm.world()];
+            z.comm
+                .all_gather_f32(&mine, &mut all)
+                .map_err(|e| EngineError(e.to_string()))?;
+            all.truncate(n);
+            Ok(all)
+        };
+        let m = gather(&opt.m)?;
+        let v = match opt.kind {
+            crate::config::OptimizerKind::AdamW => gather(&opt.v)?,
+            crate::config::OptimizerKind::Sgd => Vec::new(),
+        };
+        Ok((m, v, opt.t))
     }
 }

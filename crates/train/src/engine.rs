@@ -21,6 +21,7 @@
 
 use crate::config::TrainConfig;
 use crate::dist::Collective;
+use std::rc::Rc;
 use ferrogpt_model::generate::{generate_with, Sampling};
 use ferrogpt_model::{Gpt, ModelError};
 use rand::Rng;
@@ -54,6 +55,10 @@ pub struct TrainInit<'a> {
     pub v: Vec<f32>,
     /// Optimizer steps taken (AdamW's bias correction).
     pub opt_t: u64,
+    /// ZeRO-1 over these ranks: the engine keeps only its block of the optimizer state
+    /// ([`crate::dist::block_of`]), updates only its block of the parameters and all-gathers
+    /// the rest; `m` and `v` above are still whole. None: the whole state on every rank.
+    pub zero: Option<Rc<dyn Collective>>,
 }
 
 impl<'a> TrainInit<'a> {
@@ -68,6 +73,7 @@ impl<'a> TrainInit<'a> {
             m: vec![0.0; n],
             v,
             opt_t: 0,
+            zero: None,
         }
     }
 }
@@ -134,7 +140,8 @@ pub trait Engine {
     /// Host copy of the parameters (flat, layout order).
     fn params(&self) -> Result<Vec<f32>, EngineError>;
 
-    /// Host copy of the optimizer state: (m, v, t). v is empty for SGD.
+    /// Host copy of the optimizer state: (m, v, t), whole (gathered from the ranks under
+    /// ZeRO-1, so every rank must call it at the same point). v is empty for SGD.
     fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>, u64), EngineError>;
 }
 

@@ -18,6 +18,7 @@ use crate::checkpoint::{self, CheckpointError, RunState, Tensors};
 use crate::config::TrainConfig;
 use crate::data::{BatchMode, Batcher, DataSource, Dataset};
 use crate::dist::{Collective, Solo};
+use std::rc::Rc;
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};
 use crate::schedule::learning_rate;
 use crate::tokenizer::Tokenizer;
@@ -103,7 +104,7 @@ pub struct Trainer {
     /// Where the last `train_step` spent its time.
     pub last_phases: StepPhases,
     /// The ranks of a data-parallel run ([`Solo`] for one); only rank 0 writes files.
-    comm: Box<dyn Collective>,
+    comm: Rc<dyn Collective>,
 }
 
 /// Wall time of the parts of one optimizer step, in seconds, measured on the host around the
@@ -158,6 +159,7 @@ impl Trainer {
         init: Option<InitWeights>,
         comm: Box<dyn Collective>,
     ) -> Result<Self, TrainError> {
+        let comm: Rc<dyn Collective> = Rc::from(comm);
         cfg.validate().map_err(TrainError::Setup)?;
         let vocab = init
             .as_ref()
@@ -194,7 +196,10 @@ impl Trainer {
         let engine = make_engine(EngineInit {
             model: &model,
             params,
-            train: Some(TrainInit::fresh(&cfg, model.layout.total)),
+            train: Some(TrainInit {
+                zero: zero_over(&cfg, &comm),
+                ..TrainInit::fresh(&cfg, model.layout.total)
+            }),
         })?;
         if comm.rank() == 0 {
             std::fs::create_dir_all(out_dir).map_err(|e| TrainError::Io {
@@ -243,6 +248,7 @@ impl Trainer {
         steps: Option<usize>,
         comm: Box<dyn Collective>,
     ) -> Result<Self, TrainError> {
+        let comm: Rc<dyn Collective> = Rc::from(comm);
         let r = checkpoint::load_for_resume(dir)?;
         check_sources(&r.state.data, &data.sources)?;
         let mut cfg = r.state.config.clone();
@@ -259,6 +265,7 @@ impl Trainer {
                 m: r.m,
                 v: r.v,
                 opt_t: r.state.opt_t,
+                zero: zero_over(&cfg, &comm),
             }),
         })?;
         let mut t = Self::assemble(
@@ -290,7 +297,7 @@ impl Trainer {
         data: Dataset,
         out_dir: &Path,
         run_id: String,
-        comm: Box<dyn Collective>,
+        comm: Rc<dyn Collective>,
     ) -> Self {
         Trainer {
             cfg,
@@ -455,14 +462,14 @@ impl Trainer {
     /// previous background write is waited for first, so at most one is in flight; every file
     /// is still written atomically (temp name + rename).
     pub fn save_in_background(&mut self, elapsed_s: f64) -> Result<(), TrainError> {
+        // Every rank takes part in gathering a sharded optimizer state; rank 0 writes.
+        let (m, v, opt_t) = self.engine.optimizer_state()?;
         if self.comm.rank() != 0 {
-            // Rank 0 writes the run's files; the others hold the same state.
             self.best_pending = false;
             return Ok(());
         }
         self.wait_for_writer()?;
         let params = self.engine.params()?;
-        let (m, v, opt_t) = self.engine.optimizer_state()?;
         let state = RunState {
             format: checkpoint::FORMAT.into(),
             step: self.step,
@@ -604,6 +611,11 @@ impl Trainer {
         self.wait_for_writer()?;
         Ok(Outcome::Finished)
     }
+}
+
+/// The ranks to shard the optimizer state over: `comm` under ZeRO-1 with several ranks.
+fn zero_over(cfg: &TrainConfig, comm: &Rc<dyn Collective>) -> Option<Rc<dyn Collective>> {
+    (cfg.zero == 1 && comm.world() > 1).then(|| comm.clone())
 }
 
 fn dist_err(e: crate::dist::DistError) -> TrainError {

@@ -50,6 +50,37 @@ pub trait Collective {
     fn all_reduce_sum_f32(&self, x: &mut [f32]) -> Result<(), DistError>;
     /// As [`Collective::all_reduce_sum_f32`], in f64 (losses, norms, flags).
     fn all_reduce_sum_f64(&self, x: &mut [f64]) -> Result<(), DistError>;
+    /// Rank `r` receives in `out` the elementwise sum over ranks of block `r` of `x`
+    /// (`x.len() == world() * out.len()`).
+    fn reduce_scatter_sum_f32(&self, x: &[f32], out: &mut [f32]) -> Result<(), DistError>;
+    /// Every rank receives in `out` the ranks' `mine`, in rank order
+    /// (`out.len() == world() * mine.len()`).
+    fn all_gather_f32(&self, mine: &[f32], out: &mut [f32]) -> Result<(), DistError>;
+}
+
+/// Checks the lengths of a reduce-scatter or all-gather: `whole == world × part`.
+pub fn check_blocks(
+    op: &'static str,
+    whole: usize,
+    part: usize,
+    world: usize,
+) -> Result<(), DistError> {
+    if whole != part * world {
+        return Err(DistError::Shape {
+            op,
+            detail: format!("{whole} values are not {world} blocks of {part}"),
+        });
+    }
+    Ok(())
+}
+
+/// The block of a flat buffer of `n` values that rank `rank` of `world` owns when the buffer is
+/// split into `world` blocks of `ceil(n / world)` (the last ones padded): `(lo, hi, block)`
+/// with `lo..hi` the rank's real values, possibly empty.
+pub fn block_of(n: usize, rank: usize, world: usize) -> (usize, usize, usize) {
+    let block = n.div_ceil(world.max(1));
+    let lo = (rank * block).min(n);
+    (lo, (lo + block).min(n), block)
 }
 
 /// One rank, no communication.
@@ -70,6 +101,16 @@ impl Collective for Solo {
         Ok(())
     }
     fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<(), DistError> {
+        Ok(())
+    }
+    fn reduce_scatter_sum_f32(&self, x: &[f32], out: &mut [f32]) -> Result<(), DistError> {
+        check_blocks("reduce_scatter", x.len(), out.len(), 1)?;
+        out.copy_from_slice(x);
+        Ok(())
+    }
+    fn all_gather_f32(&self, mine: &[f32], out: &mut [f32]) -> Result<(), DistError> {
+        check_blocks("all_gather", out.len(), mine.len(), 1)?;
+        out.copy_from_slice(mine);
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! that an MPI launcher started. Sums run in MPI_Allreduce on a copy of the buffer (the crate
 //! has no in-place form), in pieces of at most 2^28 values (MPI counts are 32-bit).
 
-use super::{Collective, DistError};
+use super::{check_blocks, Collective, DistError};
 use ::mpi::collective::SystemOperation;
 use ::mpi::topology::SimpleCommunicator;
 use ::mpi::traits::*;
@@ -58,6 +58,21 @@ impl Collective for Mpi {
         Ok(())
     }
 
+    fn reduce_scatter_sum_f32(&self, x: &[f32], out: &mut [f32]) -> Result<(), DistError> {
+        check_blocks("reduce_scatter", x.len(), out.len(), self.world())?;
+        count_fits("reduce_scatter", out.len())?;
+        self.world
+            .reduce_scatter_block_into(x, out, SystemOperation::sum());
+        Ok(())
+    }
+
+    fn all_gather_f32(&self, mine: &[f32], out: &mut [f32]) -> Result<(), DistError> {
+        check_blocks("all_gather", out.len(), mine.len(), self.world())?;
+        count_fits("all_gather", mine.len())?;
+        self.world.all_gather_into(mine, out);
+        Ok(())
+    }
+
     fn all_reduce_sum_f64(&self, x: &mut [f64]) -> Result<(), DistError> {
         for piece in x.chunks_mut(PIECE) {
             let send = piece.to_vec();
@@ -66,4 +81,15 @@ impl Collective for Mpi {
         }
         Ok(())
     }
+}
+
+/// MPI counts are 32-bit: a block must hold fewer than 2^31 values.
+fn count_fits(op: &'static str, n: usize) -> Result<(), DistError> {
+    if n > i32::MAX as usize {
+        return Err(DistError::Shape {
+            op,
+            detail: format!("{n} values per rank exceed MPI's 32-bit count"),
+        });
+    }
+    Ok(())
 }
