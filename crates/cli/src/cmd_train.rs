@@ -2,7 +2,9 @@
 //! (optionally from `--init` weights) or `--resume` of a checkpoint; a progress bar on a
 //! terminal, plain lines otherwise; Ctrl-C saves and exits; a sample at the end.
 
-use crate::common::{engine_factory, resolve_data, Compute, DeviceArgs, SHAKESPEARE_SHA256};
+use crate::common::{
+    engine_factory, resolve_data, Compute, Device, DeviceArgs, SHAKESPEARE_SHA256,
+};
 use ferrogpt_model::generate::Sampling;
 use ferrogpt_train::checkpoint;
 use ferrogpt_train::config::{
@@ -454,23 +456,39 @@ fn ranks_note(t: &Trainer) -> String {
     )
 }
 
-/// "" on one rank or rank 0; "rank N: " otherwise (MPI's rank, from the environment).
+/// "" on one rank or rank 0; "rank N: " otherwise (the launcher's rank, from the environment).
 fn rank_prefix() -> String {
-    match std::env::var("OMPI_COMM_WORLD_RANK").or_else(|_| std::env::var("PMI_RANK")) {
+    let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok());
+    match rank.ok_or(()) {
         Ok(r) if r != "0" => format!("rank {r}: "),
         _ => String::new(),
     }
 }
 
-pub fn run(a: TrainArgs) -> Result<(), String> {
-    let launch = Launch::from_env();
+pub fn run(mut a: TrainArgs) -> Result<(), String> {
+    let launch = Launch::from_env().map_err(|e| e.to_string())?;
+    let (device, _) = a.device.parse()?;
     if let Some(n) = a.nproc_per_node {
         if launch != Launch::Single {
-            return Err("--nproc-per-node: this process was already started by an MPI launcher; give one or the other".into());
+            return Err("--nproc-per-node: this process was already started by a launcher (MPI or torchrun's variables); give one or the other".into());
         }
-        return crate::launch::local_ranks(n, a.compute.threads);
+        return match device {
+            Device::Cpu => crate::launch::local_ranks(n, a.compute.threads),
+            Device::Cuda(_) => crate::launch::local_gpu_ranks(n),
+        };
     }
-    let comm = launch.connect().map_err(|e| e.to_string())?;
+    // Each rank of a node takes its own GPU: `--device cuda` means cuda:LOCAL_RANK.
+    if device == Device::Cuda(0) && a.device.device == "cuda" {
+        a.device.device = format!("cuda:{}", launch.local_rank());
+    }
+    let comm: Box<dyn Collective> = match (&launch, a.device.parse()?.0) {
+        (Launch::Env(ranks), Device::Cuda(ordinal)) => Box::new(
+            ferrogpt_gpu::nccl::NcclHost::connect(ranks, ordinal).map_err(|e| e.to_string())?,
+        ),
+        _ => launch.connect().map_err(|e| e.to_string())?,
+    };
     train(a, comm).map_err(|e| format!("{}{e}", rank_prefix()))
 }
 

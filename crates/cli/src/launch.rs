@@ -1,20 +1,17 @@
-//! `train --nproc-per-node N`: N local data-parallel ranks, started as torchrun starts its
-//! workers but through the MPI launcher (CPU ranks talk MPI): this process runs
-//! `mpirun -np N <this binary> <the same arguments>` and waits for it. Each rank gets
-//! cores / N threads unless `--threads` says otherwise.
+//! `train --nproc-per-node N`: N local data-parallel ranks running this same command line.
+//!
+//! - CPU ranks talk MPI: this process runs `mpirun -np N <this binary> <the same arguments>`
+//!   and waits for it ([`local_ranks`]); each rank gets cores / N threads unless `--threads`
+//!   says otherwise.
+//! - GPU ranks talk NCCL: this process starts N copies itself, as torchrun does, with
+//!   `RANK`, `WORLD_SIZE`, `LOCAL_RANK` (rank i takes GPU i), `MASTER_ADDR=127.0.0.1` and a
+//!   free `MASTER_PORT` ([`local_gpu_ranks`]); when one fails, the others are stopped.
 
 use std::ffi::OsString;
 use std::process::Command;
 
-/// Runs the same command line on `n` ranks under `mpirun`; returns when they are done. Exits
-/// with the launcher's status when it fails (the ranks have printed why).
-pub fn local_ranks(n: usize, threads: Option<usize>) -> Result<(), String> {
-    if n == 0 {
-        return Err("--nproc-per-node must be at least 1".into());
-    }
-    if !ferrogpt_train::dist::MPI_BUILT {
-        return Err(ferrogpt_train::dist::DistError::NoMpi.to_string());
-    }
+/// This binary and its arguments without `--nproc-per-node`.
+fn same_command() -> Result<(std::path::PathBuf, Vec<OsString>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let mut args: Vec<OsString> = Vec::new();
     let mut rest = std::env::args_os().skip(1);
@@ -27,6 +24,70 @@ pub fn local_ranks(n: usize, threads: Option<usize>) -> Result<(), String> {
             _ => args.push(arg),
         }
     }
+    Ok((exe, args))
+}
+
+/// Starts `n` GPU ranks of the same command line, torchrun-style, and waits for them. Exits
+/// with the status of the first rank that fails (it has printed why), after stopping the rest.
+pub fn local_gpu_ranks(n: usize) -> Result<(), String> {
+    if n == 0 {
+        return Err("--nproc-per-node must be at least 1".into());
+    }
+    let (exe, args) = same_command()?;
+    // A free port: bound, read, released; rank 0 binds it again at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("--nproc-per-node: no free local port: {e}"))?
+        .port();
+    let mut ranks = Vec::with_capacity(n);
+    for rank in 0..n {
+        let child = Command::new(&exe)
+            .args(&args)
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", n.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .spawn()
+            .map_err(|e| format!("--nproc-per-node: cannot start rank {rank}: {e}"))?;
+        ranks.push(child);
+    }
+    let mut done = vec![false; n];
+    let mut failed = None;
+    while failed.is_none() && done.iter().any(|d| !d) {
+        for (child, done) in ranks.iter_mut().zip(done.iter_mut()) {
+            if let Ok(Some(status)) = child.try_wait() {
+                *done = true;
+                if !status.success() && failed.is_none() {
+                    failed = Some(status.code().unwrap_or(1));
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if failed.is_some() {
+        // The others would wait for it in a collective forever.
+        for child in ranks.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    match failed {
+        Some(code) => std::process::exit(code),
+        None => Ok(()),
+    }
+}
+
+/// Runs the same command line on `n` ranks under `mpirun`; returns when they are done. Exits
+/// with the launcher's status when it fails (the ranks have printed why).
+pub fn local_ranks(n: usize, threads: Option<usize>) -> Result<(), String> {
+    if n == 0 {
+        return Err("--nproc-per-node must be at least 1".into());
+    }
+    if !ferrogpt_train::dist::MPI_BUILT {
+        return Err(ferrogpt_train::dist::DistError::NoMpi.to_string());
+    }
+    let (exe, mut args) = same_command()?;
     if threads.is_none() {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         args.extend(["--threads".into(), (cores / n).max(1).to_string().into()]);

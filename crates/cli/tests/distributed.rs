@@ -181,8 +181,15 @@ fn a_killed_rank_ends_the_run() {
     while !out.join("metrics.jsonl").is_file() && start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let ps = Command::new("pgrep").args(["-P", &job.id().to_string()]).output().unwrap();
-    let pids: Vec<String> = String::from_utf8_lossy(&ps.stdout).split_whitespace().map(String::from).collect();
+    let ranks = || -> Vec<String> {
+        let ps = Command::new("pgrep").args(["-P", &job.id().to_string()]).output().unwrap();
+        String::from_utf8_lossy(&ps.stdout).split_whitespace().map(String::from).collect()
+    };
+    let mut pids = ranks();
+    while pids.len() < 2 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+        pids = ranks();
+    }
     assert_eq!(pids.len(), 2, "expected two ranks under mpirun: {pids:?}");
     Command::new("kill").args(["-9", &pids[1]]).status().unwrap();
     let killed = Instant::now();

@@ -9,6 +9,8 @@ use ferrogpt_train::config::{OptimizerKind, TrainConfig};
 use ferrogpt_train::engine::{Engine, EngineError, EngineFactory, EngineInit};
 
 use crate::model::{GpuModel, OptKind, OptState, Update};
+use crate::nccl::Nccl;
+use ferrogpt_train::dist::Collective;
 use crate::Dtype;
 
 fn err(e: CudaError) -> EngineError {
@@ -21,6 +23,8 @@ pub struct GpuEngine {
     ordinal: usize,
     /// Gradient scale for the next update (the clip factor).
     gscale: f32,
+    /// The communicator that sums the gradients of a data-parallel run, made on the first sum.
+    nccl: Option<Nccl>,
 }
 
 impl GpuEngine {
@@ -30,6 +34,11 @@ impl GpuEngine {
         dtype: Dtype,
         init: EngineInit<'_>,
     ) -> Result<GpuEngine, EngineError> {
+        if init.train.as_ref().is_some_and(|t| t.zero.is_some()) {
+            return Err(EngineError(
+                "ZeRO-1 on GPUs is not implemented yet (data-parallel GPU runs take --zero 0)".into(),
+            ));
+        }
         let gpu = Gpu::new(ordinal).map_err(err)?;
         let layout = &init.model.layout;
         let opt = init.train.map(|t| {
@@ -51,6 +60,7 @@ impl GpuEngine {
             model,
             ordinal,
             gscale: 1.0,
+            nccl: None,
         })
     }
 
@@ -122,6 +132,27 @@ impl Engine for GpuEngine {
 
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError> {
         self.model.last_logits(tokens, t).map_err(err)
+    }
+
+    /// NCCL's in-place sum of the gradient buffer, on the model's stream. The communicator is
+    /// made on the first call: rank 0's NCCL id broadcast through `comm` (MPI, or NCCL itself
+    /// for ranks started torchrun-style).
+    fn all_reduce_grads(&mut self, comm: &dyn Collective) -> Result<(), EngineError> {
+        if !comm.distributed() {
+            return Ok(());
+        }
+        if self.nccl.is_none() {
+            let mut id = [0u8; crate::nccl::ID_BYTES];
+            if comm.rank() == 0 {
+                id = Nccl::unique_id().map_err(err)?;
+            }
+            comm.broadcast_bytes(0, &mut id)
+                .map_err(|e| EngineError(e.to_string()))?;
+            let nccl = Nccl::init(self.model.gpu(), &id, comm.rank(), comm.world()).map_err(err)?;
+            self.nccl = Some(nccl);
+        }
+        let nccl = self.nccl.as_ref().expect("made above");
+        self.model.all_reduce_grads(nccl).map_err(err)
     }
 
     fn params(&self) -> Result<Vec<f32>, EngineError> {

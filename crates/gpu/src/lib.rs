@@ -12,6 +12,8 @@
 //!   softmax + cross-entropy, optimizer), forward and backward side by side, compiled at run
 //!   time by NVRTC for the GPU's architecture, once per [`Dtype`].
 //! * [`engine`]: [`GpuEngine`], the training loop's `Engine` on top of [`GpuModel`].
+//! * [`nccl`]: NCCL for data-parallel GPU ranks: the gradients' sum, and the trainer's
+//!   collectives for ranks started torchrun-style.
 //!
 //! Attention is fused (FlashAttention-style tiling with an online softmax; the (B, NH, T, T)
 //! matrix never exists); the oracle it is tested against is the CPU engine's plain attention.
@@ -23,6 +25,7 @@
 pub mod engine;
 mod lt;
 pub mod model;
+pub mod nccl;
 mod raw;
 
 pub use engine::GpuEngine;

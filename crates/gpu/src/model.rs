@@ -1091,6 +1091,30 @@ impl GpuModel {
         self.dev.zero(t.grads.ptr, self.layout.total * 4)
     }
 
+    /// Sums the gradients across the ranks of `nccl`, in place, on the model's stream.
+    pub fn all_reduce_grads(&self, nccl: &crate::nccl::Nccl) -> Result<(), CudaError> {
+        let t = self
+            .train
+            .as_ref()
+            .ok_or_else(|| CudaError::Input("inference only".into()))?;
+        // SAFETY: the gradient buffer holds layout.total f32 on this GPU for as long as the
+        // model lives; the stream orders the sum after the backward passes and before the
+        // norm and the update.
+        unsafe {
+            nccl.all_reduce_sum(
+                t.grads.ptr,
+                self.layout.total,
+                cudarc::nccl::sys::ncclDataType_t::ncclFloat32,
+                self.dev.cu_stream(),
+            )
+        }
+    }
+
+    /// The GPU the model lives on.
+    pub fn gpu(&self) -> &ferrogpt_cuda::Gpu {
+        &self.dev.gpu
+    }
+
     /// The global L2 norm of the gradients (deterministic two-stage sum).
     pub fn grad_norm(&self) -> Result<f64, CudaError> {
         let t = self

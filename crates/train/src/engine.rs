@@ -127,7 +127,7 @@ pub trait Engine {
     /// the last `accumulate` of a step and `clip_grads`. An engine that cannot answers with an
     /// error; with one rank it does nothing.
     fn all_reduce_grads(&mut self, comm: &dyn Collective) -> Result<(), EngineError> {
-        if comm.world() == 1 {
+        if !comm.distributed() {
             return Ok(());
         }
         Err(EngineError(format!(

@@ -368,7 +368,7 @@ impl Trainer {
                 loss_sum += self.engine.accumulate(&inputs, &targets, t, scale, seed)?;
             }
         }
-        if world > 1 {
+        if self.comm.distributed() {
             self.engine.all_reduce_grads(self.comm.as_ref())?;
             let mut l = [loss_sum];
             self.comm.all_reduce_sum_f64(&mut l).map_err(dist_err)?;
@@ -557,7 +557,7 @@ impl Trainer {
             let mut stopping = [(stop.load(Ordering::Relaxed)
                 || max_seconds.is_some_and(|m| start.elapsed().as_secs_f64() >= m))
                 as u8 as f64];
-            if self.comm.world() > 1 {
+            if self.comm.distributed() {
                 // Every rank stops at the same step when any rank is asked to.
                 self.comm.all_reduce_sum_f64(&mut stopping).map_err(dist_err)?;
             }

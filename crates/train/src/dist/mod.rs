@@ -46,6 +46,13 @@ pub trait Collective {
     fn world(&self) -> usize;
     /// e.g. "MPI (Open MPI v4.1.4), rank 0 of 2".
     fn describe(&self) -> String;
+    /// Whether this is a data-parallel run, even of one rank (the trainer then goes through the
+    /// collectives); false only for [`Solo`].
+    fn distributed(&self) -> bool {
+        true
+    }
+    /// Every rank receives root's `buf` (all ranks pass buffers of the same length).
+    fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<(), DistError>;
     /// Replaces `x` on every rank by the elementwise sum of every rank's `x`.
     fn all_reduce_sum_f32(&self, x: &mut [f32]) -> Result<(), DistError>;
     /// As [`Collective::all_reduce_sum_f32`], in f64 (losses, norms, flags).
@@ -97,6 +104,12 @@ impl Collective for Solo {
     fn describe(&self) -> String {
         "one rank".into()
     }
+    fn distributed(&self) -> bool {
+        false
+    }
+    fn broadcast_bytes(&self, _: usize, _: &mut [u8]) -> Result<(), DistError> {
+        Ok(())
+    }
     fn all_reduce_sum_f32(&self, _: &mut [f32]) -> Result<(), DistError> {
         Ok(())
     }
@@ -122,30 +135,91 @@ pub enum Launch {
     /// No launcher: one rank.
     Single,
     /// Started by an MPI launcher (`mpirun`, `mpiexec`, `srun` with PMI): rank and size come
-    /// from MPI itself.
-    Mpi,
+    /// from MPI itself; `local_rank` (the rank among this node's, which picks the GPU) from
+    /// the launcher's variables.
+    Mpi { local_rank: usize },
+    /// Started with torchrun's variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
+    /// `MASTER_PORT`), by torchrun, a SLURM script or `--nproc-per-node` on GPUs: NCCL ranks,
+    /// rank 0 handing out NCCL's id at the master address.
+    Env(EnvRanks),
+}
+
+/// The torchrun-style description of one rank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvRanks {
+    pub rank: usize,
+    pub world: usize,
+    pub local_rank: usize,
+    /// `MASTER_ADDR:MASTER_PORT`.
+    pub master: String,
 }
 
 impl Launch {
-    /// Reads the variables MPI launchers set (Open MPI's `OMPI_COMM_WORLD_SIZE`, MPICH/Hydra's
-    /// and Slurm's `PMI_SIZE`, PMIx's `PMIX_RANK`).
-    pub fn from_env() -> Launch {
+    /// Reads the variables launchers set: MPI's (Open MPI's `OMPI_COMM_WORLD_SIZE`,
+    /// MPICH/Hydra's and Slurm's `PMI_SIZE`, PMIx's `PMIX_RANK`) first, then torchrun's.
+    /// Errors: torchrun's variables present but incomplete or not numbers.
+    pub fn from_env() -> Result<Launch, DistError> {
+        let var = |k: &str| std::env::var(k).ok();
         let set = |k: &str| std::env::var_os(k).is_some();
         if set("OMPI_COMM_WORLD_SIZE") || set("PMI_SIZE") || set("PMIX_RANK") {
-            Launch::Mpi
-        } else {
-            Launch::Single
+            let local_rank = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
+                .iter()
+                .find_map(|k| var(k)?.parse().ok())
+                .unwrap_or(0);
+            return Ok(Launch::Mpi { local_rank });
+        }
+        if !set("RANK") && !set("WORLD_SIZE") {
+            return Ok(Launch::Single);
+        }
+        let num = |k: &str| -> Result<usize, DistError> {
+            var(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                DistError::Launch(format!(
+                    "{k} is {:?}: a torchrun-style launch needs RANK, WORLD_SIZE, LOCAL_RANK, \
+                     MASTER_ADDR and MASTER_PORT",
+                    var(k)
+                ))
+            })
+        };
+        let (rank, world) = (num("RANK")?, num("WORLD_SIZE")?);
+        let local_rank = num("LOCAL_RANK").unwrap_or(rank);
+        let port = num("MASTER_PORT")?;
+        let addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
+        if world == 0 || rank >= world {
+            return Err(DistError::Launch(format!(
+                "RANK {rank} is not below WORLD_SIZE {world}"
+            )));
+        }
+        Ok(Launch::Env(EnvRanks {
+            rank,
+            world,
+            local_rank,
+            master: format!("{addr}:{port}"),
+        }))
+    }
+
+    /// The rank among this node's (0 for one rank): which GPU a rank takes.
+    pub fn local_rank(&self) -> usize {
+        match self {
+            Launch::Single => 0,
+            Launch::Mpi { local_rank } => *local_rank,
+            Launch::Env(e) => e.local_rank,
         }
     }
 
-    /// The collectives for this launch. Errors: MPI launch on a build without MPI.
+    /// The collectives for a launch of CPU ranks, or of GPU ranks started by MPI. Errors: MPI
+    /// on a build without it; torchrun-style ranks, which only GPUs (NCCL) connect.
     pub fn connect(&self) -> Result<Box<dyn Collective>, DistError> {
         match self {
             Launch::Single => Ok(Box::new(Solo)),
             #[cfg(feature = "mpi")]
-            Launch::Mpi => Ok(Box::new(mpi::Mpi::init()?)),
+            Launch::Mpi { .. } => Ok(Box::new(mpi::Mpi::init()?)),
             #[cfg(not(feature = "mpi"))]
-            Launch::Mpi => Err(DistError::NoMpi),
+            Launch::Mpi { .. } => Err(DistError::NoMpi),
+            Launch::Env(_) => Err(DistError::Launch(
+                "torchrun-style ranks (RANK, WORLD_SIZE, ...) connect through NCCL, on GPUs \
+                 (--device cuda); start CPU ranks with mpirun"
+                    .into(),
+            )),
         }
     }
 }

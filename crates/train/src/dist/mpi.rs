@@ -73,6 +73,12 @@ impl Collective for Mpi {
         Ok(())
     }
 
+    fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<(), DistError> {
+        count_fits("broadcast", buf.len())?;
+        self.world.process_at_rank(root as i32).broadcast_into(buf);
+        Ok(())
+    }
+
     fn all_reduce_sum_f64(&self, x: &mut [f64]) -> Result<(), DistError> {
         for piece in x.chunks_mut(PIECE) {
             let send = piece.to_vec();
