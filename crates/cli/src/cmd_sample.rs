@@ -32,6 +32,10 @@ pub struct SampleArgs {
     /// Seed of the sampling
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Keep generating past the tokenizer's end-of-text token [default: stop after it, as
+    /// transformers' generate does]
+    #[arg(long)]
+    no_stop: bool,
     #[command(flatten)]
     compute: Compute,
     #[command(flatten)]
@@ -62,12 +66,20 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed);
     let mut dec = StreamDecoder::new(tok);
     let mut out = std::io::stdout().lock();
-    if let Some(p) = &a.prompt {
-        let _ = out.write_all(p.as_bytes());
+    if a.prompt.is_some() {
+        // The prompt as the tokenizer reads it back, through the same decoder, so the text
+        // joins the continuation as decoding the whole sequence would (a word's leading
+        // space, a normalised prompt).
+        for &id in &prompt {
+            let s = dec.push(id).map_err(|e| e.to_string())?;
+            let _ = out.write_all(s.as_bytes());
+        }
     }
     let sampling = Sampling {
         temperature: a.temperature,
         top_k: a.top_k,
+        allowed: Some(tok.vocab_size()),
+        stop: if a.no_stop { None } else { tok.eot() },
     };
     generate(
         engine.as_mut(),

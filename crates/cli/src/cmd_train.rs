@@ -11,9 +11,9 @@ use ferrogpt_train::config::{
     preset, preset_or_err, OptimizerKind, Schedule, TrainConfig, PRESETS,
 };
 use ferrogpt_train::data::{load_dataset, load_dataset_checked, load_text, DataRole, DataSource};
+use ferrogpt_train::dist::{Collective, Launch};
 use ferrogpt_train::tokenizer::{hf, Tokenizer};
 use ferrogpt_train::trainer::{InitWeights, Outcome, StepMetrics, Trainer};
-use ferrogpt_train::dist::{Collective, Launch};
 use ferrogpt_train::{EngineError, EngineFactory};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -316,8 +316,14 @@ fn resume(
     };
     let data = load_dataset_checked(&data_path, val_path.as_deref(), &tokenizer, &state.data)
         .map_err(|e| e.to_string())?;
-    let t =
-        Trainer::resume_on(dir, data, make_engine, a.steps, comm).map_err(|e| e.to_string())?;
+    let ignored = ignored_on_resume(a);
+    if !ignored.is_empty() && Launch::from_env().map(|l| l.local_rank()).unwrap_or(0) == 0 {
+        eprintln!(
+            "note: --resume continues the run's own configuration (its state.json); ignored: {}",
+            ignored.join(" ")
+        );
+    }
+    let t = Trainer::resume_on(dir, data, make_engine, a.steps, comm).map_err(|e| e.to_string())?;
     if t.rank_and_world().0 == 0 {
         eprintln!(
             "resuming {} at step {} of {} on {}{} (data: {})",
@@ -330,6 +336,29 @@ fn resume(
         );
     }
     Ok(t)
+}
+
+/// The flags given that a resumed run does not take (its configuration is its own).
+fn ignored_on_resume(a: &TrainArgs) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    macro_rules! given {
+        ($($f:ident => $flag:literal),* $(,)?) => { $( if a.$f.is_some() { v.push($flag); } )* };
+    }
+    given!(
+        config => "--config", tokenizer => "--tokenizer", batch_size => "--batch-size",
+        seq_len => "--seq-len", grad_accum => "--grad-accum", lr => "--lr", min_lr => "--min-lr",
+        lr_schedule => "--lr-schedule", warmup => "--warmup", optimizer => "--optimizer",
+        weight_decay => "--weight-decay", beta1 => "--beta1", beta2 => "--beta2", eps => "--eps",
+        momentum => "--momentum", grad_clip => "--grad-clip", dropout => "--dropout",
+        eval_interval => "--eval-interval", eval_batches => "--eval-batches", seed => "--seed",
+        n_layer => "--n-layer", n_head => "--n-head", n_embd => "--n-embd",
+        block_size => "--block-size", vocab_multiple => "--vocab-multiple", out => "--out",
+        sample_tokens => "--sample-tokens", zero => "--zero",
+    );
+    if a.sequential {
+        v.push("--sequential");
+    }
+    v
 }
 
 /// A new run, from scratch or from `--init` weights.
@@ -355,7 +384,7 @@ fn start(
             }
             // The directory's tokenizer, unless --tokenizer names one for a model without.
             let tokenizer = match (&a.tokenizer, &loaded.tokenizer) {
-                (Some(spec), Tokenizer::IdsOnly { .. }) => {
+                (Some(spec), _) if !hf::has_tokenizer(dir) => {
                     let t = tokenizer_from_spec(spec, &data_path, val_path)?;
                     if t.vocab_size() > m.vocab_size {
                         return Err(format!(
@@ -439,7 +468,11 @@ fn ranks_note(t: &Trainer) -> String {
     }
     let zero = if t.cfg.zero == 1 {
         // AdamW keeps two f32 moments per parameter, SGD one.
-        let moments = if t.cfg.optimizer == OptimizerKind::AdamW { 2 } else { 1 };
+        let moments = if t.cfg.optimizer == OptimizerKind::AdamW {
+            2
+        } else {
+            1
+        };
         let whole = (moments * 4 * t.model.layout.total) as f64 / 1e6;
         format!(
             "; ZeRO-1: optimizer state {:.1} MB per rank instead of {whole:.1} MB",
@@ -542,7 +575,10 @@ fn train(a: TrainArgs, comm: Box<dyn Collective>) -> Result<(), String> {
         }
     }
     if trainer.cfg.sample_tokens > 0 {
-        sample_after_training(&mut trainer)?;
+        // The run is saved: a sample that fails costs a warning, not the exit status.
+        if let Err(e) = sample_after_training(&mut trainer) {
+            eprintln!("warning: no sample: {e}");
+        }
     }
     Ok(())
 }
@@ -620,6 +656,8 @@ fn sample_after_training(trainer: &mut Trainer) -> Result<(), String> {
     let sampling = Sampling {
         temperature: 0.8,
         top_k: 40,
+        allowed: Some(tok.vocab_size()),
+        stop: tok.eot(),
     };
     println!("--- sample ---");
     let mut out = std::io::stdout();

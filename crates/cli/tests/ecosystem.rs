@@ -259,6 +259,57 @@ fn a_flipped_byte_in_any_checkpoint_file_is_named() {
 }
 
 #[test]
+fn a_save_interrupted_while_moving_files_is_finished_by_resume() {
+    let dir = tmp("pending");
+    let data = text_file(&dir, "t.txt");
+    let run_dir = train(&dir, "run", &data, &[]);
+    // The step-10 checkpoint, as a save leaves it in `.pending` before moving its files.
+    let later = dir.join("later");
+    copy_dir(&run_dir, &later);
+    ok(&["train", "--resume", s(&later), "--steps", "10"]);
+    let pending = run_dir.join(".pending");
+    std::fs::create_dir(&pending).unwrap();
+    for f in std::fs::read_to_string(later.join("checksums.sha256"))
+        .unwrap()
+        .lines()
+    {
+        let name = f.split_once("  ").unwrap().1;
+        std::fs::copy(later.join(name), pending.join(name)).unwrap();
+    }
+    std::fs::copy(
+        later.join("checksums.sha256"),
+        pending.join("checksums.sha256"),
+    )
+    .unwrap();
+    // The crash: the weights moved, nothing else.
+    std::fs::rename(
+        pending.join("model.safetensors"),
+        run_dir.join("model.safetensors"),
+    )
+    .unwrap();
+    fails_with(
+        &["sample", "--checkpoint", s(&run_dir), "--tokens", "3"],
+        &["model.safetensors", "interrupted", "--resume"],
+    );
+    ok(&["train", "--resume", s(&run_dir), "--steps", "10"]);
+    assert!(!pending.exists());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 10);
+    ok(&["sample", "--checkpoint", s(&run_dir), "--tokens", "3"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
 fn run_directories_of_earlier_versions_still_load() {
     let dir = tmp("legacy");
     let data = text_file(&dir, "t.txt");

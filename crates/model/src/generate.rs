@@ -16,6 +16,12 @@ pub struct Sampling {
     pub temperature: f64,
     /// Keep only the k most likely tokens (0 = all).
     pub top_k: usize,
+    /// Only ids below this are drawn (a tokenizer with fewer ids than the model's vocabulary);
+    /// None: every id of the vocabulary.
+    pub allowed: Option<usize>,
+    /// Generation ends after this token (the tokenizer's end of text), as transformers'
+    /// `generate` ends at `eos_token_id`; None: always `n` tokens.
+    pub stop: Option<u32>,
 }
 
 /// Picks a token from `logits` (V) with the given sampling settings.
@@ -150,10 +156,16 @@ fn sample_loop<E: From<ModelError>, R: Rng>(
     let mut ctx = prompt.to_vec();
     for _ in 0..n {
         let window = &ctx[ctx.len().saturating_sub(block)..];
-        let row = logits(window, rng)?;
+        let mut row = logits(window, rng)?;
+        if let Some(a) = sampling.allowed.filter(|&a| a > 0 && a < row.len()) {
+            row[a..].fill(f64::NEG_INFINITY);
+        }
         let next = sample_token(&row, sampling, rng);
         emit(next)?;
         ctx.push(next);
+        if sampling.stop == Some(next) {
+            break;
+        }
     }
     Ok(ctx[prompt.len()..].to_vec())
 }

@@ -208,6 +208,8 @@ fn generation_checks_prompt() {
     let s = Sampling {
         temperature: 0.0,
         top_k: 0,
+        allowed: None,
+        stop: None,
     };
     let a = generate(&model, &mut tape, &params, &[1, 2], 10, s, &mut rng, |_| {
         Ok(())

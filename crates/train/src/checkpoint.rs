@@ -15,8 +15,10 @@
 //!                           tokenizer files, checksums.sha256)
 //! ```
 //!
-//! Every file is written to a staging folder and moved into place, `state.json` and then
-//! `checksums.sha256` last. Loading checks each file it reads against `checksums.sha256` (where
+//! Every file is written to a staging folder, which one rename then makes `.pending` (the
+//! commit point: the new checkpoint is whole on disk), and its files are moved into place,
+//! `state.json` and then `checksums.sha256` last; a save interrupted during the moves is
+//! finished by the next `--resume` or save. Loading checks each file it reads against `checksums.sha256` (where
 //! there is one: checkpoints of earlier versions and Hugging Face directories have none) and
 //! names a damaged file. The safetensors files also carry the step and a run id in their
 //! metadata, and loading refuses a set whose files disagree (files copied from different runs).
@@ -91,7 +93,8 @@ pub fn save(
     state: &RunState,
     t: Tensors,
 ) -> Result<(), CheckpointError> {
-    // Staging folders a killed process left behind hold nothing the checkpoint needs.
+    // Staging folders a killed process left behind hold nothing the checkpoint needs, and an
+    // interrupted move is superseded by this newer checkpoint.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".staging-") {
@@ -99,21 +102,61 @@ pub fn save(
             }
         }
     }
+    let pending = dir.join(PENDING);
+    if pending.exists() {
+        std::fs::remove_dir_all(&pending).map_err(|e| err(&pending, e))?;
+    }
     let stage = dir.join(format!(".staging-{}", std::process::id()));
     let r = (|| {
         std::fs::create_dir_all(&stage).map_err(|e| err(&stage, e))?;
-        let mut names = write_files(&stage, model, tokenizer, state, t)?;
-        // state.json, then the checksums last: a checkpoint is complete once they name it.
-        names.retain(|n| *n != "state.json");
-        names.extend(["state.json", MANIFEST]);
-        for name in names {
-            std::fs::rename(stage.join(name), dir.join(name))
-                .map_err(|e| err(&dir.join(name), e))?;
-        }
-        Ok(())
+        write_files(&stage, model, tokenizer, state, t)?;
+        // The commit point: one rename makes the complete set `.pending`; moving its files
+        // into place can then always be finished ([`finish_pending`]), whatever stops it.
+        std::fs::rename(&stage, &pending).map_err(|e| err(&pending, e))?;
+        finish_pending(dir)
     })();
     let _ = std::fs::remove_dir_all(&stage);
     r
+}
+
+/// Where a complete new checkpoint waits while its files move into place.
+const PENDING: &str = ".pending";
+
+/// Moves the files of an interrupted save (`.pending`, complete: it became `.pending` only
+/// once every file was written) into place, checksums last, and removes it. Nothing to do
+/// without one.
+pub fn finish_pending(dir: &Path) -> Result<(), CheckpointError> {
+    let pending = dir.join(PENDING);
+    let list = pending.join(MANIFEST);
+    let Ok(text) = std::fs::read_to_string(&list) else {
+        // No list: nothing is pending, or every file has moved and only the folder is left.
+        if pending.exists() {
+            std::fs::remove_dir_all(&pending).map_err(|e| err(&pending, e))?;
+        }
+        return Ok(());
+    };
+    let mut names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
+        .filter(|n| *n != "state.json")
+        .collect();
+    // state.json, then the checksums last: a checkpoint is complete once they name it.
+    names.extend(["state.json", MANIFEST]);
+    for name in names {
+        let from = pending.join(name);
+        if from.exists() {
+            std::fs::rename(&from, dir.join(name)).map_err(|e| err(&dir.join(name), e))?;
+        }
+    }
+    sync_dir(dir);
+    std::fs::remove_dir_all(&pending).map_err(|e| err(&pending, e))
+}
+
+/// Flushes a directory's entries (the renames) to disk, where the platform can.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// The checkpoint's list of SHA-256 sums, in `sha256sum`'s format.
@@ -157,11 +200,16 @@ pub fn verify(dir: &Path, names: &[&str]) -> Result<(), CheckpointError> {
     };
     let mut listed = HashMap::new();
     for (i, line) in text.lines().enumerate() {
-        match line.split_once("  ") {
-            Some((sum, name)) if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) => {
+        // `sha256sum` writes "SUM  NAME", or "SUM *NAME" in binary mode.
+        let entry = line
+            .split_once("  ")
+            .or_else(|| line.split_once(" *"))
+            .filter(|(sum, _)| sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()));
+        match entry {
+            Some((sum, name)) => {
                 listed.insert(name, sum);
             }
-            _ => {
+            None => {
                 return Err(err(
                     &path,
                     format!(
@@ -172,20 +220,31 @@ pub fn verify(dir: &Path, names: &[&str]) -> Result<(), CheckpointError> {
             }
         }
     }
+    let hint = if dir.join(PENDING).exists() {
+        " (a save was interrupted: `ferrogpt train --resume` finishes it)"
+    } else {
+        ""
+    };
     for name in names {
+        let file = dir.join(name);
         let Some(want) = listed.get(name) else {
+            if file.exists() {
+                return Err(err(
+                    &file,
+                    format!("not listed in {MANIFEST}, so it cannot be checked{hint}"),
+                ));
+            }
             continue;
         };
-        let file = dir.join(name);
         if !file.exists() {
-            return Err(err(&file, format!("missing (listed in {MANIFEST})")));
+            return Err(err(&file, format!("missing (listed in {MANIFEST}){hint}")));
         }
         let got = sha256_file(&file)?;
         if got != *want {
             return Err(err(
                 &file,
                 format!(
-                    "damaged: its SHA-256 is {got}, {MANIFEST} records {want} (one of the two was changed after the checkpoint was written)"
+                    "damaged: its SHA-256 is {got}, {MANIFEST} records {want} (one of the two was changed after the checkpoint was written){hint}"
                 ),
             ));
         }
@@ -332,6 +391,7 @@ pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, Checkp
 
 /// The run's `state.json`, checked against checksums.sha256.
 pub fn read_state(dir: &Path) -> Result<RunState, CheckpointError> {
+    finish_pending(dir)?;
     let st = dir.join("state.json");
     if !st.is_file() {
         return Err(err(dir, "not a resumable checkpoint (no state.json)"));

@@ -95,6 +95,8 @@ fn sampling_on_the_engine_equals_the_tape() {
     let s = Sampling {
         temperature: 0.9,
         top_k: 5,
+        allowed: None,
+        stop: None,
     };
     let mut tape = Tape::<f32>::new(Level::fastest()).unwrap();
     let a = generate(

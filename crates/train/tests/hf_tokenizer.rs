@@ -206,3 +206,118 @@ fn a_model_without_a_tokenizer_takes_ids_only() {
     assert!(tok.decode(&[1]).is_err());
     assert!(StreamDecoder::new(&tok).push(1).is_err());
 }
+
+/// A Llama-2-style tokenizer: sentencepiece's "▁" for spaces and byte fallback (`<0xE6>`
+/// tokens whose bytes only make a character together).
+fn byte_fallback_tokenizer() -> Tokenizer {
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("<unk>".into(), 0.into());
+    for b in 0..=255u32 {
+        vocab.insert(format!("<0x{b:02X}>"), (b + 1).into());
+    }
+    for (i, t) in ["▁", "a", "b", "▁a", "é"].iter().enumerate() {
+        vocab.insert(t.to_string(), (257 + i).into());
+    }
+    let doc = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 0, "content": "<unk>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+        "pre_tokenizer": null, "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
+            "byte_fallback": true, "ignore_merges": false, "vocab": vocab,
+            "merges": [["▁", "a"]]},
+    });
+    let dir = common::tmp_dir("byte-fallback");
+    std::fs::write(dir.join("tokenizer.json"), doc.to_string()).unwrap();
+    Tokenizer::load(&dir).unwrap()
+}
+
+#[test]
+fn streaming_equals_decoding_whole_with_byte_fallback() {
+    let tok = byte_fallback_tokenizer();
+    assert_eq!(tok.name(), "hf");
+    // 東 is E6 9D B1: three byte tokens that only make a character together.
+    let ids = tok.encode("a 東é").unwrap();
+    assert!(ids.len() >= 5, "{ids:?}");
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+    for n in 0..300 {
+        let len = 1 + n % 40;
+        let ids: Vec<u32> = (0..len)
+            .map(|_| rng.gen_range(0..tok.vocab_size() as u32))
+            .collect();
+        let mut d = StreamDecoder::new(&tok);
+        let mut streamed = String::new();
+        for &id in &ids {
+            streamed += &d.push(id).unwrap();
+        }
+        streamed += &d.finish();
+        assert_eq!(streamed, tok.decode(&ids).unwrap(), "{ids:?}");
+    }
+}
+
+#[test]
+fn a_vocabulary_with_holes_stays_with_the_library() {
+    // Ids 0, 1 and 5: nothing may be printed, and the file is written back as it came.
+    let text = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1, "world": 5},
+            "unk_token": "[UNK]"},
+    })
+    .to_string();
+    let dir = common::tmp_dir("holes");
+    std::fs::write(dir.join("tokenizer.json"), &text).unwrap();
+    let tok = Tokenizer::load(&dir).unwrap();
+    assert_eq!(tok.vocab_size(), 6);
+    assert_eq!(tok.encode("hello world").unwrap(), vec![1, 5]);
+    let out = common::tmp_dir("holes-out");
+    hf::save(&tok, &out, 8).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("tokenizer.json")).unwrap(),
+        text
+    );
+}
+
+#[test]
+fn a_vocab_json_whose_tokens_are_kind_and_model() {
+    // GPT-2's own vocab.json holds the tokens "kind" and "model".
+    let dir = common::tmp_dir("kind-model");
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..256u32)
+        .map(|b| {
+            let c = super_byte(b as u8);
+            (c.to_string(), b.into())
+        })
+        .chain([
+            ("kind".to_string(), 256.into()),
+            ("model".to_string(), 257.into()),
+        ])
+        .collect();
+    std::fs::write(
+        dir.join("vocab.json"),
+        serde_json::Value::Object(vocab).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("merges.txt"), "#version: 0.2\n").unwrap();
+    let tok = Tokenizer::load(&dir.join("vocab.json")).unwrap();
+    assert_eq!(tok.name(), "hf");
+    assert_eq!(tok.vocab_size(), 258);
+}
+
+/// GPT-2's byte-to-unicode alphabet (printable bytes as themselves, the rest from U+0100).
+fn super_byte(b: u8) -> char {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    if printable(b) {
+        return b as char;
+    }
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).unwrap()
+}

@@ -70,13 +70,14 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
     };
     let text = read(&file)?;
     let v: Value = serde_json::from_str(&text).map_err(|e| bad(&file, e))?;
-    if v.get("kind").is_some() {
-        return Tokenizer::from_legacy_json(&v).map_err(|e| bad(&file, e));
-    }
     let dir = file.parent().unwrap_or(Path::new("."));
     let config = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok();
-    let inner = if v.get("model").is_none() && v.as_object().is_some_and(|o| !o.is_empty()) {
-        // A vocab.json (token → id): the merges are in merges.txt beside it.
+    // A vocab.json (token → id, every value an integer): its merges are in merges.txt beside
+    // it. Tokens may be any text, "kind" and "model" included.
+    let is_vocab = v
+        .as_object()
+        .is_some_and(|o| !o.is_empty() && o.values().all(Value::is_u64));
+    if is_vocab {
         let merges = dir.join("merges.txt");
         if !merges.is_file() {
             return Err(bad(
@@ -87,14 +88,25 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
                 ),
             ));
         }
-        byte_level_bpe(&file, &merges, config.as_deref())?
-    } else {
-        tokenizers::Tokenizer::from_str(&text).map_err(|e| bad(&file, e))?
-    };
-    classify(inner, config).map_err(|e| match e {
-        DataError::Tokenizer(msg) => bad(&file, msg),
+        let inner = byte_level_bpe(&file, &merges, config.as_deref())?;
+        return classify(inner, None, config).map_err(|e| located(&file, e));
+    }
+    // ferrogpt's own files before it wrote the library's format.
+    let legacy = v.as_object().is_some_and(|o| {
+        o.get("kind").is_some_and(Value::is_string) && o.keys().all(|k| k == "kind" || k == "vocab")
+    });
+    if legacy {
+        return Tokenizer::from_legacy_json(&v).map_err(|e| bad(&file, e));
+    }
+    let inner = tokenizers::Tokenizer::from_str(&text).map_err(|e| bad(&file, e))?;
+    classify(inner, Some(text), config).map_err(|e| located(&file, e))
+}
+
+fn located(file: &Path, e: DataError) -> DataError {
+    match e {
+        DataError::Tokenizer(msg) => bad(file, msg),
         e => e,
-    })
+    }
 }
 
 /// A byte-level BPE from `vocab.json` + `merges.txt`, set up as transformers' GPT2Tokenizer:
@@ -134,8 +146,19 @@ fn byte_level_bpe(
 }
 
 /// The library tokenizer as the char or gpt2 variant when it is exactly one of them (the same
-/// ids for every text), otherwise as it is.
-pub fn classify(inner: tokenizers::Tokenizer, config: Option<String>) -> Result<Tokenizer> {
+/// ids for every text), otherwise as it is, with its source files (`json`, `config`).
+pub fn classify(
+    inner: tokenizers::Tokenizer,
+    json: Option<String>,
+    config: Option<String>,
+) -> Result<Tokenizer> {
+    // A vocabulary with holes in its ids is neither (and the library prints a complaint to
+    // stdout whenever it serialises one): keep it as it is.
+    let ids: std::collections::HashSet<u32> = inner.get_vocab(true).into_values().collect();
+    let contiguous = ids.iter().all(|&id| (id as usize) < ids.len());
+    if !contiguous {
+        return Ok(Tokenizer::Hf(HfTokenizer::new(inner, json, config)));
+    }
     let v: Value = serde_json::from_str(
         &inner
             .to_string(false)
@@ -156,7 +179,7 @@ pub fn classify(inner: tokenizers::Tokenizer, config: Option<String>) -> Result<
             return Ok(gpt2);
         }
     }
-    Ok(Tokenizer::Hf(HfTokenizer::new(inner, config)))
+    Ok(Tokenizer::Hf(HfTokenizer::new(inner, json, config)))
 }
 
 /// The characters by id, if `v` (a serialised tokenizer) is a character vocabulary as [`save`]
@@ -198,6 +221,7 @@ fn is_gpt2(v: &Value) -> Result<bool> {
         && pre["type"] == "ByteLevel"
         && pre["add_prefix_space"] == false
         && pre["use_regex"] != false
+        && v["decoder"]["type"] == "ByteLevel"
         && m["type"] == "BPE"
         && m["dropout"].is_null()
         && m["byte_fallback"] != true
@@ -368,10 +392,13 @@ pub fn to_files(tok: &Tokenizer, model_max_length: usize) -> Result<Option<(Stri
             gpt2_reference()?.json.clone()
         }
         Tokenizer::Hf(h) => {
-            let json = h
-                .inner()
-                .to_string(false)
-                .map_err(|e| DataError::Tokenizer(e.to_string()))?;
+            let json = match h.source_json() {
+                Some(j) => j.to_string(),
+                None => h
+                    .inner()
+                    .to_string(false)
+                    .map_err(|e| DataError::Tokenizer(e.to_string()))?,
+            };
             if let Some(c) = &h.config {
                 return Ok(Some((json, c.clone())));
             }

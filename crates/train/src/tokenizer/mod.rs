@@ -77,20 +77,23 @@ impl PartialEq for Gpt2Tokenizer {
     }
 }
 
-/// A tokenizer of Hugging Face's `tokenizers` library, with the `tokenizer_config.json` that
-/// came with it (kept to be written back beside it).
+/// A tokenizer of Hugging Face's `tokenizers` library, with the files it came from (written
+/// back verbatim beside a checkpoint).
 #[derive(Clone)]
 pub struct HfTokenizer {
     inner: Arc<tokenizers::Tokenizer>,
     /// One more than the largest id of the vocabulary and the added tokens.
     vocab_size: usize,
+    /// The source's tokenizer.json, verbatim (None when it came from vocab.json + merges.txt).
+    json: Option<String>,
     /// The source's `tokenizer_config.json`, verbatim, if it had one.
     config: Option<String>,
 }
 
 impl HfTokenizer {
-    /// Wraps a tokenizer of the library (and the text of its tokenizer_config.json, if any).
-    pub fn new(inner: tokenizers::Tokenizer, config: Option<String>) -> Self {
+    /// Wraps a tokenizer of the library, with the text of its tokenizer.json and
+    /// tokenizer_config.json where it came from files.
+    pub fn new(inner: tokenizers::Tokenizer, json: Option<String>, config: Option<String>) -> Self {
         let vocab_size = inner
             .get_vocab(true)
             .values()
@@ -100,6 +103,7 @@ impl HfTokenizer {
         HfTokenizer {
             inner: Arc::new(inner),
             vocab_size,
+            json,
             config,
         }
     }
@@ -107,6 +111,11 @@ impl HfTokenizer {
     /// The library's tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+
+    /// tokenizer.json as it came (None: made from vocab.json + merges.txt).
+    pub fn source_json(&self) -> Option<&str> {
+        self.json.as_deref()
     }
 }
 
@@ -117,11 +126,12 @@ impl std::fmt::Debug for HfTokenizer {
 }
 
 impl PartialEq for HfTokenizer {
-    /// The same tokenizer: one shared object, or the same serialisation.
+    /// The same tokenizer: one shared object, or the same source file.
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
             || (self.vocab_size == other.vocab_size
-                && self.inner.to_string(false).ok() == other.inner.to_string(false).ok())
+                && self.json.is_some()
+                && self.json == other.json)
     }
 }
 
@@ -374,11 +384,11 @@ pub struct StreamDecoder {
     position: usize,
     /// Bytes not yet emitted (char and gpt2).
     pending: Vec<u8>,
-    /// The library's stream state (hf): ids since the last emitted prefix, that prefix's text,
-    /// and where it ends in `ids`.
+    /// The library's tokenizers (hf): the ids so far; `ids[prefix..read]` decode to text
+    /// already emitted, the ids from `read` on are not emitted yet.
     ids: Vec<u32>,
-    prefix: String,
-    prefix_index: usize,
+    prefix: usize,
+    read: usize,
 }
 
 impl StreamDecoder {
@@ -389,8 +399,8 @@ impl StreamDecoder {
             position: 0,
             pending: Vec::new(),
             ids: Vec::new(),
-            prefix: String::new(),
-            prefix_index: 0,
+            prefix: 0,
+            read: 0,
         }
     }
 
@@ -402,17 +412,10 @@ impl StreamDecoder {
             Tokenizer::Char(c) => c.vocab[id as usize].to_string().into_bytes(),
             Tokenizer::Gpt2(g) => g.bpe._decode_native_and_split(vec![id]).flatten().collect(),
             Tokenizer::Hf(h) => {
-                let out = tokenizers::tokenizer::step_decode_stream(
-                    &h.inner,
-                    vec![id],
-                    false,
-                    &mut self.ids,
-                    &mut self.prefix,
-                    &mut self.prefix_index,
-                )
-                .map_err(|e| DataError::Tokenizer(e.to_string()))?;
+                let lib = h.inner.clone();
                 self.position += 1;
-                return Ok(out.unwrap_or_default());
+                self.ids.push(id);
+                return Ok(self.hf_step(&lib, false));
             }
             Tokenizer::IdsOnly { vocab_size } => {
                 return Err(DataError::NoTokenizer {
@@ -451,15 +454,40 @@ impl StreamDecoder {
     }
 
     /// Flushes what is held back (an incomplete character becomes U+FFFD).
-    pub fn finish(self) -> String {
-        match &self.tokenizer {
-            Tokenizer::Hf(h) => {
-                let all = h.inner.decode(&self.ids, false).unwrap_or_default();
-                all.strip_prefix(self.prefix.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            }
+    pub fn finish(mut self) -> String {
+        match self.tokenizer.clone() {
+            Tokenizer::Hf(h) => self.hf_step(&h.inner, true),
             _ => String::from_utf8_lossy(&self.pending).into_owned(),
         }
+    }
+
+    /// The text the ids since `prefix` add to what `ids[prefix..read]` gave (decoding with some
+    /// context before, as a word's leading space or a byte sequence depend on it), once it is
+    /// final: it does not end in U+FFFD (bytes of a character still to come) unless `flush`.
+    ///
+    /// A run of byte-fallback tokens (`<0xE6>`, ...) is held back until it ends, as the library
+    /// decodes such a run as one piece (a run that is not UTF-8 becomes one U+FFFD per byte).
+    fn hf_step(&mut self, lib: &tokenizers::Tokenizer, flush: bool) -> String {
+        let is_byte = |id: u32| {
+            lib.id_to_token(id)
+                .is_some_and(|t| t.len() == 6 && t.starts_with("<0x") && t.ends_with('>'))
+        };
+        if !flush && self.ids.last().is_some_and(|&id| is_byte(id)) {
+            return String::new();
+        }
+        let decode = |ids: &[u32]| lib.decode(ids, false).unwrap_or_default();
+        let before = decode(&self.ids[self.prefix..self.read]);
+        let now = decode(&self.ids[self.prefix..]);
+        let grown = now.len() > before.len() && now.is_char_boundary(before.len());
+        if !grown || !(flush || !now.ends_with(char::REPLACEMENT_CHARACTER)) {
+            return String::new();
+        }
+        let new = match now.strip_prefix(before.as_str()) {
+            Some(new) => new.to_string(),
+            // The context changed how the earlier ids read (rare): emit what is past them.
+            None => now[before.len()..].to_string(),
+        };
+        (self.prefix, self.read) = (self.read, self.ids.len());
+        new
     }
 }
