@@ -24,9 +24,16 @@ fn s(p: &Path) -> &str {
 /// `mpirun -np n ferrogpt args...` (Open MPI, allowed to run as root in CI containers).
 fn mpirun(n: usize) -> Command {
     let mut c = Command::new("mpirun");
-    c.args(["-np", &n.to_string(), "--oversubscribe", "--bind-to", "none", BIN])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c.args([
+        "-np",
+        &n.to_string(),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+        BIN,
+    ])
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     c
 }
 
@@ -43,7 +50,12 @@ fn check(o: Output, what: &str) -> Output {
 fn corpus(dir: &Path) -> PathBuf {
     let p = dir.join("text.txt");
     let text: String = (0..400)
-        .map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog {}\n", i * 7 % 13))
+        .map(|i| {
+            format!(
+                "line {i}: the quick brown fox jumps over the lazy dog {}\n",
+                i * 7 % 13
+            )
+        })
         .collect();
     std::fs::write(&p, text).unwrap();
     p
@@ -51,10 +63,37 @@ fn corpus(dir: &Path) -> PathBuf {
 
 fn flags<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
-        "train", "--data", s(data), "--out", s(out), "--steps", "8", "--n-layer", "2",
-        "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
-        "--eval-interval", "4", "--eval-batches", "4", "--sample-tokens", "0", "--threads", "1",
-        "--dropout", "0.1", "--lr", "3e-3", "--warmup", "2",
+        "train",
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+        "--steps",
+        "8",
+        "--n-layer",
+        "2",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "32",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--eval-interval",
+        "4",
+        "--eval-batches",
+        "4",
+        "--sample-tokens",
+        "0",
+        "--threads",
+        "1",
+        "--dropout",
+        "0.1",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "2",
     ];
     v.extend_from_slice(extra);
     v
@@ -75,7 +114,13 @@ fn losses(run: &Path) -> Vec<(f64, Option<f64>)> {
 fn assert_close(a: &[(f64, Option<f64>)], b: &[(f64, Option<f64>)], tol: f64) {
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x.0 - y.0).abs() <= tol * x.0.abs(), "step {}: {} vs {}", i + 1, x.0, y.0);
+        assert!(
+            (x.0 - y.0).abs() <= tol * x.0.abs(),
+            "step {}: {} vs {}",
+            i + 1,
+            x.0,
+            y.0
+        );
         match (x.1, y.1) {
             (Some(p), Some(q)) => assert!((p - q).abs() <= tol * p.abs(), "val {p} vs {q}"),
             (None, None) => {}
@@ -94,8 +139,14 @@ fn two_ranks_equal_one_rank_with_twice_the_accumulation() {
         let _ = std::fs::remove_dir_all(&two);
         let mut single = flags(&data, &one, mode);
         single.extend(["--grad-accum", "2"]);
-        check(Command::new(BIN).args(&single).output().unwrap(), "one rank");
-        let o = check(mpirun(2).args(flags(&data, &two, mode)).output().unwrap(), "two ranks");
+        check(
+            Command::new(BIN).args(&single).output().unwrap(),
+            "one rank",
+        );
+        let o = check(
+            mpirun(2).args(flags(&data, &two, mode)).output().unwrap(),
+            "two ranks",
+        );
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("2 ranks"), "{err}");
         // The fp32 sums differ only in order.
@@ -119,7 +170,13 @@ fn zero_1_equals_ddp_and_its_checkpoint_does_not_depend_on_the_ranks() {
             let _ = std::fs::remove_dir_all(d);
         }
         // Three ranks: the parameters do not split evenly, the last block is padded.
-        check(mpirun(3).args(flags(&data, &ddp, &["--optimizer", opt])).output().unwrap(), "ddp");
+        check(
+            mpirun(3)
+                .args(flags(&data, &ddp, &["--optimizer", opt]))
+                .output()
+                .unwrap(),
+            "ddp",
+        );
         let o = mpirun(3)
             .args(flags(&data, &zero, &["--optimizer", opt, "--zero", "1"]))
             .output()
@@ -131,21 +188,41 @@ fn zero_1_equals_ddp_and_its_checkpoint_does_not_depend_on_the_ranks() {
         // (reduce-scatter instead of all-reduce, the norm from per-block sums).
         assert_close(&losses(&ddp), &losses(&zero), 1e-5);
         let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
-        assert_eq!(read(&ddp, "optimizer.safetensors").len(), read(&zero, "optimizer.safetensors").len());
+        assert_eq!(
+            read(&ddp, "optimizer.safetensors").len(),
+            read(&zero, "optimizer.safetensors").len()
+        );
         // The gathered optimizer state equals DDP's; the run resumes on one rank.
         let state = |d: &Path| -> Vec<f32> {
             let b = read(d, "optimizer.safetensors");
             let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-            b[8 + n..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+            b[8 + n..]
+                .chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
         };
         let (a, b) = (state(&ddp), state(&zero));
         assert_eq!(a.len(), b.len());
         let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!((x - y).abs() <= 1e-4 * scale, "{opt}: moment {i}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-4 * scale,
+                "{opt}: moment {i}: {x} vs {y}"
+            );
         }
-        let resume = ["train", "--resume", s(&zero), "--steps", "9", "--threads", "1"];
-        check(Command::new(BIN).args(resume).output().unwrap(), "resume on one rank");
+        let resume = [
+            "train",
+            "--resume",
+            s(&zero),
+            "--steps",
+            "9",
+            "--threads",
+            "1",
+        ];
+        check(
+            Command::new(BIN).args(resume).output().unwrap(),
+            "resume on one rank",
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -157,14 +234,39 @@ fn two_ranks_resume_exactly_and_nproc_per_node_starts_them() {
     let (whole, split) = (dir.join("whole"), dir.join("split"));
     // A constant schedule: the first half's --steps 4 must not change its learning rates.
     let constant = ["--lr-schedule", "constant"];
-    check(mpirun(2).args(flags(&data, &whole, &constant)).output().unwrap(), "whole");
+    check(
+        mpirun(2)
+            .args(flags(&data, &whole, &constant))
+            .output()
+            .unwrap(),
+        "whole",
+    );
     // The same run through --nproc-per-node, stopped at step 4 and resumed.
-    let mut first = flags(&data, &split, &["--nproc-per-node", "2", "--lr-schedule", "constant"]);
+    let mut first = flags(
+        &data,
+        &split,
+        &["--nproc-per-node", "2", "--lr-schedule", "constant"],
+    );
     first[6] = "4"; // --steps 4
-    check(Command::new(BIN).args(&first).output().unwrap(), "first half");
-    let resume = ["train", "--resume", s(&split), "--steps", "8", "--nproc-per-node", "2"];
+    check(
+        Command::new(BIN).args(&first).output().unwrap(),
+        "first half",
+    );
+    let resume = [
+        "train",
+        "--resume",
+        s(&split),
+        "--steps",
+        "8",
+        "--nproc-per-node",
+        "2",
+    ];
     check(Command::new(BIN).args(resume).output().unwrap(), "resume");
-    assert_eq!(losses(&whole), losses(&split), "a resumed 2-rank run must continue bit for bit");
+    assert_eq!(
+        losses(&whole),
+        losses(&split),
+        "a resumed 2-rank run must continue bit for bit"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -182,8 +284,14 @@ fn a_killed_rank_ends_the_run() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let ranks = || -> Vec<String> {
-        let ps = Command::new("pgrep").args(["-P", &job.id().to_string()]).output().unwrap();
-        String::from_utf8_lossy(&ps.stdout).split_whitespace().map(String::from).collect()
+        let ps = Command::new("pgrep")
+            .args(["-P", &job.id().to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&ps.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
     };
     let mut pids = ranks();
     while pids.len() < 2 && start.elapsed() < Duration::from_secs(60) {
@@ -191,14 +299,20 @@ fn a_killed_rank_ends_the_run() {
         pids = ranks();
     }
     assert_eq!(pids.len(), 2, "expected two ranks under mpirun: {pids:?}");
-    Command::new("kill").args(["-9", &pids[1]]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &pids[1]])
+        .status()
+        .unwrap();
     let killed = Instant::now();
     loop {
         if let Some(status) = job.try_wait().unwrap() {
             assert!(!status.success());
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(60), "the other rank did not stop in 60 s");
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "the other rank did not stop in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // The last checkpoint is whole.

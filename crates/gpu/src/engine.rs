@@ -10,8 +10,8 @@ use ferrogpt_train::engine::{Engine, EngineError, EngineFactory, EngineInit};
 
 use crate::model::{GpuModel, OptKind, OptState, Update};
 use crate::nccl::Nccl;
-use ferrogpt_train::dist::Collective;
 use crate::Dtype;
+use ferrogpt_train::dist::Collective;
 
 fn err(e: CudaError) -> EngineError {
     EngineError(e.to_string())
@@ -36,7 +36,8 @@ impl GpuEngine {
     ) -> Result<GpuEngine, EngineError> {
         if init.train.as_ref().is_some_and(|t| t.zero.is_some()) {
             return Err(EngineError(
-                "ZeRO-1 on GPUs is not implemented yet (data-parallel GPU runs take --zero 0)".into(),
+                "ZeRO-1 on GPUs is not implemented yet (data-parallel GPU runs take --zero 0)"
+                    .into(),
             ));
         }
         let gpu = Gpu::new(ordinal).map_err(err)?;

@@ -62,12 +62,19 @@ impl Nccl {
 
     /// Joins the communicator of `world` ranks named by `id` as `rank`, on `gpu`. Blocks until
     /// every rank has joined.
-    pub fn init(gpu: &Gpu, id: &[u8; ID_BYTES], rank: usize, world: usize) -> Result<Self, CudaError> {
+    pub fn init(
+        gpu: &Gpu,
+        id: &[u8; ID_BYTES],
+        rank: usize,
+        world: usize,
+    ) -> Result<Self, CudaError> {
         available()?;
-        gpu.context().bind_to_thread().map_err(|e| CudaError::Driver {
-            during: "binding the context for NCCL".into(),
-            message: e.to_string(),
-        })?;
+        gpu.context()
+            .bind_to_thread()
+            .map_err(|e| CudaError::Driver {
+                during: "binding the context for NCCL".into(),
+                message: e.to_string(),
+            })?;
         let id = ns::ncclUniqueId {
             internal: id.map(|b| b as ::core::ffi::c_char),
         };
@@ -129,15 +136,22 @@ pub fn exchange_id(ranks: &EnvRanks) -> Result<[u8; ID_BYTES], DistError> {
     if ranks.rank == 0 {
         let id = Nccl::unique_id().map_err(|e| launch(e.to_string()))?;
         let listener = TcpListener::bind(&ranks.master).map_err(|e| {
-            launch(format!("rank 0 cannot listen at MASTER_ADDR:MASTER_PORT = {}: {e}", ranks.master))
+            launch(format!(
+                "rank 0 cannot listen at MASTER_ADDR:MASTER_PORT = {}: {e}",
+                ranks.master
+            ))
         })?;
-        listener.set_nonblocking(true).map_err(|e| launch(e.to_string()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| launch(e.to_string()))?;
         let mut served = 0;
         while served + 1 < ranks.world {
             match listener.accept() {
                 Ok((mut s, _)) => {
-                    s.set_nonblocking(false).map_err(|e| launch(e.to_string()))?;
-                    s.write_all(&id).map_err(|e| launch(format!("sending NCCL's id: {e}")))?;
+                    s.set_nonblocking(false)
+                        .map_err(|e| launch(e.to_string()))?;
+                    s.write_all(&id)
+                        .map_err(|e| launch(format!("sending NCCL's id: {e}")))?;
                     served += 1;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -163,7 +177,10 @@ pub fn exchange_id(ranks: &EnvRanks) -> Result<[u8; ID_BYTES], DistError> {
                     s.set_read_timeout(Some(CONNECT_TIMEOUT))
                         .map_err(|e| launch(e.to_string()))?;
                     s.read_exact(&mut id).map_err(|e| {
-                        launch(format!("rank {}: reading NCCL's id from {}: {e}", ranks.rank, ranks.master))
+                        launch(format!(
+                            "rank {}: reading NCCL's id from {}: {e}",
+                            ranks.rank, ranks.master
+                        ))
                     })?;
                     return Ok(id);
                 }
@@ -245,15 +262,25 @@ impl NcclHost {
                     .map_err(|e| err("all-reduce", e.to_string()))?,
                 Some(root) => {
                     let p = ptr as *mut ::core::ffi::c_void;
-                    nr::broadcast(p, p, bytes, ns::ncclDataType_t::ncclUint8, root as i32, self.nccl.comm, cu as ns::cudaStream_t)
-                        .map_err(|e| err("broadcast", format!("{e:?}")))?;
+                    nr::broadcast(
+                        p,
+                        p,
+                        bytes,
+                        ns::ncclDataType_t::ncclUint8,
+                        root as i32,
+                        self.nccl.comm,
+                        cu as ns::cudaStream_t,
+                    )
+                    .map_err(|e| err("broadcast", format!("{e:?}")))?;
                 }
             }
         }
         stream
             .memcpy_dtoh(&buf.slice(..bytes), raw)
             .map_err(|e| err("copy out", e.to_string()))?;
-        stream.synchronize().map_err(|e| err("synchronize", e.to_string()))
+        stream
+            .synchronize()
+            .map_err(|e| err("synchronize", e.to_string()))
     }
 }
 

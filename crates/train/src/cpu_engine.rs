@@ -130,8 +130,7 @@ impl CpuEngine {
                     }
                     // This rank's block of it.
                     Some(comm) => {
-                        let (lo, hi, block) =
-                            crate::dist::block_of(n, comm.rank(), comm.world());
+                        let (lo, hi, block) = crate::dist::block_of(n, comm.rank(), comm.world());
                         let mut opt = Optimizer::new(kind, hi - lo, decay[lo..hi].to_vec());
                         opt.m = tr.m[lo..hi].to_vec();
                         if !tr.v.is_empty() {
@@ -139,7 +138,16 @@ impl CpuEngine {
                         }
                         opt.t = tr.opt_t;
                         let grads = vec![0.0; block];
-                        (opt, Some(ZeroBlock { comm, lo, hi, block, grads }))
+                        (
+                            opt,
+                            Some(ZeroBlock {
+                                comm,
+                                lo,
+                                hi,
+                                block,
+                                grads,
+                            }),
+                        )
                     }
                 };
                 let shards = shards_for(threads, tr.cfg.batch_size, n);

@@ -21,10 +21,10 @@
 
 use crate::config::TrainConfig;
 use crate::dist::Collective;
-use std::rc::Rc;
 use ferrogpt_model::generate::{generate_with, Sampling};
 use ferrogpt_model::{Gpt, ModelError};
 use rand::Rng;
+use std::rc::Rc;
 
 /// An engine failure (e.g. a CUDA error), as one line.
 #[derive(Debug, thiserror::Error)]

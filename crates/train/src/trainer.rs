@@ -18,7 +18,6 @@ use crate::checkpoint::{self, CheckpointError, RunState, Tensors};
 use crate::config::TrainConfig;
 use crate::data::{BatchMode, Batcher, DataSource, Dataset};
 use crate::dist::{Collective, Solo};
-use std::rc::Rc;
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};
 use crate::schedule::learning_rate;
 use crate::tokenizer::Tokenizer;
@@ -28,6 +27,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -144,7 +144,15 @@ impl Trainer {
         out_dir: &Path,
         init: Option<InitWeights>,
     ) -> Result<Self, TrainError> {
-        Self::new_on(cfg, tokenizer, data, make_engine, out_dir, init, Box::new(Solo))
+        Self::new_on(
+            cfg,
+            tokenizer,
+            data,
+            make_engine,
+            out_dir,
+            init,
+            Box::new(Solo),
+        )
     }
 
     /// [`Trainer::new`] for one rank of a data-parallel run over `comm` (see [`crate::dist`]):
@@ -559,7 +567,9 @@ impl Trainer {
                 as u8 as f64];
             if self.comm.distributed() {
                 // Every rank stops at the same step when any rank is asked to.
-                self.comm.all_reduce_sum_f64(&mut stopping).map_err(dist_err)?;
+                self.comm
+                    .all_reduce_sum_f64(&mut stopping)
+                    .map_err(dist_err)?;
             }
             if stopping[0] > 0.0 {
                 self.save(self.elapsed_before + start.elapsed().as_secs_f64())?;
@@ -568,10 +578,9 @@ impl Trainer {
             let t0 = Instant::now();
             let (loss, grad_norm, lr) = self.train_step()?;
             let dt = t0.elapsed().as_secs_f64();
-            let tokens = (self.cfg.batch_size
-                * self.cfg.seq_len
-                * self.cfg.grad_accum
-                * self.comm.world()) as f64;
+            let tokens =
+                (self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum * self.comm.world())
+                    as f64;
             let last = self.step == self.cfg.steps;
             let eval_now = last
                 || (self.cfg.eval_interval > 0 && self.step.is_multiple_of(self.cfg.eval_interval));

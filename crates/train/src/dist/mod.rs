@@ -162,10 +162,14 @@ impl Launch {
         let var = |k: &str| std::env::var(k).ok();
         let set = |k: &str| std::env::var_os(k).is_some();
         if set("OMPI_COMM_WORLD_SIZE") || set("PMI_SIZE") || set("PMIX_RANK") {
-            let local_rank = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
-                .iter()
-                .find_map(|k| var(k)?.parse().ok())
-                .unwrap_or(0);
+            let local_rank = [
+                "OMPI_COMM_WORLD_LOCAL_RANK",
+                "MPI_LOCALRANKID",
+                "SLURM_LOCALID",
+            ]
+            .iter()
+            .find_map(|k| var(k)?.parse().ok())
+            .unwrap_or(0);
             return Ok(Launch::Mpi { local_rank });
         }
         if !set("RANK") && !set("WORLD_SIZE") {

@@ -43,7 +43,12 @@ impl Collective for Mpi {
 
     fn describe(&self) -> String {
         let lib = ::mpi::environment::library_version().unwrap_or_else(|_| "MPI".into());
-        let lib = lib.split([',', '\n']).next().unwrap_or("MPI").trim().to_string();
+        let lib = lib
+            .split([',', '\n'])
+            .next()
+            .unwrap_or("MPI")
+            .trim()
+            .to_string();
         format!("MPI ({lib}), rank {} of {}", self.rank(), self.world())
     }
 
