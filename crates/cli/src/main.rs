@@ -38,7 +38,7 @@ enum Command {
     Sample(cmd_sample::SampleArgs),
     /// Mean loss and perplexity of a checkpoint on a data file.
     Eval(cmd_eval::EvalArgs),
-    /// Encode a text file into an llm.c token file.
+    /// Encode text (files, folders, JSONL, Parquet) into llm.c token files or shards.
     Tokenize(cmd_tokenize::TokenizeArgs),
     /// Benchmarks: the matmul ladder, and training at each rung.
     #[command(subcommand)]

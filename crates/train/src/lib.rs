@@ -24,6 +24,7 @@ pub mod dist;
 pub mod engine;
 pub mod optim;
 pub mod schedule;
+pub mod shards;
 pub mod tokenizer;
 pub mod tokfile;
 pub mod trainer;

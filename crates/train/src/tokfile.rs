@@ -8,7 +8,8 @@
 //! ```
 //! A file is valid only if its length is exactly `1024 + width*N` bytes. [`write_tokens`]
 //! writes the uint16 layout when every id fits in 16 bits, the uint32 one otherwise. Files are
-//! written atomically ([`ferrogpt_core::fsutil::write_atomic_with`]).
+//! written atomically ([`ferrogpt_core::fsutil::write_atomic_with`]); [`TokenWriter`] streams a
+//! file of unknown length (a shard) and fixes its width from the vocabulary instead.
 
 use std::io::Write;
 use std::path::Path;
@@ -47,14 +48,43 @@ pub fn read_tokens(path: &Path) -> Result<Vec<u32>> {
 
 /// Parses the contents `bytes` of a token file; `path` is used in error messages only.
 pub fn parse_tokens(path: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
+    let header = parse_header(path, bytes, bytes.len() as u64)?;
+    let body = &bytes[HEADER_BYTES..];
+    Ok(match header.width {
+        2 => body
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+            .collect(),
+        _ => body
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    })
+}
+
+/// What a token file's header says, once checked against the file's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Bytes per token id: 2 (magic [`MAGIC`]) or 4 (magic [`MAGIC_U32`]).
+    pub width: usize,
+    /// Number of token ids in the body.
+    pub count: usize,
+}
+
+/// Checks the header at the start of `prefix` (the file's first bytes: all of them, or at
+/// least [`HEADER_BYTES`]) against `file_len`, the file's length in bytes. Errors
+/// ([`DataError::Mismatch`], naming `path`): a file shorter than the header, wrong magic or
+/// version, a negative count, a length other than `1024 + width*count` (truncated file or
+/// trailing bytes).
+pub fn parse_header(path: &Path, prefix: &[u8], file_len: u64) -> Result<Header> {
     let bad = |field: &str, expected: String, found: String| DataError::Mismatch {
         context: format!("token file {}", path.display()),
         field: field.into(),
         expected,
         found,
     };
-    if bytes.len() < HEADER_BYTES {
-        let found = format!("{} bytes", bytes.len());
+    if file_len < HEADER_BYTES as u64 || prefix.len() < HEADER_BYTES {
+        let found = format!("{file_len} bytes");
         return Err(bad(
             "header",
             format!("at least {HEADER_BYTES} bytes"),
@@ -63,10 +93,10 @@ pub fn parse_tokens(path: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
     }
     let header = |i: usize| {
         i32::from_le_bytes([
-            bytes[4 * i],
-            bytes[4 * i + 1],
-            bytes[4 * i + 2],
-            bytes[4 * i + 3],
+            prefix[4 * i],
+            prefix[4 * i + 1],
+            prefix[4 * i + 2],
+            prefix[4 * i + 3],
         ])
     };
     let (version, width) = match header(0) {
@@ -84,10 +114,10 @@ pub fn parse_tokens(path: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
     if count < 0 {
         return Err(bad("token count", "a count >= 0".into(), count.to_string()));
     }
-    let body = &bytes[HEADER_BYTES..];
-    let expected = width * count as usize;
-    if body.len() != expected {
-        let what = if body.len() < expected {
+    let body = file_len - HEADER_BYTES as u64;
+    let expected = width as u64 * count as u64;
+    if body != expected {
+        let what = if body < expected {
             "truncated"
         } else {
             "trailing bytes"
@@ -96,20 +126,14 @@ pub fn parse_tokens(path: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
             "file length",
             format!(
                 "{} bytes (header + {count} tokens x {width})",
-                HEADER_BYTES + expected
+                HEADER_BYTES as u64 + expected
             ),
-            format!("{} bytes ({what})", bytes.len()),
+            format!("{file_len} bytes ({what})"),
         ));
     }
-    Ok(match width {
-        2 => body
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-            .collect(),
-        _ => body
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
+    Ok(Header {
+        width,
+        count: count as usize,
     })
 }
 
@@ -117,12 +141,30 @@ pub fn parse_tokens(path: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
 /// uint32 otherwise. Errors: more than `i32::MAX` tokens, or a write failure.
 pub fn write_tokens(path: &Path, tokens: &[u32]) -> Result<()> {
     let wide = tokens.iter().any(|&id| id > u16::MAX as u32);
-    let count = i32::try_from(tokens.len()).map_err(|_| DataError::Mismatch {
+    let count = token_count(path, tokens.len())?;
+    let header = header_bytes(wide, count);
+    ferrogpt_core::fsutil::write_atomic_with(path, |w| {
+        w.write_all(&header)?;
+        write_ids(w, tokens, wide)
+    })
+    .map_err(|source| DataError::Write {
+        path: path.into(),
+        source,
+    })
+}
+
+/// `n` as a header's token count. Errors: `n > i32::MAX`.
+fn token_count(path: &Path, n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| DataError::Mismatch {
         context: format!("token file {}", path.display()),
         field: "token count".into(),
         expected: format!("at most {}", i32::MAX),
-        found: tokens.len().to_string(),
-    })?;
+        found: n.to_string(),
+    })
+}
+
+/// The 1024-byte header of a file of `count` ids, uint32 if `wide`.
+fn header_bytes(wide: bool, count: i32) -> Vec<u8> {
     let mut header = [0i32; 256];
     (header[0], header[1]) = if wide {
         (MAGIC_U32, VERSION_U32)
@@ -130,21 +172,126 @@ pub fn write_tokens(path: &Path, tokens: &[u32]) -> Result<()> {
         (MAGIC, VERSION)
     };
     header[2] = count;
-    ferrogpt_core::fsutil::write_atomic_with(path, |w| {
-        for h in header {
-            w.write_all(&h.to_le_bytes())?;
-        }
-        for &id in tokens {
+    header.iter().flat_map(|h| h.to_le_bytes()).collect()
+}
+
+/// Writes `ids` little-endian, 4 bytes each if `wide`, else 2 (each id must fit).
+fn write_ids(w: &mut impl Write, ids: &[u32], wide: bool) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(ids.len().min(1 << 16) * 4);
+    for chunk in ids.chunks(1 << 16) {
+        bytes.clear();
+        for &id in chunk {
             if wide {
-                w.write_all(&id.to_le_bytes())?;
+                bytes.extend_from_slice(&id.to_le_bytes());
             } else {
-                w.write_all(&(id as u16).to_le_bytes())?;
+                bytes.extend_from_slice(&(id as u16).to_le_bytes());
             }
         }
+        w.write_all(&bytes)?;
+    }
+    Ok(())
+}
+
+/// A token file written as a stream (llm.c's shards): ids are appended, and
+/// [`TokenWriter::finish`] writes the header with the final count. The file is written to a
+/// temporary file beside `path` (`.NAME.PID.tmp`) and renamed over `path` only when finished,
+/// as [`ferrogpt_core::fsutil::write_atomic`] does; a writer dropped unfinished removes it.
+/// The width is fixed at creation: uint16 ids unless the vocabulary exceeds 65,536 ids.
+pub struct TokenWriter {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    w: Option<std::io::BufWriter<std::fs::File>>,
+    wide: bool,
+    count: usize,
+}
+
+impl TokenWriter {
+    /// Starts the token file `path` for ids `< vocab_size`. Errors: the temporary file cannot
+    /// be created ([`DataError::Write`], naming `path`).
+    pub fn create(path: &Path, vocab_size: usize) -> Result<Self> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let mut writer = TokenWriter {
+            path: path.into(),
+            tmp,
+            w: None,
+            wide: vocab_size > 1 << 16,
+            count: 0,
+        };
+        let created = std::fs::File::create(&writer.tmp).and_then(|f| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            w.write_all(&header_bytes(writer.wide, 0))?;
+            Ok(w)
+        });
+        writer.w = Some(created.map_err(|e| writer.write_error(e))?);
+        Ok(writer)
+    }
+
+    /// Number of ids appended so far.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if no id was appended yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends `ids`. Errors: an id that the file's width cannot hold
+    /// ([`DataError::IdOutOfRange`]), more than `i32::MAX` ids in all, a write failure.
+    pub fn append(&mut self, ids: &[u32]) -> Result<()> {
+        if !self.wide {
+            if let Some(i) = ids.iter().position(|&id| id > u16::MAX as u32) {
+                return Err(DataError::IdOutOfRange {
+                    context: format!("token file {} (uint16 ids)", self.path.display()),
+                    id: ids[i],
+                    position: self.count + i,
+                    limit: 1 << 16,
+                });
+            }
+        }
+        token_count(&self.path, self.count + ids.len())?;
+        let w = self.w.as_mut().expect("a writer is open until finish");
+        write_ids(w, ids, self.wide).map_err(|e| {
+            let path = self.path.clone();
+            DataError::Write { path, source: e }
+        })?;
+        self.count += ids.len();
         Ok(())
-    })
-    .map_err(|source| DataError::Write {
-        path: path.into(),
-        source,
-    })
+    }
+
+    /// Writes the header, flushes the file to disk and renames it to its path; returns the
+    /// number of ids. Errors: a write failure ([`DataError::Write`]).
+    pub fn finish(mut self) -> Result<usize> {
+        use std::io::{Seek, SeekFrom};
+        let w = self.w.take().expect("a writer is open until finish");
+        let header = header_bytes(self.wide, self.count as i32);
+        let done = (|| {
+            let mut file = w.into_inner().map_err(|e| e.into_error())?;
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(&header)?;
+            file.sync_all()?;
+            std::fs::rename(&self.tmp, &self.path)
+        })();
+        done.map_err(|e| self.write_error(e))?;
+        Ok(self.count)
+    }
+
+    fn write_error(&self, source: std::io::Error) -> DataError {
+        DataError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Drop for TokenWriter {
+    /// An unfinished (or failed) file leaves nothing behind.
+    fn drop(&mut self) {
+        // After a successful finish the temporary file is already gone.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
