@@ -142,6 +142,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
                 train: ids,
                 val: Vec::new(),
                 sources: Vec::new(),
+                ..Default::default()
             },
         )
     } else {

@@ -10,7 +10,10 @@ use ferrogpt_train::checkpoint;
 use ferrogpt_train::config::{
     preset, preset_or_err, OptimizerKind, Schedule, TrainConfig, PRESETS,
 };
-use ferrogpt_train::data::{load_dataset, load_dataset_checked, load_text, DataRole, DataSource};
+use ferrogpt_train::data::{
+    is_sharded, load_dataset, load_dataset_checked, load_sharded, load_text, shard_patterns,
+    DataRole, DataSource,
+};
 use ferrogpt_train::dist::{Collective, Launch};
 use ferrogpt_train::tokenizer::{hf, Tokenizer};
 use ferrogpt_train::trainer::{InitWeights, Outcome, StepMetrics, Trainer};
@@ -260,6 +263,10 @@ fn tokenizer_from_spec(
 ) -> Result<Tokenizer, String> {
     match spec {
         "gpt2" => Tokenizer::gpt2().map_err(|e| e.to_string()),
+        "char" if is_sharded(&data.to_string_lossy()) => Err(
+            "--data names token shards: their ids need the tokenizer that wrote them (--tokenizer gpt2 or PATH), not a char vocabulary built from text"
+                .into(),
+        ),
         "char" => {
             let mut corpus = load_text(data).map_err(|e| e.to_string())?;
             if let Some(v) = val_data {
@@ -303,19 +310,56 @@ fn resume(
     let tokenizer =
         checkpoint::load_tokenizer(dir, model_cfg.vocab_size).map_err(|e| e.to_string())?;
     let recorded = |role| state.data.iter().find(|d| d.role == role);
-    let data_path = match (&a.data, recorded(DataRole::Train)) {
-        (Some(p), _) => p.clone(),
-        (None, Some(r)) => locate(r, "--data")?,
-        // A checkpoint from before data files were recorded.
-        (None, None) => resolve_data(None)?,
+    let sharded = state.data.iter().any(|d| d.sha256.starts_with("ends:"))
+        || a.data
+            .as_deref()
+            .is_some_and(|d| is_sharded(&d.to_string_lossy()));
+    let (data, data_path) = if sharded {
+        // The files as given, or as recorded (each still where it was).
+        let files = |flag: &str,
+                     given: &Option<PathBuf>,
+                     role|
+         -> Result<Option<Vec<String>>, String> {
+            if let Some(p) = given {
+                return Ok(Some(shard_patterns(&p.to_string_lossy())));
+            }
+            let rec: Vec<&DataSource> = state.data.iter().filter(|d| d.role == role).collect();
+            if rec.is_empty() {
+                return Ok(None);
+            }
+            rec.iter()
+                .map(|r| match r.path.is_file() {
+                    true => Ok(r.path.to_string_lossy().into_owned()),
+                    false => Err(format!(
+                        "this run's shard {} ({} bytes) is gone; pass {flag} with the shards' new place (each is checked against the run's record)",
+                        r.path.display(),
+                        r.bytes
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        };
+        let train = files("--data", &a.data, DataRole::Train)?
+            .ok_or("this run recorded no training shards; pass --data")?;
+        let val = files("--val-data", &a.val_data, DataRole::Val)?;
+        let data = load_sharded(&train, val.as_deref(), &state.data).map_err(|e| e.to_string())?;
+        (data, PathBuf::from(train.join(",")))
+    } else {
+        let data_path = match (&a.data, recorded(DataRole::Train)) {
+            (Some(p), _) => p.clone(),
+            (None, Some(r)) => locate(r, "--data")?,
+            // A checkpoint from before data files were recorded.
+            (None, None) => resolve_data(None)?,
+        };
+        let val_path = match (&a.val_data, recorded(DataRole::Val)) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(r)) => Some(locate(r, "--val-data")?),
+            (None, None) => None,
+        };
+        let data = load_dataset_checked(&data_path, val_path.as_deref(), &tokenizer, &state.data)
+            .map_err(|e| e.to_string())?;
+        (data, data_path)
     };
-    let val_path = match (&a.val_data, recorded(DataRole::Val)) {
-        (Some(p), _) => Some(p.clone()),
-        (None, Some(r)) => Some(locate(r, "--val-data")?),
-        (None, None) => None,
-    };
-    let data = load_dataset_checked(&data_path, val_path.as_deref(), &tokenizer, &state.data)
-        .map_err(|e| e.to_string())?;
     let ignored = ignored_on_resume(a);
     if !ignored.is_empty() && Launch::from_env().map(|l| l.local_rank()).unwrap_or(0) == 0 {
         eprintln!(
@@ -437,7 +481,13 @@ fn start(
             None,
         ),
     };
-    let data = load_dataset(&data_path, val_path, &tokenizer).map_err(|e| e.to_string())?;
+    let data = match a.data.as_deref().map(|d| d.to_string_lossy().into_owned()) {
+        Some(d) if is_sharded(&d) => {
+            let val = val_path.map(|v| shard_patterns(&v.to_string_lossy()));
+            load_sharded(&shard_patterns(&d), val.as_deref(), &[]).map_err(|e| e.to_string())?
+        }
+        _ => load_dataset(&data_path, val_path, &tokenizer).map_err(|e| e.to_string())?,
+    };
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.preset));
     let t = Trainer::new_on(cfg, tokenizer, data, make_engine, &out, init, comm)
         .map_err(|e| e.to_string())?;

@@ -228,6 +228,81 @@ fn zero_1_equals_ddp_and_its_checkpoint_does_not_depend_on_the_ranks() {
 }
 
 #[test]
+fn two_ranks_on_shards_equal_one_rank_with_twice_the_accumulation() {
+    let dir = tmp("shards");
+    let data = corpus(&dir);
+    let out = dir.join("ds");
+    check(
+        Command::new(BIN)
+            .args([
+                "tokenize",
+                "--tokenizer",
+                "gpt2",
+                s(&data),
+                "--out",
+                s(&out),
+            ])
+            .args(["--shard-tokens", "1500"])
+            .output()
+            .unwrap(),
+        "tokenize",
+    );
+    let pattern = format!("{}/ds_train_*.bin", dir.display());
+    let val = dir.join("ds_val_000000.bin");
+    let run = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "train",
+            "--data",
+            &pattern,
+            "--val-data",
+            s(&val),
+            "--tokenizer",
+            "gpt2",
+            "--out",
+            s(out),
+            "--steps",
+            "6",
+            "--n-layer",
+            "1",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "16",
+            "--block-size",
+            "16",
+            "--batch-size",
+            "2",
+            "--eval-interval",
+            "3",
+            "--eval-batches",
+            "2",
+            "--sample-tokens",
+            "0",
+            "--threads",
+            "1",
+            "--dropout",
+            "0.1",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    check(
+        Command::new(BIN)
+            .args(run(&one, &["--grad-accum", "2"]))
+            .output()
+            .unwrap(),
+        "one",
+    );
+    check(mpirun(2).args(run(&two, &[])).output().unwrap(), "two");
+    assert_close(&losses(&one), &losses(&two), 1e-5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn two_ranks_resume_exactly_and_nproc_per_node_starts_them() {
     let dir = tmp("resume");
     let data = corpus(&dir);

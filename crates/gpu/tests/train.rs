@@ -58,6 +58,7 @@ fn dataset(tok: &Tokenizer) -> Dataset {
         train: ids[..n].to_vec(),
         val: ids[n..].to_vec(),
         sources: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -70,6 +70,9 @@ pub struct RunState {
     /// The data files of the run; empty in checkpoints written before they were recorded.
     #[serde(default)]
     pub data: Vec<DataSource>,
+    /// Where the loader of sharded training data stands (absent for data in memory).
+    #[serde(default)]
+    pub shard_loader: Option<crate::shards::ShardLoaderState>,
 }
 
 pub const FORMAT: &str = "ferrogpt-run-v1";

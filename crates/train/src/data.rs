@@ -30,8 +30,10 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
+use crate::shards::ShardSet;
 use crate::tokenizer::Tokenizer;
 use crate::tokfile;
+use std::sync::Arc;
 
 /// Errors of data loading, tokenizers and token files.
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +156,16 @@ fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
 
 /// Token ids for training and validation. Either may be empty only as documented on
 /// [`load_dataset`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Dataset {
     pub train: Vec<u32>, // (N_train,)
     pub val: Vec<u32>,   // (N_val,)
     /// The files the ids came from (empty for data made in memory).
     pub sources: Vec<DataSource>,
+    /// Web-scale data: token shards read through memory maps ([`crate::shards`]) instead of
+    /// `train` / `val` (then empty). See [`load_sharded`].
+    pub train_shards: Option<Arc<ShardSet>>,
+    pub val_shards: Option<Arc<ShardSet>>,
 }
 
 /// What a data file is used for.
@@ -214,6 +220,42 @@ impl DataSource {
     }
 }
 
+impl DataSource {
+    /// The record of a token shard, without reading it whole: its size, and as `sha256` the
+    /// SHA-256 of its size (8 bytes, little-endian), its first MiB and its last MiB. A
+    /// changed shard of web-scale data is caught unless the change spares both ends and the
+    /// size.
+    pub fn of_shard(role: DataRole, path: &Path) -> Result<Self> {
+        use sha2::Digest;
+        use std::io::{Read, Seek, SeekFrom};
+        let read = |source| DataError::Read {
+            path: path.into(),
+            source,
+        };
+        let mut f = std::fs::File::open(path).map_err(read)?;
+        let len = f.metadata().map_err(read)?.len();
+        const END: u64 = 1 << 20;
+        let mut h = sha2::Sha256::new();
+        h.update(len.to_le_bytes());
+        let mut buf = Vec::new();
+        f.by_ref().take(END).read_to_end(&mut buf).map_err(read)?;
+        h.update(&buf);
+        if len > END {
+            buf.clear();
+            f.seek(SeekFrom::Start(len.saturating_sub(END).max(END)))
+                .map_err(read)?;
+            f.read_to_end(&mut buf).map_err(read)?;
+            h.update(&buf);
+        }
+        Ok(DataSource {
+            role,
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.into()),
+            bytes: len,
+            sha256: format!("ends:{}", hex(&h.finalize())),
+        })
+    }
+}
+
 /// SHA-256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -264,6 +306,69 @@ pub fn load_dataset_checked(
         train,
         val,
         sources,
+        ..Dataset::default()
+    })
+}
+
+/// Whether `--data` names token shards rather than one file: a comma-separated list, a glob
+/// (`*`, `?`, `[`), or a directory.
+pub fn is_sharded(spec: &str) -> bool {
+    spec.contains(',') || spec.contains(['*', '?', '[']) || Path::new(spec).is_dir()
+}
+
+/// The patterns of a sharded `--data` (see [`is_sharded`]).
+pub fn shard_patterns(spec: &str) -> Vec<String> {
+    spec.split(',')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Token shards for training (and validation, when given), memory-mapped; each shard is
+/// recorded by its path, size and a sampled hash ([`DataSource::of_shard`]) and checked
+/// against `recorded` (a resumed run's files, in order: the same contents, wherever they
+/// are). Errors: those of [`ShardSet::open`], [`DataError::Changed`], a different number of
+/// shards than recorded.
+pub fn load_sharded(
+    train: &[String],
+    val: Option<&[String]>,
+    recorded: &[DataSource],
+) -> Result<Dataset> {
+    let mut sources = Vec::new();
+    let mut open = |patterns: &[String], role: DataRole| -> Result<Arc<ShardSet>> {
+        let set = ShardSet::open(patterns)?;
+        let before: Vec<&DataSource> = recorded.iter().filter(|r| r.role == role).collect();
+        let now: Vec<DataSource> = set
+            .shards()
+            .iter()
+            .map(|sh| DataSource::of_shard(role, sh.path()))
+            .collect::<Result<_>>()?;
+        if !before.is_empty() {
+            if before.len() != now.len() {
+                return Err(DataError::Mismatch {
+                    context: format!("the {role} shards"),
+                    field: "number of shards".into(),
+                    expected: format!("{} (as the run recorded)", before.len()),
+                    found: now.len().to_string(),
+                });
+            }
+            if let Some((r, n)) = before.iter().zip(&now).find(|(r, n)| r.sha256 != n.sha256) {
+                return Err(DataError::Changed {
+                    found: Box::new(n.clone()),
+                    recorded: Box::new((*r).clone()),
+                });
+            }
+        }
+        sources.extend(now);
+        Ok(Arc::new(set))
+    };
+    let train_shards = open(train, DataRole::Train)?;
+    let val_shards = val.map(|v| open(v, DataRole::Val)).transpose()?;
+    Ok(Dataset {
+        sources,
+        train_shards: Some(train_shards),
+        val_shards,
+        ..Dataset::default()
     })
 }
 

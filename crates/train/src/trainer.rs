@@ -20,6 +20,7 @@ use crate::data::{BatchMode, Batcher, DataSource, Dataset};
 use crate::dist::{Collective, Solo};
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};
 use crate::schedule::learning_rate;
+use crate::shards::ShardLoader;
 use crate::tokenizer::Tokenizer;
 use ferrogpt_model::Gpt;
 use rand::{RngCore, SeedableRng};
@@ -88,6 +89,9 @@ pub struct Trainer {
     pub engine: Box<dyn Engine>,
     pub step: usize,
     batcher: Batcher,
+    /// The windows of sharded training data (llm.c's loader; the shard order shuffled per
+    /// epoch from the run's seed); unused for data in memory.
+    shard_loader: ShardLoader,
     rng: Xoshiro256PlusPlus,
     data: Dataset,
     elapsed_before: f64,
@@ -288,6 +292,9 @@ impl Trainer {
         );
         t.step = r.state.step;
         t.batcher = Batcher::from_state(r.state.batcher);
+        if let Some(st) = r.state.shard_loader {
+            t.shard_loader = ShardLoader::from_state(t.cfg.seed, true, st);
+        }
         t.rng = r.state.rng;
         t.elapsed_before = r.state.elapsed_s;
         t.tokens_seen = r.state.tokens_seen;
@@ -307,6 +314,7 @@ impl Trainer {
         run_id: String,
         comm: Rc<dyn Collective>,
     ) -> Self {
+        let cfg_seed = cfg.seed;
         Trainer {
             cfg,
             model,
@@ -314,6 +322,7 @@ impl Trainer {
             engine,
             step: 0,
             batcher: Batcher::new(BatchMode::Random, 0),
+            shard_loader: ShardLoader::new(cfg_seed, true),
             rng: Xoshiro256PlusPlus::seed_from_u64(0),
             data,
             elapsed_before: 0.0,
@@ -346,7 +355,7 @@ impl Trainer {
 
     /// Whether there is validation data to evaluate on.
     pub fn has_val(&self) -> bool {
-        !self.data.val.is_empty()
+        !self.data.val.is_empty() || self.data.val_shards.is_some()
     }
 
     /// One optimizer step; returns (mean training loss, gradient norm before clipping, lr).
@@ -367,13 +376,31 @@ impl Trainer {
         self.engine.zero_grads()?;
         let mut loss_sum = 0.0f64;
         let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
-        for i in 0..micro {
-            self.batcher
-                .next_batch(&self.data.train, b, t, &mut inputs, &mut targets)
-                .map_err(|e| TrainError::Setup(e.to_string()))?;
-            let seed = self.rng.next_u64();
-            if i % world == rank {
-                loss_sum += self.engine.accumulate(&inputs, &targets, t, scale, seed)?;
+        let data_err = |e: crate::data::DataError| TrainError::Setup(e.to_string());
+        match self.data.train_shards.clone() {
+            None => {
+                for i in 0..micro {
+                    self.batcher
+                        .next_batch(&self.data.train, b, t, &mut inputs, &mut targets)
+                        .map_err(data_err)?;
+                    let seed = self.rng.next_u64();
+                    if i % world == rank {
+                        loss_sum += self.engine.accumulate(&inputs, &targets, t, scale, seed)?;
+                    }
+                }
+            }
+            // The same order from shards: each call covers `world` windows, this rank's is the
+            // `rank`-th; the seeds are drawn for all of them.
+            Some(set) => {
+                for _ in 0..self.cfg.grad_accum {
+                    self.shard_loader
+                        .next_batch(&set, rank, world, b, t, &mut inputs, &mut targets)
+                        .map_err(data_err)?;
+                    let seeds: Vec<u64> = (0..world).map(|_| self.rng.next_u64()).collect();
+                    loss_sum += self
+                        .engine
+                        .accumulate(&inputs, &targets, t, scale, seeds[rank])?;
+                }
             }
         }
         if self.comm.distributed() {
@@ -414,21 +441,23 @@ impl Trainer {
     /// Mean validation loss over `eval_batches` windows, drawn the same way at every
     /// evaluation (a fixed seed), without touching the training state. None without val data.
     pub fn evaluate(&mut self) -> Result<Option<f64>, TrainError> {
-        if self.data.val.is_empty() {
+        if !self.has_val() {
             return Ok(None);
         }
         let (b, t) = (self.cfg.batch_size, self.cfg.seq_len);
         let n = self.cfg.eval_batches.max(1);
         // Draw every batch first (one stream, so the batches do not depend on the engine), then
-        // evaluate them all at once; sum in batch order.
+        // evaluate them all at once; sum in batch order. Shards: the first n windows, as llm.c.
         let mut batcher = Batcher::new(BatchMode::Random, self.cfg.seed ^ 0x5eed_e7a1);
+        let mut loader = ShardLoader::new(self.cfg.seed, false);
         let mut batches = Vec::with_capacity(n);
         for _ in 0..n {
             let (mut x, mut y) = (Vec::new(), Vec::new());
-            if batcher
-                .next_batch(&self.data.val, b, t, &mut x, &mut y)
-                .is_err()
-            {
+            let drawn = match &self.data.val_shards {
+                Some(set) => loader.next_batch(set, 0, 1, b, t, &mut x, &mut y),
+                None => batcher.next_batch(&self.data.val, b, t, &mut x, &mut y),
+            };
+            if drawn.is_err() {
                 return Ok(None);
             }
             batches.push((x, y));
@@ -491,6 +520,11 @@ impl Trainer {
             last_val_loss: self.last_val_loss,
             best_val_loss: self.best_val_loss,
             data: self.data.sources.clone(),
+            shard_loader: self
+                .data
+                .train_shards
+                .is_some()
+                .then(|| self.shard_loader.state()),
         };
         let (dir, model, tokenizer) = (
             self.out_dir.clone(),
@@ -634,24 +668,36 @@ fn dist_err(e: crate::dist::DistError) -> TrainError {
 /// The data of a resumed run against the files its checkpoint recorded: each recorded file
 /// must be there again (by role) with the same SHA-256.
 fn check_sources(recorded: &[DataSource], now: &[DataSource]) -> Result<(), TrainError> {
-    for r in recorded {
-        match now.iter().find(|n| n.role == r.role) {
-            Some(n) if n.sha256 == r.sha256 => {}
-            Some(n) => {
-                let e = crate::data::DataError::Changed {
-                    found: Box::new(n.clone()),
-                    recorded: Box::new(r.clone()),
-                };
-                return Err(TrainError::Setup(e.to_string()));
-            }
-            None => {
-                return Err(TrainError::Setup(format!(
-                    "this run was trained with {} data {} ({} bytes), and none was given",
-                    r.role,
-                    r.path.display(),
-                    r.bytes
-                )))
-            }
+    for role in [crate::data::DataRole::Train, crate::data::DataRole::Val] {
+        let before: Vec<&DataSource> = recorded.iter().filter(|r| r.role == role).collect();
+        let after: Vec<&DataSource> = now.iter().filter(|n| n.role == role).collect();
+        if before.is_empty() {
+            continue;
+        }
+        if after.is_empty() {
+            return Err(TrainError::Setup(format!(
+                "this run was trained with {role} data {} ({} bytes), and none was given",
+                before[0].path.display(),
+                before[0].bytes
+            )));
+        }
+        if let Some((r, n)) = before
+            .iter()
+            .zip(&after)
+            .find(|(r, n)| r.sha256 != n.sha256)
+        {
+            let e = crate::data::DataError::Changed {
+                found: Box::new((*n).clone()),
+                recorded: Box::new((*r).clone()),
+            };
+            return Err(TrainError::Setup(e.to_string()));
+        }
+        if before.len() != after.len() {
+            return Err(TrainError::Setup(format!(
+                "this run was trained on {} {role} files, {} were given",
+                before.len(),
+                after.len()
+            )));
         }
     }
     Ok(())
@@ -660,6 +706,10 @@ fn check_sources(recorded: &[DataSource], now: &[DataSource]) -> Result<(), Trai
 /// The run's data against its model: at least one window of `seq_len` + 1 tokens (the
 /// validation data may be empty), every id within the vocabulary.
 fn check_data(cfg: &TrainConfig, model: &Gpt, data: &Dataset) -> Result<(), TrainError> {
+    if data.train_shards.is_some() {
+        // Shards are not read whole: the loader checks their lengths, the engine every id.
+        return Ok(());
+    }
     crate::data::check_len(&data.train, cfg.seq_len, "the training data")
         .map_err(|e| TrainError::Setup(e.to_string()))?;
     if !data.val.is_empty() {
