@@ -2,61 +2,10 @@
 //! input the issue lists gets one line on stderr, a non-zero exit, no panic, and leaves
 //! existing files untouched.
 
+mod common;
+
+use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferrogpt"))
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(args: &[&str]) -> Out {
-    let o = bin().args(args).output().expect("run ferrogpt");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-/// Fails with exactly one line on stderr that contains `needle`.
-fn fails_with(args: &[&str], needle: &str) {
-    let o = run(args);
-    assert_ne!(o.code, 0, "{args:?} should fail; stderr: {}", o.stderr);
-    assert!(
-        !o.stderr.contains("panicked"),
-        "{args:?} panicked: {}",
-        o.stderr
-    );
-    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{args:?}: expected one line, got: {}",
-        o.stderr
-    );
-    assert!(
-        lines[0].contains(needle),
-        "{args:?}: '{}' lacks '{needle}'",
-        lines[0]
-    );
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrogpt-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 const TINY: &[&str] = &[
     "--n-layer",

@@ -3,69 +3,14 @@
 //! Face's Python libraries, resume from the run directory alone, checksums that name a damaged
 //! file, run directories of earlier versions, and help for every flag.
 
+mod common;
+
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run_in(cwd: Option<&Path>, args: &[&str]) -> Out {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ferrogpt"));
-    c.args(args);
-    if let Some(d) = cwd {
-        c.current_dir(d);
-    }
-    let o = c.output().expect("run ferrogpt");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn run(args: &[&str]) -> Out {
-    run_in(None, args)
-}
-
-fn ok(args: &[&str]) -> Out {
-    let o = run(args);
-    assert_eq!(o.code, 0, "{args:?} failed: {}", o.stderr);
-    o
-}
-
-/// Fails with exactly one line on stderr that contains every needle.
-fn fails_with(args: &[&str], needles: &[&str]) {
-    let o = run(args);
-    assert_ne!(o.code, 0, "{args:?} should fail; stderr: {}", o.stderr);
-    assert!(!o.stderr.contains("panicked"), "{args:?}: {}", o.stderr);
-    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{args:?}: expected one line, got: {}",
-        o.stderr
-    );
-    for n in needles {
-        assert!(lines[0].contains(n), "{args:?}: '{}' lacks '{n}'", lines[0]);
-    }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrogpt-eco-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -182,7 +127,7 @@ fn resume_from_the_run_directory_alone() {
     // A changed file is refused, whatever its name.
     let original = std::fs::read(&data).unwrap();
     std::fs::write(&data, [&original[..], b"more"].concat()).unwrap();
-    fails_with(
+    fails_with_all(
         &strs(&resume(&[], "8")),
         &["train.txt", "not the training data"],
     );
@@ -190,7 +135,7 @@ fn resume_from_the_run_directory_alone() {
     let moved = dir.join("moved.txt");
     std::fs::write(&moved, &original).unwrap();
     std::fs::remove_file(&data).unwrap();
-    fails_with(
+    fails_with_all(
         &strs(&resume(&[], "8")),
         &["train.txt", "is gone", "--data"],
     );
@@ -201,7 +146,7 @@ fn resume_from_the_run_directory_alone() {
         "something else entirely, and long enough to make windows\n".repeat(9),
     )
     .unwrap();
-    fails_with(&strs(&resume(&[], "9")), &["val.txt", "validation"]);
+    fails_with_all(&strs(&resume(&[], "9")), &["val.txt", "validation"]);
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 8);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -244,11 +189,11 @@ fn a_flipped_byte_in_any_checkpoint_file_is_named() {
         let sample = ["sample", "--checkpoint", s(d), "--tokens", "3"];
         let eval = ["eval", "--checkpoint", s(d), "--data", s(&data)];
         if d == &run_dir {
-            fails_with(&resume, &[name, "damaged"]);
+            fails_with_all(&resume, &[name, "damaged"]);
         }
         if !["optimizer.safetensors", "state.json"].contains(&name) {
-            fails_with(&sample, &[name, "damaged"]);
-            fails_with(&eval, &[name, "damaged"]);
+            fails_with_all(&sample, &[name, "damaged"]);
+            fails_with_all(&eval, &[name, "damaged"]);
         } else {
             ok(&sample);
         }
@@ -287,7 +232,7 @@ fn a_save_interrupted_while_moving_files_is_finished_by_resume() {
         run_dir.join("model.safetensors"),
     )
     .unwrap();
-    fails_with(
+    fails_with_all(
         &["sample", "--checkpoint", s(&run_dir), "--tokens", "3"],
         &["model.safetensors", "interrupted", "--resume"],
     );
@@ -453,8 +398,8 @@ fn a_model_directory_without_a_tokenizer_trains_on_token_files() {
         &(0..600).map(|i| (i * 7 % 50) as u16).collect::<Vec<_>>(),
     );
     let text = text_file(&dir, "t.txt");
-    fails_with(&["sample", "--checkpoint", s(&hf)], &["no tokenizer"]);
-    fails_with(
+    fails_with_all(&["sample", "--checkpoint", s(&hf)], &["no tokenizer"]);
+    fails_with_all(
         &["eval", "--checkpoint", s(&hf), "--data", s(&text)],
         &["no tokenizer"],
     );
@@ -479,11 +424,11 @@ fn a_model_directory_without_a_tokenizer_trains_on_token_files() {
     ]);
     assert!(o.stderr.contains("vocab 50"), "{}", o.stderr);
     assert!(!out.join("tokenizer.json").exists());
-    fails_with(&["sample", "--checkpoint", s(&out)], &["no tokenizer"]);
+    fails_with_all(&["sample", "--checkpoint", s(&out)], &["no tokenizer"]);
     ok(&["train", "--resume", s(&out), "--steps", "4"]);
     // Ids beyond its vocabulary are refused, naming the file.
     token_file(&tokens, &[1, 2, 50, 3]);
-    fails_with(
+    fails_with_all(
         &["eval", "--checkpoint", s(&hf), "--data", s(&tokens)],
         &["t.bin", "50"],
     );

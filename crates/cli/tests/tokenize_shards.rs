@@ -3,9 +3,11 @@
 //! each after `<|endoftext|>`), a long text keeps the ids of encoding it whole, the shards
 //! load as a `ShardSet`; bad inputs get one line on stderr, exit 1, and leave no shard.
 
+mod common;
+
+use common::{fails_with, ok, s, tmp};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use ferrogpt_train::shards::ShardSet;
@@ -13,44 +15,6 @@ use ferrogpt_train::tokenizer::Tokenizer;
 use ferrogpt_train::tokfile::read_tokens;
 
 const EOT: &str = "<|endoftext|>";
-
-fn run(args: &[&str]) -> (i32, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ferrogpt"))
-        .args(args)
-        .output()
-        .expect("run ferrogpt");
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    (o.status.code().unwrap_or(-1), stderr)
-}
-
-fn ok(args: &[&str]) {
-    let (code, stderr) = run(args);
-    assert_eq!(code, 0, "{args:?}: {stderr}");
-}
-
-/// Fails with exit status 1 and exactly one line on stderr that contains `needle`.
-fn fails_with(args: &[&str], needle: &str) {
-    let (code, stderr) = run(args);
-    assert_eq!(code, 1, "{args:?} should fail; stderr: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: expected one line, got: {stderr}");
-    assert!(
-        lines[0].contains(needle),
-        "{args:?}: '{}' lacks '{needle}'",
-        lines[0]
-    );
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrogpt-tokshards-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn shakespeare() -> String {
     let gz = std::fs::read(concat!(

@@ -1,0 +1,91 @@
+//! What the binary's test files share: running ferrogpt, one-line failures, scratch folders.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferrogpt");
+
+/// What a run printed and how it ended.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs ferrogpt with `args` in `cwd` (this process's folder when None).
+pub fn run_in(cwd: Option<&Path>, args: &[&str]) -> Out {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    if let Some(d) = cwd {
+        c.current_dir(d);
+    }
+    let o = c.output().expect("run ferrogpt");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Runs ferrogpt with `args`.
+pub fn run(args: &[&str]) -> Out {
+    run_in(None, args)
+}
+
+/// Runs ferrogpt with `args`, which must succeed.
+pub fn ok(args: &[&str]) -> Out {
+    let o = run(args);
+    assert_eq!(o.code, 0, "{args:?} failed: {}", o.stderr);
+    o
+}
+
+/// The run fails (exit status 1, no panic) with exactly one line on stderr holding every
+/// needle.
+pub fn fails_with_all(args: &[&str], needles: &[&str]) {
+    let o = run(args);
+    assert_eq!(
+        o.code, 1,
+        "{args:?} should fail with status 1; stderr: {}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("panicked"),
+        "{args:?} panicked: {}",
+        o.stderr
+    );
+    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: expected one line, got: {}",
+        o.stderr
+    );
+    for n in needles {
+        assert!(lines[0].contains(n), "{args:?}: '{}' lacks '{n}'", lines[0]);
+    }
+}
+
+/// [`fails_with_all`] with one needle.
+pub fn fails_with(args: &[&str], needle: &str) {
+    fails_with_all(args, &[needle]);
+}
+
+/// A fresh scratch folder, named for the test file, `name` and this process.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "ferrogpt-{}-{name}-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A path as &str (the tests make UTF-8 paths).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
