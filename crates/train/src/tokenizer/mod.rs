@@ -479,7 +479,8 @@ impl StreamDecoder {
         let before = decode(&self.ids[self.prefix..self.read]);
         let now = decode(&self.ids[self.prefix..]);
         let grown = now.len() > before.len() && now.is_char_boundary(before.len());
-        if !grown || !(flush || !now.ends_with(char::REPLACEMENT_CHARACTER)) {
+        let held = !flush && now.ends_with(char::REPLACEMENT_CHARACTER);
+        if !grown || held {
             return String::new();
         }
         let new = match now.strip_prefix(before.as_str()) {
