@@ -147,6 +147,10 @@ pub struct TrainArgs {
     seed: Option<u64>,
     #[arg(long, help_heading = "Run", help = by_preset("Tokens to sample at the end (0 = none)", "sample_tokens"))]
     sample_tokens: Option<usize>,
+    /// A multiple-choice eval file in llm.c's format (its HellaSwag file), scored at every
+    /// evaluation [default: none]
+    #[arg(long, help_heading = "Run")]
+    eval_mc: Option<String>,
     /// Print a plain progress line every N steps when not on a terminal
     #[arg(long, default_value_t = 100, help_heading = "Run")]
     log_interval: usize,
@@ -231,6 +235,9 @@ fn build_config(a: &TrainArgs) -> Result<TrainConfig, String> {
     }
     if a.sequential {
         cfg.sequential = true;
+    }
+    if a.eval_mc.is_some() {
+        cfg.eval_mc = a.eval_mc.clone();
     }
     if let Some(m) = a.max_seconds {
         if !(m.is_finite() && m > 0.0) {
@@ -397,7 +404,7 @@ fn ignored_on_resume(a: &TrainArgs) -> Vec<&'static str> {
         eval_interval => "--eval-interval", eval_batches => "--eval-batches", seed => "--seed",
         n_layer => "--n-layer", n_head => "--n-head", n_embd => "--n-embd",
         block_size => "--block-size", vocab_multiple => "--vocab-multiple", out => "--out",
-        sample_tokens => "--sample-tokens", zero => "--zero",
+        sample_tokens => "--sample-tokens", zero => "--zero", eval_mc => "--eval-mc",
     );
     if a.sequential {
         v.push("--sequential");
@@ -661,7 +668,10 @@ fn train_with_progress(
         if m.val_loss.is_some() {
             last_val = m.val_loss;
         }
-        let val = last_val.map_or(String::new(), |v| format!(" val {v:.4}"));
+        let mut val = last_val.map_or(String::new(), |v| format!(" val {v:.4}"));
+        if let Some(acc) = m.mc_acc {
+            val += &format!(" acc {:.2}%", 100.0 * acc);
+        }
         let line = format!(
             "loss {:.4}{val} lr {:.2e} {:.0} tok/s",
             m.train_loss, m.lr, m.tokens_per_sec

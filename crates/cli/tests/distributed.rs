@@ -7,6 +7,7 @@
 mod common;
 
 use common::{s, tmp, BIN};
+use ferrogpt_train::mc_eval::McExample;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -91,13 +92,19 @@ fn flags<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
 
 /// (train_loss, val_loss) of each step of a run's metrics.jsonl.
 fn losses(run: &Path) -> Vec<(f64, Option<f64>)> {
+    metric(run, "train_loss")
+        .into_iter()
+        .zip(metric(run, "val_loss"))
+        .map(|(t, v)| (t.unwrap(), v))
+        .collect()
+}
+
+/// One field of each step of a run's metrics.jsonl.
+fn metric(run: &Path, field: &str) -> Vec<Option<f64>> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["train_loss"].as_f64().unwrap(), v["val_loss"].as_f64())
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[field].as_f64())
         .collect()
 }
 
@@ -123,7 +130,19 @@ fn assert_close(a: &[(f64, Option<f64>)], b: &[(f64, Option<f64>)], tol: f64) {
 fn two_ranks_equal_one_rank_with_twice_the_accumulation() {
     let dir = tmp("equiv");
     let data = corpus(&dir);
-    for mode in [&[][..], &["--sequential"][..]] {
+    // A multiple-choice eval file too: its accuracy is split across the ranks and summed.
+    let mc = dir.join("mc.bin");
+    let examples: Vec<McExample> = (0..10u32)
+        .map(|i| McExample {
+            label: (i % 4) as usize,
+            context: vec![i % 20, (i * 7) % 20, 3],
+            completions: (0..4)
+                .map(|c| vec![(i + c) % 20, (i * c + 1) % 20])
+                .collect(),
+        })
+        .collect();
+    ferrogpt_train::mc_eval::write(&mc, &examples).unwrap();
+    for mode in [&["--eval-mc", s(&mc)][..], &["--sequential"][..]] {
         let (one, two) = (dir.join("one"), dir.join("two"));
         let _ = std::fs::remove_dir_all(&one);
         let _ = std::fs::remove_dir_all(&two);
@@ -141,6 +160,18 @@ fn two_ranks_equal_one_rank_with_twice_the_accumulation() {
         assert!(err.contains("2 ranks"), "{err}");
         // The fp32 sums differ only in order.
         assert_close(&losses(&one), &losses(&two), 1e-5);
+        if mode[0] == "--eval-mc" {
+            let acc = metric(&two, "mc_acc");
+            assert!(acc[3].is_some_and(|a| (0.0..=1.0).contains(&a)), "{acc:?}");
+            // The same examples scored, by weights equal up to the order of sums: at most one
+            // near-tie of the 10 examples may fall the other way.
+            for (a, b) in metric(&one, "mc_acc").iter().zip(&acc) {
+                assert!(
+                    (a.unwrap_or(-1.0) - b.unwrap_or(-1.0)).abs() <= 0.1,
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
         // Rank 0 alone wrote: one line per step, one checkpoint.
         assert_eq!(losses(&two).len(), 8);
         let state: serde_json::Value =

@@ -77,6 +77,10 @@ pub struct TrainConfig {
     /// the parameters all-gathered).
     #[serde(default)]
     pub zero: u8,
+    /// A multiple-choice eval file in llm.c's format (its HellaSwag file), scored at every
+    /// evaluation; None: no such evaluation.
+    #[serde(default)]
+    pub eval_mc: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -131,6 +135,7 @@ pub fn preset(name: &str) -> Option<TrainConfig> {
         seed: 1337,
         sample_tokens: 200,
         zero: 0,
+        eval_mc: None,
     };
     match name {
         "shakespeare-cpu" => Some(cpu),

@@ -487,6 +487,36 @@ impl Engine for CpuEngine {
         Ok(())
     }
 
+    /// The forward pass over every position on the first shard's tape, then each position's
+    /// log-softmax over the real vocabulary in f64.
+    fn token_losses(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        t: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        let b = self.check_batch(inputs, Some(targets), t)?;
+        let (v, vp) = (
+            self.model.config.vocab_size,
+            self.model.config.padded_vocab_size,
+        );
+        let tape = &mut self.shards[0].tape;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0); // unused: no dropout forward only
+        tape.reset(false);
+        let logits = self
+            .model
+            .forward(tape, &self.params, inputs, t, false, &mut rng); // (B·T, Vp)
+        let all = tape.value(logits);
+        Ok((0..b * t)
+            .map(|i| {
+                let row = &all[i * vp..i * vp + v];
+                let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+                let lse = mx + row.iter().map(|&x| (x as f64 - mx).exp()).sum::<f64>().ln();
+                (lse - row[targets[i] as usize] as f64) as f32
+            })
+            .collect())
+    }
+
     fn params(&self) -> Result<Vec<f32>, EngineError> {
         Ok(self.params.clone())
     }

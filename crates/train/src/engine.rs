@@ -118,6 +118,22 @@ pub trait Engine {
         t: usize,
     ) -> Result<Vec<f64>, EngineError>;
 
+    /// The cross-entropy of every position of a (B, T) batch: `-log p(targets[i] | inputs up
+    /// to i)`, B·T values, without dropout or gradients (multiple-choice evaluation). An engine
+    /// that cannot answers with an error.
+    fn token_losses(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        t: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        let _ = (inputs, targets, t);
+        Err(EngineError(format!(
+            "{} cannot score tokens one by one yet (multiple-choice evaluation)",
+            self.describe()
+        )))
+    }
+
     /// Logits of the last position of each of the B rows of `tokens` (B·T ids), as
     /// B × vocab_size (not padded) f32 values. Used by sampling.
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError>;

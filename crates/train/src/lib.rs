@@ -10,6 +10,7 @@
 //!   optimizer state, forward, backward, update), and sampling on an engine.
 //! * [`cpu_engine`]: [`CpuEngine`], the engine on the host: the tape, data parallel over threads.
 //! * [`trainer`]: the training loop, metrics, evaluation, on any engine.
+//! * [`mc_eval`]: multiple-choice evaluation (llm.c's HellaSwag file).
 //! * [`dist`]: data-parallel training across ranks: the collectives (MPI behind the `mpi`
 //!   feature).
 //!
@@ -22,6 +23,7 @@ pub mod cpu_engine;
 pub mod data;
 pub mod dist;
 pub mod engine;
+pub mod mc_eval;
 pub mod optim;
 pub mod schedule;
 pub mod shards;

@@ -19,6 +19,7 @@ use crate::config::TrainConfig;
 use crate::data::{BatchMode, Batcher, DataSource, Dataset};
 use crate::dist::{Collective, Solo};
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};
+use crate::mc_eval::McExample;
 use crate::schedule::learning_rate;
 use crate::shards::ShardLoader;
 use crate::tokenizer::Tokenizer;
@@ -60,6 +61,9 @@ pub struct StepMetrics {
     pub tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+    /// Accuracy on the multiple-choice eval file (`eval_mc`), on evaluation steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mc_acc: Option<f64>,
 }
 
 /// Starting weights for a new run (`--init`).
@@ -109,6 +113,8 @@ pub struct Trainer {
     pub last_phases: StepPhases,
     /// The ranks of a data-parallel run ([`Solo`] for one); only rank 0 writes files.
     comm: Rc<dyn Collective>,
+    /// The examples of the multiple-choice evaluation (`cfg.eval_mc`), if any.
+    mc: Option<Vec<McExample>>,
 }
 
 /// Wall time of the parts of one optimizer step, in seconds, measured on the host around the
@@ -205,6 +211,7 @@ impl Trainer {
             )));
         }
         check_data(&cfg, &model, &data)?;
+        let mc = read_mc(&cfg, &model)?;
         let engine = make_engine(EngineInit {
             model: &model,
             params,
@@ -232,6 +239,7 @@ impl Trainer {
         comm.all_reduce_sum_f64(&mut t0).map_err(dist_err)?;
         let run_id = format!("{:016x}", cfg.seed ^ (t0[0] as u64));
         let mut t = Self::assemble(cfg, model, tokenizer, engine, data, out_dir, run_id, comm);
+        t.mc = mc;
         t.batcher = Batcher::new(mode, t.cfg.seed.wrapping_add(1));
         t.rng = Xoshiro256PlusPlus::seed_from_u64(t.cfg.seed.wrapping_add(2));
         Ok(t)
@@ -300,6 +308,7 @@ impl Trainer {
         t.tokens_seen = r.state.tokens_seen;
         t.last_val_loss = r.state.last_val_loss;
         t.best_val_loss = r.state.best_val_loss;
+        t.mc = read_mc(&t.cfg, &t.model)?;
         Ok(t)
     }
 
@@ -335,7 +344,24 @@ impl Trainer {
             writer: None,
             last_phases: StepPhases::default(),
             comm,
+            mc: None,
         }
+    }
+
+    /// Accuracy on the multiple-choice examples, split across the ranks (rank r scores those
+    /// with index ≡ r mod ranks); None without them.
+    pub fn evaluate_mc(&mut self) -> Result<Option<f64>, TrainError> {
+        let Some(examples) = &self.mc else {
+            return Ok(None);
+        };
+        let (rank, world) = (self.comm.rank(), self.comm.world());
+        let mine: Vec<McExample> = examples.iter().skip(rank).step_by(world).cloned().collect();
+        let (right, n) = crate::mc_eval::score(self.engine.as_mut(), &mine)?;
+        let mut counts = [right as f64, n as f64];
+        self.comm
+            .all_reduce_sum_f64(&mut counts)
+            .map_err(dist_err)?;
+        Ok((counts[1] > 0.0).then(|| counts[0] / counts[1]))
     }
 
     /// This process's rank and the number of ranks (0 and 1 without data parallelism).
@@ -619,6 +645,7 @@ impl Trainer {
             let eval_now = last
                 || (self.cfg.eval_interval > 0 && self.step.is_multiple_of(self.cfg.eval_interval));
             let val_loss = if eval_now { self.evaluate()? } else { None };
+            let mc_acc = if eval_now { self.evaluate_mc()? } else { None };
             if let Some(v) = val_loss {
                 self.last_val_loss = val_loss;
                 if self.best_val_loss.is_none_or(|b| v < b) {
@@ -635,6 +662,7 @@ impl Trainer {
                 elapsed_s: self.elapsed_before + start.elapsed().as_secs_f64(),
                 tokens: self.tokens_seen,
                 val_loss,
+                mc_acc,
             };
             if let Some(f) = metrics.as_mut() {
                 writeln!(f, "{}", serde_json::to_string(&m).expect("plain values")).map_err(io)?;
@@ -659,6 +687,32 @@ impl Trainer {
 /// The ranks to shard the optimizer state over: `comm` under ZeRO-1 with several ranks.
 fn zero_over(cfg: &TrainConfig, comm: &Rc<dyn Collective>) -> Option<Rc<dyn Collective>> {
     (cfg.zero == 1 && comm.world() > 1).then(|| comm.clone())
+}
+
+/// Reads `cfg.eval_mc`, checked against the model: every row within the block size, every id
+/// within the vocabulary.
+fn read_mc(cfg: &TrainConfig, model: &Gpt) -> Result<Option<Vec<McExample>>, TrainError> {
+    let Some(path) = &cfg.eval_mc else {
+        return Ok(None);
+    };
+    let examples =
+        crate::mc_eval::read(Path::new(path)).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let (block, vocab) = (model.config.block_size, model.config.vocab_size);
+    for (i, e) in examples.iter().enumerate() {
+        if e.longest_row() > block + 1 {
+            return Err(TrainError::Setup(format!(
+                "{path}: example {i} needs {} tokens, more than the model's block size {block} + 1",
+                e.longest_row()
+            )));
+        }
+        let ids = e.context.iter().chain(e.completions.iter().flatten());
+        if let Some(id) = ids.copied().find(|&id| id as usize >= vocab) {
+            return Err(TrainError::Setup(format!(
+                "{path}: example {i} holds token id {id}, beyond the model's vocabulary of {vocab}"
+            )));
+        }
+    }
+    Ok(Some(examples))
 }
 
 fn dist_err(e: crate::dist::DistError) -> TrainError {
