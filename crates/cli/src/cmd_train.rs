@@ -14,7 +14,7 @@ use ferrogpt_train::data::{
     is_sharded, load_dataset, load_dataset_checked, load_sharded, load_text, shard_patterns,
     DataRole, DataSource,
 };
-use ferrogpt_train::dist::{Collective, Launch};
+use ferrogpt_train::dist::{Collective, Launch, Watchdog};
 use ferrogpt_train::tokenizer::{hf, Tokenizer};
 use ferrogpt_train::trainer::{InitWeights, Outcome, StepMetrics, Trainer};
 use ferrogpt_train::{EngineError, EngineFactory};
@@ -147,6 +147,10 @@ pub struct TrainArgs {
     seed: Option<u64>,
     #[arg(long, help_heading = "Run", help = by_preset("Tokens to sample at the end (0 = none)", "sample_tokens"))]
     sample_tokens: Option<usize>,
+    /// Seconds a data-parallel rank waits for the others in a step's collective before it
+    /// gives up with one line (a rank died or hangs)
+    #[arg(long, default_value_t = 60.0, help_heading = "Run")]
+    dist_timeout: f64,
     /// A multiple-choice eval file in llm.c's format (its HellaSwag file), scored at every
     /// evaluation [default: none]
     #[arg(long, help_heading = "Run")]
@@ -583,13 +587,28 @@ pub fn run(mut a: TrainArgs) -> Result<(), String> {
 }
 
 fn train(a: TrainArgs, comm: Box<dyn Collective>) -> Result<(), String> {
+    if !(a.dist_timeout.is_finite() && a.dist_timeout > 0.0) {
+        return Err(format!(
+            "--dist-timeout must be positive, got {}",
+            a.dist_timeout
+        ));
+    }
     let level = a.compute.setup()?;
     let make_engine = engine_factory(level, &a.device)?;
     let mut trainer = match &a.resume {
         Some(dir) => resume(&a, dir, &*make_engine, comm)?,
         None => start(&a, &*make_engine, comm)?,
     };
-    let lead = trainer.rank_and_world().0 == 0;
+    let (rank, _) = trainer.rank_and_world();
+    let lead = rank == 0;
+    let timeout = std::time::Duration::from_secs_f64(a.dist_timeout);
+    trainer.watch_collectives(Watchdog::new(timeout, move |what| {
+        eprintln!(
+            "ferrogpt: error: rank {rank}: no answer from the other ranks for {} s while {what} (did a rank die?); stopping",
+            timeout.as_secs_f64()
+        );
+        std::process::exit(1);
+    }));
     if !trainer.has_val() && lead {
         eprintln!("note: no validation data (a token file is used whole for training; pass --val-data to evaluate)");
     }

@@ -433,3 +433,56 @@ fn a_killed_rank_ends_the_run() {
         .success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_hung_rank_makes_the_others_stop_within_the_timeout() {
+    let dir = tmp("hang");
+    let data = corpus(&dir);
+    let out = dir.join("run");
+    let mut args = flags(&data, &out, &["--dist-timeout", "3"]);
+    args[6] = "100000"; // --steps: runs until stopped
+    let job = mpirun(2)
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out.join("metrics.jsonl").is_file() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ranks = || -> Vec<String> {
+        let ps = Command::new("pgrep")
+            .args(["-P", &job.id().to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&ps.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let mut pids = ranks();
+    while pids.len() < 2 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+        pids = ranks();
+    }
+    assert_eq!(pids.len(), 2, "expected two ranks under mpirun: {pids:?}");
+    // Rank 1 stops answering (it is alive, so MPI sees nothing wrong).
+    Command::new("kill")
+        .args(["-STOP", &pids[1]])
+        .status()
+        .unwrap();
+    let stopped = Instant::now();
+    let o = job.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(60),
+        "the job took {:?} to end",
+        stopped.elapsed()
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no answer from the other ranks for 3 s"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -17,7 +17,7 @@
 use crate::checkpoint::{self, CheckpointError, RunState, Tensors};
 use crate::config::TrainConfig;
 use crate::data::{BatchMode, Batcher, DataSource, Dataset};
-use crate::dist::{Collective, Solo};
+use crate::dist::{Collective, Solo, Watchdog};
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};
 use crate::mc_eval::McExample;
 use crate::schedule::learning_rate;
@@ -115,6 +115,8 @@ pub struct Trainer {
     comm: Rc<dyn Collective>,
     /// The examples of the multiple-choice evaluation (`cfg.eval_mc`), if any.
     mc: Option<Vec<McExample>>,
+    /// Watches the step's collectives (data-parallel runs; see [`Trainer::watch_collectives`]).
+    watchdog: Option<Watchdog>,
 }
 
 /// Wall time of the parts of one optimizer step, in seconds, measured on the host around the
@@ -345,7 +347,19 @@ impl Trainer {
             last_phases: StepPhases::default(),
             comm,
             mc: None,
+            watchdog: None,
         }
+    }
+
+    /// Watches every collective of the steps from now on with `watchdog` (which ends the rank
+    /// when the others do not answer in time).
+    pub fn watch_collectives(&mut self, watchdog: Watchdog) {
+        self.watchdog = Some(watchdog);
+    }
+
+    /// Marks a wait in a collective for the watchdog, if there is one.
+    fn waiting(&self, what: &'static str) -> Option<crate::dist::WatchGuard<'_>> {
+        self.watchdog.as_ref().map(|w| w.guard(what))
     }
 
     /// Accuracy on the multiple-choice examples, split across the ranks (rank r scores those
@@ -430,10 +444,12 @@ impl Trainer {
             }
         }
         if self.comm.distributed() {
+            let watch = self.watchdog.as_ref().map(|w| w.guard("summing gradients"));
             self.engine.all_reduce_grads(self.comm.as_ref())?;
             let mut l = [loss_sum];
             self.comm.all_reduce_sum_f64(&mut l).map_err(dist_err)?;
             loss_sum = l[0];
+            drop(watch);
         }
         let loss = (loss_sum / micro as f64) as f32;
         if !loss.is_finite() {
@@ -492,6 +508,7 @@ impl Trainer {
         let (rank, world) = (self.comm.rank(), self.comm.world());
         let mine: Vec<_> = batches.into_iter().skip(rank).step_by(world).collect();
         let mut sum = [self.engine.losses(&mine, t)?.iter().sum::<f64>()];
+        let _watch = self.waiting("summing validation losses");
         self.comm.all_reduce_sum_f64(&mut sum).map_err(dist_err)?;
         Ok(Some(sum[0] / n as f64))
     }
@@ -526,7 +543,9 @@ impl Trainer {
     /// is still written atomically (temp name + rename).
     pub fn save_in_background(&mut self, elapsed_s: f64) -> Result<(), TrainError> {
         // Every rank takes part in gathering a sharded optimizer state; rank 0 writes.
+        let watch = self.waiting("gathering the optimizer state");
         let (m, v, opt_t) = self.engine.optimizer_state()?;
+        drop(watch);
         if self.comm.rank() != 0 {
             self.best_pending = false;
             return Ok(());

@@ -227,3 +227,105 @@ impl Launch {
         }
     }
 }
+
+/// Ends a rank that waits too long in a collective: when the other ranks do not answer
+/// within the timeout (one died, or hangs), [`Watchdog`]'s thread runs its action (the CLI's:
+/// one line on stderr and exit status 1) instead of letting the rank wait forever.
+pub struct Watchdog {
+    state: std::sync::Arc<WatchState>,
+}
+
+struct WatchState {
+    /// Since when this rank waits, and in what; None outside collectives.
+    waiting: std::sync::Mutex<Option<(std::time::Instant, &'static str)>>,
+    timeout: std::time::Duration,
+}
+
+/// A collective in progress; dropping it ends the wait.
+pub struct WatchGuard<'a> {
+    state: &'a WatchState,
+}
+
+impl Watchdog {
+    /// Watches with `timeout`; `on_timeout(what)` runs (once) on the watchdog's thread when a
+    /// guard has lived longer than that.
+    pub fn new(
+        timeout: std::time::Duration,
+        on_timeout: impl FnOnce(&'static str) + Send + 'static,
+    ) -> Watchdog {
+        let state = std::sync::Arc::new(WatchState {
+            waiting: std::sync::Mutex::new(None),
+            timeout,
+        });
+        let weak = std::sync::Arc::downgrade(&state);
+        let tick = (timeout / 10).clamp(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_secs(1),
+        );
+        std::thread::spawn(move || {
+            // Ends with the watchdog (its state gone).
+            while let Some(state) = weak.upgrade() {
+                let late = state
+                    .waiting
+                    .lock()
+                    .ok()
+                    .and_then(|w| *w)
+                    .filter(|(since, _)| since.elapsed() > state.timeout);
+                if let Some((_, what)) = late {
+                    on_timeout(what);
+                    return;
+                }
+                drop(state);
+                std::thread::sleep(tick);
+            }
+        });
+        Watchdog { state }
+    }
+
+    /// Marks a wait in a collective (`what`, e.g. "summing gradients") until the guard drops.
+    pub fn guard(&self, what: &'static str) -> WatchGuard<'_> {
+        if let Ok(mut w) = self.state.waiting.lock() {
+            *w = Some((std::time::Instant::now(), what));
+        }
+        WatchGuard { state: &self.state }
+    }
+
+    /// The timeout.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.state.timeout
+    }
+}
+
+impl Drop for WatchGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.state.waiting.lock() {
+            *w = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn the_watchdog_acts_on_a_long_wait_only() {
+        let (tx, rx) = mpsc::channel();
+        let dog = Watchdog::new(Duration::from_millis(200), move |what| {
+            let _ = tx.send(what);
+        });
+        for _ in 0..5 {
+            let _g = dog.guard("summing gradients");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(rx.try_recv().is_err(), "short waits must pass");
+        let _g = dog.guard("agreeing to stop");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            "agreeing to stop"
+        );
+    }
+}
