@@ -20,6 +20,7 @@ use ferrogpt_train::trainer::{InitWeights, Outcome, StepMetrics, Trainer};
 use ferrogpt_train::{EngineError, EngineFactory};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -311,8 +312,14 @@ fn resume(
     a: &TrainArgs,
     dir: &Path,
     make_engine: &EngineFactory,
-    comm: Box<dyn Collective>,
+    comm: Rc<dyn Collective>,
 ) -> Result<Trainer, String> {
+    // Rank 0 alone finishes a save interrupted while moving its files; the others wait.
+    if comm.rank() == 0 {
+        checkpoint::finish_pending(dir).map_err(|e| e.to_string())?;
+    }
+    comm.all_reduce_sum_f64(&mut [0.0])
+        .map_err(|e| e.to_string())?;
     let state = checkpoint::read_state(dir).map_err(|e| e.to_string())?;
     checkpoint::verify(dir, &["config.json", hf::FILES[0], hf::FILES[1]])
         .map_err(|e| e.to_string())?;
@@ -420,7 +427,7 @@ fn ignored_on_resume(a: &TrainArgs) -> Vec<&'static str> {
 fn start(
     a: &TrainArgs,
     make_engine: &EngineFactory,
-    comm: Box<dyn Collective>,
+    comm: Rc<dyn Collective>,
 ) -> Result<Trainer, String> {
     let mut cfg = build_config(a)?;
     let data_path = resolve_data(a.data.as_deref())?;
@@ -562,7 +569,7 @@ fn rank_prefix() -> String {
 }
 
 pub fn run(mut a: TrainArgs) -> Result<(), String> {
-    let launch = Launch::from_env().map_err(|e| e.to_string())?;
+    let mut launch = Launch::from_env().map_err(|e| e.to_string())?;
     let (device, _) = a.device.parse()?;
     if let Some(n) = a.nproc_per_node {
         if launch != Launch::Single {
@@ -570,23 +577,40 @@ pub fn run(mut a: TrainArgs) -> Result<(), String> {
         }
         return match device {
             Device::Cpu => crate::launch::local_ranks(n, a.compute.threads),
+            Device::Cuda(_) if a.device.device != "cuda" => Err(format!(
+                "--nproc-per-node with --device {}: give --device cuda (rank i takes GPU i)",
+                a.device.device
+            )),
             Device::Cuda(_) => crate::launch::local_gpu_ranks(n),
         };
+    }
+    // torchrun's variables for one rank on the CPU: nothing to connect.
+    if matches!(&launch, Launch::Env(e) if e.world == 1) && device == Device::Cpu {
+        launch = Launch::Single;
     }
     // Each rank of a node takes its own GPU: `--device cuda` means cuda:LOCAL_RANK.
     if device == Device::Cuda(0) && a.device.device == "cuda" {
         a.device.device = format!("cuda:{}", launch.local_rank());
     }
-    let comm: Box<dyn Collective> = match (&launch, a.device.parse()?.0) {
-        (Launch::Env(ranks), Device::Cuda(ordinal)) => Box::new(
+    let comm: Rc<dyn Collective> = match (&launch, a.device.parse()?.0) {
+        (Launch::Env(ranks), Device::Cuda(ordinal)) => Rc::new(
             ferrogpt_gpu::nccl::NcclHost::connect(ranks, ordinal).map_err(|e| e.to_string())?,
         ),
         _ => launch.connect().map_err(|e| e.to_string())?,
     };
-    train(a, comm).map_err(|e| format!("{}{e}", rank_prefix()))
+    match train(a, comm.clone()) {
+        Ok(()) => Ok(()),
+        // A rank that fails must not wait for the others in MPI's shutdown (they may be in a
+        // collective it will never join): it says why and ends the run everywhere.
+        Err(e) if comm.distributed() => {
+            eprintln!("ferrogpt: error: {}{e}", rank_prefix());
+            comm.abort(1)
+        }
+        Err(e) => Err(e),
+    }
 }
 
-fn train(a: TrainArgs, comm: Box<dyn Collective>) -> Result<(), String> {
+fn train(a: TrainArgs, comm: Rc<dyn Collective>) -> Result<(), String> {
     if !(a.dist_timeout.is_finite() && a.dist_timeout > 0.0) {
         return Err(format!(
             "--dist-timeout must be positive, got {}",

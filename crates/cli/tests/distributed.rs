@@ -374,9 +374,9 @@ fn a_killed_rank_ends_the_run() {
     let mut args = flags(&data, &out, &[]);
     args[6] = "100000"; // --steps: runs until killed
     let mut job = mpirun(2).args(&args).spawn().unwrap();
-    // Wait for training to be under way, then kill -9 one rank (a child of mpirun).
+    // Wait for the first checkpoint, then kill -9 one rank (a child of mpirun).
     let start = Instant::now();
-    while !out.join("metrics.jsonl").is_file() && start.elapsed() < Duration::from_secs(60) {
+    while !out.join("state.json").is_file() && start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let ranks = || -> Vec<String> {
@@ -413,19 +413,19 @@ fn a_killed_rank_ends_the_run() {
     }
     // The last checkpoint is whole: resuming finishes a save the kill interrupted (nothing to
     // do otherwise), and the weights then sample.
-    assert!(Command::new(BIN)
-        .args([
-            "train",
-            "--resume",
-            s(&out),
-            "--steps",
-            "1",
-            "--threads",
-            "1"
-        ])
-        .status()
-        .unwrap()
-        .success());
+    let resume = [
+        "train",
+        "--resume",
+        s(&out),
+        "--steps",
+        "1",
+        "--threads",
+        "1",
+    ];
+    check(
+        Command::new(BIN).args(resume).output().unwrap(),
+        "resume after the kill",
+    );
     assert!(Command::new(BIN)
         .args(["sample", "--checkpoint", s(&out), "--tokens", "5"])
         .status()
@@ -484,5 +484,114 @@ fn a_hung_rank_makes_the_others_stop_within_the_timeout() {
         err.contains("no answer from the other ranks for 3 s"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs `cmd` to its end, at most `limit`: its output, or a panic naming the hang.
+fn finishes_within(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}: ranks wait for each other");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_error_on_one_rank_ends_every_rank() {
+    let dir = tmp("error");
+    let data = corpus(&dir);
+    // Rank 0 cannot create the run directory; rank 1 goes on to its first collective.
+    let file = dir.join("afile");
+    std::fs::write(&file, "x").unwrap();
+    let out = file.join("run");
+    let mut job = mpirun(2);
+    job.args(flags(&data, &out, &[]));
+    let o = finishes_within(job, Duration::from_secs(60));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("ferrogpt: error:") && err.contains("afile"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resuming_on_another_number_of_ranks_keeps_the_step() {
+    let dir = tmp("reworld");
+    let data = corpus(&dir);
+    let constant = ["--lr-schedule", "constant"];
+    let (whole, split) = (dir.join("whole"), dir.join("split"));
+    check(
+        mpirun(2)
+            .args(flags(&data, &whole, &constant))
+            .output()
+            .unwrap(),
+        "whole",
+    );
+    let mut first = flags(&data, &split, &constant);
+    first[6] = "4"; // --steps 4
+    check(mpirun(2).args(&first).output().unwrap(), "first half");
+    // Three ranks cannot split a step of two micro-batches: refused in one line.
+    let resume = [
+        "train",
+        "--resume",
+        s(&split),
+        "--steps",
+        "8",
+        "--threads",
+        "1",
+    ];
+    let o = mpirun(3).args(resume).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("do not divide"));
+    // One rank takes both micro-batches of each step: the same losses.
+    check(
+        Command::new(BIN).args(resume).output().unwrap(),
+        "resume on one rank",
+    );
+    assert_close(&losses(&whole), &losses(&split), 1e-5);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(split.join("state.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            state["world"].as_u64(),
+            state["config"]["grad_accum"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    // An interrupted save, finished by rank 0 of a 2-rank resume while rank 1 waits.
+    let pending = split.join(".pending");
+    std::fs::create_dir(&pending).unwrap();
+    for f in ["model.safetensors", "state.json", "checksums.sha256"] {
+        std::fs::copy(split.join(f), pending.join(f)).unwrap();
+    }
+    let o = finishes_within(
+        {
+            let mut c = mpirun(2);
+            c.args([
+                "train",
+                "--resume",
+                s(&split),
+                "--steps",
+                "8",
+                "--threads",
+                "1",
+            ]);
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!pending.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

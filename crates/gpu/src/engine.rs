@@ -19,12 +19,13 @@ fn err(e: CudaError) -> EngineError {
 
 /// A [`GpuModel`] behind the `Engine` trait.
 pub struct GpuEngine {
+    /// The communicator that sums the gradients of a data-parallel run, made on the first sum.
+    /// First: it goes before the model (and the GPU context the model holds).
+    nccl: Option<Nccl>,
     model: GpuModel,
     ordinal: usize,
     /// Gradient scale for the next update (the clip factor).
     gscale: f32,
-    /// The communicator that sums the gradients of a data-parallel run, made on the first sum.
-    nccl: Option<Nccl>,
 }
 
 impl GpuEngine {
@@ -153,7 +154,10 @@ impl Engine for GpuEngine {
             self.nccl = Some(nccl);
         }
         let nccl = self.nccl.as_ref().expect("made above");
-        self.model.all_reduce_grads(nccl).map_err(err)
+        self.model.all_reduce_grads(nccl).map_err(err)?;
+        // Done before the trainer's own collectives (another communicator, another stream):
+        // two communicators' work in flight at once may deadlock across ranks.
+        self.model.synchronize().map_err(err)
     }
 
     fn params(&self) -> Result<Vec<f32>, EngineError> {

@@ -123,8 +123,10 @@ impl Nccl {
 
 impl Drop for Nccl {
     fn drop(&mut self) {
-        // SAFETY: the communicator was made by comm_init_rank and is destroyed once.
-        let _ = unsafe { nr::comm_destroy(self.comm) };
+        // Abort, not destroy: destroying waits for work in flight, which a dead peer never
+        // finishes; at the end of a run there is none, and both free the communicator.
+        // SAFETY: the communicator was made by comm_init_rank and is freed once.
+        let _ = unsafe { nr::comm_abort(self.comm) };
     }
 }
 
@@ -287,6 +289,12 @@ impl NcclHost {
 impl Collective for NcclHost {
     fn rank(&self) -> usize {
         self.nccl.rank
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        // SAFETY: the communicator stays valid; the process ends right after.
+        let _ = unsafe { nr::comm_abort(self.nccl.comm) };
+        std::process::exit(code)
     }
 
     fn world(&self) -> usize {

@@ -73,6 +73,13 @@ pub struct RunState {
     /// Where the loader of sharded training data stands (absent for data in memory).
     #[serde(default)]
     pub shard_loader: Option<crate::shards::ShardLoaderState>,
+    /// Ranks of the run (data parallel); 1 in checkpoints written before it was recorded.
+    #[serde(default = "one")]
+    pub world: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub const FORMAT: &str = "ferrogpt-run-v1";
@@ -394,7 +401,6 @@ pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, Checkp
 
 /// The run's `state.json`, checked against checksums.sha256.
 pub fn read_state(dir: &Path) -> Result<RunState, CheckpointError> {
-    finish_pending(dir)?;
     let st = dir.join("state.json");
     if !st.is_file() {
         return Err(err(dir, "not a resumable checkpoint (no state.json)"));

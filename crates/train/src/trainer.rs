@@ -163,7 +163,7 @@ impl Trainer {
             make_engine,
             out_dir,
             init,
-            Box::new(Solo),
+            Rc::new(Solo),
         )
     }
 
@@ -177,9 +177,8 @@ impl Trainer {
         make_engine: &EngineFactory,
         out_dir: &Path,
         init: Option<InitWeights>,
-        comm: Box<dyn Collective>,
+        comm: Rc<dyn Collective>,
     ) -> Result<Self, TrainError> {
-        let comm: Rc<dyn Collective> = Rc::from(comm);
         cfg.validate().map_err(TrainError::Setup)?;
         let vocab = init
             .as_ref()
@@ -257,7 +256,7 @@ impl Trainer {
         make_engine: &EngineFactory,
         steps: Option<usize>,
     ) -> Result<Self, TrainError> {
-        Self::resume_on(dir, data, make_engine, steps, Box::new(Solo))
+        Self::resume_on(dir, data, make_engine, steps, Rc::new(Solo))
     }
 
     /// [`Trainer::resume`] for one rank of a data-parallel run over `comm`; every rank reads
@@ -268,12 +267,30 @@ impl Trainer {
         data: Dataset,
         make_engine: &EngineFactory,
         steps: Option<usize>,
-        comm: Box<dyn Collective>,
+        comm: Rc<dyn Collective>,
     ) -> Result<Self, TrainError> {
-        let comm: Rc<dyn Collective> = Rc::from(comm);
+        // Rank 0 alone finishes a save that was interrupted while moving its files; the
+        // others wait for it before they read.
+        if comm.rank() == 0 {
+            checkpoint::finish_pending(dir)?;
+        }
+        comm.all_reduce_sum_f64(&mut [0.0]).map_err(dist_err)?;
         let r = checkpoint::load_for_resume(dir)?;
         check_sources(&r.state.data, &data.sources)?;
         let mut cfg = r.state.config.clone();
+        // Another number of ranks takes the same micro-batches a step: the accumulation
+        // changes so that ranks × grad_accum stays the run's.
+        let micro = r.state.world * cfg.grad_accum;
+        let world = comm.world();
+        if world != r.state.world {
+            if !micro.is_multiple_of(world) {
+                return Err(TrainError::Setup(format!(
+                    "this run takes {micro} micro-batches a step ({} ranks x grad_accum {}); {world} ranks do not divide them: resume on a number of ranks that does",
+                    r.state.world, cfg.grad_accum
+                )));
+            }
+            cfg.grad_accum = micro / world;
+        }
         if let Some(s) = steps {
             cfg.steps = s;
         }
@@ -570,6 +587,7 @@ impl Trainer {
                 .train_shards
                 .is_some()
                 .then(|| self.shard_loader.state()),
+            world: self.comm.world(),
         };
         let (dir, model, tokenizer) = (
             self.out_dir.clone(),

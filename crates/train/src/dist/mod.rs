@@ -53,6 +53,12 @@ pub trait Collective {
     }
     /// Every rank receives root's `buf` (all ranks pass buffers of the same length).
     fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<(), DistError>;
+    /// Ends this process after an error, and with it the run on every rank (MPI_Abort; the
+    /// other ranks' launcher or watchdog ends them where the library cannot), instead of a
+    /// shutdown that would wait for ranks stuck in a collective.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
     /// Replaces `x` on every rank by the elementwise sum of every rank's `x`.
     fn all_reduce_sum_f32(&self, x: &mut [f32]) -> Result<(), DistError>;
     /// As [`Collective::all_reduce_sum_f32`], in f64 (losses, norms, flags).
@@ -173,6 +179,16 @@ impl Launch {
             return Ok(Launch::Mpi { local_rank });
         }
         if !set("RANK") && !set("WORLD_SIZE") {
+            // srun without MPI's process manager starts independent copies: refuse rather
+            // than run N single-rank runs into one directory.
+            if var("SLURM_NTASKS")
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n > 1)
+            {
+                return Err(DistError::Launch(
+                    "srun started several tasks, but without MPI's PMI (srun --mpi=pmix) or torchrun's variables they cannot find each other".into(),
+                ));
+            }
             return Ok(Launch::Single);
         }
         let num = |k: &str| -> Result<usize, DistError> {
@@ -212,11 +228,11 @@ impl Launch {
 
     /// The collectives for a launch of CPU ranks, or of GPU ranks started by MPI. Errors: MPI
     /// on a build without it; torchrun-style ranks, which only GPUs (NCCL) connect.
-    pub fn connect(&self) -> Result<Box<dyn Collective>, DistError> {
+    pub fn connect(&self) -> Result<std::rc::Rc<dyn Collective>, DistError> {
         match self {
-            Launch::Single => Ok(Box::new(Solo)),
+            Launch::Single => Ok(std::rc::Rc::new(Solo)),
             #[cfg(feature = "mpi")]
-            Launch::Mpi { .. } => Ok(Box::new(mpi::Mpi::init()?)),
+            Launch::Mpi { .. } => Ok(std::rc::Rc::new(mpi::Mpi::init()?)),
             #[cfg(not(feature = "mpi"))]
             Launch::Mpi { .. } => Err(DistError::NoMpi),
             Launch::Env(_) => Err(DistError::Launch(

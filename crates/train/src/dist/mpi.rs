@@ -78,6 +78,10 @@ impl Collective for Mpi {
         Ok(())
     }
 
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+
     fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<(), DistError> {
         count_fits("broadcast", buf.len())?;
         self.world.process_at_rank(root as i32).broadcast_into(buf);
