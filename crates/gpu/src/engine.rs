@@ -132,6 +132,15 @@ impl Engine for GpuEngine {
         self.model.losses(batches, t).map_err(err)
     }
 
+    fn token_losses(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        t: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        self.model.token_losses(inputs, targets, t).map_err(err)
+    }
+
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError> {
         self.model.last_logits(tokens, t).map_err(err)
     }

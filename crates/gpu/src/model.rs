@@ -1205,6 +1205,24 @@ impl GpuModel {
         }
     }
 
+    /// The loss of every position of one batch (B·T f32, from the softmax/cross-entropy
+    /// kernel's per-position output), without dropout or gradients.
+    pub fn token_losses(
+        &mut self,
+        tokens: &[u32],
+        targets: &[u32],
+        t: usize,
+    ) -> Result<Vec<f32>, CudaError> {
+        self.forward(tokens, Some(targets), t, 0.0, 0, 0.0, 0, true, false)?;
+        let a = self
+            .acts
+            .as_ref()
+            .ok_or_else(|| CudaError::Input("no activations after a forward pass".into()))?;
+        let mut h = vec![0f32; tokens.len()];
+        self.dev.dtoh(&mut h, a.p(a.losses))?;
+        Ok(h)
+    }
+
     /// Mean loss of one batch without dropout or gradients.
     pub fn loss(&mut self, tokens: &[u32], targets: &[u32], t: usize) -> Result<f64, CudaError> {
         let (sum, _) = self.forward(tokens, Some(targets), t, 0.0, 0, 0.0, 0, true, false)?;

@@ -205,3 +205,43 @@ fn gpu_resume_is_exact() {
         }
     }
 }
+
+/// Per-position losses (multiple-choice scoring) against the CPU engine's, fp32 and bf16.
+#[test]
+fn gpu_token_losses_follow_the_cpu() {
+    if !has_gpu() {
+        return;
+    }
+    use ferrogpt_train::{Engine, EngineInit};
+    let cfg = small_cfg();
+    let model = ferrogpt_model::Gpt::new(cfg.model_config(40)).unwrap();
+    let params = model.layout.init(
+        &model.config,
+        &mut <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(3),
+    );
+    let (b, t) = (3, 17);
+    let ids = |k: u32| -> Vec<u32> { (0..(b * t) as u32).map(|i| (i * 7 + k) % 40).collect() };
+    let (x, y) = (ids(1), ids(5));
+    let init = || EngineInit {
+        model: &model,
+        params: params.clone(),
+        train: None,
+    };
+    let want = CpuEngine::new(init(), Level::Naive)
+        .unwrap()
+        .token_losses(&x, &y, t)
+        .unwrap();
+    for (dtype, tol) in [(Dtype::F32, 1e-4), (Dtype::Bf16, 5e-2)] {
+        let got = GpuEngine::new(0, dtype, init())
+            .unwrap()
+            .token_losses(&x, &y, t)
+            .unwrap();
+        assert_eq!(got.len(), b * t);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * w.abs().max(1.0),
+                "{dtype:?} position {i}: {g} vs {w}"
+            );
+        }
+    }
+}
