@@ -631,7 +631,7 @@ fn train(a: TrainArgs, comm: Rc<dyn Collective>) -> Result<(), String> {
             "ferrogpt: error: rank {rank}: no answer from the other ranks for {} s while {what} (did a rank die?); stopping",
             timeout.as_secs_f64()
         );
-        std::process::exit(1);
+        exit_now(1);
     }));
     if !trainer.has_val() && lead {
         eprintln!("note: no validation data (a token file is used whole for training; pass --val-data to evaluate)");
@@ -782,4 +782,16 @@ fn sample_after_training(trainer: &mut Trainer) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!("{}", dec.finish());
     Ok(())
+}
+
+/// Ends the process at once, without exit handlers: MPI's may wait for ranks that never come
+/// (the launcher then sees a rank die and ends the job).
+fn exit_now(code: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: _exit ends the process; nothing runs after it.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
 }

@@ -366,19 +366,9 @@ fn two_ranks_resume_exactly_and_nproc_per_node_starts_them() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn a_killed_rank_ends_the_run() {
-    let dir = tmp("kill");
-    let data = corpus(&dir);
-    let out = dir.join("run");
-    let mut args = flags(&data, &out, &[]);
-    args[6] = "100000"; // --steps: runs until killed
-    let mut job = mpirun(2).args(&args).spawn().unwrap();
-    // Wait for the first checkpoint, then kill -9 one rank (a child of mpirun).
+/// Once `ready` exists (at most 60 s), the pids of the two ranks under the `mpirun` `job`.
+fn ranks_of(job: &std::process::Child, ready: &Path) -> Vec<String> {
     let start = Instant::now();
-    while !out.join("state.json").is_file() && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let ranks = || -> Vec<String> {
         let ps = Command::new("pgrep")
             .args(["-P", &job.id().to_string()])
@@ -389,12 +379,24 @@ fn a_killed_rank_ends_the_run() {
             .map(String::from)
             .collect()
     };
-    let mut pids = ranks();
-    while pids.len() < 2 && start.elapsed() < Duration::from_secs(60) {
+    while !(ready.is_file() && ranks().len() == 2) && start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(100));
-        pids = ranks();
     }
+    let pids = ranks();
     assert_eq!(pids.len(), 2, "expected two ranks under mpirun: {pids:?}");
+    pids
+}
+
+#[test]
+fn a_killed_rank_ends_the_run() {
+    let dir = tmp("kill");
+    let data = corpus(&dir);
+    let out = dir.join("run");
+    let mut args = flags(&data, &out, &[]);
+    args[6] = "100000"; // --steps: runs until killed
+    let mut job = mpirun(2).args(&args).spawn().unwrap();
+    // Once the first checkpoint is there, kill -9 one rank (a child of mpirun).
+    let pids = ranks_of(&job, &out.join("state.json"));
     Command::new("kill")
         .args(["-9", &pids[1]])
         .status()
@@ -446,26 +448,7 @@ fn a_hung_rank_makes_the_others_stop_within_the_timeout() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !out.join("metrics.jsonl").is_file() && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let ranks = || -> Vec<String> {
-        let ps = Command::new("pgrep")
-            .args(["-P", &job.id().to_string()])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&ps.stdout)
-            .split_whitespace()
-            .map(String::from)
-            .collect()
-    };
-    let mut pids = ranks();
-    while pids.len() < 2 && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-        pids = ranks();
-    }
-    assert_eq!(pids.len(), 2, "expected two ranks under mpirun: {pids:?}");
+    let pids = ranks_of(&job, &out.join("metrics.jsonl"));
     // Rank 1 stops answering (it is alive, so MPI sees nothing wrong).
     Command::new("kill")
         .args(["-STOP", &pids[1]])
