@@ -441,7 +441,7 @@ fn a_hung_rank_makes_the_others_stop_within_the_timeout() {
     let dir = tmp("hang");
     let data = corpus(&dir);
     let out = dir.join("run");
-    let mut args = flags(&data, &out, &["--dist-timeout", "3"]);
+    let mut args = flags(&data, &out, &["--dist-timeout", "5"]);
     args[6] = "100000"; // --steps: runs until stopped
     let job = mpirun(2)
         .args(&args)
@@ -464,7 +464,7 @@ fn a_hung_rank_makes_the_others_stop_within_the_timeout() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("no answer from the other ranks for 3 s"),
+        err.contains("no answer from the other ranks for 5 s"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
