@@ -107,11 +107,32 @@ pub fn local_ranks(n: usize, threads: Option<usize>) -> Result<(), String> {
         cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     }
-    let status = cmd
+    // mpirun in a process group of its own, so that a terminal's Ctrl-C reaches only this
+    // process, which asks the ranks to stop and save (SIGUSR1, forwarded by mpirun) instead
+    // of letting mpirun kill them; a second Ctrl-C ends the job.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut job = cmd
         .arg(exe)
         .args(args)
-        .status()
+        .spawn()
         .map_err(|e| format!("--nproc-per-node: cannot start mpirun: {e}"))?;
+    #[cfg(unix)]
+    {
+        let pid = job.id() as libc::pid_t;
+        let asked = std::sync::atomic::AtomicBool::new(false);
+        let _ = ctrlc::set_handler(move || {
+            let again = asked.swap(true, std::sync::atomic::Ordering::SeqCst);
+            let signal = if again { libc::SIGTERM } else { libc::SIGUSR1 };
+            // SAFETY: signals our own child.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        });
+    }
+    let status = job
+        .wait()
+        .map_err(|e| format!("--nproc-per-node: waiting for mpirun: {e}"))?;
     if !status.success() {
         std::process::exit(status.code().unwrap_or(1));
     }

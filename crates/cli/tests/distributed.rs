@@ -578,3 +578,41 @@ fn resuming_on_another_number_of_ranks_keeps_the_step() {
     assert!(!pending.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ctrl_c_under_nproc_per_node_stops_every_rank_with_a_checkpoint() {
+    let dir = tmp("ctrlc");
+    let data = corpus(&dir);
+    let out = dir.join("run");
+    let mut args = flags(&data, &out, &["--nproc-per-node", "2"]);
+    args[6] = "100000"; // --steps: runs until stopped
+                        // The launcher in a process group of its own, as a terminal's foreground job would be.
+    let mut cmd = Command::new(BIN);
+    cmd.args(&args)
+        .stderr(std::process::Stdio::piped())
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let job = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while !out.join("state.json").is_file() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Ctrl-C: SIGINT to the launcher alone.
+    Command::new("kill")
+        .args(["-INT", &job.id().to_string()])
+        .status()
+        .unwrap();
+    let o = job.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("stopped at step"), "{err}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("state.json")).unwrap()).unwrap();
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        state["step"].as_u64().unwrap() as usize,
+        metrics.lines().count()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
