@@ -52,9 +52,22 @@ pub fn local_gpu_ranks(n: usize) -> Result<(), String> {
             .map_err(|e| format!("--nproc-per-node: cannot start rank {rank}: {e}"))?;
         ranks.push(child);
     }
+    // A terminal's Ctrl-C reaches the ranks too (one process group), and each stops at the
+    // same step and saves: this process waits for them; a second Ctrl-C ends them.
+    let interrupts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let interrupts = interrupts.clone();
+        let _ = ctrlc::set_handler(move || {
+            interrupts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
     let mut done = vec![false; n];
     let mut failed = None;
     while failed.is_none() && done.iter().any(|d| !d) {
+        if interrupts.load(std::sync::atomic::Ordering::SeqCst) >= 2 {
+            failed = Some(130);
+            break;
+        }
         for (child, done) in ranks.iter_mut().zip(done.iter_mut()) {
             if let Ok(Some(status)) = child.try_wait() {
                 *done = true;
