@@ -366,6 +366,28 @@ fn two_ranks_resume_exactly_and_nproc_per_node_starts_them() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A run of 100,000 steps (ended by the test) in a fresh folder `name`: (folder, run
+/// directory, train arguments with `extra`).
+fn endless(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Vec<String>) {
+    let dir = tmp(name);
+    let data = corpus(&dir);
+    let out = dir.join("run");
+    let mut args: Vec<String> = flags(&data, &out, extra)
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args[6] = "100000".into(); // --steps
+    (dir, out, args)
+}
+
+/// Waits (at most 60 s) for `path` to exist.
+fn wait_for(path: &Path) {
+    let start = Instant::now();
+    while !path.is_file() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Once `ready` exists (at most 60 s), the pids of the two ranks under the `mpirun` `job`.
 fn ranks_of(job: &std::process::Child, ready: &Path) -> Vec<String> {
     let start = Instant::now();
@@ -379,7 +401,8 @@ fn ranks_of(job: &std::process::Child, ready: &Path) -> Vec<String> {
             .map(String::from)
             .collect()
     };
-    while !(ready.is_file() && ranks().len() == 2) && start.elapsed() < Duration::from_secs(60) {
+    wait_for(ready);
+    while ranks().len() < 2 && start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let pids = ranks();
@@ -389,11 +412,7 @@ fn ranks_of(job: &std::process::Child, ready: &Path) -> Vec<String> {
 
 #[test]
 fn a_killed_rank_ends_the_run() {
-    let dir = tmp("kill");
-    let data = corpus(&dir);
-    let out = dir.join("run");
-    let mut args = flags(&data, &out, &[]);
-    args[6] = "100000"; // --steps: runs until killed
+    let (dir, out, args) = endless("kill", &[]);
     let mut job = mpirun(2).args(&args).spawn().unwrap();
     // Once the first checkpoint is there, kill -9 one rank (a child of mpirun).
     let pids = ranks_of(&job, &out.join("state.json"));
@@ -438,11 +457,7 @@ fn a_killed_rank_ends_the_run() {
 
 #[test]
 fn a_hung_rank_makes_the_others_stop_within_the_timeout() {
-    let dir = tmp("hang");
-    let data = corpus(&dir);
-    let out = dir.join("run");
-    let mut args = flags(&data, &out, &["--dist-timeout", "5"]);
-    args[6] = "100000"; // --steps: runs until stopped
+    let (dir, out, args) = endless("hang", &["--dist-timeout", "5"]);
     let job = mpirun(2)
         .args(&args)
         .stderr(std::process::Stdio::piped())
@@ -581,12 +596,8 @@ fn resuming_on_another_number_of_ranks_keeps_the_step() {
 
 #[test]
 fn ctrl_c_under_nproc_per_node_stops_every_rank_with_a_checkpoint() {
-    let dir = tmp("ctrlc");
-    let data = corpus(&dir);
-    let out = dir.join("run");
-    let mut args = flags(&data, &out, &["--nproc-per-node", "2"]);
-    args[6] = "100000"; // --steps: runs until stopped
-                        // The launcher in a process group of its own, as a terminal's foreground job would be.
+    let (dir, out, args) = endless("ctrlc", &["--nproc-per-node", "2"]);
+    // The launcher in a process group of its own, as a terminal's foreground job would be.
     let mut cmd = Command::new(BIN);
     cmd.args(&args)
         .stderr(std::process::Stdio::piped())
@@ -594,10 +605,7 @@ fn ctrl_c_under_nproc_per_node_stops_every_rank_with_a_checkpoint() {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let job = cmd.spawn().unwrap();
-    let start = Instant::now();
-    while !out.join("state.json").is_file() && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(&out.join("state.json"));
     // Ctrl-C: SIGINT to the launcher alone.
     Command::new("kill")
         .args(["-INT", &job.id().to_string()])

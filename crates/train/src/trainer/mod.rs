@@ -394,6 +394,7 @@ impl Trainer {
         let mine: Vec<McExample> = examples.iter().skip(rank).step_by(world).cloned().collect();
         let (right, n) = crate::mc_eval::score(self.engine.as_mut(), &mine)?;
         let mut counts = [right as f64, n as f64];
+        let _watch = self.waiting("summing multiple-choice scores");
         self.comm
             .all_reduce_sum_f64(&mut counts)
             .map_err(dist_err)?;
@@ -669,6 +670,7 @@ impl Trainer {
                 as u8 as f64];
             if self.comm.distributed() {
                 // Every rank stops at the same step when any rank is asked to.
+                let _watch = self.waiting("agreeing on a stop");
                 self.comm
                     .all_reduce_sum_f64(&mut stopping)
                     .map_err(dist_err)?;
