@@ -1,7 +1,8 @@
 //! # ferrogpt-core: ops and the autodiff tape
 //!
 //! * [`ops`]: one module per layer (embedding, layernorm, linear, attention, GELU, residual add,
-//!   dropout, fused softmax + cross-entropy), each a plain `forward` and a hand-written
+//!   dropout, fused softmax + cross-entropy; for Llama-style models RMSNorm, rotary positions,
+//!   SwiGLU and grouped-query attention), each a plain `forward` and a hand-written
 //!   `backward` side by side, on flat row-major slices. Backward functions write or add into
 //!   the gradients they are given, as their [`Write`] arguments say.
 //! * [`tape`]: a reverse-mode tape that records those ops as the model's forward runs, so the

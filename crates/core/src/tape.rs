@@ -1,7 +1,8 @@
 //! The reverse-mode tape.
 //!
 //! The model's forward pass calls one method per layer ([`Tape::linear`], [`Tape::attention`],
-//! ...). Each call computes its output into a buffer owned by the tape and, when the tape is
+//! ...; GPT-2's layers and those of Llama-style models: [`Tape::rmsnorm`], [`Tape::rope`],
+//! [`Tape::attention_gqa`], [`Tape::swiglu`]). Each call computes its output into a buffer owned by the tape and, when the tape is
 //! recording, appends a [`Node`] that remembers what the backward pass needs. [`Tape::backward`]
 //! then walks the nodes in reverse, calling each op's backward.
 //!
@@ -54,7 +55,7 @@ enum Node {
         out: Var,
         tokens: usize,
         wte: Param,
-        wpe: Param,
+        wpe: Option<Param>,
         t: usize,
     },
     LayerNorm {
@@ -64,6 +65,22 @@ enum Node {
         rstd: Var,
         w: Param,
         b: Param,
+    },
+    RmsNorm {
+        out: Var,
+        x: Var,
+        rstd: Var,
+        w: Param,
+    },
+    Rope {
+        out: Var,
+        x: Var,
+        /// (T, HS/2) tables of the forward pass.
+        cos: Var,
+        sin: Var,
+        t: usize,
+        /// Rotated heads per row: NH + KV.
+        heads: usize,
     },
     Linear {
         out: Var,
@@ -84,6 +101,10 @@ enum Node {
         x: Var,
         /// tanh of the forward pass (not differentiated).
         th: Var,
+    },
+    Swiglu {
+        out: Var,
+        x: Var,
     },
     Add {
         out: Var,
@@ -109,6 +130,9 @@ impl Node {
         match *self {
             Node::Embedding { out, .. }
             | Node::LayerNorm { out, .. }
+            | Node::RmsNorm { out, .. }
+            | Node::Rope { out, .. }
+            | Node::Swiglu { out, .. }
             | Node::Linear { out, .. }
             | Node::Attention { out, .. }
             | Node::Gelu { out, .. }
@@ -121,10 +145,13 @@ impl Node {
     /// The parameters whose gradients this node writes.
     fn params(&self) -> [Option<Param>; 2] {
         match *self {
-            Node::Embedding { wte, wpe, .. } => [Some(wte), Some(wpe)],
+            Node::Embedding { wte, wpe, .. } => [Some(wte), wpe],
             Node::LayerNorm { w, b, .. } => [Some(w), Some(b)],
+            Node::RmsNorm { w, .. } => [Some(w), None],
             Node::Linear { w, bias, .. } => [Some(w), bias],
-            Node::Attention { .. }
+            Node::Rope { .. }
+            | Node::Swiglu { .. }
+            | Node::Attention { .. }
             | Node::Gelu { .. }
             | Node::Add { .. }
             | Node::Dropout { .. }
@@ -259,13 +286,14 @@ impl<T: Float> Tape<T> {
         }
     }
 
-    /// Token + position embedding: tokens (B, T) → (B*T, C).
+    /// Token + position embedding: tokens (B, T) → (B*T, C); wte (Vp, C), wpe (maxT, C), or no
+    /// wpe for the token embedding alone (models with rotary positions, [`Tape::rope`]).
     pub fn embedding(
         &mut self,
         params: &[T],
         tokens: &[u32],
         wte: Param,
-        wpe: Param,
+        wpe: Option<Param>,
         t: usize,
     ) -> Var {
         let c = wte.cols;
@@ -274,7 +302,7 @@ impl<T: Float> Tape<T> {
             &mut self.vals[out.0],
             tokens,
             &params[wte.range()],
-            &params[wpe.range()],
+            wpe.map(|p| &params[p.range()]),
             t,
             c,
         );
@@ -308,6 +336,77 @@ impl<T: Float> Tape<T> {
             w,
             b,
         });
+        out
+    }
+
+    /// RMSNorm of each row of x (N, C) with weight w (1, C):
+    /// `y = x / sqrt(mean(x²) + eps) · w` (Llama's; statistics in f64, see [`ops::rmsnorm`]).
+    pub fn rmsnorm(&mut self, params: &[T], x: Var, w: Param, eps: f64) -> Var {
+        let (n, c) = self.shape(x);
+        assert_eq!(w.len(), c, "rmsnorm: weight vs input width");
+        let out = self.alloc(n, c, true);
+        let rstd = self.alloc(n, 1, false);
+        let [o, r, xv] = self
+            .vals
+            .get_disjoint_mut([out.0, rstd.0, x.0])
+            .expect("distinct vars");
+        ops::rmsnorm::forward(o, r, xv, &params[w.range()], eps, c);
+        self.record(Node::RmsNorm { out, x, rstd, w });
+        out
+    }
+
+    /// Rotary position embedding of qkv (B*T, (NH + 2·KV)·HS), rows `[q heads | k heads |
+    /// v heads]` (see [`ops::attention`]): every query and key head rotated by the angles
+    /// `pos · inv_freq[i]` (HS = 2·`inv_freq.len()`, Hugging Face's "rotate half" pairing, see
+    /// [`ops::rope`]), the values copied; row r at position `r % t`. A new var of qkv's shape.
+    pub fn rope(
+        &mut self,
+        qkv: Var,
+        t: usize,
+        n_head: usize,
+        n_kv_head: usize,
+        inv_freq: &[f64],
+    ) -> Var {
+        let (n, width) = self.shape(qkv);
+        let hs = 2 * inv_freq.len();
+        assert!(hs > 0 && t > 0, "rope: empty head or sequence");
+        assert_eq!(
+            (n_head + 2 * n_kv_head) * hs,
+            width,
+            "rope: qkv width vs (NH + 2·KV)·HS"
+        );
+        let out = self.alloc(n, width, true);
+        let cos = self.alloc(t, hs / 2, false);
+        let sin = self.alloc(t, hs / 2, false);
+        let [o, cv, sv, xv] = self
+            .vals
+            .get_disjoint_mut([out.0, cos.0, sin.0, qkv.0])
+            .expect("distinct vars");
+        ops::rope::table_into(cv, sv, inv_freq);
+        let heads = n_head + n_kv_head;
+        ops::rope::forward(o, xv, cv, sv, t, width, heads);
+        self.record(Node::Rope {
+            out,
+            x: qkv,
+            cos,
+            sin,
+            t,
+            heads,
+        });
+        out
+    }
+
+    /// SwiGLU of x (N, 2F), rows `[gate | up]` → (N, F): `silu(gate) · up`.
+    pub fn swiglu(&mut self, x: Var) -> Var {
+        let (n, f2) = self.shape(x);
+        assert_eq!(f2 % 2, 0, "swiglu: odd input width");
+        let out = self.alloc(n, f2 / 2, true);
+        let [o, xv] = self
+            .vals
+            .get_disjoint_mut([out.0, x.0])
+            .expect("distinct vars");
+        ops::swiglu::forward(o, xv, f2 / 2);
+        self.record(Node::Swiglu { out, x });
         out
     }
 
@@ -357,14 +456,42 @@ impl<T: Float> Tape<T> {
     }
 
     /// Causal self-attention of qkv (B*T, 3C) with `nh` heads → (B*T, C). Attention dropout with
-    /// probability `p` when recording and `p > 0`.
+    /// probability `p` when recording and `p > 0`. [`Tape::attention_gqa`] with KV = NH.
     pub fn attention(&mut self, qkv: Var, b: usize, nh: usize, p: f64, rng: &mut impl Rng) -> Var {
-        let (n, c3) = self.shape(qkv);
+        self.attention_gqa(qkv, b, nh, nh, p, rng)
+    }
+
+    /// Causal grouped-query self-attention of qkv (B*T, (NH + 2·KV)·HS), rows `[q heads | k heads
+    /// | v heads]`, with NH = `n_head` query heads sharing KV = `n_kv_head` key/value heads
+    /// (query head h reads key/value head h / (NH/KV); KV must divide NH) → (B*T, NH·HS).
+    /// Attention dropout with probability `p` when recording and `p > 0`.
+    pub fn attention_gqa(
+        &mut self,
+        qkv: Var,
+        b: usize,
+        n_head: usize,
+        n_kv_head: usize,
+        p: f64,
+        rng: &mut impl Rng,
+    ) -> Var {
+        let (n, width) = self.shape(qkv);
+        let (nh, kv) = (n_head, n_kv_head);
+        assert!(
+            kv > 0 && nh.is_multiple_of(kv),
+            "attention: {nh} query heads are not a multiple of {kv} key/value heads"
+        );
+        let hs = width / (nh + 2 * kv);
+        assert_eq!(
+            hs * (nh + 2 * kv),
+            width,
+            "attention: qkv width vs (NH + 2·KV)·HS"
+        );
         let dims = Dims {
             b,
             t: n / b,
-            c: c3 / 3,
+            c: nh * hs,
             nh,
+            kv,
         };
         let out = self.alloc(n, dims.c, true);
         let att = self.alloc(b * nh * dims.t, dims.t, false);
@@ -619,11 +746,18 @@ impl<T: Float> Tape<T> {
                         wpe,
                         t,
                     } => {
-                        let (we, wp) = (pwrite(wte), pwrite(wpe));
-                        let (dwte, dwpe) = two_params(dparams, wte, wpe);
+                        let we = pwrite(wte);
+                        let (dwte, dwpe) = match wpe {
+                            Some(wpe) => {
+                                let wp = pwrite(wpe);
+                                let (dwte, dwpe) = two_params(dparams, wte, wpe);
+                                wp.clear_for_adds(dwpe);
+                                (dwte, Some(dwpe))
+                            }
+                            None => (&mut dparams[wte.range()], None),
+                        };
                         // The scatter adds: a first write starts from zero.
                         we.clear_for_adds(dwte);
-                        wp.clear_for_adds(dwpe);
                         ops::embedding::backward(
                             dwte,
                             dwpe,
@@ -661,6 +795,51 @@ impl<T: Float> Tape<T> {
                             &vals[rstd.0],
                             c,
                         );
+                    }
+                    Node::RmsNorm { out, x, rstd, w } => {
+                        let [dx, dout] =
+                            grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                        let dw = &mut dparams[w.range()];
+                        // The row reduction adds: a first write starts from zero.
+                        pwrite(w).clear_for_adds(dw);
+                        ops::rmsnorm::backward(
+                            write(x),
+                            dx,
+                            dw,
+                            dout,
+                            &vals[x.0],
+                            &params[w.range()],
+                            &vals[rstd.0],
+                            w.len(),
+                        );
+                    }
+                    Node::Rope {
+                        out,
+                        x,
+                        cos,
+                        sin,
+                        t,
+                        heads,
+                    } => {
+                        let [dx, dout] =
+                            grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                        let width = self.shapes[x.0].1;
+                        ops::rope::backward(
+                            write(x),
+                            dx,
+                            dout,
+                            &vals[cos.0],
+                            &vals[sin.0],
+                            t,
+                            width,
+                            heads,
+                        );
+                    }
+                    Node::Swiglu { out, x } => {
+                        let [dx, dout] =
+                            grads.get_disjoint_mut([x.0, out.0]).expect("distinct vars");
+                        let f = self.shapes[out.0].1;
+                        ops::swiglu::backward(write(x), dx, &vals[x.0], dout, f);
                     }
                     Node::Linear {
                         out,

@@ -1,6 +1,7 @@
 //! The attention op's fast path (every product through `matmul` at a level) against the plain
 //! reference loops, on fresh random inputs of odd shapes, with and without dropout, f32 and f64,
-//! at every level available here (`amx` within bf16 tolerance; skipped where the CPU lacks it).
+//! multi-head (KV = NH) and grouped-query (KV < NH), at every level available here (`amx`
+//! within bf16 tolerance; skipped where the CPU lacks it).
 
 use ferrogpt_core::ops::attention::{self, Dims};
 use ferrogpt_core::ops::dropout::draw_mask;
@@ -29,9 +30,9 @@ fn rel<T: Float>(a: &[T], b: &[T]) -> f64 {
 
 fn compare<T: Float>(level: Level, d: Dims, dropout: f64, seed: u64, tol: f64) {
     let mut rng = Rng64::seed_from_u64(seed);
-    let (b, t, c, nh) = (d.b, d.t, d.c, d.nh);
+    let (b, t, c, nh, w) = (d.b, d.t, d.c, d.nh, d.qkv_cols());
     // Inputs of order 2 so the softmax is far from uniform.
-    let qkv: Vec<T> = rand_vec::<T>(&mut rng, b * t * 3 * c)
+    let qkv: Vec<T> = rand_vec::<T>(&mut rng, b * t * w)
         .into_iter()
         .map(|x| x * T::from_f64(2.0))
         .collect();
@@ -60,16 +61,16 @@ fn compare<T: Float>(level: Level, d: Dims, dropout: f64, seed: u64, tol: f64) {
         "{what}: forward out {e_out:.2e} att {e_att:.2e}"
     );
     // Accumulating: start both from the same non-zero gradient.
-    let base: Vec<T> = rand_vec(&mut rng, b * t * 3 * c);
+    let base: Vec<T> = rand_vec(&mut rng, b * t * w);
     let (mut g_r, mut g) = (base.clone(), base);
     attention::backward_reference(&mut g_r, &dout, &qkv, &att_r, mask, d);
     attention::backward(level, Write::Add, &mut g, &dout, &qkv, &att_r, mask, d).unwrap();
     let e = rel(&g, &g_r);
     assert!(e < tol, "{what}: backward {e:.2e}");
     // Overwriting: garbage in, the reference's gradient from zero out.
-    let mut g_r = vec![T::ZERO; b * t * 3 * c];
+    let mut g_r = vec![T::ZERO; b * t * w];
     attention::backward_reference(&mut g_r, &dout, &qkv, &att_r, mask, d);
-    let mut g = vec![T::from_f64(7.0); b * t * 3 * c];
+    let mut g = vec![T::from_f64(7.0); b * t * w];
     attention::backward(level, Write::Set, &mut g, &dout, &qkv, &att_r, mask, d).unwrap();
     let e = rel(&g, &g_r);
     assert!(e < tol, "{what}: backward (overwrite) {e:.2e}");
@@ -85,14 +86,27 @@ const SHAPES: [(usize, usize, usize, usize); 6] = [
     (1, 129, 2, 64),
 ];
 
+/// Grouped-query shapes: several query heads per key/value head (KV = 1 is multi-query).
+const GQA_SHAPES: [(usize, usize, usize, usize, usize); 6] = [
+    // (B, T, NH, KV, HS)
+    (1, 1, 2, 1, 8),
+    (2, 7, 3, 1, 5),
+    (3, 33, 4, 2, 16),
+    (1, 64, 4, 1, 32),
+    (2, 70, 6, 2, 24),
+    (1, 129, 6, 3, 64),
+];
+
 fn each_shape(mut f: impl FnMut(Dims, u64)) {
-    for (i, &(b, t, nh, hs)) in SHAPES.iter().enumerate() {
+    let mha = SHAPES.iter().map(|&(b, t, nh, hs)| (b, t, nh, nh, hs));
+    for (i, (b, t, nh, kv, hs)) in mha.chain(GQA_SHAPES).enumerate() {
         f(
             Dims {
                 b,
                 t,
                 c: nh * hs,
                 nh,
+                kv,
             },
             i as u64,
         );
@@ -122,4 +136,50 @@ fn amx_matches_the_reference_within_bf16() {
             compare::<f32>(Level::Amx, d, dropout, seed, 3e-2);
         }
     });
+}
+
+/// The reference itself for grouped-query attention: equal to multi-head attention on qkv with
+/// each key/value head repeated for every query head of its group, and its key/value gradient
+/// the sum over the group of the repeated heads' gradients.
+#[test]
+fn gqa_reference_is_mha_with_repeated_key_value_heads() {
+    let (b, t, nh, kv, hs) = (2, 9, 6, 2, 5);
+    let (c, group) = (nh * hs, nh / kv);
+    let gqa = Dims { b, t, c, nh, kv };
+    let mha = Dims { kv: nh, ..gqa };
+    let (wg, wm) = (gqa.qkv_cols(), mha.qkv_cols());
+    let mut rng = Rng64::seed_from_u64(42);
+    let qkv: Vec<f64> = rand_vec(&mut rng, b * t * wg);
+    let dout: Vec<f64> = rand_vec(&mut rng, b * t * c);
+    // Query columns as they are; key/value head g(h) = h / group copied to head h.
+    let mut rep = vec![0.0; b * t * wm];
+    for (dst, src) in rep.chunks_exact_mut(wm).zip(qkv.chunks_exact(wg)) {
+        dst[..c].copy_from_slice(&src[..c]);
+        for h in 0..nh {
+            let g = h / group;
+            dst[c + h * hs..][..hs].copy_from_slice(&src[c + g * hs..][..hs]);
+            dst[2 * c + h * hs..][..hs].copy_from_slice(&src[c + (kv + g) * hs..][..hs]);
+        }
+    }
+    let (mut out_g, mut att_g) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+    attention::forward_reference(&mut out_g, &mut att_g, &qkv, None, gqa);
+    let (mut out_m, mut att_m) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+    attention::forward_reference(&mut out_m, &mut att_m, &rep, None, mha);
+    assert!(rel(&out_g, &out_m) < 1e-14 && rel(&att_g, &att_m) < 1e-14);
+    let mut dg = vec![0.0; b * t * wg];
+    attention::backward_reference(&mut dg, &dout, &qkv, &att_g, None, gqa);
+    let mut dm = vec![0.0; b * t * wm];
+    attention::backward_reference(&mut dm, &dout, &rep, &att_m, None, mha);
+    let mut want = vec![0.0; b * t * wg];
+    for (dst, src) in want.chunks_exact_mut(wg).zip(dm.chunks_exact(wm)) {
+        dst[..c].copy_from_slice(&src[..c]);
+        for h in 0..nh {
+            let g = h / group;
+            for i in 0..hs {
+                dst[c + g * hs + i] += src[c + h * hs + i];
+                dst[c + (kv + g) * hs + i] += src[2 * c + h * hs + i];
+            }
+        }
+    }
+    assert!(rel(&dg, &want) < 1e-13, "{:e}", rel(&dg, &want));
 }

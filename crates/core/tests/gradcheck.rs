@@ -101,7 +101,7 @@ fn embedding() {
     let params = randn(&mut rng, v * c + maxt * c, 1.0);
     let tokens: Vec<u32> = (0..3 * t).map(|_| rng.gen_range(0..v as u32)).collect();
     let build = move |tape: &mut Tape<f64>, params: &[f64], _: &[Var]| {
-        tape.embedding(params, &tokens, p(0, v, c), p(v * c, maxt, c), t)
+        tape.embedding(params, &tokens, p(0, v, c), Some(p(v * c, maxt, c)), t)
     };
     check("embedding", &build, vec![], params);
 }
@@ -363,4 +363,204 @@ fn overwriting_backward_writes_every_parameter() {
         .iter()
         .chain(&set[w2.offset - 1..w2.offset])
         .all(|&g| g == 0.0));
+}
+
+// ---- Llama-style ops: token-only embedding, RMSNorm, RoPE, SwiGLU, grouped-query attention ----
+
+#[test]
+fn embedding_without_positions() {
+    let mut rng = Rng64::seed_from_u64(14);
+    let (v, c, t) = (11, 5, 7);
+    let params = randn(&mut rng, v * c, 1.0);
+    let tokens: Vec<u32> = (0..3 * t).map(|_| rng.gen_range(0..v as u32)).collect();
+    let build = move |tape: &mut Tape<f64>, params: &[f64], _: &[Var]| {
+        tape.embedding(params, &tokens, p(0, v, c), None, t)
+    };
+    check("embedding (no wpe)", &build, vec![], params);
+}
+
+#[test]
+fn rmsnorm() {
+    let mut rng = Rng64::seed_from_u64(15);
+    // C = 13: the tail loop alone; C = 37: two 16-lane chunks and a tail.
+    for (n, c) in [(7, 13), (5, 37)] {
+        let params = randn(&mut rng, c, 1.0);
+        let build = move |tape: &mut Tape<f64>, params: &[f64], x: &[Var]| {
+            tape.rmsnorm(params, x[0], p(0, 1, c), 1e-5)
+        };
+        check(
+            &format!("rmsnorm C={c}"),
+            &build,
+            vec![(randn(&mut rng, n * c, 2.0), n, c)],
+            params,
+        );
+    }
+}
+
+/// Hugging Face's default frequencies: `inv_freq[i] = base^(-2i/HS)`.
+fn inv_freq(hs: usize, base: f64) -> Vec<f64> {
+    (0..hs / 2)
+        .map(|i| base.powf(-((2 * i) as f64) / hs as f64))
+        .collect()
+}
+
+#[test]
+fn rope() {
+    let mut rng = Rng64::seed_from_u64(16);
+    // (NH, KV, HS, T, sequences): odd T, several sequences in the rows.
+    for (nh, kv, hs, t, seqs) in [
+        (3, 1, 6, 5, 2),
+        (3, 1, 8, 7, 3),
+        (4, 2, 6, 7, 2),
+        (4, 2, 8, 5, 3),
+    ] {
+        let (n, w) = (seqs * t, (nh + 2 * kv) * hs);
+        let freq = inv_freq(hs, 10.0);
+        let build =
+            move |tape: &mut Tape<f64>, _: &[f64], x: &[Var]| tape.rope(x[0], t, nh, kv, &freq);
+        check(
+            &format!("rope NH={nh} KV={kv} HS={hs} T={t}"),
+            &build,
+            vec![(randn(&mut rng, n * w, 1.0), n, w)],
+            vec![],
+        );
+    }
+}
+
+#[test]
+fn swiglu() {
+    let mut rng = Rng64::seed_from_u64(17);
+    let build = |tape: &mut Tape<f64>, _: &[f64], x: &[Var]| tape.swiglu(x[0]);
+    check(
+        "swiglu",
+        &build,
+        vec![(randn(&mut rng, 5 * 14, 3.0), 5, 14)],
+        vec![],
+    );
+}
+
+#[test]
+fn attention_gqa() {
+    let mut rng = Rng64::seed_from_u64(18);
+    // (B, T, NH, KV, HS, dropout)
+    for (b, t, nh, kv, hs, drop) in [
+        (2, 5, 4, 1, 3, 0.0),
+        (2, 5, 4, 2, 2, 0.0),
+        (2, 4, 3, 1, 3, 0.0),
+        (2, 4, 4, 1, 2, 0.3),
+        (2, 5, 4, 2, 3, 0.3),
+    ] {
+        let w = (nh + 2 * kv) * hs;
+        let build = move |tape: &mut Tape<f64>, _: &[f64], x: &[Var]| {
+            let mut r = Rng64::seed_from_u64(0); // the same mask at every evaluation
+            tape.attention_gqa(x[0], b, nh, kv, drop, &mut r)
+        };
+        check(
+            &format!("attention NH={nh} KV={kv} dropout {drop}"),
+            &build,
+            vec![(randn(&mut rng, b * t * w, 1.0), b * t, w)],
+            vec![],
+        );
+    }
+}
+
+/// A Llama-style block ending in the loss: token embedding (no positions) plus an input x,
+/// RMSNorm → qkv (out, in) → RoPE → grouped-query attention → output projection → residual →
+/// RMSNorm → gate|up → SwiGLU → down → residual → softmax cross-entropy. Gradients of x and of
+/// every parameter against central differences of the loss; then the overwriting passes
+/// (`Write::Set`, and with the norm) equal the accumulating one.
+#[test]
+fn llama_block_loss() {
+    use ferrogpt_core::Write;
+    let mut rng = Rng64::seed_from_u64(19);
+    let (b, t, nh, kv, hs, f, v) = (2, 5, 4, 2, 2, 6, 7);
+    let (c, wq) = (nh * hs, (nh + 2 * kv) * hs);
+    let n = b * t;
+    // Layout: wte (V, C) | rms1 (C) | wqkv (WQ, C) | wo (C, C) | rms2 (C) | wgu (2F, C) | wd (C, F).
+    let wte = p(0, v, c);
+    let rms1 = p(wte.offset + wte.len(), 1, c);
+    let wqkv = p(rms1.offset + c, wq, c);
+    let wo = p(wqkv.offset + wqkv.len(), c, c);
+    let rms2 = p(wo.offset + wo.len(), 1, c);
+    let wgu = p(rms2.offset + c, 2 * f, c);
+    let wd = p(wgu.offset + wgu.len(), c, f);
+    let len = wd.offset + wd.len();
+    let mut params = randn(&mut rng, len, 0.7);
+    for i in rms1.range().chain(rms2.range()) {
+        params[i] += 1.0; // norm weights around 1, as initialised
+    }
+    let x = randn(&mut rng, n * c, 1.0);
+    let tokens: Vec<u32> = (0..n).map(|_| rng.gen_range(0..v as u32)).collect();
+    let targets: Vec<u32> = (0..n).map(|_| rng.gen_range(0..c as u32)).collect();
+    let freq = inv_freq(hs, 10000.0);
+    let eval = |x: &[f64], params: &[f64]| {
+        let mut tape = Tape::new(Level::Naive).unwrap();
+        let xv = tape.input(x, n, c);
+        let mut r = Rng64::seed_from_u64(0);
+        let e = tape.embedding(params, &tokens, wte, None, t);
+        let h0 = tape.add(e, xv);
+        let h = tape.rmsnorm(params, h0, rms1, 1e-6);
+        let qkv = tape.linear(params, h, wqkv, None, true);
+        let qkv = tape.rope(qkv, t, nh, kv, &freq);
+        let a = tape.attention_gqa(qkv, b, nh, kv, 0.0, &mut r);
+        let a = tape.linear(params, a, wo, None, true);
+        let h1 = tape.add(h0, a);
+        let h = tape.rmsnorm(params, h1, rms2, 1e-6);
+        let h = tape.linear(params, h, wgu, None, true);
+        let h = tape.swiglu(h);
+        let h = tape.linear(params, h, wd, None, true);
+        let out = tape.add(h1, h);
+        let loss = tape.softmax_cross_entropy(out, &targets, c);
+        (tape, xv, loss)
+    };
+    let (mut tape, xv, _) = eval(&x, &params);
+    let mut dparams = vec![0.0; len];
+    tape.backward(&params, &mut dparams);
+    let dx = tape.grad(xv).to_vec();
+    let h = 1e-5;
+    let numeric_x: Vec<f64> = (0..x.len())
+        .map(|j| {
+            let (mut a, mut m) = (x.clone(), x.clone());
+            a[j] += h;
+            m[j] -= h;
+            (eval(&a, &params).2 - eval(&m, &params).2) / (2.0 * h)
+        })
+        .collect();
+    let e = rel_err(&dx, &numeric_x);
+    assert!(e < 1e-6, "llama block: input gradient relative error {e:e}");
+    let numeric_p: Vec<f64> = (0..len)
+        .map(|j| {
+            let (mut a, mut m) = (params.clone(), params.clone());
+            a[j] += h;
+            m[j] -= h;
+            (eval(&x, &a).2 - eval(&x, &m).2) / (2.0 * h)
+        })
+        .collect();
+    for (name, q) in [
+        ("wte", wte),
+        ("rms1", rms1),
+        ("wqkv", wqkv),
+        ("wo", wo),
+        ("rms2", rms2),
+        ("wgu", wgu),
+        ("wd", wd),
+    ] {
+        let e = rel_err(&dparams[q.range()], &numeric_p[q.range()]);
+        assert!(
+            e < 1e-6,
+            "llama block: {name} gradient relative error {e:e}"
+        );
+        assert!(dparams[q.range()].iter().any(|&g| g != 0.0), "{name}: zero");
+    }
+    // Overwriting into garbage equals accumulating into zeros; the fused norm is Σ g².
+    let (mut tape, _, _) = eval(&x, &params);
+    let mut set = vec![f64::NAN; len];
+    tape.backward_scaled(&params, &mut set, 1.0, Write::Set);
+    assert_eq!(set, dparams);
+    let (mut tape, _, _) = eval(&x, &params);
+    let mut fused = vec![f64::NAN; len];
+    let sq = tape.backward_with_norm(&params, &mut fused, 1.0);
+    assert_eq!(fused, dparams);
+    let want: f64 = dparams.iter().map(|g| g * g).sum();
+    assert!((sq - want).abs() <= 1e-12 * want, "{sq} vs {want}");
 }

@@ -1,18 +1,25 @@
-//! Causal multi-head self-attention (the part between the QKV and output projections).
+//! Causal multi-head self-attention (the part between the QKV and output projections), with
+//! grouped-query attention: KV key/value heads shared by NH query heads.
 //!
-//! qkv (B, T, 3C) holds, per position, the query, key and value vectors of all heads:
-//! `[q_h0 .. q_hNH-1 | k_h0 .. | v_h0 ..]`, each head HS = C/NH wide. For each batch b and head h:
+//! qkv (B, T, (NH + 2·KV)·HS) holds, per position, the query vectors of the NH query heads, then
+//! the key and value vectors of the KV key/value heads: `[q_h0 .. q_hNH-1 | k_h0 .. k_hKV-1 |
+//! v_h0 .. v_hKV-1]`, each head HS wide; C = NH·HS. Query head h reads key/value head
+//! `g(h) = h / (NH/KV)` (KV divides NH). KV = NH is GPT-2's multi-head attention (qkv (B, T, 3C));
+//! KV = 1 is multi-query attention. For each batch b and query head h:
 //!
 //! ```text
 //! att[t, s] = softmax_s≤t( q_t · k_s / sqrt(HS) )        (B, NH, T, T), zero above the diagonal
 //! out[t]    = Σ_s≤t  att[t, s] · mask[t, s] · v_s          (B, T, C), heads side by side
 //! ```
 //!
-//! `mask` is attention dropout (0 or 1/(1-p)), absent when p = 0.
+//! with k, v those of head g(h). The gradient of a key/value head is the sum of the
+//! contributions of the NH/KV query heads of its group. `mask` is attention dropout (0 or
+//! 1/(1-p)), absent when p = 0.
 //!
 //! [`forward`] and [`backward`] compute every product of one (batch, head) pair — Q·Kᵀ, P·V and,
 //! backward, dP = dO·Vᵀ, dV += Pᵀ·dO, dQ += dS·K, dK += dSᵀ·Q — as a matrix product at the
-//! caller's matmul level, reading Q, K, V and dO in place through the row strides (3C and C).
+//! caller's matmul level, reading Q, K, V and dO in place through the row strides
+//! ((NH + 2·KV)·HS and C).
 //! Sequences run in parallel, each product on one thread ([`ferrogpt_gemm::serial`]). Q·Kᵀ is
 //! computed whole and its upper triangle then discarded: with T ≤ a few hundred the product is
 //! cheap next to the projections, and a full product runs at the kernel's speed.
@@ -29,13 +36,29 @@ use rayon::prelude::*;
 pub struct Dims {
     pub b: usize,
     pub t: usize,
+    /// Query (and output) width: NH·HS.
     pub c: usize,
+    /// Query heads (NH).
     pub nh: usize,
+    /// Key/value heads (KV): divides `nh`; `kv = nh` for multi-head attention.
+    pub kv: usize,
 }
 
 impl Dims {
-    fn hs(&self) -> usize {
+    /// Head size HS = C/NH.
+    pub fn hs(&self) -> usize {
         self.c / self.nh
+    }
+
+    /// Width of a qkv row, (NH + 2·KV)·HS (3C when KV = NH).
+    pub fn qkv_cols(&self) -> usize {
+        self.c + 2 * self.kv * self.hs()
+    }
+
+    /// Query heads per key/value head, NH/KV.
+    fn group(&self) -> usize {
+        debug_assert!(self.kv > 0 && self.nh.is_multiple_of(self.kv), "{self:?}");
+        self.nh / self.kv
     }
 }
 
@@ -67,17 +90,22 @@ fn axpy<T: Float>(y: &mut [T], a: T, x: &[T]) {
     }
 }
 
-/// Copies head `h`'s part `part` (0 = q, 1 = k, 2 = v) of every position of one sequence's
-/// qkv (T, 3C) into a contiguous (T, HS) buffer: the loops below then stream through L1
-/// instead of striding 3C floats between rows.
-fn gather<T: Float>(dst: &mut [T], qkv: &[T], part: usize, h: usize, c: usize, hs: usize) {
-    for (row, src) in dst.chunks_exact_mut(hs).zip(qkv.chunks_exact(3 * c)) {
-        row.copy_from_slice(&src[part * c + h * hs..][..hs]);
+/// Copies the HS columns at `col` of every row of one sequence's qkv (T, ld) into a contiguous
+/// (T, HS) buffer: the loops below then stream through L1 instead of striding between rows.
+fn gather<T: Float>(dst: &mut [T], qkv: &[T], col: usize, ld: usize, hs: usize) {
+    for (row, src) in dst.chunks_exact_mut(hs).zip(qkv.chunks_exact(ld)) {
+        row.copy_from_slice(&src[col..][..hs]);
     }
 }
 
-/// The plain loops: out (B, T, C) overwritten; att (B, NH, T, T) saved softmax; mask
-/// (B, NH, T, T) or none.
+/// Column offsets of query head `h`'s q, and of its key/value head's k and v, in a qkv row.
+fn columns(d: &Dims, h: usize) -> (usize, usize, usize) {
+    let (hs, g) = (d.hs(), h / d.group());
+    (h * hs, d.c + g * hs, d.c + (d.kv + g) * hs)
+}
+
+/// The plain loops: out (B, T, C) overwritten; qkv (B, T, (NH + 2·KV)·HS); att (B, NH, T, T)
+/// saved softmax; mask (B, NH, T, T) or none.
 pub fn forward_reference<T: Float>(
     out: &mut [T],
     att: &mut [T],
@@ -85,11 +113,11 @@ pub fn forward_reference<T: Float>(
     mask: Option<&[T]>,
     d: Dims,
 ) {
-    let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
+    let (t, c, nh, hs, ld) = (d.t, d.c, d.nh, d.hs(), d.qkv_cols());
     let scale = T::ONE / T::from_f64(hs as f64).sqrt();
     out.par_chunks_mut(t * c)
         .zip(att.par_chunks_mut(nh * t * t))
-        .zip(qkv.par_chunks(t * 3 * c))
+        .zip(qkv.par_chunks(t * ld))
         .enumerate()
         .for_each(|(bi, ((out, att), qkv))| {
             let (mut q, mut k, mut v) = (
@@ -98,9 +126,10 @@ pub fn forward_reference<T: Float>(
                 vec![T::ZERO; t * hs],
             );
             for h in 0..nh {
-                gather(&mut q, qkv, 0, h, c, hs);
-                gather(&mut k, qkv, 1, h, c, hs);
-                gather(&mut v, qkv, 2, h, c, hs);
+                let (cq, ck, cv) = columns(&d, h);
+                gather(&mut q, qkv, cq, ld, hs);
+                gather(&mut k, qkv, ck, ld, hs);
+                gather(&mut v, qkv, cv, ld, hs);
                 for ti in 0..t {
                     let qt = &q[ti * hs..][..hs];
                     let row = &mut att[(h * t + ti) * t..][..t];
@@ -129,7 +158,8 @@ pub fn forward_reference<T: Float>(
         });
 }
 
-/// The plain loops: dqkv (B, T, 3C) += gradient of the attention output `dout` (B, T, C).
+/// The plain loops: dqkv (B, T, (NH + 2·KV)·HS) += gradient of the attention output `dout`
+/// (B, T, C); a key/value head gets the sum over the query heads of its group.
 pub fn backward_reference<T: Float>(
     dqkv: &mut [T],
     dout: &[T],
@@ -138,11 +168,11 @@ pub fn backward_reference<T: Float>(
     mask: Option<&[T]>,
     d: Dims,
 ) {
-    let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
+    let (t, c, nh, hs, ld) = (d.t, d.c, d.nh, d.hs(), d.qkv_cols());
     let scale = T::ONE / T::from_f64(hs as f64).sqrt();
-    dqkv.par_chunks_mut(t * 3 * c)
+    dqkv.par_chunks_mut(t * ld)
         .zip(dout.par_chunks(t * c))
-        .zip(qkv.par_chunks(t * 3 * c))
+        .zip(qkv.par_chunks(t * ld))
         .zip(att.par_chunks(nh * t * t))
         .enumerate()
         .for_each(|(bi, (((dqkv, dout), qkv), att))| {
@@ -151,9 +181,10 @@ pub fn backward_reference<T: Float>(
             let (mut dq, mut dk, mut dv) = (buf(), buf(), buf());
             let mut datt = vec![T::ZERO; t];
             for h in 0..nh {
-                gather(&mut q, qkv, 0, h, c, hs);
-                gather(&mut k, qkv, 1, h, c, hs);
-                gather(&mut v, qkv, 2, h, c, hs);
+                let (cq, ck, cv) = columns(&d, h);
+                gather(&mut q, qkv, cq, ld, hs);
+                gather(&mut k, qkv, ck, ld, hs);
+                gather(&mut v, qkv, cv, ld, hs);
                 dk.fill(T::ZERO);
                 dv.fill(T::ZERO);
                 for ti in 0..t {
@@ -176,13 +207,10 @@ pub fn backward_reference<T: Float>(
                         axpy(&mut dk[s * hs..][..hs], ds, qt);
                     }
                 }
-                for (ti, dst) in dqkv.chunks_exact_mut(3 * c).enumerate() {
-                    for (part, src) in [(0, &dq), (1, &dk), (2, &dv)] {
-                        axpy(
-                            &mut dst[part * c + h * hs..][..hs],
-                            T::ONE,
-                            &src[ti * hs..][..hs],
-                        );
+                // Added: the k and v columns collect every query head of the group.
+                for (ti, dst) in dqkv.chunks_exact_mut(ld).enumerate() {
+                    for (col, src) in [(cq, &dq), (ck, &dk), (cv, &dv)] {
+                        axpy(&mut dst[col..][..hs], T::ONE, &src[ti * hs..][..hs]);
                     }
                 }
             }
@@ -220,9 +248,11 @@ fn softmax_causal_row<T: Float>(row: &mut [T], ti: usize, scale: T) {
     row.iter_mut().for_each(|a| *a *= inv);
 }
 
-/// Head `h`'s query, key and value columns of one sequence's qkv rows (row stride 3C).
-fn head<T>(qkv: &[T], c: usize, h: usize, hs: usize) -> (&[T], &[T], &[T]) {
-    (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..])
+/// Query head `h`'s query columns and its key/value head's key and value columns of one
+/// sequence's qkv rows (row stride (NH + 2·KV)·HS).
+fn head<'a, T>(qkv: &'a [T], d: &Dims, h: usize) -> (&'a [T], &'a [T], &'a [T]) {
+    let (cq, ck, cv) = columns(d, h);
+    (&qkv[cq..], &qkv[ck..], &qkv[cv..])
 }
 
 /// out (T×T, overwritten) = x·yᵀ for x, y (T×HS) at row strides ldx, ldy: Q·Kᵀ and dO·Vᵀ.
@@ -253,8 +283,8 @@ fn masked<'a, T: Float>(p: &'a [T], mask: Option<&[T]>, buf: &'a mut [T]) -> &'a
     }
 }
 
-/// out (B, T, C) overwritten; att (B, NH, T, T) saved softmax; mask (B, NH, T, T) or none.
-/// Products at `level` (see the module doc).
+/// out (B, T, C) overwritten; qkv (B, T, (NH + 2·KV)·HS); att (B, NH, T, T) saved softmax;
+/// mask (B, NH, T, T) or none. Products at `level` (see the module doc).
 pub fn forward<T: Float>(
     level: Level,
     out: &mut [T],
@@ -263,11 +293,11 @@ pub fn forward<T: Float>(
     mask: Option<&[T]>,
     d: Dims,
 ) -> Result<(), GemmError> {
-    let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
+    let (t, c, nh, hs, ld) = (d.t, d.c, d.nh, d.hs(), d.qkv_cols());
     let scale = T::ONE / T::from_f64(hs as f64).sqrt();
     out.par_chunks_mut(t * c)
         .zip(att.par_chunks_mut(nh * t * t))
-        .zip(qkv.par_chunks(t * 3 * c))
+        .zip(qkv.par_chunks(t * ld))
         .enumerate()
         .try_for_each(|(bi, ((out, att), qkv))| {
             serial(|| {
@@ -275,8 +305,8 @@ pub fn forward<T: Float>(
                 for h in 0..nh {
                     let att = &mut att[h * t * t..][..t * t];
                     // S = Q·Kᵀ into att, then the causal softmax row by row.
-                    let (q, k, v) = head(qkv, c, h, hs);
-                    scores(level, q, 3 * c, k, 3 * c, att, t, hs)?;
+                    let (q, k, v) = head(qkv, &d, h);
+                    scores(level, q, ld, k, ld, att, t, hs)?;
                     for (ti, row) in att.chunks_exact_mut(t).enumerate() {
                         softmax_causal(row, ti, scale);
                     }
@@ -284,15 +314,17 @@ pub fn forward<T: Float>(
                     let m = mask.map(|m| &m[(bi * nh + h) * t * t..][..t * t]);
                     let p = masked(att, m, &mut pm);
                     let o = &mut out[h * hs..];
-                    matmul(level, false, false, t, hs, t, p, t, v, 3 * c, o, c, false)?;
+                    matmul(level, false, false, t, hs, t, p, t, v, ld, o, c, false)?;
                 }
                 Ok(())
             })
         })
 }
 
-/// dqkv (B, T, 3C) (+)= gradient of the attention output `dout` (B, T, C), as `w` says (each of
-/// the q, k and v parts is written by one product per head). Products at `level`.
+/// dqkv (B, T, (NH + 2·KV)·HS) (+)= gradient of the attention output `dout` (B, T, C), as `w`
+/// says: each q part is written by one product, each k and v part by one product per query
+/// head of its group, the first of which writes as `w` says and the others add. Products at
+/// `level`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
     level: Level,
@@ -304,12 +336,13 @@ pub fn backward<T: Float>(
     mask: Option<&[T]>,
     d: Dims,
 ) -> Result<(), GemmError> {
-    let (t, c, nh, hs) = (d.t, d.c, d.nh, d.hs());
+    let (t, c, nh, hs, ld) = (d.t, d.c, d.nh, d.hs(), d.qkv_cols());
     let scale = T::ONE / T::from_f64(hs as f64).sqrt();
     let acc = w.accumulates();
-    dqkv.par_chunks_mut(t * 3 * c)
+    let group = d.group();
+    dqkv.par_chunks_mut(t * ld)
         .zip(dout.par_chunks(t * c))
-        .zip(qkv.par_chunks(t * 3 * c))
+        .zip(qkv.par_chunks(t * ld))
         .zip(att.par_chunks(nh * t * t))
         .enumerate()
         .try_for_each(|(bi, (((dqkv, dout), qkv), att))| {
@@ -320,12 +353,16 @@ pub fn backward<T: Float>(
                     let p = &att[h * t * t..][..t * t];
                     let m = mask.map(|m| &m[(bi * nh + h) * t * t..][..t * t]);
                     let pt = masked(p, m, &mut pm);
-                    let (q, k, v) = head(qkv, c, h, hs);
+                    let (q, k, v) = head(qkv, &d, h);
+                    let (cq, ck, cv) = columns(&d, h);
+                    // The key/value head's gradient: written by the first query head of its
+                    // group (as `w` says), added to by the others.
+                    let acc_kv = acc || h % group != 0;
                     let g = &dout[h * hs..];
                     // dP̃ = dO·Vᵀ (into ds), dV (+)= P̃ᵀ·dO.
-                    scores(level, g, c, v, 3 * c, &mut ds, t, hs)?;
-                    let dv = &mut dqkv[2 * c + h * hs..];
-                    matmul(level, true, false, t, hs, t, pt, t, g, c, dv, 3 * c, acc)?;
+                    scores(level, g, c, v, ld, &mut ds, t, hs)?;
+                    let dv = &mut dqkv[cv..];
+                    matmul(level, true, false, t, hs, t, pt, t, g, c, dv, ld, acc_kv)?;
                     // Through the mask and the softmax: dS = P ⊙ (dP − Σ_s P·dP) / sqrt(HS).
                     // Whole rows: P is exactly 0 above the diagonal, so the dot product and
                     // the update need no live prefix, and dS is 0 there (dP is finite).
@@ -348,38 +385,10 @@ pub fn backward<T: Float>(
                         },
                     );
                     // dQ (+)= dS·K, dK (+)= dSᵀ·Q.
-                    let dq = &mut dqkv[h * hs..];
-                    matmul(
-                        level,
-                        false,
-                        false,
-                        t,
-                        hs,
-                        t,
-                        &ds,
-                        t,
-                        k,
-                        3 * c,
-                        dq,
-                        3 * c,
-                        acc,
-                    )?;
-                    let dk = &mut dqkv[c + h * hs..];
-                    matmul(
-                        level,
-                        true,
-                        false,
-                        t,
-                        hs,
-                        t,
-                        &ds,
-                        t,
-                        q,
-                        3 * c,
-                        dk,
-                        3 * c,
-                        acc,
-                    )?;
+                    let dq = &mut dqkv[cq..];
+                    matmul(level, false, false, t, hs, t, &ds, t, k, ld, dq, ld, acc)?;
+                    let dk = &mut dqkv[ck..];
+                    matmul(level, true, false, t, hs, t, &ds, t, q, ld, dk, ld, acc_kv)?;
                 }
                 Ok(())
             })

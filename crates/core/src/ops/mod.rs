@@ -1,7 +1,8 @@
 //! The layers, forward and backward side by side, on flat row-major buffers.
 //!
 //! Shape vocabulary: `B` batch, `T` time, `C` channels, `NH` heads, `HS = C / NH` head size,
-//! `V` vocabulary, `Vp` padded vocabulary, `N = B*T` rows.
+//! `KV` key/value heads (grouped-query attention; `KV = NH` for GPT-2), `F` the width of a
+//! gated MLP's hidden layer, `V` vocabulary, `Vp` padded vocabulary, `N = B*T` rows.
 //!
 //! Input (activation) gradients are written as [`Write`] says: the first contribution to a
 //! buffer overwrites it (so the tape never zeroes activation gradients: that memset was 4–5% of
@@ -51,4 +52,7 @@ pub mod gelu;
 pub mod layernorm;
 pub mod linear;
 pub mod residual;
+pub mod rmsnorm;
+pub mod rope;
 pub mod softmax_ce;
+pub mod swiglu;
