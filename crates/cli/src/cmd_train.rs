@@ -5,6 +5,7 @@
 use crate::common::{
     engine_factory, resolve_data, Compute, Device, DeviceArgs, SHAKESPEARE_SHA256,
 };
+use ferrogpt_model::config::{Family, Position};
 use ferrogpt_model::generate::Sampling;
 use ferrogpt_train::checkpoint;
 use ferrogpt_train::config::{
@@ -84,6 +85,27 @@ pub struct TrainArgs {
     vocab_multiple: Option<usize>,
     #[arg(long, allow_negative_numbers = true, help_heading = "Model", help = by_preset("Dropout probability while training", "dropout"))]
     dropout: Option<f64>,
+    /// Model family: gpt2 (LayerNorm, GELU, biases, tied head) or llama (RMSNorm, SwiGLU,
+    /// rotary positions, grouped-query attention, no biases) [default: by preset]
+    #[arg(long, help_heading = "Model")]
+    family: Option<String>,
+    /// Positions: learned (GPT-2's table) or rope (rotary); llama is always rope
+    /// [default: by preset]
+    #[arg(long, help_heading = "Model")]
+    pos: Option<String>,
+    #[arg(long, help_heading = "Model", help = by_preset("RoPE's base θ", "rope_theta"))]
+    rope_theta: Option<f64>,
+    /// Key/value heads of grouped-query attention (llama; must divide --n-head)
+    /// [default: by preset; 0 = --n-head]
+    #[arg(long, help_heading = "Model")]
+    n_kv_head: Option<usize>,
+    /// The MLP's hidden width [default: by preset; 0 = 4 × --n-embd]
+    #[arg(long, help_heading = "Model")]
+    ffn_hidden: Option<usize>,
+    /// An LM head of its own instead of the token embedding's weights (llama only)
+    /// [default: by preset]
+    #[arg(long, help_heading = "Model")]
+    untied: bool,
     /// Start from these weights: one of our checkpoints or a Hugging Face GPT-2 directory
     /// (its tokenizer too, if it has one) [default: GPT-2 initialisation from --seed]
     #[arg(long, conflicts_with = "resume", help_heading = "Model")]
@@ -215,7 +237,34 @@ fn build_config(a: &TrainArgs) -> Result<TrainConfig, String> {
         block_size,
         vocab_multiple
     );
-    set!(sample_tokens, tokenizer, zero);
+    set!(
+        sample_tokens,
+        tokenizer,
+        zero,
+        rope_theta,
+        n_kv_head,
+        ffn_hidden
+    );
+    if let Some(f) = &a.family {
+        cfg.family = match f.as_str() {
+            "gpt2" => Family::Gpt2,
+            "llama" => Family::Llama,
+            _ => return Err(format!("--family must be gpt2 or llama, got '{f}'")),
+        };
+        if cfg.family == Family::Llama && a.pos.is_none() {
+            cfg.pos = Position::Rope;
+        }
+    }
+    if let Some(p) = &a.pos {
+        cfg.pos = match p.as_str() {
+            "learned" => Position::Learned,
+            "rope" => Position::Rope,
+            _ => return Err(format!("--pos must be learned or rope, got '{p}'")),
+        };
+    }
+    if a.untied {
+        cfg.tie_embeddings = false;
+    }
     if a.block_size.is_some() && a.seq_len.is_none() {
         cfg.seq_len = cfg.seq_len.min(cfg.block_size);
     }
@@ -413,12 +462,17 @@ fn ignored_on_resume(a: &TrainArgs) -> Vec<&'static str> {
         weight_decay => "--weight-decay", beta1 => "--beta1", beta2 => "--beta2", eps => "--eps",
         momentum => "--momentum", grad_clip => "--grad-clip", dropout => "--dropout",
         eval_interval => "--eval-interval", eval_batches => "--eval-batches", seed => "--seed",
-        n_layer => "--n-layer", n_head => "--n-head", n_embd => "--n-embd",
+        n_layer => "--n-layer", n_head => "--n-head", n_embd => "--n-embd", family => "--family",
+        pos => "--pos", rope_theta => "--rope-theta", n_kv_head => "--n-kv-head",
+        ffn_hidden => "--ffn-hidden",
         block_size => "--block-size", vocab_multiple => "--vocab-multiple", out => "--out",
         sample_tokens => "--sample-tokens", zero => "--zero", eval_mc => "--eval-mc",
     );
     if a.sequential {
         v.push("--sequential");
+    }
+    if a.untied {
+        v.push("--untied");
     }
     v
 }
@@ -437,13 +491,7 @@ fn start(
             let loaded =
                 checkpoint::load_model(dir, cfg.vocab_multiple).map_err(|e| e.to_string())?;
             let m = &loaded.model.config;
-            (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) =
-                (m.n_layer, m.n_head, m.n_embd, m.block_size);
-            cfg.seq_len = cfg.seq_len.min(cfg.block_size);
-            if m.padded_vocab_size != cfg.model_config(m.vocab_size).padded_vocab_size {
-                // Keep the stored padding: a multiple equal to it reproduces it exactly.
-                cfg.vocab_multiple = m.padded_vocab_size;
-            }
+            cfg.take_model(m);
             // The directory's tokenizer, unless --tokenizer names one for a model without.
             let tokenizer = match (&a.tokenizer, &loaded.tokenizer) {
                 (Some(spec), _) if !hf::has_tokenizer(dir) => {
@@ -472,9 +520,10 @@ fn start(
                 None => tokenizer.name().into(),
             };
             eprintln!(
-                "{}initialising from {} ({} layers, {} heads, {} channels, vocab {}, {} tokenizer)",
+                "{}initialising from {} ({} with {} layers, {} heads, {} channels, vocab {}, {} tokenizer)",
                 rank_prefix(),
                 dir.display(),
+                m.family.name(),
                 m.n_layer,
                 m.n_head,
                 m.n_embd,
@@ -514,8 +563,9 @@ fn start(
     }
     let engine = format!("{}{}", t.engine.describe(), ranks_note(&t));
     eprintln!(
-        "training {} parameters ({} layers, {} heads, {} channels, vocab {}) for {} steps of {}x{} tokens on {engine}; run directory {}",
+        "training {} parameters ({} with {} layers, {} heads, {} channels, vocab {}) for {} steps of {}x{} tokens on {engine}; run directory {}",
         t.model.config.num_params(),
+        t.model.config.family.name(),
         t.cfg.n_layer,
         t.cfg.n_head,
         t.cfg.n_embd,

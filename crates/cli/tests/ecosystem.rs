@@ -463,8 +463,21 @@ fn huggingface_reads_a_run_directory() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/check_hf_run.py");
     let probe = dir.join("probe.txt");
     std::fs::write(&probe, "ROMEO: what light?\nBut soft, wind!ow  breaks\n").unwrap();
-    for (name, tok) in [("char", "char"), ("gpt2", "gpt2")] {
-        let run_dir = train(&dir, name, &data, &["--tokenizer", tok]);
+    let llama: &[&str] = &[
+        "--tokenizer",
+        "char",
+        "--family",
+        "llama",
+        "--n-kv-head",
+        "1",
+        "--untied",
+    ];
+    for (name, extra) in [
+        ("char", &["--tokenizer", "char"][..]),
+        ("gpt2", &["--tokenizer", "gpt2"][..]),
+        ("llama", llama),
+    ] {
+        let run_dir = train(&dir, name, &data, extra);
         let bin = dir.join(format!("{name}.bin"));
         ok(&[
             "tokenize",

@@ -1,86 +1,271 @@
-//! Model weights and config in Hugging Face GPT-2's format.
+//! Model weights and config in Hugging Face's formats: `GPT2LMHeadModel` for the GPT-2 family,
+//! `LlamaForCausalLM` for the Llama family.
 //!
 //! * `model.safetensors`: f32 tensors named as in [`crate::params`] (`wte.weight`,
-//!   `h.{i}.attn.c_attn.weight` in Conv1D (in, out) layout, ..., `ln_f.bias`). `wte.weight` holds
-//!   the V real rows only; the padding rows are zero and are not stored. Loading also accepts
-//!   the `transformer.` prefix of `GPT2LMHeadModel` files and skips what is derived or
-//!   constant there (`lm_head.weight`, tied to wte; the `attn.bias`/`attn.masked_bias` masks).
-//! * `config.json`: HF `GPT2Config` fields (`n_layer`, `n_head`, `n_embd`, `n_positions`,
-//!   `vocab_size`, ...) plus ferrogpt's `padded_vocab_size` and `dropout`.
+//!   `h.{i}.attn.c_attn.weight` in Conv1D (in, out) layout, ..., or `model.embed_tokens.weight`,
+//!   `model.layers.{i}.self_attn.q_proj.weight` in (out, in) layout, ...). The token embedding
+//!   and an untied head hold their V real rows only; the padding rows are zero and are not
+//!   stored. Loading also accepts the `transformer.` prefix of `GPT2LMHeadModel` files, skips
+//!   what is derived or constant there (`lm_head.weight` when tied; the `attn.bias` /
+//!   `attn.masked_bias` masks, `rotary_emb.inv_freq`), widens BF16 and F16 to f32, and reads
+//!   checkpoints sharded over several files (`model.safetensors.index.json`).
+//! * `config.json`: HF `GPT2Config` or `LlamaConfig` fields plus ferrogpt's
+//!   `padded_vocab_size` and `dropout`. A GPT-2 with rotary positions has no HF class: its
+//!   config says `model_type: "ferrogpt-gpt2-rope"`, which transformers refuses rather than
+//!   loading it wrong.
 //!
 //! Files are written atomically (temp file + rename); loading checks every name, shape and
 //! length and names the file and tensor at fault.
 
+use crate::config::{Family, Position, RopeScaling};
 use crate::{Gpt, GptConfig, ModelError, ParamLayout};
 use ferrogpt_core::fsutil::write_atomic;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `model_type` of a GPT-2 with rotary positions (no transformers class exists for it).
+pub const GPT2_ROPE_TYPE: &str = "ferrogpt-gpt2-rope";
 
 /// Writes `config.json` for `cfg` into `dir`; `eot` is the tokenizer's end-of-text id (HF's
 /// `bos_token_id` and `eos_token_id`), if it has one.
 pub fn save_config(dir: &Path, cfg: &GptConfig, eot: Option<u32>) -> Result<(), ModelError> {
-    let v = json!({
-        "model_type": "gpt2",
-        "architectures": ["GPT2LMHeadModel"],
-        "n_layer": cfg.n_layer,
-        "n_head": cfg.n_head,
-        "n_embd": cfg.n_embd,
-        "n_positions": cfg.block_size,
-        "n_ctx": cfg.block_size,
-        "vocab_size": cfg.vocab_size,
-        "layer_norm_epsilon": ferrogpt_core::ops::layernorm::EPS,
-        "activation_function": "gelu_new",
-        "tie_word_embeddings": true,
-        "padded_vocab_size": cfg.padded_vocab_size,
-        "dropout": cfg.dropout,
-        "bos_token_id": eot,
-        "eos_token_id": eot,
-    });
+    let v = match cfg.family {
+        Family::Gpt2 => {
+            let mut v = json!({
+                "model_type": "gpt2",
+                "architectures": ["GPT2LMHeadModel"],
+                "n_layer": cfg.n_layer,
+                "n_head": cfg.n_head,
+                "n_embd": cfg.n_embd,
+                "n_positions": cfg.block_size,
+                "n_ctx": cfg.block_size,
+                "n_inner": cfg.ffn_hidden,
+                "vocab_size": cfg.vocab_size,
+                "layer_norm_epsilon": ferrogpt_core::ops::layernorm::EPS,
+                "activation_function": "gelu_new",
+                "tie_word_embeddings": true,
+                "padded_vocab_size": cfg.padded_vocab_size,
+                "dropout": cfg.dropout,
+                "bos_token_id": eot,
+                "eos_token_id": eot,
+            });
+            if cfg.rotary() {
+                v["model_type"] = json!(GPT2_ROPE_TYPE);
+                v["architectures"] = json!([]);
+                v["position_embedding_type"] = json!("rope");
+                v["rope_theta"] = json!(cfg.rope_theta);
+            }
+            v
+        }
+        Family::Llama => {
+            let rope_parameters = match cfg.rope_scaling {
+                None => json!({"rope_type": "default", "rope_theta": cfg.rope_theta}),
+                Some(s) => json!({
+                    "rope_type": "llama3",
+                    "rope_theta": cfg.rope_theta,
+                    "factor": s.factor,
+                    "low_freq_factor": s.low_freq_factor,
+                    "high_freq_factor": s.high_freq_factor,
+                    "original_max_position_embeddings": s.original_max_position_embeddings,
+                }),
+            };
+            json!({
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "num_hidden_layers": cfg.n_layer,
+                "num_attention_heads": cfg.n_head,
+                "num_key_value_heads": cfg.kv_heads(),
+                "hidden_size": cfg.n_embd,
+                "head_dim": cfg.head_size(),
+                "intermediate_size": cfg.ffn(),
+                "max_position_embeddings": cfg.block_size,
+                "vocab_size": cfg.vocab_size,
+                "rms_norm_eps": cfg.norm_eps,
+                "hidden_act": "silu",
+                "attention_bias": false,
+                "mlp_bias": false,
+                "attention_dropout": 0.0,
+                "tie_word_embeddings": cfg.tie_embeddings,
+                "rope_theta": cfg.rope_theta,
+                "rope_scaling": cfg.rope_scaling.map(|_| rope_parameters.clone()),
+                "rope_parameters": rope_parameters,
+                "padded_vocab_size": cfg.padded_vocab_size,
+                "dropout": cfg.dropout,
+                "bos_token_id": eot,
+                "eos_token_id": eot,
+            })
+        }
+    };
     let path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&v).expect("json of plain values");
     write_atomic(&path, text.as_bytes()).map_err(|e| ModelError::file(&path, e))
 }
 
-/// Reads `config.json` (ours or Hugging Face's). Without `padded_vocab_size`, the vocabulary
-/// is padded to a multiple of `pad_multiple`.
+/// Reads `config.json` (ours or Hugging Face's: GPT-2 or Llama). Without `padded_vocab_size`,
+/// the vocabulary is padded to a multiple of `pad_multiple`.
 pub fn load_config(dir: &Path, pad_multiple: usize) -> Result<GptConfig, ModelError> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| ModelError::file(&path, e))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| ModelError::file(&path, format!("not valid JSON: {e}")))?;
+    let bad = |msg: String| ModelError::file(&path, msg);
     let field = |name: &str| -> Result<usize, ModelError> {
         v.get(name)
             .and_then(Value::as_u64)
             .map(|x| x as usize)
-            .ok_or_else(|| {
-                ModelError::file(&path, format!("missing or non-integer field '{name}'"))
-            })
+            .ok_or_else(|| bad(format!("missing or non-integer field '{name}'")))
     };
-    if let Some(act) = v.get("activation_function").and_then(Value::as_str) {
-        if act != "gelu_new" && act != "gelu_pytorch_tanh" {
-            return Err(ModelError::file(
-                &path,
-                format!("activation_function '{act}' is not supported (expected gelu_new)"),
-            ));
+    let opt_field = |name: &str| -> Result<Option<usize>, ModelError> {
+        match v.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => field(name).map(Some),
         }
-    }
+    };
+    let float = |name: &str, default: f64| -> Result<f64, ModelError> {
+        match v.get(name) {
+            None | Some(Value::Null) => Ok(default),
+            Some(x) => x
+                .as_f64()
+                .ok_or_else(|| bad(format!("field '{name}' is not a number"))),
+        }
+    };
+    let model_type = v
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("gpt2");
     let vocab_size = field("vocab_size")?;
-    let cfg = GptConfig {
-        n_layer: field("n_layer")?,
-        n_head: field("n_head")?,
-        n_embd: field("n_embd")?,
-        block_size: field("n_positions")?,
-        vocab_size,
-        padded_vocab_size: match v.get("padded_vocab_size") {
-            Some(_) => field("padded_vocab_size")?,
-            None => GptConfig::pad_vocab(vocab_size, pad_multiple),
-        },
-        dropout: v.get("dropout").and_then(Value::as_f64).unwrap_or(0.0),
+    let padded_vocab_size = match v.get("padded_vocab_size") {
+        Some(_) => field("padded_vocab_size")?,
+        None => GptConfig::pad_vocab(vocab_size, pad_multiple),
+    };
+    let dropout = float("dropout", 0.0)?;
+    let cfg = match model_type {
+        "gpt2" | GPT2_ROPE_TYPE => {
+            if let Some(act) = v.get("activation_function").and_then(Value::as_str) {
+                if act != "gelu_new" && act != "gelu_pytorch_tanh" {
+                    return Err(bad(format!(
+                        "activation_function '{act}' is not supported (expected gelu_new)"
+                    )));
+                }
+            }
+            let rope = v.get("position_embedding_type").and_then(Value::as_str) == Some("rope");
+            GptConfig {
+                n_layer: field("n_layer")?,
+                n_head: field("n_head")?,
+                n_embd: field("n_embd")?,
+                block_size: field("n_positions")?,
+                vocab_size,
+                padded_vocab_size,
+                dropout,
+                pos: if rope {
+                    Position::Rope
+                } else {
+                    Position::Learned
+                },
+                rope_theta: float("rope_theta", 10_000.0)?,
+                ffn_hidden: opt_field("n_inner")?,
+                ..GptConfig::default()
+            }
+        }
+        "llama" => {
+            let c = field("hidden_size")?;
+            let nh = field("num_attention_heads")?;
+            if let Some(hd) = opt_field("head_dim")? {
+                if nh * hd != c {
+                    return Err(bad(format!(
+                        "head_dim {hd} × {nh} heads is not hidden_size {c} (not supported)"
+                    )));
+                }
+            }
+            if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
+                if act != "silu" {
+                    return Err(bad(format!(
+                        "hidden_act '{act}' is not supported (expected silu)"
+                    )));
+                }
+            }
+            for flag in ["attention_bias", "mlp_bias"] {
+                if v.get(flag).and_then(Value::as_bool) == Some(true) {
+                    return Err(bad(format!("{flag} = true is not supported")));
+                }
+            }
+            let (rope_theta, rope_scaling) = llama_rope(&v).map_err(bad)?;
+            GptConfig {
+                n_layer: field("num_hidden_layers")?,
+                n_head: nh,
+                n_embd: c,
+                block_size: field("max_position_embeddings")?,
+                vocab_size,
+                padded_vocab_size,
+                dropout,
+                family: Family::Llama,
+                pos: Position::Rope,
+                rope_theta,
+                rope_scaling,
+                n_kv_head: Some(opt_field("num_key_value_heads")?.unwrap_or(nh)),
+                ffn_hidden: Some(field("intermediate_size")?),
+                norm_eps: float("rms_norm_eps", 1e-6)?,
+                tie_embeddings: v
+                    .get("tie_word_embeddings")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "model_type '{other}' is not supported (expected gpt2 or llama)"
+            )))
+        }
     };
     cfg.validate().map_err(|e| ModelError::file(&path, e))?;
     Ok(cfg)
+}
+
+/// RoPE's base and scaling from a Llama config: transformers 5's `rope_parameters`, or the
+/// older `rope_theta` + `rope_scaling`.
+fn llama_rope(v: &Value) -> Result<(f64, Option<RopeScaling>), String> {
+    let params = v
+        .get("rope_parameters")
+        .filter(|p| p.is_object())
+        .or_else(|| v.get("rope_scaling").filter(|p| p.is_object()));
+    let theta = params
+        .and_then(|p| p.get("rope_theta"))
+        .or_else(|| v.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .unwrap_or(10_000.0);
+    let Some(p) = params else {
+        return Ok((theta, None));
+    };
+    let kind = p
+        .get("rope_type")
+        .or_else(|| p.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    match kind {
+        "default" => Ok((theta, None)),
+        "llama3" => {
+            let num = |k: &str| {
+                p.get(k)
+                    .and_then(Value::as_f64)
+                    .ok_or_else(|| format!("rope parameters of type llama3 lack '{k}'"))
+            };
+            Ok((
+                theta,
+                Some(RopeScaling {
+                    factor: num("factor")?,
+                    low_freq_factor: num("low_freq_factor")?,
+                    high_freq_factor: num("high_freq_factor")?,
+                    original_max_position_embeddings: num("original_max_position_embeddings")?
+                        as usize,
+                }),
+            ))
+        }
+        other => Err(format!(
+            "rope_type '{other}' is not supported (expected default or llama3)"
+        )),
+    }
 }
 
 fn f32_bytes(x: &[f32]) -> Vec<u8> {
@@ -117,7 +302,7 @@ pub struct TensorFile {
     pub metadata: HashMap<String, String>,
 }
 
-/// Reads every tensor of a safetensors file as f32 (F32 stored; BF16 widened).
+/// Reads every tensor of a safetensors file as f32 (F32 stored; BF16 and F16 widened).
 pub fn read_tensors(path: &Path) -> Result<TensorFile, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::file(path, e))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
@@ -126,21 +311,25 @@ pub fn read_tensors(path: &Path) -> Result<TensorFile, ModelError> {
         .map_err(|e| ModelError::file(path, format!("not a valid safetensors file ({e})")))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
+        let halves = || {
+            view.data()
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        };
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => view
                 .data()
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
-            Dtype::BF16 => view
-                .data()
-                .chunks_exact(2)
-                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-                .collect(),
+            Dtype::BF16 => halves().map(|h| f32::from_bits((h as u32) << 16)).collect(),
+            Dtype::F16 => halves().map(f16_to_f32).collect(),
             other => {
                 return Err(ModelError::file(
                     path,
-                    format!("tensor '{name}' has dtype {other:?}; only F32 and BF16 are supported"),
+                    format!(
+                        "tensor '{name}' has dtype {other:?}; only F32, BF16 and F16 are supported"
+                    ),
                 ))
             }
         };
@@ -152,6 +341,81 @@ pub fn read_tensors(path: &Path) -> Result<TensorFile, ModelError> {
     })
 }
 
+/// IEEE half precision to f32 (exact: every f16 is an f32).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match exp {
+        0 if frac == 0 => sign,
+        // Subnormal: frac · 2^-24.
+        0 => {
+            let m = frac as f32 * 2f32.powi(-24);
+            return if sign != 0 { -m } else { m };
+        }
+        0x1f => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | (((exp - 15 + 127) as u32) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// The index of a sharded checkpoint beside `path` (`model.safetensors` →
+/// `model.safetensors.index.json`).
+fn shard_index(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".index.json");
+    path.with_file_name(name)
+}
+
+/// Reads the weights at `path`, or, where that file does not exist, the shards its index
+/// (`<path>.index.json`, HF's `weight_map`) lists, merged into one [`TensorFile`].
+pub fn read_weights_file(path: &Path) -> Result<TensorFile, ModelError> {
+    let index = shard_index(path);
+    if path.exists() || !index.exists() {
+        return read_tensors(path);
+    }
+    let text = std::fs::read_to_string(&index).map_err(|e| ModelError::file(&index, e))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::file(&index, format!("not valid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ModelError::file(&index, "no 'weight_map' object"))?;
+    let mut shards: Vec<&str> = map.values().filter_map(Value::as_str).collect();
+    if shards.len() != map.len() {
+        return Err(ModelError::file(
+            &index,
+            "a weight_map entry is not a file name",
+        ));
+    }
+    shards.sort_unstable();
+    shards.dedup();
+    let mut merged = TensorFile {
+        tensors: HashMap::new(),
+        metadata: HashMap::new(),
+    };
+    for shard in shards {
+        if shard.contains('/') || shard.contains('\\') {
+            return Err(ModelError::file(
+                &index,
+                format!("shard '{shard}' is not a file name in this directory"),
+            ));
+        }
+        let file = read_tensors(&path.with_file_name(shard))?;
+        for (name, t) in file.tensors {
+            if map.get(&name).and_then(Value::as_str) != Some(shard) {
+                return Err(ModelError::file(
+                    &index,
+                    format!("tensor '{name}' is in {shard}, which the weight_map does not say"),
+                ));
+            }
+            merged.tensors.insert(name, t);
+        }
+        merged.metadata.extend(file.metadata);
+    }
+    Ok(merged)
+}
+
 /// Writes the model's weights to `path` (HF names and layouts) with `metadata`.
 pub fn save_weights(
     path: &Path,
@@ -160,12 +424,12 @@ pub fn save_weights(
     metadata: HashMap<String, String>,
 ) -> Result<(), ModelError> {
     let v = model.config.vocab_size;
-    let tensors: Vec<(String, Vec<usize>, &[f32])> = model
-        .layout
+    let l = &model.layout;
+    let tensors: Vec<(String, Vec<usize>, &[f32])> = l
         .named
         .iter()
         .map(|(name, p)| {
-            if *p == model.layout.wte {
+            if l.is_vocab_rows(p) {
                 let real = &params[p.offset..p.offset + v * p.cols];
                 (name.clone(), vec![v, p.cols], real)
             } else {
@@ -176,36 +440,48 @@ pub fn save_weights(
     write_tensors(path, &tensors, metadata)
 }
 
-/// Reads the weights at `path` into the flat layout of `model`; returns them and the file's
-/// metadata. Every tensor of the model must be present with its exact shape.
+/// Whether a tensor of a HF checkpoint is derived or constant rather than a parameter (the
+/// causal-mask buffers of old GPT-2 files, rotary frequency buffers, a tied head's copy).
+fn derived(model: &Gpt, name: &str) -> bool {
+    (name == "lm_head.weight" && model.layout.lm_head.is_none())
+        || name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+        || name.ends_with("rotary_emb.inv_freq")
+}
+
+/// Reads the weights at `path` (or its shards, see [`read_weights_file`]) into the flat layout
+/// of `model`; returns them and the file's metadata. Every tensor of the model must be present
+/// with its exact shape.
 pub fn load_weights(
     path: &Path,
     model: &Gpt,
 ) -> Result<(Vec<f32>, HashMap<String, String>), ModelError> {
-    let file = read_tensors(path)?;
+    let file = read_weights_file(path)?;
+    let family = model.config.family.name();
     let mut by_name = HashMap::new();
     for (name, t) in file.tensors {
-        let short = name
-            .strip_prefix("transformer.")
-            .unwrap_or(&name)
-            .to_string();
-        if short == "lm_head.weight"
-            || short.ends_with(".attn.bias")
-            || short.ends_with(".attn.masked_bias")
-        {
+        let short = match model.config.family {
+            Family::Gpt2 => name.strip_prefix("transformer.").unwrap_or(&name),
+            Family::Llama => &name,
+        }
+        .to_string();
+        if derived(model, &short) {
             continue;
         }
         by_name.insert(short, (name, t));
     }
-    let mut params = vec![0.0f32; model.layout.total];
-    for (name, p) in &model.layout.named {
+    let l = &model.layout;
+    let mut params = vec![0.0f32; l.total];
+    for (name, p) in &l.named {
         let (_, (shape, data)) = by_name.remove(name).ok_or_else(|| {
             ModelError::file(
                 path,
-                format!("tensor '{name}' is missing (is this a GPT-2 checkpoint of this shape?)"),
+                format!(
+                    "tensor '{name}' is missing (is this a {family} checkpoint of this shape?)"
+                ),
             )
         })?;
-        let want = if *p == model.layout.wte {
+        let want = if l.is_vocab_rows(p) {
             vec![model.config.vocab_size, p.cols]
         } else {
             ParamLayout::hf_shape(p)
@@ -221,7 +497,7 @@ pub fn load_weights(
     if let Some((name, _)) = by_name.into_values().next() {
         return Err(ModelError::file(
             path,
-            format!("unexpected tensor '{name}' (not part of a GPT-2 of this config)"),
+            format!("unexpected tensor '{name}' (not part of a {family} model of this config)"),
         ));
     }
     if let Some(i) = params.iter().position(|x| !x.is_finite()) {

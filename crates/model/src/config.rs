@@ -1,26 +1,117 @@
-//! GPT-2 hyperparameters.
+//! The model's hyperparameters: one description for every family ferrogpt trains.
+//!
+//! A family ([`Family`]) fixes the layer kinds and the checkpoint names; the shape fields size
+//! them. Both families are decoder-only transformers with pre-normalisation:
+//!
+//! | | GPT-2 (`gpt2`) | Llama (`llama`) |
+//! |---|---|---|
+//! | positions | learned table (`--pos rope`: rotary) | rotary (RoPE) |
+//! | normalisation | LayerNorm with bias | RMSNorm, no bias |
+//! | MLP | GELU (tanh), hidden F = 4C | SwiGLU, hidden F |
+//! | attention | NH heads | NH query heads sharing KV key/value heads (GQA) |
+//! | biases | every linear layer | none |
+//! | LM head | tied to the token embedding | tied or its own (`tie_embeddings`) |
+//! | checkpoint names | HF `GPT2LMHeadModel` | HF `LlamaForCausalLM` |
 
 use crate::ModelError;
 use serde::{Deserialize, Serialize};
 
-/// The shape of a GPT-2 model. Defaults are GPT-2 small (124M).
+/// A model family: which layers a block is made of, and how its tensors are named on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    #[default]
+    Gpt2,
+    Llama,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Gpt2 => "gpt2",
+            Family::Llama => "llama",
+        }
+    }
+}
+
+/// How the model knows where a token is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    /// A learned table of `block_size` position vectors added to the token embedding (GPT-2).
+    #[default]
+    Learned,
+    /// Rotary embeddings (Su et al., RoFormer): each query and key head is rotated by angles
+    /// proportional to its position, in HF Llama's "rotate half" pairing.
+    Rope,
+}
+
+/// Llama 3's rescaling of the rotary frequencies for contexts longer than it was trained on
+/// (HF `rope_type: "llama3"`): long wavelengths are slowed by `factor`, short ones kept, the
+/// band between interpolated.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+fn default_theta() -> f64 {
+    10_000.0
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The shape of a model. Defaults are GPT-2 small (124M).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GptConfig {
     /// L: transformer blocks.
     pub n_layer: usize,
-    /// NH: attention heads; must divide `n_embd`.
+    /// NH: attention (query) heads; must divide `n_embd`.
     pub n_head: usize,
     /// C: channels.
     pub n_embd: usize,
-    /// maxT: the longest context (rows of the position embedding).
+    /// maxT: the longest context (rows of a learned position table).
     pub block_size: usize,
     /// V: tokens the tokenizer can produce.
     pub vocab_size: usize,
-    /// Vp >= V: rows of the token embedding. Padding rows stay zero and take no part in the
-    /// softmax; a multiple of 64 makes the LM-head product faster (50257 → 50304 for GPT-2).
+    /// Vp >= V: rows of the token embedding (and of an untied LM head). Padding rows stay zero
+    /// and take no part in the softmax; a multiple of 64 makes the LM-head product faster
+    /// (50257 → 50304 for GPT-2).
     pub padded_vocab_size: usize,
     /// Dropout probability on embeddings, attention weights and residual branches (training only).
     pub dropout: f64,
+    /// The layer kinds and checkpoint names.
+    #[serde(default)]
+    pub family: Family,
+    /// Learned or rotary positions (Llama: always rotary).
+    #[serde(default)]
+    pub pos: Position,
+    /// RoPE's base: head dimension pair i turns at `theta^(-2i/HS)` radians per position.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// Llama 3's frequency rescaling; None: plain RoPE.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    /// KV: key/value heads (grouped-query attention); None: NH (every head its own).
+    #[serde(default)]
+    pub n_kv_head: Option<usize>,
+    /// F: the MLP's hidden width; None: 4C (GPT-2's).
+    #[serde(default)]
+    pub ffn_hidden: Option<usize>,
+    /// ε of RMSNorm (Llama). GPT-2's LayerNorm uses its own fixed 1e-5.
+    #[serde(default = "default_eps")]
+    pub norm_eps: f64,
+    /// The LM head is the token embedding (GPT-2 always; Llama models choose).
+    #[serde(default = "default_true")]
+    pub tie_embeddings: bool,
 }
 
 impl Default for GptConfig {
@@ -33,6 +124,14 @@ impl Default for GptConfig {
             vocab_size: 50257,
             padded_vocab_size: 50304,
             dropout: 0.0,
+            family: Family::Gpt2,
+            pos: Position::Learned,
+            rope_theta: default_theta(),
+            rope_scaling: None,
+            n_kv_head: None,
+            ffn_hidden: None,
+            norm_eps: default_eps(),
+            tie_embeddings: true,
         }
     }
 }
@@ -43,8 +142,54 @@ impl GptConfig {
         v.div_ceil(multiple.max(1)) * multiple.max(1)
     }
 
+    /// HS: channels per head.
     pub fn head_size(&self) -> usize {
         self.n_embd / self.n_head
+    }
+
+    /// KV: key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_head.unwrap_or(self.n_head)
+    }
+
+    /// F: the MLP's hidden width.
+    pub fn ffn(&self) -> usize {
+        self.ffn_hidden.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Width of the packed query/key/value activation: (NH + 2·KV)·HS.
+    pub fn qkv_width(&self) -> usize {
+        (self.n_head + 2 * self.kv_heads()) * self.head_size()
+    }
+
+    pub fn rotary(&self) -> bool {
+        self.pos == Position::Rope
+    }
+
+    /// RoPE's inverse frequencies, HS/2 of them: `theta^(-2i/HS)`, rescaled as Llama 3 does
+    /// when [`GptConfig::rope_scaling`] is set (HF's `_compute_llama3_parameters`).
+    pub fn rope_inv_freq(&self) -> Vec<f64> {
+        let hs = self.head_size();
+        let plain = (0..hs / 2).map(|i| self.rope_theta.powf(-((2 * i) as f64) / hs as f64));
+        let Some(s) = self.rope_scaling else {
+            return plain.collect();
+        };
+        let old = s.original_max_position_embeddings as f64;
+        let (low_wavelen, high_wavelen) = (old / s.low_freq_factor, old / s.high_freq_factor);
+        plain
+            .map(|f| {
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                if wavelen < high_wavelen {
+                    f
+                } else if wavelen > low_wavelen {
+                    f / s.factor
+                } else {
+                    let smooth = (old / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * f / s.factor + smooth * f
+                }
+            })
+            .collect()
     }
 
     /// Checks that the shape is buildable; names the field at fault.
@@ -56,6 +201,8 @@ impl GptConfig {
             ("n_embd", self.n_embd),
             ("block_size", self.block_size),
             ("vocab_size", self.vocab_size),
+            ("n_kv_head", self.kv_heads()),
+            ("ffn_hidden", self.ffn()),
         ] {
             if v == 0 {
                 return err(format!("{name} must be positive"));
@@ -67,6 +214,13 @@ impl GptConfig {
                 self.n_embd, self.n_head
             ));
         }
+        if !self.n_head.is_multiple_of(self.kv_heads()) {
+            return err(format!(
+                "n_head {} is not a multiple of n_kv_head {}",
+                self.n_head,
+                self.kv_heads()
+            ));
+        }
         if self.padded_vocab_size < self.vocab_size {
             return err(format!(
                 "padded_vocab_size {} is smaller than vocab_size {}",
@@ -76,20 +230,81 @@ impl GptConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return err(format!("dropout {} is outside [0, 1)", self.dropout));
         }
+        if self.rotary() && !self.head_size().is_multiple_of(2) {
+            return err(format!(
+                "rotary positions need an even head size, got {}",
+                self.head_size()
+            ));
+        }
+        if self.rotary() && !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return err(format!(
+                "rope_theta must be above 1, got {}",
+                self.rope_theta
+            ));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return err(format!("norm_eps must be positive, got {}", self.norm_eps));
+        }
+        match self.family {
+            Family::Gpt2 => {
+                if self.kv_heads() != self.n_head {
+                    return err("grouped-query attention (n_kv_head) needs the llama family".into());
+                }
+                if !self.tie_embeddings {
+                    return err("GPT-2's LM head is always tied to its token embedding".into());
+                }
+            }
+            Family::Llama => {
+                if !self.rotary() {
+                    return err("the llama family uses rotary positions (pos = rope)".into());
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Matrix-product weights of one block (the 6·N of the FLOPs estimate).
+    fn block_matrix_params(&self) -> usize {
+        let c = self.n_embd;
+        let mlp = match self.family {
+            Family::Gpt2 => 2 * c * self.ffn(),
+            Family::Llama => 3 * c * self.ffn(),
+        };
+        c * self.qkv_width() + c * c + mlp
     }
 
     /// Parameters that take part in the model (padding rows excluded).
     pub fn num_params(&self) -> usize {
         let c = self.n_embd;
-        self.vocab_size * c + self.block_size * c + self.n_layer * (12 * c * c + 13 * c) + 2 * c
+        let (block_vectors, final_vectors) = match self.family {
+            // Two LayerNorms (weight, bias), the qkv, projection and MLP biases.
+            Family::Gpt2 => (4 * c + self.qkv_width() + c + self.ffn() + c, 2 * c),
+            // Two RMSNorm weights.
+            Family::Llama => (2 * c, c),
+        };
+        let pos = if self.rotary() {
+            0
+        } else {
+            self.block_size * c
+        };
+        let head = if self.tie_embeddings {
+            0
+        } else {
+            self.vocab_size * c
+        };
+        self.vocab_size * c
+            + pos
+            + head
+            + self.n_layer * (self.block_matrix_params() + block_vectors)
+            + final_vectors
     }
 
     /// FLOPs of one training step (forward + backward) per token, counting a multiply-add as 2:
     /// 6 per parameter in a matrix product (PaLM's estimate) plus attention's 12·L·C·T.
     pub fn flops_per_token(&self, t: usize) -> f64 {
         let c = self.n_embd as f64;
-        let matmul_params = self.n_layer as f64 * 12.0 * c * c + self.padded_vocab_size as f64 * c;
+        let matmul_params = self.n_layer as f64 * self.block_matrix_params() as f64
+            + self.padded_vocab_size as f64 * c;
         6.0 * matmul_params + 12.0 * self.n_layer as f64 * c * t as f64
     }
 }

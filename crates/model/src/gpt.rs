@@ -1,18 +1,26 @@
-//! The GPT-2 forward pass, recorded on the tape.
+//! The forward pass, recorded on the tape, written once for every family (see
+//! [`crate::config`] for what a family fixes).
 //!
 //! ```text
-//! x = dropout(wte[tokens] + wpe[0..T])                     (B*T, C)
+//! x = dropout(wte[tokens] (+ wpe[0..T] with learned positions))       (B*T, C)
 //! for each block:
-//!     x = x + dropout(c_proj(attention(c_attn(ln_1(x)))))  attention: causal, NH heads
-//!     x = x + dropout(mlp.c_proj(gelu(mlp.c_fc(ln_2(x)))))  MLP hidden width 4C
-//! logits = ln_f(x) · wteᵀ                                    (B*T, Vp), tied LM head
+//!     qkv = c_attn(norm_1(x))                              (B*T, (NH+2KV)*HS)
+//!     qkv = rope(qkv)                                      rotary positions only
+//!     x = x + dropout(c_proj(attention(qkv)))              causal, NH query heads over KV
+//!     x = x + dropout(mlp.c_proj(act(mlp.c_fc(norm_2(x)))))
+//!                          act: GELU on (B*T, F), or SwiGLU on (B*T, 2F) → (B*T, F)
+//! logits = norm_f(x) · headᵀ                               (B*T, Vp); head = wte when tied
 //! ```
+//!
+//! norm: LayerNorm (GPT-2) or RMSNorm (Llama).
 
+use crate::config::Family;
 use crate::{GptConfig, ModelError, ParamLayout};
+use ferrogpt_core::Param;
 use ferrogpt_core::{Float, Tape, Var};
 use rand::Rng;
 
-/// A GPT-2 model: its shape and parameter layout. The parameters themselves are a flat buffer
+/// A model: its shape and parameter layout. The parameters themselves are a flat buffer
 /// the caller owns (see [`ParamLayout`]).
 #[derive(Clone, Debug)]
 pub struct Gpt {
@@ -63,8 +71,8 @@ impl Gpt {
         self.forward_keeping_qkv(tape, params, tokens, t, last_only, rng, &mut Vec::new())
     }
 
-    /// [`Gpt::forward`], also pushing each block's qkv activation (B·T, 3C) onto `qkv` (for a
-    /// key/value cache).
+    /// [`Gpt::forward`], also pushing each block's qkv activation (B·T, (NH+2KV)·HS; keys
+    /// rotated where positions are rotary) onto `qkv_out` (for a key/value cache).
     #[allow(clippy::too_many_arguments)]
     pub fn forward_keeping_qkv<T: Float>(
         &self,
@@ -80,28 +88,56 @@ impl Gpt {
         let l = &self.layout;
         let b = tokens.len() / t;
         let p = cfg.dropout;
+        let (nh, kv) = (cfg.n_head, cfg.kv_heads());
+        let out_in = l.weights_out_in;
+        let inv_freq = if cfg.rotary() {
+            cfg.rope_inv_freq()
+        } else {
+            Vec::new()
+        };
         let mut x = tape.embedding(params, tokens, l.wte, l.wpe, t); // (B*T, C)
         x = tape.dropout(x, p, rng);
         for blk in &l.blocks {
-            let h = tape.layernorm(params, x, blk.ln_1_w, blk.ln_1_b);
-            let qkv = tape.linear(params, h, blk.attn_w, Some(blk.attn_b), false); // (B*T, 3C)
+            let h = self.norm(tape, params, x, blk.ln_1_w, blk.ln_1_b);
+            let mut qkv = tape.linear(params, h, blk.attn_w, blk.attn_b, out_in); // (B*T, (NH+2KV)*HS)
+            if cfg.rotary() {
+                qkv = tape.rope(qkv, t, nh, kv, &inv_freq);
+            }
             qkv_out.push(qkv);
-            let a = tape.attention(qkv, b, cfg.n_head, p, rng); // (B*T, C)
-            let a = tape.linear(params, a, blk.attn_proj_w, Some(blk.attn_proj_b), false);
+            let a = tape.attention_gqa(qkv, b, nh, kv, p, rng); // (B*T, C)
+            let a = tape.linear(params, a, blk.attn_proj_w, blk.attn_proj_b, out_in);
             let a = tape.dropout(a, p, rng);
             x = tape.add(x, a);
-            let h = tape.layernorm(params, x, blk.ln_2_w, blk.ln_2_b);
-            let h = tape.linear(params, h, blk.fc_w, Some(blk.fc_b), false); // (B*T, 4C)
-            let h = tape.gelu(h);
-            let h = tape.linear(params, h, blk.fc_proj_w, Some(blk.fc_proj_b), false); // (B*T, C)
+            let h = self.norm(tape, params, x, blk.ln_2_w, blk.ln_2_b);
+            let h = tape.linear(params, h, blk.fc_w, blk.fc_b, out_in); // (B*T, F or 2F)
+            let h = match cfg.family {
+                Family::Gpt2 => tape.gelu(h),
+                Family::Llama => tape.swiglu(h), // (B*T, F)
+            };
+            let h = tape.linear(params, h, blk.fc_proj_w, blk.fc_proj_b, out_in); // (B*T, C)
             let h = tape.dropout(h, p, rng);
             x = tape.add(x, h);
         }
         if last_only {
             x = tape.last_rows(x, t); // (B, C)
         }
-        let x = tape.layernorm(params, x, l.ln_f_w, l.ln_f_b);
-        tape.linear(params, x, l.wte, None, true) // (B*T or B, Vp)
+        let x = self.norm(tape, params, x, l.ln_f_w, l.ln_f_b);
+        tape.linear(params, x, l.head(), None, true) // (B*T or B, Vp)
+    }
+
+    /// The family's normalisation: LayerNorm with a bias, RMSNorm without.
+    fn norm<T: Float>(
+        &self,
+        tape: &mut Tape<T>,
+        params: &[T],
+        x: Var,
+        w: Param,
+        b: Option<Param>,
+    ) -> Var {
+        match b {
+            Some(b) => tape.layernorm(params, x, w, b),
+            None => tape.rmsnorm(params, x, w, self.config.norm_eps),
+        }
     }
 
     /// Forward + mean cross-entropy loss of predicting `targets` (B, T).

@@ -3,6 +3,7 @@
 //! scripts/make_hf_fixture.py).
 
 use ferrogpt_core::{Level, Tape};
+use ferrogpt_model::config::{Family, Position};
 use ferrogpt_model::{checkpoint, Gpt, GptConfig};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
@@ -17,6 +18,7 @@ fn tiny() -> GptConfig {
         vocab_size: 11,
         padded_vocab_size: 16,
         dropout: 0.0,
+        ..GptConfig::default()
     }
 }
 
@@ -27,15 +29,16 @@ fn loss(model: &Gpt, params: &[f64], x: &[u32], y: &[u32], t: usize) -> f64 {
     model.loss(&mut tape, params, x, y, t, &mut rng)
 }
 
-#[test]
-fn whole_model_gradient_matches_finite_differences() {
-    let model = Gpt::new(tiny()).unwrap();
+/// The gradient of the whole model's loss against central differences, every tensor.
+fn check_whole_model_gradient(cfg: GptConfig) {
+    let model = Gpt::new(cfg).unwrap();
+    let v = model.config.vocab_size;
     let mut rng = Rng64::seed_from_u64(3);
     // Larger-than-GPT-2 init so every path carries signal; padding rows stay zero.
     let mut params: Vec<f64> = model.layout.init(&model.config, &mut rng);
-    for (name, p) in &model.layout.named {
-        let rows = if name == "wte.weight" {
-            model.config.vocab_size
+    for (_, p) in &model.layout.named {
+        let rows = if model.layout.is_vocab_rows(p) {
+            v
         } else {
             p.rows
         };
@@ -44,8 +47,8 @@ fn whole_model_gradient_matches_finite_differences() {
         }
     }
     let (b, t) = (2, 5);
-    let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..11)).collect();
-    let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..11)).collect();
+    let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v as u32)).collect();
+    let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v as u32)).collect();
     let mut tape = Tape::new(Level::Naive).unwrap();
     let mut rng0 = Rng64::seed_from_u64(0);
     model.loss(&mut tape, &params, &x, &y, t, &mut rng0);
@@ -76,7 +79,7 @@ fn whole_model_gradient_matches_finite_differences() {
             worst = (rel, name.clone());
         }
         // The key bias of c_attn provably has zero gradient (softmax is shift-invariant).
-        if !name.ends_with("attn.c_attn.bias") && name != "wte.weight" {
+        if !name.ends_with("attn.c_attn.bias") {
             assert!(norm > 0.0, "{name}: gradient is identically zero");
         }
     }
@@ -86,9 +89,52 @@ fn whole_model_gradient_matches_finite_differences() {
         worst.0,
         worst.1
     );
-    // Padding rows of wte receive no gradient.
-    let pad = &grads[model.layout.wte.offset + 11 * 8..model.layout.wte.offset + 16 * 8];
-    assert!(pad.iter().all(|&g| g == 0.0));
+    // Padding rows of the embedding (and an untied head) receive no gradient.
+    for p in [Some(model.layout.wte), model.layout.lm_head]
+        .into_iter()
+        .flatten()
+    {
+        let pad = &grads[p.offset + v * p.cols..p.offset + p.len()];
+        assert!(!pad.is_empty() && pad.iter().all(|&g| g == 0.0));
+    }
+}
+
+#[test]
+fn whole_model_gradient_matches_finite_differences() {
+    check_whole_model_gradient(tiny());
+}
+
+#[test]
+fn whole_gpt2_with_rotary_positions_gradient_matches_finite_differences() {
+    check_whole_model_gradient(GptConfig {
+        pos: Position::Rope,
+        ..tiny()
+    });
+}
+
+/// A Llama at gradient-check size: 4 query heads sharing 2 key/value heads, SwiGLU 12 wide,
+/// rotary positions, untied head.
+fn tiny_llama() -> GptConfig {
+    GptConfig {
+        family: Family::Llama,
+        pos: Position::Rope,
+        n_head: 4,
+        n_kv_head: Some(2),
+        ffn_hidden: Some(12),
+        tie_embeddings: false,
+        ..tiny()
+    }
+}
+
+#[test]
+fn whole_llama_gradient_matches_finite_differences() {
+    check_whole_model_gradient(tiny_llama());
+    // Tied, and every head its own key/value head.
+    check_whole_model_gradient(GptConfig {
+        n_kv_head: None,
+        tie_embeddings: true,
+        ..tiny_llama()
+    });
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -103,6 +149,208 @@ fn floats(v: &serde_json::Value) -> Vec<f64> {
         .iter()
         .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
         .collect()
+}
+
+/// The Llama fixture (tests/fixtures/llama-tiny, made by scripts/make_llama_fixture.py):
+/// transformers' sharded `LlamaForCausalLM` with grouped-query attention and an untied head.
+fn llama_fixture() -> (Gpt, Vec<f64>, serde_json::Value) {
+    let dir = fixture("llama-tiny");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let cfg = checkpoint::load_config(&dir, 1).unwrap();
+    assert_eq!(cfg.family, Family::Llama);
+    assert_eq!(
+        (
+            cfg.n_layer,
+            cfg.n_head,
+            cfg.kv_heads(),
+            cfg.n_embd,
+            cfg.ffn()
+        ),
+        (2, 4, 2, 64, 176)
+    );
+    assert!(!cfg.tie_embeddings);
+    let model = Gpt::new(cfg).unwrap();
+    // No model.safetensors: the index and its four shards.
+    assert!(!dir.join("model.safetensors").exists());
+    let (params, _) = checkpoint::load_weights(&dir.join("model.safetensors"), &model).unwrap();
+    (model, params.iter().map(|&x| x as f64).collect(), reference)
+}
+
+/// Our forward (f64 and f32) against a reference's logits for `inputs` (B, T): within 1e-4
+/// of the largest logit, relative.
+fn check_logits(model: &Gpt, params: &[f64], inputs: &[u32], t: usize, want: &[f64], what: &str) {
+    let v = model.config.vocab_size;
+    let vp = model.config.padded_vocab_size;
+    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let p32: Vec<f32> = params.iter().map(|&x| x as f32).collect();
+    let mut tape = Tape::<f64>::new(Level::Naive).unwrap();
+    tape.reset(false);
+    let mut r = Rng64::seed_from_u64(0);
+    let lg = model.forward(&mut tape, params, inputs, t, false, &mut r);
+    let got64: Vec<f64> = tape.value(lg).to_vec();
+    let mut tape = Tape::<f32>::new(Level::Naive).unwrap();
+    tape.reset(false);
+    let lg = model.forward(&mut tape, &p32, inputs, t, false, &mut r);
+    let got32: Vec<f64> = tape.value(lg).iter().map(|&x| x as f64).collect();
+    assert_eq!(want.len(), inputs.len() * v, "{what}: reference size");
+    for (name, got) in [("f64", &got64), ("f32", &got32)] {
+        let worst = (0..inputs.len())
+            .flat_map(|row| (0..v).map(move |j| (row, j)))
+            .map(|(row, j)| (got[row * vp + j] - want[row * v + j]).abs() / scale)
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 1e-4,
+            "{what} ({name}): worst relative error {worst:e}"
+        );
+    }
+}
+
+fn flat_ids(v: &serde_json::Value) -> Vec<u32> {
+    floats(v).iter().map(|&x| x as u32).collect()
+}
+
+/// transformers' Llama logits: plain RoPE at T = 24 and at an odd T = 7, and with Llama 3's
+/// frequency scaling (read from the hub's legacy `rope_scaling` form and from transformers 5's
+/// `rope_parameters`).
+#[test]
+fn hugging_face_llama_gives_transformers_logits() {
+    let (model, params, r) = llama_fixture();
+    let inputs = flat_ids(&r["inputs"]);
+    check_logits(
+        &model,
+        &params,
+        &inputs,
+        24,
+        &r["logits_f64"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect::<Vec<_>>(),
+        "llama",
+    );
+    let short = flat_ids(&r["short_inputs"]);
+    check_logits(
+        &model,
+        &params,
+        &short,
+        7,
+        &r["logits_short"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect::<Vec<_>>(),
+        "llama, T = 7",
+    );
+    // Our rotary frequencies are HF's.
+    let ours = model.config.rope_inv_freq();
+    for (key, cfg) in [
+        ("inv_freq", model.config.clone()),
+        ("inv_freq_llama3", scaled_config(&model.config, &r)),
+    ] {
+        let want: Vec<f64> = r[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let got = cfg.rope_inv_freq();
+        for (g, w) in got.iter().zip(&want) {
+            assert!(((g - w) / w).abs() < 1e-6, "{key}: {g} vs {w}");
+        }
+        assert_eq!(got.len(), want.len());
+    }
+    assert_eq!(ours.len(), 8);
+    let scaled = Gpt::new(scaled_config(&model.config, &r)).unwrap();
+    check_logits(
+        &scaled,
+        &params,
+        &inputs,
+        24,
+        &r["logits_llama3_f64"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect::<Vec<_>>(),
+        "llama3 rope scaling",
+    );
+}
+
+/// The fixture's config with Llama 3's rope scaling, parsed by `load_config` from both forms
+/// a config.json may hold it in.
+fn scaled_config(plain: &GptConfig, r: &serde_json::Value) -> GptConfig {
+    let mut seen = Vec::new();
+    for form in ["hub", "transformers5"] {
+        let dir =
+            std::env::temp_dir().join(format!("ferrogpt-llama3-{form}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = r["config"].clone();
+        c["model_type"] = serde_json::json!("llama");
+        match form {
+            "hub" => {
+                c.as_object_mut().unwrap().remove("rope_parameters");
+                for (k, v) in r["rope_llama3_hub_form"].as_object().unwrap() {
+                    c[k] = v.clone();
+                }
+            }
+            _ => c["rope_parameters"] = r["rope_parameters_llama3"].clone(),
+        }
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        let cfg = checkpoint::load_config(&dir, 1).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            cfg.rope_scaling.unwrap().original_max_position_embeddings,
+            32
+        );
+        assert_eq!(
+            GptConfig {
+                rope_scaling: None,
+                ..cfg.clone()
+            },
+            *plain
+        );
+        seen.push(cfg);
+    }
+    assert_eq!(seen[0], seen[1]);
+    seen.pop().unwrap()
+}
+
+/// A Llama written by us reads back identically (config and weights), and transformers' own
+/// config round-trips through our writer.
+#[test]
+fn llama_checkpoint_round_trips() {
+    let (model, params, _) = llama_fixture();
+    let dir = std::env::temp_dir().join(format!("ferrogpt-llama-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p32: Vec<f32> = params.iter().map(|&x| x as f32).collect();
+    checkpoint::save_config(&dir, &model.config, Some(2)).unwrap();
+    let path = dir.join("model.safetensors");
+    checkpoint::save_weights(&path, &model, &p32, Default::default()).unwrap();
+    let cfg = checkpoint::load_config(&dir, 1).unwrap();
+    assert_eq!(cfg, model.config);
+    let (back, _) = checkpoint::load_weights(&path, &model).unwrap();
+    assert_eq!(back, p32);
+    // An untied model refuses a file without its head (a tied model's); a tied model skips
+    // the copy of the head that some tied checkpoints store.
+    let tied = Gpt::new(GptConfig {
+        tie_embeddings: true,
+        ..model.config.clone()
+    })
+    .unwrap();
+    let tied_path = dir.join("tied.safetensors");
+    let n = tied.layout.total;
+    checkpoint::save_weights(&tied_path, &tied, &p32[..n], Default::default()).unwrap();
+    match checkpoint::load_weights(&tied_path, &model) {
+        Ok(_) => panic!("an untied model loaded a file without lm_head.weight"),
+        Err(e) => assert!(e.to_string().contains("'lm_head.weight' is missing"), "{e}"),
+    }
+    let (from_untied, _) = checkpoint::load_weights(&path, &tied).unwrap();
+    assert_eq!(from_untied, p32[..n]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Our forward on HF's weights gives transformers' logits and loss (float64 reference).
@@ -253,6 +501,7 @@ fn small() -> GptConfig {
         vocab_size: 67,
         padded_vocab_size: 128,
         dropout: 0.0,
+        ..GptConfig::default()
     }
 }
 
@@ -260,7 +509,19 @@ fn small() -> GptConfig {
 /// fast f32 exp/tanh, agrees with the f64 naive reference on the same weights and batch.
 #[test]
 fn every_level_matches_the_f64_reference() {
-    let model = Gpt::new(small()).unwrap();
+    every_level_matches(small());
+    every_level_matches(GptConfig {
+        family: Family::Llama,
+        pos: Position::Rope,
+        n_kv_head: Some(1),
+        ffn_hidden: Some(43),
+        tie_embeddings: false,
+        ..small()
+    });
+}
+
+fn every_level_matches(cfg: GptConfig) {
+    let model = Gpt::new(cfg).unwrap();
     let mut rng = Rng64::seed_from_u64(9);
     let p64: Vec<f64> = model.layout.init(&model.config, &mut rng);
     let p32: Vec<f32> = p64.iter().map(|&x| x as f32).collect();
@@ -303,9 +564,10 @@ fn every_level_matches_the_f64_reference() {
 
 /// Incremental decoding with the key/value cache gives the logits of the full forward pass,
 /// growing one token at a time, after the sequence diverges, and when a window slides.
+/// Every family: GPT-2 (learned and rotary positions), Llama with grouped-query attention and
+/// an untied head, with Llama 3's frequency scaling.
 #[test]
 fn kv_cache_matches_the_full_forward() {
-    use ferrogpt_model::kvcache::KvCache;
     let cfg = GptConfig {
         n_layer: 2,
         n_head: 2,
@@ -314,7 +576,37 @@ fn kv_cache_matches_the_full_forward() {
         vocab_size: 11,
         padded_vocab_size: 16,
         dropout: 0.0,
+        ..GptConfig::default()
     };
+    let llama = GptConfig {
+        family: Family::Llama,
+        pos: Position::Rope,
+        n_head: 4,
+        n_kv_head: Some(2),
+        ffn_hidden: Some(20),
+        tie_embeddings: false,
+        ..cfg.clone()
+    };
+    let scaled = GptConfig {
+        rope_scaling: Some(ferrogpt_model::config::RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8,
+        }),
+        ..llama.clone()
+    };
+    let rope = GptConfig {
+        pos: Position::Rope,
+        ..cfg.clone()
+    };
+    for c in [cfg, rope, llama, scaled] {
+        kv_cache_matches(c);
+    }
+}
+
+fn kv_cache_matches(cfg: GptConfig) {
+    use ferrogpt_model::kvcache::KvCache;
     let model = Gpt::new(cfg).unwrap();
     let mut rng = Rng64::seed_from_u64(5);
     let mut p: Vec<f32> = model.layout.init(&model.config, &mut rng);
@@ -333,7 +625,12 @@ fn kv_cache_matches_the_full_forward() {
     let check = |got: Vec<f32>, toks: &[u32]| {
         let want = full(toks);
         for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-4, "{} tokens: {a} vs {b}", toks.len());
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{:?}: {} tokens: {a} vs {b}",
+                model.config.family,
+                toks.len()
+            );
         }
     };
     for n in 1..=24 {
@@ -398,8 +695,20 @@ fn a_reused_tape_matches_a_fresh_one_bit_for_bit() {
 /// element is written and none is read; wpe's rows past T are reached by no product).
 #[test]
 fn overwriting_gradients_equals_accumulating_into_zeros() {
+    overwriting_equals_accumulating(small());
+    overwriting_equals_accumulating(GptConfig {
+        family: Family::Llama,
+        pos: Position::Rope,
+        n_kv_head: Some(2),
+        ffn_hidden: Some(40),
+        tie_embeddings: false,
+        ..small()
+    });
+}
+
+fn overwriting_equals_accumulating(cfg: GptConfig) {
     use ferrogpt_core::Write;
-    let model = Gpt::new(small()).unwrap();
+    let model = Gpt::new(cfg).unwrap();
     let mut rng = Rng64::seed_from_u64(21);
     let params: Vec<f32> = model.layout.init(&model.config, &mut rng);
     let (b, t) = (3, 29);

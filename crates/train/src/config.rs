@@ -3,6 +3,7 @@
 //! Every field can be set by a preset, then a TOML file (`--config`), then a command-line flag,
 //! each overriding the last. The run's effective config is stored with its checkpoints.
 
+use ferrogpt_model::config::{Family, Position, RopeScaling};
 use ferrogpt_model::GptConfig;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,22 @@ pub struct TrainConfig {
     pub dropout: f64,
     /// Pad the vocabulary to a multiple of this (1 = none).
     pub vocab_multiple: usize,
+    /// The model family: gpt2 or llama (see ferrogpt_model::config).
+    pub family: Family,
+    /// Learned or rotary positions (llama: rotary).
+    pub pos: Position,
+    /// RoPE's base.
+    pub rope_theta: f64,
+    /// Llama 3's rotary frequency scaling (from a model's config.json; None: plain RoPE).
+    pub rope_scaling: Option<RopeScaling>,
+    /// Key/value heads of grouped-query attention (0 = n_head).
+    pub n_kv_head: usize,
+    /// The MLP's hidden width (0 = 4 × n_embd).
+    pub ffn_hidden: usize,
+    /// RMSNorm's epsilon (llama).
+    pub norm_eps: f64,
+    /// The LM head shares the token embedding's weights (gpt2: always).
+    pub tie_embeddings: bool,
     /// "char", "gpt2", or the path of a tokenizer (a tokenizer.json, a vocab.json with
     /// merges.txt beside it, or a directory holding either). A run started from `--init`
     /// records the tokenizer it took from there ("char", "gpt2", "hf" or "none").
@@ -90,7 +107,13 @@ impl Default for TrainConfig {
 }
 
 /// The names of the presets.
-pub const PRESETS: &[&str] = &["shakespeare-cpu", "shakespeare-char", "gpt2-124m"];
+pub const PRESETS: &[&str] = &[
+    "shakespeare-cpu",
+    "shakespeare-char",
+    "gpt2-124m",
+    "llama-tiny",
+    "smollm-135m",
+];
 
 /// A preset by name, or an error that lists the presets.
 pub fn preset_or_err(name: &str) -> Result<TrainConfig, String> {
@@ -113,6 +136,14 @@ pub fn preset(name: &str) -> Option<TrainConfig> {
         block_size: 64,
         dropout: 0.0,
         vocab_multiple: 1,
+        family: Family::Gpt2,
+        pos: Position::Learned,
+        rope_theta: 10_000.0,
+        rope_scaling: None,
+        n_kv_head: 0,
+        ffn_hidden: 0,
+        norm_eps: 1e-5,
+        tie_embeddings: true,
         tokenizer: "char".into(),
         batch_size: 12,
         seq_len: 64,
@@ -172,6 +203,46 @@ pub fn preset(name: &str) -> Option<TrainConfig> {
             eval_batches: 10,
             ..cpu
         }),
+        // A Llama of shakespeare-cpu's size (RMSNorm, SwiGLU with hidden 344 ≈ 8C/3 as Llama
+        // sizes it, rotary positions, 2 key/value heads for 4 query heads, untied head):
+        // trains on Tiny Shakespeare characters in a couple of minutes on two cores.
+        "llama-tiny" => Some(TrainConfig {
+            family: Family::Llama,
+            pos: Position::Rope,
+            n_kv_head: 2,
+            ffn_hidden: 344,
+            tie_embeddings: false,
+            block_size: 128,
+            seq_len: 128,
+            batch_size: 8,
+            ..cpu
+        }),
+        // HuggingFaceTB/SmolLM-135M's shape (its config.json): 30 layers, 576 channels, 9
+        // heads sharing 3 key/value heads, SwiGLU 1536, tied head, vocab 49,152, θ 10,000,
+        // RMSNorm ε 1e-5; batch 16 × 1024 for one GPU. Its own tokenizer comes with --init
+        // or --tokenizer; with gpt2's the vocabulary is GPT-2's.
+        "smollm-135m" => Some(TrainConfig {
+            family: Family::Llama,
+            pos: Position::Rope,
+            n_layer: 30,
+            n_head: 9,
+            n_kv_head: 3,
+            n_embd: 576,
+            ffn_hidden: 1536,
+            block_size: 1024,
+            vocab_multiple: 64,
+            tokenizer: "gpt2".into(),
+            batch_size: 16,
+            seq_len: 1024,
+            steps: 100,
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup: 10,
+            beta2: 0.95,
+            eval_interval: 50,
+            eval_batches: 10,
+            ..cpu
+        }),
         _ => None,
     }
 }
@@ -187,6 +258,36 @@ impl TrainConfig {
             vocab_size,
             padded_vocab_size: GptConfig::pad_vocab(vocab_size, self.vocab_multiple),
             dropout: self.dropout,
+            family: self.family,
+            pos: self.pos,
+            rope_theta: self.rope_theta,
+            rope_scaling: self.rope_scaling,
+            n_kv_head: (self.n_kv_head > 0).then_some(self.n_kv_head),
+            ffn_hidden: (self.ffn_hidden > 0).then_some(self.ffn_hidden),
+            norm_eps: self.norm_eps,
+            tie_embeddings: self.tie_embeddings,
+        }
+    }
+
+    /// Takes the shape of an existing model (a `--init` or resumed directory) for this run:
+    /// every model field but dropout, which stays the run's.
+    pub fn take_model(&mut self, m: &GptConfig) {
+        self.n_layer = m.n_layer;
+        self.n_head = m.n_head;
+        self.n_embd = m.n_embd;
+        self.block_size = m.block_size;
+        self.family = m.family;
+        self.pos = m.pos;
+        self.rope_theta = m.rope_theta;
+        self.rope_scaling = m.rope_scaling;
+        self.n_kv_head = m.n_kv_head.unwrap_or(0);
+        self.ffn_hidden = m.ffn_hidden.unwrap_or(0);
+        self.norm_eps = m.norm_eps;
+        self.tie_embeddings = m.tie_embeddings;
+        self.seq_len = self.seq_len.min(self.block_size);
+        if m.padded_vocab_size != self.model_config(m.vocab_size).padded_vocab_size {
+            // Keep the stored padding: a multiple equal to it reproduces it exactly.
+            self.vocab_multiple = m.padded_vocab_size;
         }
     }
 

@@ -451,7 +451,7 @@ impl Engine for CpuEngine {
                 .forward_keeping_qkv(tape, &self.params, tokens, t, true, &mut rng, &mut qkv); // (B, Vp)
         if b == 1 {
             let vals: Vec<&[f32]> = qkv.iter().map(|&q| tape.value(q)).collect();
-            self.kv.fill(tokens, &vals, self.model.config.n_embd);
+            self.kv.fill(tokens, &vals, &self.model);
         }
         let all = tape.value(logits);
         Ok((0..b)
