@@ -30,12 +30,11 @@
 use crate::{GemmError, Problem};
 
 /// Deepest k block per C tile pass. Each pass loads and stores the 32×32 f32 C tile (8 KiB),
-/// so deep passes matter more than keeping the Ã sliver (32·KCA·2 bytes = 64 KiB) in L1: on a
-/// quiet SPR host at 2048³, KCA = 256 gave ~600-850 GFLOPS, 512 ~850-950, 1024 ~1050-1200,
-/// all of k (2048) about the same as 1024 (noisy; 2 pinned cores, medians of 15).
+/// so deep passes matter more than keeping the Ã sliver (32·KCA·2 bytes = 64 KiB) in L1; 1024
+/// won the sweep recorded in docs/benchmarks.md ("Block sizes of the amx level").
 pub const KCA: usize = 1024;
 /// Widest column chunk per task: a B̃ block of KCA × NCA bf16 = 256 KiB, in L2 with the Ã
-/// sliver; 128 beat 256 and 512 at KCA ≥ 1024 in the same sweep.
+/// sliver; 128 won the same sweep.
 pub const NCA: usize = 128;
 
 fn unavailable(reason: impl Into<String>) -> GemmError {

@@ -1,19 +1,10 @@
 //! Level `library`: a maintained pure-Rust GEMM crate, `matrixmultiply` with its `threading`
 //! feature.
 //!
-//! Two crates were measured (`cargo run --release -p ferrogpt-gemm --example library_compare`,
-//! square products, median of 10, 2 threads pinned to 2 cores of an SPR host, 2026-11-26):
-//!
-//! | size | gemm 0.18 f32 | matrixmultiply 0.3 f32 | gemm f64 | matrixmultiply f64 |
-//! |------|---------------|------------------------|----------|--------------------|
-//! | 128  |  75 GFLOPS    |  66                    | 44       | 42                 |
-//! | 512  | 102           | 131                    | 50       | 63                 |
-//! | 1024 | 103           | 142                    | 52       | 59                 |
-//! | 2048 | 105           | 130                    | 48       | 63                 |
-//!
-//! `gemm` selects AVX-512 kernels only with its `nightly` feature, so on stable Rust it runs its
-//! AVX2 kernels; `matrixmultiply` 0.3 uses AVX2+FMA too but wins from 256 up, so it is the
-//! level. Both stay callable (`matrixmultiply_gemm`, `gemm_crate`) for the comparison.
+//! Two crates were compared (`cargo run --release -p ferrogpt-gemm --example library_compare`;
+//! figures in docs/benchmarks.md, "Choosing the library level"). `gemm` selects AVX-512 kernels
+//! only with its `nightly` feature, so on stable Rust it runs its AVX2 kernels;
+//! `matrixmultiply` 0.3 uses AVX2+FMA too but won from 256 up, so it is the level. Both stay callable (`matrixmultiply_gemm`, `gemm_crate`) for the comparison.
 //! `matrixmultiply` runs its own thread pool (not rayon's), sized once per process by
 //! `MATMUL_NUM_THREADS` (default: physical cores, at most 4).
 

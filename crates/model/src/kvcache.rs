@@ -14,6 +14,7 @@
 use crate::config::Family;
 use crate::{Gpt, ParamLayout};
 use ferrogpt_core::fastmath;
+use ferrogpt_core::ops::rope;
 use ferrogpt_core::Param;
 
 /// Keys and values of each block for the positions of `tokens` (each `(T, KV·HS)`, row-major).
@@ -69,20 +70,6 @@ fn norm(out: &mut [f32], x: &[f32], params: &[f32], w: Param, b: Option<Param>, 
     let b = &params[b.range()];
     for i in 0..x.len() {
         out[i] = (x[i] - mean) * rstd * w[i] + b[i];
-    }
-}
-
-/// Rotates each head (HS wide) of `x` by the position's angles (HF's "rotate half" pairing:
-/// element i with i + HS/2).
-fn rotate(x: &mut [f32], hs: usize, cos: &[f32], sin: &[f32]) {
-    let half = hs / 2;
-    for head in x.chunks_exact_mut(hs) {
-        let (a, b) = head.split_at_mut(half);
-        for i in 0..half {
-            let (x1, x2) = (a[i], b[i]);
-            a[i] = x1 * cos[i] - x2 * sin[i];
-            b[i] = x2 * cos[i] + x1 * sin[i];
-        }
     }
 }
 
@@ -190,7 +177,9 @@ impl KvCache {
                 norm(&mut h, &x, params, blk.ln_1_w, blk.ln_1_b, cfg.norm_eps);
                 vecmat(&mut qkv, &h, params, blk.attn_w, blk.attn_b, out_in);
                 if cfg.rotary() {
-                    rotate(&mut qkv[..nh * hs + kvw], hs, &cos, &sin);
+                    for head in qkv[..nh * hs + kvw].chunks_exact_mut(hs) {
+                        rope::rotate(head, &cos, &sin);
+                    }
                 }
                 self.k[li].extend_from_slice(&qkv[nh * hs..nh * hs + kvw]);
                 self.v[li].extend_from_slice(&qkv[nh * hs + kvw..]);

@@ -4,8 +4,8 @@
 //! runs forward and backward on its own tape into its own gradient buffer, scaled by its share
 //! of the rows, and the shards' gradients are summed (in shard order) before clipping. On a
 //! small model this beats splitting every op across threads (one fork-join per op); results
-//! depend on the thread count only through summation order. Measured on the 2-core development
-//! machine (2026-11-26): shakespeare-cpu 72 → 43 ms/step.
+//! depend on the thread count only through summation order (the gain is in docs/benchmarks.md,
+//! "Shards of the CPU engine").
 //!
 //! A large model runs one shard, every op split across the threads instead ([`shards_for`]):
 //! there the step is bound by memory traffic, and each extra shard adds a gradient buffer the
@@ -30,12 +30,8 @@ use rayon::prelude::*;
 /// Data-parallel shards for a training engine of `n_params` parameters with `threads` threads
 /// and batches of `batch` sequences: one per thread (at most `batch`) while a gradient buffer
 /// (4 bytes per parameter) fits in half the last-level cache (32 MiB when the cache size is
-/// unknown), else one. Measured on two pinned cores of the device host (Emerald Rapids, L3
-/// 300 MiB, 2026-11-26, medians of four alternating rounds, the build of `8c813da` with the
-/// shard count and the weight packing forced by temporary switches): gpt2-124m (0.5 GB per buffer)
-/// at B=4, T=64 took 599 ms per step with one shard and 784 ms with two at the amx level,
-/// 1139 and 1122 ms at simd; shakespeare-cpu (43 MB) steps 1.3× (simd) to 1.5× (amx) faster
-/// with two.
+/// unknown), else one: the rule the measurements in docs/benchmarks.md ("Shards of the CPU
+/// engine") support.
 pub fn shards_for(threads: usize, batch: usize, n_params: usize) -> usize {
     let llc = ferrogpt_gemm::hw::caches().l3.unwrap_or(32 << 20);
     if n_params * 4 > llc / 2 {
