@@ -20,6 +20,7 @@ fn main() {
             vocab_size: 65,
             padded_vocab_size: 128,
             dropout: 0.2,
+            ..GptConfig::default()
         },
         _ => GptConfig::default(),
     };

@@ -6,8 +6,9 @@
 //! * [`model`]: [`GpuModel`], the forward and backward passes layer by layer, the fused
 //!   optimizer and the gradient norm. Parameters, gradients and optimizer state stay on the
 //!   GPU; token ids go in, losses and norms come out.
-//! * `raw` and `lt` (private): the unsafe boundary: kernel launches, copies, cuBLAS calls,
-//!   and cuBLASLt products with the bias (and GELU) fused into the epilogue.
+//! * `raw` and `lt` (private): the unsafe boundary: typed views of device memory, kernel
+//!   launches, copies, cuBLAS calls, and cuBLASLt products with the bias (and GELU) fused
+//!   into the epilogue.
 //! * `kernels/*.cu`: one file per layer group (encoder, layernorm, elementwise, attention,
 //!   softmax + cross-entropy, optimizer), forward and backward side by side, compiled at run
 //!   time by NVRTC for the GPU's architecture, once per [`Dtype`].

@@ -17,18 +17,18 @@ use cudarc::cublaslt::sys;
 use cudarc::driver::CudaSlice;
 use ferrogpt_cuda::CudaError;
 
-use crate::raw::Dev;
+use crate::raw::{Dev, DevPtr, X};
 use crate::Dtype;
 
 const WORKSPACE: usize = 32 << 20;
 
 /// What the epilogue does after the product.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub enum Epilogue {
-    /// D = A·B + bias
-    Bias { bias: u64 },
-    /// aux = A·B + bias (pre-activation, kept for the backward); D = gelu(aux), tanh form.
-    GeluAuxBias { bias: u64, aux: u64 },
+    /// D = A·B + bias (n)
+    Bias { bias: DevPtr<X> },
+    /// aux (m×n) = A·B + bias (pre-activation, kept for the backward); D = gelu(aux), tanh form.
+    GeluAuxBias { bias: DevPtr<X>, aux: DevPtr<X> },
 }
 
 /// A cuBLASLt handle, its workspace, and the algorithms chosen so far.
@@ -64,18 +64,32 @@ impl Lt {
     }
 
     /// `d (m×n) = a (m×k) · b (k×n)` with `ep` (see the module doc); all row-major, contiguous.
+    /// Panics if a view is smaller than its shape.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
         dev: &Dev,
-        d: u64,
-        a: u64,
-        b: u64,
+        d: DevPtr<X>,
+        a: DevPtr<X>,
+        b: DevPtr<X>,
         m: usize,
         n: usize,
         k: usize,
         ep: Epilogue,
     ) -> Result<(), CudaError> {
+        let (bias, aux) = match ep {
+            Epilogue::Bias { bias } => (bias, None),
+            Epilogue::GeluAuxBias { bias, aux } => (bias, Some(aux)),
+        };
+        let shapes = [(d, m * n), (a, m * k), (b, k * n), (bias, n)];
+        for (p, elems) in shapes.into_iter().chain(aux.map(|x| (x, m * n))) {
+            assert!(
+                elems <= p.len(),
+                "cuBLASLt {m}x{n}x{k}: an operand of {} elements for {elems}",
+                p.len()
+            );
+        }
+        let (d, a, b) = (d.addr(), a.addr(), b.addr());
         let ty = match dev.dtype {
             Dtype::F32 => sys::cudaDataType::CUDA_R_32F,
             Dtype::Bf16 => sys::cudaDataType::CUDA_R_16BF,
@@ -102,13 +116,15 @@ impl Lt {
             };
             use sys::cublasLtMatmulDescAttributes_t as A;
             let (epi, bias, aux) = match ep {
-                Epilogue::Bias { bias } => {
-                    (sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS, bias, 0u64)
-                }
+                Epilogue::Bias { bias } => (
+                    sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
+                    bias.addr(),
+                    0u64,
+                ),
                 Epilogue::GeluAuxBias { bias, aux } => (
                     sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
-                    bias,
-                    aux,
+                    bias.addr(),
+                    aux.addr(),
                 ),
             };
             set(
@@ -168,7 +184,7 @@ impl Lt {
                     if aux != 0 { " gelu" } else { " bias" }
                 ),
                 || {
-                    // SAFETY: the addresses hold the stated shapes (the model's buffers), the
+                    // SAFETY: the views hold the stated shapes (checked on entry), the
                     // workspace is ours, the scalars live on the host for the call.
                     unsafe {
                         lt::matmul(

@@ -1,14 +1,19 @@
-//! The unsafe boundary of the GPU model: kernel launches, copies and cuBLAS products on raw
-//! device addresses. Every address passed here points into a buffer owned by the
-//! [`crate::model::GpuModel`] that calls (or by this struct), sized by its constructor or,
-//! for the activations, by `ensure` for the largest batch seen; the
-//! model code above this module is safe Rust that computes offsets.
+//! The unsafe boundary of the GPU model: typed views of device memory ([`DevPtr`], [`Buf`]),
+//! and the kernel launches, copies and cuBLAS products they feed.
+//!
+//! A [`DevPtr`] is an address with an element type and a length; it is made only from a live
+//! allocation (a [`Buf`], or `unsafe` [`DevPtr::from_raw`]), and the model keeps views beside
+//! the buffer they view and drops both together (the activations are replaced by `ensure`
+//! for a larger batch, as one). Copies and products take views and check their lengths, so
+//! they are safe; [`Dev::launch`] takes raw [`Arg`]s and is `unsafe`: the typed wrappers in
+//! `model/launch.rs`, one per kernel, are the only callers.
 //!
 //! All work runs on the one stream of the [`Gpu`]; a host read ([`Dev::dtoh`]) waits for it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -111,10 +116,145 @@ fn driver(during: &str) -> impl FnOnce(result::DriverError) -> CudaError + '_ {
     }
 }
 
+/// Element types of device memory, with their size in bytes under the model's [`Dtype`].
+pub trait Elem {
+    fn size(dtype: Dtype) -> usize;
+}
+
+/// The model's activation type, `floatX` in the kernels: f32 in fp32, bf16 (stored as u16
+/// bits) in bf16.
+pub enum X {}
+
+impl Elem for X {
+    fn size(dtype: Dtype) -> usize {
+        dtype.size()
+    }
+}
+
+macro_rules! fixed_elem {
+    ($($t:ty),*) => {$(
+        impl Elem for $t {
+            fn size(_: Dtype) -> usize {
+                std::mem::size_of::<$t>()
+            }
+        }
+    )*};
+}
+fixed_elem!(f32, i32, u32, u8);
+
+/// A typed view of device memory: `len` elements of `T` from `addr`, `size` bytes each.
+/// Copy, without a lifetime: whoever holds one keeps the allocation it views alive (see the
+/// module doc).
+pub struct DevPtr<T> {
+    addr: u64,
+    len: usize,
+    size: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T> Clone for DevPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for DevPtr<T> {}
+
+impl<T: Elem> DevPtr<T> {
+    /// A view of `len` elements of `T` (as laid out under `dtype`) at `addr`.
+    ///
+    /// # Safety
+    /// Every launch or copy given this view (or a slice of it) must find the `len` elements
+    /// inside one live allocation of the model's GPU.
+    pub unsafe fn from_raw(addr: u64, len: usize, dtype: Dtype) -> DevPtr<T> {
+        DevPtr {
+            addr,
+            len,
+            size: T::size(dtype),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl DevPtr<f32> {
+    /// The same memory as floatX, which is f32 in fp32 (None in bf16).
+    pub fn as_x(self, dtype: Dtype) -> Option<DevPtr<X>> {
+        (dtype == Dtype::F32).then_some(DevPtr {
+            addr: self.addr,
+            len: self.len,
+            size: self.size,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T> DevPtr<T> {
+    /// Elements in the view.
+    pub fn len(self) -> usize {
+        self.len
+    }
+
+    /// Bytes in the view.
+    pub fn bytes(self) -> usize {
+        self.len * self.size
+    }
+
+    /// The raw address, for FFI calls that take one (`unsafe` there).
+    pub fn addr(self) -> u64 {
+        self.addr
+    }
+
+    /// Elements `start..start + len`. Panics beyond the view.
+    pub fn slice(self, start: usize, len: usize) -> DevPtr<T> {
+        assert!(
+            start + len <= self.len,
+            "device view {start}..{} of {} elements",
+            start + len,
+            self.len
+        );
+        DevPtr {
+            addr: self.addr + (start * self.size) as u64,
+            len,
+            ..self
+        }
+    }
+
+    /// This view as a kernel argument the kernel reads or writes `len` elements of. Panics
+    /// if the view is shorter.
+    pub fn arg(self, len: usize) -> Arg {
+        assert!(
+            len <= self.len,
+            "a kernel needs {len} elements of a {}-element device view",
+            self.len
+        );
+        Arg::P(self.addr)
+    }
+}
+
+/// A device allocation of `len` elements of `T` (zeroed), and its view.
+pub struct Buf<T> {
+    _mem: CudaSlice<u8>,
+    ptr: DevPtr<T>,
+}
+
+impl<T: Elem> Buf<T> {
+    pub fn new(dev: &Dev, len: usize) -> Result<Buf<T>, CudaError> {
+        let (mem, addr) = dev.alloc(len * T::size(dev.dtype))?;
+        // SAFETY: the allocation holds len elements and lives as long as the Buf, which its
+        // owner keeps beside every view it hands out.
+        let ptr = unsafe { DevPtr::from_raw(addr, len, dev.dtype) };
+        Ok(Buf { _mem: mem, ptr })
+    }
+
+    pub fn ptr(&self) -> DevPtr<T> {
+        self.ptr
+    }
+}
+
 /// One kernel argument, as the kernel declares it.
 #[derive(Clone, Copy, Debug)]
 pub enum Arg {
-    /// A device address (`T*`).
+    /// A device address (`T*`); made from a view by [`DevPtr::arg`].
     P(u64),
     /// `int`
     I(usize),
@@ -124,12 +264,41 @@ pub enum Arg {
     U(u64),
 }
 
-/// A row-major matrix operand of [`Dev::gemm`]: address, element type, transposed or not.
-#[derive(Clone, Copy, Debug)]
+/// A row-major matrix operand of [`Dev::gemm`]: a view, its element type (f32, or the
+/// model's floatX), transposed or not.
+#[derive(Clone, Copy)]
 pub struct Mat {
-    pub ptr: u64,
-    pub f32: bool,
-    pub t: bool,
+    ptr: u64,
+    len: usize,
+    f32: bool,
+    t: bool,
+}
+
+impl Mat {
+    /// A floatX matrix (activations, weights).
+    pub fn x(p: DevPtr<X>) -> Mat {
+        Mat {
+            ptr: p.addr,
+            len: p.len,
+            f32: false,
+            t: false,
+        }
+    }
+
+    /// An f32 matrix (weight gradients).
+    pub fn f32(p: DevPtr<f32>) -> Mat {
+        Mat {
+            ptr: p.addr,
+            len: p.len,
+            f32: true,
+            t: false,
+        }
+    }
+
+    /// The same matrix, read transposed.
+    pub fn t(self) -> Mat {
+        Mat { t: true, ..self }
+    }
 }
 
 /// The GPU, the compiled kernels, and raw launches.
@@ -274,18 +443,27 @@ impl Dev {
     }
 
     /// Launches kernel `name` on grid × block threads.
-    pub fn launch(
+    ///
+    /// # Safety
+    /// As [`Dev::launch2`].
+    pub unsafe fn launch(
         &self,
         name: &str,
         grid: (usize, usize),
         block: usize,
         args: &[Arg],
     ) -> Result<(), CudaError> {
-        self.launch2(name, grid, (block, 1), args)
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.launch2(name, grid, (block, 1), args) }
     }
 
     /// Launches kernel `name` on a grid of 2-D blocks (block.0 × block.1 threads).
-    pub fn launch2(
+    ///
+    /// # Safety
+    /// `args` match the kernel's signature in `kernels/*.cu`, and every address in them
+    /// covers what the kernel reads and writes on this grid, in memory that lives until the
+    /// stream has run the kernel.
+    pub unsafe fn launch2(
         &self,
         name: &str,
         grid: (usize, usize),
@@ -315,8 +493,8 @@ impl Dev {
             .map(|v| v as *mut u64 as *mut c_void)
             .collect();
         self.timed(name, || {
-            // SAFETY: the argument list matches the kernel's signature (checked by the GPU
-            // tests against the CPU engine); addresses point into live buffers of the caller.
+            // SAFETY: the caller's promise (the arguments match the kernel and its memory);
+            // `ptrs` point at `vals`, alive for the call.
             unsafe {
                 result::launch_kernel(
                     f.cu_function(),
@@ -332,14 +510,18 @@ impl Dev {
     }
 
     /// A 1-D launch over n elements with a grid-stride kernel.
-    pub fn launch_n(&self, name: &str, n: usize, args: &[Arg]) -> Result<(), CudaError> {
+    ///
+    /// # Safety
+    /// As [`Dev::launch2`].
+    pub unsafe fn launch_n(&self, name: &str, n: usize, args: &[Arg]) -> Result<(), CudaError> {
         let n = if VECTOR_KERNELS.contains(&name) {
             n.div_ceil(16 / self.dtype.size())
         } else {
             n
         };
         let blocks = n.div_ceil(256).clamp(1, 65_535 * 8);
-        self.launch(name, (blocks, 1), 256, args)
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.launch(name, (blocks, 1), 256, args) }
     }
 
     /// Allocates `bytes` of device memory (zeroed) and returns it with its address.
@@ -356,32 +538,42 @@ impl Dev {
         Ok((s, p))
     }
 
-    /// Copies host values to the device address `dst`.
-    pub fn htod<T: Copy>(&self, dst: u64, src: &[T]) -> Result<(), CudaError> {
-        // SAFETY: dst has room for src (the caller's buffer); the copy from pageable memory
-        // completes before the call returns.
-        unsafe { result::memcpy_htod_async(dst, src, self.stream()) }
+    /// Copies host values to the start of `dst` (as raw bytes: f32 or u16 bits for floatX).
+    /// Panics if they do not fit.
+    pub fn htod<E, T: Copy>(&self, dst: DevPtr<E>, src: &[T]) -> Result<(), CudaError> {
+        assert!(
+            std::mem::size_of_val(src) <= dst.bytes(),
+            "host copy beyond its device view"
+        );
+        // SAFETY: dst has room for src (checked); the copy from pageable memory completes
+        // before the call returns.
+        unsafe { result::memcpy_htod_async(dst.addr, src, self.stream()) }
             .map_err(driver("copying to the device"))
     }
 
-    /// Copies from the device address `src` into `dst`, waiting for the stream.
-    pub fn dtoh<T: Copy>(&self, dst: &mut [T], src: u64) -> Result<(), CudaError> {
-        // SAFETY: src holds at least dst.len() values (the caller's buffer).
-        unsafe { result::memcpy_dtoh_async(dst, src, self.stream()) }
+    /// Fills `dst` from the start of `src`, waiting for the stream. Panics if `src` is shorter.
+    pub fn dtoh<E, T: Copy>(&self, dst: &mut [T], src: DevPtr<E>) -> Result<(), CudaError> {
+        assert!(
+            std::mem::size_of_val(dst) <= src.bytes(),
+            "host copy beyond its device view"
+        );
+        // SAFETY: src holds at least dst's bytes (checked).
+        unsafe { result::memcpy_dtoh_async(dst, src.addr, self.stream()) }
             .map_err(driver("copying from the device"))?;
         self.gpu.synchronize()
     }
 
-    /// Sets `bytes` bytes at `dst` to zero.
-    pub fn zero(&self, dst: u64, bytes: usize) -> Result<(), CudaError> {
-        // SAFETY: dst has `bytes` bytes (the caller's buffer).
-        unsafe { result::memset_d8_async(dst, 0, bytes, self.stream()) }.map_err(driver("zeroing"))
+    /// Sets every byte of `dst` to zero.
+    pub fn zero<E>(&self, dst: DevPtr<E>) -> Result<(), CudaError> {
+        // SAFETY: dst's bytes are a live view.
+        unsafe { result::memset_d8_async(dst.addr, 0, dst.bytes(), self.stream()) }
+            .map_err(driver("zeroing"))
     }
 
     /// Row-major `C (m×n) = beta·C + op(A) (m×k) · op(B) (k×n)` in cuBLAS, f32 accumulation.
     /// A and B are stored row-major as (m×k) and (k×n), or transposed ((k×m), (n×k)) when
     /// their `t` is set; all three contiguous. `f32` picks f32 storage, else the model's
-    /// floatX (f32 or bf16).
+    /// floatX (f32 or bf16). Panics if a view is smaller than its shape.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm(
         &self,
@@ -393,6 +585,13 @@ impl Dev {
         k: usize,
         beta: f32,
     ) -> Result<(), CudaError> {
+        for (x, elems, what) in [(&c, m * n, "C"), (&a, m * k, "A"), (&b, k * n, "B")] {
+            assert!(
+                elems <= x.len,
+                "gemm {m}x{n}x{k}: {what} needs {elems} elements, its view has {}",
+                x.len
+            );
+        }
         let ty = |x: &Mat| {
             if x.f32 || self.dtype == Dtype::F32 {
                 cudaDataType::CUDA_R_32F
@@ -418,8 +617,8 @@ impl Dev {
             if b.t { " Bt" } else { "" }
         );
         self.timed(&name, || {
-            // SAFETY: the addresses hold the stated shapes (the caller's buffers); alpha and beta
-            // live on the host for the call.
+            // SAFETY: the views hold the stated shapes (checked above); alpha and beta live on
+            // the host for the call.
             unsafe {
                 cudarc::cublas::result::gemm_ex(
                     self.gpu.blas_handle(),

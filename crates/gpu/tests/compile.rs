@@ -1,14 +1,16 @@
 //! The model's kernels compile with NVRTC for sm_90 in both dtypes (no GPU needed; skipped
-//! where NVRTC is absent).
+//! where NVRTC is absent, failed instead under `FERROGPT_REQUIRE_GPU=1`).
 
 use ferrogpt_gpu::{compile, Dtype};
+
+mod common;
 
 #[test]
 fn kernels_compile_with_nvrtc() {
     for dtype in [Dtype::F32, Dtype::Bf16] {
         match compile(dtype, (9, 0)) {
             Err(ferrogpt_cuda::CudaError::NoLibrary { library }) => {
-                println!("skipped: could not load {library}");
+                common::skip(format!("could not load {library}"));
                 return;
             }
             Err(e) => panic!("{e}"),

@@ -1,6 +1,6 @@
 //! The GPU model against the CPU engine, on the same weights and batch. Needs a CUDA GPU;
-//! every test says "skipped" and passes where there is none. `crates/cuda/run-gpu.sh` runs
-//! them on a GPU machine.
+//! every test says "skipped" and passes where there is none (fails instead under
+//! `FERROGPT_REQUIRE_GPU=1`). `bench/gpu.sh` runs them on a GPU machine.
 //!
 //! Tolerances: fp32 within 1e-4 of the f64 CPU oracle (relative to each tensor's largest
 //! gradient); bf16 within 3e-2 relative L2 error per tensor and 1e-2 on the loss: bf16 keeps 8
@@ -13,11 +13,13 @@ use ferrogpt_model::{Gpt, GptConfig};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
 
+mod common;
+
 fn gpu() -> Option<ferrogpt_cuda::Gpu> {
     match ferrogpt_cuda::Gpu::new(0) {
         Ok(g) => Some(g),
         Err(e) => {
-            println!("skipped: {e}");
+            common::skip(e);
             None
         }
     }
@@ -32,6 +34,7 @@ fn config(n_layer: usize, n_head: usize, n_embd: usize, block: usize, vocab: usi
         vocab_size: vocab,
         padded_vocab_size: GptConfig::pad_vocab(vocab, 64),
         dropout: 0.0,
+        ..GptConfig::default()
     }
 }
 
@@ -481,7 +484,13 @@ fn fused_attention_matches_the_cpu_op() {
             .map(|_| rng.gen_range(-1.0..1.0))
             .collect();
         let dout: Vec<f64> = (0..b * t * c).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let d = Dims { b, t, c, nh };
+        let d = Dims {
+            b,
+            t,
+            c,
+            nh,
+            kv: nh,
+        };
         let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
         attention::forward_reference(&mut out, &mut att, &qkv, None, d);
         let mut dqkv = vec![0.0; qkv.len()];

@@ -1,0 +1,435 @@
+//! GPT-2 on the GPU: the same model as `ferrogpt_model::Gpt`, forward and backward written out
+//! layer by layer (llm.c style) over device buffers, with the parameter layout of
+//! `ParamLayout` so weights, gradients and moments are each one flat allocation.
+//!
+//! Precision ([`Dtype`]): `F32` runs everything in f32. `Bf16` stores activations, activation
+//! gradients and a working copy of the weights in bf16 and multiplies in bf16 on the tensor
+//! cores (f32 accumulation); master weights, weight gradients, AdamW moments, LayerNorm
+//! statistics, the softmax/cross-entropy and every reduction stay f32. The optimizer writes
+//! the bf16 copy in the same pass as the master weights.
+//!
+//! What crosses the bus per micro-batch: the token ids (with their order by token, for the
+//! deterministic embedding backward) in, one f32 loss out. Gradient norms: one f32 out.
+//!
+//! The files, in the order of a training step:
+//! - `acts.rs`: the activation memory plan (one allocation, typed views per layer).
+//! - `forward.rs`, `backward.rs`: the passes, one method per layer kind (embeddings,
+//!   attention sublayer, MLP sublayer, head, loss), each backward under its forward's name.
+//! - `optim.rs`: the gradient and optimizer state; zeroing, all-reduce, norm, update.
+//! - `launch.rs`: one typed launch per CUDA kernel, the only code that passes raw
+//!   addresses to kernels (through `crate::raw`).
+
+mod acts;
+mod backward;
+mod forward;
+mod launch;
+mod optim;
+
+use ferrogpt_core::Param;
+use ferrogpt_cuda::{CudaError, Gpu};
+use ferrogpt_model::config::Family;
+use ferrogpt_model::{GptConfig, ParamLayout};
+
+pub use optim::{OptKind, OptState, Update};
+
+use crate::lt::Lt;
+use crate::raw::{Buf, Dev, DevPtr, HEAD_SIZES, X};
+use crate::Dtype;
+use acts::Acts;
+use forward::Pass;
+use launch::Flash;
+use optim::TrainState;
+
+/// Losses (or norms) the result buffer holds before the host reads them back.
+const OUT_SLOTS: usize = 64;
+
+/// A tensor that every GPT-2 layout has (biases, wpe), optional in `ParamLayout` for Llama.
+/// [`GpuModel::new`] refuses other layouts.
+fn gpt2(p: Option<Param>) -> Param {
+    p.expect("a GPT-2 layout (GpuModel::new checks)")
+}
+
+/// GPT-2 on one GPU. See the module doc for precision and data movement.
+pub struct GpuModel {
+    dev: Dev,
+    pub config: GptConfig,
+    pub layout: ParamLayout,
+    params: Buf<f32>,         // (P) master weights
+    params_x: Option<Buf<X>>, // (P) bf16 working copy (None in f32: the master weights are read)
+    /// The weights the passes read: `params_x`, else `params` (f32 is floatX in fp32).
+    weights: DevPtr<X>,
+    train: Option<TrainState>,
+    acts: Option<Acts>,
+    out: Buf<f32>, // (OUT_SLOTS): results read back by the host
+    tc_attention: bool,
+    /// cuBLASLt for the forward linears with a fused epilogue (bf16; None: plain cuBLAS and
+    /// our bias kernels, as in fp32, or with FERROGPT_CUBLASLT=0).
+    lt: Option<Lt>,
+}
+
+impl GpuModel {
+    /// Uploads `params` (flat, `ParamLayout` order) to `gpu`; with `opt`, also the optimizer
+    /// state and a gradient buffer (training). Errors: a head size the fused attention is not
+    /// built for, a wrong buffer length, any CUDA failure.
+    pub fn new(
+        gpu: Gpu,
+        dtype: Dtype,
+        config: GptConfig,
+        params: &[f32],
+        opt: Option<OptState>,
+    ) -> Result<GpuModel, CudaError> {
+        let c = config.n_embd;
+        if config.family != Family::Gpt2
+            || config.rotary()
+            || config.kv_heads() != config.n_head
+            || config.ffn() != 4 * c
+            || !config.tie_embeddings
+        {
+            return Err(CudaError::Input(format!(
+                "the GPU engine runs GPT-2 only (learned positions, NH key/value heads, an MLP of 4C, the head tied to wte); this {} model is not",
+                config.family.name()
+            )));
+        }
+        let hs = config.head_size();
+        if !HEAD_SIZES.contains(&hs) {
+            return Err(CudaError::Input(format!(
+                "head size {hs} (n_embd / n_head): the GPU attention is built for head sizes {HEAD_SIZES:?}"
+            )));
+        }
+        let layout = ParamLayout::new(&config);
+        let n = layout.total;
+        if params.len() != n {
+            return Err(CudaError::Input(format!(
+                "{} parameter values for a model of {n}",
+                params.len()
+            )));
+        }
+        let cc = gpu.compute_capability();
+        if dtype == Dtype::Bf16 && cc < (8, 0) {
+            return Err(CudaError::Unsupported {
+                level: "--dtype bf16 (bf16 tensor cores)",
+                need: (8, 0),
+                have: cc,
+            });
+        }
+        let dev = Dev::new(gpu, dtype)?;
+        let p = Buf::<f32>::new(&dev, n)?;
+        dev.htod(p.ptr(), params)?;
+        let params_x = if dtype == Dtype::F32 {
+            None
+        } else {
+            let px = Buf::<X>::new(&dev, n)?;
+            launch::to_floatx(&dev, px.ptr(), p.ptr(), n)?;
+            Some(px)
+        };
+        let weights = match &params_x {
+            Some(px) => px.ptr(),
+            None => p.ptr().as_x(dtype).expect("fp32"),
+        };
+        let train = match opt {
+            None => None,
+            Some(o) => Some(TrainState::new(&dev, n, o)?),
+        };
+        let out = Buf::new(&dev, OUT_SLOTS)?;
+        let tc_attention = dtype == Dtype::Bf16
+            && config.head_size() == 64
+            && std::env::var("FERROGPT_ATTENTION").map_or(true, |v| v != "cuda-core");
+        // cuBLASLt's algorithms are picked for 256-byte aligned operands: every weight starts
+        // at a multiple of C elements, so C must be a multiple of 128 (bf16).
+        let lt = if dtype == Dtype::Bf16
+            && config.n_embd.is_multiple_of(128)
+            && std::env::var("FERROGPT_CUBLASLT").map_or(true, |v| v != "0")
+        {
+            Lt::new(&dev)?
+        } else {
+            None
+        };
+        Ok(GpuModel {
+            dev,
+            config,
+            layout,
+            params: p,
+            params_x,
+            weights,
+            train,
+            acts: None,
+            out,
+            tc_attention,
+            lt,
+        })
+    }
+
+    /// "NVIDIA H100 80GB HBM3 (bf16)".
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.dev.gpu.name(), self.dev.dtype.name())
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        self.dev.dtype
+    }
+
+    /// Whether attention runs on the tensor cores: bf16 with head size 64, unless
+    /// `FERROGPT_ATTENTION=cuda-core` asks for the f32 CUDA-core kernels (the tests compare both).
+    pub fn tensor_core_attention(&self) -> bool {
+        self.tc_attention
+    }
+
+    /// Forward linears through plain cuBLAS and our bias/GELU kernels even where cuBLASLt's
+    /// fused epilogues apply (bf16).
+    pub fn use_plain_cublas(&mut self) {
+        self.lt = None;
+    }
+
+    /// Whether the forward linears use cuBLASLt with fused epilogues.
+    pub fn fused_epilogues(&self) -> bool {
+        self.lt.is_some()
+    }
+
+    /// Runs attention on the f32 CUDA-core kernels even where the tensor-core ones apply.
+    pub fn use_cuda_core_attention(&mut self) {
+        self.tc_attention = false;
+    }
+
+    /// The fused attention kernels this model runs.
+    fn flash(&self) -> Flash {
+        Flash {
+            tc: self.tensor_core_attention(),
+            nh: self.config.n_head,
+            hs: self.config.head_size(),
+        }
+    }
+
+    /// Parameter `p` in the working copy (floatX).
+    fn w(&self, p: Param) -> DevPtr<X> {
+        self.weights.slice(p.offset, p.len())
+    }
+
+    /// The f32 gradient of parameter `p`.
+    fn g(&self, p: Param) -> DevPtr<f32> {
+        let t = self.train.as_ref().expect("training state");
+        t.grads.ptr().slice(p.offset, p.len())
+    }
+
+    fn ensure(&mut self, n: usize) -> Result<(), CudaError> {
+        if self.acts.as_ref().is_none_or(|a| a.cap < n) {
+            self.acts = None; // free the old buffers first
+            self.acts = Some(Acts::new(&self.dev, &self.config, n)?);
+        }
+        Ok(())
+    }
+
+    /// Forward and backward of one micro-batch: adds `scale` × ∂(mean loss)/∂params to the
+    /// gradients. Dropout with the model's rate, from `seed`. Returns the mean loss.
+    pub fn accumulate(
+        &mut self,
+        tokens: &[u32],
+        targets: &[u32],
+        t: usize,
+        scale: f32,
+        seed: u64,
+    ) -> Result<f64, CudaError> {
+        if self.train.is_none() {
+            return Err(CudaError::Input(
+                "this model was opened for inference only".into(),
+            ));
+        }
+        let n = tokens.len();
+        if targets.len() != n {
+            return Err(CudaError::Input(format!(
+                "{} targets for {n} tokens",
+                targets.len()
+            )));
+        }
+        let p = self.config.dropout as f32;
+        let (sum, u) = self.forward(
+            tokens,
+            Some(targets),
+            t,
+            p,
+            seed,
+            scale / n as f32,
+            0,
+            true,
+            scale != 0.0,
+        )?;
+        if scale != 0.0 {
+            self.backward(Pass { n, t, p, seed }, u)?;
+        }
+        Ok(sum.expect("targets given") / n as f64)
+    }
+
+    /// The loss of every position of one batch (B·T f32, from the softmax/cross-entropy
+    /// kernel's per-position output), without dropout or gradients.
+    pub fn token_losses(
+        &mut self,
+        tokens: &[u32],
+        targets: &[u32],
+        t: usize,
+    ) -> Result<Vec<f32>, CudaError> {
+        self.forward(tokens, Some(targets), t, 0.0, 0, 0.0, 0, true, false)?;
+        let a = self
+            .acts
+            .as_ref()
+            .ok_or_else(|| CudaError::Input("no activations after a forward pass".into()))?;
+        let mut h = vec![0f32; tokens.len()];
+        self.dev.dtoh(&mut h, a.losses)?;
+        Ok(h)
+    }
+
+    /// Mean loss of one batch without dropout or gradients.
+    pub fn loss(&mut self, tokens: &[u32], targets: &[u32], t: usize) -> Result<f64, CudaError> {
+        let (sum, _) = self.forward(tokens, Some(targets), t, 0.0, 0, 0.0, 0, true, false)?;
+        Ok(sum.expect("targets given") / tokens.len() as f64)
+    }
+
+    /// Mean loss of each (tokens, targets) batch, without dropout or gradients. The batches
+    /// are queued back to back and their losses read back together (one synchronisation per
+    /// `OUT_SLOTS` batches), so the GPU does not wait for the host between them.
+    pub fn losses(
+        &mut self,
+        batches: &[(Vec<u32>, Vec<u32>)],
+        t: usize,
+    ) -> Result<Vec<f64>, CudaError> {
+        let mut out = Vec::with_capacity(batches.len());
+        for chunk in batches.chunks(OUT_SLOTS) {
+            for (i, (x, y)) in chunk.iter().enumerate() {
+                if y.len() != x.len() {
+                    return Err(CudaError::Input(format!(
+                        "{} targets for {} tokens",
+                        y.len(),
+                        x.len()
+                    )));
+                }
+                self.forward(x, Some(y), t, 0.0, 0, 0.0, i, false, false)?;
+            }
+            let mut sums = vec![0f32; chunk.len()];
+            self.dev.dtoh(&mut sums, self.out.ptr())?;
+            out.extend(
+                sums.iter()
+                    .zip(chunk)
+                    .map(|(&s, (x, _))| s as f64 / x.len() as f64),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Logits (B × V, f32) of the last position of each row of `tokens` (B·T ids).
+    pub fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, CudaError> {
+        self.forward(tokens, None, t, 0.0, 0, 0.0, 0, false, false)?;
+        let a = self.acts.as_ref().expect("forward ran");
+        let (vp, v) = (self.config.padded_vocab_size, self.config.vocab_size);
+        let b = tokens.len() / t;
+        let mut out = Vec::with_capacity(b * v);
+        for r in 0..b {
+            let row = a.logits.slice((r * t + t - 1) * vp, v);
+            out.extend(self.download_x(row)?);
+        }
+        Ok(out)
+    }
+
+    /// Host copy of the f32 master weights.
+    pub fn params(&self) -> Result<Vec<f32>, CudaError> {
+        let mut h = vec![0f32; self.layout.total];
+        self.dev.dtoh(&mut h, self.params.ptr())?;
+        Ok(h)
+    }
+
+    /// Host copy of the gradients (for tests).
+    pub fn grads(&self) -> Result<Vec<f32>, CudaError> {
+        let mut h = vec![0f32; self.layout.total];
+        self.dev.dtoh(&mut h, self.train_state()?.grads.ptr())?;
+        Ok(h)
+    }
+
+    /// The GPU the model lives on.
+    pub fn gpu(&self) -> &ferrogpt_cuda::Gpu {
+        &self.dev.gpu
+    }
+
+    /// Host f32 copy of the floatX values of `src`.
+    fn download_x(&self, src: DevPtr<X>) -> Result<Vec<f32>, CudaError> {
+        match self.dev.dtype {
+            Dtype::F32 => {
+                let mut h = vec![0f32; src.len()];
+                self.dev.dtoh(&mut h, src)?;
+                Ok(h)
+            }
+            Dtype::Bf16 => {
+                let mut h = vec![0u16; src.len()];
+                self.dev.dtoh(&mut h, src)?;
+                Ok(h.iter()
+                    .map(|&b| f32::from_bits((b as u32) << 16))
+                    .collect())
+            }
+        }
+    }
+
+    /// The fused attention alone, on host data (for tests against the CPU op): `qkv` (B, T, 3C)
+    /// and `dout` (B, T, C) f32, rounded to the model's dtype on upload; returns `out` (B, T, C)
+    /// and `dqkv` (B, T, 3C) as f32. No dropout. Runs the same kernels as a training step
+    /// (tensor-core or CUDA-core, as the model chose) in the scratch of layer 0.
+    pub fn attention_op(
+        &mut self,
+        qkv: &[f32],
+        dout: &[f32],
+        t: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
+        let c = self.config.n_embd;
+        let n = dout.len() / c;
+        if t == 0
+            || !n.is_multiple_of(t)
+            || qkv.len() != 3 * n * c
+            || dout.len() != n * c
+            || t > self.config.block_size
+        {
+            return Err(CudaError::Input(format!(
+                "attention_op: {} qkv and {} dout values for rows of {t}",
+                qkv.len(),
+                dout.len()
+            )));
+        }
+        self.ensure(n)?;
+        let a = self.acts.as_ref().expect("ensured");
+        let la = a.layers[0];
+        let up = |dst: DevPtr<X>, x: &[f32]| match self.dev.dtype {
+            Dtype::F32 => self.dev.htod(dst, x),
+            Dtype::Bf16 => {
+                let bits: Vec<u16> = x
+                    .iter()
+                    .map(|&v| ferrogpt_cuda::reference::bf16_bits(v))
+                    .collect();
+                self.dev.htod(dst, &bits)
+            }
+        };
+        up(la.qkv, qkv)?;
+        up(a.dln, dout)?;
+        let ab = a.attn(&la);
+        let ps = Pass {
+            n,
+            t,
+            p: 0.0,
+            seed: 0,
+        };
+        self.attention_forward(&ab, ps, 0)?;
+        self.attention_backward(&ab, ps, 0)?;
+        Ok((
+            self.download_x(ab.out.slice(0, n * c))?,
+            self.download_x(ab.dqkv.slice(0, 3 * n * c))?,
+        ))
+    }
+
+    /// Per-kernel times under `FERROGPT_GPU_PROFILE=1`: (name, seconds, calls), longest first.
+    pub fn profile(&self) -> Vec<(String, f64, u64)> {
+        self.dev.profile()
+    }
+
+    /// Forgets the profile so far.
+    pub fn reset_profile(&self) {
+        self.dev.reset_profile()
+    }
+
+    /// Waits for the GPU (for timing).
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.dev.gpu.synchronize()
+    }
+}
