@@ -14,7 +14,8 @@ use std::time::Instant;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchTrainArgs {
-    /// The model and batch to time: shakespeare-cpu, shakespeare-char or gpt2-124m
+    /// The model and batch to time: a preset of `train` (shakespeare-cpu, shakespeare-char,
+    /// gpt2-124m, llama-tiny, smollm-135m)
     #[arg(long, default_value = "shakespeare-cpu")]
     preset: String,
     /// Comma-separated levels [default: every level available here except naive]
