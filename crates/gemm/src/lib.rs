@@ -38,6 +38,7 @@ pub mod bench;
 pub mod blas;
 mod blocked;
 mod blocked_parallel;
+pub mod gemv;
 pub mod hw;
 #[doc(hidden)]
 pub mod library;

@@ -1,0 +1,280 @@
+//! The GEMV kernels (f32, bf16, int8) of every kernel family this CPU has against the f64
+//! oracles on odd shapes; the formats' round trips and error bounds. Kernels the CPU lacks are
+//! named on stderr as SKIPPED.
+
+mod common;
+
+use common::Rng;
+use ferrogpt_gemm::gemv::{
+    self, bf16_to_f32, f32_to_bf16, quantize_q8_block, Kernel, Layout, Matrix, QuantizedVector,
+    WeightFormat, Q8_BLOCK,
+};
+
+const SIZES: [usize; 5] = [1, 7, 33, 127, 513];
+
+/// The kernels this CPU runs; the others are reported.
+fn kernels() -> Vec<Kernel> {
+    Kernel::ALL
+        .into_iter()
+        .filter(|k| {
+            let ok = k.supported();
+            if !ok {
+                eprintln!("SKIPPED: gemv kernel {k} (this CPU lacks its instructions)");
+            }
+            ok
+        })
+        .collect()
+}
+
+/// Random weights in [-1, 1) with a zero block and an outlier, so that every block kind occurs.
+fn weights(rng: &mut Rng, rows: usize, cols: usize) -> Vec<f32> {
+    let mut w: Vec<f32> = (0..rows * cols).map(|_| rng.next() as f32).collect();
+    if cols >= Q8_BLOCK && rows > 1 {
+        w[cols..cols + Q8_BLOCK].fill(0.0);
+    }
+    if let Some(v) = w.last_mut() {
+        *v = 7.5;
+    }
+    w
+}
+
+/// Σ|W[r,c]|·|x[c]| per row (the scale of the f32 rounding error).
+fn magnitude(m: &Matrix, x: &[f32]) -> Vec<f64> {
+    let a = m.dequantize();
+    (0..m.rows())
+        .map(|r| {
+            (0..m.cols())
+                .map(|c| (a[r * m.cols() + c] as f64 * x[c] as f64).abs())
+                .sum()
+        })
+        .collect()
+}
+
+/// The bound of the int8 kernels against the f64 product with unquantized x:
+/// Σ_b d_x[b]/2 · Σ_{c∈b} |W[r,c]| per row (module doc of gemv).
+fn activation_bound(m: &Matrix, x: &[f32]) -> Vec<f64> {
+    let xq = QuantizedVector::new(x);
+    let a = m.dequantize();
+    (0..m.rows())
+        .map(|r| {
+            (0..m.cols())
+                .map(|c| xq.d[c / Q8_BLOCK] as f64 / 2.0 * a[r * m.cols() + c].abs() as f64)
+                .sum::<f64>()
+                * (1.0 + 1e-5)
+        })
+        .collect()
+}
+
+fn check(kernel: Kernel, format: WeightFormat, rows: usize, cols: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let w = weights(&mut rng, rows, cols);
+    let x: Vec<f32> = (0..cols).map(|_| rng.next() as f32).collect();
+    let bias: Vec<f32> = (0..rows).map(|_| rng.next() as f32).collect();
+    let m = Matrix::from_f32(format, rows, cols, &w, Layout::OutIn);
+    let what = format!("{kernel} {format} {rows}x{cols}");
+    let exact = gemv::reference_quantized_input(&m, &x);
+    let plain = gemv::reference(&m, &x);
+    let mag = magnitude(&m, &x);
+    let act = activation_bound(&m, &x);
+    // Overwrite, with a bias, then accumulate onto it again.
+    let mut y = vec![f32::NAN; rows];
+    gemv::gemv(kernel, &m, &x, &mut y, Some(&bias), false).unwrap();
+    let mut y2 = y.clone();
+    gemv::gemv(kernel, &m, &x, &mut y2, None, true).unwrap();
+    for r in 0..rows {
+        let tol = 1e-5 * mag[r] + 1e-6;
+        let got = y[r] as f64 - bias[r] as f64;
+        assert!(
+            (got - exact[r]).abs() <= tol,
+            "{what}: row {r}: {got} vs oracle {} (tol {tol})",
+            exact[r]
+        );
+        if format == WeightFormat::Int8 {
+            assert!(
+                (got - plain[r]).abs() <= act[r] + tol,
+                "{what}: row {r}: {got} vs f64 of unquantized x {} (bound {})",
+                plain[r],
+                act[r] + tol
+            );
+        }
+        let twice = y2[r] as f64 - bias[r] as f64;
+        assert!(
+            (twice - 2.0 * exact[r]).abs() <= 2.0 * tol + 1e-6 * bias[r].abs() as f64,
+            "{what}: row {r} accumulated: {twice} vs {}",
+            2.0 * exact[r]
+        );
+    }
+}
+
+#[test]
+fn every_kernel_every_format_odd_shapes() {
+    let mut seed = 1;
+    for kernel in kernels() {
+        for format in WeightFormat::ALL {
+            for rows in SIZES {
+                for cols in SIZES {
+                    check(kernel, format, rows, cols, seed);
+                    seed += 1;
+                }
+            }
+            // Wide enough to be split over threads, columns not a multiple of the lanes.
+            check(kernel, format, 1031, 769, seed);
+        }
+    }
+}
+
+#[test]
+fn layouts_agree() {
+    let mut rng = Rng::new(7);
+    let (rows, cols) = (33, 70);
+    let w = weights(&mut rng, rows, cols);
+    // The same matrix given transposed, (in, out).
+    let mut t = vec![0f32; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    for format in WeightFormat::ALL {
+        let a = Matrix::from_f32(format, rows, cols, &w, Layout::OutIn);
+        let b = Matrix::from_f32(format, rows, cols, &t, Layout::InOut);
+        assert_eq!(a.dequantize(), b.dequantize(), "{format}");
+        let mut back = vec![0f32; w.len()];
+        b.dequantize_into(&mut back, Layout::InOut);
+        let mut want = vec![0f32; w.len()];
+        a.dequantize_into(&mut want, Layout::InOut);
+        assert_eq!(back, want, "{format}");
+    }
+}
+
+#[test]
+fn q8_blocks_round_trip_within_half_a_step() {
+    let mut rng = Rng::new(11);
+    for len in [1, 5, 32] {
+        for scale in [1e-6f32, 1.0, 3e4] {
+            let x: Vec<f32> = (0..len).map(|_| rng.next() as f32 * scale).collect();
+            let mut q = vec![0i8; len];
+            let d = quantize_q8_block(&x, &mut q);
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(d, amax / 127.0);
+            assert!(q.iter().all(|&v| (-127..=127).contains(&v)));
+            assert!(
+                q.iter().any(|&v| v.abs() == 127),
+                "the largest maps to ±127"
+            );
+            for (&v, &qv) in x.iter().zip(&q) {
+                let err = (v - d * qv as f32).abs();
+                assert!(
+                    err <= d / 2.0 * (1.0 + 1e-6),
+                    "{v} → {qv}·{d}: off by {err}"
+                );
+            }
+        }
+    }
+    let mut q = [1i8; 32];
+    assert_eq!(quantize_q8_block(&[0.0; 32], &mut q), 0.0);
+    assert_eq!(q, [0; 32]);
+}
+
+#[test]
+fn int8_matrix_round_trip_and_padding() {
+    let mut rng = Rng::new(5);
+    let (rows, cols) = (9, 45); // 2 blocks a row, the second 13 values + 19 padding
+    let w = weights(&mut rng, rows, cols);
+    let m = Matrix::from_f32(WeightFormat::Int8, rows, cols, &w, Layout::OutIn);
+    let (q, d) = m.q8_parts().unwrap();
+    assert_eq!((q.len(), d.len()), (rows * 64, rows * 2));
+    for r in 0..rows {
+        assert!(q[r * 64 + 45..r * 64 + 64].iter().all(|&v| v == 0));
+    }
+    let back = m.dequantize();
+    for r in 0..rows {
+        for c in 0..cols {
+            let step = d[r * 2 + c / 32];
+            assert!((back[r * cols + c] - w[r * cols + c]).abs() <= step / 2.0 * (1.0 + 1e-6));
+        }
+    }
+    // The stored parts rebuild the same matrix; wrong lengths are refused.
+    let again = Matrix::from_q8(rows, cols, q.to_vec(), d.to_vec()).unwrap();
+    assert_eq!(again.dequantize(), back);
+    assert!(Matrix::from_q8(rows, cols, q[1..].to_vec(), d.to_vec()).is_err());
+    assert!(Matrix::from_q8(rows, cols, q.to_vec(), vec![f32::NAN; d.len()]).is_err());
+    assert_eq!(m.bytes(), rows * 64 + rows * 2 * 4);
+}
+
+#[test]
+fn bf16_rounds_to_nearest_even() {
+    // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1).
+    assert_eq!(bf16_to_f32(f32_to_bf16(1.0 + 2f32.powi(-8))), 1.0);
+    // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to even (1 + 2^-6).
+    assert_eq!(
+        bf16_to_f32(f32_to_bf16(1.0 + 3.0 * 2f32.powi(-8))),
+        1.0 + 2f32.powi(-6)
+    );
+    assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
+    assert_eq!(
+        bf16_to_f32(f32_to_bf16(-0.0)).to_bits(),
+        (-0.0f32).to_bits()
+    );
+    let mut rng = Rng::new(3);
+    for _ in 0..10_000 {
+        let v = (rng.next() * 1e3) as f32;
+        let r = bf16_to_f32(f32_to_bf16(v));
+        // 8 significant bits: off by at most half a step, 2^-8 of the value.
+        assert!((r - v).abs() <= v.abs() * 2f32.powi(-8), "{v} → {r}");
+    }
+}
+
+#[test]
+fn attention_helpers_match_the_plain_loops() {
+    let mut rng = Rng::new(9);
+    for kernel in kernels() {
+        for (rows, k, ld) in [(1, 1, 1), (7, 64, 96), (33, 13, 40), (130, 64, 64)] {
+            let a: Vec<f32> = (0..(rows - 1) * ld + k)
+                .map(|_| rng.next() as f32)
+                .collect();
+            let x: Vec<f32> = (0..k).map(|_| rng.next() as f32).collect();
+            let mut s = vec![0f32; rows];
+            gemv::dot_rows(kernel, &a, ld, &x, &mut s);
+            for j in 0..rows {
+                let want: f64 = (0..k).map(|p| a[j * ld + p] as f64 * x[p] as f64).sum();
+                assert!(
+                    (s[j] as f64 - want).abs() <= 1e-5 * k as f64,
+                    "{kernel} dot"
+                );
+            }
+            let c: Vec<f32> = (0..rows).map(|_| rng.next() as f32).collect();
+            let mut o: Vec<f32> = (0..k).map(|_| rng.next() as f32).collect();
+            let o0 = o.clone();
+            gemv::add_weighted_rows(kernel, &a, ld, &c, &mut o);
+            for p in 0..k {
+                let want: f64 = o0[p] as f64
+                    + (0..rows)
+                        .map(|j| c[j] as f64 * a[j * ld + p] as f64)
+                        .sum::<f64>();
+                assert!(
+                    (o[p] as f64 - want).abs() <= 1e-5 * rows as f64,
+                    "{kernel} axpy"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_lengths_are_errors() {
+    let m = Matrix::from_f32(WeightFormat::F32, 3, 4, &[0.0; 12], Layout::OutIn);
+    let mut y = [0f32; 3];
+    assert!(gemv::gemv(Kernel::Scalar, &m, &[0.0; 5], &mut y, None, false).is_err());
+    assert!(gemv::gemv(
+        Kernel::Scalar,
+        &m,
+        &[0.0; 4],
+        &mut y,
+        Some(&[0.0; 2]),
+        false
+    )
+    .is_err());
+    assert!("int4".parse::<WeightFormat>().is_err());
+    assert_eq!("bf16".parse::<WeightFormat>().unwrap(), WeightFormat::Bf16);
+}
