@@ -1,9 +1,13 @@
 //! Times the GPU model's training step by phase (forward + loss, backward, norm + AdamW) on
 //! random tokens: a profiling aid beside `ferrogpt bench train --device cuda`.
 //!
-//! cargo run --release -p ferrogpt-gpu --example gpu_step -- [gpt2|char] B T fp32|bf16 STEPS [cuda-core,plain]
+//! cargo run --release -p ferrogpt-gpu --example gpu_step -- [gpt2|char|smollm] B T fp32|bf16 STEPS [cuda-core,plain]
+//!
+//! `smollm` is SmolLM-135M's shape (the `smollm-135m` preset) with its own vocabulary of 49,152
+//! (random ids), as `bench/peers/pytorch_llama.py --preset smollm-135m` times it.
 
 use ferrogpt_gpu::{Dtype, GpuModel, OptKind, OptState, Update};
+use ferrogpt_model::config::{Family, Position};
 use ferrogpt_model::{Gpt, GptConfig};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
@@ -20,6 +24,19 @@ fn main() {
             vocab_size: 65,
             padded_vocab_size: 128,
             dropout: 0.2,
+            ..GptConfig::default()
+        },
+        "smollm" => GptConfig {
+            family: Family::Llama,
+            pos: Position::Rope,
+            n_layer: 30,
+            n_head: 9,
+            n_kv_head: Some(3),
+            n_embd: 576,
+            ffn_hidden: Some(1536),
+            block_size: 1024,
+            vocab_size: 49152,
+            padded_vocab_size: 49152,
             ..GptConfig::default()
         },
         _ => GptConfig::default(),

@@ -1,5 +1,8 @@
 // The fused attention of attention.cu on the tensor cores (bf16 builds, head size 64):
-// same layouts, same math, same outputs (out, lse, D, dqkv), FlashAttention-2's schedule.
+// same layouts (grouped-query qkv rows of W = (NH + 2·KV)·HS), same math, same outputs (out,
+// lse, D, dqkv), FlashAttention-2's schedule. Key/value columns are addressed from the query
+// head's pointer by one int offset (kd), to keep the forward and dq kernels in their register
+// caps.
 //
 // A block is 4 warps; each warp owns 16 rows of a 64-row block (queries in the forward and dq
 // kernels, keys in the dk/dv kernel) and sweeps 64-row tiles of the other side (keys, or
@@ -230,22 +233,29 @@ __device__ __forceinline__ float quad_sum(float v) {
 // l is kept per lane (each lane sums its own 16 columns of a row) and summed over the quad at
 // the end: the rescale factor is the same for the 4 lanes of a row, so this is exact algebra.
 // lse = (m + log2 l)·ln 2 = the natural log-sum-exp of the scaled scores.
-extern "C" __global__ void __launch_bounds__(128, 4)
-    flash_tc_forward(floatX* out, float* lse, const floatX* qkv, int T, int NH, float p, u64 seed) {
+//
+// Two instances: plain multi-head attention (KV = NH: V is C columns after K, as before GQA,
+// which keeps this kernel within its 128 registers) and grouped-query attention (`_gqa`: the
+// key/value head's own columns; one more live offset, which costs a small spill at 128).
+template <bool GQA>
+__device__ __forceinline__ void flash_tc_forward_impl(floatX* out, float* lse, const floatX* qkv, int T, int NH,
+                                                      int KV, float p, u64 seed) {
     __shared__ __align__(128) floatX sm[4 * TC_TILE];  // [K0 | V0 | K1 | V1]
     const int C = NH * TC_HS, bh = blockIdx.y, b = bh / NH, h = bh % NH;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
     const int qb = gridDim.x - 1 - blockIdx.x;  // longest blocks first
     const int q0 = qb * 64, row0 = q0 + 16 * w + g;  // this lane's rows: row0, row0 + 8
-    const size_t ld = 3 * (size_t)C;
+    const size_t ld = GQA ? (size_t)(NH + 2 * KV) * TC_HS : 3 * (size_t)C;
     const floatX* qg = qkv + (size_t)b * T * ld + h * TC_HS;
+    const floatX* kg = GQA ? qkv + (size_t)b * T * ld + C + h / (NH / KV) * TC_HS : qg + C;
+    const floatX* vg = GQA ? kg + KV * TC_HS : qg + 2 * C;
     const unsigned s0 = smem_u32(sm);
     const float c = rsqrtf((float)TC_HS) * TC_LOG2E;  // scores → log2 domain
 
     tc_async_tile(s0 + 2 * TC_TILE_B, qg, ld, q0, T);  // Q → K1
     cp_async_commit();
-    tc_async_tile(s0, qg + C, ld, 0, T);  // key tile 0 → stage 0
-    tc_async_tile(s0 + TC_TILE_B, qg + 2 * C, ld, 0, T);
+    tc_async_tile(s0, kg, ld, 0, T);  // key tile 0 → stage 0
+    tc_async_tile(s0 + TC_TILE_B, vg, ld, 0, T);
     cp_async_commit();
     cp_async_wait<1>();  // Q has landed (this thread's part) ...
     __syncthreads();     // ... and everyone's
@@ -258,8 +268,8 @@ extern "C" __global__ void __launch_bounds__(128, 4)
         __syncthreads();  // all warps are done with the stage about to be refilled (or with Q)
         if (t + 1 < ntiles) {
             const unsigned nxt = s0 + ((t + 1) & 1) * 2 * TC_TILE_B;
-            tc_async_tile(nxt, qg + C, ld, 64 * (t + 1), T);
-            tc_async_tile(nxt + TC_TILE_B, qg + 2 * C, ld, 64 * (t + 1), T);
+            tc_async_tile(nxt, kg, ld, 64 * (t + 1), T);
+            tc_async_tile(nxt + TC_TILE_B, vg, ld, 64 * (t + 1), T);
         }
         cp_async_commit();  // (an empty group on the last tile keeps the count uniform)
         cp_async_wait<1>();
@@ -333,6 +343,15 @@ extern "C" __global__ void __launch_bounds__(128, 4)
     tc_store_rows(out + (size_t)b * T * C + h * TC_HS, C, q0 + 16 * w, T, o, 1.0f, sm);
 }
 
+extern "C" __global__ void __launch_bounds__(128, 4)
+    flash_tc_forward(floatX* out, float* lse, const floatX* qkv, int T, int NH, int KV, float p, u64 seed) {
+    flash_tc_forward_impl<false>(out, lse, qkv, T, NH, KV, p, seed);
+}
+extern "C" __global__ void __launch_bounds__(128, 4)
+    flash_tc_forward_gqa(floatX* out, float* lse, const floatX* qkv, int T, int NH, int KV, float p, u64 seed) {
+    flash_tc_forward_impl<true>(out, lse, qkv, T, NH, KV, p, seed);
+}
+
 // D (B, NH, T) = rowsum(dout * out), f32. 8 lanes per (row, head), one 16-byte chunk (8
 // values) of each operand per lane, summed over the 8 lanes with shuffles: a warp reads 4
 // whole 128-byte rows of each operand. The loop runs per warp (i0 is warp-uniform) so the
@@ -370,13 +389,14 @@ extern "C" __global__ void flash_tc_delta(float* D, const floatX* dout, const fl
 // 3 blocks per SM (180 registers unbounded: 2 blocks, ~6% slower; no spills at 168).
 extern "C" __global__ void __launch_bounds__(128, 3)
     flash_tc_backward_dq(floatX* dqkv, const float* D, const floatX* dout, const floatX* qkv, const float* lse,
-                         int T, int NH, float p, u64 seed) {
+                         int T, int NH, int KV, float p, u64 seed) {
     __shared__ __align__(128) floatX sm[4 * TC_TILE];
     const int C = NH * TC_HS, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int kd = C + (h / (NH / KV) - h) * TC_HS, vd = kd + KV * TC_HS;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
     const int qb = gridDim.x - 1 - blockIdx.x;  // longest blocks first
     const int q0 = qb * 64, row0 = q0 + 16 * w + g;
-    const size_t ld = 3 * (size_t)C;
+    const size_t ld = (size_t)(NH + 2 * KV) * TC_HS;
     const floatX* qg = qkv + (size_t)b * T * ld + h * TC_HS;
     const unsigned s0 = smem_u32(sm);
     const float scale = rsqrtf((float)TC_HS), c = scale * TC_LOG2E;
@@ -384,8 +404,8 @@ extern "C" __global__ void __launch_bounds__(128, 3)
     tc_async_tile(s0 + 2 * TC_TILE_B, qg, ld, q0, T);                                    // Q → K1
     tc_async_tile(s0 + 3 * TC_TILE_B, dout + (size_t)b * T * C + h * TC_HS, C, q0, T);  // dO → V1
     cp_async_commit();
-    tc_async_tile(s0, qg + C, ld, 0, T);
-    tc_async_tile(s0 + TC_TILE_B, qg + 2 * C, ld, 0, T);
+    tc_async_tile(s0, qg + kd, ld, 0, T);
+    tc_async_tile(s0 + TC_TILE_B, qg + vd, ld, 0, T);
     cp_async_commit();
     float nl[2], di[2];  // -lse·log2 e and D of this lane's two rows
 #pragma unroll
@@ -407,8 +427,8 @@ extern "C" __global__ void __launch_bounds__(128, 3)
         __syncthreads();
         if (t + 1 < ntiles) {
             const unsigned nxt = s0 + ((t + 1) & 1) * 2 * TC_TILE_B;
-            tc_async_tile(nxt, qg + C, ld, 64 * (t + 1), T);
-            tc_async_tile(nxt + TC_TILE_B, qg + 2 * C, ld, 64 * (t + 1), T);
+            tc_async_tile(nxt, qg + kd, ld, 64 * (t + 1), T);
+            tc_async_tile(nxt + TC_TILE_B, qg + vd, ld, 64 * (t + 1), T);
         }
         cp_async_commit();
         cp_async_wait<1>();
@@ -453,7 +473,9 @@ extern "C" __global__ void __launch_bounds__(128, 3)
 }
 
 // ---------------------------------------------------------------------------------------------
-// dk, dv for 64 key rows. grid (ceil(T/64), B*NH), 128 threads.
+// dk, dv for 64 key rows of one key/value head. grid (ceil(T/64), B*KV), 128 threads.
+// The block sweeps the query tiles of each query head of its group in turn (head-major, a
+// fixed order: deterministic), summing into the same dk, dv registers.
 // Per query tile (queries i0 = j0 + 64t .. ; the transposed products, keys as rows):
 // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, Pᵀ = 2^(Sᵀ·scale·log2 e - lse_col·log2 e), dv += (P∘Z)ᵀ·dO,
 // dSᵀ = Pᵀ∘(dPᵀ∘Zᵀ - D_col), dk += dSᵀ·Q; dk·scale at the end.
@@ -461,35 +483,38 @@ extern "C" __global__ void __launch_bounds__(128, 3)
 // K and V pass through stage 1 once.
 extern "C" __global__ void __launch_bounds__(128)
     flash_tc_backward_dkdv(floatX* dqkv, const float* D, const floatX* dout, const floatX* qkv, const float* lse,
-                           int T, int NH, float p, u64 seed) {
+                           int T, int NH, int KV, float p, u64 seed) {
     __shared__ __align__(128) floatX sm[4 * TC_TILE];  // [Q0 | dO0 | Q1 | dO1]
     __shared__ __align__(16) float sl[2][64], sd[2][64];  // lse, D per stage
-    const int C = NH * TC_HS, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int C = NH * TC_HS, bkv = blockIdx.y, b = bkv / KV, kh = bkv % KV, group = NH / KV;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
     const int j0 = blockIdx.x * 64, key0 = j0 + 16 * w + g;  // this lane's keys: key0, key0 + 8
-    const size_t ld = 3 * (size_t)C;
-    const floatX* qg = qkv + (size_t)b * T * ld + h * TC_HS;
-    const floatX* yg = dout + (size_t)b * T * C + h * TC_HS;
-    const float* lg = lse + (size_t)bh * T;
-    const float* dg = D + (size_t)bh * T;
+    const size_t ld = (size_t)(NH + 2 * KV) * TC_HS;
+    const floatX* rows = qkv + (size_t)b * T * ld;          // row 0 of this batch row
+    const floatX* kg = rows + C + kh * TC_HS;               // this block's k (v: KV·HS further)
+    const floatX* yrows = dout + (size_t)b * T * C;
     const unsigned s0 = smem_u32(sm);
     const float scale = rsqrtf((float)TC_HS), c = scale * TC_LOG2E;
     const int tid = threadIdx.x;
-    // Starts the loads of query tile i0 into a stage: Q, dO, and lse, D (one 4-byte copy per
-    // thread; zeros past T).
-    auto load_tile = [&](int stage, int i0) {
+    const int ntiles = (T - j0 + 63) / 64;  // query tiles j0, j0+64, .. < T, per query head
+    // Starts the loads of step `it` (query head kh·group + it / ntiles, query tile
+    // j0 + 64·(it % ntiles)) into a stage: Q, dO, and lse, D (one 4-byte copy per thread;
+    // zeros past T).
+    auto load_tile = [&](int stage, int it) {
+        const int h = kh * group + it / ntiles, i0 = j0 + 64 * (it % ntiles);
         const unsigned st = s0 + stage * 2 * TC_TILE_B;
-        tc_async_tile(st, qg, ld, i0, T);
-        tc_async_tile(st + TC_TILE_B, yg, C, i0, T);
+        tc_async_tile(st, rows + h * TC_HS, ld, i0, T);
+        tc_async_tile(st + TC_TILE_B, yrows + h * TC_HS, C, i0, T);
+        const size_t bh = (size_t)b * NH + h;
         const int r = tid % 64, row = min(i0 + r, T - 1);
-        if (tid < 64) cp_async4(smem_u32(&sl[stage][r]), lg + row, i0 + r < T);
-        else cp_async4(smem_u32(&sd[stage][r]), dg + row, i0 + r < T);
+        if (tid < 64) cp_async4(smem_u32(&sl[stage][r]), lse + bh * T + row, i0 + r < T);
+        else cp_async4(smem_u32(&sd[stage][r]), D + bh * T + row, i0 + r < T);
     };
 
-    tc_async_tile(s0 + 2 * TC_TILE_B, qg + C, ld, j0, T);      // K → Q1
-    tc_async_tile(s0 + 3 * TC_TILE_B, qg + 2 * C, ld, j0, T);  // V → dO1
+    tc_async_tile(s0 + 2 * TC_TILE_B, kg, ld, j0, T);                // K → Q1
+    tc_async_tile(s0 + 3 * TC_TILE_B, kg + KV * TC_HS, ld, j0, T);  // V → dO1
     cp_async_commit();
-    load_tile(0, j0);
+    load_tile(0, 0);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
@@ -498,17 +523,17 @@ extern "C" __global__ void __launch_bounds__(128)
     tc_afrag(vf, s0 + 3 * TC_TILE_B);
 
     float dk[8][4] = {}, dv[8][4] = {};
-    const int ntiles = (T - j0 + 63) / 64;  // query tiles j0, j0+64, .. < T
-    for (int t = 0; t < ntiles; t++) {
-        const int i0 = j0 + 64 * t;
+    const int steps = group * ntiles;
+    for (int it = 0; it < steps; it++) {
+        const int t = it % ntiles, i0 = j0 + 64 * t, bh = b * NH + kh * group + it / ntiles;
         __syncthreads();
-        if (t + 1 < ntiles) load_tile((t + 1) & 1, i0 + 64);
+        if (it + 1 < steps) load_tile((it + 1) & 1, it + 1);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        const unsigned qt = s0 + (t & 1) * 2 * TC_TILE_B, yt = qt + TC_TILE_B;
-        const float* ls = sl[t & 1];
-        const float* dsv = sd[t & 1];
+        const unsigned qt = s0 + (it & 1) * 2 * TC_TILE_B, yt = qt + TC_TILE_B;
+        const float* ls = sl[it & 1];
+        const float* dsv = sd[it & 1];
 
         float st[8][4] = {}, dpt[8][4] = {};
         mma_abt(st, kf, qt);   // Sᵀ: keys × queries
@@ -563,9 +588,9 @@ extern "C" __global__ void __launch_bounds__(128)
     }
     cp_async_wait<0>();
     __syncthreads();
-    floatX* dst = dqkv + (size_t)b * T * ld + h * TC_HS;
-    tc_store_rows(dst + C, ld, j0 + 16 * w, T, dk, scale, sm);
-    tc_store_rows(dst + 2 * C, ld, j0 + 16 * w, T, dv, 1.0f, sm + 64 * TC_LD);
+    floatX* dst = dqkv + (size_t)b * T * ld + C + kh * TC_HS;
+    tc_store_rows(dst, ld, j0 + 16 * w, T, dk, scale, sm);
+    tc_store_rows(dst + KV * TC_HS, ld, j0 + 16 * w, T, dv, 1.0f, sm + 64 * TC_LD);
 }
 
 #endif  // FERRO_BF16

@@ -1,6 +1,7 @@
 // Elementwise layers, forward and backward side by side: bias, GELU (tanh approximation) with
-// the MLP bias fused, residual add with the projection bias and the residual-branch dropout
-// fused, and the dtype conversion. 16-byte vector loads (VEC elements) throughout.
+// the MLP bias fused, SwiGLU, residual add with the projection bias (if any) and the
+// residual-branch dropout fused, and the dtype conversion. 16-byte vector loads (VEC
+// elements) throughout.
 
 // out (N,OC) += bias (OC). 2-D launch (FOR_ROWS).
 extern "C" __global__ void add_bias(floatX* out, const floatX* bias, int N, int OC) {
@@ -60,14 +61,54 @@ extern "C" __global__ void gelu_backward(floatX* dinp, const floatX* inp, const 
     }
 }
 
+// SwiGLU (Llama's MLP activation): inp (N, 2F) rows [gate | up], out (N, F) =
+// silu(gate) * up, silu(g) = g * s, s = 1 / (1 + exp(-g)). Backward (s recomputed):
+// dgate = dout * up * s * (1 + g * (1 - s)), dup = dout * silu(g), into dinp (N, 2F).
+// F a multiple of VEC. 2-D launch over (N rows, F columns).
+extern "C" __global__ void swiglu_forward(floatX* out, const floatX* inp, int N, int F) {
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
+    if (c >= F) return;
+    float g[VEC], u[VEC];
+    FOR_ROWS(r, N) {
+        const floatX* x = inp + (size_t)r * 2 * F + c;
+        ld_vec(g, x);
+        ld_vec(u, x + F);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) g[k] = g[k] / (1.0f + __expf(-g[k])) * u[k];
+        st_vec(out + (size_t)r * F + c, g);
+    }
+}
+
+extern "C" __global__ void swiglu_backward(floatX* dinp, const floatX* dout, const floatX* inp, int N, int F) {
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
+    if (c >= F) return;
+    float g[VEC], u[VEC], dy[VEC];
+    FOR_ROWS(r, N) {
+        const size_t i = (size_t)r * 2 * F + c;
+        ld_vec(g, inp + i);
+        ld_vec(u, inp + i + F);
+        ld_vec(dy, dout + (size_t)r * F + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            const float s = 1.0f / (1.0f + __expf(-g[k]));
+            const float dg = dy[k] * u[k] * s * (1.0f + g[k] * (1.0f - s));
+            u[k] = dy[k] * g[k] * s;  // dup
+            g[k] = dg;
+        }
+        st_vec(dinp + i, g);
+        st_vec(dinp + i + F, u);
+    }
+}
+
 // A projection's output joins the residual stream, bias and dropout fused:
-// out (N,C) = a + drop(b + bias)   (out may alias a). Dropout index r*C + c. 2-D launch.
+// out (N,C) = a + drop(b + bias)   (out may alias a; bias null: none). Dropout index r*C + c.
+// 2-D launch.
 extern "C" __global__ void residual_forward(floatX* out, const floatX* a, const floatX* b, const floatX* bias,
                                             int N, int C, float p, u64 seed) {
     const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
     if (c >= C) return;
-    float bv[VEC], x[VEC], y[VEC];
-    ld_vec(bv, bias + c);
+    float bv[VEC] = {}, x[VEC], y[VEC];
+    if (bias) ld_vec(bv, bias + c);
     FOR_ROWS(r, N) {
         const size_t i = (size_t)r * C + c;
         ld_vec(x, a + i);

@@ -1,4 +1,5 @@
 // Token + position embedding, forward and backward, with the embedding dropout fused.
+// Without a position table (rotary positions: wpe null) only the token embedding.
 //
 // forward:  out[b,t,:] = drop(wte[tok[b,t],:] + wpe[t,:])           out (B,T,C) floatX
 // backward: dwte[v,:] += Σ_{(b,t): tok=v} drop'(dout[b,t,:])          f32, accumulated
@@ -10,7 +11,8 @@ extern "C" __global__ void encoder_forward(floatX* out, const int* tok, const fl
                                            const floatX* wpe, int N, int T, int C, float p, u64 seed) {
     FOR_EACH(i, (size_t)N * C) {
         const int n = (int)(i / C), c = (int)(i % C);
-        const float x = to_f(wte[(size_t)tok[n] * C + c]) + to_f(wpe[(size_t)(n % T) * C + c]);
+        float x = to_f(wte[(size_t)tok[n] * C + c]);
+        if (wpe) x += to_f(wpe[(size_t)(n % T) * C + c]);
         out[i] = from_f(x * dropout_factor(seed, i, p));
     }
 }

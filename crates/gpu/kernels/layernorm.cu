@@ -1,10 +1,15 @@
-// LayerNorm over the last axis (eps 1e-5), forward and backward side by side.
+// LayerNorm (GPT-2) and RMSNorm (Llama) over the last axis, forward and backward side by side.
 //
+// LayerNorm (eps 1e-5):
 // forward:  out = (x - mean) * rstd * w + b; mean, rstd (N) f32 saved for the backward.
 // backward: dinp (N,C) = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout*w,
 //           written (accumulate = 0) or added (accumulate = 1); dw, db: see col_partials.
-// One warp per row, 16-byte vectors (C a multiple of VEC); statistics in f32 (two passes over
-// the row for the variance, which the cache serves).
+// RMSNorm (eps from the config), n = x * rstd, rstd = 1/sqrt(mean(x^2) + eps):
+// forward:  out = n * w; rstd (N) f32 saved.
+// backward: dinp = rstd * (dn - n * mean(dn * n)), dn = dout*w, written or added as above;
+//           dw: col_partials with no mean (xhat = x * rstd).
+// One warp per row, 16-byte vectors (C a multiple of VEC); statistics in f32 (LayerNorm: two
+// passes over the row for the variance, which the cache serves).
 
 extern "C" __global__ void layernorm_forward(floatX* out, float* mean, float* rstd, const floatX* inp,
                                              const floatX* w, const floatX* b, int N, int C) {
@@ -81,11 +86,12 @@ extern "C" __global__ void layernorm_backward(floatX* dinp, const floatX* dout, 
     }
 }
 
-// Column sums for the parameter gradients of a bias and of a LayerNorm, without atomics:
-// block (x, y) sums rows [y*rows_per, (y+1)*rows_per) of VEC columns per thread into
+// Column sums for the parameter gradients of a bias and of a LayerNorm or RMSNorm, without
+// atomics: block (x, y) sums rows [y*rows_per, (y+1)*rows_per) of VEC columns per thread into
 //   part[y*C + c]          = Σ dout[n,c]                     (db)
 //   part[(P + y)*C + c]    = Σ dout[n,c] * xhat[n,c]         (dw, only when inp != 0)
-// with P = gridDim.y; reduce_partials then adds the P partials, in order, into the gradient.
+// with P = gridDim.y and xhat = (x - mean) * rstd (mean = 0 when `mean` is null: RMSNorm);
+// reduce_partials then adds the P partials, in order, into the gradient.
 extern "C" __global__ void col_partials(float* part, const floatX* dout, const floatX* inp,
                                         const float* mean, const float* rstd, int N, int C, int rows_per) {
     const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
@@ -99,7 +105,7 @@ extern "C" __global__ void col_partials(float* part, const floatX* dout, const f
         for (int k = 0; k < VEC; k++) db[k] += g[k];
         if (inp) {
             ld_vec(x, inp + (size_t)n * C + c);
-            const float m = mean[n], r = rstd[n];
+            const float m = mean ? mean[n] : 0.0f, r = rstd[n];
 #pragma unroll
             for (int k = 0; k < VEC; k++) dw[k] += g[k] * (x[k] - m) * r;
         }
@@ -120,4 +126,61 @@ extern "C" __global__ void reduce_partials(float* dst, const float* part, int P,
     for (int y = lane; y < P; y += 32) s += part[(size_t)y * C + c];
     s = warp_sum(s);
     if (lane == 0) dst[c] += s;
+}
+
+extern "C" __global__ void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N,
+                                           int C, float eps) {
+    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const floatX* x = inp + (size_t)row * C;
+    float v[VEC], wv[VEC];
+    float s = 0.0f;
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        ld_vec(v, x + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) s += v[k] * v[k];
+    }
+    const float r = rsqrtf(warp_sum(s) / C + eps);
+    floatX* o = out + (size_t)row * C;
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        ld_vec(v, x + c);
+        ld_vec(wv, w + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) v[k] = v[k] * r * wv[k];
+        st_vec(o + c, v);
+    }
+    if (lane == 0) rstd[row] = r;
+}
+
+extern "C" __global__ void rmsnorm_backward(floatX* dinp, const floatX* dout, const floatX* inp, const floatX* w,
+                                            const float* rstd, int N, int C, int accumulate) {
+    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const floatX* x = inp + (size_t)row * C;
+    const floatX* dy = dout + (size_t)row * C;
+    const float r = rstd[row];
+    float xv[VEC], gv[VEC], wv[VEC];
+    float a = 0.0f;
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        ld_vec(xv, x + c);
+        ld_vec(gv, dy + c);
+        ld_vec(wv, w + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) a += gv[k] * wv[k] * xv[k] * r;
+    }
+    a = warp_sum(a) / C;  // mean(dn * n)
+    floatX* dx = dinp + (size_t)row * C;
+    float dv[VEC];
+    for (int c = lane * VEC; c < C; c += 32 * VEC) {
+        ld_vec(xv, x + c);
+        ld_vec(gv, dy + c);
+        ld_vec(wv, w + c);
+        if (accumulate) ld_vec(dv, dx + c);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            const float g = r * (gv[k] * wv[k] - xv[k] * r * a);
+            dv[k] = accumulate ? dv[k] + g : g;
+        }
+        st_vec(dx + c, dv);
+    }
 }

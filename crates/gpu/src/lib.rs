@@ -1,7 +1,8 @@
-//! # ferrogpt-gpu: GPT-2 training and inference on an NVIDIA GPU
+//! # ferrogpt-gpu: GPT-2 and Llama training and inference on an NVIDIA GPU
 //!
-//! The model of `ferrogpt-model` (same parameter layout, same checkpoints), with every layer's
-//! forward and backward in our CUDA kernels and the matrix products in cuBLAS:
+//! The model of `ferrogpt-model`, every family and option it describes (same parameter
+//! layout, same checkpoints), with every layer's forward and backward in our CUDA kernels and
+//! the matrix products in cuBLAS:
 //!
 //! * [`model`]: [`GpuModel`], the forward and backward passes layer by layer, the fused
 //!   optimizer and the gradient norm. Parameters, gradients and optimizer state stay on the
@@ -9,15 +10,17 @@
 //! * `raw` and `lt` (private): the unsafe boundary: typed views of device memory, kernel
 //!   launches, copies, cuBLAS calls, and cuBLASLt products with the bias (and GELU) fused
 //!   into the epilogue.
-//! * `kernels/*.cu`: one file per layer group (encoder, layernorm, elementwise, attention,
-//!   softmax + cross-entropy, optimizer), forward and backward side by side, compiled at run
-//!   time by NVRTC for the GPU's architecture, once per [`Dtype`].
+//! * `kernels/*.cu`: one file per layer group (encoder, layernorm + rmsnorm, elementwise
+//!   (GELU, SwiGLU, residual), rope, attention, softmax + cross-entropy, optimizer), forward
+//!   and backward side by side, compiled at run time by NVRTC for the GPU's architecture,
+//!   once per [`Dtype`].
 //! * [`engine`]: [`GpuEngine`], the training loop's `Engine` on top of [`GpuModel`].
 //! * [`nccl`]: NCCL for data-parallel GPU ranks: the gradients' sum, and the trainer's
 //!   collectives for ranks started torchrun-style.
 //!
 //! Attention is fused (FlashAttention-style tiling with an online softmax; the (B, NH, T, T)
-//! matrix never exists); the oracle it is tested against is the CPU engine's plain attention.
+//! matrix never exists), with grouped-query heads; the oracle it is tested against is the CPU
+//! engine's plain attention.
 //!
 //! Dependency rule: builds on ferrogpt-cuda (the GPU context), ferrogpt-model (config, layout)
 //! and ferrogpt-train (the `Engine` trait). Without a driver or GPU every entry point returns

@@ -25,10 +25,11 @@ use ferrogpt_cuda::{CudaError, Gpu};
 use crate::Dtype;
 
 /// The kernel sources, pasted after `common.cuh` into one NVRTC program per dtype.
-const SOURCES: [(&str, &str); 7] = [
+const SOURCES: [(&str, &str); 8] = [
     ("encoder.cu", include_str!("../kernels/encoder.cu")),
     ("layernorm.cu", include_str!("../kernels/layernorm.cu")),
     ("elementwise.cu", include_str!("../kernels/elementwise.cu")),
+    ("rope.cu", include_str!("../kernels/rope.cu")),
     ("attention.cu", include_str!("../kernels/attention.cu")),
     (
         "attention_tc.cu",
@@ -42,17 +43,22 @@ const COMMON: &str = include_str!("../kernels/common.cuh");
 /// Head sizes the fused attention is instantiated for.
 pub const HEAD_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
 
-const KERNELS: [&str; 17] = [
+const KERNELS: [&str; 22] = [
     "encoder_forward",
     "encoder_backward_wte",
     "encoder_backward_wpe",
     "layernorm_forward",
     "layernorm_backward",
+    "rmsnorm_forward",
+    "rmsnorm_backward",
     "col_partials",
     "reduce_partials",
     "add_bias",
     "bias_gelu_forward",
     "gelu_backward",
+    "swiglu_forward",
+    "swiglu_backward",
+    "rope",
     "residual_forward",
     "dropout_backward",
     "to_floatx",
@@ -363,6 +369,7 @@ impl Dev {
         if dtype == Dtype::Bf16 {
             for k in [
                 "flash_tc_forward",
+                "flash_tc_forward_gqa",
                 "flash_tc_delta",
                 "flash_tc_backward_dq",
                 "flash_tc_backward_dkdv",

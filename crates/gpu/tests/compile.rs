@@ -20,6 +20,9 @@ fn kernels_compile_with_nvrtc() {
                     "flash_backward_dkdv_128",
                     "adamw",
                     "softmax_ce",
+                    "rmsnorm_backward",
+                    "swiglu_backward",
+                    "rope",
                 ] {
                     assert!(
                         ptx.contains(&format!(".entry {k}")),

@@ -1,6 +1,9 @@
-//! The GPU model against the CPU engine, on the same weights and batch. Needs a CUDA GPU;
-//! every test says "skipped" and passes where there is none (fails instead under
-//! `FERROGPT_REQUIRE_GPU=1`). `bench/gpu.sh` runs them on a GPU machine.
+//! The GPU model against the CPU engine, on the same weights and batch, for every family and
+//! option the CPU takes (GPT-2 with learned or rotary positions; Llama with grouped-query
+//! attention, untied or tied head, Llama 3 rope scaling), and against transformers' Llama
+//! (tests/fixtures/llama-tiny). Needs a CUDA GPU; every test says "skipped" and passes where
+//! there is none (fails instead under `FERROGPT_REQUIRE_GPU=1`). `bench/gpu.sh` runs them on a
+//! GPU machine.
 //!
 //! Tolerances: fp32 within 1e-4 of the f64 CPU oracle (relative to each tensor's largest
 //! gradient); bf16 within 3e-2 relative L2 error per tensor and 1e-2 on the loss: bf16 keeps 8
@@ -9,6 +12,7 @@
 
 use ferrogpt_core::{Level, Tape};
 use ferrogpt_gpu::{Dtype, GpuModel, OptKind, OptState, Update};
+use ferrogpt_model::config::{Family, Position, RopeScaling};
 use ferrogpt_model::{Gpt, GptConfig};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
@@ -38,12 +42,57 @@ fn config(n_layer: usize, n_head: usize, n_embd: usize, block: usize, vocab: usi
     }
 }
 
-/// GPT-2 init plus noise, so every path carries signal (padding rows stay zero).
+/// GPT-2 with rotary positions (no wpe; RoPE on q and k).
+fn rotary(cfg: GptConfig) -> GptConfig {
+    GptConfig {
+        pos: Position::Rope,
+        ..cfg
+    }
+}
+
+/// A Llama: NH query heads over KV key/value heads, SwiGLU of `ffn`, the head tied or not.
+#[allow(clippy::too_many_arguments)]
+fn llama(
+    n_layer: usize,
+    n_head: usize,
+    kv: usize,
+    n_embd: usize,
+    ffn: usize,
+    block: usize,
+    vocab: usize,
+    tie: bool,
+) -> GptConfig {
+    GptConfig {
+        family: Family::Llama,
+        pos: Position::Rope,
+        n_kv_head: Some(kv),
+        ffn_hidden: Some(ffn),
+        tie_embeddings: tie,
+        ..config(n_layer, n_head, n_embd, block, vocab)
+    }
+}
+
+/// Llama 3's frequency scaling (the fixture's: factor 8 over an original context of 32, so
+/// it matters at the T of these tests).
+fn llama3(cfg: GptConfig) -> GptConfig {
+    GptConfig {
+        rope_scaling: Some(RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 32,
+        }),
+        ..cfg
+    }
+}
+
+/// The family's init plus noise, so every path carries signal (padding rows stay zero; norm
+/// weights move off 1).
 fn weights(model: &Gpt, seed: u64) -> Vec<f64> {
     let mut rng = Rng64::seed_from_u64(seed);
     let mut p: Vec<f64> = model.layout.init(&model.config, &mut rng);
-    for (name, prm) in &model.layout.named {
-        let rows = if name == "wte.weight" {
+    for (_, prm) in &model.layout.named {
+        let rows = if model.layout.is_vocab_rows(prm) {
             model.config.vocab_size
         } else {
             prm.rows
@@ -236,12 +285,180 @@ fn bf16_loss_and_gradients_within_bf16_tolerance() {
     );
 }
 
+/// GPT-2 with rotary positions: no position table, q and k rotated (fp32 at head sizes 16 and
+/// 64 with odd T; bf16 on the tensor cores and on the CUDA-core path).
+#[test]
+fn gpt2_rotary_positions_match_the_cpu() {
+    check_against_cpu(
+        rotary(config(2, 4, 64, 48, 67)),
+        3,
+        37,
+        Dtype::F32,
+        1e-5,
+        1e-4,
+    );
+    let hs64 = rotary(config(2, 2, 128, 96, 50));
+    check_against_cpu(hs64.clone(), 2, 93, Dtype::F32, 1e-5, 1e-4);
+    check_against_cpu(hs64.clone(), 2, 93, Dtype::Bf16, 1e-2, 3e-2);
+    check_against_cpu_with(hs64, 2, 93, Dtype::Bf16, 1e-2, 3e-2, true);
+}
+
+/// Llama with grouped-query attention (KV < NH), its own LM head and F ≠ 4C, at odd T (33, 7):
+/// fp32 at head sizes 16 and 64 (CUDA cores), with Llama 3 rope scaling, and bf16 on both
+/// attention paths.
+#[test]
+fn llama_gqa_untied_matches_the_cpu() {
+    let small = llama(2, 4, 2, 64, 176, 48, 67, false);
+    check_against_cpu(small.clone(), 3, 33, Dtype::F32, 1e-5, 1e-4);
+    check_against_cpu(small, 5, 7, Dtype::F32, 1e-5, 1e-4);
+    let hs64 = llama(2, 4, 1, 256, 344, 80, 70, false);
+    check_against_cpu(llama3(hs64.clone()), 2, 71, Dtype::F32, 1e-5, 1e-4);
+    check_against_cpu(hs64.clone(), 2, 71, Dtype::Bf16, 1e-2, 3e-2);
+    check_against_cpu_with(llama3(hs64), 3, 33, Dtype::Bf16, 1e-2, 3e-2, true);
+}
+
+/// Llama with a key/value head per query head (KV = NH) and the head tied to the embedding.
+#[test]
+fn llama_tied_full_kv_matches_the_cpu() {
+    let hs32 = llama(2, 4, 4, 128, 344, 48, 67, true);
+    check_against_cpu(hs32.clone(), 3, 33, Dtype::F32, 1e-5, 1e-4);
+    check_against_cpu(hs32, 5, 7, Dtype::F32, 1e-5, 1e-4);
+    let hs64 = llama(2, 2, 2, 128, 344, 80, 70, true);
+    check_against_cpu(hs64.clone(), 2, 71, Dtype::Bf16, 1e-2, 3e-2);
+    check_against_cpu_with(hs64, 3, 33, Dtype::Bf16, 1e-2, 3e-2, true);
+}
+
+/// Where to find tests/fixtures: `FERROGPT_FIXTURES` (bench/gpu.sh sets it on a GPU machine,
+/// where the tests run from another checkout than the one they were built in), else this
+/// checkout's.
+fn fixtures() -> std::path::PathBuf {
+    std::env::var_os("FERROGPT_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+        })
+}
+
+fn numbers(v: &serde_json::Value) -> Vec<f64> {
+    match v {
+        serde_json::Value::Array(a) => a.iter().flat_map(numbers).collect(),
+        x => vec![x.as_f64().expect("a number")],
+    }
+}
+
+/// transformers' `LlamaForCausalLM` (tests/fixtures/llama-tiny: 2 layers, 4 query heads over 2
+/// key/value heads of 16, F = 176, untied head), on the GPU in fp32: its float64 logits (last
+/// positions, T = 24 and T = 7) and loss, plain and with Llama 3 rope scaling, and PyTorch's
+/// losses over ten AdamW steps (lr 1e-3, betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on 2-D
+/// tensors, no clipping, the same batch every step), each within 1e-4 relative (logits:
+/// relative to the largest).
+#[test]
+fn llama_tiny_fixture_matches_transformers() {
+    use ferrogpt_model::checkpoint;
+    let Some(_) = gpu() else { return };
+    let dir = fixtures().join("llama-tiny");
+    let text = match std::fs::read_to_string(dir.join("reference.json")) {
+        Ok(t) => t,
+        Err(e) => panic!("{}: {e} (set FERROGPT_FIXTURES)", dir.display()),
+    };
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let model = Gpt::new(checkpoint::load_config(&dir, 1).unwrap()).unwrap();
+    let (params, _) = checkpoint::load_weights(&dir.join("model.safetensors"), &model).unwrap();
+    let ids = |k: &str| -> Vec<u32> { numbers(&r[k]).iter().map(|&x| x as u32).collect() };
+    let (inputs, targets) = (ids("inputs"), ids("targets"));
+    let (b, t, v) = (2, 24, model.config.vocab_size);
+    assert_eq!(numbers(&r["shape"]), vec![b as f64, t as f64, v as f64]);
+    let open = |cfg: &GptConfig| {
+        GpuModel::new(
+            ferrogpt_cuda::Gpu::new(0).unwrap(),
+            Dtype::F32,
+            cfg.clone(),
+            &params,
+            Some(adam_state(&model)),
+        )
+        .unwrap()
+    };
+    // Each row's last logits against rows t - 1 of a (rows, t, V) reference.
+    let check_logits = |g: &mut GpuModel, x: &[u32], t: usize, key: &str| {
+        let want = numbers(&r[key]);
+        let got = g.last_logits(x, t).unwrap();
+        let rows = x.len() / t;
+        let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+        let mut worst = 0.0f64;
+        for row in 0..rows {
+            for j in 0..v {
+                let w = want[(row * t + t - 1) * v + j];
+                worst = worst.max((got[row * v + j] as f64 - w).abs() / scale);
+            }
+        }
+        println!("{key}: worst logit error {worst:.2e} (relative to the largest)");
+        assert!(worst < 1e-4, "{key}: {worst:e}");
+    };
+    let mut scaled_cfg = model.config.clone();
+    let s = &r["rope_parameters_llama3"];
+    scaled_cfg.rope_scaling = Some(RopeScaling {
+        factor: s["factor"].as_f64().unwrap(),
+        low_freq_factor: s["low_freq_factor"].as_f64().unwrap(),
+        high_freq_factor: s["high_freq_factor"].as_f64().unwrap(),
+        original_max_position_embeddings: s["original_max_position_embeddings"].as_u64().unwrap()
+            as usize,
+    });
+    for (cfg, logits, loss_key) in [
+        (&model.config, "logits_f64", "loss_f64"),
+        (&scaled_cfg, "logits_llama3_f64", "loss_llama3_f64"),
+    ] {
+        let mut g = open(cfg);
+        check_logits(&mut g, &inputs, t, logits);
+        let loss = g.loss(&inputs, &targets, t).unwrap();
+        let want = r[loss_key].as_f64().unwrap();
+        println!("{loss_key}: gpu {loss:.7} transformers {want:.7}");
+        assert!(
+            ((loss - want) / want).abs() < 1e-4,
+            "{loss_key}: {loss} vs {want}"
+        );
+    }
+    let mut g = open(&model.config);
+    check_logits(&mut g, &ids("short_inputs"), 7, "logits_short");
+    let train = &r["train"];
+    let betas = numbers(&train["betas"]);
+    let u = Update {
+        lr: train["lr"].as_f64().unwrap(),
+        beta1: betas[0],
+        beta2: betas[1],
+        eps: train["eps"].as_f64().unwrap(),
+        weight_decay: train["weight_decay"].as_f64().unwrap(),
+        momentum: 0.0,
+    };
+    let want_norm = train["grad_norm_step0"].as_f64().unwrap();
+    for (step, want) in numbers(&train["losses"]).into_iter().enumerate() {
+        g.zero_grads().unwrap();
+        let loss = g.accumulate(&inputs, &targets, t, 1.0, 0).unwrap();
+        let norm = g.grad_norm().unwrap();
+        println!("step {step}: loss gpu {loss:.7} pytorch {want:.7}, norm {norm:.6}");
+        if step == 0 {
+            assert!(
+                ((norm - want_norm) / want_norm).abs() < 1e-4,
+                "gradient norm {norm} vs PyTorch's {want_norm}"
+            );
+        }
+        assert!(
+            ((loss - want) / want).abs() < 1e-4,
+            "step {step}: loss {loss} vs PyTorch's {want}"
+        );
+        g.update(&u, 1.0).unwrap();
+    }
+}
+
 /// With dropout, the tensor-core and CUDA-core attention use the same masks: the same loss
-/// (to bf16 rounding) and gradients.
+/// (to bf16 rounding) and gradients; with plain and grouped-query attention.
 #[test]
 fn bf16_tensor_core_attention_matches_cuda_core_with_dropout() {
+    tensor_cores_match_cuda_cores_with_dropout(config(2, 2, 128, 160, 50));
+    tensor_cores_match_cuda_cores_with_dropout(llama(2, 4, 2, 256, 344, 160, 50, false));
+}
+
+fn tensor_cores_match_cuda_cores_with_dropout(mut cfg: GptConfig) {
     let Some(gpu) = gpu() else { return };
-    let mut cfg = config(2, 2, 128, 160, 50);
     cfg.dropout = 0.2;
     let model = Gpt::new(cfg).unwrap();
     let p: Vec<f32> = weights(&model, 21).iter().map(|&x| x as f32).collect();
@@ -284,8 +501,14 @@ fn bf16_tensor_core_attention_matches_cuda_core_with_dropout() {
 
 #[test]
 fn last_logits_match_the_cpu() {
+    check_last_logits(config(2, 2, 64, 40, 45));
+    check_last_logits(llama(2, 4, 2, 64, 176, 40, 45, false));
+}
+
+/// The last position's logits (fp32) against the tape's, 1e-4 relative to 1 + |logit|.
+fn check_last_logits(cfg: GptConfig) {
     let Some(gpu) = gpu() else { return };
-    let model = Gpt::new(config(2, 2, 64, 40, 45)).unwrap();
+    let model = Gpt::new(cfg).unwrap();
     let p64 = weights(&model, 3);
     let p32: Vec<f32> = p64.iter().map(|&x| x as f32).collect();
     let (x, _) = batch(45, 2 * 29, 5);
@@ -384,8 +607,20 @@ fn dropout_gradient_matches_a_directional_difference() {
 /// Ten AdamW steps on the GPU give the CPU optimizer's losses (fp32, same batches).
 #[test]
 fn ten_adamw_steps_match_the_cpu() {
+    adamw_steps_match_the_cpu(config(2, 4, 64, 32, 50), 10);
+}
+
+/// A few AdamW steps of a Llama (grouped-query attention, untied head, F ≠ 4C) likewise.
+#[test]
+fn llama_adamw_steps_match_the_cpu() {
+    adamw_steps_match_the_cpu(llama(2, 4, 2, 64, 176, 32, 50, false), 5);
+}
+
+/// `steps` AdamW steps of `cfg` on batches of 4 × 32: the GPU's losses and gradient norms are
+/// the CPU's within 1e-4, and the parameters after them within 1e-3 (relative L2).
+fn adamw_steps_match_the_cpu(cfg: GptConfig, steps: u64) {
     let Some(gpu) = gpu() else { return };
-    let model = Gpt::new(config(2, 4, 64, 32, 50)).unwrap();
+    let model = Gpt::new(cfg).unwrap();
     let p64 = weights(&model, 4);
     let mut cpu: Vec<f64> = p64.clone();
     let p32: Vec<f32> = p64.iter().map(|&x| x as f32).collect();
@@ -407,7 +642,7 @@ fn ten_adamw_steps_match_the_cpu() {
     };
     let decay = model.layout.decay_mask();
     let (mut m, mut v) = (vec![0.0f64; cpu.len()], vec![0.0f64; cpu.len()]);
-    for step in 1..=10 {
+    for step in 1..=steps {
         let (x, y) = batch(50, 4 * 32, 100 + step);
         let (cl, cg) = cpu_reference(&model, &cpu, &x, &y, 32);
         g.zero_grads().unwrap();
@@ -457,7 +692,7 @@ fn ten_adamw_steps_match_the_cpu() {
     let n2: f64 = cpu.iter().map(|b| b * b).sum();
     let rel = (d2 / n2).sqrt();
     println!(
-        "after 10 steps: relative L2 parameter difference {rel:.2e}, largest element {worst:.2e}"
+        "after {steps} steps: relative L2 parameter difference {rel:.2e}, largest element {worst:.2e}"
     );
     assert!(rel < 1e-3, "{rel}");
 }
@@ -470,27 +705,25 @@ fn ten_adamw_steps_match_the_cpu() {
 fn fused_attention_matches_the_cpu_op() {
     use ferrogpt_core::ops::attention::{self, Dims};
     let Some(_) = gpu() else { return };
-    for (b, t, nh, hs) in [
-        (2, 77, 3, 64),
-        (1, 130, 2, 32),
-        (3, 1, 2, 64),
-        (2, 64, 1, 128),
-        (1, 200, 4, 8),
-        (2, 150, 2, 16),
+    // (B, T, NH, KV, HS): KV < NH is grouped-query attention (dK, dV summed over a group).
+    for (b, t, nh, kv, hs) in [
+        (2, 77, 3, 3, 64),
+        (1, 130, 2, 2, 32),
+        (3, 1, 2, 2, 64),
+        (2, 64, 1, 1, 128),
+        (1, 200, 4, 4, 8),
+        (2, 150, 2, 2, 16),
+        (2, 77, 4, 2, 64),
+        (1, 130, 6, 2, 32),
+        (2, 33, 3, 1, 16),
+        (1, 150, 9, 3, 64),
     ] {
         let c = nh * hs;
-        let mut rng = Rng64::seed_from_u64((b * 1000 + t) as u64);
-        let qkv: Vec<f64> = (0..b * t * 3 * c)
-            .map(|_| rng.gen_range(-1.0..1.0))
-            .collect();
+        let w = (nh + 2 * kv) * hs;
+        let mut rng = Rng64::seed_from_u64((b * 1000 + t + kv) as u64);
+        let qkv: Vec<f64> = (0..b * t * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let dout: Vec<f64> = (0..b * t * c).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let d = Dims {
-            b,
-            t,
-            c,
-            nh,
-            kv: nh,
-        };
+        let d = Dims { b, t, c, nh, kv };
         let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
         attention::forward_reference(&mut out, &mut att, &qkv, None, d);
         let mut dqkv = vec![0.0; qkv.len()];
@@ -498,7 +731,11 @@ fn fused_attention_matches_the_cpu_op() {
         let q32: Vec<f32> = qkv.iter().map(|&x| x as f32).collect();
         let d32: Vec<f32> = dout.iter().map(|&x| x as f32).collect();
         for dtype in [Dtype::F32, Dtype::Bf16] {
-            let cfg = config(1, nh, c, t.max(8), 16);
+            let cfg = if kv == nh {
+                config(1, nh, c, t.max(8), 16)
+            } else {
+                llama(1, nh, kv, c, 64, t.max(8), 16, true)
+            };
             let p = vec![0.0f32; ferrogpt_model::ParamLayout::new(&cfg).total];
             let mut g =
                 GpuModel::new(ferrogpt_cuda::Gpu::new(0).unwrap(), dtype, cfg, &p, None).unwrap();
@@ -517,7 +754,7 @@ fn fused_attention_matches_the_cpu_op() {
             let (o_max, o_l2) = rel(&go, &out);
             let (g_max, g_l2) = rel(&gd, &dqkv);
             println!(
-                "{dtype:?} B={b} T={t} NH={nh} HS={hs} (tensor cores: {}): out {o_max:.1e}/{o_l2:.1e}, dqkv {g_max:.1e}/{g_l2:.1e}",
+                "{dtype:?} B={b} T={t} NH={nh} KV={kv} HS={hs} (tensor cores: {}): out {o_max:.1e}/{o_l2:.1e}, dqkv {g_max:.1e}/{g_l2:.1e}",
                 g.tensor_core_attention()
             );
             match dtype {

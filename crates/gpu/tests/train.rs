@@ -86,16 +86,45 @@ fn losses(d: &Path) -> Vec<(u64, f64, Option<f64>)> {
 
 #[test]
 fn gpu_training_follows_the_cpu_for_ten_steps() {
+    follow_the_cpu(
+        TrainConfig {
+            steps: 10,
+            dropout: 0.0,
+            ..small_cfg()
+        },
+        "follow",
+    );
+}
+
+/// The llama-tiny preset (RMSNorm, SwiGLU 344, RoPE, 4 heads over 2 key/value heads, untied
+/// head), two layers of it, through the trainer: the CPU engine's losses.
+#[test]
+fn gpu_llama_training_follows_the_cpu_for_ten_steps() {
+    follow_the_cpu(
+        TrainConfig {
+            n_layer: 2,
+            block_size: 32,
+            seq_len: 32,
+            batch_size: 4,
+            steps: 10,
+            warmup: 3,
+            eval_interval: 5,
+            eval_batches: 3,
+            dropout: 0.0,
+            sample_tokens: 0,
+            ..preset("llama-tiny").unwrap()
+        },
+        "llama",
+    );
+}
+
+/// Trains `cfg` (fp32) on the CPU engine and on the GPU: train and val losses within 1e-4.
+fn follow_the_cpu(cfg: TrainConfig, name: &str) {
     if !has_gpu() {
         return;
     }
     let tok = Tokenizer::from_corpus_char(&corpus());
-    let cfg = TrainConfig {
-        steps: 10,
-        dropout: 0.0,
-        ..small_cfg()
-    };
-    let (c_dir, g_dir) = (tmp("follow-cpu"), tmp("follow-gpu"));
+    let (c_dir, g_dir) = (tmp(&format!("{name}-cpu")), tmp(&format!("{name}-gpu")));
     let cpu = CpuEngine::factory(Level::Naive);
     let gpu = GpuEngine::factory(0, Dtype::F32);
     let mut c = Trainer::new(cfg.clone(), tok.clone(), dataset(&tok), &*cpu, &c_dir, None).unwrap();

@@ -1,12 +1,14 @@
 //! The activation memory plan: every activation, activation gradient and scratch buffer of a
 //! pass in one allocation, sized for up to `cap` rows (N = B·T ≤ cap), seen through typed
-//! views. Shapes use N = B·T, C, NH, Vp; `X` is the model's floatX.
+//! views. Shapes use N = B·T, C, NH, Vp, W = (NH + 2·KV)·HS (the packed qkv), F (the MLP's
+//! hidden width) and FC = F (GELU) or 2F (SwiGLU's [gate | up]); `X` is the model's floatX.
 //!
 //! The forward pass writes each block's activations into that block's [`LayerActs`]; the
 //! backward pass reads them back and works in one shared set of gradient buffers (`dres`,
-//! `dtmp`, `d4c`, `dqkv`, `dln`), which each block's backward reuses.
+//! `dtmp`, `dfc`, `dact`, `dqkv`, `dln`), which each block's backward reuses.
 
 use ferrogpt_cuda::CudaError;
+use ferrogpt_model::config::Family;
 use ferrogpt_model::GptConfig;
 
 use crate::raw::{Buf, Dev, DevPtr, Elem, X};
@@ -33,40 +35,45 @@ impl Arena {
     }
 }
 
+/// A norm's saved statistics: rstd (N), and the mean (N) for a LayerNorm (None: RMSNorm).
+#[derive(Clone, Copy)]
+pub(super) struct NormStats {
+    pub mean: Option<DevPtr<f32>>,
+    pub rstd: DevPtr<f32>,
+}
+
 /// Activations of one block.
 #[derive(Clone, Copy)]
 pub(super) struct LayerActs {
-    pub ln1: DevPtr<X>,        // (N, C)
-    pub ln1_mean: DevPtr<f32>, // (N)
-    pub ln1_rstd: DevPtr<f32>, // (N)
-    pub qkv: DevPtr<X>,        // (N, 3C)
-    pub atty: DevPtr<X>,       // (N, C)
-    pub lse: DevPtr<f32>,      // (B, NH, T)
-    pub res2: DevPtr<X>,       // (N, C): residual after attention
-    pub ln2: DevPtr<X>,        // (N, C)
-    pub ln2_mean: DevPtr<f32>, // (N)
-    pub ln2_rstd: DevPtr<f32>, // (N)
-    pub fch: DevPtr<X>,        // (N, 4C): before GELU
-    pub fch_gelu: DevPtr<X>,   // (N, 4C)
-    pub res3: DevPtr<X>,       // (N, C): residual after the MLP (the next block's input)
+    pub ln1: DevPtr<X>,     // (N, C)
+    pub ln1_s: NormStats,   // (N) each
+    pub qkv: DevPtr<X>,     // (N, W): q and k rotated with rotary positions
+    pub atty: DevPtr<X>,    // (N, C)
+    pub lse: DevPtr<f32>,   // (B, NH, T)
+    pub res2: DevPtr<X>,    // (N, C): residual after attention
+    pub ln2: DevPtr<X>,     // (N, C)
+    pub ln2_s: NormStats,   // (N) each
+    pub fch: DevPtr<X>,     // (N, FC): before the activation
+    pub fch_act: DevPtr<X>, // (N, F): after GELU or SwiGLU
+    pub res3: DevPtr<X>,    // (N, C): residual after the MLP (the next block's input)
 }
 
 /// Every activation and scratch buffer for up to `cap` rows.
 pub(super) struct Acts {
     pub cap: usize,
     pub layers: Vec<LayerActs>,
-    pub x0: DevPtr<X>,         // (N, C): embeddings
-    pub lnf: DevPtr<X>,        // (N, C)
-    pub lnf_mean: DevPtr<f32>, // (N)
-    pub lnf_rstd: DevPtr<f32>, // (N)
-    pub logits: DevPtr<X>,     // (N, Vp); overwritten by dlogits in training
-    pub losses: DevPtr<f32>,   // (N)
-    pub proj: DevPtr<X>,       // (N, C): output of a projection before the residual add
+    pub x0: DevPtr<X>,       // (N, C): embeddings
+    pub lnf: DevPtr<X>,      // (N, C)
+    pub lnf_s: NormStats,    // (N) each
+    pub logits: DevPtr<X>,   // (N, Vp); overwritten by dlogits in training
+    pub losses: DevPtr<f32>, // (N)
+    pub proj: DevPtr<X>,     // (N, C): output of a projection before the residual add
     // backward scratch
     pub dres: DevPtr<X>,    // (N, C): gradient of the residual stream
     pub dtmp: DevPtr<X>,    // (N, C)
-    pub d4c: DevPtr<X>,     // (N, 4C)
-    pub dqkv: DevPtr<X>,    // (N, 3C)
+    pub dfc: DevPtr<X>,     // (N, FC)
+    pub dact: DevPtr<X>,    // (N, F) with SwiGLU (its output's gradient); empty with GELU
+    pub dqkv: DevPtr<X>,    // (N, W)
     pub dln: DevPtr<X>,     // (N, C)
     pub delta: DevPtr<f32>, // (B, NH, T): attention's D
     pub part: DevPtr<f32>,  // (PART_FLOATS): column partial sums
@@ -75,8 +82,8 @@ pub(super) struct Acts {
     _buf: Option<Buf<u8>>,
 }
 
-/// Device views of one attention call: qkv (N, 3C), out (N, C), lse and delta (B, NH, T)
-/// f32, dout (N, C) and dqkv (N, 3C).
+/// Device views of one attention call: qkv (N, W), out (N, C), lse and delta (B, NH, T)
+/// f32, dout (N, C) and dqkv (N, W).
 pub(super) struct AttnBufs {
     pub qkv: DevPtr<X>,
     pub out: DevPtr<X>,
@@ -108,26 +115,31 @@ impl Acts {
     }
 
     fn plan(cfg: &GptConfig, cap: usize, base: u64, dtype: Dtype) -> (Acts, usize) {
-        let (n, c, nh) = (cap, cfg.n_embd, cfg.n_head);
+        let (n, c, nh, w, f) = (cap, cfg.n_embd, cfg.n_head, cfg.qkv_width(), cfg.ffn());
+        let swiglu = cfg.family == Family::Llama;
+        let fc = if swiglu { 2 * f } else { f };
+        let layernorm = cfg.family == Family::Gpt2;
         let mut a = Arena {
             base,
             bytes: 0,
             dtype,
         };
+        let stats = |a: &mut Arena| NormStats {
+            mean: layernorm.then(|| a.take(n)),
+            rstd: a.take(n),
+        };
         let layers = (0..cfg.n_layer)
             .map(|_| LayerActs {
                 ln1: a.take(n * c),
-                ln1_mean: a.take(n),
-                ln1_rstd: a.take(n),
-                qkv: a.take(n * 3 * c),
+                ln1_s: stats(&mut a),
+                qkv: a.take(n * w),
                 atty: a.take(n * c),
                 lse: a.take(n * nh),
                 res2: a.take(n * c),
                 ln2: a.take(n * c),
-                ln2_mean: a.take(n),
-                ln2_rstd: a.take(n),
-                fch: a.take(n * 4 * c),
-                fch_gelu: a.take(n * 4 * c),
+                ln2_s: stats(&mut a),
+                fch: a.take(n * fc),
+                fch_act: a.take(n * f),
                 res3: a.take(n * c),
             })
             .collect();
@@ -136,15 +148,15 @@ impl Acts {
             layers,
             x0: a.take(n * c),
             lnf: a.take(n * c),
-            lnf_mean: a.take(n),
-            lnf_rstd: a.take(n),
+            lnf_s: stats(&mut a),
             logits: a.take(n * cfg.padded_vocab_size),
             losses: a.take(n),
             proj: a.take(n * c),
             dres: a.take(n * c),
             dtmp: a.take(n * c),
-            d4c: a.take(n * 4 * c),
-            dqkv: a.take(n * 3 * c),
+            dfc: a.take(n * fc),
+            dact: a.take(if swiglu { n * f } else { 0 }),
+            dqkv: a.take(n * w),
             dln: a.take(n * c),
             delta: a.take(n * nh),
             part: a.take(PART_FLOATS),

@@ -1,20 +1,21 @@
 //! The backward pass: `forward.rs`'s layers in reverse, each method the backward of the
 //! forward method of the same name. Activation gradients are written (each buffer of the
 //! shared scratch is overwritten by the layer that produces it; `dres`, the residual
-//! stream's, is added to by each LayerNorm's backward); parameter gradients accumulate
+//! stream's, is added to by each norm's backward); parameter gradients accumulate
 //! (`+=`) into the f32 gradient buffer, so micro-batches add up until `zero_grads`.
 //!
-//! Bias and LayerNorm-weight gradients are column sums over the N rows, done without
-//! atomics in a fixed order (partial sums, then their sum), so every run gives the same bits.
+//! Bias and norm-weight gradients are column sums over the N rows, done without atomics in a
+//! fixed order (partial sums, then their sum), so every run gives the same bits.
 
 use ferrogpt_core::Param;
 use ferrogpt_cuda::CudaError;
+use ferrogpt_model::config::Family;
 use ferrogpt_model::params::BlockParams;
 
-use super::acts::{Acts, AttnBufs, Batch, LayerActs, PART_FLOATS};
+use super::acts::{Acts, AttnBufs, Batch, LayerActs, NormStats, PART_FLOATS};
 use super::forward::{block_site, Pass};
 use super::launch::{self, LnStats};
-use super::{gpt2, GpuModel};
+use super::GpuModel;
 use crate::raw::{DevPtr, Mat, X};
 
 impl GpuModel {
@@ -33,30 +34,20 @@ impl GpuModel {
         self.embed_backward(a, &a.batch(ps.n, u), ps)
     }
 
-    /// LM head: dlnf (N, C) = dlogits · wte, dwte += dlogitsᵀ · lnf; then the final
-    /// LayerNorm: dres (written) from dlnf, `resid` being its input.
+    /// LM head: dlnf (N, C) = dlogits · head, dhead += dlogitsᵀ · lnf (head = wte when tied;
+    /// an untied head takes this gradient and wte only the embedding's); then the final norm:
+    /// dres (written) from dlnf, `resid` being its input.
     fn head_backward(&self, a: &Acts, resid: DevPtr<X>, ps: Pass) -> Result<(), CudaError> {
         let (d, l, n) = (&self.dev, &self.layout, ps.n);
         let (c, vp) = (self.config.n_embd, self.config.padded_vocab_size);
-        let wte = Mat::x(self.w(l.wte));
-        d.gemm(Mat::x(a.dln), Mat::x(a.logits), wte, n, c, vp, 0.0)?;
-        let dwte = Mat::f32(self.g(l.wte));
-        d.gemm(dwte, Mat::x(a.logits).t(), Mat::x(a.lnf), vp, c, n, 1.0)?;
-        let (mean, rstd) = (a.lnf_mean, a.lnf_rstd);
-        self.layernorm_backward(
-            a.dres,
-            a.dln,
-            resid,
-            l.ln_f_w,
-            gpt2(l.ln_f_b),
-            mean,
-            rstd,
-            n,
-            false,
-        )
+        let head = Mat::x(self.w(l.head()));
+        d.gemm(Mat::x(a.dln), Mat::x(a.logits), head, n, c, vp, 0.0)?;
+        let dhead = Mat::f32(self.g(l.head()));
+        d.gemm(dhead, Mat::x(a.logits).t(), Mat::x(a.lnf), vp, c, n, 1.0)?;
+        self.norm_backward(a.dres, a.dln, resid, l.ln_f_w, l.ln_f_b, a.lnf_s, n, false)
     }
 
-    /// MLP: res3 = res2 + drop(fcproj(gelu(fc(ln2(res2))))); dres += its gradient.
+    /// MLP: res3 = res2 + drop(fcproj(act(fc(norm2(res2))))); dres += its gradient.
     fn mlp_backward(
         &self,
         a: &Acts,
@@ -65,17 +56,27 @@ impl GpuModel {
         ps: Pass,
         site: u64,
     ) -> Result<(), CudaError> {
-        let (n, c) = (ps.n, self.config.n_embd);
+        let (n, c, f) = (ps.n, self.config.n_embd, self.config.ffn());
         let dproj = self.residual_dropout_backward(a, ps, site + 2)?;
         let (w, b) = (blk.fc_proj_w, blk.fc_proj_b);
-        self.linear_backward(a.d4c, dproj, la.fch_gelu, w, b, n, 4 * c, c)?;
-        launch::gelu_backward(&self.dev, a.d4c, la.fch, a.d4c, 4 * n * c)?;
-        self.linear_backward(a.dln, a.d4c, la.ln2, blk.fc_w, blk.fc_b, n, c, 4 * c)?;
-        let (w, b, mean, rstd) = (blk.ln_2_w, gpt2(blk.ln_2_b), la.ln2_mean, la.ln2_rstd);
-        self.layernorm_backward(a.dres, a.dln, la.res2, w, b, mean, rstd, n, true)
+        match self.config.family {
+            Family::Gpt2 => {
+                self.linear_backward(a.dfc, dproj, la.fch_act, w, b, n, f, c)?;
+                launch::gelu_backward(&self.dev, a.dfc, la.fch, a.dfc, n * f)?;
+                self.linear_backward(a.dln, a.dfc, la.ln2, blk.fc_w, blk.fc_b, n, c, f)?;
+            }
+            Family::Llama => {
+                self.linear_backward(a.dact, dproj, la.fch_act, w, b, n, f, c)?;
+                launch::swiglu_backward(&self.dev, a.dfc, a.dact, la.fch, n, f)?;
+                self.linear_backward(a.dln, a.dfc, la.ln2, blk.fc_w, blk.fc_b, n, c, 2 * f)?;
+            }
+        }
+        let (w, b) = (blk.ln_2_w, blk.ln_2_b);
+        self.norm_backward(a.dres, a.dln, la.res2, w, b, la.ln2_s, n, true)
     }
 
-    /// Attention: res2 = resid + drop(proj(attn(qkv(ln1(resid))))); dres += its gradient.
+    /// Attention: res2 = resid + drop(proj(attn(rope(qkv(norm1(resid)))))); dres += its
+    /// gradient.
     fn attn_backward(
         &self,
         a: &Acts,
@@ -85,17 +86,22 @@ impl GpuModel {
         ps: Pass,
         site: u64,
     ) -> Result<(), CudaError> {
-        let (n, c) = (ps.n, self.config.n_embd);
+        let (n, c, w) = (ps.n, self.config.n_embd, self.config.qkv_width());
         let dproj = self.residual_dropout_backward(a, ps, site + 1)?;
-        let (w, b) = (blk.attn_proj_w, blk.attn_proj_b);
-        self.linear_backward(a.dln, dproj, la.atty, w, b, n, c, c)?;
+        let (pw, pb) = (blk.attn_proj_w, blk.attn_proj_b);
+        self.linear_backward(a.dln, dproj, la.atty, pw, pb, n, c, c)?;
         self.attention_backward(&a.attn(la), ps, ps.seed(site))?;
-        self.linear_backward(a.dln, a.dqkv, la.ln1, blk.attn_w, blk.attn_b, n, c, 3 * c)?;
-        let (w, b, mean, rstd) = (blk.ln_1_w, gpt2(blk.ln_1_b), la.ln1_mean, la.ln1_rstd);
-        self.layernorm_backward(a.dres, a.dln, resid, w, b, mean, rstd, n, true)
+        if let Some(r) = self.rope() {
+            // dqkv is the gradient of the rotated q, k: turn it back.
+            launch::rope(&self.dev, a.dqkv, r, n, ps.t, true)?;
+        }
+        self.linear_backward(a.dln, a.dqkv, la.ln1, blk.attn_w, blk.attn_b, n, c, w)?;
+        let (nw, nb) = (blk.ln_1_w, blk.ln_1_b);
+        self.norm_backward(a.dres, a.dln, resid, nw, nb, la.ln1_s, n, true)
     }
 
-    /// Embeddings: x0 = drop(wte[tok] + wpe[t]); dwte, dwpe += from dres.
+    /// Embeddings: x0 = drop(wte[tok] + wpe[t]); dwte (and dwpe, with learned positions) +=
+    /// from dres.
     fn embed_backward(&self, a: &Acts, batch: &Batch, ps: Pass) -> Result<(), CudaError> {
         let (d, l) = (&self.dev, &self.layout);
         let (n, t, c, p) = (ps.n, ps.t, self.config.n_embd, ps.p);
@@ -107,7 +113,10 @@ impl GpuModel {
         unsafe {
             launch::encoder_backward_wte(d, dwte, a.dres, order, starts, utok, c, p, seed)?;
         }
-        launch::encoder_backward_wpe(d, self.g(gpt2(l.wpe)), a.dres, n / t, t, c, p, seed)
+        match l.wpe {
+            Some(wpe) => launch::encoder_backward_wpe(d, self.g(wpe), a.dres, n / t, t, c, p, seed),
+            None => Ok(()),
+        }
     }
 
     /// The gradient of a residual branch before its dropout: dres through the mask of
@@ -127,7 +136,8 @@ impl GpuModel {
     }
 
     /// Backward of `linear`: dinp (N, IC) = dout · Wᵀ (written), dW += inpᵀ · dout,
-    /// db += Σ_n dout (column sums without atomics).
+    /// db += Σ_n dout (column sums without atomics). W (IC, OC) as `linear` reads it: with
+    /// (OC, IC) storage (Llama) the products are dinp = dout · W and dW += doutᵀ · inp.
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &self,
@@ -141,42 +151,58 @@ impl GpuModel {
         oc: usize,
     ) -> Result<(), CudaError> {
         let d = &self.dev;
-        let wt = Mat::x(self.w(w)).t();
-        d.gemm(Mat::x(dinp), Mat::x(dout), wt, n, ic, oc, 0.0)?;
-        let dw = Mat::f32(self.g(w));
-        d.gemm(dw, Mat::x(inp).t(), Mat::x(dout), ic, oc, n, 1.0)?;
+        let (wm, dw) = (Mat::x(self.w(w)), Mat::f32(self.g(w)));
+        if self.layout.weights_out_in {
+            d.gemm(Mat::x(dinp), Mat::x(dout), wm, n, ic, oc, 0.0)?;
+            d.gemm(dw, Mat::x(dout).t(), Mat::x(inp), oc, ic, n, 1.0)?;
+        } else {
+            d.gemm(Mat::x(dinp), Mat::x(dout), wm.t(), n, ic, oc, 0.0)?;
+            d.gemm(dw, Mat::x(inp).t(), Mat::x(dout), ic, oc, n, 1.0)?;
+        }
         if let Some(bp) = bias {
-            self.col_sums(self.g(bp), None, dout, n, oc)?;
+            self.col_sums(Some(self.g(bp)), None, dout, n, oc)?;
         }
         Ok(())
     }
 
-    /// LayerNorm backward: dinp = (accumulate ? dinp + : ) LN'(dout); dw, db += .
+    /// The family's norm backward: dinp = (accumulate ? dinp + : ) norm'(dout); dw (and db,
+    /// LayerNorm) += .
     #[allow(clippy::too_many_arguments)]
-    fn layernorm_backward(
+    fn norm_backward(
         &self,
         dinp: DevPtr<X>,
         dout: DevPtr<X>,
         inp: DevPtr<X>,
         w: Param,
-        b: Param,
-        mean: DevPtr<f32>,
-        rstd: DevPtr<f32>,
+        b: Option<Param>,
+        s: NormStats,
         n: usize,
         accumulate: bool,
     ) -> Result<(), CudaError> {
-        let c = self.config.n_embd;
-        let wx = self.w(w);
-        launch::layernorm_backward(&self.dev, dinp, dout, inp, wx, mean, rstd, n, c, accumulate)?;
-        let ln = LnStats { inp, mean, rstd };
-        self.col_sums(self.g(b), Some((self.g(w), ln)), dout, n, c)
+        let (d, c, wx, rstd) = (&self.dev, self.config.n_embd, self.w(w), s.rstd);
+        let db = match (b, s.mean) {
+            (Some(b), Some(mean)) => {
+                launch::layernorm_backward(d, dinp, dout, inp, wx, mean, rstd, n, c, accumulate)?;
+                Some(self.g(b))
+            }
+            _ => {
+                launch::rmsnorm_backward(d, dinp, dout, inp, wx, rstd, n, c, accumulate)?;
+                None
+            }
+        };
+        let ln = LnStats {
+            inp,
+            mean: s.mean,
+            rstd,
+        };
+        self.col_sums(db, Some((self.g(w), ln)), dout, n, c)
     }
 
-    /// db (C) += Σ_n dout[n, :]; with `ln`, also dw (C) += Σ_n dout·xhat, xhat from the
-    /// LayerNorm's input and statistics.
+    /// db (C) += Σ_n dout[n, :] (when given); with `ln`, also dw (C) += Σ_n dout·xhat, xhat
+    /// from the norm's input and statistics.
     fn col_sums(
         &self,
-        db: DevPtr<f32>,
+        db: Option<DevPtr<f32>>,
         ln: Option<(DevPtr<f32>, LnStats)>,
         dout: DevPtr<X>,
         n: usize,
@@ -194,7 +220,9 @@ impl GpuModel {
         let d = &self.dev;
         let stats = ln.map(|(_, s)| s);
         launch::col_partials(d, a.part, dout, stats, n, c, rows_per, parts, threads)?;
-        launch::reduce_partials(d, db, a.part, parts, c)?;
+        if let Some(db) = db {
+            launch::reduce_partials(d, db, a.part, parts, c)?;
+        }
         if let Some((dw, _)) = ln {
             launch::reduce_partials(d, dw, a.part.slice(parts * c, parts * c), parts, c)?;
         }

@@ -1,17 +1,20 @@
 //! The forward pass: embeddings, then per block an attention sublayer and an MLP sublayer
-//! (each pre-LayerNorm, joining the residual stream through a dropout), the final
-//! LayerNorm, the tied LM head, and the fused softmax/cross-entropy. One method per layer
-//! kind; `backward.rs` has each one's backward under the same name, called in reverse.
+//! (each pre-norm, joining the residual stream through a dropout), the final norm, the LM
+//! head, and the fused softmax/cross-entropy. One method per layer kind; `backward.rs` has
+//! each one's backward under the same name, called in reverse. The family picks the norm
+//! (LayerNorm / RMSNorm), the MLP's activation (GELU / SwiGLU) and the weights' layout.
 //!
-//! Shapes: N = B·T rows, C channels, Vp padded vocabulary; activations in floatX.
+//! Shapes: N = B·T rows, C channels, W the packed qkv's width, F the MLP's, Vp padded
+//! vocabulary; activations in floatX.
 
 use ferrogpt_core::Param;
 use ferrogpt_cuda::CudaError;
+use ferrogpt_model::config::Family;
 use ferrogpt_model::params::BlockParams;
 
-use super::acts::{Acts, AttnBufs, Batch, LayerActs};
+use super::acts::{Acts, AttnBufs, Batch, LayerActs, NormStats};
 use super::launch;
-use super::{gpt2, GpuModel};
+use super::GpuModel;
 use crate::lt::Epilogue;
 use crate::raw::{DevPtr, Mat, X};
 
@@ -100,7 +103,7 @@ impl GpuModel {
         Ok((Some(sum[0] as f64), u))
     }
 
-    /// x0 (N, C) = drop(wte[tokens] + wpe[t]).
+    /// x0 (N, C) = drop(wte[tokens] + wpe[t]) (rotary positions: drop(wte[tokens])).
     fn embed_forward(&self, a: &Acts, batch: &Batch, ps: Pass) -> Result<(), CudaError> {
         let l = &self.layout;
         // SAFETY: upload_batch checked every id below the vocabulary, within wte's rows.
@@ -110,7 +113,7 @@ impl GpuModel {
                 a.x0,
                 batch.tokens,
                 self.w(l.wte),
-                self.w(gpt2(l.wpe)),
+                l.wpe.map(|p| self.w(p)),
                 ps.n,
                 ps.t,
                 self.config.n_embd,
@@ -120,8 +123,8 @@ impl GpuModel {
         }
     }
 
-    /// res2 = resid + drop(proj(attn(qkv(ln1(resid))))), dropout sites `site` (attention)
-    /// and `site + 1` (residual).
+    /// res2 = resid + drop(proj(attn(rope(qkv(norm1(resid)))))), dropout sites `site`
+    /// (attention) and `site + 1` (residual). qkv (N, W); rope with rotary positions only.
     fn attn_forward(
         &self,
         a: &Acts,
@@ -132,33 +135,35 @@ impl GpuModel {
         site: u64,
     ) -> Result<(), CudaError> {
         let (d, n, c) = (&self.dev, ps.n, self.config.n_embd);
-        let (w1, b1) = (self.w(blk.ln_1_w), self.w(gpt2(blk.ln_1_b)));
-        launch::layernorm_forward(d, la.ln1, la.ln1_mean, la.ln1_rstd, resid, w1, b1, n, c)?;
-        match &self.lt {
+        let w = self.config.qkv_width();
+        self.norm_forward(la.ln1, la.ln1_s, resid, blk.ln_1_w, blk.ln_1_b, n)?;
+        match (&self.lt, blk.attn_b) {
             // qkv = ln1 · W + b, the bias in the GEMM's epilogue
-            Some(lt) => lt.matmul(
+            (Some(lt), Some(b)) => lt.matmul(
                 d,
                 la.qkv,
                 la.ln1,
                 self.w(blk.attn_w),
                 n,
-                3 * c,
+                w,
                 c,
-                Epilogue::Bias {
-                    bias: self.w(gpt2(blk.attn_b)),
-                },
+                Epilogue::Bias { bias: self.w(b) },
             )?,
-            None => self.linear(la.qkv, la.ln1, blk.attn_w, blk.attn_b, n, c, 3 * c)?,
+            _ => self.linear(la.qkv, la.ln1, blk.attn_w, blk.attn_b, n, c, w)?,
+        }
+        if let Some(r) = self.rope() {
+            launch::rope(d, la.qkv, r, n, ps.t, false)?;
         }
         self.attention_forward(&a.attn(la), ps, ps.seed(site))?;
         self.linear(a.proj, la.atty, blk.attn_proj_w, None, n, c, c)?;
         // res2 = resid + drop(proj + bias)
-        let bias = self.w(gpt2(blk.attn_proj_b));
+        let bias = blk.attn_proj_b.map(|b| self.w(b));
         let seed = ps.seed(site + 1);
         launch::residual_forward(d, la.res2, resid, a.proj, bias, n, c, ps.p, seed)
     }
 
-    /// res3 = res2 + drop(fcproj(gelu(fc(ln2(res2))))), dropout site `site + 2`.
+    /// res3 = res2 + drop(fcproj(act(fc(norm2(res2))))), dropout site `site + 2`; act is
+    /// GELU on (N, F) (GPT-2) or SwiGLU on (N, 2F) → (N, F) (Llama).
     fn mlp_forward(
         &self,
         a: &Acts,
@@ -167,46 +172,49 @@ impl GpuModel {
         ps: Pass,
         site: u64,
     ) -> Result<(), CudaError> {
-        let (d, n, c) = (&self.dev, ps.n, self.config.n_embd);
-        let (w2, b2) = (self.w(blk.ln_2_w), self.w(gpt2(blk.ln_2_b)));
-        launch::layernorm_forward(d, la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, w2, b2, n, c)?;
-        match &self.lt {
-            // fch = ln2 · W + b (kept for the backward), fch_gelu = gelu(fch): one GEMM
-            Some(lt) => lt.matmul(
+        let (d, n, c, f) = (&self.dev, ps.n, self.config.n_embd, self.config.ffn());
+        self.norm_forward(la.ln2, la.ln2_s, la.res2, blk.ln_2_w, blk.ln_2_b, n)?;
+        match (self.config.family, &self.lt, blk.fc_b) {
+            // fch = ln2 · W + b (kept for the backward), fch_act = gelu(fch): one GEMM
+            (Family::Gpt2, Some(lt), Some(b)) => lt.matmul(
                 d,
-                la.fch_gelu,
+                la.fch_act,
                 la.ln2,
                 self.w(blk.fc_w),
                 n,
-                4 * c,
+                f,
                 c,
                 Epilogue::GeluAuxBias {
-                    bias: self.w(gpt2(blk.fc_b)),
+                    bias: self.w(b),
                     aux: la.fch,
                 },
             )?,
-            None => {
-                self.linear(la.fch, la.ln2, blk.fc_w, None, n, c, 4 * c)?;
-                // fch += bias; fch_gelu = gelu(fch)
-                let bias = self.w(gpt2(blk.fc_b));
-                launch::bias_gelu_forward(d, la.fch, la.fch_gelu, bias, n, 4 * c)?;
+            (Family::Gpt2, _, b) => {
+                self.linear(la.fch, la.ln2, blk.fc_w, None, n, c, f)?;
+                // fch += bias; fch_act = gelu(fch)
+                let bias = self.w(b.expect("GPT-2 layouts have MLP biases"));
+                launch::bias_gelu_forward(d, la.fch, la.fch_act, bias, n, f)?;
+            }
+            (Family::Llama, _, _) => {
+                // fch (N, 2F) = [gate | up]; fch_act = silu(gate) · up
+                self.linear(la.fch, la.ln2, blk.fc_w, blk.fc_b, n, c, 2 * f)?;
+                launch::swiglu_forward(d, la.fch_act, la.fch, n, f)?;
             }
         }
-        self.linear(a.proj, la.fch_gelu, blk.fc_proj_w, None, n, 4 * c, c)?;
+        self.linear(a.proj, la.fch_act, blk.fc_proj_w, None, n, f, c)?;
         // res3 = res2 + drop(proj + bias)
-        let bias = self.w(gpt2(blk.fc_proj_b));
+        let bias = blk.fc_proj_b.map(|b| self.w(b));
         let seed = ps.seed(site + 2);
         launch::residual_forward(d, la.res3, la.res2, a.proj, bias, n, c, ps.p, seed)
     }
 
-    /// lnf = LayerNorm(resid); logits (N, Vp) = lnf (N, C) · wteᵀ.
+    /// lnf = normf(resid); logits (N, Vp) = lnf (N, C) · headᵀ (head = wte when tied).
     fn head_forward(&self, a: &Acts, resid: DevPtr<X>, ps: Pass) -> Result<(), CudaError> {
         let (d, l, n) = (&self.dev, &self.layout, ps.n);
         let (c, vp) = (self.config.n_embd, self.config.padded_vocab_size);
-        let (wf, bf) = (self.w(l.ln_f_w), self.w(gpt2(l.ln_f_b)));
-        launch::layernorm_forward(d, a.lnf, a.lnf_mean, a.lnf_rstd, resid, wf, bf, n, c)?;
-        let wte = Mat::x(self.w(l.wte)).t();
-        d.gemm(Mat::x(a.logits), Mat::x(a.lnf), wte, n, vp, c, 0.0)
+        self.norm_forward(a.lnf, a.lnf_s, resid, l.ln_f_w, l.ln_f_b, n)?;
+        let head = Mat::x(self.w(l.head())).t();
+        d.gemm(Mat::x(a.logits), Mat::x(a.lnf), head, n, vp, c, 0.0)
     }
 
     /// losses (N) from the logits and the targets (dlogits · dscale in place of the logits
@@ -226,7 +234,32 @@ impl GpuModel {
         launch::sum_final(d, out, a.losses, n)
     }
 
-    /// out (N, OC) = inp (N, IC) · W (IC, OC) + bias
+    /// The family's norm of inp (N, C) into out: LayerNorm with a bias (mean and rstd saved in
+    /// `s`), RMSNorm without (rstd saved).
+    pub(super) fn norm_forward(
+        &self,
+        out: DevPtr<X>,
+        s: NormStats,
+        inp: DevPtr<X>,
+        w: Param,
+        b: Option<Param>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let (d, c) = (&self.dev, self.config.n_embd);
+        match (b, s.mean) {
+            (Some(b), Some(mean)) => {
+                let (w, b) = (self.w(w), self.w(b));
+                launch::layernorm_forward(d, out, mean, s.rstd, inp, w, b, n, c)
+            }
+            _ => {
+                let eps = self.config.norm_eps as f32;
+                launch::rmsnorm_forward(d, out, s.rstd, inp, self.w(w), n, c, eps)
+            }
+        }
+    }
+
+    /// out (N, OC) = inp (N, IC) · W + bias, W stored (IC, OC) (GPT-2) or (OC, IC) (Llama,
+    /// read transposed).
     #[allow(clippy::too_many_arguments)]
     fn linear(
         &self,
@@ -238,13 +271,23 @@ impl GpuModel {
         ic: usize,
         oc: usize,
     ) -> Result<(), CudaError> {
-        let wm = Mat::x(self.w(w));
+        let wm = self.wmat(w);
         self.dev
             .gemm(Mat::x(out), Mat::x(inp), wm, n, oc, ic, 0.0)?;
         if let Some(bp) = bias {
             launch::add_bias(&self.dev, out, self.w(bp), n, oc)?;
         }
         Ok(())
+    }
+
+    /// A linear weight as the (IC, OC) right factor of `linear`'s product.
+    pub(super) fn wmat(&self, w: Param) -> Mat {
+        let m = Mat::x(self.w(w));
+        if self.layout.weights_out_in {
+            m.t()
+        } else {
+            m
+        }
     }
 
     /// The fused attention's forward on `ps.n` rows: out and lse from qkv, dropout from

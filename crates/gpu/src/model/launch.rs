@@ -29,7 +29,8 @@ fn rows_grid(dev: &Dev, rows: usize, cols: usize) -> ((usize, usize), (usize, us
 
 // --- encoder.cu -------------------------------------------------------------------------
 
-/// out (N, C) = drop(wte[tok] + wpe[n % T]), dropout `p` from `seed`.
+/// out (N, C) = drop(wte[tok] + wpe[n % T]) (without `wpe`: drop(wte[tok])), dropout `p` from
+/// `seed`.
 ///
 /// # Safety
 /// Every id in `tok` (N) is a row of `wte`.
@@ -38,7 +39,7 @@ pub(super) unsafe fn encoder_forward(
     out: DevPtr<X>,
     tok: DevPtr<i32>,
     wte: DevPtr<X>,
-    wpe: DevPtr<X>,
+    wpe: Option<DevPtr<X>>,
     n: usize,
     t: usize,
     c: usize,
@@ -49,14 +50,15 @@ pub(super) unsafe fn encoder_forward(
         out.arg(n * c),
         tok.arg(n),
         Arg::P(wte.addr()),
-        wpe.arg(t * c),
+        wpe.map_or(Arg::P(0), |w| w.arg(t * c)),
         Arg::I(n),
         Arg::I(t),
         Arg::I(c),
         Arg::F(p),
         Arg::U(seed),
     ];
-    // SAFETY: the views cover the shapes (checked); the ids are the caller's promise.
+    // SAFETY: the views cover the shapes (checked; a null wpe is not read); the ids are the
+    // caller's promise.
     unsafe { dev.launch_n("encoder_forward", n * c, &args) }
 }
 
@@ -174,11 +176,64 @@ pub(super) fn layernorm_backward(
     unsafe { dev.launch("layernorm_backward", (n.div_ceil(8), 1), 256, &args) }
 }
 
-/// The statistics a LayerNorm's dw needs: its input (N, C) and the forward's mean, rstd (N).
+/// out (N, C) = inp (N, C) · rstd · w (C), rstd = 1/sqrt(mean(inp²) + eps) saved (N). One warp
+/// per row.
+pub(super) fn rmsnorm_forward(
+    dev: &Dev,
+    out: DevPtr<X>,
+    rstd: DevPtr<f32>,
+    inp: DevPtr<X>,
+    w: DevPtr<X>,
+    n: usize,
+    c: usize,
+    eps: f32,
+) -> Result<(), CudaError> {
+    let args = [
+        out.arg(n * c),
+        rstd.arg(n),
+        inp.arg(n * c),
+        w.arg(c),
+        Arg::I(n),
+        Arg::I(c),
+        Arg::F(eps),
+    ];
+    // SAFETY: the signature of layernorm.cu; the views cover the shapes (checked).
+    unsafe { dev.launch("rmsnorm_forward", (n.div_ceil(8), 1), 256, &args) }
+}
+
+/// dinp (N, C) = (accumulate ? dinp + : ) RMSNorm'(dout (N, C)) from inp (N, C), w (C) and the
+/// forward's rstd (N). One warp per row. (dw: [`col_partials`] without a mean.)
+pub(super) fn rmsnorm_backward(
+    dev: &Dev,
+    dinp: DevPtr<X>,
+    dout: DevPtr<X>,
+    inp: DevPtr<X>,
+    w: DevPtr<X>,
+    rstd: DevPtr<f32>,
+    n: usize,
+    c: usize,
+    accumulate: bool,
+) -> Result<(), CudaError> {
+    let args = [
+        dinp.arg(n * c),
+        dout.arg(n * c),
+        inp.arg(n * c),
+        w.arg(c),
+        rstd.arg(n),
+        Arg::I(n),
+        Arg::I(c),
+        Arg::I(accumulate as usize),
+    ];
+    // SAFETY: the signature of layernorm.cu; the views cover the shapes (checked).
+    unsafe { dev.launch("rmsnorm_backward", (n.div_ceil(8), 1), 256, &args) }
+}
+
+/// The statistics a norm's dw needs: its input (N, C) and the forward's rstd (N), with the
+/// mean (N) for a LayerNorm (None: RMSNorm, xhat = x·rstd).
 #[derive(Clone, Copy)]
 pub(super) struct LnStats {
     pub inp: DevPtr<X>,
-    pub mean: DevPtr<f32>,
+    pub mean: Option<DevPtr<f32>>,
     pub rstd: DevPtr<f32>,
 }
 
@@ -199,7 +254,11 @@ pub(super) fn col_partials(
     let vec = 16 / dev.dtype.size();
     let sums = if ln.is_some() { 2 } else { 1 };
     let (inp, mean, rstd) = match ln {
-        Some(s) => (s.inp.arg(n * c), s.mean.arg(n), s.rstd.arg(n)),
+        Some(s) => (
+            s.inp.arg(n * c),
+            s.mean.map_or(Arg::P(0), |m| m.arg(n)),
+            s.rstd.arg(n),
+        ),
         None => (Arg::P(0), Arg::P(0), Arg::P(0)),
     };
     let args = [
@@ -213,8 +272,8 @@ pub(super) fn col_partials(
         Arg::I(rows_per),
     ];
     let grid = (c.div_ceil(vec * threads), parts);
-    // SAFETY: the signature of layernorm.cu (null inp: no dw); the views cover the shapes
-    // (checked).
+    // SAFETY: the signature of layernorm.cu (null inp: no dw; null mean: none); the views cover
+    // the shapes (checked).
     unsafe { dev.launch("col_partials", grid, threads, &args) }
 }
 
@@ -286,13 +345,49 @@ pub(super) fn gelu_backward(
     unsafe { dev.launch_n("gelu_backward", len, &args) }
 }
 
-/// out (N, C) = a + drop(b + bias (C)): a projection joins the residual stream.
+/// out (N, F) = silu(gate) · up from inp (N, 2F) rows [gate | up]. F a multiple of 8.
+pub(super) fn swiglu_forward(
+    dev: &Dev,
+    out: DevPtr<X>,
+    inp: DevPtr<X>,
+    n: usize,
+    f: usize,
+) -> Result<(), CudaError> {
+    let (grid, block) = rows_grid(dev, n, f);
+    let args = [out.arg(n * f), inp.arg(2 * n * f), Arg::I(n), Arg::I(f)];
+    // SAFETY: the signature of elementwise.cu; the views cover the shapes (checked).
+    unsafe { dev.launch2("swiglu_forward", grid, block, &args) }
+}
+
+/// dinp (N, 2F) = SwiGLU'(dout (N, F)) at inp (N, 2F), written.
+pub(super) fn swiglu_backward(
+    dev: &Dev,
+    dinp: DevPtr<X>,
+    dout: DevPtr<X>,
+    inp: DevPtr<X>,
+    n: usize,
+    f: usize,
+) -> Result<(), CudaError> {
+    let (grid, block) = rows_grid(dev, n, f);
+    let args = [
+        dinp.arg(2 * n * f),
+        dout.arg(n * f),
+        inp.arg(2 * n * f),
+        Arg::I(n),
+        Arg::I(f),
+    ];
+    // SAFETY: the signature of elementwise.cu; the views cover the shapes (checked).
+    unsafe { dev.launch2("swiglu_backward", grid, block, &args) }
+}
+
+/// out (N, C) = a + drop(b + bias (C)) (no bias: a + drop(b)): a projection joins the residual
+/// stream.
 pub(super) fn residual_forward(
     dev: &Dev,
     out: DevPtr<X>,
     a: DevPtr<X>,
     b: DevPtr<X>,
-    bias: DevPtr<X>,
+    bias: Option<DevPtr<X>>,
     n: usize,
     c: usize,
     p: f32,
@@ -303,13 +398,14 @@ pub(super) fn residual_forward(
         out.arg(n * c),
         a.arg(n * c),
         b.arg(n * c),
-        bias.arg(c),
+        bias.map_or(Arg::P(0), |x| x.arg(c)),
         Arg::I(n),
         Arg::I(c),
         Arg::F(p),
         Arg::U(seed),
     ];
-    // SAFETY: the signature of elementwise.cu; the views cover the shapes (checked).
+    // SAFETY: the signature of elementwise.cu (a null bias is not read); the views cover the
+    // shapes (checked).
     unsafe { dev.launch2("residual_forward", grid, block, &args) }
 }
 
@@ -343,6 +439,51 @@ pub(super) fn to_floatx(
     let args = [dst.arg(len), src.arg(len), Arg::U(len as u64)];
     // SAFETY: the signature of elementwise.cu; the views cover the shapes (checked).
     unsafe { dev.launch_n("to_floatx", len, &args) }
+}
+
+// --- rope.cu ----------------------------------------------------------------------------
+
+/// The rotary tables and the head shape [`rope`] works with: cos and sin (maxT, HS/2) f32,
+/// `nh` query and `kv` key/value heads of `hs`.
+#[derive(Clone, Copy)]
+pub(super) struct Rope {
+    pub cos: DevPtr<f32>,
+    pub sin: DevPtr<f32>,
+    pub nh: usize,
+    pub kv: usize,
+    pub hs: usize,
+}
+
+/// Turns the q and k heads of qkv (N, (NH + 2·KV)·HS), in place, by their rows' positions
+/// (row n at n % T): forward, or with `inverse` the inverse rotation (the backward, on dqkv).
+pub(super) fn rope(
+    dev: &Dev,
+    qkv: DevPtr<X>,
+    r: Rope,
+    n: usize,
+    t: usize,
+    inverse: bool,
+) -> Result<(), CudaError> {
+    let (heads, w) = (r.nh + r.kv, (r.nh + 2 * r.kv) * r.hs);
+    let h2 = r.hs / 2;
+    assert!(
+        h2.is_multiple_of(4) && t * h2 <= r.cos.len(),
+        "rope: head size {} or T {t} beyond the tables",
+        r.hs
+    );
+    let args = [
+        qkv.arg(n * w),
+        r.cos.arg(t * h2),
+        r.sin.arg(t * h2),
+        Arg::I(n),
+        Arg::I(t),
+        Arg::I(heads),
+        Arg::I(r.hs),
+        Arg::I(w),
+        Arg::F(if inverse { -1.0 } else { 1.0 }),
+    ];
+    // SAFETY: the signature of rope.cu; the views cover the shapes (checked).
+    unsafe { dev.launch_n("rope", n * heads * h2 / 4, &args) }
 }
 
 // --- softmax_ce.cu ----------------------------------------------------------------------
@@ -487,11 +628,13 @@ pub(super) fn sum_final(
 // --- attention.cu, attention_tc.cu ------------------------------------------------------
 
 /// Which fused attention runs: the tensor-core kernels (`tc`: bf16, head size 64) or the
-/// CUDA-core ones instantiated per head size; `nh` heads of `hs`.
+/// CUDA-core ones instantiated per head size; `nh` query heads of `hs` sharing `kv` key/value
+/// heads. qkv rows are W = (NH + 2·KV)·HS wide, out rows C = NH·HS.
 #[derive(Clone, Copy)]
 pub(super) struct Flash {
     pub tc: bool,
     pub nh: usize,
+    pub kv: usize,
     pub hs: usize,
 }
 
@@ -506,12 +649,17 @@ impl Flash {
         }
     }
 
-    /// One block per FA_ROWS query (or key) rows of one (row of the batch, head).
-    fn grid(self, n: usize, t: usize) -> (usize, usize) {
-        (t.div_ceil(FA_ROWS), (n / t) * self.nh)
+    /// One block per FA_ROWS query (or key) rows of one (row of the batch, head of `heads`).
+    fn grid(self, n: usize, t: usize, heads: usize) -> (usize, usize) {
+        (t.div_ceil(FA_ROWS), (n / t) * heads)
     }
 
-    /// out (N, C) and lse (B, NH, T) from qkv (N, 3C), causal, dropout `p` from `seed` on
+    /// Width of a qkv row.
+    fn w(self) -> usize {
+        (self.nh + 2 * self.kv) * self.hs
+    }
+
+    /// out (N, C) and lse (B, NH, T) from qkv (N, W), causal, dropout `p` from `seed` on
     /// the probabilities.
     pub fn forward(
         self,
@@ -525,18 +673,24 @@ impl Flash {
         seed: u64,
     ) -> Result<(), CudaError> {
         let (c, nh) = (self.nh * self.hs, self.nh);
-        let (name, threads) = self.kernel("flash_forward", "flash_tc_forward");
+        let tc = if self.kv == nh {
+            "flash_tc_forward"
+        } else {
+            "flash_tc_forward_gqa"
+        };
+        let (name, threads) = self.kernel("flash_forward", tc);
         let args = [
             out.arg(n * c),
             lse.arg(n * nh),
-            qkv.arg(n * 3 * c),
+            qkv.arg(n * self.w()),
             Arg::I(t),
             Arg::I(nh),
+            Arg::I(self.kv),
             Arg::F(p),
             Arg::U(seed),
         ];
         // SAFETY: the signature of attention(_tc).cu; the views cover the shapes (checked).
-        unsafe { dev.launch(&name, self.grid(n, t), threads, &args) }
+        unsafe { dev.launch(&name, self.grid(n, t, nh), threads, &args) }
     }
 
     /// delta (B, NH, T) = rowsum(dout ∘ out) per head, for the tensor-core backward.
@@ -562,7 +716,7 @@ impl Flash {
         unsafe { dev.launch_n("flash_tc_delta", n * nh, &args) }
     }
 
-    /// The dq part of dqkv (N, 3C), written, from dout, qkv, lse and the forward's dropout
+    /// The dq part of dqkv (N, W), written, from dout, qkv, lse and the forward's dropout
     /// masks. The CUDA-core kernel computes delta itself from dout and `out` (and stores
     /// it); the tensor-core one reads it ([`Flash::tc_delta`]) and takes no `out`.
     pub fn backward_dq(
@@ -581,17 +735,24 @@ impl Flash {
     ) -> Result<(), CudaError> {
         let (c, nh) = (self.nh * self.hs, self.nh);
         let (name, threads) = self.kernel("flash_backward_dq", "flash_tc_backward_dq");
-        let mut args = vec![dqkv.arg(n * 3 * c), delta.arg(n * nh), dout.arg(n * c)];
+        let mut args = vec![dqkv.arg(n * self.w()), delta.arg(n * nh), dout.arg(n * c)];
         if !self.tc {
             args.push(out.arg(n * c));
         }
-        args.extend([qkv.arg(n * 3 * c), lse.arg(n * nh)]);
-        args.extend([Arg::I(t), Arg::I(nh), Arg::F(p), Arg::U(seed)]);
+        args.extend([qkv.arg(n * self.w()), lse.arg(n * nh)]);
+        args.extend([
+            Arg::I(t),
+            Arg::I(nh),
+            Arg::I(self.kv),
+            Arg::F(p),
+            Arg::U(seed),
+        ]);
         // SAFETY: the signature of attention(_tc).cu; the views cover the shapes (checked).
-        unsafe { dev.launch(&name, self.grid(n, t), threads, &args) }
+        unsafe { dev.launch(&name, self.grid(n, t, nh), threads, &args) }
     }
 
-    /// The dk and dv parts of dqkv (N, 3C), written, from delta, dout, qkv and lse.
+    /// The dk and dv parts of dqkv (N, W), written, from delta, dout, qkv and lse: one block
+    /// per key tile of one (row of the batch, key/value head), summing over its query heads.
     pub fn backward_dkdv(
         self,
         dev: &Dev,
@@ -608,17 +769,18 @@ impl Flash {
         let (c, nh) = (self.nh * self.hs, self.nh);
         let (name, threads) = self.kernel("flash_backward_dkdv", "flash_tc_backward_dkdv");
         let args = [
-            dqkv.arg(n * 3 * c),
+            dqkv.arg(n * self.w()),
             delta.arg(n * nh),
             dout.arg(n * c),
-            qkv.arg(n * 3 * c),
+            qkv.arg(n * self.w()),
             lse.arg(n * nh),
             Arg::I(t),
             Arg::I(nh),
+            Arg::I(self.kv),
             Arg::F(p),
             Arg::U(seed),
         ];
         // SAFETY: the signature of attention(_tc).cu; the views cover the shapes (checked).
-        unsafe { dev.launch(&name, self.grid(n, t), threads, &args) }
+        unsafe { dev.launch(&name, self.grid(n, t, self.kv), threads, &args) }
     }
 }

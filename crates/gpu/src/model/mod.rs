@@ -1,6 +1,13 @@
-//! GPT-2 on the GPU: the same model as `ferrogpt_model::Gpt`, forward and backward written out
-//! layer by layer (llm.c style) over device buffers, with the parameter layout of
-//! `ParamLayout` so weights, gradients and moments are each one flat allocation.
+//! GPT-2 and Llama on the GPU: the same model as `ferrogpt_model::Gpt`, for every config it
+//! takes, forward and backward written out layer by layer (llm.c style) over device buffers,
+//! with the parameter layout of `ParamLayout` so weights, gradients and moments are each one
+//! flat allocation.
+//!
+//! What a config selects here: LayerNorm with biases (GPT-2) or RMSNorm (Llama); GELU on F or
+//! SwiGLU on [gate | up] (2F); learned positions or RoPE (a pass over the packed qkv after its
+//! product, and the inverse pass over dqkv; the tables are uploaded once); NH query heads over
+//! KV key/value heads in both attention paths; linear weights (in, out) (GPT-2) or (out, in)
+//! (Llama: cuBLAS reads them transposed, no copies); the LM head tied to wte or its own.
 //!
 //! Precision ([`Dtype`]): `F32` runs everything in f32. `Bf16` stores activations, activation
 //! gradients and a working copy of the weights in bf16 and multiplies in bf16 on the tensor
@@ -37,19 +44,13 @@ use crate::raw::{Buf, Dev, DevPtr, HEAD_SIZES, X};
 use crate::Dtype;
 use acts::Acts;
 use forward::Pass;
-use launch::Flash;
+use launch::{Flash, Rope};
 use optim::TrainState;
 
 /// Losses (or norms) the result buffer holds before the host reads them back.
 const OUT_SLOTS: usize = 64;
 
-/// A tensor that every GPT-2 layout has (biases, wpe), optional in `ParamLayout` for Llama.
-/// [`GpuModel::new`] refuses other layouts.
-fn gpt2(p: Option<Param>) -> Param {
-    p.expect("a GPT-2 layout (GpuModel::new checks)")
-}
-
-/// GPT-2 on one GPU. See the module doc for precision and data movement.
+/// A GPT-2 or Llama model on one GPU. See the module doc for precision and data movement.
 pub struct GpuModel {
     dev: Dev,
     pub config: GptConfig,
@@ -61,6 +62,8 @@ pub struct GpuModel {
     train: Option<TrainState>,
     acts: Option<Acts>,
     out: Buf<f32>, // (OUT_SLOTS): results read back by the host
+    /// RoPE's cos and sin tables (maxT, HS/2) f32, with rotary positions.
+    rope: Option<(Buf<f32>, Buf<f32>)>,
     tc_attention: bool,
     /// cuBLASLt for the forward linears with a fused epilogue (bf16; None: plain cuBLAS and
     /// our bias kernels, as in fp32, or with FERROGPT_CUBLASLT=0).
@@ -69,8 +72,9 @@ pub struct GpuModel {
 
 impl GpuModel {
     /// Uploads `params` (flat, `ParamLayout` order) to `gpu`; with `opt`, also the optimizer
-    /// state and a gradient buffer (training). Errors: a head size the fused attention is not
-    /// built for, a wrong buffer length, any CUDA failure.
+    /// state and a gradient buffer (training). Errors: a config the model crate refuses, a
+    /// head size the fused attention is not built for, an MLP width that is not a multiple of
+    /// 8 (the vector kernels'), a wrong buffer length, any CUDA failure.
     pub fn new(
         gpu: Gpu,
         dtype: Dtype,
@@ -78,22 +82,19 @@ impl GpuModel {
         params: &[f32],
         opt: Option<OptState>,
     ) -> Result<GpuModel, CudaError> {
-        let c = config.n_embd;
-        if config.family != Family::Gpt2
-            || config.rotary()
-            || config.kv_heads() != config.n_head
-            || config.ffn() != 4 * c
-            || !config.tie_embeddings
-        {
-            return Err(CudaError::Input(format!(
-                "the GPU engine runs GPT-2 only (learned positions, NH key/value heads, an MLP of 4C, the head tied to wte); this {} model is not",
-                config.family.name()
-            )));
-        }
+        config
+            .validate()
+            .map_err(|e| CudaError::Input(e.to_string()))?;
         let hs = config.head_size();
         if !HEAD_SIZES.contains(&hs) {
             return Err(CudaError::Input(format!(
                 "head size {hs} (n_embd / n_head): the GPU attention is built for head sizes {HEAD_SIZES:?}"
+            )));
+        }
+        let f = config.ffn();
+        if !f.is_multiple_of(8) {
+            return Err(CudaError::Input(format!(
+                "MLP width {f} (ffn_hidden): the GPU kernels take multiples of 8"
             )));
         }
         let layout = ParamLayout::new(&config);
@@ -131,13 +132,26 @@ impl GpuModel {
             Some(o) => Some(TrainState::new(&dev, n, o)?),
         };
         let out = Buf::new(&dev, OUT_SLOTS)?;
+        let rope = if config.rotary() {
+            let inv_freq = config.rope_inv_freq();
+            let (cos, sin) = ferrogpt_core::ops::rope::table::<f32>(config.block_size, &inv_freq);
+            let (cb, sb) = (Buf::new(&dev, cos.len())?, Buf::new(&dev, sin.len())?);
+            dev.htod(cb.ptr(), &cos)?;
+            dev.htod(sb.ptr(), &sin)?;
+            Some((cb, sb))
+        } else {
+            None
+        };
         let tc_attention = dtype == Dtype::Bf16
             && config.head_size() == 64
             && std::env::var("FERROGPT_ATTENTION").map_or(true, |v| v != "cuda-core");
-        // cuBLASLt's algorithms are picked for 256-byte aligned operands: every weight starts
-        // at a multiple of C elements, so C must be a multiple of 128 (bf16).
+        // cuBLASLt's algorithms are picked for 256-byte aligned operands: every GPT-2 weight
+        // starts at a multiple of C or F elements, so both must be multiples of 128 (bf16).
+        // (Only GPT-2's biased linears use its epilogues.)
         let lt = if dtype == Dtype::Bf16
+            && config.family == Family::Gpt2
             && config.n_embd.is_multiple_of(128)
+            && f.is_multiple_of(128)
             && std::env::var("FERROGPT_CUBLASLT").map_or(true, |v| v != "0")
         {
             Lt::new(&dev)?
@@ -154,6 +168,7 @@ impl GpuModel {
             train,
             acts: None,
             out,
+            rope,
             tc_attention,
             lt,
         })
@@ -195,8 +210,20 @@ impl GpuModel {
         Flash {
             tc: self.tensor_core_attention(),
             nh: self.config.n_head,
+            kv: self.config.kv_heads(),
             hs: self.config.head_size(),
         }
+    }
+
+    /// The rotary tables and head shape, with rotary positions.
+    fn rope(&self) -> Option<Rope> {
+        self.rope.as_ref().map(|(c, s)| Rope {
+            cos: c.ptr(),
+            sin: s.ptr(),
+            nh: self.config.n_head,
+            kv: self.config.kv_heads(),
+            hs: self.config.head_size(),
+        })
     }
 
     /// Parameter `p` in the working copy (floatX).
@@ -364,21 +391,22 @@ impl GpuModel {
         }
     }
 
-    /// The fused attention alone, on host data (for tests against the CPU op): `qkv` (B, T, 3C)
-    /// and `dout` (B, T, C) f32, rounded to the model's dtype on upload; returns `out` (B, T, C)
-    /// and `dqkv` (B, T, 3C) as f32. No dropout. Runs the same kernels as a training step
-    /// (tensor-core or CUDA-core, as the model chose) in the scratch of layer 0.
+    /// The fused attention alone, on host data (for tests against the CPU op): `qkv` (B, T, W)
+    /// with W = (NH + 2·KV)·HS and `dout` (B, T, C) f32, rounded to the model's dtype on upload;
+    /// returns `out` (B, T, C) and `dqkv` (B, T, W) as f32. No dropout, no rotation. Runs the
+    /// same kernels as a training step (tensor-core or CUDA-core, as the model chose) in the
+    /// scratch of layer 0.
     pub fn attention_op(
         &mut self,
         qkv: &[f32],
         dout: &[f32],
         t: usize,
     ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
-        let c = self.config.n_embd;
+        let (c, w) = (self.config.n_embd, self.config.qkv_width());
         let n = dout.len() / c;
         if t == 0
             || !n.is_multiple_of(t)
-            || qkv.len() != 3 * n * c
+            || qkv.len() != w * n
             || dout.len() != n * c
             || t > self.config.block_size
         {
@@ -414,7 +442,7 @@ impl GpuModel {
         self.attention_backward(&ab, ps, 0)?;
         Ok((
             self.download_x(ab.out.slice(0, n * c))?,
-            self.download_x(ab.dqkv.slice(0, 3 * n * c))?,
+            self.download_x(ab.dqkv.slice(0, w * n))?,
         ))
     }
 
