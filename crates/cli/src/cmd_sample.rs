@@ -1,12 +1,11 @@
 //! `ferrogpt sample`: stream generated text from a checkpoint (ours or Hugging Face GPT-2's).
 
-use crate::common::{engine_factory, Compute, DeviceArgs};
+use crate::common::{engine_factory, Compute, Device, DeviceArgs};
 use ferrogpt_model::generate::Sampling;
-use ferrogpt_train::checkpoint::load_model;
 use ferrogpt_train::data::DataError;
 use ferrogpt_train::engine::generate;
 use ferrogpt_train::tokenizer::{StreamDecoder, Tokenizer};
-use ferrogpt_train::{EngineError, EngineInit};
+use ferrogpt_train::{CpuEngine, Engine, EngineError, EngineInit};
 use rand::SeedableRng;
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,6 +31,13 @@ pub struct SampleArgs {
     /// Seed of the sampling
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Weights of the matrices while decoding on the CPU: f32, bf16 or int8 (Q8_0, blocks of
+    /// 32) [default: the format the checkpoint stores]. Embeddings, norms and biases stay f32.
+    #[arg(long)]
+    weights: Option<String>,
+    /// Print the time to the first token and the decoding speed to stderr
+    #[arg(long)]
+    timing: bool,
     /// Keep generating past the tokenizer's end-of-text token [default: stop after it, as
     /// transformers' generate does]
     #[arg(long)]
@@ -50,19 +56,21 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         ));
     }
     let level = a.compute.setup()?;
-    let make_engine = engine_factory(level, &a.device)?;
-    let loaded = load_model(&a.checkpoint, 64).map_err(|e| e.to_string())?;
+    let requested = crate::cmd_quantize::parse_weights(a.weights.as_deref())?;
+    let (loaded, _, decode) = crate::cmd_quantize::load(&a.checkpoint, requested)?;
     let tok = &loaded.tokenizer;
     let prompt = match &a.prompt {
         Some(p) => tok.encode(p).map_err(|e| format!("prompt: {e}"))?,
         None => start_ids(tok)?,
     };
-    let mut engine = make_engine(EngineInit {
-        model: &loaded.model,
-        params: loaded.params,
-        train: None,
-    })
-    .map_err(|e| e.to_string())?;
+    let mut engine = inference_engine(
+        level,
+        &a.device,
+        &loaded.model,
+        loaded.params,
+        requested,
+        decode,
+    )?;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed);
     let mut dec = StreamDecoder::new(tok);
     let mut out = std::io::stdout().lock();
@@ -81,6 +89,9 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         allowed: Some(tok.vocab_size()),
         stop: if a.no_stop { None } else { tok.eot() },
     };
+    // When each token arrived (the first after the prompt's prefill).
+    let start = std::time::Instant::now();
+    let mut times = Vec::with_capacity(a.tokens);
     generate(
         engine.as_mut(),
         &loaded.model,
@@ -89,6 +100,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         sampling,
         &mut rng,
         |id| {
+            times.push(start.elapsed().as_secs_f64());
             let s = dec.push(id).map_err(|e| EngineError(e.to_string()))?;
             out.write_all(s.as_bytes())
                 .and_then(|_| out.flush())
@@ -97,7 +109,64 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let _ = writeln!(out, "{}", dec.finish());
+    if a.timing {
+        eprintln!("{}", timing_line(engine.describe(), prompt.len(), &times));
+    }
     Ok(())
+}
+
+/// One line: the engine, the time to the first token (prefill + first step) and the median
+/// time of the later tokens.
+fn timing_line(engine: String, prompt: usize, times: &[f64]) -> String {
+    let Some(&first) = times.first() else {
+        return format!("timing: {engine}: no tokens");
+    };
+    let mut steps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    steps.sort_by(f64::total_cmp);
+    let median = steps.get(steps.len() / 2).copied().unwrap_or(f64::NAN);
+    format!(
+        "timing: {engine}: prompt {prompt} tokens, first token {:.1} ms, then median {:.2} ms/token \
+         over {} tokens ({:.1} tokens/s)",
+        first * 1e3,
+        median * 1e3,
+        steps.len(),
+        1.0 / median
+    )
+}
+
+/// The engine for `sample` and `eval`: the CPU engine decoding with `decode` (or converting
+/// to `requested` when it first decodes), else the device's engine; `--weights` other than
+/// f32 needs the CPU engine.
+pub fn inference_engine(
+    level: ferrogpt_core::Level,
+    device: &DeviceArgs,
+    model: &ferrogpt_model::Gpt,
+    params: Vec<f32>,
+    requested: Option<ferrogpt_gemm::gemv::WeightFormat>,
+    decode: Option<ferrogpt_model::kvcache::DecodeWeights>,
+) -> Result<Box<dyn Engine>, String> {
+    let init = EngineInit {
+        model,
+        params,
+        train: None,
+    };
+    let (dev, _) = device.parse()?;
+    if dev == Device::Cpu {
+        let format = decode
+            .as_ref()
+            .map_or(requested.unwrap_or_default(), |w| w.format());
+        let engine = CpuEngine::new(init, level)
+            .map_err(|e| e.to_string())?
+            .with_weights(format, decode);
+        return Ok(Box::new(engine));
+    }
+    if let Some(f) = requested.filter(|f| *f != ferrogpt_gemm::gemv::WeightFormat::F32) {
+        return Err(format!(
+            "--weights {f} runs on the CPU engine only (--device cpu); the GPU engine computes \
+             in its --dtype"
+        ));
+    }
+    engine_factory(level, device)?(init).map_err(|e| e.to_string())
 }
 
 /// What generation starts from without a prompt: a newline for a char model (nanoGPT starts

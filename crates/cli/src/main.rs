@@ -1,6 +1,6 @@
 //! # ferrogpt: the command-line tool
 //!
-//! `train`, `sample`, `eval`, `tokenize`, `plot`, `bench matmul`, `bench train`, `bench gpu`,
+//! `train`, `sample`, `eval`, `quantize`, `tokenize`, `plot`, `bench matmul`, `bench train`, `bench gpu`,
 //! `info`. Each subcommand lives in its own `cmd_*.rs`; this file only parses and dispatches.
 //! Every error reaches the user as one line on stderr and exit status 1 (2 for unparsable
 //! arguments).
@@ -11,6 +11,7 @@ mod cmd_bench_train;
 mod cmd_eval;
 mod cmd_info;
 mod cmd_plot;
+mod cmd_quantize;
 mod cmd_sample;
 mod cmd_tokenize;
 mod cmd_train;
@@ -38,6 +39,8 @@ enum Command {
     Sample(cmd_sample::SampleArgs),
     /// Mean loss and perplexity of a checkpoint on a data file.
     Eval(cmd_eval::EvalArgs),
+    /// Write a checkpoint with its matrices in int8 (Q8_0) or bf16.
+    Quantize(cmd_quantize::QuantizeArgs),
     /// Encode text (files, folders, JSONL, Parquet) into llm.c token files or shards.
     Tokenize(cmd_tokenize::TokenizeArgs),
     /// Benchmarks: the matmul ladder, and training at each rung.
@@ -65,6 +68,7 @@ fn main() {
         Command::Train(a) => cmd_train::run(*a),
         Command::Sample(a) => cmd_sample::run(a),
         Command::Eval(a) => cmd_eval::run(a),
+        Command::Quantize(a) => cmd_quantize::run(a),
         Command::Tokenize(a) => cmd_tokenize::run(a),
         Command::Bench(BenchCommand::Matmul(a)) => cmd_bench_matmul::run(&a),
         Command::Bench(BenchCommand::Train(a)) => cmd_bench_train::run(a),

@@ -13,6 +13,14 @@
 //!
 //! Evaluation batches run on the shards in parallel, each batch whole on one shard's tape.
 //!
+//! Sampling one sequence decodes with the key/value cache on the GEMV kernels
+//! ([`ferrogpt_model::kvcache::KvCache::decode`]) over the decode weights: the model's
+//! matrices converted once (f32, bf16 or int8; [`CpuEngine::with_weights`]) when first needed
+//! and again after an update. A new prompt (or a slid window) runs on the tape, the GEMM
+//! ladder over `params`: for bf16 and int8 the caller passes the dequantized weights there
+//! (`kvcache::quant::quantize`), so prefill and decoding use the same weights (prefill with
+//! f32 activations).
+//!
 //! `zero_grads` only marks the gradient buffers stale: the next backward pass overwrites them
 //! ([`Write::Set`]), so they are neither zeroed nor read before their first write (at gpt2-124m
 //! size a buffer is 0.5 GB).
@@ -22,6 +30,8 @@ use crate::dist::Collective;
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit};
 use crate::optim::{clip_factor, Optimizer, CHUNK};
 use ferrogpt_core::{Level, Tape, Write};
+use ferrogpt_gemm::gemv::WeightFormat;
+use ferrogpt_model::kvcache::DecodeWeights;
 use ferrogpt_model::Gpt;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -72,6 +82,10 @@ pub struct CpuEngine {
     /// Keys and values of the sequence sampled last (one-row `last_logits`); cleared when the
     /// weights change.
     kv: ferrogpt_model::kvcache::KvCache,
+    /// The matrices as the decoder reads them, in `weights` format; None until the first
+    /// decoded token and after every update.
+    decode: Option<DecodeWeights>,
+    weights: WeightFormat,
     /// ZeRO-1: this rank's block of the parameters, whose optimizer state `opt` holds.
     zero: Option<ZeroBlock>,
 }
@@ -170,8 +184,21 @@ impl CpuEngine {
             reduced: None,
             grad_scale: 1.0,
             kv: Default::default(),
+            decode: None,
+            weights: WeightFormat::F32,
             zero,
         })
+    }
+
+    /// Decodes with the matrices in `format`, converted from the parameters when first needed;
+    /// or with `prebuilt` (read from a quantized checkpoint; its format wins). The parameters
+    /// should already hold the values the format stores (`kvcache::quant::quantize`), so that
+    /// the tape's prefill sees the same weights.
+    pub fn with_weights(mut self, format: WeightFormat, prebuilt: Option<DecodeWeights>) -> Self {
+        self.weights = prebuilt.as_ref().map_or(format, DecodeWeights::format);
+        self.decode = prebuilt;
+        self.kv.clear();
+        self
     }
 
     /// A factory of CPU engines at `level`, for [`crate::trainer::Trainer`] and the CLI.
@@ -266,9 +293,10 @@ impl CpuEngine {
 impl Engine for CpuEngine {
     fn describe(&self) -> String {
         format!(
-            "cpu ({}, {} threads)",
+            "cpu ({}, {} threads, {} decode weights)",
             self.level,
-            rayon::current_num_threads()
+            rayon::current_num_threads(),
+            self.weights
         )
     }
 
@@ -358,6 +386,7 @@ impl Engine for CpuEngine {
     fn update(&mut self, lr: f64, cfg: &TrainConfig) -> Result<(), EngineError> {
         self.training()?;
         self.kv.clear();
+        self.decode = None;
         let kind = self.opt.as_ref().expect("checked by training()").kind;
         if kind != cfg.optimizer {
             return Err(EngineError(format!(
@@ -434,7 +463,16 @@ impl Engine for CpuEngine {
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError> {
         let b = self.check_batch(tokens, None, t)?;
         if b == 1 && self.kv.reusable(tokens) + 1 == tokens.len() && !self.kv.is_empty() {
-            return Ok(self.kv.logits(&self.model, &self.params, tokens));
+            if self.decode.is_none() {
+                let w = DecodeWeights::new(&self.model, &self.params, self.weights)
+                    .map_err(|e| EngineError(e.to_string()))?;
+                self.decode = Some(w);
+            }
+            let w = self.decode.as_ref().expect("built above");
+            return self
+                .kv
+                .decode(&self.model, &self.params, w, tokens)
+                .map_err(|e| EngineError(e.to_string()));
         }
         let v = self.model.config.vocab_size;
         let vp = self.model.config.padded_vocab_size;

@@ -1,0 +1,557 @@
+//! The decoder's weights: every linear layer's matrix and the LM head stored for the GEMV
+//! kernels (`ferrogpt_gemm::gemv`) in f32, bf16 or int8, and quantized checkpoints.
+//!
+//! What is converted: the four matrices of each block (qkv, attention output, MLP in, MLP out)
+//! and the LM head (for a tied head, a copy of the token embedding). What stays f32: the
+//! token and position embeddings, the norms' weights and biases, the linear layers' biases.
+//! Every matrix is stored (out, in) (GPT-2's Conv1D weights are transposed once here), so int8
+//! blocks run along the reduction dimension.
+//!
+//! ## Quantized checkpoints
+//!
+//! `model.safetensors` keeps every f32 tensor of the model under its usual name; each
+//! converted matrix is written in its format:
+//!
+//! * bf16: the matrix under its own name and Hugging Face shape and layout, dtype BF16 (any
+//!   safetensors reader widens it; transformers loads the file as it is). A tied head is not
+//!   stored: it is rounded from the f32 embedding when loaded.
+//! * int8: `NAME.q8_0` (I8, (out, in padded to 32)) and `NAME.q8_0_scale` (F32, (out, in/32)),
+//!   (out, in) whatever the family's layout; a tied head as `lm_head.weight.q8_0`. The file's
+//!   metadata `ferrogpt.weights` names the format and `ferrogpt.quantization` the scheme;
+//!   `config.json` carries the same in its field `ferrogpt_weights`.
+
+use crate::{Gpt, ParamLayout};
+use ferrogpt_core::fsutil::write_atomic;
+use ferrogpt_core::Param;
+use ferrogpt_gemm::gemv::{Kernel, Layout, Matrix, WeightFormat};
+use rayon::prelude::*;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Why converted weights could not be built, written or read; each names the file or tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid safetensors file ({source})", path.display())]
+    Safetensors {
+        path: PathBuf,
+        source: safetensors::SafeTensorError,
+    },
+    #[error("{}: not valid JSON ({source})", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// A tensor is missing, of the wrong dtype or shape, or holds non-finite values.
+    #[error("{}: tensor '{name}' {problem}", path.display())]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        problem: String,
+    },
+    /// The file's `ferrogpt.weights` metadata names no format.
+    #[error("{}: {META_WEIGHTS} '{found}' is not a weight format (f32, bf16, int8)", path.display())]
+    Format { path: PathBuf, found: String },
+    #[error("{found} parameters for a model of {expected}")]
+    ParamsLength { found: usize, expected: usize },
+    /// The GEMV kernel cannot run here.
+    #[error(transparent)]
+    Gemm(#[from] ferrogpt_gemm::GemmError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QuantError + '_ {
+    move |source| QuantError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn st_err(path: &Path) -> impl FnOnce(safetensors::SafeTensorError) -> QuantError + '_ {
+    move |source| QuantError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn tensor_err(path: &Path, name: &str, problem: String) -> QuantError {
+    QuantError::Tensor {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        problem,
+    }
+}
+
+/// Metadata key (safetensors) naming the weight format: "bf16" or "int8".
+pub const META_WEIGHTS: &str = "ferrogpt.weights";
+/// Metadata key (safetensors) describing the quantization scheme.
+pub const META_SCHEME: &str = "ferrogpt.quantization";
+/// The field of `config.json` that describes a converted checkpoint.
+pub const CONFIG_FIELD: &str = "ferrogpt_weights";
+/// Name of the head in files (tied or not).
+const HEAD: &str = "lm_head.weight";
+
+/// One block's matrices, in the order of the forward pass.
+#[derive(Clone, Debug)]
+pub struct BlockMatrices {
+    /// C → (NH + 2·KV)·HS.
+    pub qkv: Matrix,
+    /// NH·HS → C.
+    pub proj: Matrix,
+    /// C → F (GELU) or 2F, [gate | up] (SwiGLU).
+    pub fc: Matrix,
+    /// F → C.
+    pub fc_proj: Matrix,
+}
+
+/// Every matrix the decoder multiplies by, in one format, and the kernel that multiplies.
+#[derive(Clone, Debug)]
+pub struct DecodeWeights {
+    format: WeightFormat,
+    kernel: Kernel,
+    pub blocks: Vec<BlockMatrices>,
+    /// (V, C): the real vocabulary rows only.
+    pub head: Matrix,
+}
+
+/// A matrix of the model: where it lives in the flat buffer, its shape as (out, in), and the
+/// layout of its f32 values there.
+struct Slot {
+    param: Param,
+    rows: usize,
+    cols: usize,
+    layout: Layout,
+}
+
+/// The matrices of one block, as slots.
+fn block_slots(model: &Gpt, li: usize) -> [Slot; 4] {
+    let l = &model.layout;
+    let b = &l.blocks[li];
+    let slot = |p: Param| {
+        if l.weights_out_in {
+            Slot {
+                param: p,
+                rows: p.rows,
+                cols: p.cols,
+                layout: Layout::OutIn,
+            }
+        } else {
+            Slot {
+                param: p,
+                rows: p.cols,
+                cols: p.rows,
+                layout: Layout::InOut,
+            }
+        }
+    };
+    [
+        slot(b.attn_w),
+        slot(b.attn_proj_w),
+        slot(b.fc_w),
+        slot(b.fc_proj_w),
+    ]
+}
+
+/// The head as a slot: V real rows of (Vp, C).
+fn head_slot(model: &Gpt) -> Slot {
+    let h = model.layout.head();
+    Slot {
+        param: Param {
+            rows: model.config.vocab_size,
+            ..h
+        },
+        rows: model.config.vocab_size,
+        cols: h.cols,
+        layout: Layout::OutIn,
+    }
+}
+
+fn all_slots(model: &Gpt) -> Vec<Slot> {
+    let mut s: Vec<Slot> = (0..model.config.n_layer)
+        .flat_map(|li| block_slots(model, li))
+        .collect();
+    s.push(head_slot(model));
+    s
+}
+
+fn build(format: WeightFormat, kernel: Kernel, mut m: Vec<Matrix>) -> DecodeWeights {
+    let head = m.pop().expect("the head is the last matrix");
+    let mut it = m.into_iter();
+    let mut blocks = Vec::new();
+    while let (Some(qkv), Some(proj), Some(fc), Some(fc_proj)) =
+        (it.next(), it.next(), it.next(), it.next())
+    {
+        blocks.push(BlockMatrices {
+            qkv,
+            proj,
+            fc,
+            fc_proj,
+        });
+    }
+    DecodeWeights {
+        format,
+        kernel,
+        blocks,
+        head,
+    }
+}
+
+impl DecodeWeights {
+    /// Converts the matrices of `params` (the model's flat f32 buffer) to `format`, for the
+    /// kernel of the ladder's ISA ([`Kernel::active`]). Matrices convert in parallel. Errors:
+    /// an ISA forced by `FERROGPT_ISA` that this CPU lacks, a buffer of the wrong length.
+    pub fn new(model: &Gpt, params: &[f32], format: WeightFormat) -> Result<Self, QuantError> {
+        if params.len() != model.layout.total {
+            return Err(QuantError::ParamsLength {
+                found: params.len(),
+                expected: model.layout.total,
+            });
+        }
+        let kernel = Kernel::active()?;
+        let m: Vec<Matrix> = all_slots(model)
+            .par_iter()
+            .map(|s| {
+                let w = &params[s.param.offset..s.param.offset + s.rows * s.cols];
+                Matrix::from_f32(format, s.rows, s.cols, w, s.layout)
+            })
+            .collect();
+        Ok(build(format, kernel, m))
+    }
+
+    /// The same weights multiplied by `kernel` instead (tests: every kernel this CPU has).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Result<Self, QuantError> {
+        if !kernel.supported() {
+            return Err(QuantError::Gemm(ferrogpt_gemm::GemmError::Unavailable {
+                level: "gemv",
+                reason: format!("this CPU lacks the {kernel} kernel's instructions"),
+            }));
+        }
+        self.kernel = kernel;
+        Ok(self)
+    }
+
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Bytes of matrix weights one decoded token reads.
+    pub fn bytes(&self) -> usize {
+        self.blocks
+            .iter()
+            .flat_map(|b| [&b.qkv, &b.proj, &b.fc, &b.fc_proj])
+            .chain([&self.head])
+            .map(Matrix::bytes)
+            .sum()
+    }
+
+    fn matrices(&self) -> Vec<&Matrix> {
+        self.blocks
+            .iter()
+            .flat_map(|b| [&b.qkv, &b.proj, &b.fc, &b.fc_proj])
+            .chain([&self.head])
+            .collect()
+    }
+
+    /// Writes the values the matrices stand for (dequantized) into `params`, in the model's
+    /// layout, so that the tape (prefill, evaluation) computes with the same weights. A tied
+    /// head is left alone: the embedding keeps its f32 values, and the head's rounding shows in
+    /// decoding only.
+    pub fn dequantize_into(&self, model: &Gpt, params: &mut [f32]) {
+        let tied = model.layout.lm_head.is_none();
+        for (s, m) in all_slots(model).iter().zip(self.matrices()) {
+            if tied && s.param.offset == model.layout.wte.offset {
+                continue;
+            }
+            let out = &mut params[s.param.offset..s.param.offset + s.rows * s.cols];
+            m.dequantize_into(out, s.layout);
+        }
+    }
+}
+
+/// `params` with every converted matrix replaced by the values `format` stores (the weights a
+/// quantized model has), and the converted matrices: what an engine holds for `--weights`.
+pub fn quantize(
+    model: &Gpt,
+    mut params: Vec<f32>,
+    format: WeightFormat,
+) -> Result<(Vec<f32>, DecodeWeights), QuantError> {
+    let w = DecodeWeights::new(model, &params, format)?;
+    if format != WeightFormat::F32 {
+        w.dequantize_into(model, &mut params);
+    }
+    Ok((params, w))
+}
+
+/// The named tensors of the model that belong to a converted matrix: (name, slot index, first
+/// row of the matrix in (out, in) form, rows), the head last as `lm_head.weight`.
+fn matrix_parts(model: &Gpt) -> Vec<(String, usize, usize, usize)> {
+    let slots = all_slots(model);
+    let l = &model.layout;
+    let mut parts = Vec::new();
+    for (si, s) in slots.iter().enumerate().take(slots.len() - 1) {
+        for (name, p) in &l.named {
+            let inside = p.offset >= s.param.offset && p.offset < s.param.offset + s.param.len();
+            if !inside {
+                continue;
+            }
+            // (out, in) stacks (Llama's q/k/v, gate/up) split by rows; (in, out) tensors are
+            // whole matrices.
+            let (r0, rows) = match s.layout {
+                Layout::OutIn => ((p.offset - s.param.offset) / s.cols, p.rows),
+                Layout::InOut => (0, s.rows),
+            };
+            parts.push((name.clone(), si, r0, rows));
+        }
+    }
+    parts.push((
+        HEAD.to_string(),
+        slots.len() - 1,
+        0,
+        model.config.vocab_size,
+    ));
+    parts
+}
+
+/// The scheme, in words, for metadata and config.json.
+fn scheme(format: WeightFormat) -> &'static str {
+    match format {
+        WeightFormat::F32 => "none",
+        WeightFormat::Bf16 => "bf16 (round to nearest even) of every linear weight and the LM head",
+        WeightFormat::Int8 => {
+            "q8_0: blocks of 32 weights along the input dimension, one f32 scale max|w|/127 per \
+             block, stored (out, in) as NAME.q8_0 (I8) and NAME.q8_0_scale (F32); every linear \
+             weight and the LM head; embeddings, norms and biases f32"
+        }
+    }
+}
+
+/// Writes a converted checkpoint's weights to `path`: the f32 tensors of `params` and the
+/// matrices of `w` in its format (module doc), with `metadata` plus the format's keys.
+pub fn save(
+    path: &Path,
+    model: &Gpt,
+    params: &[f32],
+    w: &DecodeWeights,
+    mut metadata: HashMap<String, String>,
+) -> Result<(), QuantError> {
+    let format = w.format();
+    let l = &model.layout;
+    let v = model.config.vocab_size;
+    let matrices = w.matrices();
+    let parts = matrix_parts(model);
+    let converted: HashMap<&str, _> = parts.iter().map(|p| (p.0.as_str(), p)).collect();
+    // (name, dtype, shape, bytes)
+    let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let f32_bytes = |x: &[f32]| x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    for (name, p) in &l.named {
+        if format != WeightFormat::F32 && converted.contains_key(name.as_str()) {
+            continue;
+        }
+        let (shape, data) = if l.is_vocab_rows(p) {
+            (vec![v, p.cols], &params[p.offset..p.offset + v * p.cols])
+        } else {
+            (ParamLayout::hf_shape(p), &params[p.range()])
+        };
+        out.push((name.clone(), Dtype::F32, shape, f32_bytes(data)));
+    }
+    let tied = l.lm_head.is_none();
+    for (name, si, r0, rows) in &parts {
+        let m = matrices[*si];
+        match format {
+            WeightFormat::F32 => {}
+            WeightFormat::Bf16 => {
+                if tied && name == HEAD {
+                    continue;
+                }
+                let (_, p) = l
+                    .named
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .expect("a part is a named tensor");
+                let bits = m.bf16_bits().expect("bf16 weights");
+                // Back to the file's layout: the rows of this part, transposed for Conv1D.
+                let cols = m.cols();
+                let mut t: Vec<u16> = bits[r0 * cols..(r0 + rows) * cols].to_vec();
+                if !l.weights_out_in {
+                    t = (0..cols)
+                        .flat_map(|c| (0..*rows).map(move |r| (r, c)))
+                        .map(|(r, c)| bits[(r0 + r) * cols + c])
+                        .collect();
+                }
+                let shape = if l.is_vocab_rows(p) {
+                    vec![v, p.cols]
+                } else {
+                    ParamLayout::hf_shape(p)
+                };
+                let bytes = t.iter().flat_map(|h| h.to_le_bytes()).collect();
+                out.push((name.clone(), Dtype::BF16, shape, bytes));
+            }
+            WeightFormat::Int8 => {
+                let (q, d) = m.q8_parts().expect("int8 weights");
+                let (cp, nb) = (m.cols().next_multiple_of(32), m.cols().div_ceil(32));
+                let qs: Vec<u8> = q[r0 * cp..(r0 + rows) * cp]
+                    .iter()
+                    .map(|&x| x as u8)
+                    .collect();
+                out.push((format!("{name}.q8_0"), Dtype::I8, vec![*rows, cp], qs));
+                let ds = f32_bytes(&d[r0 * nb..(r0 + rows) * nb]);
+                out.push((
+                    format!("{name}.q8_0_scale"),
+                    Dtype::F32,
+                    vec![*rows, nb],
+                    ds,
+                ));
+            }
+        }
+    }
+    if format != WeightFormat::F32 {
+        metadata.insert(META_WEIGHTS.into(), format.name().into());
+        metadata.insert(META_SCHEME.into(), scheme(format).into());
+    }
+    let views: Vec<(String, TensorView)> = out
+        .iter()
+        .map(|(n, dt, s, b)| {
+            TensorView::new(*dt, s.clone(), b)
+                .map(|t| (n.clone(), t))
+                .map_err(st_err(path))
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes = safetensors::serialize(views, &Some(metadata)).map_err(st_err(path))?;
+    write_atomic(path, &bytes).map_err(io_err(path))
+}
+
+/// The format a checkpoint's weights file says it holds (its `ferrogpt.weights` metadata):
+/// f32 when it says nothing. Reads only the file's header.
+pub fn file_format(path: &Path) -> Result<WeightFormat, QuantError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(io_err(path))?;
+    // A header past 100 MiB is no safetensors header; the full read reports it.
+    let len = u64::from_le_bytes(n).min(100 << 20);
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(io_err(path))?;
+    let v: Value = serde_json::from_slice(&header).map_err(|source| QuantError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match v
+        .get("__metadata__")
+        .and_then(|m| m.get(META_WEIGHTS))
+        .and_then(Value::as_str)
+    {
+        None => Ok(WeightFormat::F32),
+        Some(s) => s.parse().map_err(|_| QuantError::Format {
+            path: path.to_path_buf(),
+            found: s.to_string(),
+        }),
+    }
+}
+
+/// Reads an int8 checkpoint (see the module doc) into the model's flat f32 buffer, with every
+/// int8 matrix dequantized into its place, and the int8 matrices themselves. Every tensor
+/// must be there with its shape; the error names the file and the tensor.
+pub fn load_int8(path: &Path, model: &Gpt) -> Result<(Vec<f32>, DecodeWeights), QuantError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(st_err(path))?;
+    let get = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<&[u8], QuantError> {
+        let t = st.tensor(name).map_err(|_| {
+            tensor_err(
+                path,
+                name,
+                "is missing (is this an int8 checkpoint of this model?)".into(),
+            )
+        })?;
+        if t.dtype() != dtype || t.shape() != shape {
+            return Err(tensor_err(
+                path,
+                name,
+                format!(
+                    "is {:?} {:?}, expected {dtype:?} {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                ),
+            ));
+        }
+        Ok(t.data())
+    };
+    let to_f32 = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let l = &model.layout;
+    let v = model.config.vocab_size;
+    let parts = matrix_parts(model);
+    let converted: HashMap<&str, ()> = parts.iter().map(|p| (p.0.as_str(), ())).collect();
+    let mut params = vec![0f32; l.total];
+    for (name, p) in &l.named {
+        if converted.contains_key(name.as_str()) {
+            continue;
+        }
+        let rows = if l.is_vocab_rows(p) { v } else { p.rows };
+        let shape = if l.is_vocab_rows(p) {
+            vec![v, p.cols]
+        } else {
+            ParamLayout::hf_shape(p)
+        };
+        let data = to_f32(get(name, Dtype::F32, &shape)?);
+        params[p.offset..p.offset + rows * p.cols].copy_from_slice(&data);
+    }
+    let slots = all_slots(model);
+    let mut q: Vec<Vec<i8>> = slots.iter().map(|_| Vec::new()).collect();
+    let mut d: Vec<Vec<f32>> = slots.iter().map(|_| Vec::new()).collect();
+    for (name, si, _, rows) in &parts {
+        let cp = slots[*si].cols.next_multiple_of(32);
+        let qs = get(&format!("{name}.q8_0"), Dtype::I8, &[*rows, cp])?;
+        q[*si].extend(qs.iter().map(|&b| b as i8));
+        let ds = get(&format!("{name}.q8_0_scale"), Dtype::F32, &[*rows, cp / 32])?;
+        d[*si].extend(to_f32(ds));
+    }
+    let matrices = slots
+        .iter()
+        .zip(q.into_iter().zip(d).zip(&parts))
+        .map(|(s, ((q, d), part))| {
+            Matrix::from_q8(s.rows, s.cols, q, d)
+                .map_err(|e| tensor_err(path, &format!("{}.q8_0", part.0), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let w = build(WeightFormat::Int8, Kernel::active()?, matrices);
+    w.dequantize_into(model, &mut params);
+    if let Some((name, _)) = model
+        .layout
+        .named
+        .iter()
+        .find(|(_, p)| params[p.range()].iter().any(|x| !x.is_finite()))
+    {
+        return Err(tensor_err(path, name, "holds a non-finite value".into()));
+    }
+    Ok((params, w))
+}
+
+/// Adds the `ferrogpt_weights` field (format and scheme) to `dir/config.json`.
+pub fn mark_config(dir: &Path, format: WeightFormat) -> Result<(), QuantError> {
+    let path = dir.join("config.json");
+    let json_err = |source| QuantError::Json {
+        path: path.clone(),
+        source,
+    };
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let mut v: Value = serde_json::from_str(&text).map_err(json_err)?;
+    v[CONFIG_FIELD] = json!({
+        "format": format.name(),
+        "scheme": scheme(format),
+        "block": (format == WeightFormat::Int8).then_some(32),
+    });
+    let text = serde_json::to_string_pretty(&v).map_err(json_err)?;
+    write_atomic(&path, text.as_bytes()).map_err(io_err(&path))
+}
