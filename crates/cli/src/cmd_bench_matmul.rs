@@ -4,7 +4,8 @@
 //! the table (with an ASCII bar chart under it), JSON or CSV. `% of peak` is against the FMA
 //! peak that [`ferrogpt_gemm::hw::measure_peak_on`] measures first on the same number of
 //! threads (at most one per logical core). `--plot FILE.svg|png`
-//! also draws GFLOPS against size, one line per level.
+//! also draws GFLOPS against size, one line per level. `--device cuda[:N]` runs the CUDA rungs
+//! instead (as `bench gpu`), `--device wgpu[:N]` the WGSL rungs of `ferrogpt_wgpu::bench`.
 
 use ferrogpt_gemm::bench::{self, BenchOptions, BenchRow, Dtype};
 use ferrogpt_gemm::{hw, Level};
@@ -27,8 +28,8 @@ pub struct BenchMatmulArgs {
     /// Comma-separated levels, e.g. naive,simd,blas [default: every level available here]
     #[arg(long, value_delimiter = ',')]
     pub levels: Vec<String>,
-    /// Comma-separated square sizes [default: 128,256,512,1024,2048; on a GPU
-    /// 1024,2048,4096,8192]
+    /// Comma-separated square sizes [default: 128,256,512,1024,2048; with cuda
+    /// 1024,2048,4096,8192; with wgpu 1024,2048,4096]
     #[arg(long, value_delimiter = ',')]
     pub sizes: Option<Vec<usize>>,
     /// Element type: f32 or f64.
@@ -43,13 +44,17 @@ pub struct BenchMatmulArgs {
     /// Also draw GFLOPS against size per level into FILE (.svg or .png) [default: no chart]
     #[arg(long, value_name = "FILE")]
     pub plot: Option<std::path::PathBuf>,
-    /// cpu (the CPU ladder), or cuda[:N]: the GPU rungs beside cuBLAS, as `bench gpu`.
+    /// cpu (the CPU ladder); cuda[:N]: the GPU rungs beside cuBLAS, as `bench gpu`; wgpu[:N]:
+    /// the WGSL rungs on adapter N of `ferrogpt info` (0, the best, by default).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 
 /// Runs the benchmark and prints it; errors name the bad argument.
 pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
+    if args.device.starts_with("wgpu") {
+        return run_wgpu(args);
+    }
     if args.device != "cpu" {
         ferrogpt_cuda::parse_device(&args.device).map_err(|e| e.to_string())?;
         let format = match args.format {
@@ -130,6 +135,52 @@ pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
     if let Some(path) = &args.plot {
         plot(&rows, path)?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `--device wgpu[:N]`: every WGSL rung (or `--levels`) at every size, checked against the
+/// f64 oracle; the table, JSON or CSV of `ferrogpt_wgpu::bench`.
+fn run_wgpu(args: &BenchMatmulArgs) -> Result<(), String> {
+    use ferrogpt_wgpu::{bench, Gpu, Level};
+    let index = ferrogpt_wgpu::parse_device(&args.device).map_err(|e| e.to_string())?;
+    if args.dtype != "f32" || args.threads.is_some() || args.plot.is_some() {
+        return Err("--dtype, --threads and --plot are for the CPU ladder; the wgpu table has its f32 and f16 rungs".into());
+    }
+    let levels = args
+        .levels
+        .iter()
+        .map(|s| Level::from_name(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let sizes = args.sizes.clone().unwrap_or_else(|| vec![1024, 2048, 4096]);
+    if sizes.is_empty() || sizes.contains(&0) {
+        return Err("--sizes: expected positive sizes, e.g. 256,1024".into());
+    }
+    let gpu = Gpu::new(index).map_err(|e| e.to_string())?;
+    let (name, clock) = (gpu.name(), gpu.clock());
+    let table = args.format == BenchFormat::Table;
+    if table {
+        eprintln!("bench matmul on wgpu adapter {index}: {name}; sizes {sizes:?}");
+    }
+    let rows = bench::run(&gpu, &sizes, &levels, |r| {
+        if table {
+            match (r.seconds, &r.skipped) {
+                (Some(t), _) => {
+                    eprintln!("  {:<13} {:>6}  {:.3} ms", r.level.name(), r.size, t * 1e3)
+                }
+                (None, Some(why)) => {
+                    eprintln!("  {:<13} {:>6}  skipped: {why}", r.level.name(), r.size)
+                }
+                _ => {}
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    match args.format {
+        BenchFormat::Table => print!("{}", bench::render_table(&name, clock, &rows)),
+        BenchFormat::Json => print!("{}", bench::render_json(&name, clock, &rows)),
+        BenchFormat::Csv => print!("{}", bench::render_csv(&name, clock, &rows)),
     }
     Ok(())
 }

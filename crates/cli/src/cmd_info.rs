@@ -3,7 +3,8 @@
 //! Prints [`ferrogpt_gemm::hw::detect`] and, unless `--no-peak`, the FMA peak of
 //! [`ferrogpt_gemm::hw::measure_peak`] (about 0.2-0.5 s). Text by default; `--format json` prints
 //! one JSON object: the fields of `HwInfo` (`arch`, `os`, `vendor`, `model`, `microarch`,
-//! `logical_cores`, `caches`, `features`, `cuda`) and `peak` (null with `--no-peak`).
+//! `logical_cores`, `caches`, `features`, `cuda`), `peak` (null with `--no-peak`) and `wgpu`
+//! (the adapters of [`ferrogpt_wgpu::adapters`], best first; empty when there is none).
 
 use ferrogpt_gemm::hw::{self, HwInfo, Peak};
 use serde::Serialize;
@@ -18,7 +19,7 @@ pub enum InfoFormat {
     Json,
 }
 
-/// Describe this machine: CPU, cores, caches, ISA features, FMA peak, CUDA GPUs.
+/// Describe this machine: CPU, cores, caches, ISA features, FMA peak, CUDA GPUs, wgpu adapters.
 #[derive(Clone, Debug, clap::Args)]
 pub struct InfoArgs {
     /// Output format.
@@ -35,6 +36,7 @@ struct Report<'a> {
     #[serde(flatten)]
     hw: &'a HwInfo,
     peak: Option<&'a Peak>,
+    wgpu: &'a [ferrogpt_wgpu::AdapterReport],
 }
 
 /// Detect the hardware, measure the peak unless told not to, and print the report to stdout.
@@ -42,12 +44,17 @@ struct Report<'a> {
 pub fn run(args: &InfoArgs) -> Result<(), String> {
     let info = hw::detect();
     let peak = (!args.no_peak).then(hw::measure_peak);
+    let wgpu = ferrogpt_wgpu::adapters();
     match args.format {
-        InfoFormat::Text => print!("{}", hw::render_text(&info, peak.as_ref())),
+        InfoFormat::Text => {
+            print!("{}", hw::render_text(&info, peak.as_ref()));
+            print!("{}", ferrogpt_wgpu::render_text(&wgpu));
+        }
         InfoFormat::Json => {
             let report = Report {
                 hw: &info,
                 peak: peak.as_ref(),
+                wgpu: &wgpu,
             };
             let json = serde_json::to_string_pretty(&report)
                 .map_err(|e| format!("info: cannot write the JSON report: {e}"))?;
