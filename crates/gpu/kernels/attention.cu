@@ -5,14 +5,8 @@
 // k heads (KV) | v heads (KV)], HS columns each; query head h reads key/value head
 // h / (NH/KV) (grouped-query attention; KV = NH is plain multi-head attention, W = 3C).
 // out (B, T, C), C = NH·HS, heads side by side. lse (B, NH, T) f32: the log-sum-exp of each
-// row of scaled scores, saved for the backward.
-//
-// Rotary positions (RoPE) are applied here, not in qkv: with tables rcos, rsin (maxT, HS/2) f32
-// (null without rotary positions), every q and k is turned by its position as it is loaded
-// (HF's rotate-half pairing: dimension i < HS/2 with i + HS/2, angle pos·inv_freq[i]), and
-// dq, dk are turned back (the inverse rotation, the transpose) before they are stored, so
-// dqkv is the gradient of the unrotated qkv:
-//   x'[i] = x[i]·cos − x[i+HS/2]·sin,   x'[i+HS/2] = x[i+HS/2]·cos + x[i]·sin.
+// row of scaled scores, saved for the backward. With rotary positions, q and k arrive rotated
+// (rope.cu) and dq, dk leave with respect to the rotated values.
 //
 //   s_ij = q_i·k_j / sqrt(HS)  (j ≤ i),  P = softmax_j(s),  out_i = Σ_j P_ij Z_ij v_j
 // with Z the attention dropout (0 or 1/(1-p), from (seed, b, h, i, j)).
@@ -47,53 +41,20 @@ __device__ __forceinline__ float attn_dropout(u64 seed, int bh, int T, int i, in
 }
 
 // Loads rows [r0, r0+TILE) of the HS columns from `col` of qkv (row stride W) into
-// s[TILE][HS] (zeros past T), turned by their positions when rcos is set (q and k tiles).
+// s[TILE][HS] (zeros past T).
 template <int HS>
-__device__ __forceinline__ void load_tile(float* s, const floatX* qkv, int b, int col, int r0, int T, int W,
-                                          const float* rcos = nullptr, const float* rsin = nullptr) {
-    constexpr int TILE = Fa<HS>::TILE, H2 = HS / 2;
+__device__ __forceinline__ void load_tile(float* s, const floatX* qkv, int b, int col, int r0, int T, int W) {
+    constexpr int TILE = Fa<HS>::TILE;
     for (int e = threadIdx.x; e < TILE * HS; e += blockDim.x) {
         const int r = e / HS, d = e % HS, t = r0 + r;
-        const floatX* row = qkv + ((size_t)b * T + t) * W + col;
-        float x = t < T ? to_f(row[d]) : 0.0f;
-        if (rcos && t < T) {
-            const int i = d % H2;
-            const float c = rcos[t * H2 + i], sn = rsin[t * H2 + i];
-            x = d < H2 ? x * c - to_f(row[d + H2]) * sn : x * c + to_f(row[d - H2]) * sn;
-        }
-        s[e] = x;
-    }
-}
-
-// Turns one thread's DPT values x of a head (dimensions g·DPT ..) at position pos by `sign`
-// (+1 forward, -1 inverse). The partner dimension (± HS/2) is in the same thread (G = 1) or in
-// lane g ^ G/2 of the row's group (a shuffle: every lane of the warp must call this).
-template <int HS>
-__device__ __forceinline__ void rope_regs(float* x, int g, int pos, const float* rcos, const float* rsin,
-                                          float sign) {
-    using F = Fa<HS>;
-    constexpr int DPT = F::DPT, G = F::G, H2 = HS / 2;
-    float partner[DPT];
-#pragma unroll
-    for (int d = 0; d < DPT; d++) {
-        if constexpr (G == 1) {
-            partner[d] = x[d < H2 ? d + H2 : d - H2];
-        } else {
-            partner[d] = __shfl_xor_sync(0xffffffffu, x[d], G / 2);
-        }
-    }
-#pragma unroll
-    for (int d = 0; d < DPT; d++) {
-        const int dim = g * DPT + d, i = dim % H2;
-        const float c = rcos[pos * H2 + i], sn = sign * rsin[pos * H2 + i];
-        x[d] = dim < H2 ? x[d] * c - partner[d] * sn : x[d] * c + partner[d] * sn;
+        s[e] = t < T ? to_f(qkv[((size_t)b * T + t) * W + col + d]) : 0.0f;
     }
 }
 
 // grid (ceil(T/ROWS), B*NH), block Fa<HS>::THREADS
 template <int HS>
-__device__ void flash_forward(floatX* out, float* lse, const floatX* qkv, const float* rcos, const float* rsin,
-                              int T, int NH, int KV, float p, u64 seed) {
+__device__ void flash_forward(floatX* out, float* lse, const floatX* qkv, int T, int NH, int KV, float p,
+                              u64 seed) {
     using F = Fa<HS>;
     constexpr int DPT = F::DPT, G = F::G, TILE = F::TILE;
     __shared__ float ks[TILE * HS], vs[TILE * HS];
@@ -106,12 +67,11 @@ __device__ void flash_forward(floatX* out, float* lse, const floatX* qkv, const 
         q[d] = i < T ? to_f(qkv[((size_t)b * T + i) * W + h * HS + g * DPT + d]) * scale : 0.0f;
         o[d] = 0.0f;
     }
-    if (rcos) rope_regs<HS>(q, g, min(i, T - 1), rcos, rsin, 1.0f);
     float m = -INFINITY, l = 0.0f;
     const int last = min(q0 + FA_ROWS, T);  // keys needed by this block: 0 .. last-1
     for (int k0 = 0; k0 < last; k0 += TILE) {
         __syncthreads();
-        load_tile<HS>(ks, qkv, b, kc, k0, T, W, rcos, rsin);
+        load_tile<HS>(ks, qkv, b, kc, k0, T, W);
         load_tile<HS>(vs, qkv, b, vc, k0, T, W);
         __syncthreads();
         for (int c0 = 0; c0 < TILE; c0 += 8) {  // chunks of 8 keys: one rescale per chunk
@@ -151,8 +111,8 @@ __device__ void flash_forward(floatX* out, float* lse, const floatX* qkv, const 
 // dq of a block of query rows; also D (B, NH, T). dqkv's q part is overwritten.
 template <int HS>
 __device__ void flash_backward_dq(floatX* dqkv, float* D, const floatX* dout, const floatX* out,
-                                  const floatX* qkv, const float* lse, const float* rcos, const float* rsin,
-                                  int T, int NH, int KV, float p, u64 seed) {
+                                  const floatX* qkv, const float* lse, int T, int NH, int KV, float p,
+                                  u64 seed) {
     using F = Fa<HS>;
     constexpr int DPT = F::DPT, G = F::G, TILE = F::TILE;
     __shared__ float ks[TILE * HS], vs[TILE * HS];
@@ -170,12 +130,11 @@ __device__ void flash_backward_dq(floatX* dqkv, float* D, const floatX* dout, co
         dq[d] = 0.0f;
     }
     di = group_sum<G>(di);
-    if (rcos) rope_regs<HS>(q, g, min(i, T - 1), rcos, rsin, 1.0f);
     const float li = i < T ? lse[(size_t)bh * T + i] : 0.0f;
     const int last = min(q0 + FA_ROWS, T);
     for (int k0 = 0; k0 < last; k0 += TILE) {
         __syncthreads();
-        load_tile<HS>(ks, qkv, b, kc, k0, T, W, rcos, rsin);
+        load_tile<HS>(ks, qkv, b, kc, k0, T, W);
         load_tile<HS>(vs, qkv, b, vc, k0, T, W);
         __syncthreads();
         for (int u = 0; u < TILE; u++) {
@@ -195,7 +154,6 @@ __device__ void flash_backward_dq(floatX* dqkv, float* D, const floatX* dout, co
             for (int d = 0; d < DPT; d++) dq[d] += ds * kr[d];
         }
     }
-    if (rcos) rope_regs<HS>(dq, g, min(i, T - 1), rcos, rsin, -1.0f);  // the gradient of unrotated q
     if (i < T) {
         for (int d = 0; d < DPT; d++)
             dqkv[((size_t)b * T + i) * W + h * HS + g * DPT + d] = from_f(dq[d] * scale);
@@ -208,8 +166,7 @@ __device__ void flash_backward_dq(floatX* dqkv, float* D, const floatX* dout, co
 // in order. dqkv's k and v parts are overwritten.
 template <int HS>
 __device__ void flash_backward_dkdv(floatX* dqkv, const float* D, const floatX* dout, const floatX* qkv,
-                                    const float* lse, const float* rcos, const float* rsin, int T, int NH, int KV,
-                                    float p, u64 seed) {
+                                    const float* lse, int T, int NH, int KV, float p, u64 seed) {
     using F = Fa<HS>;
     constexpr int DPT = F::DPT, G = F::G, TILE = F::TILE;
     __shared__ float qs[TILE * HS], dys[TILE * HS], ls[TILE], ds_[TILE];
@@ -225,13 +182,12 @@ __device__ void flash_backward_dkdv(floatX* dqkv, const float* D, const floatX* 
         dk[d] = 0.0f;
         dv[d] = 0.0f;
     }
-    if (rcos) rope_regs<HS>(k, g, min(j, T - 1), rcos, rsin, 1.0f);
     for (int h = kh * group; h < (kh + 1) * group; h++) {
         const int bh = b * NH + h;
         // Query tiles that can see any of this block's keys: i >= j0.
         for (int i0 = (j0 / TILE) * TILE; i0 < T; i0 += TILE) {
             __syncthreads();
-            load_tile<HS>(qs, qkv, b, h * HS, i0, T, W, rcos, rsin);
+            load_tile<HS>(qs, qkv, b, h * HS, i0, T, W);
             for (int e = threadIdx.x; e < TILE * HS; e += blockDim.x) {
                 const int r = e / HS, d = e % HS, t = i0 + r;
                 dys[e] = t < T ? to_f(dout[((size_t)b * T + t) * C + h * HS + d]) : 0.0f;
@@ -264,7 +220,6 @@ __device__ void flash_backward_dkdv(floatX* dqkv, const float* D, const floatX* 
             }
         }
     }
-    if (rcos) rope_regs<HS>(dk, g, min(j, T - 1), rcos, rsin, -1.0f);  // the gradient of unrotated k
     if (j < T) {
         for (int d = 0; d < DPT; d++) {
             dqkv[krow + d] = from_f(dk[d] * scale);
@@ -274,20 +229,19 @@ __device__ void flash_backward_dkdv(floatX* dqkv, const float* D, const floatX* 
 }
 
 #define FLASH_INSTANCES(HS)                                                                            \
-    extern "C" __global__ void __launch_bounds__(Fa<HS>::THREADS)                                      \
-        flash_forward_##HS(floatX* out, float* lse, const floatX* qkv, const float* rcos, const float* rsin, \
-                           int T, int NH, int KV, float p, u64 seed) {                                 \
-        flash_forward<HS>(out, lse, qkv, rcos, rsin, T, NH, KV, p, seed);                              \
+    extern "C" __global__ void __launch_bounds__(Fa<HS>::THREADS) flash_forward_##HS(                \
+        floatX* out, float* lse, const floatX* qkv, int T, int NH, int KV, float p, u64 seed) {        \
+        flash_forward<HS>(out, lse, qkv, T, NH, KV, p, seed);                                          \
     }                                                                                                  \
     extern "C" __global__ void __launch_bounds__(Fa<HS>::THREADS) flash_backward_dq_##HS(            \
         floatX* dqkv, float* D, const floatX* dout, const floatX* out, const floatX* qkv,              \
-        const float* lse, const float* rcos, const float* rsin, int T, int NH, int KV, float p, u64 seed) { \
-        flash_backward_dq<HS>(dqkv, D, dout, out, qkv, lse, rcos, rsin, T, NH, KV, p, seed);           \
+        const float* lse, int T, int NH, int KV, float p, u64 seed) {                                  \
+        flash_backward_dq<HS>(dqkv, D, dout, out, qkv, lse, T, NH, KV, p, seed);                       \
     }                                                                                                  \
     extern "C" __global__ void __launch_bounds__(Fa<HS>::THREADS) flash_backward_dkdv_##HS(          \
-        floatX* dqkv, const float* D, const floatX* dout, const floatX* qkv, const float* lse,         \
-        const float* rcos, const float* rsin, int T, int NH, int KV, float p, u64 seed) {              \
-        flash_backward_dkdv<HS>(dqkv, D, dout, qkv, lse, rcos, rsin, T, NH, KV, p, seed);              \
+        floatX* dqkv, const float* D, const floatX* dout, const floatX* qkv, const float* lse, int T, \
+        int NH, int KV, float p, u64 seed) {                                                           \
+        flash_backward_dkdv<HS>(dqkv, D, dout, qkv, lse, T, NH, KV, p, seed);                          \
     }
 
 FLASH_INSTANCES(8)

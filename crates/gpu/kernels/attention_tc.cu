@@ -48,12 +48,6 @@
 #define TC_LOG2E 1.4426950408889634f
 #define TC_LN2 0.6931471805599453f
 
-// Rotary positions (the ROPE instances, with tables rcos, rsin (maxT, 32) f32; see attention.cu):
-// q and k tiles are turned in shared memory once they have landed (one more barrier per tile),
-// before their fragments are read; dq and dk are turned back in registers before they are
-// stored (dimension d and d + 32 of a C-fragment row sit in the same lane: n8 tiles j and j + 4).
-// The other instances compile without any of it.
-
 // ---------------------------------------------------------------------------------------------
 // PTX wrappers
 
@@ -217,56 +211,6 @@ __device__ __forceinline__ void tc_store_rows(floatX* dst, size_t ld, int row0, 
     }
 }
 
-// Turns the 64 rows of a smem tile (row r at position r0 + r; rows past T are zeros and stay
-// so) by +angle: each of the 128 threads takes 16 of one row's 32 pairs, 8 at a time (16-byte
-// accesses, both halves).
-__device__ __forceinline__ void tc_rope_tile(floatX* tile, int r0, int T, const float* rcos, const float* rsin) {
-    const int r = threadIdx.x / 2, pos = min(r0 + r, T - 1);
-    floatX* row = tile + r * TC_LD;
-#pragma unroll
-    for (int c8 = 0; c8 < 16; c8 += 8) {
-        const int i = 16 * (threadIdx.x % 2) + c8;
-        const uint4 lo = *(const uint4*)(row + i), hi = *(const uint4*)(row + i + 32);
-        const float4 c0 = *(const float4*)(rcos + pos * 32 + i), c1 = *(const float4*)(rcos + pos * 32 + i + 4);
-        const float4 s0 = *(const float4*)(rsin + pos * 32 + i), s1 = *(const float4*)(rsin + pos * 32 + i + 4);
-        const float cs[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
-        const float sn[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
-        const unsigned lw[4] = {lo.x, lo.y, lo.z, lo.w}, hw[4] = {hi.x, hi.y, hi.z, hi.w};
-        unsigned nl[4], nh[4];
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const float a0 = to_f((floatX)(lw[k] & 0xffffu)), a1 = to_f((floatX)(lw[k] >> 16));
-            const float b0 = to_f((floatX)(hw[k] & 0xffffu)), b1 = to_f((floatX)(hw[k] >> 16));
-            const int e = 2 * k;
-            nl[k] = pack_bf16(a0 * cs[e] - b0 * sn[e], a1 * cs[e + 1] - b1 * sn[e + 1]);
-            nh[k] = pack_bf16(b0 * cs[e] + a0 * sn[e], b1 * cs[e + 1] + a1 * sn[e + 1]);
-        }
-        *(uint4*)(row + i) = make_uint4(nl[0], nl[1], nl[2], nl[3]);
-        *(uint4*)(row + i + 32) = make_uint4(nh[0], nh[1], nh[2], nh[3]);
-    }
-}
-
-// Turns a warp's 16×64 C-fragment tile (rows row0 and row0 + 8 of this lane, at those
-// positions) back (-angle): the gradient of the unrotated q or k.
-__device__ __forceinline__ void tc_rope_inverse(float (*v)[4], int row0, int T, const float* rcos,
-                                                const float* rsin) {
-    const int q = threadIdx.x % 4;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int pos = min(row0 + 8 * r, T - 1);
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int x = 0; x < 2; x++) {
-                const int i = 8 * j + 2 * q + x, e = 2 * r + x;
-                const float c = rcos[pos * 32 + i], sn = rsin[pos * 32 + i];
-                const float lo = v[j][e], hi = v[j + 4][e];
-                v[j][e] = lo * c + hi * sn;
-                v[j + 4][e] = hi * c - lo * sn;
-            }
-    }
-}
-
 __device__ __forceinline__ float quad_max(float v) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
@@ -293,10 +237,9 @@ __device__ __forceinline__ float quad_sum(float v) {
 // Two instances: plain multi-head attention (KV = NH: V is C columns after K, as before GQA,
 // which keeps this kernel within its 128 registers) and grouped-query attention (`_gqa`: the
 // key/value head's own columns; one more live offset, which costs a small spill at 128).
-template <bool GQA, bool ROPE>
-__device__ __forceinline__ void flash_tc_forward_impl(floatX* out, float* lse, const floatX* qkv, const float* rcos,
-                                                      const float* rsin, int T, int NH, int KV, float p,
-                                                      u64 seed) {
+template <bool GQA>
+__device__ __forceinline__ void flash_tc_forward_impl(floatX* out, float* lse, const floatX* qkv, int T, int NH,
+                                                      int KV, float p, u64 seed) {
     __shared__ __align__(128) floatX sm[4 * TC_TILE];  // [K0 | V0 | K1 | V1]
     const int C = NH * TC_HS, bh = blockIdx.y, b = bh / NH, h = bh % NH;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
@@ -316,10 +259,6 @@ __device__ __forceinline__ void flash_tc_forward_impl(floatX* out, float* lse, c
     cp_async_commit();
     cp_async_wait<1>();  // Q has landed (this thread's part) ...
     __syncthreads();     // ... and everyone's
-    if (ROPE) {
-        tc_rope_tile(sm + 2 * TC_TILE, q0, T, rcos, rsin);
-        __syncthreads();
-    }
     unsigned qf[4][4];
     tc_afrag(qf, s0 + 2 * TC_TILE_B);
 
@@ -335,10 +274,6 @@ __device__ __forceinline__ void flash_tc_forward_impl(floatX* out, float* lse, c
         cp_async_commit();  // (an empty group on the last tile keeps the count uniform)
         cp_async_wait<1>();
         __syncthreads();  // tile t is in smem
-        if (ROPE) {
-            tc_rope_tile(sm + (t & 1) * 2 * TC_TILE, 64 * t, T, rcos, rsin);
-            __syncthreads();
-        }
         const unsigned kt = s0 + (t & 1) * 2 * TC_TILE_B, vt = kt + TC_TILE_B;
 
         float s[8][4] = {};
@@ -408,15 +343,14 @@ __device__ __forceinline__ void flash_tc_forward_impl(floatX* out, float* lse, c
     tc_store_rows(out + (size_t)b * T * C + h * TC_HS, C, q0 + 16 * w, T, o, 1.0f, sm);
 }
 
-#define TC_FORWARD(name, GQA, ROPE)                                                                    \
-    extern "C" __global__ void __launch_bounds__(128, 4) name(floatX* out, float* lse, const floatX* qkv,   \
-                                                              const float* rcos, const float* rsin, int T, \
-                                                              int NH, int KV, float p, u64 seed) {          \
-        flash_tc_forward_impl<GQA, ROPE>(out, lse, qkv, rcos, rsin, T, NH, KV, p, seed);                   \
-    }
-TC_FORWARD(flash_tc_forward, false, false)
-TC_FORWARD(flash_tc_forward_rope, false, true)
-TC_FORWARD(flash_tc_forward_gqa_rope, true, true)
+extern "C" __global__ void __launch_bounds__(128, 4)
+    flash_tc_forward(floatX* out, float* lse, const floatX* qkv, int T, int NH, int KV, float p, u64 seed) {
+    flash_tc_forward_impl<false>(out, lse, qkv, T, NH, KV, p, seed);
+}
+extern "C" __global__ void __launch_bounds__(128, 4)
+    flash_tc_forward_gqa(floatX* out, float* lse, const floatX* qkv, int T, int NH, int KV, float p, u64 seed) {
+    flash_tc_forward_impl<true>(out, lse, qkv, T, NH, KV, p, seed);
+}
 
 // D (B, NH, T) = rowsum(dout * out), f32. 8 lanes per (row, head), one 16-byte chunk (8
 // values) of each operand per lane, summed over the 8 lanes with shuffles: a warp reads 4
@@ -453,11 +387,9 @@ extern "C" __global__ void flash_tc_delta(float* D, const floatX* dout, const fl
 // Shared memory as in the forward: [K0 | V0 | K1 | V1], Q and dO passing through stage 1
 // once; their fragments stay in registers. __launch_bounds__(128, 3): at most 168 registers,
 // 3 blocks per SM (180 registers unbounded: 2 blocks, ~6% slower; no spills at 168).
-template <bool ROPE>
-__device__ __forceinline__ void flash_tc_backward_dq_impl(floatX* dqkv, const float* D, const floatX* dout,
-                                                          const floatX* qkv, const float* lse, const float* rcos,
-                                                          const float* rsin, int T, int NH, int KV, float p,
-                                                          u64 seed) {
+extern "C" __global__ void __launch_bounds__(128, 3)
+    flash_tc_backward_dq(floatX* dqkv, const float* D, const floatX* dout, const floatX* qkv, const float* lse,
+                         int T, int NH, int KV, float p, u64 seed) {
     __shared__ __align__(128) floatX sm[4 * TC_TILE];
     const int C = NH * TC_HS, bh = blockIdx.y, b = bh / NH, h = bh % NH;
     const int kd = C + (h / (NH / KV) - h) * TC_HS, vd = kd + KV * TC_HS;
@@ -485,10 +417,6 @@ __device__ __forceinline__ void flash_tc_backward_dq_impl(floatX* dqkv, const fl
     }
     cp_async_wait<1>();
     __syncthreads();
-    if (ROPE) {
-        tc_rope_tile(sm + 2 * TC_TILE, q0, T, rcos, rsin);
-        __syncthreads();
-    }
     unsigned qf[4][4], yf[4][4];
     tc_afrag(qf, s0 + 2 * TC_TILE_B);
     tc_afrag(yf, s0 + 3 * TC_TILE_B);
@@ -505,10 +433,6 @@ __device__ __forceinline__ void flash_tc_backward_dq_impl(floatX* dqkv, const fl
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (ROPE) {
-            tc_rope_tile(sm + (t & 1) * 2 * TC_TILE, 64 * t, T, rcos, rsin);
-            __syncthreads();
-        }
         const unsigned kt = s0 + (t & 1) * 2 * TC_TILE_B, vt = kt + TC_TILE_B;
 
         float s[8][4] = {}, dp[8][4] = {};
@@ -545,19 +469,8 @@ __device__ __forceinline__ void flash_tc_backward_dq_impl(floatX* dqkv, const fl
     }
     cp_async_wait<0>();
     __syncthreads();
-    if (ROPE) tc_rope_inverse(dq, row0, T, rcos, rsin);
     tc_store_rows(dqkv + (size_t)b * T * ld + h * TC_HS, ld, q0 + 16 * w, T, dq, scale, sm);
 }
-
-#define TC_DQ(name, ROPE)                                                                               \
-    extern "C" __global__ void __launch_bounds__(128, 3)                                                \
-        name(floatX* dqkv, const float* D, const floatX* dout, const floatX* qkv, const float* lse,    \
-             const float* rcos, const float* rsin, int T, int NH, int KV, float p, u64 seed) {         \
-        flash_tc_backward_dq_impl<ROPE>(dqkv, D, dout, qkv, lse, rcos, rsin, T, NH, KV, p, seed);      \
-    }
-TC_DQ(flash_tc_backward_dq, false)
-TC_DQ(flash_tc_backward_dq_rope, true)
-
 
 // ---------------------------------------------------------------------------------------------
 // dk, dv for 64 key rows of one key/value head. grid (ceil(T/64), B*KV), 128 threads.
@@ -568,11 +481,9 @@ TC_DQ(flash_tc_backward_dq_rope, true)
 // dSᵀ = Pᵀ∘(dPᵀ∘Zᵀ - D_col), dk += dSᵀ·Q; dk·scale at the end.
 // Shared memory: two stages of [Q tile | dO tile] plus lse and D of the tile's 64 queries;
 // K and V pass through stage 1 once.
-template <bool ROPE>
-__device__ __forceinline__ void flash_tc_backward_dkdv_impl(floatX* dqkv, const float* D, const floatX* dout,
-                                                            const floatX* qkv, const float* lse, const float* rcos,
-                                                            const float* rsin, int T, int NH, int KV, float p,
-                                                            u64 seed) {
+extern "C" __global__ void __launch_bounds__(128)
+    flash_tc_backward_dkdv(floatX* dqkv, const float* D, const floatX* dout, const floatX* qkv, const float* lse,
+                           int T, int NH, int KV, float p, u64 seed) {
     __shared__ __align__(128) floatX sm[4 * TC_TILE];  // [Q0 | dO0 | Q1 | dO1]
     __shared__ __align__(16) float sl[2][64], sd[2][64];  // lse, D per stage
     const int C = NH * TC_HS, bkv = blockIdx.y, b = bkv / KV, kh = bkv % KV, group = NH / KV;
@@ -607,10 +518,6 @@ __device__ __forceinline__ void flash_tc_backward_dkdv_impl(floatX* dqkv, const 
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (ROPE) {
-        tc_rope_tile(sm + 2 * TC_TILE, j0, T, rcos, rsin);  // K
-        __syncthreads();
-    }
     unsigned kf[4][4], vf[4][4];
     tc_afrag(kf, s0 + 2 * TC_TILE_B);
     tc_afrag(vf, s0 + 3 * TC_TILE_B);
@@ -624,10 +531,6 @@ __device__ __forceinline__ void flash_tc_backward_dkdv_impl(floatX* dqkv, const 
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (ROPE) {
-            tc_rope_tile(sm + (it & 1) * 2 * TC_TILE, i0, T, rcos, rsin);  // Q
-            __syncthreads();
-        }
         const unsigned qt = s0 + (it & 1) * 2 * TC_TILE_B, yt = qt + TC_TILE_B;
         const float* ls = sl[it & 1];
         const float* dsv = sd[it & 1];
@@ -686,18 +589,8 @@ __device__ __forceinline__ void flash_tc_backward_dkdv_impl(floatX* dqkv, const 
     cp_async_wait<0>();
     __syncthreads();
     floatX* dst = dqkv + (size_t)b * T * ld + C + kh * TC_HS;
-    if (ROPE) tc_rope_inverse(dk, key0, T, rcos, rsin);
     tc_store_rows(dst, ld, j0 + 16 * w, T, dk, scale, sm);
     tc_store_rows(dst + KV * TC_HS, ld, j0 + 16 * w, T, dv, 1.0f, sm + 64 * TC_LD);
 }
-
-#define TC_DKDV(name, ROPE)                                                                             \
-    extern "C" __global__ void __launch_bounds__(128)                                                   \
-        name(floatX* dqkv, const float* D, const floatX* dout, const floatX* qkv, const float* lse,    \
-             const float* rcos, const float* rsin, int T, int NH, int KV, float p, u64 seed) {         \
-        flash_tc_backward_dkdv_impl<ROPE>(dqkv, D, dout, qkv, lse, rcos, rsin, T, NH, KV, p, seed);    \
-    }
-TC_DKDV(flash_tc_backward_dkdv, false)
-TC_DKDV(flash_tc_backward_dkdv_rope, true)
 
 #endif  // FERRO_BF16

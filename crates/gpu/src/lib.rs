@@ -11,7 +11,7 @@
 //!   launches, copies, cuBLAS calls, and cuBLASLt products with the bias (and GELU) fused
 //!   into the epilogue.
 //! * `kernels/*.cu`: one file per layer group (encoder, layernorm + rmsnorm, elementwise
-//!   (GELU, SwiGLU, residual), attention (with RoPE), softmax + cross-entropy, optimizer), forward
+//!   (GELU, SwiGLU, residual), rope, attention, softmax + cross-entropy, optimizer), forward
 //!   and backward side by side, compiled at run time by NVRTC for the GPU's architecture,
 //!   once per [`Dtype`].
 //! * [`engine`]: [`GpuEngine`], the training loop's `Engine` on top of [`GpuModel`].

@@ -25,10 +25,11 @@ use ferrogpt_cuda::{CudaError, Gpu};
 use crate::Dtype;
 
 /// The kernel sources, pasted after `common.cuh` into one NVRTC program per dtype.
-const SOURCES: [(&str, &str); 7] = [
+const SOURCES: [(&str, &str); 8] = [
     ("encoder.cu", include_str!("../kernels/encoder.cu")),
     ("layernorm.cu", include_str!("../kernels/layernorm.cu")),
     ("elementwise.cu", include_str!("../kernels/elementwise.cu")),
+    ("rope.cu", include_str!("../kernels/rope.cu")),
     ("attention.cu", include_str!("../kernels/attention.cu")),
     (
         "attention_tc.cu",
@@ -42,7 +43,7 @@ const COMMON: &str = include_str!("../kernels/common.cuh");
 /// Head sizes the fused attention is instantiated for.
 pub const HEAD_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
 
-const KERNELS: [&str; 21] = [
+const KERNELS: [&str; 22] = [
     "encoder_forward",
     "encoder_backward_wte",
     "encoder_backward_wpe",
@@ -57,6 +58,7 @@ const KERNELS: [&str; 21] = [
     "gelu_backward",
     "swiglu_forward",
     "swiglu_backward",
+    "rope",
     "residual_forward",
     "dropout_backward",
     "to_floatx",
@@ -367,13 +369,10 @@ impl Dev {
         if dtype == Dtype::Bf16 {
             for k in [
                 "flash_tc_forward",
-                "flash_tc_forward_rope",
-                "flash_tc_forward_gqa_rope",
+                "flash_tc_forward_gqa",
                 "flash_tc_delta",
                 "flash_tc_backward_dq",
-                "flash_tc_backward_dq_rope",
                 "flash_tc_backward_dkdv",
-                "flash_tc_backward_dkdv_rope",
             ] {
                 names.push(k.into());
             }

@@ -22,6 +22,7 @@ fn kernels_compile_with_nvrtc() {
                     "softmax_ce",
                     "rmsnorm_backward",
                     "swiglu_backward",
+                    "rope",
                 ] {
                     assert!(
                         ptx.contains(&format!(".entry {k}")),

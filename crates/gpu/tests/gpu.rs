@@ -698,60 +698,44 @@ fn adamw_steps_match_the_cpu(cfg: GptConfig, steps: u64) {
 }
 
 /// The fused attention alone against the CPU's plain attention op (which materialises the
-/// scores), forward and backward, on odd shapes and every head size, with and without rotary
-/// positions (the CPU's rope before its attention, and rope's backward after): fp32 (CUDA
-/// cores) within 1e-5 relative to the largest value, bf16 (tensor cores at head size 64)
-/// within 2e-2 relative L2 (inputs rounded to bf16, probabilities rounded again before P·V).
+/// scores), forward and backward, on odd shapes and every head size: fp32 (CUDA cores)
+/// within 1e-5 relative to the largest value, bf16 (tensor cores at head size 64) within 2e-2
+/// relative L2 (inputs rounded to bf16, probabilities rounded again before P·V).
 #[test]
 fn fused_attention_matches_the_cpu_op() {
     use ferrogpt_core::ops::attention::{self, Dims};
-    use ferrogpt_core::ops::{rope, Write};
     let Some(_) = gpu() else { return };
-    // (B, T, NH, KV, HS, rotary): KV < NH is grouped-query attention (dK, dV summed over a
-    // group; a Llama, so rotary).
-    for (b, t, nh, kv, hs, rot) in [
-        (2, 77, 3, 3, 64, false),
-        (1, 130, 2, 2, 32, false),
-        (3, 1, 2, 2, 64, false),
-        (2, 64, 1, 1, 128, false),
-        (1, 200, 4, 4, 8, false),
-        (2, 150, 2, 2, 16, false),
-        (2, 77, 3, 3, 64, true),
-        (1, 130, 2, 2, 32, true),
-        (1, 200, 4, 4, 8, true),
-        (2, 64, 1, 1, 128, true),
-        (2, 77, 4, 2, 64, true),
-        (1, 130, 6, 2, 32, true),
-        (2, 33, 3, 1, 16, true),
-        (1, 150, 9, 3, 64, true),
+    // (B, T, NH, KV, HS): KV < NH is grouped-query attention (dK, dV summed over a group).
+    for (b, t, nh, kv, hs) in [
+        (2, 77, 3, 3, 64),
+        (1, 130, 2, 2, 32),
+        (3, 1, 2, 2, 64),
+        (2, 64, 1, 1, 128),
+        (1, 200, 4, 4, 8),
+        (2, 150, 2, 2, 16),
+        (2, 77, 4, 2, 64),
+        (1, 130, 6, 2, 32),
+        (2, 33, 3, 1, 16),
+        (1, 150, 9, 3, 64),
     ] {
-        let (c, w) = (nh * hs, (nh + 2 * kv) * hs);
-        let cfg = match (kv == nh, rot) {
-            (true, false) => config(1, nh, c, t.max(8), 16),
-            (true, true) => rotary(config(1, nh, c, t.max(8), 16)),
-            _ => llama(1, nh, kv, c, 64, t.max(8), 16, true),
-        };
+        let c = nh * hs;
+        let w = (nh + 2 * kv) * hs;
         let mut rng = Rng64::seed_from_u64((b * 1000 + t + kv) as u64);
         let qkv: Vec<f64> = (0..b * t * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let dout: Vec<f64> = (0..b * t * c).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let d = Dims { b, t, c, nh, kv };
-        let (cos, sin) = rope::table::<f64>(t, &cfg.rope_inv_freq());
-        let mut turned = qkv.clone();
-        if rot {
-            rope::forward(&mut turned, &qkv, &cos, &sin, t, w, nh + kv);
-        }
         let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
-        attention::forward_reference(&mut out, &mut att, &turned, None, d);
-        let mut dturned = vec![0.0; qkv.len()];
-        attention::backward_reference(&mut dturned, &dout, &turned, &att, None, d);
-        let mut dqkv = dturned.clone();
-        if rot {
-            rope::backward(Write::Set, &mut dqkv, &dturned, &cos, &sin, t, w, nh + kv);
-        }
+        attention::forward_reference(&mut out, &mut att, &qkv, None, d);
+        let mut dqkv = vec![0.0; qkv.len()];
+        attention::backward_reference(&mut dqkv, &dout, &qkv, &att, None, d);
         let q32: Vec<f32> = qkv.iter().map(|&x| x as f32).collect();
         let d32: Vec<f32> = dout.iter().map(|&x| x as f32).collect();
         for dtype in [Dtype::F32, Dtype::Bf16] {
-            let cfg = cfg.clone();
+            let cfg = if kv == nh {
+                config(1, nh, c, t.max(8), 16)
+            } else {
+                llama(1, nh, kv, c, 64, t.max(8), 16, true)
+            };
             let p = vec![0.0f32; ferrogpt_model::ParamLayout::new(&cfg).total];
             let mut g =
                 GpuModel::new(ferrogpt_cuda::Gpu::new(0).unwrap(), dtype, cfg, &p, None).unwrap();
@@ -770,7 +754,7 @@ fn fused_attention_matches_the_cpu_op() {
             let (o_max, o_l2) = rel(&go, &out);
             let (g_max, g_l2) = rel(&gd, &dqkv);
             println!(
-                "{dtype:?} B={b} T={t} NH={nh} KV={kv} HS={hs} rotary {rot} (tensor cores: {}): out {o_max:.1e}/{o_l2:.1e}, dqkv {g_max:.1e}/{g_l2:.1e}",
+                "{dtype:?} B={b} T={t} NH={nh} KV={kv} HS={hs} (tensor cores: {}): out {o_max:.1e}/{o_l2:.1e}, dqkv {g_max:.1e}/{g_l2:.1e}",
                 g.tensor_core_attention()
             );
             match dtype {

@@ -47,7 +47,7 @@ pub(super) struct NormStats {
 pub(super) struct LayerActs {
     pub ln1: DevPtr<X>,     // (N, C)
     pub ln1_s: NormStats,   // (N) each
-    pub qkv: DevPtr<X>,     // (N, W), q and k unrotated
+    pub qkv: DevPtr<X>,     // (N, W): q and k rotated with rotary positions
     pub atty: DevPtr<X>,    // (N, C)
     pub lse: DevPtr<f32>,   // (B, NH, T)
     pub res2: DevPtr<X>,    // (N, C): residual after attention

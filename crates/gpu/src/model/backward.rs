@@ -75,8 +75,8 @@ impl GpuModel {
         self.norm_backward(a.dres, a.dln, la.res2, w, b, la.ln2_s, n, true)
     }
 
-    /// Attention: res2 = resid + drop(proj(attn(qkv(norm1(resid))))) (rotary positions inside
-    /// attn); dres += its gradient.
+    /// Attention: res2 = resid + drop(proj(attn(rope(qkv(norm1(resid)))))); dres += its
+    /// gradient.
     fn attn_backward(
         &self,
         a: &Acts,
@@ -91,6 +91,10 @@ impl GpuModel {
         let (pw, pb) = (blk.attn_proj_w, blk.attn_proj_b);
         self.linear_backward(a.dln, dproj, la.atty, pw, pb, n, c, c)?;
         self.attention_backward(&a.attn(la), ps, ps.seed(site))?;
+        if let Some(r) = self.rope() {
+            // dqkv is the gradient of the rotated q, k: turn it back.
+            launch::rope(&self.dev, a.dqkv, r, n, ps.t, true)?;
+        }
         self.linear_backward(a.dln, a.dqkv, la.ln1, blk.attn_w, blk.attn_b, n, c, w)?;
         let (nw, nb) = (blk.ln_1_w, blk.ln_1_b);
         self.norm_backward(a.dres, a.dln, resid, nw, nb, la.ln1_s, n, true)

@@ -123,9 +123,8 @@ impl GpuModel {
         }
     }
 
-    /// res2 = resid + drop(proj(attn(qkv(norm1(resid))))), dropout sites `site` (attention)
-    /// and `site + 1` (residual). qkv (N, W), unrotated: with rotary positions the attention
-    /// kernels turn q and k.
+    /// res2 = resid + drop(proj(attn(rope(qkv(norm1(resid)))))), dropout sites `site`
+    /// (attention) and `site + 1` (residual). qkv (N, W); rope with rotary positions only.
     fn attn_forward(
         &self,
         a: &Acts,
@@ -151,6 +150,9 @@ impl GpuModel {
                 Epilogue::Bias { bias: self.w(b) },
             )?,
             _ => self.linear(la.qkv, la.ln1, blk.attn_w, blk.attn_b, n, c, w)?,
+        }
+        if let Some(r) = self.rope() {
+            launch::rope(d, la.qkv, r, n, ps.t, false)?;
         }
         self.attention_forward(&a.attn(la), ps, ps.seed(site))?;
         self.linear(a.proj, la.atty, blk.attn_proj_w, None, n, c, c)?;

@@ -441,6 +441,51 @@ pub(super) fn to_floatx(
     unsafe { dev.launch_n("to_floatx", len, &args) }
 }
 
+// --- rope.cu ----------------------------------------------------------------------------
+
+/// The rotary tables and the head shape [`rope`] works with: cos and sin (maxT, HS/2) f32,
+/// `nh` query and `kv` key/value heads of `hs`.
+#[derive(Clone, Copy)]
+pub(super) struct Rope {
+    pub cos: DevPtr<f32>,
+    pub sin: DevPtr<f32>,
+    pub nh: usize,
+    pub kv: usize,
+    pub hs: usize,
+}
+
+/// Turns the q and k heads of qkv (N, (NH + 2·KV)·HS), in place, by their rows' positions
+/// (row n at n % T): forward, or with `inverse` the inverse rotation (the backward, on dqkv).
+pub(super) fn rope(
+    dev: &Dev,
+    qkv: DevPtr<X>,
+    r: Rope,
+    n: usize,
+    t: usize,
+    inverse: bool,
+) -> Result<(), CudaError> {
+    let (heads, w) = (r.nh + r.kv, (r.nh + 2 * r.kv) * r.hs);
+    let h2 = r.hs / 2;
+    assert!(
+        h2.is_multiple_of(4) && t * h2 <= r.cos.len(),
+        "rope: head size {} or T {t} beyond the tables",
+        r.hs
+    );
+    let args = [
+        qkv.arg(n * w),
+        r.cos.arg(t * h2),
+        r.sin.arg(t * h2),
+        Arg::I(n),
+        Arg::I(t),
+        Arg::I(heads),
+        Arg::I(r.hs),
+        Arg::I(w),
+        Arg::F(if inverse { -1.0 } else { 1.0 }),
+    ];
+    // SAFETY: the signature of rope.cu; the views cover the shapes (checked).
+    unsafe { dev.launch_n("rope", n * heads * h2 / 4, &args) }
+}
+
 // --- softmax_ce.cu ----------------------------------------------------------------------
 
 /// losses (N) = cross-entropy of softmax(logits (N, Vp)[:, :V]) at targets (N); with
@@ -584,34 +629,23 @@ pub(super) fn sum_final(
 
 /// Which fused attention runs: the tensor-core kernels (`tc`: bf16, head size 64) or the
 /// CUDA-core ones instantiated per head size; `nh` query heads of `hs` sharing `kv` key/value
-/// heads; with `rope`, rotary positions from its cos and sin tables (maxT, HS/2) f32, applied
-/// to q and k inside the kernels. qkv rows are W = (NH + 2·KV)·HS wide, out rows C = NH·HS.
+/// heads. qkv rows are W = (NH + 2·KV)·HS wide, out rows C = NH·HS.
 #[derive(Clone, Copy)]
 pub(super) struct Flash {
     pub tc: bool,
     pub nh: usize,
     pub kv: usize,
     pub hs: usize,
-    pub rope: Option<(DevPtr<f32>, DevPtr<f32>)>,
 }
 
 impl Flash {
-    /// The kernel's name and block size: `tc` on the tensor cores (`tc_rope` with rotary
-    /// positions), else `base_HS`.
-    fn kernel(self, base: &str, tc: &str, tc_rope: &str) -> (String, usize) {
+    /// The kernel's name and block size: `tc` on the tensor cores, else `base_HS`.
+    fn kernel(self, base: &str, tc: &str) -> (String, usize) {
         let hs = self.hs;
-        match (self.tc, self.rope) {
-            (true, None) => (tc.to_string(), 128),
-            (true, Some(_)) => (tc_rope.to_string(), 128),
-            (false, _) => (format!("{base}_{hs}"), FA_ROWS * (hs / hs.min(16))),
-        }
-    }
-
-    /// The rotary tables as kernel arguments (null pointers without), checked to cover T rows.
-    fn rope_args(self, t: usize) -> [Arg; 2] {
-        match self.rope {
-            Some((c, s)) => [c.arg(t * self.hs / 2), s.arg(t * self.hs / 2)],
-            None => [Arg::P(0), Arg::P(0)],
+        if self.tc {
+            (tc.to_string(), 128)
+        } else {
+            (format!("{base}_{hs}"), FA_ROWS * (hs / hs.min(16)))
         }
     }
 
@@ -625,8 +659,8 @@ impl Flash {
         (self.nh + 2 * self.kv) * self.hs
     }
 
-    /// out (N, C) and lse (B, NH, T) from qkv (N, W) (q and k turned by their positions with
-    /// `rope`), causal, dropout `p` from `seed` on the probabilities.
+    /// out (N, C) and lse (B, NH, T) from qkv (N, W), causal, dropout `p` from `seed` on
+    /// the probabilities.
     pub fn forward(
         self,
         dev: &Dev,
@@ -639,26 +673,16 @@ impl Flash {
         seed: u64,
     ) -> Result<(), CudaError> {
         let (c, nh) = (self.nh * self.hs, self.nh);
-        // (The tensor-core forward for grouped-query heads exists with rotary positions only,
-        // as the Llama family has them.)
-        if self.tc && self.kv != nh && self.rope.is_none() {
-            return Err(CudaError::Input(
-                "grouped-query attention without rotary positions has no tensor-core kernel".into(),
-            ));
-        }
-        let tc_rope = if self.kv == nh {
-            "flash_tc_forward_rope"
+        let tc = if self.kv == nh {
+            "flash_tc_forward"
         } else {
-            "flash_tc_forward_gqa_rope"
+            "flash_tc_forward_gqa"
         };
-        let (name, threads) = self.kernel("flash_forward", "flash_tc_forward", tc_rope);
-        let [rc, rs] = self.rope_args(t);
+        let (name, threads) = self.kernel("flash_forward", tc);
         let args = [
             out.arg(n * c),
             lse.arg(n * nh),
             qkv.arg(n * self.w()),
-            rc,
-            rs,
             Arg::I(t),
             Arg::I(nh),
             Arg::I(self.kv),
@@ -692,7 +716,7 @@ impl Flash {
         unsafe { dev.launch_n("flash_tc_delta", n * nh, &args) }
     }
 
-    /// The dq part of dqkv (N, W) (with `rope`, the gradient of the unrotated q), written, from dout, qkv, lse and the forward's dropout
+    /// The dq part of dqkv (N, W), written, from dout, qkv, lse and the forward's dropout
     /// masks. The CUDA-core kernel computes delta itself from dout and `out` (and stores
     /// it); the tensor-core one reads it ([`Flash::tc_delta`]) and takes no `out`.
     pub fn backward_dq(
@@ -710,17 +734,12 @@ impl Flash {
         seed: u64,
     ) -> Result<(), CudaError> {
         let (c, nh) = (self.nh * self.hs, self.nh);
-        let (name, threads) = self.kernel(
-            "flash_backward_dq",
-            "flash_tc_backward_dq",
-            "flash_tc_backward_dq_rope",
-        );
+        let (name, threads) = self.kernel("flash_backward_dq", "flash_tc_backward_dq");
         let mut args = vec![dqkv.arg(n * self.w()), delta.arg(n * nh), dout.arg(n * c)];
         if !self.tc {
             args.push(out.arg(n * c));
         }
         args.extend([qkv.arg(n * self.w()), lse.arg(n * nh)]);
-        args.extend(self.rope_args(t));
         args.extend([
             Arg::I(t),
             Arg::I(nh),
@@ -732,9 +751,8 @@ impl Flash {
         unsafe { dev.launch(&name, self.grid(n, t, nh), threads, &args) }
     }
 
-    /// The dk and dv parts of dqkv (N, W) (with `rope`, dk of the unrotated k), written, from
-    /// delta, dout, qkv and lse: one block per key tile of one (row of the batch, key/value
-    /// head), summing over its query heads.
+    /// The dk and dv parts of dqkv (N, W), written, from delta, dout, qkv and lse: one block
+    /// per key tile of one (row of the batch, key/value head), summing over its query heads.
     pub fn backward_dkdv(
         self,
         dev: &Dev,
@@ -749,20 +767,13 @@ impl Flash {
         seed: u64,
     ) -> Result<(), CudaError> {
         let (c, nh) = (self.nh * self.hs, self.nh);
-        let (name, threads) = self.kernel(
-            "flash_backward_dkdv",
-            "flash_tc_backward_dkdv",
-            "flash_tc_backward_dkdv_rope",
-        );
-        let [rc, rs] = self.rope_args(t);
+        let (name, threads) = self.kernel("flash_backward_dkdv", "flash_tc_backward_dkdv");
         let args = [
             dqkv.arg(n * self.w()),
             delta.arg(n * nh),
             dout.arg(n * c),
             qkv.arg(n * self.w()),
             lse.arg(n * nh),
-            rc,
-            rs,
             Arg::I(t),
             Arg::I(nh),
             Arg::I(self.kv),

@@ -4,11 +4,13 @@
 //! flat allocation.
 //!
 //! What a config selects here: LayerNorm with biases (GPT-2) or RMSNorm (Llama); GELU on F or
-//! SwiGLU on [gate | up] (2F); learned positions or RoPE (inside the attention kernels: q and
-//! k turned as they are loaded, dq and dk turned back before they are stored; the tables are
-//! uploaded once); NH query heads over KV key/value heads in both attention paths; linear
-//! weights (in, out) (GPT-2) or (out, in) (Llama: cuBLAS reads them transposed, no copies);
-//! the LM head tied to wte or its own.
+//! SwiGLU on [gate | up] (2F); learned positions or RoPE (a pass over the packed qkv after its
+//! product, and the inverse pass over dqkv; the tables are uploaded once. RoPE inside the
+//! attention kernels was built and tested (commit bc3620b) and lost: turning every streamed
+//! q/k tile in shared memory costs the tensor-core kernels a barrier and a pass per tile, more
+//! than the two passes here; see docs/benchmarks.md); NH query heads over
+//! KV key/value heads in both attention paths; linear weights (in, out) (GPT-2) or (out, in)
+//! (Llama: cuBLAS reads them transposed, no copies); the LM head tied to wte or its own.
 //!
 //! Precision ([`Dtype`]): `F32` runs everything in f32. `Bf16` stores activations, activation
 //! gradients and a working copy of the weights in bf16 and multiplies in bf16 on the tensor
@@ -45,7 +47,7 @@ use crate::raw::{Buf, Dev, DevPtr, HEAD_SIZES, X};
 use crate::Dtype;
 use acts::Acts;
 use forward::Pass;
-use launch::Flash;
+use launch::{Flash, Rope};
 use optim::TrainState;
 
 /// Losses (or norms) the result buffer holds before the host reads them back.
@@ -213,8 +215,18 @@ impl GpuModel {
             nh: self.config.n_head,
             kv: self.config.kv_heads(),
             hs: self.config.head_size(),
-            rope: self.rope.as_ref().map(|(c, s)| (c.ptr(), s.ptr())),
         }
+    }
+
+    /// The rotary tables and head shape, with rotary positions.
+    fn rope(&self) -> Option<Rope> {
+        self.rope.as_ref().map(|(c, s)| Rope {
+            cos: c.ptr(),
+            sin: s.ptr(),
+            nh: self.config.n_head,
+            kv: self.config.kv_heads(),
+            hs: self.config.head_size(),
+        })
     }
 
     /// Parameter `p` in the working copy (floatX).
@@ -384,9 +396,9 @@ impl GpuModel {
 
     /// The fused attention alone, on host data (for tests against the CPU op): `qkv` (B, T, W)
     /// with W = (NH + 2·KV)·HS and `dout` (B, T, C) f32, rounded to the model's dtype on upload;
-    /// returns `out` (B, T, C) and `dqkv` (B, T, W) as f32. No dropout; rotary positions when
-    /// the model has them (the CPU's rope, attention, rope backward). Runs the same kernels as
-    /// a training step (tensor-core or CUDA-core, as the model chose) in the scratch of layer 0.
+    /// returns `out` (B, T, C) and `dqkv` (B, T, W) as f32. No dropout, no rotation. Runs the
+    /// same kernels as a training step (tensor-core or CUDA-core, as the model chose) in the
+    /// scratch of layer 0.
     pub fn attention_op(
         &mut self,
         qkv: &[f32],
