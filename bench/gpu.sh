@@ -9,19 +9,23 @@
 #   (crates/gpu/tests). DATA is Tiny Shakespeare (default BIN_DIR/tinyshakespeare.txt).
 # OUT_DIR receives summary.txt and logs.tar.gz (every log, the peer's JSON, the metrics). PyTorch (python3 -c "import torch") is
 # the peer; without it the peer rows are skipped. PARTS picks parts (default all):
-#   tests ladder gpt2 char sample
+#   tests ladder gpt2 llama char sample
+# (llama: the smollm-135m preset's training step beside bench/peers/pytorch_llama.py.)
 set -u -o pipefail
 BIN=$(cd "${1:?BIN_DIR}" && pwd)
 OUT=${2:?OUT_DIR}
 RAW="$OUT/raw"
 DATA=${3:-$BIN/tinyshakespeare.txt}
-PARTS=${PARTS:-"tests ladder gpt2 char sample"}
+PARTS=${PARTS:-"tests ladder gpt2 llama char sample"}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$RAW"
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
 done
 export FERROGPT_CACHE=${FERROGPT_CACHE:-/tmp/ferrogpt-cache}
+# The GPU tests read tests/fixtures (llama-tiny) from this checkout, not the one they were built in.
+export FERROGPT_FIXTURES=${FERROGPT_FIXTURES:-$ROOT/tests/fixtures}
+export NCCL_NVLS_ENABLE=0
 S="$OUT/summary.txt"
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 torch_ok() { python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; }
@@ -60,6 +64,19 @@ if has gpt2; then
                 "$RAW/torch-gpt2-$dt.json" | tee -a "$S"
         fi
     done
+fi
+
+if has llama; then
+    # GPT-2's tokenizer (the preset's): vocabulary 50257, padded to 50304; the peer the same size.
+    echo "## smollm-135m training step, bf16, B=16, T=1024 (random tokens)" | tee -a "$S"
+    "$BIN/ferrogpt" bench train --device cuda --dtype bf16 --preset smollm-135m --batch-size 16 --seq-len 1024 \
+        --steps 20 --warmup 5 2>"$RAW/smollm.err" | tee -a "$S" || rc=1
+    if torch_ok; then
+        PYTHONUNBUFFERED=1 python3 "$ROOT/bench/peers/pytorch_llama.py" --device cuda --compile --preset smollm-135m \
+            --vocab 50304 --steps 20 --warmup 5 >"$RAW/torch-smollm.json" 2>"$RAW/torch-smollm.err" || rc=1
+        python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"PyTorch compile bf16: {r['median_step_s']*1e3:.2f} ms/step, {r['tokens_per_s']:.0f} tokens/s, MFU {100*(r.get('mfu') or 0):.1f}%\")" \
+            "$RAW/torch-smollm.json" | tee -a "$S"
+    fi
 fi
 
 if has char; then
