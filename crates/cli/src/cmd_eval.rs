@@ -82,7 +82,7 @@ pub fn run(a: EvalArgs) -> Result<(), String> {
             &loaded.model,
             loaded.params,
             requested,
-            decode,
+            None,
         )?;
         evaluate_tokens(engine.as_mut(), &tokens, a.batch_size, t, a.max_windows)
             .map_err(|e| e.to_string())?

@@ -69,7 +69,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         &loaded.model,
         loaded.params,
         requested,
-        decode,
+        Some(decode),
     )?;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed);
     let mut dec = StreamDecoder::new(tok);
@@ -134,16 +134,17 @@ fn timing_line(engine: String, prompt: usize, times: &[f64]) -> String {
     )
 }
 
-/// The engine for `sample` and `eval`: the CPU engine decoding with `decode` (or converting
-/// to `requested` when it first decodes), else the device's engine; `--weights` other than
-/// f32 needs the CPU engine.
+/// The engine for `sample` and `eval`: for `sample` (`decoding` is Some) the CPU engine
+/// decoding with the given matrices (or the parameters converted to `requested`), for `eval`
+/// (None) the CPU engine's tape alone; else the device's engine. `--weights` other than f32
+/// needs the CPU engine.
 pub fn inference_engine(
     level: ferrogpt_core::Level,
     device: &DeviceArgs,
     model: &ferrogpt_model::Gpt,
     params: Vec<f32>,
     requested: Option<ferrogpt_gemm::gemv::WeightFormat>,
-    decode: Option<ferrogpt_model::kvcache::DecodeWeights>,
+    decoding: Option<Option<ferrogpt_model::kvcache::DecodeWeights>>,
 ) -> Result<Box<dyn Engine>, String> {
     let init = EngineInit {
         model,
@@ -152,12 +153,16 @@ pub fn inference_engine(
     };
     let (dev, _) = device.parse()?;
     if dev == Device::Cpu {
+        let engine = CpuEngine::new(init, level).map_err(|e| e.to_string())?;
+        let Some(decode) = decoding else {
+            return Ok(Box::new(engine));
+        };
         let format = decode
             .as_ref()
             .map_or(requested.unwrap_or_default(), |w| w.format());
-        let engine = CpuEngine::new(init, level)
-            .map_err(|e| e.to_string())?
-            .with_weights(format, decode);
+        let engine = engine
+            .with_weights(format, decode)
+            .map_err(|e| e.to_string())?;
         return Ok(Box::new(engine));
     }
     if let Some(f) = requested.filter(|f| *f != ferrogpt_gemm::gemv::WeightFormat::F32) {

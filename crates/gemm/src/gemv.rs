@@ -46,8 +46,11 @@
 //! saturate its i16 pairs with that offset, so the AVX2 kernel takes llama.cpp's sign trick:
 //! `|w| · (x·sign(w))`.
 //!
-//! The f32 and bf16 kernels compute four rows at a time (x loaded once for the four), two
-//! accumulators a row with AVX2; int8 likewise four rows sharing each block of `x`.
+//! Every kernel computes four rows at a time (x loaded once for the four), from the packed
+//! layout of [`Matrix`] (four rows interleaved chunk by chunk: one sequential stream a thread).
+//! bf16 is widened without a shuffle: a 32-bit lane holding two bf16 values gives the even one
+//! by a shift left of 16 and the odd one by masking the low half, and `x` is reordered once per
+//! product to match ([even positions | odd positions] per run of two vectors).
 //!
 //! Threads: rows are split into chunks (a multiple of 4 rows, several per thread, so that a
 //! core slowed by another process is balanced by rayon's stealing), each chunk computed and its
@@ -221,25 +224,76 @@ impl fmt::Display for Kernel {
     }
 }
 
-/// The stored weights of a [`Matrix`], row-major (out, in).
+/// Rows interleaved in the stored layout: the kernels compute this many rows at a time.
+pub const GROUP: usize = 4;
+/// Columns of one chunk of an f32 matrix (one AVX-512 vector, two AVX2 vectors).
+const F32_CHUNK: usize = 16;
+/// Columns of one chunk of a bf16 matrix (64 bytes a row).
+const BF16_CHUNK: usize = 32;
+
+/// The stored weights of a [`Matrix`], packed for the kernels (see [`Matrix`]).
 #[derive(Clone, Debug)]
 enum Data {
-    /// rows × cols.
     F32(Vec<f32>),
-    /// rows × cols bf16 bit patterns.
+    /// bf16 bit patterns.
     Bf16(Vec<u16>),
-    /// `q`: rows × padded cols (a multiple of [`Q8_BLOCK`]; padding zero); `d`: one scale per
-    /// block, rows × padded cols / 32.
-    Q8 { q: Vec<i8>, d: Vec<f32> },
+    /// `q`: the quants, packed with chunks of one block; `d`: one scale per block and row,
+    /// `(g, b, i)` at `(g·nb + b)·GROUP + i`.
+    Q8 {
+        q: Vec<i8>,
+        d: Vec<f32>,
+    },
 }
 
-/// A weight matrix stored for [`gemv`]: `rows` outputs × `cols` inputs, (out, in) row-major, in
-/// one of the [`WeightFormat`]s.
+/// A weight matrix stored for [`gemv`]: `rows` outputs × `cols` inputs in one of the
+/// [`WeightFormat`]s, packed so that each thread reads one sequential stream.
+///
+/// The rows are taken [`GROUP`] = 4 at a time (the last group padded with zero rows) and the
+/// columns in chunks (16 for f32, 32 for bf16 and int8; the last padded with zeros); a group
+/// stores its chunks in order, each chunk its four rows one after the other:
+///
+/// ```text
+/// element (r, c):  g = r / 4, i = r % 4, ch = c / CHUNK
+///                  at ((g · chunks + ch) · 4 + i) · CHUNK + c % CHUNK
+/// ```
+///
+/// Four rows read side by side (one load of x serves four rows) would otherwise be four
+/// streams a few hundred bytes long each, too short for the hardware prefetcher; packed, a
+/// thread's rows are one stream front to back.
 #[derive(Clone, Debug)]
 pub struct Matrix {
     rows: usize,
     cols: usize,
     data: Data,
+}
+
+/// Packs `rows × cols` values given row by row (`src`, row-major) into the layout of
+/// [`Matrix`] with chunks of `chunk` columns.
+fn pack<T: Copy + Default>(src: &[T], rows: usize, cols: usize, chunk: usize) -> Vec<T> {
+    let nch = cols.div_ceil(chunk);
+    let mut out = vec![T::default(); rows.div_ceil(GROUP) * nch * GROUP * chunk];
+    for r in 0..rows {
+        let (g, i) = (r / GROUP, r % GROUP);
+        for (ch, part) in src[r * cols..(r + 1) * cols].chunks(chunk).enumerate() {
+            let at = ((g * nch + ch) * GROUP + i) * chunk;
+            out[at..at + part.len()].copy_from_slice(part);
+        }
+    }
+    out
+}
+
+/// The inverse of [`pack`]: `rows × cols` row-major.
+fn unpack<T: Copy>(src: &[T], rows: usize, cols: usize, chunk: usize) -> Vec<T> {
+    let nch = cols.div_ceil(chunk);
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        let (g, i) = (r / GROUP, r % GROUP);
+        for ch in 0..nch {
+            let at = ((g * nch + ch) * GROUP + i) * chunk;
+            out.extend_from_slice(&src[at..at + chunk.min(cols - ch * chunk)]);
+        }
+    }
+    out
 }
 
 impl Matrix {
@@ -254,53 +308,49 @@ impl Matrix {
         layout: Layout,
     ) -> Matrix {
         assert_eq!(w.len(), rows * cols, "weights of a {rows}x{cols} matrix");
-        let at = |r: usize, c: usize| match layout {
-            Layout::OutIn => w[r * cols + c],
-            Layout::InOut => w[c * rows + r],
+        let transposed;
+        let w = match layout {
+            Layout::OutIn => w,
+            Layout::InOut => {
+                transposed = transpose(w, cols, rows);
+                &transposed[..]
+            }
         };
         let data = match format {
-            WeightFormat::F32 => Data::F32(match layout {
-                Layout::OutIn => w.to_vec(),
-                Layout::InOut => crate::gemv::transpose(w, cols, rows),
-            }),
-            WeightFormat::Bf16 => Data::Bf16(match layout {
-                Layout::OutIn => w.iter().map(|&v| f32_to_bf16(v)).collect(),
-                Layout::InOut => {
-                    let t = crate::gemv::transpose(w, cols, rows);
-                    t.iter().map(|&v| f32_to_bf16(v)).collect()
-                }
-            }),
+            WeightFormat::F32 => Data::F32(pack(w, rows, cols, F32_CHUNK)),
+            WeightFormat::Bf16 => {
+                let bits: Vec<u16> = w.iter().map(|&v| f32_to_bf16(v)).collect();
+                Data::Bf16(pack(&bits, rows, cols, BF16_CHUNK))
+            }
             WeightFormat::Int8 => {
                 let cp = cols.next_multiple_of(Q8_BLOCK);
                 let nb = cp / Q8_BLOCK;
                 let mut q = vec![0i8; rows * cp];
                 let mut d = vec![0f32; rows * nb];
-                let mut row = vec![0f32; cp];
                 for r in 0..rows {
-                    for (c, v) in row.iter_mut().enumerate().take(cols) {
-                        *v = at(r, c);
-                    }
                     for b in 0..nb {
-                        let blk = &row[b * Q8_BLOCK..(b + 1) * Q8_BLOCK];
-                        let out = &mut q[r * cp + b * Q8_BLOCK..][..Q8_BLOCK];
+                        let c1 = ((b + 1) * Q8_BLOCK).min(cols);
+                        let blk = &w[r * cols + b * Q8_BLOCK..r * cols + c1];
+                        let out = &mut q[r * cp + b * Q8_BLOCK..][..blk.len()];
                         d[r * nb + b] = quantize_q8_block(blk, out);
                     }
                 }
-                Data::Q8 { q, d }
+                return Matrix::from_q8(rows, cols, q, d).expect("shapes made here");
             }
         };
         Matrix { rows, cols, data }
     }
 
-    /// An int8 matrix from its stored parts (a quantized checkpoint): `q` rows × padded cols
-    /// (cols rounded up to 32; padding zero), `d` rows × padded cols / 32 finite scales.
+    /// An int8 matrix from its parts row by row (a quantized checkpoint): `q` rows × padded
+    /// cols (cols rounded up to 32; padding zero), `d` rows × padded cols / 32 finite scales.
     pub fn from_q8(rows: usize, cols: usize, q: Vec<i8>, d: Vec<f32>) -> Result<Matrix, GemmError> {
         let cp = cols.next_multiple_of(Q8_BLOCK);
-        if q.len() != rows * cp || d.len() != rows * cp / Q8_BLOCK {
+        let nb = cp / Q8_BLOCK;
+        if q.len() != rows * cp || d.len() != rows * nb {
             return Err(GemmError::Shape(format!(
                 "an int8 {rows}x{cols} matrix needs {} quants and {} scales, found {} and {}",
                 rows * cp,
-                rows * cp / Q8_BLOCK,
+                rows * nb,
                 q.len(),
                 d.len()
             )));
@@ -314,11 +364,14 @@ impl Matrix {
         Ok(Matrix {
             rows,
             cols,
-            data: Data::Q8 { q, d },
+            data: Data::Q8 {
+                q: pack(&q, rows, cp, Q8_BLOCK),
+                d: pack(&d, rows, nb, 1),
+            },
         })
     }
 
-    /// A bf16 matrix from its stored bit patterns, (out, in), rows × cols.
+    /// A bf16 matrix from its bit patterns row by row, (out, in), rows × cols.
     pub fn from_bf16(rows: usize, cols: usize, bits: Vec<u16>) -> Result<Matrix, GemmError> {
         if bits.len() != rows * cols {
             return Err(GemmError::Shape(format!(
@@ -330,7 +383,7 @@ impl Matrix {
         Ok(Matrix {
             rows,
             cols,
-            data: Data::Bf16(bits),
+            data: Data::Bf16(pack(&bits, rows, cols, BF16_CHUNK)),
         })
     }
 
@@ -350,7 +403,7 @@ impl Matrix {
         }
     }
 
-    /// Bytes the weights take (what one product reads).
+    /// Bytes the stored weights take (what one product reads), padding included.
     pub fn bytes(&self) -> usize {
         match &self.data {
             Data::F32(w) => 4 * w.len(),
@@ -359,18 +412,24 @@ impl Matrix {
         }
     }
 
-    /// The int8 parts (quants, rows × padded cols; scales, rows × padded cols / 32).
-    pub fn q8_parts(&self) -> Option<(&[i8], &[f32])> {
+    /// The int8 parts row by row: quants rows × padded cols, scales rows × padded cols / 32.
+    pub fn q8_rows(&self) -> Option<(Vec<i8>, Vec<f32>)> {
         match &self.data {
-            Data::Q8 { q, d } => Some((q, d)),
+            Data::Q8 { q, d } => {
+                let cp = self.cols.next_multiple_of(Q8_BLOCK);
+                Some((
+                    unpack(q, self.rows, cp, Q8_BLOCK),
+                    unpack(d, self.rows, cp / Q8_BLOCK, 1),
+                ))
+            }
             _ => None,
         }
     }
 
-    /// The bf16 bit patterns, (out, in).
-    pub fn bf16_bits(&self) -> Option<&[u16]> {
+    /// The bf16 bit patterns row by row, (out, in).
+    pub fn bf16_rows(&self) -> Option<Vec<u16>> {
         match &self.data {
-            Data::Bf16(w) => Some(w),
+            Data::Bf16(w) => Some(unpack(w, self.rows, self.cols, BF16_CHUNK)),
             _ => None,
         }
     }
@@ -380,9 +439,13 @@ impl Matrix {
     pub fn dequantize(&self) -> Vec<f32> {
         let (rows, cols) = (self.rows, self.cols);
         match &self.data {
-            Data::F32(w) => w.clone(),
-            Data::Bf16(w) => w.iter().map(|&b| bf16_to_f32(b)).collect(),
-            Data::Q8 { q, d } => {
+            Data::F32(w) => unpack(w, rows, cols, F32_CHUNK),
+            Data::Bf16(_) => {
+                let bits = self.bf16_rows().expect("bf16");
+                bits.iter().map(|&b| bf16_to_f32(b)).collect()
+            }
+            Data::Q8 { .. } => {
+                let (q, d) = self.q8_rows().expect("int8");
                 let cp = cols.next_multiple_of(Q8_BLOCK);
                 let nb = cp / Q8_BLOCK;
                 let mut out = Vec::with_capacity(rows * cols);
@@ -404,21 +467,62 @@ impl Matrix {
     }
 }
 
-/// `a` (r × c, row-major) transposed: c × r.
+/// `a` (r × c, row-major) transposed: c × r. Sixteen rows of `a` at a time, each read front to
+/// back, so that every output row gets 16 consecutive values (one cache line) per pass.
 fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
+    assert_eq!(a.len(), r * c);
     let mut t = vec![0f32; a.len()];
-    // Tiles of 32×32 keep both sides in cache.
-    const TILE: usize = 32;
-    for i0 in (0..r).step_by(TILE) {
-        for j0 in (0..c).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(r) {
-                for j in j0..(j0 + TILE).min(c) {
-                    t[j * r + i] = a[i * c + j];
-                }
+    const STRIP: usize = 16;
+    for i0 in (0..r).step_by(STRIP) {
+        let n = STRIP.min(r - i0);
+        let src = &a[i0 * c..(i0 + n) * c];
+        for (j, out) in t.chunks_exact_mut(r).enumerate() {
+            let out = &mut out[i0..i0 + n];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = src[i * c + j];
             }
         }
     }
     t
+}
+
+/// The input vector as a kernel reads it.
+enum Input {
+    /// f32 weights: x padded with zeros to whole chunks.
+    F32(Vec<f32>),
+    /// bf16 weights: x padded to whole chunks and, for the vector kernels, each run of 2L
+    /// values (L the lanes) reordered as [even positions | odd positions] (module doc of
+    /// `x86.rs`).
+    Bf16(Vec<f32>),
+    Q8(QuantizedVector),
+}
+
+impl Input {
+    fn new(kernel: Kernel, w: &Matrix, x: &[f32]) -> Input {
+        let padded = |chunk: usize| {
+            let mut v = x.to_vec();
+            v.resize(x.len().next_multiple_of(chunk), 0.0);
+            v
+        };
+        match w.data {
+            Data::F32(_) => Input::F32(padded(F32_CHUNK)),
+            Data::Q8 { .. } => Input::Q8(QuantizedVector::new(x)),
+            Data::Bf16(_) => {
+                let v = padded(BF16_CHUNK);
+                let run = match kernel {
+                    Kernel::Avx512Vnni | Kernel::Avx512 => 32,
+                    Kernel::AvxVnni | Kernel::Avx2 => 16,
+                    Kernel::Scalar => return Input::Bf16(v),
+                };
+                let mut out = Vec::with_capacity(v.len());
+                for r in v.chunks_exact(run) {
+                    out.extend(r.iter().step_by(2));
+                    out.extend(r.iter().skip(1).step_by(2));
+                }
+                Input::Bf16(out)
+            }
+        }
+    }
 }
 
 /// `y (+)= W·x (+ bias)` (module doc) with `kernel`, split over rayon's threads.
@@ -445,26 +549,29 @@ pub fn gemv(
             bias.map(<[f32]>::len)
         )));
     }
-    let xq = match w.data {
-        Data::Q8 { .. } => Some(QuantizedVector::new(x)),
-        _ => None,
-    };
+    let input = Input::new(kernel, w, x);
     let threads = if w.bytes() < PARALLEL_MIN_BYTES || crate::in_serial() {
         1
     } else {
         rayon::current_num_threads().max(1)
     };
-    // Four chunks a thread, each a multiple of 4 rows.
-    let chunk = w.rows.div_ceil(4 * threads).next_multiple_of(4).max(4);
+    // Four chunks a thread, each whole groups.
+    let chunk = w
+        .rows
+        .div_ceil(4 * threads)
+        .next_multiple_of(GROUP)
+        .max(GROUP);
     let task = |(ci, yc): (usize, &mut [f32])| {
-        let r0 = ci * chunk;
-        let mut tmp = [0f32; 64];
-        for (s, ys) in yc.chunks_mut(tmp.len()).enumerate() {
-            let rs = r0 + s * tmp.len();
-            let t = &mut tmp[..ys.len()];
-            rows_into(kernel, w, rs, x, xq.as_ref(), t);
+        let g0 = ci * chunk / GROUP;
+        const SUB: usize = 16; // groups computed into `tmp` at a time
+        let mut tmp = [0f32; SUB * GROUP];
+        for (s, ys) in yc.chunks_mut(SUB * GROUP).enumerate() {
+            let groups = ys.len().div_ceil(GROUP);
+            let t = &mut tmp[..groups * GROUP];
+            groups_into(kernel, w, g0 + s * SUB, &input, t);
+            let r0 = (g0 + s * SUB) * GROUP;
             for (i, (yv, &v)) in ys.iter_mut().zip(t.iter()).enumerate() {
-                let b = bias.map_or(0.0, |b| b[rs + i]);
+                let b = bias.map_or(0.0, |b| b[r0 + i]);
                 *yv = if accumulate { *yv + v + b } else { v + b };
             }
         }
@@ -477,71 +584,59 @@ pub fn gemv(
     Ok(())
 }
 
-/// `out[i] = Σ_c W[r0 + i, c]·x[c]` for `i < out.len()` with `kernel` (checked by the caller).
-fn rows_into(
-    kernel: Kernel,
-    w: &Matrix,
-    r0: usize,
-    x: &[f32],
-    xq: Option<&QuantizedVector>,
-    out: &mut [f32],
-) {
-    let (rows, k) = (out.len(), w.cols);
-    assert!(r0 + rows <= w.rows);
-    match &w.data {
-        Data::F32(a) => {
-            let a = &a[r0 * k..(r0 + rows) * k];
+/// `out[i] = Σ_c W[4·g0 + i, c]·x[c]` for the `out.len() / 4` groups from `g0` (padding rows
+/// included) with `kernel` (checked by the caller).
+fn groups_into(kernel: Kernel, w: &Matrix, g0: usize, x: &Input, out: &mut [f32]) {
+    let groups = out.len() / GROUP;
+    assert!(g0 + groups <= w.rows.div_ceil(GROUP));
+    match (&w.data, x) {
+        (Data::F32(a), Input::F32(x)) => {
+            let g = x.len() * GROUP; // values a group
+            let a = &a[g0 * g..(g0 + groups) * g];
             match kernel {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX-512F present (checked by `gemv`); `a` holds rows × k values, x k,
-                // out rows.
+                // SAFETY: AVX-512F present (checked by `gemv`); `a` holds `groups` packed
+                // groups of x.len() chunked columns, out 4 per group.
+                Kernel::Avx512Vnni | Kernel::Avx512 => unsafe { x86::groups_f32_avx512(a, x, out) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2+FMA present; lengths as above (checked again inside).
+                Kernel::AvxVnni | Kernel::Avx2 => unsafe { x86::groups_f32_avx2(a, x, out) },
+                _ => portable::groups_f32(a, x, F32_CHUNK, out),
+            }
+        }
+        (Data::Bf16(a), Input::Bf16(x)) => {
+            let g = x.len() * GROUP;
+            let a = &a[g0 * g..(g0 + groups) * g];
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX-512F present; x reordered for 16 lanes (Input::new).
                 Kernel::Avx512Vnni | Kernel::Avx512 => unsafe {
-                    x86::rows_f32_avx512(a.as_ptr(), k, rows, x.as_ptr(), k, out.as_mut_ptr())
+                    x86::groups_bf16_avx512(a, x, out)
                 },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2+FMA present; lengths as above.
-                Kernel::AvxVnni | Kernel::Avx2 => unsafe {
-                    x86::rows_f32_avx2(a.as_ptr(), k, rows, x.as_ptr(), k, out.as_mut_ptr())
-                },
-                _ => portable::rows_f32(a, k, x, out),
+                // SAFETY: AVX2+FMA present; x reordered for 8 lanes (Input::new).
+                Kernel::AvxVnni | Kernel::Avx2 => unsafe { x86::groups_bf16_avx2(a, x, out) },
+                _ => portable::groups_bf16(a, x, BF16_CHUNK, out),
             }
         }
-        Data::Bf16(a) => {
-            let a = &a[r0 * k..(r0 + rows) * k];
+        (Data::Q8 { q, d }, Input::Q8(xq)) => {
+            let nb = xq.d.len();
+            let q = &q[g0 * nb * GROUP * Q8_BLOCK..(g0 + groups) * nb * GROUP * Q8_BLOCK];
+            let d = &d[g0 * nb * GROUP..(g0 + groups) * nb * GROUP];
             match kernel {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX-512F present; lengths as for f32.
-                Kernel::Avx512Vnni | Kernel::Avx512 => unsafe {
-                    x86::rows_bf16_avx512(a.as_ptr(), k, rows, x.as_ptr(), k, out.as_mut_ptr())
-                },
+                // SAFETY: AVX-512F/BW/VNNI present; lengths checked inside.
+                Kernel::Avx512Vnni => unsafe { x86::groups_q8_avx512vnni(q, d, xq, out) },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2+FMA present; lengths as for f32.
-                Kernel::AvxVnni | Kernel::Avx2 => unsafe {
-                    x86::rows_bf16_avx2(a.as_ptr(), k, rows, x.as_ptr(), k, out.as_mut_ptr())
-                },
-                _ => portable::rows_bf16(a, k, x, out),
+                // SAFETY: AVX2 + AVX-VNNI present; lengths checked inside.
+                Kernel::AvxVnni => unsafe { x86::groups_q8_avxvnni(q, d, xq, out) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2+FMA present (every AVX-512 CPU has it); lengths checked inside.
+                Kernel::Avx512 | Kernel::Avx2 => unsafe { x86::groups_q8_avx2(q, d, xq, out) },
+                _ => portable::groups_q8(q, d, xq, out),
             }
         }
-        Data::Q8 { q, d } => {
-            let xq = xq.expect("an int8 product quantizes x first");
-            let cp = k.next_multiple_of(Q8_BLOCK);
-            let nb = cp / Q8_BLOCK;
-            let q = &q[r0 * cp..(r0 + rows) * cp];
-            let d = &d[r0 * nb..(r0 + rows) * nb];
-            match kernel {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX-512F/BW/VNNI present; q holds rows × cp quants, d rows × nb
-                // scales, xq cp quants, nb scales and cp/4 corrections.
-                Kernel::Avx512Vnni => unsafe { x86::rows_q8_avx512vnni(q, d, nb, xq, out) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 + AVX-VNNI present; lengths as above.
-                Kernel::AvxVnni => unsafe { x86::rows_q8_avxvnni(q, d, nb, xq, out) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2+FMA present (every AVX-512 CPU has it); lengths as above.
-                Kernel::Avx512 | Kernel::Avx2 => unsafe { x86::rows_q8_avx2(q, d, nb, xq, out) },
-                _ => portable::rows_q8(q, d, nb, xq, out),
-            }
-        }
+        _ => unreachable!("Input::new prepares x for the matrix's format"),
     }
 }
 

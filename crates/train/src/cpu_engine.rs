@@ -190,15 +190,25 @@ impl CpuEngine {
         })
     }
 
-    /// Decodes with the matrices in `format`, converted from the parameters when first needed;
-    /// or with `prebuilt` (read from a quantized checkpoint; its format wins). The parameters
-    /// should already hold the values the format stores (`kvcache::quant::quantize`), so that
-    /// the tape's prefill sees the same weights.
-    pub fn with_weights(mut self, format: WeightFormat, prebuilt: Option<DecodeWeights>) -> Self {
-        self.weights = prebuilt.as_ref().map_or(format, DecodeWeights::format);
-        self.decode = prebuilt;
+    /// Decodes with the matrices in `format`, converted from the parameters now (so that the
+    /// first tokens do not wait for it), or with `prebuilt` (read from a quantized checkpoint;
+    /// its format wins). The parameters should already hold the values the format stores
+    /// (`kvcache::quant::quantize`), so that the tape's prefill sees the same weights. Errors:
+    /// the GEMV kernel cannot run here.
+    pub fn with_weights(
+        mut self,
+        format: WeightFormat,
+        prebuilt: Option<DecodeWeights>,
+    ) -> Result<Self, EngineError> {
+        let w = match prebuilt {
+            Some(w) => w,
+            None => DecodeWeights::new(&self.model, &self.params, format)
+                .map_err(|e| EngineError(e.to_string()))?,
+        };
+        self.weights = w.format();
+        self.decode = Some(w);
         self.kv.clear();
-        self
+        Ok(self)
     }
 
     /// A factory of CPU engines at `level`, for [`crate::trainer::Trainer`] and the CLI.
@@ -292,11 +302,14 @@ impl CpuEngine {
 
 impl Engine for CpuEngine {
     fn describe(&self) -> String {
+        let decode = match &self.decode {
+            Some(w) => format!(", {} decoding ({})", w.format(), w.kernel()),
+            None => String::new(),
+        };
         format!(
-            "cpu ({}, {} threads, {} decode weights)",
+            "cpu ({}, {} threads{decode})",
             self.level,
-            rayon::current_num_threads(),
-            self.weights
+            rayon::current_num_threads()
         )
     }
 

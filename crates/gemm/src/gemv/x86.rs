@@ -1,12 +1,22 @@
-//! The x86_64 GEMV kernels: f32 and bf16 rows with AVX2+FMA and AVX-512F; int8 (Q8_0) rows
-//! with `vpmaddubsw` (AVX2), `vpdpbusd` ymm (AVX-VNNI) and `vpdpbusd` zmm (AVX512-VNNI); the
-//! attention helper that adds weighted rows.
+//! The x86_64 GEMV kernels over the packed layout of `Matrix` (four rows interleaved chunk by
+//! chunk): f32 and bf16 with AVX2+FMA and AVX-512F; int8 (Q8_0) with `vpmaddubsw` (AVX2),
+//! `vpdpbusd` ymm (AVX-VNNI) and `vpdpbusd` zmm (AVX512-VNNI); and the attention helpers over
+//! a row-major cache (`rows_f32_avx2`, `axpy_rows_avx2`).
 //!
-//! Every kernel walks R = 4 rows at a time (one load of `x` serves four rows), then the rest
-//! one by one; `group` is instantiated for R = 4 and R = 1. The row's partial sums stay in
-//! vector registers until the end of the row, then one horizontal sum each.
+//! Each packed kernel walks its groups front to back: per chunk it loads the chunk of `x` once
+//! and the four rows' chunks (consecutive in memory), and keeps per row one or two vector
+//! accumulators; at the end of a group, the four horizontal sums.
+//!
+//! bf16: a 32-bit lane of a load holds two bf16 values, columns 2j (low half) and 2j + 1 (high
+//! half). `lane << 16` is column 2j as an f32, `lane & 0xffff0000` column 2j + 1, so a load of
+//! 2L values feeds two FMAs with no shuffle, against `x` reordered as [x of even columns | x of
+//! odd columns] per run of 2L (done once per product by the driver).
+//!
+//! int8: see the module doc of `gemv` for the sign trick (AVX2) and the offset trick (VNNI).
+//! The AVX512-VNNI kernel takes two rows of one block per 64-byte load (the packed layout puts
+//! them side by side), against that block of `x` in both halves.
 
-use super::{QuantizedVector, Q8_BLOCK};
+use super::{QuantizedVector, GROUP, Q8_BLOCK};
 use std::arch::x86_64::*;
 
 #[inline(always)]
@@ -20,280 +30,319 @@ unsafe fn hsum256(v: __m256) -> f32 {
     }
 }
 
-/// Eight bf16 values at `p` widened to f32.
+/// The four horizontal sums of `v` stored to `out[0..4]`.
 #[inline(always)]
-unsafe fn load_bf16x8(p: *const u16) -> __m256 {
-    // SAFETY: the caller guarantees 8 readable values at p; AVX2 enabled by the caller.
+unsafe fn hsum4_256(v: [__m256; 4], out: *mut f32) {
+    // SAFETY: register arithmetic (AVX) and a 4-value store the caller provides room for.
     unsafe {
-        let h = _mm_loadu_si128(p as *const __m128i);
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        let t0 = _mm256_hadd_ps(v[0], v[1]);
+        let t1 = _mm256_hadd_ps(v[2], v[3]);
+        let t2 = _mm256_hadd_ps(t0, t1);
+        let s = _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps::<1>(t2));
+        _mm_storeu_ps(out, s);
     }
 }
 
-/// Sixteen bf16 values at `p` widened to f32.
-#[inline(always)]
-unsafe fn load_bf16x16(p: *const u16) -> __m512 {
-    // SAFETY: the caller guarantees 16 readable values at p; AVX-512F enabled by the caller.
-    unsafe {
-        let h = _mm256_loadu_si256(p as *const __m256i);
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
-    }
+/// Checks a packed matrix slice against `x` and `out`: `groups` groups of `x.len()` padded
+/// columns each. Returns the number of groups.
+fn groups_of<T>(a: &[T], kp: usize, out: &[f32]) -> usize {
+    let groups = out.len() / GROUP;
+    assert!(out.len() == groups * GROUP && a.len() == groups * kp * GROUP);
+    groups
 }
 
-/// The AVX2 row kernel for one element type: `$load(ptr)` gives 8 f32 from 8 elements,
-/// `$scalar(ptr)` one.
-macro_rules! rows_avx2 {
-    ($name:ident, $group:ident, $elem:ty, $load:expr, $scalar:expr) => {
-        /// `out[j] = Σ_p a[j·ld + p]·x[p]` for j < rows, p < k.
-        ///
-        /// # Safety
-        /// AVX2 and FMA present; row j of `a` readable for k elements at `a + j·ld`, `x` for k,
-        /// `out` writable for `rows`.
-        #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn $name(
-            a: *const $elem,
-            ld: usize,
-            rows: usize,
-            x: *const f32,
-            k: usize,
-            out: *mut f32,
-        ) {
-            let mut r = 0;
-            // SAFETY: rows r..r+R are within `rows` in each call (forwarded contract).
-            unsafe {
-                while r + 4 <= rows {
-                    $group::<4>(a.add(r * ld), ld, x, k, out.add(r));
-                    r += 4;
-                }
-                while r < rows {
-                    $group::<1>(a.add(r * ld), ld, x, k, out.add(r));
-                    r += 1;
-                }
-            }
-        }
-
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        unsafe fn $group<const R: usize>(
-            a: *const $elem,
-            ld: usize,
-            x: *const f32,
-            k: usize,
-            out: *mut f32,
-        ) {
-            // SAFETY: the caller's contract: R rows of k elements at a + i·ld, x of k.
-            unsafe {
-                let mut acc0 = [_mm256_setzero_ps(); R];
-                let mut acc1 = [_mm256_setzero_ps(); R];
-                let mut p = 0;
-                while p + 16 <= k {
-                    let x0 = _mm256_loadu_ps(x.add(p));
-                    let x1 = _mm256_loadu_ps(x.add(p + 8));
-                    for i in 0..R {
-                        let row = a.add(i * ld + p);
-                        acc0[i] = _mm256_fmadd_ps($load(row), x0, acc0[i]);
-                        acc1[i] = _mm256_fmadd_ps($load(row.add(8)), x1, acc1[i]);
-                    }
-                    p += 16;
-                }
-                if p + 8 <= k {
-                    let x0 = _mm256_loadu_ps(x.add(p));
-                    for i in 0..R {
-                        acc0[i] = _mm256_fmadd_ps($load(a.add(i * ld + p)), x0, acc0[i]);
-                    }
-                    p += 8;
-                }
-                for i in 0..R {
-                    let mut s = hsum256(_mm256_add_ps(acc0[i], acc1[i]));
-                    for q in p..k {
-                        s += $scalar(a.add(i * ld + q)) * *x.add(q);
-                    }
-                    *out.add(i) = s;
-                }
-            }
-        }
-    };
-}
-
-rows_avx2!(
-    rows_f32_avx2,
-    group_f32_avx2,
-    f32,
-    |p: *const f32| _mm256_loadu_ps(p),
-    |p: *const f32| *p
-);
-rows_avx2!(
-    rows_bf16_avx2,
-    group_bf16_avx2,
-    u16,
-    |p: *const u16| load_bf16x8(p),
-    |p: *const u16| super::bf16_to_f32(*p)
-);
-
-/// `out[j] = Σ_p a[j·ld + p]·x[p]` with AVX-512F (f32), 16 lanes, the tail masked.
+/// f32, AVX2+FMA: chunks of 16 columns, two accumulators a row.
 ///
 /// # Safety
-/// AVX-512F present; otherwise as [`rows_f32_avx2`].
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn rows_f32_avx512(
-    a: *const f32,
-    ld: usize,
-    rows: usize,
-    x: *const f32,
-    k: usize,
-    out: *mut f32,
-) {
-    let mut r = 0;
-    // SAFETY: forwarded contract, rows r..r+R within `rows`.
+/// AVX2 and FMA present. (Lengths are checked.)
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn groups_f32_avx2(a: &[f32], x: &[f32], out: &mut [f32]) {
+    let kp = x.len();
+    assert!(kp.is_multiple_of(16));
+    let groups = groups_of(a, kp, out);
+    // SAFETY: group g is a[g·4·kp ..][.. 4·kp]: kp/16 chunks of 4 rows × 16 values; x holds kp.
     unsafe {
-        while r + 4 <= rows {
-            group_f32_avx512::<4>(a.add(r * ld), ld, x, k, out.add(r));
-            r += 4;
-        }
-        while r < rows {
-            group_f32_avx512::<1>(a.add(r * ld), ld, x, k, out.add(r));
-            r += 1;
+        for g in 0..groups {
+            let mut p = a.as_ptr().add(g * GROUP * kp);
+            let mut acc0 = [_mm256_setzero_ps(); GROUP];
+            let mut acc1 = [_mm256_setzero_ps(); GROUP];
+            for c in (0..kp).step_by(16) {
+                let x0 = _mm256_loadu_ps(x.as_ptr().add(c));
+                let x1 = _mm256_loadu_ps(x.as_ptr().add(c + 8));
+                for i in 0..GROUP {
+                    acc0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(16 * i)), x0, acc0[i]);
+                    acc1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(16 * i + 8)), x1, acc1[i]);
+                }
+                p = p.add(16 * GROUP);
+            }
+            let sums = std::array::from_fn(|i| _mm256_add_ps(acc0[i], acc1[i]));
+            hsum4_256(sums, out.as_mut_ptr().add(g * GROUP));
         }
     }
 }
 
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn group_f32_avx512<const R: usize>(
-    a: *const f32,
-    ld: usize,
-    x: *const f32,
-    k: usize,
-    out: *mut f32,
-) {
-    // SAFETY: R rows of k readable elements at a + i·ld, x of k; masked loads read only lanes
-    // below k.
-    unsafe {
-        let mut acc = [_mm512_setzero_ps(); R];
-        let mut p = 0;
-        while p + 16 <= k {
-            let xv = _mm512_loadu_ps(x.add(p));
-            for (i, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_fmadd_ps(_mm512_loadu_ps(a.add(i * ld + p)), xv, *acc);
-            }
-            p += 16;
-        }
-        if p < k {
-            let m: __mmask16 = ((1u32 << (k - p)) - 1) as u16;
-            let xv = _mm512_maskz_loadu_ps(m, x.add(p));
-            for (i, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a.add(i * ld + p)), xv, *acc);
-            }
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            *out.add(i) = _mm512_reduce_add_ps(*acc);
-        }
-    }
-}
-
-/// `out[j] = Σ_p bf16(a[j·ld + p])·x[p]` with AVX-512F, 16 lanes, the tail scalar.
+/// f32, AVX-512F: chunks of 16 columns, two chunks a step (two accumulators a row).
 ///
 /// # Safety
-/// AVX-512F present; otherwise as [`rows_f32_avx2`].
+/// AVX-512F present. (Lengths are checked.)
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn rows_bf16_avx512(
-    a: *const u16,
-    ld: usize,
-    rows: usize,
-    x: *const f32,
-    k: usize,
-    out: *mut f32,
-) {
-    let mut r = 0;
-    // SAFETY: forwarded contract, rows r..r+R within `rows`.
+pub(super) unsafe fn groups_f32_avx512(a: &[f32], x: &[f32], out: &mut [f32]) {
+    let kp = x.len();
+    assert!(kp.is_multiple_of(16));
+    let groups = groups_of(a, kp, out);
+    // SAFETY: as groups_f32_avx2.
     unsafe {
-        while r + 4 <= rows {
-            group_bf16_avx512::<4>(a.add(r * ld), ld, x, k, out.add(r));
-            r += 4;
-        }
-        while r < rows {
-            group_bf16_avx512::<1>(a.add(r * ld), ld, x, k, out.add(r));
-            r += 1;
+        for g in 0..groups {
+            let mut p = a.as_ptr().add(g * GROUP * kp);
+            let mut acc0 = [_mm512_setzero_ps(); GROUP];
+            let mut acc1 = [_mm512_setzero_ps(); GROUP];
+            let mut c = 0;
+            while c + 32 <= kp {
+                let x0 = _mm512_loadu_ps(x.as_ptr().add(c));
+                let x1 = _mm512_loadu_ps(x.as_ptr().add(c + 16));
+                for i in 0..GROUP {
+                    acc0[i] = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(16 * i)), x0, acc0[i]);
+                    acc1[i] =
+                        _mm512_fmadd_ps(_mm512_loadu_ps(p.add(16 * (GROUP + i))), x1, acc1[i]);
+                }
+                p = p.add(32 * GROUP);
+                c += 32;
+            }
+            if c < kp {
+                let x0 = _mm512_loadu_ps(x.as_ptr().add(c));
+                for (i, acc) in acc0.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(16 * i)), x0, *acc);
+                }
+            }
+            for i in 0..GROUP {
+                *out.as_mut_ptr().add(g * GROUP + i) =
+                    _mm512_reduce_add_ps(_mm512_add_ps(acc0[i], acc1[i]));
+            }
         }
     }
 }
 
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn group_bf16_avx512<const R: usize>(
-    a: *const u16,
-    ld: usize,
-    x: *const f32,
-    k: usize,
-    out: *mut f32,
-) {
-    // SAFETY: R rows of k readable elements at a + i·ld, x of k.
+/// bf16, AVX2+FMA: chunks of 32 columns, each row's chunk two loads of 16 values; per load
+/// the even columns (shift) and the odd ones (mask) into a row's two accumulators.
+///
+/// # Safety
+/// AVX2 and FMA present; `x` reordered per run of 16 (module doc). (Lengths are checked.)
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn groups_bf16_avx2(a: &[u16], x: &[f32], out: &mut [f32]) {
+    let kp = x.len();
+    assert!(kp.is_multiple_of(32));
+    let groups = groups_of(a, kp, out);
+    // SAFETY: group g is a[g·4·kp ..][.. 4·kp]: kp/32 chunks of 4 rows × 32 values; x holds kp.
     unsafe {
-        let mut acc = [_mm512_setzero_ps(); R];
-        let mut p = 0;
-        while p + 16 <= k {
-            let xv = _mm512_loadu_ps(x.add(p));
-            for (i, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_fmadd_ps(load_bf16x16(a.add(i * ld + p)), xv, *acc);
+        let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        for g in 0..groups {
+            let mut p = a.as_ptr().add(g * GROUP * kp);
+            let mut even = [_mm256_setzero_ps(); GROUP];
+            let mut odd = [_mm256_setzero_ps(); GROUP];
+            for c in (0..kp).step_by(32) {
+                let xs = x.as_ptr().add(c);
+                let (xe0, xo0) = (_mm256_loadu_ps(xs), _mm256_loadu_ps(xs.add(8)));
+                let (xe1, xo1) = (_mm256_loadu_ps(xs.add(16)), _mm256_loadu_ps(xs.add(24)));
+                for i in 0..GROUP {
+                    let v0 = _mm256_loadu_si256(p.add(32 * i) as *const __m256i);
+                    let v1 = _mm256_loadu_si256(p.add(32 * i + 16) as *const __m256i);
+                    let e0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v0));
+                    let o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
+                    let e1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v1));
+                    let o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
+                    even[i] = _mm256_fmadd_ps(e0, xe0, even[i]);
+                    odd[i] = _mm256_fmadd_ps(o0, xo0, odd[i]);
+                    even[i] = _mm256_fmadd_ps(e1, xe1, even[i]);
+                    odd[i] = _mm256_fmadd_ps(o1, xo1, odd[i]);
+                }
+                p = p.add(32 * GROUP);
             }
-            p += 16;
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            let mut s = _mm512_reduce_add_ps(*acc);
-            for q in p..k {
-                s += super::bf16_to_f32(*a.add(i * ld + q)) * *x.add(q);
-            }
-            *out.add(i) = s;
+            let sums = std::array::from_fn(|i| _mm256_add_ps(even[i], odd[i]));
+            hsum4_256(sums, out.as_mut_ptr().add(g * GROUP));
         }
     }
 }
 
-/// Checks the shared contract of the int8 kernels and returns the padded row length.
-fn q8_shape(q: &[i8], d: &[f32], nb: usize, xq: &QuantizedVector, rows: usize) -> usize {
-    let cp = nb * Q8_BLOCK;
-    assert!(q.len() >= rows * cp && d.len() >= rows * nb);
-    assert!(xq.q.len() == cp && xq.d.len() == nb && xq.neg_offset.len() == cp / 4);
-    cp
+/// bf16, AVX-512F: chunks of 32 columns, one 64-byte load a row; even and odd columns as the
+/// AVX2 kernel.
+///
+/// # Safety
+/// AVX-512F present; `x` reordered per run of 32 (module doc). (Lengths are checked.)
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn groups_bf16_avx512(a: &[u16], x: &[f32], out: &mut [f32]) {
+    let kp = x.len();
+    assert!(kp.is_multiple_of(32));
+    let groups = groups_of(a, kp, out);
+    // SAFETY: as groups_bf16_avx2.
+    unsafe {
+        let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        for g in 0..groups {
+            let mut p = a.as_ptr().add(g * GROUP * kp);
+            let mut even = [_mm512_setzero_ps(); GROUP];
+            let mut odd = [_mm512_setzero_ps(); GROUP];
+            for c in (0..kp).step_by(32) {
+                let xe = _mm512_loadu_ps(x.as_ptr().add(c));
+                let xo = _mm512_loadu_ps(x.as_ptr().add(c + 16));
+                for i in 0..GROUP {
+                    let v = _mm512_loadu_si512(p.add(32 * i) as *const __m512i);
+                    let e = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+                    let o = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+                    even[i] = _mm512_fmadd_ps(e, xe, even[i]);
+                    odd[i] = _mm512_fmadd_ps(o, xo, odd[i]);
+                }
+                p = p.add(32 * GROUP);
+            }
+            for i in 0..GROUP {
+                *out.as_mut_ptr().add(g * GROUP + i) =
+                    _mm512_reduce_add_ps(_mm512_add_ps(even[i], odd[i]));
+            }
+        }
+    }
 }
 
-/// int8 rows with AVX2: per block `vpmaddubsw(|w|, x·sign(w))`, `vpmaddwd` by ones into eight
+/// Checks the shared contract of the int8 kernels; returns (groups, blocks a row).
+fn q8_groups(q: &[i8], d: &[f32], xq: &QuantizedVector, out: &[f32]) -> (usize, usize) {
+    let nb = xq.d.len();
+    let groups = out.len() / GROUP;
+    assert!(out.len() == groups * GROUP);
+    assert!(q.len() == groups * nb * GROUP * Q8_BLOCK && d.len() == groups * nb * GROUP);
+    assert!(xq.q.len() == nb * Q8_BLOCK && xq.neg_offset.len() == nb * Q8_BLOCK / 4);
+    (groups, nb)
+}
+
+/// int8, AVX2: per row and block `vpmaddubsw(|w|, x·sign(w))`, `vpmaddwd` by ones into eight
 /// i32, then `acc += f32(i32) · d_w·d_x`.
 ///
 /// # Safety
 /// AVX2 and FMA present. (Lengths are checked.)
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn rows_q8_avx2(
+pub(super) unsafe fn groups_q8_avx2(q: &[i8], d: &[f32], xq: &QuantizedVector, out: &mut [f32]) {
+    let (groups, nb) = q8_groups(q, d, xq, out);
+    // SAFETY: group g, block b, row i: quants at ((g·nb + b)·4 + i)·32 (32 bytes), scale at
+    // (g·nb + b)·4 + i; x's block b at 32·b; all inside the checked lengths.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        for g in 0..groups {
+            let mut acc = [_mm256_setzero_ps(); GROUP];
+            for b in 0..nb {
+                let xv = _mm256_loadu_si256(xq.q.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
+                let dx = *xq.d.as_ptr().add(b);
+                let blk = (g * nb + b) * GROUP;
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let w =
+                        _mm256_loadu_si256(q.as_ptr().add((blk + i) * Q8_BLOCK) as *const __m256i);
+                    let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
+                    let p32 = _mm256_madd_epi16(p16, ones);
+                    let s = _mm256_set1_ps(*d.as_ptr().add(blk + i) * dx);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *acc);
+                }
+            }
+            hsum4_256(acc, out.as_mut_ptr().add(g * GROUP));
+        }
+    }
+}
+
+/// int8, AVX-VNNI: per row and block `vpdpbusd(-128·Σx per lane, w ^ 0x80, x)` = Σ w·x in
+/// eight i32 lanes, then `acc += f32(i32) · d_w·d_x`.
+///
+/// # Safety
+/// AVX2, FMA and AVX-VNNI present. (Lengths are checked.)
+#[target_feature(enable = "avx2,fma,avxvnni")]
+pub(super) unsafe fn groups_q8_avxvnni(q: &[i8], d: &[f32], xq: &QuantizedVector, out: &mut [f32]) {
+    let (groups, nb) = q8_groups(q, d, xq, out);
+    // SAFETY: as groups_q8_avx2; neg_offset holds 8 values a block.
+    unsafe {
+        let flip = _mm256_set1_epi8(0x80u8 as i8);
+        for g in 0..groups {
+            let mut acc = [_mm256_setzero_ps(); GROUP];
+            for b in 0..nb {
+                let xv = _mm256_loadu_si256(xq.q.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
+                let off = _mm256_loadu_si256(xq.neg_offset.as_ptr().add(b * 8) as *const __m256i);
+                let dx = *xq.d.as_ptr().add(b);
+                let blk = (g * nb + b) * GROUP;
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let w =
+                        _mm256_loadu_si256(q.as_ptr().add((blk + i) * Q8_BLOCK) as *const __m256i);
+                    let p32 = _mm256_dpbusd_avx_epi32(off, _mm256_xor_si256(w, flip), xv);
+                    let s = _mm256_set1_ps(*d.as_ptr().add(blk + i) * dx);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *acc);
+                }
+            }
+            hsum4_256(acc, out.as_mut_ptr().add(g * GROUP));
+        }
+    }
+}
+
+/// int8, AVX512-VNNI: per block two 64-byte loads, rows (0, 1) and (2, 3) of the block, each
+/// against the block of x in both halves (`vpdpbusd` zmm with the offset trick); the two rows'
+/// scales in the two halves of one vector.
+///
+/// # Safety
+/// AVX-512F, AVX-512BW and AVX512-VNNI present. (Lengths are checked.)
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn groups_q8_avx512vnni(
     q: &[i8],
     d: &[f32],
-    nb: usize,
     xq: &QuantizedVector,
     out: &mut [f32],
 ) {
-    let rows = out.len();
-    let cp = q8_shape(q, d, nb, xq, rows);
+    let (groups, nb) = q8_groups(q, d, xq, out);
+    // SAFETY: as groups_q8_avx2: rows 0..4 of block b are 128 consecutive bytes.
+    unsafe {
+        let flip = _mm512_set1_epi8(0x80u8 as i8);
+        for g in 0..groups {
+            let mut acc = [_mm512_setzero_ps(); 2];
+            for b in 0..nb {
+                let xv = _mm256_loadu_si256(xq.q.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
+                let x2 = _mm512_broadcast_i64x4(xv);
+                let off = _mm256_loadu_si256(xq.neg_offset.as_ptr().add(b * 8) as *const __m256i);
+                let off2 = _mm512_broadcast_i64x4(off);
+                let dx = *xq.d.as_ptr().add(b);
+                let blk = (g * nb + b) * GROUP;
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm512_loadu_si512(
+                        q.as_ptr().add((blk + 2 * h) * Q8_BLOCK) as *const __m512i
+                    );
+                    let p32 = _mm512_dpbusd_epi32(off2, _mm512_xor_si512(w, flip), x2);
+                    let s0 = *d.as_ptr().add(blk + 2 * h) * dx;
+                    let s1 = *d.as_ptr().add(blk + 2 * h + 1) * dx;
+                    let s = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p32), s, *acc);
+                }
+            }
+            let o = out.as_mut_ptr().add(g * GROUP);
+            for (h, acc) in acc.iter().enumerate() {
+                *o.add(2 * h) = _mm512_mask_reduce_add_ps(0x00ff, *acc);
+                *o.add(2 * h + 1) = _mm512_mask_reduce_add_ps(0xff00, *acc);
+            }
+        }
+    }
+}
+
+/// `out[j] = Σ_p a[j·ld + p]·x[p]` for j < rows, p < k, row-major (the attention scores over
+/// the key cache).
+///
+/// # Safety
+/// AVX2 and FMA present; row j of `a` readable for k elements at `a + j·ld`, `x` for k,
+/// `out` writable for `rows`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn rows_f32_avx2(
+    a: *const f32,
+    ld: usize,
+    rows: usize,
+    x: *const f32,
+    k: usize,
+    out: *mut f32,
+) {
     let mut r = 0;
-    // SAFETY: lengths checked by q8_shape; rows r..r+R within `rows`.
+    // SAFETY: rows r..r+R are within `rows` in each call (forwarded contract).
     unsafe {
         while r + 4 <= rows {
-            group_q8_avx2::<4>(
-                q.as_ptr().add(r * cp),
-                d.as_ptr().add(r * nb),
-                cp,
-                nb,
-                xq,
-                out.as_mut_ptr().add(r),
-            );
+            row_group_f32_avx2::<4>(a.add(r * ld), ld, x, k, out.add(r));
             r += 4;
         }
         while r < rows {
-            group_q8_avx2::<1>(
-                q.as_ptr().add(r * cp),
-                d.as_ptr().add(r * nb),
-                cp,
-                nb,
-                xq,
-                out.as_mut_ptr().add(r),
-            );
+            row_group_f32_avx2::<1>(a.add(r * ld), ld, x, k, out.add(r));
             r += 1;
         }
     }
@@ -301,194 +350,41 @@ pub(super) unsafe fn rows_q8_avx2(
 
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn group_q8_avx2<const R: usize>(
-    q: *const i8,
-    d: *const f32,
-    cp: usize,
-    nb: usize,
-    xq: &QuantizedVector,
+unsafe fn row_group_f32_avx2<const R: usize>(
+    a: *const f32,
+    ld: usize,
+    x: *const f32,
+    k: usize,
     out: *mut f32,
 ) {
-    // SAFETY: R rows of cp quants (stride cp) and nb scales (stride nb); xq holds cp quants
-    // and nb scales (checked by the caller).
+    // SAFETY: the caller's contract: R rows of k elements at a + i·ld, x of k.
     unsafe {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..nb {
-            let xv = _mm256_loadu_si256(xq.q.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-            let dx = *xq.d.get_unchecked(b);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let w = _mm256_loadu_si256(q.add(i * cp + b * Q8_BLOCK) as *const __m256i);
-                let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-                let p32 = _mm256_madd_epi16(p16, ones);
-                let s = _mm256_set1_ps(*d.add(i * nb + b) * dx);
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *acc);
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut acc1 = [_mm256_setzero_ps(); R];
+        let mut p = 0;
+        while p + 16 <= k {
+            let x0 = _mm256_loadu_ps(x.add(p));
+            let x1 = _mm256_loadu_ps(x.add(p + 8));
+            for i in 0..R {
+                let row = a.add(i * ld + p);
+                acc0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(row), x0, acc0[i]);
+                acc1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(8)), x1, acc1[i]);
             }
+            p += 16;
         }
-        for (i, acc) in acc.iter().enumerate() {
-            *out.add(i) = hsum256(*acc);
-        }
-    }
-}
-
-/// int8 rows with AVX-VNNI: per block `vpdpbusd(-128·Σx per lane, w ^ 0x80, x)` = Σ w·x in
-/// eight i32 lanes, then `acc += f32(i32) · d_w·d_x`.
-///
-/// # Safety
-/// AVX2, FMA and AVX-VNNI present. (Lengths are checked.)
-#[target_feature(enable = "avx2,fma,avxvnni")]
-pub(super) unsafe fn rows_q8_avxvnni(
-    q: &[i8],
-    d: &[f32],
-    nb: usize,
-    xq: &QuantizedVector,
-    out: &mut [f32],
-) {
-    let rows = out.len();
-    let cp = q8_shape(q, d, nb, xq, rows);
-    let mut r = 0;
-    // SAFETY: lengths checked by q8_shape; rows r..r+R within `rows`.
-    unsafe {
-        while r + 4 <= rows {
-            group_q8_avxvnni::<4>(
-                q.as_ptr().add(r * cp),
-                d.as_ptr().add(r * nb),
-                cp,
-                nb,
-                xq,
-                out.as_mut_ptr().add(r),
-            );
-            r += 4;
-        }
-        while r < rows {
-            group_q8_avxvnni::<1>(
-                q.as_ptr().add(r * cp),
-                d.as_ptr().add(r * nb),
-                cp,
-                nb,
-                xq,
-                out.as_mut_ptr().add(r),
-            );
-            r += 1;
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma,avxvnni")]
-#[inline]
-unsafe fn group_q8_avxvnni<const R: usize>(
-    q: *const i8,
-    d: *const f32,
-    cp: usize,
-    nb: usize,
-    xq: &QuantizedVector,
-    out: *mut f32,
-) {
-    // SAFETY: as group_q8_avx2; neg_offset holds cp/4 = 8 per block.
-    unsafe {
-        let flip = _mm256_set1_epi8(0x80u8 as i8);
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..nb {
-            let xv = _mm256_loadu_si256(xq.q.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-            let off = _mm256_loadu_si256(xq.neg_offset.as_ptr().add(b * 8) as *const __m256i);
-            let dx = *xq.d.get_unchecked(b);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let w = _mm256_loadu_si256(q.add(i * cp + b * Q8_BLOCK) as *const __m256i);
-                let p32 = _mm256_dpbusd_avx_epi32(off, _mm256_xor_si256(w, flip), xv);
-                let s = _mm256_set1_ps(*d.add(i * nb + b) * dx);
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *acc);
+        if p + 8 <= k {
+            let x0 = _mm256_loadu_ps(x.add(p));
+            for (i, acc) in acc0.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i * ld + p)), x0, *acc);
             }
+            p += 8;
         }
-        for (i, acc) in acc.iter().enumerate() {
-            *out.add(i) = hsum256(*acc);
-        }
-    }
-}
-
-/// int8 rows with AVX512-VNNI: two blocks a step, `vpdpbusd` zmm as the AVX-VNNI kernel, the
-/// scales of the two blocks in the two halves of one vector; an odd last block masked.
-///
-/// # Safety
-/// AVX-512F, AVX-512BW and AVX512-VNNI present. (Lengths are checked.)
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn rows_q8_avx512vnni(
-    q: &[i8],
-    d: &[f32],
-    nb: usize,
-    xq: &QuantizedVector,
-    out: &mut [f32],
-) {
-    let rows = out.len();
-    let cp = q8_shape(q, d, nb, xq, rows);
-    let mut r = 0;
-    // SAFETY: lengths checked by q8_shape; rows r..r+R within `rows`.
-    unsafe {
-        while r + 4 <= rows {
-            group_q8_avx512vnni::<4>(
-                q.as_ptr().add(r * cp),
-                d.as_ptr().add(r * nb),
-                cp,
-                nb,
-                xq,
-                out.as_mut_ptr().add(r),
-            );
-            r += 4;
-        }
-        while r < rows {
-            group_q8_avx512vnni::<1>(
-                q.as_ptr().add(r * cp),
-                d.as_ptr().add(r * nb),
-                cp,
-                nb,
-                xq,
-                out.as_mut_ptr().add(r),
-            );
-            r += 1;
-        }
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn group_q8_avx512vnni<const R: usize>(
-    q: *const i8,
-    d: *const f32,
-    cp: usize,
-    nb: usize,
-    xq: &QuantizedVector,
-    out: *mut f32,
-) {
-    // SAFETY: as group_q8_avx2; the masked loads of an odd last block read its 32 bytes (8
-    // offsets) only.
-    unsafe {
-        let flip = _mm512_set1_epi8(0x80u8 as i8);
-        let mut acc = [_mm512_setzero_ps(); R];
-        let mut b = 0;
-        while b < nb {
-            let two = b + 1 < nb;
-            let (mbytes, mlanes): (__mmask64, __mmask16) =
-                if two { (!0, !0) } else { (0xffff_ffff, 0x00ff) };
-            let xv = _mm512_maskz_loadu_epi8(mbytes, xq.q.as_ptr().add(b * Q8_BLOCK));
-            let off = _mm512_maskz_loadu_epi32(mlanes, xq.neg_offset.as_ptr().add(b * 8));
-            let dx0 = *xq.d.get_unchecked(b);
-            let dx1 = if two { *xq.d.get_unchecked(b + 1) } else { 0.0 };
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let w = _mm512_maskz_loadu_epi8(mbytes, q.add(i * cp + b * Q8_BLOCK));
-                // Masked-off bytes are 0 in x, so their (0 ^ 0x80)·0 adds nothing.
-                let p32 = _mm512_dpbusd_epi32(off, _mm512_xor_si512(w, flip), xv);
-                let s0 = *d.add(i * nb + b) * dx0;
-                let s1 = if two {
-                    *d.add(i * nb + b + 1) * dx1
-                } else {
-                    0.0
-                };
-                let s = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p32), s, *acc);
+        for i in 0..R {
+            let mut s = hsum256(_mm256_add_ps(acc0[i], acc1[i]));
+            for q in p..k {
+                s += *a.add(i * ld + q) * *x.add(q);
             }
-            b += 2;
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            *out.add(i) = _mm512_reduce_add_ps(*acc);
+            *out.add(i) = s;
         }
     }
 }

@@ -377,7 +377,7 @@ pub fn save(
                     .iter()
                     .find(|(n, _)| n == name)
                     .expect("a part is a named tensor");
-                let bits = m.bf16_bits().expect("bf16 weights");
+                let bits = m.bf16_rows().expect("bf16 weights");
                 // Back to the file's layout: the rows of this part, transposed for Conv1D.
                 let cols = m.cols();
                 let mut t: Vec<u16> = bits[r0 * cols..(r0 + rows) * cols].to_vec();
@@ -396,7 +396,7 @@ pub fn save(
                 out.push((name.clone(), Dtype::BF16, shape, bytes));
             }
             WeightFormat::Int8 => {
-                let (q, d) = m.q8_parts().expect("int8 weights");
+                let (q, d) = m.q8_rows().expect("int8 weights");
                 let (cp, nb) = (m.cols().next_multiple_of(32), m.cols().div_ceil(32));
                 let qs: Vec<u8> = q[r0 * cp..(r0 + rows) * cp]
                     .iter()
