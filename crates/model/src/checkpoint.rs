@@ -100,22 +100,36 @@ pub fn save_config(dir: &Path, cfg: &GptConfig, eot: Option<u32>) -> Result<(), 
     };
     let path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&v).expect("json of plain values");
-    write_atomic(&path, text.as_bytes()).map_err(|e| ModelError::file(&path, e))
+    write_atomic(&path, text.as_bytes()).map_err(ModelError::io(&path))
 }
 
 /// Reads `config.json` (ours or Hugging Face's: GPT-2 or Llama). Without `padded_vocab_size`,
-/// the vocabulary is padded to a multiple of `pad_multiple`.
+/// the vocabulary is padded to a multiple of `pad_multiple`. Errors name the file and the
+/// field: [`ModelError::Io`], [`ModelError::Json`], [`ModelError::NotInteger`],
+/// [`ModelError::NotNumber`], [`ModelError::Unsupported`], [`ModelError::HeadDim`],
+/// [`ModelError::RopeScaling`], [`ModelError::ConfigFile`].
 pub fn load_config(dir: &Path, pad_multiple: usize) -> Result<GptConfig, ModelError> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::file(&path, e))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| ModelError::file(&path, format!("not valid JSON: {e}")))?;
-    let bad = |msg: String| ModelError::file(&path, msg);
+    let text = std::fs::read_to_string(&path).map_err(ModelError::io(&path))?;
+    let v: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    let unsupported =
+        |field: &str, found: &dyn std::fmt::Display, expected| ModelError::Unsupported {
+            path: path.clone(),
+            field: field.into(),
+            found: found.to_string(),
+            expected,
+        };
     let field = |name: &str| -> Result<usize, ModelError> {
         v.get(name)
             .and_then(Value::as_u64)
             .map(|x| x as usize)
-            .ok_or_else(|| bad(format!("missing or non-integer field '{name}'")))
+            .ok_or_else(|| ModelError::NotInteger {
+                path: path.clone(),
+                field: name.into(),
+            })
     };
     let opt_field = |name: &str| -> Result<Option<usize>, ModelError> {
         match v.get(name) {
@@ -126,9 +140,10 @@ pub fn load_config(dir: &Path, pad_multiple: usize) -> Result<GptConfig, ModelEr
     let float = |name: &str, default: f64| -> Result<f64, ModelError> {
         match v.get(name) {
             None | Some(Value::Null) => Ok(default),
-            Some(x) => x
-                .as_f64()
-                .ok_or_else(|| bad(format!("field '{name}' is not a number"))),
+            Some(x) => x.as_f64().ok_or_else(|| ModelError::NotNumber {
+                path: path.clone(),
+                field: name.into(),
+            }),
         }
     };
     let model_type = v
@@ -145,9 +160,7 @@ pub fn load_config(dir: &Path, pad_multiple: usize) -> Result<GptConfig, ModelEr
         "gpt2" | GPT2_ROPE_TYPE => {
             if let Some(act) = v.get("activation_function").and_then(Value::as_str) {
                 if act != "gelu_new" && act != "gelu_pytorch_tanh" {
-                    return Err(bad(format!(
-                        "activation_function '{act}' is not supported (expected gelu_new)"
-                    )));
+                    return Err(unsupported("activation_function", &act, "gelu_new"));
                 }
             }
             let rope = v.get("position_embedding_type").and_then(Value::as_str) == Some("rope");
@@ -174,24 +187,25 @@ pub fn load_config(dir: &Path, pad_multiple: usize) -> Result<GptConfig, ModelEr
             let nh = field("num_attention_heads")?;
             if let Some(hd) = opt_field("head_dim")? {
                 if nh * hd != c {
-                    return Err(bad(format!(
-                        "head_dim {hd} × {nh} heads is not hidden_size {c} (not supported)"
-                    )));
+                    return Err(ModelError::HeadDim {
+                        path: path.clone(),
+                        head_dim: hd,
+                        n_head: nh,
+                        n_embd: c,
+                    });
                 }
             }
             if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
                 if act != "silu" {
-                    return Err(bad(format!(
-                        "hidden_act '{act}' is not supported (expected silu)"
-                    )));
+                    return Err(unsupported("hidden_act", &act, "silu"));
                 }
             }
             for flag in ["attention_bias", "mlp_bias"] {
                 if v.get(flag).and_then(Value::as_bool) == Some(true) {
-                    return Err(bad(format!("{flag} = true is not supported")));
+                    return Err(unsupported(flag, &true, "false"));
                 }
             }
-            let (rope_theta, rope_scaling) = llama_rope(&v).map_err(bad)?;
+            let (rope_theta, rope_scaling) = llama_rope(&path, &v)?;
             GptConfig {
                 n_layer: field("num_hidden_layers")?,
                 n_head: nh,
@@ -213,19 +227,22 @@ pub fn load_config(dir: &Path, pad_multiple: usize) -> Result<GptConfig, ModelEr
                     .unwrap_or(true),
             }
         }
-        other => {
-            return Err(bad(format!(
-                "model_type '{other}' is not supported (expected gpt2 or llama)"
-            )))
-        }
+        other => return Err(unsupported("model_type", &other, "gpt2 or llama")),
     };
-    cfg.validate().map_err(|e| ModelError::file(&path, e))?;
+    cfg.validate().map_err(|e| match e {
+        ModelError::Config { field, problem } => ModelError::ConfigFile {
+            path: path.clone(),
+            field,
+            problem,
+        },
+        e => e,
+    })?;
     Ok(cfg)
 }
 
 /// RoPE's base and scaling from a Llama config: transformers 5's `rope_parameters`, or the
-/// older `rope_theta` + `rope_scaling`.
-fn llama_rope(v: &Value) -> Result<(f64, Option<RopeScaling>), String> {
+/// older `rope_theta` + `rope_scaling`, from the config.json at `path`.
+fn llama_rope(path: &Path, v: &Value) -> Result<(f64, Option<RopeScaling>), ModelError> {
     let params = v
         .get("rope_parameters")
         .filter(|p| p.is_object())
@@ -246,10 +263,13 @@ fn llama_rope(v: &Value) -> Result<(f64, Option<RopeScaling>), String> {
     match kind {
         "default" => Ok((theta, None)),
         "llama3" => {
-            let num = |k: &str| {
+            let num = |k: &'static str| {
                 p.get(k)
                     .and_then(Value::as_f64)
-                    .ok_or_else(|| format!("rope parameters of type llama3 lack '{k}'"))
+                    .ok_or_else(|| ModelError::RopeScaling {
+                        path: path.to_path_buf(),
+                        field: k,
+                    })
             };
             Ok((
                 theta,
@@ -262,9 +282,12 @@ fn llama_rope(v: &Value) -> Result<(f64, Option<RopeScaling>), String> {
                 }),
             ))
         }
-        other => Err(format!(
-            "rope_type '{other}' is not supported (expected default or llama3)"
-        )),
+        other => Err(ModelError::Unsupported {
+            path: path.to_path_buf(),
+            field: "rope_type".into(),
+            found: other.into(),
+            expected: "default or llama3",
+        }),
     }
 }
 
@@ -272,7 +295,8 @@ fn f32_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Serialises named f32 tensors (name, shape, data) with string metadata, atomically.
+/// Serialises named f32 tensors (name, shape, data) with string metadata, atomically. Errors:
+/// [`ModelError::Serialize`] (a shape that does not fit its data), [`ModelError::Io`].
 pub fn write_tensors(
     path: &Path,
     tensors: &[(String, Vec<usize>, &[f32])],
@@ -282,18 +306,17 @@ pub fn write_tensors(
         .iter()
         .map(|(n, s, d)| (n.clone(), f32_bytes(d), s.clone()))
         .collect();
+    let serialize = |source| ModelError::Serialize {
+        path: path.to_path_buf(),
+        source,
+    };
     let views: Vec<(String, TensorView)> = bytes
         .iter()
-        .map(|(n, b, s)| {
-            Ok((
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| ModelError::file(path, e))?,
-            ))
-        })
-        .collect::<Result<_, ModelError>>()?;
-    let out =
-        safetensors::serialize(views, &Some(metadata)).map_err(|e| ModelError::file(path, e))?;
-    write_atomic(path, &out).map_err(|e| ModelError::file(path, e))
+        .map(|(n, b, s)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<_, _>>()
+        .map_err(serialize)?;
+    let out = safetensors::serialize(views, &Some(metadata)).map_err(serialize)?;
+    write_atomic(path, &out).map_err(ModelError::io(path))
 }
 
 /// Named f32 tensors read from a safetensors file, and its metadata.
@@ -303,12 +326,15 @@ pub struct TensorFile {
 }
 
 /// Reads every tensor of a safetensors file as f32 (F32 stored; BF16 and F16 widened).
+/// Errors: [`ModelError::Io`], [`ModelError::Safetensors`], [`ModelError::TensorDtype`].
 pub fn read_tensors(path: &Path) -> Result<TensorFile, ModelError> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::file(path, e))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| ModelError::file(path, format!("not a valid safetensors file ({e})")))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| ModelError::file(path, format!("not a valid safetensors file ({e})")))?;
+    let bytes = std::fs::read(path).map_err(ModelError::io(path))?;
+    let invalid = |source| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(invalid)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(invalid)?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         let halves = || {
@@ -324,13 +350,12 @@ pub fn read_tensors(path: &Path) -> Result<TensorFile, ModelError> {
                 .collect(),
             Dtype::BF16 => halves().map(|h| f32::from_bits((h as u32) << 16)).collect(),
             Dtype::F16 => halves().map(f16_to_f32).collect(),
-            other => {
-                return Err(ModelError::file(
-                    path,
-                    format!(
-                        "tensor '{name}' has dtype {other:?}; only F32, BF16 and F16 are supported"
-                    ),
-                ))
+            dtype => {
+                return Err(ModelError::TensorDtype {
+                    path: path.to_path_buf(),
+                    name,
+                    dtype,
+                })
             }
         };
         tensors.insert(name, (view.shape().to_vec(), data));
@@ -368,25 +393,30 @@ fn shard_index(path: &Path) -> PathBuf {
 }
 
 /// Reads the weights at `path`, or, where that file does not exist, the shards its index
-/// (`<path>.index.json`, HF's `weight_map`) lists, merged into one [`TensorFile`].
+/// (`<path>.index.json`, HF's `weight_map`) lists, merged into one [`TensorFile`]. Errors: those
+/// of [`read_tensors`], and of the index: [`ModelError::Io`], [`ModelError::Json`],
+/// [`ModelError::ShardIndex`], [`ModelError::MisplacedTensor`].
 pub fn read_weights_file(path: &Path) -> Result<TensorFile, ModelError> {
     let index = shard_index(path);
     if path.exists() || !index.exists() {
         return read_tensors(path);
     }
-    let text = std::fs::read_to_string(&index).map_err(|e| ModelError::file(&index, e))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| ModelError::file(&index, format!("not valid JSON: {e}")))?;
+    let text = std::fs::read_to_string(&index).map_err(ModelError::io(&index))?;
+    let v: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: index.clone(),
+        source,
+    })?;
+    let bad_index = |problem: String| ModelError::ShardIndex {
+        path: index.clone(),
+        problem,
+    };
     let map = v
         .get("weight_map")
         .and_then(Value::as_object)
-        .ok_or_else(|| ModelError::file(&index, "no 'weight_map' object"))?;
+        .ok_or_else(|| bad_index("no 'weight_map' object".into()))?;
     let mut shards: Vec<&str> = map.values().filter_map(Value::as_str).collect();
     if shards.len() != map.len() {
-        return Err(ModelError::file(
-            &index,
-            "a weight_map entry is not a file name",
-        ));
+        return Err(bad_index("a weight_map entry is not a file name".into()));
     }
     shards.sort_unstable();
     shards.dedup();
@@ -396,18 +426,18 @@ pub fn read_weights_file(path: &Path) -> Result<TensorFile, ModelError> {
     };
     for shard in shards {
         if shard.contains('/') || shard.contains('\\') {
-            return Err(ModelError::file(
-                &index,
-                format!("shard '{shard}' is not a file name in this directory"),
-            ));
+            return Err(bad_index(format!(
+                "shard '{shard}' is not a file name in this directory"
+            )));
         }
         let file = read_tensors(&path.with_file_name(shard))?;
         for (name, t) in file.tensors {
             if map.get(&name).and_then(Value::as_str) != Some(shard) {
-                return Err(ModelError::file(
-                    &index,
-                    format!("tensor '{name}' is in {shard}, which the weight_map does not say"),
-                ));
+                return Err(ModelError::MisplacedTensor {
+                    path: index.clone(),
+                    name,
+                    shard: shard.into(),
+                });
             }
             merged.tensors.insert(name, t);
         }
@@ -451,7 +481,9 @@ fn derived(model: &Gpt, name: &str) -> bool {
 
 /// Reads the weights at `path` (or its shards, see [`read_weights_file`]) into the flat layout
 /// of `model`; returns them and the file's metadata. Every tensor of the model must be present
-/// with its exact shape.
+/// ([`ModelError::MissingTensor`]) with its exact shape ([`ModelError::TensorShape`]), and
+/// nothing else ([`ModelError::UnexpectedTensor`]) nor a non-finite value
+/// ([`ModelError::NonFinite`]); the file's own errors are [`read_weights_file`]'s.
 pub fn load_weights(
     path: &Path,
     model: &Gpt,
@@ -473,38 +505,208 @@ pub fn load_weights(
     let l = &model.layout;
     let mut params = vec![0.0f32; l.total];
     for (name, p) in &l.named {
-        let (_, (shape, data)) = by_name.remove(name).ok_or_else(|| {
-            ModelError::file(
-                path,
-                format!(
-                    "tensor '{name}' is missing (is this a {family} checkpoint of this shape?)"
-                ),
-            )
-        })?;
+        let (_, (shape, data)) = by_name
+            .remove(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                family,
+            })?;
         let want = if l.is_vocab_rows(p) {
             vec![model.config.vocab_size, p.cols]
         } else {
             ParamLayout::hf_shape(p)
         };
         if shape != want {
-            return Err(ModelError::file(
-                path,
-                format!("tensor '{name}' has shape {shape:?}, the config needs {want:?}"),
-            ));
+            return Err(ModelError::TensorShape {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                found: shape,
+                expected: want,
+            });
         }
         params[p.offset..p.offset + data.len()].copy_from_slice(&data);
     }
     if let Some((name, _)) = by_name.into_values().next() {
-        return Err(ModelError::file(
-            path,
-            format!("unexpected tensor '{name}' (not part of a {family} model of this config)"),
-        ));
+        return Err(ModelError::UnexpectedTensor {
+            path: path.to_path_buf(),
+            name,
+            family,
+        });
     }
-    if let Some(i) = params.iter().position(|x| !x.is_finite()) {
-        return Err(ModelError::file(
-            path,
-            format!("weights contain a non-finite value (flat index {i})"),
-        ));
+    if let Some(index) = params.iter().position(|x| !x.is_finite()) {
+        return Err(ModelError::NonFinite {
+            path: path.to_path_buf(),
+            index,
+        });
     }
     Ok((params, file.metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Gpt {
+        Gpt::new(GptConfig {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 8,
+            block_size: 4,
+            vocab_size: 10,
+            padded_vocab_size: 16,
+            ..GptConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ferrogpt-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The model's tensors as `save_weights` writes them, but for those `edit` changes.
+    fn write_edited(path: &Path, model: &Gpt, edit: impl Fn(&mut Vec<(String, Vec<usize>)>)) {
+        let mut named: Vec<(String, Vec<usize>)> = model
+            .layout
+            .named
+            .iter()
+            .map(|(name, p)| {
+                let shape = if model.layout.is_vocab_rows(p) {
+                    vec![model.config.vocab_size, p.cols]
+                } else {
+                    ParamLayout::hf_shape(p)
+                };
+                (name.clone(), shape)
+            })
+            .collect();
+        edit(&mut named);
+        let data: Vec<Vec<f32>> = named
+            .iter()
+            .map(|(_, s)| vec![0.0; s.iter().product()])
+            .collect();
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = named
+            .iter()
+            .zip(&data)
+            .map(|((n, s), d)| (n.clone(), s.clone(), d.as_slice()))
+            .collect();
+        write_tensors(path, &tensors, HashMap::new()).unwrap();
+    }
+
+    #[test]
+    fn load_errors_name_the_tensor() {
+        let model = tiny();
+        let dir = scratch("model-errors");
+        let path = dir.join("model.safetensors");
+
+        write_edited(&path, &model, |t| {
+            t.retain(|(n, _)| n != "h.0.attn.c_proj.weight")
+        });
+        match load_weights(&path, &model) {
+            Err(ModelError::MissingTensor {
+                path: p,
+                name,
+                family,
+            }) => {
+                assert_eq!(
+                    (p.as_path(), name.as_str(), family),
+                    (path.as_path(), "h.0.attn.c_proj.weight", "gpt2")
+                );
+            }
+            other => panic!("expected MissingTensor, got {:?}", other.map(|_| ())),
+        }
+
+        write_edited(&path, &model, |t| t[0].1 = vec![3, 3]);
+        match load_weights(&path, &model) {
+            Err(ModelError::TensorShape {
+                name,
+                found,
+                expected,
+                ..
+            }) => {
+                assert_eq!(name, model.layout.named[0].0);
+                assert_eq!(found, [3, 3]);
+                assert_ne!(expected, found);
+            }
+            other => panic!("expected TensorShape, got {:?}", other.map(|_| ())),
+        }
+
+        write_edited(&path, &model, |t| t.push(("extra.weight".into(), vec![2])));
+        let err = load_weights(&path, &model).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::UnexpectedTensor { name, .. } if name == "extra.weight"),
+            "{err:?}"
+        );
+
+        std::fs::write(&path, b"garbage").unwrap();
+        let err = load_weights(&path, &model).unwrap_err();
+        assert!(matches!(err, ModelError::Safetensors { .. }), "{err:?}");
+        // The safetensors error stays reachable as the source.
+        assert!(std::error::Error::source(&err).is_some());
+        assert!(
+            err.to_string().contains("not a valid safetensors file"),
+            "{err}"
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        let err = load_weights(&path, &model).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let model = tiny();
+        let dir = scratch("config-errors");
+        save_config(&dir, &model.config, None).unwrap();
+        let path = dir.join("config.json");
+        let edit = |f: &dyn Fn(&mut Value)| {
+            let mut v: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            f(&mut v);
+            std::fs::write(&path, v.to_string()).unwrap();
+        };
+        assert_eq!(load_config(&dir, 1).unwrap(), model.config);
+
+        edit(&|v| v["n_head"] = json!(3));
+        let err = load_config(&dir, 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::ConfigFile {
+                    field: "n_embd",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("invalid model config: n_embd 8 is not a multiple of n_head 3"),
+            "{err}"
+        );
+
+        edit(&|v| v["n_layer"] = json!("two"));
+        let err = load_config(&dir, 1).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::NotInteger { field, .. } if field == "n_layer"),
+            "{err:?}"
+        );
+
+        edit(&|v| v["activation_function"] = json!("relu"));
+        let err = load_config(&dir, 1).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::Unsupported { field, found, .. } if field == "activation_function" && found == "relu"),
+            "{err:?}"
+        );
+
+        std::fs::write(&path, "{").unwrap();
+        let err = load_config(&dir, 1).unwrap_err();
+        assert!(matches!(err, ModelError::Json { .. }), "{err:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

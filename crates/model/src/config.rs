@@ -192,9 +192,10 @@ impl GptConfig {
             .collect()
     }
 
-    /// Checks that the shape is buildable; names the field at fault.
+    /// Checks that the shape is buildable. Errors: [`ModelError::Config`], naming the field at
+    /// fault.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let err = |m: String| Err(ModelError::Config(m));
+        let err = |field: &'static str, problem: String| Err(ModelError::Config { field, problem });
         for (name, v) in [
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
@@ -205,58 +206,85 @@ impl GptConfig {
             ("ffn_hidden", self.ffn()),
         ] {
             if v == 0 {
-                return err(format!("{name} must be positive"));
+                return err(name, format!("{name} must be positive"));
             }
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
-            return err(format!(
-                "n_embd {} is not a multiple of n_head {}",
-                self.n_embd, self.n_head
-            ));
+            return err(
+                "n_embd",
+                format!(
+                    "n_embd {} is not a multiple of n_head {}",
+                    self.n_embd, self.n_head
+                ),
+            );
         }
         if !self.n_head.is_multiple_of(self.kv_heads()) {
-            return err(format!(
-                "n_head {} is not a multiple of n_kv_head {}",
-                self.n_head,
-                self.kv_heads()
-            ));
+            return err(
+                "n_kv_head",
+                format!(
+                    "n_head {} is not a multiple of n_kv_head {}",
+                    self.n_head,
+                    self.kv_heads()
+                ),
+            );
         }
         if self.padded_vocab_size < self.vocab_size {
-            return err(format!(
-                "padded_vocab_size {} is smaller than vocab_size {}",
-                self.padded_vocab_size, self.vocab_size
-            ));
+            return err(
+                "padded_vocab_size",
+                format!(
+                    "padded_vocab_size {} is smaller than vocab_size {}",
+                    self.padded_vocab_size, self.vocab_size
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return err(format!("dropout {} is outside [0, 1)", self.dropout));
+            return err(
+                "dropout",
+                format!("dropout {} is outside [0, 1)", self.dropout),
+            );
         }
         if self.rotary() && !self.head_size().is_multiple_of(2) {
-            return err(format!(
-                "rotary positions need an even head size, got {}",
-                self.head_size()
-            ));
+            return err(
+                "n_head",
+                format!(
+                    "rotary positions need an even head size, got {}",
+                    self.head_size()
+                ),
+            );
         }
         if self.rotary() && !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
-            return err(format!(
-                "rope_theta must be above 1, got {}",
-                self.rope_theta
-            ));
+            return err(
+                "rope_theta",
+                format!("rope_theta must be above 1, got {}", self.rope_theta),
+            );
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
-            return err(format!("norm_eps must be positive, got {}", self.norm_eps));
+            return err(
+                "norm_eps",
+                format!("norm_eps must be positive, got {}", self.norm_eps),
+            );
         }
         match self.family {
             Family::Gpt2 => {
                 if self.kv_heads() != self.n_head {
-                    return err("grouped-query attention (n_kv_head) needs the llama family".into());
+                    return err(
+                        "n_kv_head",
+                        "grouped-query attention (n_kv_head) needs the llama family".into(),
+                    );
                 }
                 if !self.tie_embeddings {
-                    return err("GPT-2's LM head is always tied to its token embedding".into());
+                    return err(
+                        "tie_embeddings",
+                        "GPT-2's LM head is always tied to its token embedding".into(),
+                    );
                 }
             }
             Family::Llama => {
                 if !self.rotary() {
-                    return err("the llama family uses rotary positions (pos = rope)".into());
+                    return err(
+                        "pos",
+                        "the llama family uses rotary positions (pos = rope)".into(),
+                    );
                 }
             }
         }

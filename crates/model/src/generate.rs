@@ -63,7 +63,8 @@ pub fn sample_token(logits: &[f64], s: Sampling, rng: &mut impl Rng) -> u32 {
 }
 
 /// Generates `n` tokens after `prompt`, calling `emit` with each as it is produced (streaming).
-/// Errors: an empty prompt, a prompt longer than the block size, or ids beyond the vocabulary.
+/// Errors: an empty prompt ([`ModelError::EmptyPrompt`]), a prompt longer than the block size
+/// ([`ModelError::PromptLength`]), or ids beyond the vocabulary ([`ModelError::TokenId`]).
 #[allow(clippy::too_many_arguments)]
 pub fn generate<T: Float>(
     model: &Gpt,
@@ -96,7 +97,8 @@ pub fn generate<T: Float>(
 /// [`generate`] with the logits from `last_logits(window)`: the vocab_size (unpadded) logits
 /// of the window's last position (B = 1, T = the window's length, at most the block size),
 /// e.g. from a training engine. Same checks and errors as [`generate`], plus a logits row of
-/// the wrong length; `last_logits`' and `emit`'s errors pass through.
+/// the wrong length ([`ModelError::LogitsLength`]); `last_logits`' and `emit`'s errors pass
+/// through.
 pub fn generate_with<E: From<ModelError>>(
     model: &Gpt,
     mut last_logits: impl FnMut(&[u32]) -> Result<Vec<f32>, E>,
@@ -112,10 +114,10 @@ pub fn generate_with<E: From<ModelError>>(
         |window, _| {
             let row = last_logits(window)?;
             if row.len() != v {
-                return Err(ModelError::Input(format!(
-                    "the engine returned {} logits, expected the vocabulary's {v}",
-                    row.len()
-                ))
+                return Err(ModelError::LogitsLength {
+                    found: row.len(),
+                    expected: v,
+                }
                 .into());
             }
             Ok(row.iter().map(|&x| x as f64).collect())
@@ -141,15 +143,13 @@ fn sample_loop<E: From<ModelError>, R: Rng>(
 ) -> Result<Vec<u32>, E> {
     let block = model.config.block_size;
     if prompt.is_empty() {
-        return Err(
-            ModelError::Input("the prompt is empty: give at least one token".into()).into(),
-        );
+        return Err(ModelError::EmptyPrompt.into());
     }
     if prompt.len() > block {
-        return Err(ModelError::Input(format!(
-            "the prompt is {} tokens long, more than the model's block size of {block}",
-            prompt.len()
-        ))
+        return Err(ModelError::PromptLength {
+            len: prompt.len(),
+            max: block,
+        }
         .into());
     }
     model.check_tokens(prompt, prompt.len())?;

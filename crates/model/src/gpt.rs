@@ -35,23 +35,25 @@ impl Gpt {
         Ok(Gpt { config, layout })
     }
 
-    /// Checks a batch of token ids against the model: T within the block size, ids within V.
+    /// Checks a batch of token ids against the model: T within the block size
+    /// ([`ModelError::SequenceLength`]), ids within V ([`ModelError::TokenId`]).
     pub fn check_tokens(&self, tokens: &[u32], t: usize) -> Result<(), ModelError> {
         if t == 0 || t > self.config.block_size {
-            return Err(ModelError::Input(format!(
-                "sequence length {t} is outside 1..={} (the model's block size)",
-                self.config.block_size
-            )));
+            return Err(ModelError::SequenceLength {
+                t,
+                max: self.config.block_size,
+            });
         }
         if let Some((i, &id)) = tokens
             .iter()
             .enumerate()
             .find(|(_, &id)| id as usize >= self.config.vocab_size)
         {
-            return Err(ModelError::Input(format!(
-                "token id {id} at position {i} is beyond the vocabulary ({} tokens)",
-                self.config.vocab_size
-            )));
+            return Err(ModelError::TokenId {
+                id,
+                position: i,
+                vocab: self.config.vocab_size,
+            });
         }
         Ok(())
     }
@@ -152,5 +154,56 @@ impl Gpt {
     ) -> T {
         let logits = self.forward(tape, params, tokens, t, false, rng);
         tape.softmax_cross_entropy(logits, targets, self.config.vocab_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_tokens_names_length_and_id() {
+        let model = Gpt::new(GptConfig {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 8,
+            block_size: 4,
+            vocab_size: 10,
+            padded_vocab_size: 16,
+            ..GptConfig::default()
+        })
+        .unwrap();
+        let err = model.check_tokens(&[0; 5], 5).unwrap_err();
+        assert!(
+            matches!(err, ModelError::SequenceLength { t: 5, max: 4 }),
+            "{err:?}"
+        );
+        let err = model.check_tokens(&[1, 2, 10, 3], 4).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::TokenId {
+                    id: 10,
+                    position: 2,
+                    vocab: 10
+                }
+            ),
+            "{err:?}"
+        );
+        let err = Gpt::new(GptConfig {
+            dropout: 1.0,
+            ..model.config.clone()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::Config {
+                    field: "dropout",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

@@ -24,28 +24,116 @@
 //! metadata, and loading refuses a set whose files disagree (files copied from different runs).
 
 use crate::config::TrainConfig;
+use crate::data::DataError;
 use crate::data::{hex, BatcherState, DataSource};
 use crate::tokenizer::{hf, Tokenizer};
 use ferrogpt_core::fsutil::write_atomic;
-use ferrogpt_model::{checkpoint as mc, Gpt};
+use ferrogpt_model::{checkpoint as mc, Gpt, ModelError};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Why a checkpoint could not be written or read. Messages name the file.
+/// Why a checkpoint could not be written or read. Each names the file at fault and keeps the
+/// error it came from.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CheckpointError(pub String);
+pub enum CheckpointError {
+    /// The weights or config.json (read or written by [`ferrogpt_model::checkpoint`]).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The tokenizer files.
+    #[error(transparent)]
+    Tokenizer(#[from] DataError),
+    /// A file or folder could not be read, written, moved or removed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// state.json could not be serialised.
+    #[error("{}: {source}", path.display())]
+    Serialize {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// state.json does not parse as a run state.
+    #[error("{}: corrupt state ({source})", path.display())]
+    CorruptState {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// state.json is of another format than [`FORMAT`].
+    #[error("{}: format '{found}' is not '{FORMAT}'", path.display())]
+    Format { path: PathBuf, found: String },
+    /// The directory to load does not exist.
+    #[error("{}: no such checkpoint directory", dir.display())]
+    NoCheckpoint { dir: PathBuf },
+    /// The directory has no state.json (weights alone, e.g. `best/` or a HF directory).
+    #[error("{}: not a resumable checkpoint (no state.json)", dir.display())]
+    NotResumable { dir: PathBuf },
+    /// checksums.sha256 has a line that is not `SHA256  NAME` (`line` counts from 1).
+    #[error("{}: line {line} is not `SHA256  NAME`: the checksum list is damaged", path.display())]
+    ChecksumList { path: PathBuf, line: usize },
+    /// A file to check is not in checksums.sha256.
+    #[error("{}: not listed in {MANIFEST}, so it cannot be checked{}", path.display(), hint(*interrupted))]
+    Unlisted { path: PathBuf, interrupted: bool },
+    /// A file checksums.sha256 lists is not there.
+    #[error("{}: missing (listed in {MANIFEST}){}", path.display(), hint(*interrupted))]
+    Missing { path: PathBuf, interrupted: bool },
+    /// A file's SHA-256 is not the one checksums.sha256 records. `interrupted`: a save was
+    /// interrupted (a `.pending` folder is there), which `--resume` finishes.
+    #[error("{}: damaged: its SHA-256 is {found}, {MANIFEST} records {recorded} (one of the two was changed after the checkpoint was written){}", path.display(), hint(*interrupted))]
+    Damaged {
+        path: PathBuf,
+        found: String,
+        recorded: String,
+        interrupted: bool,
+    },
+    /// The tokenizer has more ids than the model's vocabulary.
+    #[error("{}: the tokenizer has {tokenizer} tokens, more than config.json's vocab_size {model}", dir.display())]
+    TokenizerVocab {
+        dir: PathBuf,
+        tokenizer: usize,
+        model: usize,
+    },
+    /// A safetensors file's step or run id (its metadata; "none" where absent) is not
+    /// state.json's: files copied from different runs or steps.
+    #[error("{}: mismatched checkpoint: this file is from step {step} of run {run_id}, state.json from step {state_step} of run {state_run_id}", path.display())]
+    Mismatched {
+        path: PathBuf,
+        step: String,
+        run_id: String,
+        state_step: usize,
+        state_run_id: String,
+    },
+    /// An optimizer moment of another length than the model's parameters.
+    #[error("{}: moment '{name}' has {found} values, the model has {expected} parameters", path.display())]
+    MomentLength {
+        path: PathBuf,
+        name: &'static str,
+        found: usize,
+        expected: usize,
+    },
+    /// An optimizer moment the run's optimizer needs is not in optimizer.safetensors.
+    #[error("{}: moment '{name}' is missing", path.display())]
+    MissingMoment { path: PathBuf, name: &'static str },
+}
 
-impl From<ferrogpt_model::ModelError> for CheckpointError {
-    fn from(e: ferrogpt_model::ModelError) -> Self {
-        CheckpointError(e.to_string())
+/// What a damaged checkpoint's message adds when a save was interrupted.
+fn hint(interrupted: bool) -> &'static str {
+    if interrupted {
+        " (a save was interrupted: `ferrogpt train --resume` finishes it)"
+    } else {
+        ""
     }
 }
 
-fn err(path: &Path, msg: impl std::fmt::Display) -> CheckpointError {
-    CheckpointError(format!("{}: {msg}", path.display()))
+/// An io error at `path`, for `map_err`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The small part of the run's state, as `state.json`.
@@ -114,15 +202,15 @@ pub fn save(
     }
     let pending = dir.join(PENDING);
     if pending.exists() {
-        std::fs::remove_dir_all(&pending).map_err(|e| err(&pending, e))?;
+        std::fs::remove_dir_all(&pending).map_err(io(&pending))?;
     }
     let stage = dir.join(format!(".staging-{}", std::process::id()));
     let r = (|| {
-        std::fs::create_dir_all(&stage).map_err(|e| err(&stage, e))?;
+        std::fs::create_dir_all(&stage).map_err(io(&stage))?;
         write_files(&stage, model, tokenizer, state, t)?;
         // The commit point: one rename makes the complete set `.pending`; moving its files
         // into place can then always be finished ([`finish_pending`]), whatever stops it.
-        std::fs::rename(&stage, &pending).map_err(|e| err(&pending, e))?;
+        std::fs::rename(&stage, &pending).map_err(io(&pending))?;
         finish_pending(dir)
     })();
     let _ = std::fs::remove_dir_all(&stage);
@@ -141,7 +229,7 @@ pub fn finish_pending(dir: &Path) -> Result<(), CheckpointError> {
     let Ok(text) = std::fs::read_to_string(&list) else {
         // No list: nothing is pending, or every file has moved and only the folder is left.
         if pending.exists() {
-            std::fs::remove_dir_all(&pending).map_err(|e| err(&pending, e))?;
+            std::fs::remove_dir_all(&pending).map_err(io(&pending))?;
         }
         return Ok(());
     };
@@ -155,11 +243,12 @@ pub fn finish_pending(dir: &Path) -> Result<(), CheckpointError> {
     for name in names {
         let from = pending.join(name);
         if from.exists() {
-            std::fs::rename(&from, dir.join(name)).map_err(|e| err(&dir.join(name), e))?;
+            let to = dir.join(name);
+            std::fs::rename(&from, &to).map_err(io(&to))?;
         }
     }
     sync_dir(dir);
-    std::fs::remove_dir_all(&pending).map_err(|e| err(&pending, e))
+    std::fs::remove_dir_all(&pending).map_err(io(&pending))
 }
 
 /// Flushes a directory's entries (the renames) to disk, where the platform can.
@@ -176,11 +265,11 @@ pub const MANIFEST: &str = "checksums.sha256";
 pub fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
     use sha2::Digest;
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| err(path, e))?;
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        match f.read(&mut buf).map_err(|e| err(path, e))? {
+        match f.read(&mut buf).map_err(io(path))? {
             0 => break,
             n => h.update(&buf[..n]),
         }
@@ -195,18 +284,20 @@ fn write_manifest(dir: &Path, names: &[&str]) -> Result<(), CheckpointError> {
         text += &format!("{}  {name}\n", sha256_file(&dir.join(name))?);
     }
     let path = dir.join(MANIFEST);
-    write_atomic(&path, text.as_bytes()).map_err(|e| err(&path, e))
+    write_atomic(&path, text.as_bytes()).map_err(io(&path))
 }
 
 /// Checks the files `names` of `dir` against its checksums.sha256: each one it lists must be
 /// there with that SHA-256. Without a checksums.sha256 (checkpoints of earlier versions,
-/// Hugging Face directories) there is nothing to check. Errors name the damaged file.
+/// Hugging Face directories) there is nothing to check. Errors name the damaged file:
+/// [`CheckpointError::Unlisted`], [`CheckpointError::Missing`], [`CheckpointError::Damaged`]
+/// (and [`CheckpointError::ChecksumList`] for a damaged list).
 pub fn verify(dir: &Path, names: &[&str]) -> Result<(), CheckpointError> {
     let path = dir.join(MANIFEST);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(err(&path, e)),
+        Err(e) => return Err(io(&path)(e)),
     };
     let mut listed = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -219,44 +310,35 @@ pub fn verify(dir: &Path, names: &[&str]) -> Result<(), CheckpointError> {
             Some((sum, name)) => {
                 listed.insert(name, sum);
             }
-            None => {
-                return Err(err(
-                    &path,
-                    format!(
-                        "line {} is not `SHA256  NAME`: the checksum list is damaged",
-                        i + 1
-                    ),
-                ))
-            }
+            None => return Err(CheckpointError::ChecksumList { path, line: i + 1 }),
         }
     }
-    let hint = if dir.join(PENDING).exists() {
-        " (a save was interrupted: `ferrogpt train --resume` finishes it)"
-    } else {
-        ""
-    };
+    let interrupted = dir.join(PENDING).exists();
     for name in names {
         let file = dir.join(name);
         let Some(want) = listed.get(name) else {
             if file.exists() {
-                return Err(err(
-                    &file,
-                    format!("not listed in {MANIFEST}, so it cannot be checked{hint}"),
-                ));
+                return Err(CheckpointError::Unlisted {
+                    path: file,
+                    interrupted,
+                });
             }
             continue;
         };
         if !file.exists() {
-            return Err(err(&file, format!("missing (listed in {MANIFEST}){hint}")));
+            return Err(CheckpointError::Missing {
+                path: file,
+                interrupted,
+            });
         }
         let got = sha256_file(&file)?;
         if got != *want {
-            return Err(err(
-                &file,
-                format!(
-                    "damaged: its SHA-256 is {got}, {MANIFEST} records {want} (one of the two was changed after the checkpoint was written){hint}"
-                ),
-            ));
+            return Err(CheckpointError::Damaged {
+                path: file,
+                found: got,
+                recorded: want.to_string(),
+                interrupted,
+            });
         }
     }
     Ok(())
@@ -291,8 +373,12 @@ fn write_files(
     mc::save_config(dir, &model.config, tokenizer.eot())?;
     names.extend(save_tokenizer(dir, tokenizer, model.config.block_size)?);
     let st = dir.join("state.json");
-    let text = serde_json::to_string_pretty(state).map_err(|e| err(&st, e))?;
-    write_atomic(&st, text.as_bytes()).map_err(|e| err(&st, e))?;
+    let text =
+        serde_json::to_string_pretty(state).map_err(|source| CheckpointError::Serialize {
+            path: st.clone(),
+            source,
+        })?;
+    write_atomic(&st, text.as_bytes()).map_err(io(&st))?;
     names.push("state.json");
     write_manifest(dir, &names)?;
     Ok(names)
@@ -303,7 +389,7 @@ fn save_tokenizer(
     tokenizer: &Tokenizer,
     block_size: usize,
 ) -> Result<Vec<&'static str>, CheckpointError> {
-    hf::save(tokenizer, dir, block_size).map_err(|e| CheckpointError(e.to_string()))
+    Ok(hf::save(tokenizer, dir, block_size)?)
 }
 
 /// The weights alone, as `sample` and `eval` read them (model.safetensors, config.json,
@@ -316,11 +402,11 @@ pub fn save_model(
     params: &[f32],
     meta: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     // The old checksums go first: a crash in between leaves files without a list, not files
     // that contradict it.
     match std::fs::remove_file(dir.join(MANIFEST)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(dir, e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(dir)(e)),
         _ => {}
     }
     mc::save_weights(&dir.join("model.safetensors"), model, params, meta)?;
@@ -340,13 +426,13 @@ pub fn exists(dir: &Path) -> bool {
 /// tokenizer), and no tokenizer otherwise ([`Tokenizer::IdsOnly`], `vocab_size` ids).
 pub fn load_tokenizer(dir: &Path, vocab_size: usize) -> Result<Tokenizer, CheckpointError> {
     if hf::has_tokenizer(dir) {
-        return Tokenizer::load(dir).map_err(|e| CheckpointError(e.to_string()));
+        return Ok(Tokenizer::load(dir)?);
     }
     // ferrogpt's config.json has padded_vocab_size: its runs always write their tokenizer.
     let ours = std::fs::read_to_string(dir.join("config.json"))
         .is_ok_and(|t| t.contains("\"padded_vocab_size\""));
     if !ours && vocab_size == crate::tokenizer::GPT2_VOCAB_SIZE {
-        return Tokenizer::gpt2().map_err(|e| CheckpointError(e.to_string()));
+        return Ok(Tokenizer::gpt2()?);
     }
     Ok(Tokenizer::IdsOnly { vocab_size })
 }
@@ -366,7 +452,9 @@ pub struct LoadedModel {
 /// more.
 pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, CheckpointError> {
     if !dir.is_dir() {
-        return Err(err(dir, "no such checkpoint directory"));
+        return Err(CheckpointError::NoCheckpoint {
+            dir: dir.to_path_buf(),
+        });
     }
     verify(
         dir,
@@ -382,14 +470,11 @@ pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, Checkp
     let (params, metadata) = mc::load_weights(&dir.join("model.safetensors"), &model)?;
     let tokenizer = load_tokenizer(dir, model.config.vocab_size)?;
     if tokenizer.vocab_size() > model.config.vocab_size {
-        return Err(err(
-            dir,
-            format!(
-                "the tokenizer has {} tokens, more than config.json's vocab_size {}",
-                tokenizer.vocab_size(),
-                model.config.vocab_size
-            ),
-        ));
+        return Err(CheckpointError::TokenizerVocab {
+            dir: dir.to_path_buf(),
+            tokenizer: tokenizer.vocab_size(),
+            model: model.config.vocab_size,
+        });
     }
     Ok(LoadedModel {
         model,
@@ -403,17 +488,22 @@ pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, Checkp
 pub fn read_state(dir: &Path) -> Result<RunState, CheckpointError> {
     let st = dir.join("state.json");
     if !st.is_file() {
-        return Err(err(dir, "not a resumable checkpoint (no state.json)"));
+        return Err(CheckpointError::NotResumable {
+            dir: dir.to_path_buf(),
+        });
     }
     verify(dir, &["state.json"])?;
-    let text = std::fs::read_to_string(&st).map_err(|e| err(&st, e))?;
+    let text = std::fs::read_to_string(&st).map_err(io(&st))?;
     let state: RunState =
-        serde_json::from_str(&text).map_err(|e| err(&st, format!("corrupt state ({e})")))?;
+        serde_json::from_str(&text).map_err(|source| CheckpointError::CorruptState {
+            path: st.clone(),
+            source,
+        })?;
     if state.format != FORMAT {
-        return Err(err(
-            &st,
-            format!("format '{}' is not '{FORMAT}'", state.format),
-        ));
+        return Err(CheckpointError::Format {
+            path: st,
+            found: state.format,
+        });
     }
     Ok(state)
 }
@@ -446,27 +536,29 @@ pub fn load_for_resume(dir: &Path) -> Result<Resumed, CheckpointError> {
             .map(String::as_str)
             .unwrap_or("none");
         if step != state.step.to_string() || id != state.run_id {
-            return Err(err(
-                path,
-                format!(
-                    "mismatched checkpoint: this file is from step {step} of run {id}, state.json from step {} of run {}",
-                    state.step, state.run_id
-                ),
-            ));
+            return Err(CheckpointError::Mismatched {
+                path: path.clone(),
+                step: step.into(),
+                run_id: id.into(),
+                state_step: state.step,
+                state_run_id: state.run_id,
+            });
         }
     }
     let n = loaded.model.layout.total;
-    let mut take = |name: &str| -> Result<Vec<f32>, CheckpointError> {
+    let mut take = |name: &'static str| -> Result<Vec<f32>, CheckpointError> {
         match opt.tensors.remove(name) {
             Some((_, d)) if d.len() == n => Ok(d),
-            Some((_, d)) => Err(err(
-                &opt_path,
-                format!(
-                    "moment '{name}' has {} values, the model has {n} parameters",
-                    d.len()
-                ),
-            )),
-            None => Err(err(&opt_path, format!("moment '{name}' is missing"))),
+            Some((_, d)) => Err(CheckpointError::MomentLength {
+                path: opt_path.clone(),
+                name,
+                found: d.len(),
+                expected: n,
+            }),
+            None => Err(CheckpointError::MissingMoment {
+                path: opt_path.clone(),
+                name,
+            }),
         }
     };
     let m = take("m")?;
@@ -481,4 +573,73 @@ pub fn load_for_resume(dir: &Path) -> Result<Resumed, CheckpointError> {
         m,
         v,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrogpt_model::GptConfig;
+
+    #[test]
+    fn load_errors_keep_their_structure() {
+        let model = Gpt::new(GptConfig {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 8,
+            block_size: 4,
+            vocab_size: 10,
+            padded_vocab_size: 16,
+            ..GptConfig::default()
+        })
+        .unwrap();
+        let tok = Tokenizer::IdsOnly { vocab_size: 10 };
+        let dir = std::env::temp_dir().join(format!("ferrogpt-ckpt-errors-{}", std::process::id()));
+        let mut rng = <Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(1);
+        let params = model.layout.init(&model.config, &mut rng);
+        save_model(&dir, &model, &tok, &params, HashMap::new()).unwrap();
+        assert_eq!(load_model(&dir, 1).unwrap().params, params);
+
+        let err = load_model(&dir.join("absent"), 1).err().unwrap();
+        assert!(
+            matches!(err, CheckpointError::NoCheckpoint { .. }),
+            "{err:?}"
+        );
+        let err = read_state(&dir).unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::NotResumable { .. }),
+            "{err:?}"
+        );
+
+        // Weights without one tensor: a damaged file while checksums.sha256 lists it, the
+        // model's own error (naming the tensor) once the list is gone.
+        let weights = dir.join("model.safetensors");
+        let mut file = mc::read_tensors(&weights).unwrap();
+        let name = &model.layout.named[1].0;
+        file.tensors.remove(name).unwrap();
+        let kept: Vec<(String, Vec<usize>, &[f32])> = file
+            .tensors
+            .iter()
+            .map(|(n, (shape, data))| (n.clone(), shape.clone(), data.as_slice()))
+            .collect();
+        mc::write_tensors(&weights, &kept, HashMap::new()).unwrap();
+        let err = load_model(&dir, 1).err().unwrap();
+        match &err {
+            CheckpointError::Damaged {
+                path, interrupted, ..
+            } => assert_eq!((path, *interrupted), (&weights, false)),
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+        std::fs::remove_file(dir.join(MANIFEST)).unwrap();
+        let err = load_model(&dir, 1).err().unwrap();
+        assert!(
+            matches!(&err, CheckpointError::Model(ModelError::MissingTensor { name: n, .. }) if n == name),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("tensor '{name}' is missing")),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::TrainError;
 use crate::config::TrainConfig;
-use crate::data::{DataSource, Dataset};
+use crate::data::{DataError, DataRole, DataSource, Dataset};
 use crate::engine::Engine;
 use crate::mc_eval::McExample;
 use ferrogpt_model::Gpt;
@@ -19,21 +19,25 @@ pub(super) fn read_mc(
     let Some(path) = &cfg.eval_mc else {
         return Ok(None);
     };
-    let examples =
-        crate::mc_eval::read(Path::new(path)).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let examples = crate::mc_eval::read(Path::new(path))?;
     let (block, vocab) = (model.config.block_size, model.config.vocab_size);
     for (i, e) in examples.iter().enumerate() {
         if e.longest_row() > block + 1 {
-            return Err(TrainError::Setup(format!(
-                "{path}: example {i} needs {} tokens, more than the model's block size {block} + 1",
-                e.longest_row()
-            )));
+            return Err(TrainError::McTooLong {
+                path: path.clone(),
+                example: i,
+                tokens: e.longest_row(),
+                block,
+            });
         }
         let ids = e.context.iter().chain(e.completions.iter().flatten());
         if let Some(id) = ids.copied().find(|&id| id as usize >= vocab) {
-            return Err(TrainError::Setup(format!(
-                "{path}: example {i} holds token id {id}, beyond the model's vocabulary of {vocab}"
-            )));
+            return Err(TrainError::McTokenId {
+                path: path.clone(),
+                example: i,
+                id,
+                vocab,
+            });
         }
     }
     Ok(Some(examples))
@@ -49,29 +53,27 @@ pub(super) fn check_sources(recorded: &[DataSource], now: &[DataSource]) -> Resu
             continue;
         }
         if after.is_empty() {
-            return Err(TrainError::Setup(format!(
-                "this run was trained with {role} data {} ({} bytes), and none was given",
-                before[0].path.display(),
-                before[0].bytes
-            )));
+            return Err(TrainError::MissingData {
+                recorded: Box::new(before[0].clone()),
+            });
         }
         if let Some((r, n)) = before
             .iter()
             .zip(&after)
             .find(|(r, n)| r.sha256 != n.sha256)
         {
-            let e = crate::data::DataError::Changed {
+            return Err(DataError::Changed {
                 found: Box::new((*n).clone()),
                 recorded: Box::new((*r).clone()),
-            };
-            return Err(TrainError::Setup(e.to_string()));
+            }
+            .into());
         }
         if before.len() != after.len() {
-            return Err(TrainError::Setup(format!(
-                "this run was trained on {} {role} files, {} were given",
-                before.len(),
-                after.len()
-            )));
+            return Err(TrainError::DataFiles {
+                role,
+                recorded: before.len(),
+                given: after.len(),
+            });
         }
     }
     Ok(())
@@ -84,21 +86,20 @@ pub(super) fn check_data(cfg: &TrainConfig, model: &Gpt, data: &Dataset) -> Resu
         // Shards are not read whole: the loader checks their lengths, the engine every id.
         return Ok(());
     }
-    crate::data::check_len(&data.train, cfg.seq_len, "the training data")
-        .map_err(|e| TrainError::Setup(e.to_string()))?;
+    crate::data::check_len(&data.train, cfg.seq_len, "the training data")?;
     if !data.val.is_empty() {
-        crate::data::check_len(&data.val, cfg.seq_len, "the validation data")
-            .map_err(|e| TrainError::Setup(e.to_string()))?;
+        crate::data::check_len(&data.val, cfg.seq_len, "the validation data")?;
     }
-    for (what, toks) in [("training", &data.train), ("validation", &data.val)] {
+    for (role, toks) in [(DataRole::Train, &data.train), (DataRole::Val, &data.val)] {
         if let Some(&id) = toks
             .iter()
             .find(|&&id| id as usize >= model.config.vocab_size)
         {
-            return Err(TrainError::Setup(format!(
-                "the {what} data holds token id {id}, beyond the model's vocabulary of {}",
-                model.config.vocab_size
-            )));
+            return Err(TrainError::TokenId {
+                role,
+                id,
+                vocab: model.config.vocab_size,
+            });
         }
     }
     Ok(())
@@ -106,20 +107,22 @@ pub(super) fn check_data(cfg: &TrainConfig, model: &Gpt, data: &Dataset) -> Resu
 
 /// Mean loss of the model on `engine` over `tokens`, in consecutive non-overlapping windows of
 /// `t` tokens (targets shifted by one), `b` windows a batch, at most `max_windows` windows
-/// (0 = all). Returns (mean loss, windows evaluated).
+/// (0 = all). Returns (mean loss, windows evaluated). Errors: fewer than `t + 1` tokens
+/// ([`DataError::TooFewTokens`]), the engine's.
 pub fn evaluate_tokens(
     engine: &mut dyn Engine,
     tokens: &[u32],
     b: usize,
     t: usize,
     max_windows: usize,
-) -> Result<(f64, usize), String> {
+) -> Result<(f64, usize), TrainError> {
     if tokens.len() < t + 1 {
-        return Err(format!(
-            "the data has {} tokens, fewer than one window of {} + 1",
-            tokens.len(),
-            t
-        ));
+        return Err(DataError::TooFewTokens {
+            what: "the data".into(),
+            needed: t + 1,
+            found: tokens.len(),
+        }
+        .into());
     }
     let mut windows = (tokens.len() - 1) / t;
     if max_windows > 0 {
@@ -136,9 +139,7 @@ pub fn evaluate_tokens(
             targets.extend_from_slice(&tokens[i * t + 1..i * t + t + 1]);
         }
         // One batch at a time: the engine's working memory stays that of one batch.
-        let loss = engine
-            .losses(&[(inputs, targets)], t)
-            .map_err(|e| e.to_string())?[0];
+        let loss = engine.losses(&[(inputs, targets)], t)?[0];
         total += loss * nb as f64;
         w += nb;
     }

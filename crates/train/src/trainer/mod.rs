@@ -21,14 +21,14 @@ use checks::{check_data, check_sources, read_mc};
 
 use crate::checkpoint::{self, CheckpointError, RunState, Tensors};
 use crate::config::TrainConfig;
-use crate::data::{BatchMode, Batcher, Dataset};
-use crate::dist::{Collective, Solo, Watchdog};
+use crate::data::{BatchMode, Batcher, DataError, DataRole, DataSource, Dataset};
+use crate::dist::{Collective, DistError, Solo, Watchdog};
 use crate::engine::{Engine, EngineError, EngineFactory, EngineInit, TrainInit};
 use crate::mc_eval::McExample;
 use crate::schedule::learning_rate;
 use crate::shards::ShardLoader;
 use crate::tokenizer::Tokenizer;
-use ferrogpt_model::Gpt;
+use ferrogpt_model::{Gpt, ModelError};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::collections::HashMap;
@@ -41,16 +41,92 @@ use std::time::Instant;
 /// Why a run stopped early or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// The run's config does not hold together ([`TrainConfig::validate`]'s message).
     #[error("{0}")]
-    Setup(String),
-    #[error("{0}")]
+    Config(String),
+    /// The model the config describes cannot be built.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The data (too short, unreadable, not the run's) or the multiple-choice eval file.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A collective of a data-parallel run failed.
+    #[error(transparent)]
+    Dist(#[from] DistError),
+    #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{0}")]
+    #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("the loss became {loss} at step {step}; stopped without saving (the last checkpoint in {dir} is the last good one; try a lower --lr or --grad-clip)")]
-    NonFinite { step: usize, loss: f32, dir: String },
-    #[error("cannot write {path}: {msg}")]
-    Io { path: String, msg: String },
+    /// The tokenizer has more ids than the model's vocabulary.
+    #[error("the tokenizer has {tokenizer} tokens, more than the model's vocabulary of {model}")]
+    TokenizerVocab { tokenizer: usize, model: usize },
+    /// `--init` weights of another size than the model's.
+    #[error("initial weights have {found} values, the model needs {expected}")]
+    InitLength { found: usize, expected: usize },
+    /// A new run's output directory holds a checkpoint already.
+    #[error("{} already holds a checkpoint; continue it with --resume {} or choose another --out", dir.display(), dir.display())]
+    CheckpointExists { dir: PathBuf },
+    /// A resumed run's micro-batches a step (`ranks × grad_accum` of the run before) cannot be
+    /// split over `world` ranks.
+    #[error("this run takes {micro} micro-batches a step ({ranks} ranks x grad_accum {grad_accum}); {world} ranks do not divide them: resume on a number of ranks that does")]
+    Ranks {
+        micro: usize,
+        ranks: usize,
+        grad_accum: usize,
+        world: usize,
+    },
+    /// A multiple-choice example longer than the model's block size + 1.
+    #[error("{path}: example {example} needs {tokens} tokens, more than the model's block size {block} + 1")]
+    McTooLong {
+        path: String,
+        example: usize,
+        tokens: usize,
+        block: usize,
+    },
+    /// A multiple-choice example holds an id beyond the vocabulary.
+    #[error(
+        "{path}: example {example} holds token id {id}, beyond the model's vocabulary of {vocab}"
+    )]
+    McTokenId {
+        path: String,
+        example: usize,
+        id: u32,
+        vocab: usize,
+    },
+    /// The data holds an id beyond the vocabulary (`role`: training or validation).
+    #[error("the {role} data holds token id {id}, beyond the model's vocabulary of {vocab}")]
+    TokenId {
+        role: DataRole,
+        id: u32,
+        vocab: usize,
+    },
+    /// A resumed run was given no data of a role it was trained with (`recorded`: its first
+    /// file).
+    #[error("this run was trained with {} data {} ({} bytes), and none was given", recorded.role, recorded.path.display(), recorded.bytes)]
+    MissingData { recorded: Box<DataSource> },
+    /// A resumed run was given another number of files of a role than it was trained on.
+    #[error("this run was trained on {recorded} {role} files, {given} were given")]
+    DataFiles {
+        role: DataRole,
+        recorded: usize,
+        given: usize,
+    },
+    /// The loss or the gradient norm is not finite.
+    #[error("the loss became {loss} at step {step}; stopped without saving (the last checkpoint in {} is the last good one; try a lower --lr or --grad-clip)", dir.display())]
+    NonFinite {
+        step: usize,
+        loss: f32,
+        dir: PathBuf,
+    },
+    /// The output directory or its metrics.jsonl could not be created or written.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The thread writing a checkpoint into `dir` panicked (`message`: its panic's).
+    #[error("cannot write {}: the checkpoint writer panicked: {message}", dir.display())]
+    WriterPanicked { dir: PathBuf, message: String },
 }
 
 /// What one step measured.
@@ -184,18 +260,17 @@ impl Trainer {
         init: Option<InitWeights>,
         comm: Rc<dyn Collective>,
     ) -> Result<Self, TrainError> {
-        cfg.validate().map_err(TrainError::Setup)?;
+        cfg.validate().map_err(TrainError::Config)?;
         let vocab = init
             .as_ref()
             .map_or(tokenizer.vocab_size(), |i| i.vocab_size);
         if tokenizer.vocab_size() > vocab {
-            return Err(TrainError::Setup(format!(
-                "the tokenizer has {} tokens, more than the model's vocabulary of {vocab}",
-                tokenizer.vocab_size()
-            )));
+            return Err(TrainError::TokenizerVocab {
+                tokenizer: tokenizer.vocab_size(),
+                model: vocab,
+            });
         }
-        let model =
-            Gpt::new(cfg.model_config(vocab)).map_err(|e| TrainError::Setup(e.to_string()))?;
+        let model = Gpt::new(cfg.model_config(vocab))?;
         let params = match init {
             Some(i) => i.params,
             None => {
@@ -204,17 +279,15 @@ impl Trainer {
             }
         };
         if params.len() != model.layout.total {
-            return Err(TrainError::Setup(format!(
-                "initial weights have {} values, the model needs {}",
-                params.len(),
-                model.layout.total
-            )));
+            return Err(TrainError::InitLength {
+                found: params.len(),
+                expected: model.layout.total,
+            });
         }
         if checkpoint::exists(out_dir) {
-            return Err(TrainError::Setup(format!(
-                "{} already holds a checkpoint; continue it with --resume {0} or choose another --out",
-                out_dir.display()
-            )));
+            return Err(TrainError::CheckpointExists {
+                dir: out_dir.to_path_buf(),
+            });
         }
         check_data(&cfg, &model, &data)?;
         let mc = read_mc(&cfg, &model)?;
@@ -227,9 +300,9 @@ impl Trainer {
             }),
         })?;
         if comm.rank() == 0 {
-            std::fs::create_dir_all(out_dir).map_err(|e| TrainError::Io {
-                path: out_dir.display().to_string(),
-                msg: e.to_string(),
+            std::fs::create_dir_all(out_dir).map_err(|source| TrainError::Io {
+                path: out_dir.to_path_buf(),
+                source,
             })?;
         }
         let mode = if cfg.sequential {
@@ -242,7 +315,7 @@ impl Trainer {
             .map_or(0, |d| d.as_micros() as u64);
         // Rank 0's clock names the run on every rank (exact in f64: below 2^53 µs).
         let mut t0 = [if comm.rank() == 0 { now as f64 } else { 0.0 }];
-        comm.all_reduce_sum_f64(&mut t0).map_err(dist_err)?;
+        comm.all_reduce_sum_f64(&mut t0)?;
         let run_id = format!("{:016x}", cfg.seed ^ (t0[0] as u64));
         let mut t = Self::assemble(cfg, model, tokenizer, engine, data, out_dir, run_id, comm);
         t.mc = mc;
@@ -279,7 +352,7 @@ impl Trainer {
         if comm.rank() == 0 {
             checkpoint::finish_pending(dir)?;
         }
-        comm.all_reduce_sum_f64(&mut [0.0]).map_err(dist_err)?;
+        comm.all_reduce_sum_f64(&mut [0.0])?;
         let r = checkpoint::load_for_resume(dir)?;
         check_sources(&r.state.data, &data.sources)?;
         let mut cfg = r.state.config.clone();
@@ -289,10 +362,12 @@ impl Trainer {
         let world = comm.world();
         if world != r.state.world {
             if !micro.is_multiple_of(world) {
-                return Err(TrainError::Setup(format!(
-                    "this run takes {micro} micro-batches a step ({} ranks x grad_accum {}); {world} ranks do not divide them: resume on a number of ranks that does",
-                    r.state.world, cfg.grad_accum
-                )));
+                return Err(TrainError::Ranks {
+                    micro,
+                    ranks: r.state.world,
+                    grad_accum: cfg.grad_accum,
+                    world,
+                });
             }
             cfg.grad_accum = micro / world;
         }
@@ -395,9 +470,7 @@ impl Trainer {
         let (right, n) = crate::mc_eval::score(self.engine.as_mut(), &mine)?;
         let mut counts = [right as f64, n as f64];
         let _watch = self.waiting("summing multiple-choice scores");
-        self.comm
-            .all_reduce_sum_f64(&mut counts)
-            .map_err(dist_err)?;
+        self.comm.all_reduce_sum_f64(&mut counts)?;
         Ok((counts[1] > 0.0).then(|| counts[0] / counts[1]))
     }
 
@@ -439,13 +512,11 @@ impl Trainer {
         self.engine.zero_grads()?;
         let mut loss_sum = 0.0f64;
         let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
-        let data_err = |e: crate::data::DataError| TrainError::Setup(e.to_string());
         match self.data.train_shards.clone() {
             None => {
                 for i in 0..micro {
                     self.batcher
-                        .next_batch(&self.data.train, b, t, &mut inputs, &mut targets)
-                        .map_err(data_err)?;
+                        .next_batch(&self.data.train, b, t, &mut inputs, &mut targets)?;
                     let seed = self.rng.next_u64();
                     if i % world == rank {
                         loss_sum += self.engine.accumulate(&inputs, &targets, t, scale, seed)?;
@@ -456,9 +527,15 @@ impl Trainer {
             // `rank`-th; the seeds are drawn for all of them.
             Some(set) => {
                 for _ in 0..self.cfg.grad_accum {
-                    self.shard_loader
-                        .next_batch(&set, rank, world, b, t, &mut inputs, &mut targets)
-                        .map_err(data_err)?;
+                    self.shard_loader.next_batch(
+                        &set,
+                        rank,
+                        world,
+                        b,
+                        t,
+                        &mut inputs,
+                        &mut targets,
+                    )?;
                     let seeds: Vec<u64> = (0..world).map(|_| self.rng.next_u64()).collect();
                     loss_sum += self
                         .engine
@@ -470,7 +547,7 @@ impl Trainer {
             let watch = self.watchdog.as_ref().map(|w| w.guard("summing gradients"));
             self.engine.all_reduce_grads(self.comm.as_ref())?;
             let mut l = [loss_sum];
-            self.comm.all_reduce_sum_f64(&mut l).map_err(dist_err)?;
+            self.comm.all_reduce_sum_f64(&mut l)?;
             loss_sum = l[0];
             drop(watch);
         }
@@ -479,7 +556,7 @@ impl Trainer {
             return Err(TrainError::NonFinite {
                 step: self.step,
                 loss,
-                dir: self.out_dir.display().to_string(),
+                dir: self.out_dir.clone(),
             });
         }
         let t1 = Instant::now();
@@ -489,7 +566,7 @@ impl Trainer {
             return Err(TrainError::NonFinite {
                 step: self.step,
                 loss: norm as f32,
-                dir: self.out_dir.display().to_string(),
+                dir: self.out_dir.clone(),
             });
         }
         self.engine.update(lr, &self.cfg)?;
@@ -532,7 +609,7 @@ impl Trainer {
         let mine: Vec<_> = batches.into_iter().skip(rank).step_by(world).collect();
         let mut sum = [self.engine.losses(&mine, t)?.iter().sum::<f64>()];
         let _watch = self.waiting("summing validation losses");
-        self.comm.all_reduce_sum_f64(&mut sum).map_err(dist_err)?;
+        self.comm.all_reduce_sum_f64(&mut sum)?;
         Ok(Some(sum[0] / n as f64))
     }
 
@@ -547,15 +624,14 @@ impl Trainer {
         match self.writer.take().map(|h| h.join()) {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(e))) => Err(e.into()),
-            Some(Err(p)) => Err(TrainError::Io {
-                path: self.out_dir.display().to_string(),
-                msg: format!(
-                    "the checkpoint writer panicked: {}",
-                    p.downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| p.downcast_ref::<&str>().copied())
-                        .unwrap_or("?")
-                ),
+            Some(Err(p)) => Err(TrainError::WriterPanicked {
+                dir: self.out_dir.clone(),
+                message: p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("?")
+                    .to_string(),
             }),
         }
     }
@@ -649,9 +725,9 @@ impl Trainer {
         mut on_step: impl FnMut(&StepMetrics),
     ) -> Result<Outcome, TrainError> {
         let metrics_path = self.out_dir.join("metrics.jsonl");
-        let io = |e: std::io::Error| TrainError::Io {
-            path: metrics_path.display().to_string(),
-            msg: e.to_string(),
+        let io = |source: std::io::Error| TrainError::Io {
+            path: metrics_path.clone(),
+            source,
         };
         let mut metrics = match self.comm.rank() {
             0 => Some(
@@ -671,9 +747,7 @@ impl Trainer {
             if self.comm.distributed() {
                 // Every rank stops at the same step when any rank is asked to.
                 let _watch = self.waiting("agreeing on a stop");
-                self.comm
-                    .all_reduce_sum_f64(&mut stopping)
-                    .map_err(dist_err)?;
+                self.comm.all_reduce_sum_f64(&mut stopping)?;
             }
             if stopping[0] > 0.0 {
                 self.save(self.elapsed_before + start.elapsed().as_secs_f64())?;
@@ -731,8 +805,4 @@ impl Trainer {
 /// The ranks to shard the optimizer state over: `comm` under ZeRO-1 with several ranks.
 fn zero_over(cfg: &TrainConfig, comm: &Rc<dyn Collective>) -> Option<Rc<dyn Collective>> {
     (cfg.zero == 1 && comm.world() > 1).then(|| comm.clone())
-}
-
-fn dist_err(e: crate::dist::DistError) -> TrainError {
-    TrainError::Setup(e.to_string())
 }
