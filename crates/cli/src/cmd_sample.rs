@@ -57,12 +57,15 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     }
     let level = a.compute.setup()?;
     let requested = crate::cmd_quantize::parse_weights(a.weights.as_deref())?;
+    let t_load = std::time::Instant::now();
     let (loaded, _, decode) = crate::cmd_quantize::load(&a.checkpoint, requested)?;
+    let load_s = t_load.elapsed().as_secs_f64();
     let tok = &loaded.tokenizer;
     let prompt = match &a.prompt {
         Some(p) => tok.encode(p).map_err(|e| format!("prompt: {e}"))?,
         None => start_ids(tok)?,
     };
+    let t_engine = std::time::Instant::now();
     let mut engine = inference_engine(
         level,
         &a.device,
@@ -89,6 +92,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         allowed: Some(tok.vocab_size()),
         stop: if a.no_stop { None } else { tok.eot() },
     };
+    let engine_s = t_engine.elapsed().as_secs_f64();
     // When each token arrived (the first after the prompt's prefill).
     let start = std::time::Instant::now();
     let mut times = Vec::with_capacity(a.tokens);
@@ -110,7 +114,12 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let _ = writeln!(out, "{}", dec.finish());
     if a.timing {
-        eprintln!("{}", timing_line(engine.describe(), prompt.len(), &times));
+        eprintln!(
+            "{}; before it: loading {:.0} ms, the engine {:.0} ms",
+            timing_line(engine.describe(), prompt.len(), &times),
+            load_s * 1e3,
+            engine_s * 1e3
+        );
     }
     Ok(())
 }

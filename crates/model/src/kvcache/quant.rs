@@ -267,12 +267,24 @@ impl DecodeWeights {
     /// decoding only.
     pub fn dequantize_into(&self, model: &Gpt, params: &mut [f32]) {
         let tied = model.layout.lm_head.is_none();
-        for (s, m) in all_slots(model).iter().zip(self.matrices()) {
-            if tied && s.param.offset == model.layout.wte.offset {
-                continue;
+        let slots = all_slots(model);
+        // The matrices dequantize in parallel, then land in their places.
+        let values: Vec<Option<Vec<f32>>> = slots
+            .par_iter()
+            .zip(self.matrices())
+            .map(|(s, m)| {
+                if tied && s.param.offset == model.layout.wte.offset {
+                    return None;
+                }
+                let mut out = vec![0f32; s.rows * s.cols];
+                m.dequantize_into(&mut out, s.layout);
+                Some(out)
+            })
+            .collect();
+        for (s, v) in slots.iter().zip(values) {
+            if let Some(v) = v {
+                params[s.param.offset..s.param.offset + v.len()].copy_from_slice(&v);
             }
-            let out = &mut params[s.param.offset..s.param.offset + s.rows * s.cols];
-            m.dequantize_into(out, s.layout);
         }
     }
 }
