@@ -278,3 +278,27 @@ fn bad_lengths_are_errors() {
     assert!("int4".parse::<WeightFormat>().is_err());
     assert_eq!("bf16".parse::<WeightFormat>().unwrap(), WeightFormat::Bf16);
 }
+
+/// The VNNI kernels' offset trick, in plain integers (it runs here even where no VNNI kernel
+/// can): per lane of four bytes, `-128·Σx + Σ (w + 128)·x = Σ w·x`, with the offsets the
+/// quantized vector carries.
+#[test]
+fn vnni_offset_trick_is_exact() {
+    let mut rng = Rng::new(13);
+    let x: Vec<f32> = (0..70).map(|_| rng.next() as f32).collect();
+    let xq = QuantizedVector::new(&x);
+    assert_eq!(xq.neg_offset.len(), xq.q.len() / 4);
+    let w: Vec<i8> = (0..xq.q.len())
+        .map(|_| (rng.next() * 127.0).round() as i8)
+        .collect();
+    for (l, off) in xq.neg_offset.iter().enumerate() {
+        let (ws, xs) = (&w[4 * l..4 * l + 4], &xq.q[4 * l..4 * l + 4]);
+        let unsigned: i32 = ws
+            .iter()
+            .zip(xs)
+            .map(|(&w, &x)| ((w as u8 ^ 0x80) as i32) * x as i32)
+            .sum();
+        let exact: i32 = ws.iter().zip(xs).map(|(&w, &x)| w as i32 * x as i32).sum();
+        assert_eq!(off + unsigned, exact, "lane {l}");
+    }
+}
