@@ -47,7 +47,8 @@
 //! `|w| · (x·sign(w))`.
 //!
 //! Every kernel computes four rows at a time (x loaded once for the four), from the packed
-//! layout of [`Matrix`] (four rows interleaved chunk by chunk: one sequential stream a thread).
+//! layout of [`Matrix`] (four rows interleaved chunk by chunk), the AVX2 kernels two such
+//! groups at a time from two places (two sequential streams a thread).
 //! bf16 is widened without a shuffle: a 32-bit lane holding two bf16 values gives the even one
 //! by a shift left of 16 and the odd one by masking the low half, and `x` is reordered once per
 //! product to match ([even positions | odd positions] per run of two vectors).
@@ -258,9 +259,11 @@ enum Data {
 ///                  at ((g · chunks + ch) · 4 + i) · CHUNK + c % CHUNK
 /// ```
 ///
-/// Four rows read side by side (one load of x serves four rows) would otherwise be four
-/// streams a few hundred bytes long each, too short for the hardware prefetcher; packed, a
-/// thread's rows are one stream front to back.
+/// Four rows read side by side (one load of x serves four rows) are then one stream through
+/// memory instead of four of a few hundred bytes each (too short for the hardware prefetcher
+/// at int8). The AVX2 kernels take two groups at a time, one from each half of a thread's
+/// rows: two long streams in flight read faster than one (docs/benchmarks.md, "Fast CPU
+/// decoding").
 #[derive(Clone, Debug)]
 pub struct Matrix {
     rows: usize,

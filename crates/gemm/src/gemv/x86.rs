@@ -5,7 +5,9 @@
 //!
 //! Each packed kernel walks its groups front to back: per chunk it loads the chunk of `x` once
 //! and the four rows' chunks (consecutive in memory), and keeps per row one or two vector
-//! accumulators; at the end of a group, the four horizontal sums.
+//! accumulators; at the end of a group, the four horizontal sums. The AVX2 kernels walk two
+//! groups at once, g and g + groups/2 (`in_pairs!`), so that two streams are in flight; the
+//! AVX-512 kernels (not run on the development machine, which lacks AVX-512) one.
 //!
 //! bf16: a 32-bit lane of a load holds two bf16 values, columns 2j (low half) and 2j + 1 (high
 //! half). `lane << 16` is column 2j as an f32, `lane & 0xffff0000` column 2j + 1, so a load of
@@ -51,7 +53,25 @@ fn groups_of<T>(a: &[T], kp: usize, out: &[f32]) -> usize {
     groups
 }
 
-/// f32, AVX2+FMA: chunks of 16 columns, two accumulators a row.
+/// Calls `kernel::<2>` on the pairs (g, g + groups/2) for g < groups/2, then `kernel::<1>`
+/// on a last odd group: two groups in flight, from the two halves of a thread's rows, are two
+/// streams through memory (measured faster than one on the Zen 2 VM, docs/benchmarks.md).
+macro_rules! in_pairs {
+    ($groups:expr, |$gs:ident| $two:expr, |$g1:ident| $one:expr) => {{
+        let groups = $groups;
+        let half = groups / 2;
+        for g in 0..half {
+            let $gs = [g, g + half];
+            $two;
+        }
+        if groups % 2 == 1 {
+            let $g1 = [groups - 1];
+            $one;
+        }
+    }};
+}
+
+/// f32, AVX2+FMA: chunks of 16 columns, one accumulator a row, N groups at a time.
 ///
 /// # Safety
 /// AVX2 and FMA present. (Lengths are checked.)
@@ -60,23 +80,41 @@ pub(super) unsafe fn groups_f32_avx2(a: &[f32], x: &[f32], out: &mut [f32]) {
     let kp = x.len();
     assert!(kp.is_multiple_of(16));
     let groups = groups_of(a, kp, out);
-    // SAFETY: group g is a[g·4·kp ..][.. 4·kp]: kp/16 chunks of 4 rows × 16 values; x holds kp.
+    let (a, o) = (a.as_ptr(), out.as_mut_ptr());
+    // SAFETY: group g is a[g·4·kp ..][.. 4·kp]: kp/16 chunks of 4 rows × 16 values; x holds
+    // kp; out 4 a group; every g < groups.
     unsafe {
-        for g in 0..groups {
-            let mut p = a.as_ptr().add(g * GROUP * kp);
-            let mut acc0 = [_mm256_setzero_ps(); GROUP];
-            let mut acc1 = [_mm256_setzero_ps(); GROUP];
-            for c in (0..kp).step_by(16) {
-                let x0 = _mm256_loadu_ps(x.as_ptr().add(c));
-                let x1 = _mm256_loadu_ps(x.as_ptr().add(c + 8));
-                for i in 0..GROUP {
-                    acc0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(16 * i)), x0, acc0[i]);
-                    acc1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(16 * i + 8)), x1, acc1[i]);
+        in_pairs!(groups, |gs| f32_avx2::<2>(a, kp, gs, x.as_ptr(), o), |gs| {
+            f32_avx2::<1>(a, kp, gs, x.as_ptr(), o)
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn f32_avx2<const N: usize>(
+    a: *const f32,
+    kp: usize,
+    gs: [usize; N],
+    x: *const f32,
+    out: *mut f32,
+) {
+    // SAFETY: the caller's contract (groups_f32_avx2).
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); GROUP]; N];
+        for c in (0..kp).step_by(8) {
+            let xv = _mm256_loadu_ps(x.add(c));
+            // Column c: chunk c/16, offset c % 16 within each row's 16.
+            let off = (c / 16) * 16 * GROUP + c % 16;
+            for n in 0..N {
+                let p = a.add(gs[n] * GROUP * kp + off);
+                for (i, acc) in acc[n].iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(16 * i)), xv, *acc);
                 }
-                p = p.add(16 * GROUP);
             }
-            let sums = std::array::from_fn(|i| _mm256_add_ps(acc0[i], acc1[i]));
-            hsum4_256(sums, out.as_mut_ptr().add(g * GROUP));
+        }
+        for n in 0..N {
+            hsum4_256(acc[n], out.add(gs[n] * GROUP));
         }
     }
 }
@@ -123,7 +161,8 @@ pub(super) unsafe fn groups_f32_avx512(a: &[f32], x: &[f32], out: &mut [f32]) {
 }
 
 /// bf16, AVX2+FMA: chunks of 32 columns, each row's chunk two loads of 16 values; per load
-/// the even columns (shift) and the odd ones (mask) into a row's two accumulators.
+/// the even columns (shift) and the odd ones (mask) into the row's accumulator; N groups at a
+/// time.
 ///
 /// # Safety
 /// AVX2 and FMA present; `x` reordered per run of 16 (module doc). (Lengths are checked.)
@@ -132,33 +171,47 @@ pub(super) unsafe fn groups_bf16_avx2(a: &[u16], x: &[f32], out: &mut [f32]) {
     let kp = x.len();
     assert!(kp.is_multiple_of(32));
     let groups = groups_of(a, kp, out);
-    // SAFETY: group g is a[g·4·kp ..][.. 4·kp]: kp/32 chunks of 4 rows × 32 values; x holds kp.
+    let (a, o) = (a.as_ptr(), out.as_mut_ptr());
+    // SAFETY: group g is a[g·4·kp ..][.. 4·kp]: kp/32 chunks of 4 rows × 32 values; x holds
+    // kp; out 4 a group.
+    unsafe {
+        in_pairs!(
+            groups,
+            |gs| bf16_avx2::<2>(a, kp, gs, x.as_ptr(), o),
+            |gs| bf16_avx2::<1>(a, kp, gs, x.as_ptr(), o)
+        )
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn bf16_avx2<const N: usize>(
+    a: *const u16,
+    kp: usize,
+    gs: [usize; N],
+    x: *const f32,
+    out: *mut f32,
+) {
+    // SAFETY: the caller's contract (groups_bf16_avx2).
     unsafe {
         let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
-        for g in 0..groups {
-            let mut p = a.as_ptr().add(g * GROUP * kp);
-            let mut even = [_mm256_setzero_ps(); GROUP];
-            let mut odd = [_mm256_setzero_ps(); GROUP];
-            for c in (0..kp).step_by(32) {
-                let xs = x.as_ptr().add(c);
-                let (xe0, xo0) = (_mm256_loadu_ps(xs), _mm256_loadu_ps(xs.add(8)));
-                let (xe1, xo1) = (_mm256_loadu_ps(xs.add(16)), _mm256_loadu_ps(xs.add(24)));
-                for i in 0..GROUP {
-                    let v0 = _mm256_loadu_si256(p.add(32 * i) as *const __m256i);
-                    let v1 = _mm256_loadu_si256(p.add(32 * i + 16) as *const __m256i);
-                    let e0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v0));
-                    let o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
-                    let e1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v1));
-                    let o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
-                    even[i] = _mm256_fmadd_ps(e0, xe0, even[i]);
-                    odd[i] = _mm256_fmadd_ps(o0, xo0, odd[i]);
-                    even[i] = _mm256_fmadd_ps(e1, xe1, even[i]);
-                    odd[i] = _mm256_fmadd_ps(o1, xo1, odd[i]);
+        let mut acc = [[_mm256_setzero_ps(); GROUP]; N];
+        for c in (0..kp).step_by(16) {
+            // Columns c..c+16: chunk c/32, offset c % 32 within each row's 32.
+            let (xe, xo) = (_mm256_loadu_ps(x.add(c)), _mm256_loadu_ps(x.add(c + 8)));
+            let off = (c / 32) * 32 * GROUP + c % 32;
+            for n in 0..N {
+                let p = a.add(gs[n] * GROUP * kp + off);
+                for (i, acc) in acc[n].iter_mut().enumerate() {
+                    let v = _mm256_loadu_si256(p.add(32 * i) as *const __m256i);
+                    let e = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
+                    let o = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+                    *acc = _mm256_fmadd_ps(o, xo, _mm256_fmadd_ps(e, xe, *acc));
                 }
-                p = p.add(32 * GROUP);
             }
-            let sums = std::array::from_fn(|i| _mm256_add_ps(even[i], odd[i]));
-            hsum4_256(sums, out.as_mut_ptr().add(g * GROUP));
+        }
+        for n in 0..N {
+            hsum4_256(acc[n], out.add(gs[n] * GROUP));
         }
     }
 }
@@ -211,67 +264,98 @@ fn q8_groups(q: &[i8], d: &[f32], xq: &QuantizedVector, out: &[f32]) -> (usize, 
 }
 
 /// int8, AVX2: per row and block `vpmaddubsw(|w|, x·sign(w))`, `vpmaddwd` by ones into eight
-/// i32, then `acc += f32(i32) · d_w·d_x`.
+/// i32, then `acc += f32(i32) · d_w·d_x`; N groups at a time.
 ///
 /// # Safety
 /// AVX2 and FMA present. (Lengths are checked.)
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn groups_q8_avx2(q: &[i8], d: &[f32], xq: &QuantizedVector, out: &mut [f32]) {
     let (groups, nb) = q8_groups(q, d, xq, out);
+    let (q, d, o) = (q.as_ptr(), d.as_ptr(), out.as_mut_ptr());
     // SAFETY: group g, block b, row i: quants at ((g·nb + b)·4 + i)·32 (32 bytes), scale at
     // (g·nb + b)·4 + i; x's block b at 32·b; all inside the checked lengths.
     unsafe {
-        let ones = _mm256_set1_epi16(1);
-        for g in 0..groups {
-            let mut acc = [_mm256_setzero_ps(); GROUP];
-            for b in 0..nb {
-                let xv = _mm256_loadu_si256(xq.q.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-                let dx = *xq.d.as_ptr().add(b);
-                let blk = (g * nb + b) * GROUP;
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    let w =
-                        _mm256_loadu_si256(q.as_ptr().add((blk + i) * Q8_BLOCK) as *const __m256i);
-                    let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-                    let p32 = _mm256_madd_epi16(p16, ones);
-                    let s = _mm256_set1_ps(*d.as_ptr().add(blk + i) * dx);
-                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *acc);
-                }
-            }
-            hsum4_256(acc, out.as_mut_ptr().add(g * GROUP));
-        }
+        in_pairs!(groups, |gs| q8_avx2_sign::<2>(q, d, nb, gs, xq, o), |gs| {
+            q8_avx2_sign::<1>(q, d, nb, gs, xq, o)
+        })
     }
 }
 
 /// int8, AVX-VNNI: per row and block `vpdpbusd(-128·Σx per lane, w ^ 0x80, x)` = Σ w·x in
-/// eight i32 lanes, then `acc += f32(i32) · d_w·d_x`.
+/// eight i32 lanes, then `acc += f32(i32) · d_w·d_x`; N groups at a time.
 ///
 /// # Safety
 /// AVX2, FMA and AVX-VNNI present. (Lengths are checked.)
 #[target_feature(enable = "avx2,fma,avxvnni")]
 pub(super) unsafe fn groups_q8_avxvnni(q: &[i8], d: &[f32], xq: &QuantizedVector, out: &mut [f32]) {
     let (groups, nb) = q8_groups(q, d, xq, out);
+    let (q, d, o) = (q.as_ptr(), d.as_ptr(), out.as_mut_ptr());
     // SAFETY: as groups_q8_avx2; neg_offset holds 8 values a block.
     unsafe {
-        let flip = _mm256_set1_epi8(0x80u8 as i8);
-        for g in 0..groups {
-            let mut acc = [_mm256_setzero_ps(); GROUP];
-            for b in 0..nb {
-                let xv = _mm256_loadu_si256(xq.q.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-                let off = _mm256_loadu_si256(xq.neg_offset.as_ptr().add(b * 8) as *const __m256i);
-                let dx = *xq.d.as_ptr().add(b);
-                let blk = (g * nb + b) * GROUP;
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    let w =
-                        _mm256_loadu_si256(q.as_ptr().add((blk + i) * Q8_BLOCK) as *const __m256i);
-                    let p32 = _mm256_dpbusd_avx_epi32(off, _mm256_xor_si256(w, flip), xv);
-                    let s = _mm256_set1_ps(*d.as_ptr().add(blk + i) * dx);
-                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *acc);
-                }
-            }
-            hsum4_256(acc, out.as_mut_ptr().add(g * GROUP));
-        }
+        in_pairs!(groups, |gs| q8_avx2_vnni::<2>(q, d, nb, gs, xq, o), |gs| {
+            q8_avx2_vnni::<1>(q, d, nb, gs, xq, o)
+        })
     }
 }
+
+/// The int8 loop of the AVX2 kernel (`$vnni` false: the sign trick) or the AVX-VNNI kernel
+/// (true: the offset trick), each compiled with its own features only.
+macro_rules! q8_avx2_loop {
+    ($name:ident, $feat:literal, $vnni:tt) => {
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn $name<const N: usize>(
+            q: *const i8,
+            d: *const f32,
+            nb: usize,
+            gs: [usize; N],
+            xq: &QuantizedVector,
+            out: *mut f32,
+        ) {
+            // SAFETY: the caller's contract (groups_q8_avx2 / groups_q8_avxvnni).
+            unsafe {
+                let ones = _mm256_set1_epi16(1);
+                let flip = _mm256_set1_epi8(0x80u8 as i8);
+                let mut acc = [[_mm256_setzero_ps(); GROUP]; N];
+                for b in 0..nb {
+                    let xv = _mm256_loadu_si256(xq.q.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
+                    let off =
+                        _mm256_loadu_si256(xq.neg_offset.as_ptr().add(b * 8) as *const __m256i);
+                    let dx = *xq.d.as_ptr().add(b);
+                    for n in 0..N {
+                        let blk = (gs[n] * nb + b) * GROUP;
+                        for (i, acc) in acc[n].iter_mut().enumerate() {
+                            let w =
+                                _mm256_loadu_si256(q.add((blk + i) * Q8_BLOCK) as *const __m256i);
+                            let p32 = q8_avx2_dot!($vnni, w, xv, off, flip, ones);
+                            let s = _mm256_set1_ps(*d.add(blk + i) * dx);
+                            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *acc);
+                        }
+                    }
+                }
+                for n in 0..N {
+                    hsum4_256(acc[n], out.add(gs[n] * GROUP));
+                }
+            }
+        }
+    };
+}
+
+/// One block's eight i32 partial dot products of `w` and `x`.
+macro_rules! q8_avx2_dot {
+    (true, $w:ident, $x:ident, $off:ident, $flip:ident, $ones:ident) => {{
+        let _ = $ones;
+        _mm256_dpbusd_avx_epi32($off, _mm256_xor_si256($w, $flip), $x)
+    }};
+    (false, $w:ident, $x:ident, $off:ident, $flip:ident, $ones:ident) => {{
+        let _ = ($off, $flip);
+        let ax = _mm256_sign_epi8($w, $w);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8($x, $w)), $ones)
+    }};
+}
+
+q8_avx2_loop!(q8_avx2_sign, "avx2,fma", false);
+q8_avx2_loop!(q8_avx2_vnni, "avx2,fma,avxvnni", true);
 
 /// int8, AVX512-VNNI: per block two 64-byte loads, rows (0, 1) and (2, 3) of the block, each
 /// against the block of x in both halves (`vpdpbusd` zmm with the offset trick); the two rows'
