@@ -83,9 +83,10 @@ use std::str::FromStr;
 pub const Q8_BLOCK: usize = 32;
 
 /// Below this many bytes of weights a product runs on one thread: waking the pool and joining
-/// costs microseconds (tens when the cores are shared with other processes), and 256 KiB
-/// stream in about 15 µs. Every matrix of GPT-2 124M is above it, in every format.
-pub const PARALLEL_MIN_BYTES: usize = 256 << 10;
+/// costs microseconds (tens when the cores are shared with other processes), about what 1 MiB
+/// takes to stream. GPT-2 124M's int8 attention projection (0.66 MB) then runs on one thread,
+/// every other matrix on all (docs/benchmarks.md, "Fast CPU decoding").
+pub const PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// How a matrix's weights are stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
