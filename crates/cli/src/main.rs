@@ -1,6 +1,6 @@
 //! # ferrogpt: the command-line tool
 //!
-//! `train`, `sample`, `eval`, `quantize`, `tokenize`, `plot`, `bench matmul`, `bench train`, `bench gpu`,
+//! `train`, `sample`, `eval`, `quantize`, `export`, `tokenize`, `plot`, `bench matmul`, `bench train`, `bench gpu`,
 //! `info`. Each subcommand lives in its own `cmd_*.rs`; this file only parses and dispatches.
 //! Every error reaches the user as one line on stderr and exit status 1 (2 for unparsable
 //! arguments).
@@ -9,6 +9,7 @@ mod cmd_bench_gpu;
 mod cmd_bench_matmul;
 mod cmd_bench_train;
 mod cmd_eval;
+mod cmd_export;
 mod cmd_info;
 mod cmd_plot;
 mod cmd_quantize;
@@ -41,6 +42,8 @@ enum Command {
     Eval(cmd_eval::EvalArgs),
     /// Write a checkpoint with its matrices in int8 (Q8_0) or bf16.
     Quantize(cmd_quantize::QuantizeArgs),
+    /// Write a checkpoint as llama.cpp's GGUF file (f32, f16 or q8_0).
+    Export(cmd_export::ExportArgs),
     /// Encode text (files, folders, JSONL, Parquet) into llm.c token files or shards.
     Tokenize(cmd_tokenize::TokenizeArgs),
     /// Benchmarks: the matmul ladder, and training at each rung.
@@ -69,6 +72,7 @@ fn main() {
         Command::Sample(a) => cmd_sample::run(a),
         Command::Eval(a) => cmd_eval::run(a),
         Command::Quantize(a) => cmd_quantize::run(a),
+        Command::Export(a) => cmd_export::run(a),
         Command::Tokenize(a) => cmd_tokenize::run(a),
         Command::Bench(BenchCommand::Matmul(a)) => cmd_bench_matmul::run(&a),
         Command::Bench(BenchCommand::Train(a)) => cmd_bench_train::run(a),

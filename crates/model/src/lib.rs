@@ -6,12 +6,14 @@
 //! * [`gpt`]: the forward pass, written once on the tape; its backward follows.
 //! * [`generate`]: sampling with temperature and top-k.
 //! * [`checkpoint`]: safetensors weights and `config.json` in Hugging Face GPT-2's format.
+//! * [`gguf`]: llama.cpp's GGUF files (gpt2 and llama architectures, F32/F16), both ways.
 //!
 //! Dependency rule: depends on ferrogpt-core (ops, tape) and ferrogpt-gemm (levels) only.
 
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
+pub mod gguf;
 pub mod gpt;
 pub mod kvcache;
 pub mod params;
@@ -131,6 +133,9 @@ pub enum ModelError {
         name: String,
         family: &'static str,
     },
+    /// A GGUF file is malformed: not GGUF, another version, truncated (`problem` says which).
+    #[error("{}: {problem}", path.display())]
+    Gguf { path: PathBuf, problem: String },
     /// The weights hold a NaN or an infinity (at `index` of the flat layout).
     #[error("{}: weights contain a non-finite value (flat index {index})", path.display())]
     NonFinite { path: PathBuf, index: usize },

@@ -450,7 +450,17 @@ pub struct LoadedModel {
 /// checksums.sha256; the vocabulary is padded to `pad_multiple` where config.json does not say.
 /// A tokenizer may have fewer ids than the model's vocabulary (a padded embedding table), not
 /// more.
+///
+/// A path ending in `.gguf` is a llama.cpp file ([`ferrogpt_model::gguf::import`]); its
+/// tokenizer metadata becomes a Hugging Face byte-level BPE where it is one ("gpt2"), else the
+/// model is ids-only.
 pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, CheckpointError> {
+    if dir
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return load_gguf(dir, pad_multiple);
+    }
     if !dir.is_dir() {
         return Err(CheckpointError::NoCheckpoint {
             dir: dir.to_path_buf(),
@@ -479,6 +489,32 @@ pub fn load_model(dir: &Path, pad_multiple: usize) -> Result<LoadedModel, Checkp
     Ok(LoadedModel {
         model,
         params,
+        tokenizer,
+        metadata,
+    })
+}
+
+/// [`load_model`] for a GGUF file.
+fn load_gguf(path: &Path, pad_multiple: usize) -> Result<LoadedModel, CheckpointError> {
+    let g = ferrogpt_model::gguf::import(path, pad_multiple)?;
+    let vocab_size = g.config.vocab_size;
+    let tokenizer = match g.vocab.as_ref().and_then(|v| v.to_tokenizer_json()) {
+        Some(json) => {
+            let inner: tokenizers::Tokenizer = json.parse().map_err(|e| {
+                DataError::Tokenizer(format!(
+                    "{}: its tokenizer metadata does not make a tokenizer: {e}",
+                    path.display()
+                ))
+            })?;
+            Tokenizer::Hf(crate::tokenizer::HfTokenizer::new(inner, Some(json), None))
+        }
+        None => Tokenizer::IdsOnly { vocab_size },
+    };
+    let mut metadata = HashMap::new();
+    metadata.insert("format".to_string(), "gguf".to_string());
+    Ok(LoadedModel {
+        model: Gpt::new(g.config)?,
+        params: g.params,
         tokenizer,
         metadata,
     })
