@@ -1,7 +1,7 @@
 //! GGUF, llama.cpp's model file: read and write GPT-2 and Llama models with F32, F16 or Q8_0
 //! tensors.
 //!
-//! The container (version 3, little-endian), written by hand here (a few hundred lines; see
+//! The container (version 3, little-endian), written by hand here (see
 //! docs/models.md for why no crate):
 //!
 //! ```text
