@@ -43,8 +43,9 @@
 //! (`w ^ 0x80 = w + 128`), so each i32 lane sums `(w + 128)·x` over its four bytes; the kernel
 //! starts each lane's sum at `-128·Σx` over the same four bytes (computed once per product,
 //! [`QuantizedVector`]), and the sum comes out exactly `Σ w·x`. `vpmaddubsw` (no VNNI) would
-//! saturate its i16 pairs with that offset, so the AVX2 kernel takes llama.cpp's sign trick:
-//! `|w| · (x·sign(w))`.
+//! saturate its i16 pairs with that offset, so the AVX2 kernel takes the sign trick instead:
+//! `|x| · (w·sign(x))`, |x| once per block of x for every row (quants are -127..=127, so every
+//! negation fits in i8).
 //!
 //! Every kernel computes four rows at a time (x loaded once for the four), from the packed
 //! layout of [`Matrix`] (four rows interleaved chunk by chunk), the AVX2 kernels two such
@@ -358,6 +359,12 @@ impl Matrix {
                 rows * nb,
                 q.len(),
                 d.len()
+            )));
+        }
+        // -128 has no negation in i8 (the AVX2 kernel's sign trick); Q8_0 never makes it.
+        if let Some(i) = q.iter().position(|&v| v == i8::MIN) {
+            return Err(GemmError::Shape(format!(
+                "int8 quant {i} is -128 (Q8_0 quants are -127..=127)"
             )));
         }
         if let Some(i) = d.iter().position(|s| !s.is_finite()) {

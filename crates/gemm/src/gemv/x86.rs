@@ -263,7 +263,7 @@ fn q8_groups(q: &[i8], d: &[f32], xq: &QuantizedVector, out: &[f32]) -> (usize, 
     (groups, nb)
 }
 
-/// int8, AVX2: per row and block `vpmaddubsw(|w|, x·sign(w))`, `vpmaddwd` by ones into eight
+/// int8, AVX2: per row and block `vpmaddubsw(|x|, w·sign(x))` (|x| once a block), `vpmaddwd` by ones into eight
 /// i32, then `acc += f32(i32) · d_w·d_x`; N groups at a time.
 ///
 /// # Safety
@@ -319,6 +319,8 @@ macro_rules! q8_avx2_loop {
                 let mut acc = [[_mm256_setzero_ps(); GROUP]; N];
                 for b in 0..nb {
                     let xv = _mm256_loadu_si256(xq.q.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
+                    // The sign trick takes |x| once a block, every row's w·sign(x) after.
+                    let xa = _mm256_sign_epi8(xv, xv);
                     let off =
                         _mm256_loadu_si256(xq.neg_offset.as_ptr().add(b * 8) as *const __m256i);
                     let dx = *xq.d.as_ptr().add(b);
@@ -327,7 +329,7 @@ macro_rules! q8_avx2_loop {
                         for (i, acc) in acc[n].iter_mut().enumerate() {
                             let w =
                                 _mm256_loadu_si256(q.add((blk + i) * Q8_BLOCK) as *const __m256i);
-                            let p32 = q8_avx2_dot!($vnni, w, xv, off, flip, ones);
+                            let p32 = q8_avx2_dot!($vnni, w, xv, xa, off, flip, ones);
                             let s = _mm256_set1_ps(*d.add(blk + i) * dx);
                             *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, *acc);
                         }
@@ -343,14 +345,14 @@ macro_rules! q8_avx2_loop {
 
 /// One block's eight i32 partial dot products of `w` and `x`.
 macro_rules! q8_avx2_dot {
-    (true, $w:ident, $x:ident, $off:ident, $flip:ident, $ones:ident) => {{
-        let _ = $ones;
+    (true, $w:ident, $x:ident, $xa:ident, $off:ident, $flip:ident, $ones:ident) => {{
+        let _ = ($ones, $xa);
         _mm256_dpbusd_avx_epi32($off, _mm256_xor_si256($w, $flip), $x)
     }};
-    (false, $w:ident, $x:ident, $off:ident, $flip:ident, $ones:ident) => {{
+    // $xa is |x| (`vpmaddubsw`'s unsigned side, one per block for every row).
+    (false, $w:ident, $x:ident, $xa:ident, $off:ident, $flip:ident, $ones:ident) => {{
         let _ = ($off, $flip);
-        let ax = _mm256_sign_epi8($w, $w);
-        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8($x, $w)), $ones)
+        _mm256_madd_epi16(_mm256_maddubs_epi16($xa, _mm256_sign_epi8($w, $x)), $ones)
     }};
 }
 
