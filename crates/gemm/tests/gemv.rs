@@ -183,6 +183,7 @@ fn int8_matrix_round_trip_and_padding() {
     let w = weights(&mut rng, rows, cols);
     let m = Matrix::from_f32(WeightFormat::Int8, rows, cols, &w, Layout::OutIn);
     let (q, d) = m.q8_rows().unwrap();
+    let (q, d) = (&q[..], &d[..]);
     assert_eq!((q.len(), d.len()), (rows * 64, rows * 2));
     for r in 0..rows {
         assert!(q[r * 64 + 45..r * 64 + 64].iter().all(|&v| v == 0));
@@ -199,6 +200,9 @@ fn int8_matrix_round_trip_and_padding() {
     assert_eq!(again.dequantize(), back);
     assert!(Matrix::from_q8(rows, cols, q[1..].to_vec(), d.to_vec()).is_err());
     assert!(Matrix::from_q8(rows, cols, q.to_vec(), vec![f32::NAN; d.len()]).is_err());
+    let mut bad = q.to_vec();
+    bad[3] = i8::MIN; // no negation fits i8: refused
+    assert!(Matrix::from_q8(rows, cols, bad, d.to_vec()).is_err());
     assert_eq!(m.bytes(), rows.next_multiple_of(4) * (64 + 2 * 4)); // 3 padding rows
 }
 
