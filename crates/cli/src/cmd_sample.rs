@@ -56,6 +56,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         ));
     }
     let level = a.compute.setup()?;
+    a.device.parse()?; // bad --device/--dtype before the checkpoint is read
     let requested = crate::cmd_quantize::parse_weights(a.weights.as_deref())?;
     let t_load = std::time::Instant::now();
     let (loaded, _, decode) = crate::cmd_quantize::load(&a.checkpoint, requested)?;
