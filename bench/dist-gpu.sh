@@ -16,6 +16,7 @@ OUT=${2:?OUT_DIR}
 mkdir -p "$OUT"
 # NVLink multicast stays off (KINDS.md).
 export NCCL_NVLS_ENABLE=0
+export FERROGPT_REQUIRE_GPU=1   # no GPU found is a failure here, not a skip
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
     "$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) + "/lib")' 2>/dev/null)"; do
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"

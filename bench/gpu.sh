@@ -26,6 +26,8 @@ export FERROGPT_CACHE=${FERROGPT_CACHE:-/tmp/ferrogpt-cache}
 # The GPU tests read tests/fixtures (llama-tiny) from this checkout, not the one they were built in.
 export FERROGPT_FIXTURES=${FERROGPT_FIXTURES:-$ROOT/tests/fixtures}
 export NCCL_NVLS_ENABLE=0
+# A GPU test that finds no GPU (a broken driver setup) fails here instead of saying skipped.
+export FERROGPT_REQUIRE_GPU=1
 S="$OUT/summary.txt"
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 torch_ok() { python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; }
