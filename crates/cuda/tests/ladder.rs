@@ -1,17 +1,27 @@
 //! Every GPU level against the f64 oracle on fresh random inputs of odd shapes.
 //!
 //! Where there is no CUDA driver or GPU, each test prints "skipped: no CUDA driver (...)" and
-//! passes; on a GPU machine they run for real.
+//! passes, unless `FERROGPT_REQUIRE_GPU=1` (set by bench/gpu.sh): then it fails, so a broken
+//! driver setup cannot pass silently. On a GPU machine they run for real.
 
 use ferrogpt_cuda::reference::{matmul_f64, max_rel_err, round_bf16, Rng};
 use ferrogpt_cuda::{Gpu, Input, Level};
+
+/// Says why a test that needs the GPU did not run; fails instead under
+/// `FERROGPT_REQUIRE_GPU=1`.
+fn skip(why: impl std::fmt::Display) {
+    if std::env::var("FERROGPT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("FERROGPT_REQUIRE_GPU=1, but {why}");
+    }
+    println!("skipped: {why}");
+}
 
 fn gpu() -> Option<Gpu> {
     match Gpu::new(0) {
         Ok(g) => Some(g),
         Err(e) => {
             // e reads "no CUDA driver: could not load ..." or "no CUDA device 0: ...".
-            println!("skipped: {e}");
+            skip(e);
             None
         }
     }
@@ -117,7 +127,7 @@ fn missing_device_is_an_error() {
     println!("Gpu::new(4096): {msg}");
     match Gpu::device_count() {
         Ok(n) => println!("{n} CUDA device(s)"),
-        Err(e) => println!("skipped: {e}"),
+        Err(e) => skip(e),
     }
 }
 

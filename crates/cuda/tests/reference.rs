@@ -32,6 +32,12 @@ fn f64_reference_and_error_measure() {
 fn kernels_compile_with_nvrtc() {
     match ferrogpt_cuda::compile_kernels((9, 0)) {
         Err(ferrogpt_cuda::CudaError::NoLibrary { library }) => {
+            // A GPU run (bench/gpu.sh sets FERROGPT_REQUIRE_GPU=1) must have NVRTC.
+            let required = std::env::var("FERROGPT_REQUIRE_GPU").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "FERROGPT_REQUIRE_GPU=1, but NVRTC could not be loaded ({library})"
+            );
             println!("skipped: no CUDA driver: could not load {library}")
         }
         Err(e) => panic!("{e}"),
