@@ -28,6 +28,10 @@ pub struct SampleArgs {
     /// Sample among the k most likely tokens (0 = all)
     #[arg(long, default_value_t = 40)]
     top_k: usize,
+    /// Nucleus sampling: sample among the most likely tokens whose probabilities sum to at
+    /// least p (after --top-k; 1 = off)
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    top_p: f64,
     /// Seed of the sampling
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -49,6 +53,9 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> Result<(), String> {
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        return Err(format!("--top-p must be in (0, 1], got {}", a.top_p));
+    }
     if !(a.temperature.is_finite() && a.temperature >= 0.0) {
         return Err(format!(
             "--temperature must be a non-negative number, got {}",
@@ -90,6 +97,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     let sampling = Sampling {
         temperature: a.temperature,
         top_k: a.top_k,
+        top_p: a.top_p,
         allowed: Some(tok.vocab_size()),
         stop: if a.no_stop { None } else { tok.eot() },
     };

@@ -813,6 +813,7 @@ fn sample_after_training(trainer: &mut Trainer) -> Result<(), String> {
     let sampling = Sampling {
         temperature: 0.8,
         top_k: 40,
+        top_p: 1.0,
         allowed: Some(tok.vocab_size()),
         stop: tok.eot(),
     };

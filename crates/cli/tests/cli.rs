@@ -343,6 +343,12 @@ fn bad_flags() {
             fails_with(&args, needle);
         }
     }
+    for p in ["0", "1.5", "-0.2"] {
+        fails_with(
+            &["sample", "--checkpoint", s(&missing), "--top-p", p],
+            "--top-p must be in (0, 1]",
+        );
+    }
     // clap's own errors: non-zero exit, no panic.
     let o = run(&with(&["--steps", "many"])
         .iter()

@@ -16,6 +16,9 @@ pub struct Sampling {
     pub temperature: f64,
     /// Keep only the k most likely tokens (0 = all).
     pub top_k: usize,
+    /// Nucleus sampling: after top-k, keep the smallest set of most likely tokens whose
+    /// probabilities sum to at least p (1 = all), as transformers' `top_p`.
+    pub top_p: f64,
     /// Only ids below this are drawn (a tokenizer with fewer ids than the model's vocabulary);
     /// None: every id of the vocabulary.
     pub allowed: Option<usize>,
@@ -50,7 +53,10 @@ pub fn sample_token(logits: &[f64], s: Sampling, rng: &mut impl Rng) -> u32 {
             .for_each(|x| *x = f64::NEG_INFINITY);
     }
     let mx = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let probs: Vec<f64> = scaled.iter().map(|&x| (x - mx).exp()).collect();
+    let mut probs: Vec<f64> = scaled.iter().map(|&x| (x - mx).exp()).collect();
+    if s.top_p < 1.0 {
+        keep_nucleus(&mut probs, s.top_p);
+    }
     let total: f64 = probs.iter().sum();
     let mut u = rng.gen::<f64>() * total;
     for (i, &p) in probs.iter().enumerate() {
@@ -60,6 +66,26 @@ pub fn sample_token(logits: &[f64], s: Sampling, rng: &mut impl Rng) -> u32 {
         u -= p;
     }
     argmax()
+}
+
+/// Zeroes every weight outside the nucleus: the most likely tokens, in order, until their
+/// share of the total reaches `p` (the token that crosses it included; at least one kept).
+fn keep_nucleus(weights: &mut [f64], p: f64) {
+    let total: f64 = weights.iter().sum();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_unstable_by(|&a, &b| weights[b].total_cmp(&weights[a]).then(a.cmp(&b)));
+    let mut acc = 0.0;
+    let mut kept = order.len();
+    for (i, &j) in order.iter().enumerate() {
+        acc += weights[j];
+        if acc >= p * total {
+            kept = i + 1;
+            break;
+        }
+    }
+    for &j in &order[kept..] {
+        weights[j] = 0.0;
+    }
 }
 
 /// Generates `n` tokens after `prompt`, calling `emit` with each as it is produced (streaming).

@@ -205,6 +205,7 @@ fn greedy_text_is_the_same_with_and_without_the_fast_path() {
         let greedy = Sampling {
             temperature: 0.0,
             top_k: 0,
+            top_p: 1.0,
             allowed: None,
             stop: None,
         };

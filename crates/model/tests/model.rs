@@ -456,6 +456,7 @@ fn generation_checks_prompt() {
     let s = Sampling {
         temperature: 0.0,
         top_k: 0,
+        top_p: 1.0,
         allowed: None,
         stop: None,
     };
@@ -737,4 +738,36 @@ fn overwriting_equals_accumulating(cfg: GptConfig) {
         );
         assert_eq!(run(Write::Set), base, "{level}: overwriting differs");
     }
+}
+
+/// Nucleus sampling keeps the most likely tokens until their probabilities reach top_p (the
+/// crossing token included), and draws among them in proportion.
+#[test]
+fn top_p_keeps_the_nucleus() {
+    use ferrogpt_model::generate::{sample_token, Sampling};
+    let logits: Vec<f64> = [0.5f64, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+    let draw = |top_p: f64| -> [usize; 4] {
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: 0,
+            top_p,
+            allowed: None,
+            stop: None,
+        };
+        let mut rng = Rng64::seed_from_u64(11);
+        let mut counts = [0; 4];
+        for _ in 0..20_000 {
+            counts[sample_token(&logits, s, &mut rng) as usize] += 1;
+        }
+        counts
+    };
+    assert_eq!(draw(0.5)[1..], [0, 0, 0], "p = 0.5: the top token alone");
+    let c = draw(0.7);
+    assert_eq!(c[2..], [0, 0], "p = 0.7: the two most likely");
+    let share = c[0] as f64 / 20_000.0;
+    assert!(
+        (share - 0.5 / 0.8).abs() < 0.02,
+        "renormalised share {share}"
+    );
+    assert!(draw(1.0).iter().all(|&n| n > 0), "p = 1: every token");
 }

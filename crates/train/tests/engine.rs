@@ -95,6 +95,7 @@ fn sampling_on_the_engine_equals_the_tape() {
     let s = Sampling {
         temperature: 0.9,
         top_k: 5,
+        top_p: 1.0,
         allowed: None,
         stop: None,
     };
