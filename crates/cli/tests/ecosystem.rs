@@ -13,12 +13,6 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
-}
-
 const TINY: &[&str] = &[
     "--n-layer",
     "1",
@@ -58,19 +52,6 @@ fn train(dir: &Path, name: &str, data: &Path, extra: &[&str]) -> PathBuf {
     args.extend_from_slice(extra);
     ok(&args);
     out
-}
-
-/// An llm.c token file of `ids`.
-fn token_file(path: &Path, ids: &[u16]) {
-    let mut b = Vec::new();
-    for h in [20240520i32, 1, ids.len() as i32] {
-        b.extend(h.to_le_bytes());
-    }
-    b.resize(1024, 0);
-    for id in ids {
-        b.extend(id.to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
 }
 
 #[test]

@@ -8,31 +8,12 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
-}
-
 /// A few thousand characters of Tiny Shakespeare-like text.
 fn text_file(dir: &Path) -> PathBuf {
     let p = dir.join("t.txt");
     let line = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me!\n";
     std::fs::write(&p, line.repeat(60)).unwrap();
     p
-}
-
-/// An llm.c token file (uint16 ids).
-fn token_file(path: &Path, ids: &[u16]) {
-    let mut b = Vec::new();
-    for h in [20240520i32, 1, ids.len() as i32] {
-        b.extend(h.to_le_bytes());
-    }
-    b.resize(1024, 0);
-    for id in ids {
-        b.extend(id.to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
 }
 
 fn config_json(dir: &Path) -> serde_json::Value {

@@ -89,3 +89,23 @@ pub fn tmp(name: &str) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A fixture of tests/fixtures (Hugging Face directories made by scripts/).
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+/// An llm.c token file (magic 20240520, version 1, uint16 ids) of `ids` at `path`.
+pub fn token_file(path: &Path, ids: &[u16]) {
+    let mut b = Vec::new();
+    for h in [20240520i32, 1, ids.len() as i32] {
+        b.extend(h.to_le_bytes());
+    }
+    b.resize(1024, 0);
+    for id in ids {
+        b.extend(id.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
