@@ -32,6 +32,10 @@ pub struct SampleArgs {
     /// least p (after --top-k; 1 = off)
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f64,
+    /// Samples to draw, one after the other from the same prompt (the generator runs on, so
+    /// each differs), separated by a line of dashes
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
     /// Seed of the sampling
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -53,6 +57,9 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> Result<(), String> {
+    if a.num_samples == 0 {
+        return Err("--num-samples must be at least 1".into());
+    }
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         return Err(format!("--top-p must be in (0, 1], got {}", a.top_p));
     }
@@ -83,17 +90,6 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         Some(decode),
     )?;
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed);
-    let mut dec = StreamDecoder::new(tok);
-    let mut out = std::io::stdout().lock();
-    if a.prompt.is_some() {
-        // The prompt as the tokenizer reads it back, through the same decoder, so the text
-        // joins the continuation as decoding the whole sequence would (a word's leading
-        // space, a normalised prompt).
-        for &id in &prompt {
-            let s = dec.push(id).map_err(|e| e.to_string())?;
-            let _ = out.write_all(s.as_bytes());
-        }
-    }
     let sampling = Sampling {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -102,33 +98,50 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         stop: if a.no_stop { None } else { tok.eot() },
     };
     let engine_s = t_engine.elapsed().as_secs_f64();
-    // When each token arrived (the first after the prompt's prefill).
-    let start = std::time::Instant::now();
-    let mut times = Vec::with_capacity(a.tokens);
-    generate(
-        engine.as_mut(),
-        &loaded.model,
-        &prompt,
-        a.tokens,
-        sampling,
-        &mut rng,
-        |id| {
-            times.push(start.elapsed().as_secs_f64());
-            let s = dec.push(id).map_err(|e| EngineError(e.to_string()))?;
-            out.write_all(s.as_bytes())
-                .and_then(|_| out.flush())
-                .map_err(|e| EngineError(format!("stdout: {e}")))
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let _ = writeln!(out, "{}", dec.finish());
-    if a.timing {
-        eprintln!(
-            "{}; before it: loading {:.0} ms, the engine {:.0} ms",
-            timing_line(engine.describe(), prompt.len(), &times),
-            load_s * 1e3,
-            engine_s * 1e3
-        );
+    let mut out = std::io::stdout().lock();
+    for i in 0..a.num_samples {
+        if i > 0 {
+            // nanoGPT's separator between samples.
+            let _ = writeln!(out, "---------------");
+        }
+        let mut dec = StreamDecoder::new(tok);
+        if a.prompt.is_some() {
+            // The prompt as the tokenizer reads it back, through the same decoder, so the text
+            // joins the continuation as decoding the whole sequence would (a word's leading
+            // space, a normalised prompt).
+            for &id in &prompt {
+                let s = dec.push(id).map_err(|e| e.to_string())?;
+                let _ = out.write_all(s.as_bytes());
+            }
+        }
+        // When each token arrived (the first after the prompt's prefill).
+        let start = std::time::Instant::now();
+        let mut times = Vec::with_capacity(a.tokens);
+        generate(
+            engine.as_mut(),
+            &loaded.model,
+            &prompt,
+            a.tokens,
+            sampling,
+            &mut rng,
+            |id| {
+                times.push(start.elapsed().as_secs_f64());
+                let s = dec.push(id).map_err(|e| EngineError(e.to_string()))?;
+                out.write_all(s.as_bytes())
+                    .and_then(|_| out.flush())
+                    .map_err(|e| EngineError(format!("stdout: {e}")))
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "{}", dec.finish());
+        if a.timing {
+            eprintln!(
+                "{}; before it: loading {:.0} ms, the engine {:.0} ms",
+                timing_line(engine.describe(), prompt.len(), &times),
+                load_s * 1e3,
+                engine_s * 1e3
+            );
+        }
     }
     Ok(())
 }

@@ -80,6 +80,28 @@ fn a_llama_trains_resumes_and_samples() {
         "0",
     ]);
     assert!(a.stdout.starts_with("ROMEO:"), "{}", a.stdout);
+    // Two greedy samples: the same text twice, between them nanoGPT's separator.
+    let two = ok(&[
+        "sample",
+        "--checkpoint",
+        s(&out),
+        "--prompt",
+        "ROMEO:",
+        "--tokens",
+        "12",
+        "--temperature",
+        "0",
+        "--num-samples",
+        "2",
+    ]);
+    assert_eq!(
+        two.stdout,
+        format!("{}---------------\n{}", a.stdout, a.stdout)
+    );
+    fails_with(
+        &["sample", "--checkpoint", s(&out), "--num-samples", "0"],
+        "--num-samples must be at least 1",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
