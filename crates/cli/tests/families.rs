@@ -6,40 +6,11 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
-
-/// A few thousand characters of Tiny Shakespeare-like text.
-fn text_file(dir: &Path) -> PathBuf {
-    let p = dir.join("t.txt");
-    let line = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me!\n";
-    std::fs::write(&p, line.repeat(60)).unwrap();
-    p
-}
+use std::path::Path;
 
 fn config_json(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
 }
-
-const SMALL: &[&str] = &[
-    "--n-layer",
-    "2",
-    "--n-head",
-    "4",
-    "--n-embd",
-    "32",
-    "--block-size",
-    "32",
-    "--seq-len",
-    "32",
-    "--batch-size",
-    "4",
-    "--threads",
-    "1",
-    "--eval-batches",
-    "2",
-    "--sample-tokens",
-    "0",
-];
 
 fn train(out: &Path, data: &Path, extra: &[&str]) -> Out {
     let mut args = vec!["train", "--data", s(data), "--out", s(out)];
@@ -53,7 +24,7 @@ fn train(out: &Path, data: &Path, extra: &[&str]) -> Out {
 #[test]
 fn a_llama_trains_resumes_and_samples() {
     let dir = tmp("fam-llama");
-    let data = text_file(&dir);
+    let data = verse_file(&dir);
     let out = dir.join("run");
     let o = train(
         &out,
@@ -110,7 +81,7 @@ fn a_llama_trains_resumes_and_samples() {
 #[test]
 fn gpt2_with_rotary_positions() {
     let dir = tmp("fam-rope");
-    let data = text_file(&dir);
+    let data = verse_file(&dir);
     let out = dir.join("run");
     train(
         &out,
@@ -179,7 +150,7 @@ fn a_hugging_face_llama_directory_trains_on_token_files() {
 #[test]
 fn impossible_family_shapes_are_refused() {
     let dir = tmp("fam-bad");
-    let data = text_file(&dir);
+    let data = verse_file(&dir);
     let out = dir.join("run");
     let base = [
         "train",

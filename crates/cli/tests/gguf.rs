@@ -7,38 +7,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-fn text_file(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("t.txt");
-    let line = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me!\n";
-    std::fs::write(&p, line.repeat(60)).unwrap();
-    p
-}
-
-const SMALL: &[&str] = &[
-    "--n-layer",
-    "2",
-    "--n-head",
-    "4",
-    "--n-embd",
-    "32",
-    "--block-size",
-    "32",
-    "--seq-len",
-    "32",
-    "--batch-size",
-    "4",
-    "--threads",
-    "1",
-    "--eval-batches",
-    "2",
-    "--sample-tokens",
-    "0",
-    "--steps",
-    "4",
-    "--tokenizer",
-    "char",
-];
-
 fn greedy(checkpoint: &Path) -> String {
     ok(&[
         "sample",
@@ -57,7 +25,7 @@ fn greedy(checkpoint: &Path) -> String {
 #[test]
 fn an_exported_run_samples_the_same_text() {
     let dir = tmp("gguf-cli");
-    let data = text_file(&dir);
+    let data = verse_file(&dir);
     for (name, extra) in [
         ("gpt2", &[][..]),
         (
@@ -68,6 +36,7 @@ fn an_exported_run_samples_the_same_text() {
         let run = dir.join(name);
         let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
         args.extend_from_slice(SMALL);
+        args.extend_from_slice(&["--steps", "4", "--tokenizer", "char"]);
         args.extend_from_slice(extra);
         ok(&args);
         let file = dir.join(format!("{name}.gguf"));

@@ -109,3 +109,33 @@ pub fn token_file(path: &Path, ids: &[u16]) {
     }
     std::fs::write(path, b).unwrap();
 }
+
+/// A few thousand characters of Tiny Shakespeare-like text.
+pub fn verse_file(dir: &Path) -> PathBuf {
+    let p = dir.join("t.txt");
+    let line = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me!\n";
+    std::fs::write(&p, line.repeat(60)).unwrap();
+    p
+}
+
+/// A small model and batch for quick CLI runs (one thread, no final sample).
+pub const SMALL: &[&str] = &[
+    "--n-layer",
+    "2",
+    "--n-head",
+    "4",
+    "--n-embd",
+    "32",
+    "--block-size",
+    "32",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "4",
+    "--threads",
+    "1",
+    "--eval-batches",
+    "2",
+    "--sample-tokens",
+    "0",
+];

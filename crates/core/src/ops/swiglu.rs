@@ -51,7 +51,8 @@ pub fn forward<T: Float>(out: &mut [T], x: &[T], f: usize) {
 }
 
 /// One row's gradients into gate and up, written or (`ADD`) added. Indexed loops over slices
-/// cut to one length: the zipped-iterator form of this loop did not vectorise (8× slower).
+/// cut to one length: the zipped-iterator form of this loop did not vectorise (the cost is in
+/// docs/benchmarks.md, issue 17, CPU).
 #[inline(always)]
 fn grad_row<T: Float, const ADD: bool>(
     dgate: &mut [T],
