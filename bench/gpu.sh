@@ -9,7 +9,9 @@
 #   (crates/gpu/tests). DATA is Tiny Shakespeare (default BIN_DIR/tinyshakespeare.txt).
 # OUT_DIR receives summary.txt and logs.tar.gz (every log, the peer's JSON, the metrics). PyTorch (python3 -c "import torch") is
 # the peer; without it the peer rows are skipped. PARTS picks parts (default all):
-#   tests ladder gpt2 llama char sample
+#   tests ladder gpt2 llama char sample   (the default)
+#   profile   where a gpt2-124m step's milliseconds go, per kernel, ours (gpu_step with
+#             FERROGPT_GPU_PROFILE=1) and PyTorch compiled's (torch.profiler), fp32 and bf16
 # (llama: the smollm-135m preset's training step beside bench/peers/pytorch_llama.py.)
 set -u -o pipefail
 BIN=$(cd "${1:?BIN_DIR}" && pwd)
@@ -64,6 +66,21 @@ if has gpt2; then
                 >"$RAW/torch-gpt2-$dt.json" 2>"$RAW/torch-gpt2-$dt.err" || rc=1
             python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"PyTorch {r['env']['torch']} compile $dt: {r['median_step_s']*1e3:.2f} ms/step, {r['tokens_per_s']:.0f} tokens/s, MFU {100*(r.get('mfu') or 0):.1f}%\")" \
                 "$RAW/torch-gpt2-$dt.json" | tee -a "$S"
+        fi
+    done
+fi
+
+if has profile; then
+    echo "## profile: gpt2-124m B=16 T=1024, per kernel (ours: each launch synchronised)" | tee -a "$S"
+    for dt in bf16 fp32; do
+        FERROGPT_GPU_PROFILE=1 "$BIN/gpu_step" gpt2 16 1024 $dt 5 >"$RAW/profile-$dt.txt" 2>&1 || rc=1
+        "$BIN/gpu_step" gpt2 16 1024 $dt 10 2>/dev/null | tail -1 | tee -a "$S"
+        head -45 "$RAW/profile-$dt.txt" | grep -v "^step" | tee -a "$S"
+        if torch_ok; then
+            peer --device cuda --dtype $dt --compile --preset gpt2-124m --batch 16 --seq 1024 --steps 10 --warmup 5 \
+                --profile >"$RAW/torch-profile-$dt.json" 2>"$RAW/torch-profile-$dt.err" || rc=1
+            echo "PyTorch compiled $dt:" | tee -a "$S"
+            grep -v "^\[\|^W\|^I" "$RAW/torch-profile-$dt.err" | head -50 | tee -a "$S"
         fi
     done
 fi

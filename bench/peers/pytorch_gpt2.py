@@ -54,6 +54,10 @@ PRESETS = {
     "shakespeare-char": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab=65, batch=64, seq=256),
     # GPT-2 small at llm.c's CPU reference size (B=4, T=64); on a GPU pass e.g. --batch 16 --seq 1024.
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab=50304, batch=4, seq=64),
+    # GPT-2 medium, large and XL shapes (llm.c's d24, d36, d48); pass --batch and --seq on a GPU.
+    "gpt2-350m": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab=50304, batch=4, seq=64),
+    "gpt2-774m": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab=50304, batch=4, seq=64),
+    "gpt2-1558m": dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab=50304, batch=4, seq=64),
 }
 
 # The training side of the --train-shakespeare recipes (the model sizes are the PRESETS above).
@@ -66,7 +70,8 @@ RECIPES = {
 
 # Dense (no sparsity) peak TFLOPS of an H100 SXM; the H200 has the same compute (only its memory
 # differs). fp32 is the CUDA-core figure: with TF32 off, fp32 GEMMs do not use the tensor cores.
-DEFAULT_PEAK_TFLOPS = {"bf16": 989.0, "fp32": 67.0}
+# tf32 is the dense TF32 tensor-core figure.
+DEFAULT_PEAK_TFLOPS = {"bf16": 989.0, "fp32": 67.0, "tf32": 494.0}
 
 
 # ----------------------------------------------------------------------------- model
@@ -228,9 +233,10 @@ def setup_device(args):
     if not torch.cuda.is_available():
         sys.exit("error: --device cuda, but torch.cuda.is_available() is False "
                  f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
-    # fp32: true fp32 GEMMs (no TF32). bf16: TF32 on, as nanoGPT sets it; under autocast every
+    # fp32: true fp32 GEMMs (no TF32). tf32: fp32 everywhere with TF32 tensor-core matmuls (what
+    # allow_tf32=True gives PyTorch users). bf16: TF32 on, as nanoGPT sets it; under autocast every
     # matmul runs in bf16 anyway, so this only touches fp32 matmuls left outside autocast (none here).
-    tf32 = args.dtype == "bf16"
+    tf32 = args.dtype in ("bf16", "tf32")
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     t0 = time.perf_counter()
@@ -347,6 +353,35 @@ def memory_stats(args):
 # ----------------------------------------------------------------------------- modes
 
 
+def step(args, model, run, opt, cfg, gen):
+    """One training step on random tokens; returns (its start time, after the data is on the
+    device, and the loss). Synchronises at both ends on cuda."""
+    B, T = cfg["batch"], cfg["seq"]
+    x = torch.randint(cfg["vocab"], (B, T), generator=gen).to(args.device)
+    y = torch.randint(cfg["vocab"], (B, T), generator=gen).to(args.device)
+    sync(args)
+    t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    with autocast(args):
+        _, loss = run(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sync(args)
+    return t0, loss
+
+
+def profile_step(args, one_step):
+    """Runs one_step under torch.profiler and prints its GPU kernels by total time to stderr."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        one_step()
+    key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=90),
+          file=sys.stderr)
+
+
 def time_steps(args, cfg):
     torch.manual_seed(args.seed)
     dropout = args.dropout if args.dropout is not None else 0.0
@@ -357,17 +392,7 @@ def time_steps(args, cfg):
     times, losses = [], []
     first_step_s = None
     for i in range(args.warmup + args.steps):
-        x = torch.randint(cfg["vocab"], (B, T), generator=gen).to(args.device)
-        y = torch.randint(cfg["vocab"], (B, T), generator=gen).to(args.device)
-        sync(args)
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with autocast(args):
-            _, loss = run(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sync(args)
+        t0, loss = step(args, model, run, opt, cfg, gen)
         dt = time.perf_counter() - t0
         if i == 0:
             first_step_s = dt
@@ -377,6 +402,8 @@ def time_steps(args, cfg):
         if args.verbose:
             print(f"step {i:4d} {'(warm-up) ' if i < args.warmup else ''}{dt * 1e3:9.1f} ms  loss {loss.item():.4f}",
                   file=sys.stderr)
+    if args.profile:
+        profile_step(args, lambda: step(args, model, run, opt, cfg, gen))
     med = statistics.median(times)
     tokens_per_s = B * T / med
     return {
@@ -558,8 +585,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: model and data on GPU 0, synchronize around each timed step, fused AdamW")
-    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                    help="fp32 (on cuda: TF32 off for matmul and cuDNN, so true fp32), or bf16: "
+    ap.add_argument("--dtype", choices=("fp32", "tf32", "bf16"), default="fp32",
+                    help="fp32 (on cuda: TF32 off for matmul and cuDNN, so true fp32), tf32 (fp32 with "
+                         "TF32 tensor-core matmuls, allow_tf32=True), or bf16: "
                          "torch.autocast(bfloat16) around forward + loss, fp32 weights and optimizer state "
                          "(on cpu: autocast('cpu'), for checking, not timing)")
     ap.add_argument("--compile", action="store_true",
@@ -578,6 +606,9 @@ def main():
     ap.add_argument("--eval-batches", type=int, default=20, help="batches per evaluation (default 20)")
     ap.add_argument("--target-loss", type=float,
                     help="with --train-shakespeare: report when an evaluation first has val loss <= this")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed steps, one more step under torch.profiler: its GPU kernels "
+                         "by total time on stderr (where a step's milliseconds go)")
     ap.add_argument("--verbose", "-v", action="store_true", help="progress lines on stderr")
     args = ap.parse_args()
 
