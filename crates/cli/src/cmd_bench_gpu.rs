@@ -3,9 +3,11 @@
 //! Runs [`ferrogpt_cuda::bench::run`] over the requested levels and square sizes and prints
 //! the table (level, size, median time from CUDA events, TFLOPS, % of cuBLAS f32, % of cuBLAS
 //! bf16 for the bf16 levels, max relative error against f64) or JSON. Without a CUDA driver or
-//! GPU it returns one error line.
+//! GPU it returns one error line. `--save DIR` also writes the run as a result file for
+//! `ferrogpt report` (`cmd_report`).
 
 use ferrogpt_cuda::{bench, parse_device, Gpu, Level};
+use ferrogpt_report::schema::{MatmulFigures, MatmulRow};
 
 /// Output format of `ferrogpt bench gpu`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -35,6 +37,8 @@ pub struct BenchGpuArgs {
     /// The GPU: cuda or cuda:N.
     #[arg(long, default_value = "cuda")]
     pub device: String,
+    #[command(flatten)]
+    pub save: crate::cmd_report::SaveArgs,
 }
 
 /// Runs the benchmark and prints its result; errors come back as one line.
@@ -75,5 +79,31 @@ pub fn run(args: &BenchGpuArgs) -> Result<(), String> {
         GpuBenchFormat::Table => print!("{}", bench::table(&name, &rows)),
         GpuBenchFormat::Json => print!("{}", bench::json(&name, &rows)),
     }
-    Ok(())
+    let figures = MatmulFigures {
+        device: "cuda".into(),
+        device_name: name,
+        dtype: "mixed".into(),
+        threads: None,
+        peak_gflops: None,
+        rows: rows
+            .iter()
+            .map(|r| MatmulRow {
+                level: r.level.name().into(),
+                // cuBLAS f32, TF32 and bf16: NVIDIA's library, the peer of our kernels.
+                peer: r.level.name().starts_with("cublas"),
+                m: r.size,
+                n: r.size,
+                k: r.size,
+                seconds: r.seconds,
+                gflops: r.tflops.map(|t| t * 1e3),
+                pct_of_peak: None,
+                speedup_vs_naive: None,
+                pct_cublas_f32: r.pct_cublas_f32,
+                pct_cublas_bf16: r.pct_cublas_bf16,
+                max_rel_err: r.max_rel_err,
+                skipped: r.skipped.clone(),
+            })
+            .collect(),
+    };
+    args.save.save(crate::cmd_report::matmul(figures), None)
 }

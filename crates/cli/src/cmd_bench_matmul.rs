@@ -6,9 +6,11 @@
 //! threads (at most one per logical core). `--plot FILE.svg|png`
 //! also draws GFLOPS against size, one line per level. `--device cuda[:N]` runs the CUDA rungs
 //! instead (as `bench gpu`), `--device wgpu[:N]` the WGSL rungs of `ferrogpt_wgpu::bench`.
+//! `--save DIR` also writes the run as a result file for `ferrogpt report` (`cmd_report`).
 
 use ferrogpt_gemm::bench::{self, BenchOptions, BenchRow, Dtype};
 use ferrogpt_gemm::{hw, Level};
+use ferrogpt_report::schema::{MatmulFigures, MatmulRow};
 
 /// Output format of `ferrogpt bench matmul`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +50,8 @@ pub struct BenchMatmulArgs {
     /// the WGSL rungs on adapter N of `ferrogpt info` (0, the best, by default).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub save: crate::cmd_report::SaveArgs,
 }
 
 /// Runs the benchmark and prints it; errors name the bad argument.
@@ -75,6 +79,7 @@ pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
             levels: args.levels.clone(),
             format,
             device: args.device.clone(),
+            save: args.save.clone(),
         });
     }
     let sizes = args
@@ -136,7 +141,37 @@ pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
         plot(&rows, path)?;
         eprintln!("wrote {}", path.display());
     }
-    Ok(())
+    let figures = MatmulFigures {
+        device: "cpu".into(),
+        device_name: hw::detect().model,
+        dtype: dtype.name().into(),
+        threads: Some(threads),
+        peak_gflops: Some(peak_gflops),
+        rows: rows
+            .iter()
+            .map(|r| {
+                let measured = r.skipped.is_none();
+                MatmulRow {
+                    level: r.level.name().into(),
+                    // Another project's code: the matrixmultiply crate, the system BLAS.
+                    peer: matches!(r.level, Level::Library | Level::Blas),
+                    m: r.m,
+                    n: r.n,
+                    k: r.k,
+                    seconds: measured.then_some(r.seconds),
+                    gflops: measured.then_some(r.gflops),
+                    pct_of_peak: r.pct_of_peak.filter(|_| measured),
+                    speedup_vs_naive: r.speedup_vs_naive,
+                    pct_cublas_f32: None,
+                    pct_cublas_bf16: None,
+                    max_rel_err: measured.then_some(r.max_rel_err),
+                    skipped: r.skipped.clone(),
+                }
+            })
+            .collect(),
+    };
+    args.save
+        .save(crate::cmd_report::matmul(figures), Some(peak))
 }
 
 /// `--device wgpu[:N]`: every WGSL rung (or `--levels`) at every size, checked against the
@@ -182,7 +217,32 @@ fn run_wgpu(args: &BenchMatmulArgs) -> Result<(), String> {
         BenchFormat::Json => print!("{}", bench::render_json(&name, clock, &rows)),
         BenchFormat::Csv => print!("{}", bench::render_csv(&name, clock, &rows)),
     }
-    Ok(())
+    let figures = MatmulFigures {
+        device: "wgpu".into(),
+        device_name: name,
+        dtype: "mixed".into(),
+        threads: None,
+        peak_gflops: None,
+        rows: rows
+            .iter()
+            .map(|r| MatmulRow {
+                level: r.level.name().into(),
+                peer: false,
+                m: r.size,
+                n: r.size,
+                k: r.size,
+                seconds: r.seconds,
+                gflops: r.gflops,
+                pct_of_peak: None,
+                speedup_vs_naive: r.speedup_vs_naive,
+                pct_cublas_f32: None,
+                pct_cublas_bf16: None,
+                max_rel_err: r.max_rel_err,
+                skipped: r.skipped.clone(),
+            })
+            .collect(),
+    };
+    args.save.save(crate::cmd_report::matmul(figures), None)
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -1,7 +1,8 @@
 //! `ferrogpt bench train`: the same training steps at each matmul level: median step time,
 //! tokens/s, model FLOPs/s and the speedup over the slowest level measured. The end-to-end
 //! version of the matmul table: whether a rung matters for training. With `--device cuda`, one
-//! row: the GPU engine (the levels are the CPU's).
+//! row: the GPU engine (the levels are the CPU's). `--save DIR` also writes the rows as a
+//! result file for `ferrogpt report` (`cmd_report`).
 
 use crate::common::{engine_factory, resolve_data, set_threads, Device, DeviceArgs};
 use ferrogpt_core::Level;
@@ -48,6 +49,8 @@ pub struct BenchTrainArgs {
     /// SXM figures; elsewhere none, and no MFU]
     #[arg(long)]
     peak_tflops: Option<f64>,
+    #[command(flatten)]
+    save: crate::cmd_report::SaveArgs,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -214,6 +217,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
             eprintln!("{:<18} {:>9.2} ms/step", r.level, r.step_s_median * 1e3);
         }
     }
+    save(&a, &cfg, &rows)?;
     if a.json {
         println!(
             "{}",
@@ -278,6 +282,45 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         println!("MFU: model FLOPs (6N + 12·L·C·T per token) per second over a peak of {p} TFLOPS");
     }
     Ok(())
+}
+
+/// `--save DIR`: the rows as a result file for `ferrogpt report`.
+fn save(
+    a: &BenchTrainArgs,
+    cfg: &ferrogpt_train::config::TrainConfig,
+    rows: &[Row],
+) -> Result<(), String> {
+    use ferrogpt_report::schema::{Phases, TrainFigures, TrainRow};
+    let figures = TrainFigures {
+        preset: a.preset.clone(),
+        device: a.device.device.clone(),
+        dtype: a.device.dtype.clone(),
+        batch_size: cfg.batch_size,
+        seq_len: cfg.seq_len,
+        steps: a.steps,
+        warmup: a.warmup,
+        rows: rows
+            .iter()
+            .map(|r| TrainRow {
+                engine: r.level.clone(),
+                peer: false,
+                threads: r.threads,
+                step_s_median: r.step_s_median,
+                step_s_min: r.step_s_min,
+                tokens_per_sec: r.tokens_per_sec,
+                model_gflops: r.model_gflops,
+                mfu: r.mfu,
+                peak_tflops: r.peak_tflops,
+                final_loss: f64::from(r.final_loss),
+                phases_median: Some(Phases {
+                    forward_backward: r.phases_median.forward_backward,
+                    norm: r.phases_median.norm,
+                    update: r.phases_median.update,
+                }),
+            })
+            .collect(),
+    };
+    a.save.save(crate::cmd_report::train(figures), None)
 }
 
 /// The median of `v` (the upper one of an even count); `v` is sorted in place.

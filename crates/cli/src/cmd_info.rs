@@ -63,3 +63,16 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The record of `--format json` as a JSON value, with `peak` as given (the `machine` of
+/// saved benchmark results).
+pub fn record(peak: Option<&Peak>) -> Result<serde_json::Value, String> {
+    let info = hw::detect();
+    let wgpu = ferrogpt_wgpu::adapters();
+    serde_json::to_value(Report {
+        hw: &info,
+        peak,
+        wgpu: &wgpu,
+    })
+    .map_err(|e| format!("info: cannot write the machine record: {e}"))
+}

@@ -1,7 +1,7 @@
 //! # ferrogpt: the command-line tool
 //!
 //! `train`, `sample`, `eval`, `quantize`, `export`, `tokenize`, `plot`, `bench matmul`, `bench train`, `bench gpu`,
-//! `info`. Each subcommand lives in its own `cmd_*.rs`; this file only parses and dispatches.
+//! `info`, `report`. Each subcommand lives in its own `cmd_*.rs`; this file only parses and dispatches.
 //! Every error reaches the user as one line on stderr and exit status 1 (2 for unparsable
 //! arguments).
 
@@ -13,6 +13,7 @@ mod cmd_export;
 mod cmd_info;
 mod cmd_plot;
 mod cmd_quantize;
+mod cmd_report;
 mod cmd_sample;
 mod cmd_tokenize;
 mod cmd_train;
@@ -53,6 +54,9 @@ enum Command {
     Info(cmd_info::InfoArgs),
     /// Plot training and validation loss of runs (learning rate, gradient norm) to SVG or PNG.
     Plot(cmd_plot::PlotArgs),
+    /// Merge saved benchmark results (bench ... --save) from any machines into one HTML page
+    /// and a Markdown report.
+    Report(cmd_report::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -79,6 +83,7 @@ fn main() {
         Command::Bench(BenchCommand::Gpu(a)) => cmd_bench_gpu::run(&a),
         Command::Info(a) => cmd_info::run(&a),
         Command::Plot(a) => cmd_plot::run(a),
+        Command::Report(a) => cmd_report::run(&a),
     };
     if let Err(e) = result {
         eprintln!("ferrogpt: error: {e}");
