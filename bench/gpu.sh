@@ -11,7 +11,15 @@
 # the peer; without it the peer rows are skipped. PARTS picks parts (default all):
 #   tests ladder gpt2 llama char sample   (the default)
 #   profile   where a gpt2-124m step's milliseconds go, per kernel, ours (gpu_step with
-#             FERROGPT_GPU_PROFILE=1) and PyTorch compiled's (torch.profiler), fp32 and bf16
+#             FERROGPT_GPU_PROFILE=1) and, with the gpt2 part, PyTorch compiled's (torch.profiler
+#             on one extra step), per dtype
+#   big       gpt2-350m, gpt2-774m and gpt2-1558m (bf16, T=1024), with and without --recompute,
+#             beside llm.c on the same shapes when LLMC is set
+#   llmc      gpt2-124m bf16 at B=16 and B=64 beside llm.c (LLMC set)
+# LLMC=DIR: an llm.c checkout (sources; built here with cuDNN attention, cudnn-frontend's headers
+# in DIR/cudnn-frontend/include) and LLMC_DATA=DIR holding ts_train.bin and ts_val.bin (llm.c
+# token files, e.g. from `ferrogpt tokenize`; the validation file must hold more than B×T
+# tokens). Without LLMC the llm.c rows are skipped.
 # (llama: the smollm-135m preset's training step beside bench/peers/pytorch_llama.py.)
 set -u -o pipefail
 BIN=$(cd "${1:?BIN_DIR}" && pwd)
@@ -58,29 +66,83 @@ fi
 
 if has gpt2; then
     echo "## gpt2-124m training step, B=16, T=1024 (random tokens)" | tee -a "$S"
-    for dt in bf16 fp32; do
+    for dt in bf16 fp32 tf32; do
         "$BIN/ferrogpt" bench train --device cuda --dtype $dt --preset gpt2-124m --batch-size 16 --seq-len 1024 \
             --steps 20 --warmup 5 2>"$RAW/gpt2-$dt.err" | tee -a "$S" || rc=1
         if torch_ok; then
             peer --device cuda --dtype $dt --compile --preset gpt2-124m --batch 16 --seq 1024 --steps 20 --warmup 5 \
-                >"$RAW/torch-gpt2-$dt.json" 2>"$RAW/torch-gpt2-$dt.err" || rc=1
+                $(has profile && echo --profile) >"$RAW/torch-gpt2-$dt.json" 2>"$RAW/torch-gpt2-$dt.err" || rc=1
             python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"PyTorch {r['env']['torch']} compile $dt: {r['median_step_s']*1e3:.2f} ms/step, {r['tokens_per_s']:.0f} tokens/s, MFU {100*(r.get('mfu') or 0):.1f}%\")" \
                 "$RAW/torch-gpt2-$dt.json" | tee -a "$S"
         fi
     done
 fi
 
+# llm.c: built once per call, then `llmc NAME ARGS...` runs train_gpt2cu for 30 steps and prints
+# the median of steps 6-30.
+LLMC=${LLMC:-}
+llmc_ok=0
+if [ -n "$LLMC" ] && { has big || has llmc; }; then
+    if make -C "$LLMC" train_gpt2cu USE_CUDNN=1 NO_MULTI_GPU=1 NO_USE_MPI=1 GPU_COMPUTE_CAPABILITY=90 \
+        NVCC_LDLIBS="-lcuda -lnvrtc" >"$RAW/llmc-build.log" 2>&1; then
+        llmc_ok=1
+    else
+        echo "llm.c did not build (see llmc-build.log)" | tee -a "$S"; rc=1
+    fi
+fi
+llmc() {
+    local name=$1; shift
+    [ $llmc_ok = 1 ] || return 0
+    (cd "$LLMC" && ./train_gpt2cu -i "$LLMC_DATA/ts_train.bin" -j "$LLMC_DATA/ts_val.bin" -v 100000 -s 100000 \
+        -x 30 "$@") >"$RAW/llmc-$name.log" 2>&1 || { echo "llm.c $name failed" | tee -a "$S"; rc=1; return 0; }
+    python3 - "$RAW/llmc-$name.log" "$name" "$*" <<'PY' | tee -a "$S"
+import re, statistics, sys
+ms = [float(m.group(1)) for l in open(sys.argv[1]) if l.startswith("step")
+      for m in [re.search(r"\| ([0-9.]+) ms \|", l)] if m]
+tok = [float(m.group(1)) for l in open(sys.argv[1]) if l.startswith("step")
+       for m in [re.search(r"\| ([0-9.]+) tok/s", l)] if m]
+med = statistics.median(ms[5:])
+print(f"llm.c {sys.argv[2]} ({sys.argv[3]}): {med:.2f} ms/step (median of {len(ms[5:])}), "
+      f"last EMA {tok[-1]:.0f} tok/s")
+PY
+}
+ours() {
+    local name=$1; shift
+    "$BIN/ferrogpt" bench train --device cuda --steps 20 --warmup 5 "$@" 2>"$RAW/ours-$name.err" | tee -a "$S" || rc=1
+    grep -h "GPU memory" "$RAW/ours-$name.err" | tee -a "$S"
+}
+
+if has llmc; then
+    echo "## gpt2-124m bf16 beside llm.c (random init; llm.c with cuDNN attention)" | tee -a "$S"
+    for b in 16 64; do
+        ours 124m-b$b --dtype bf16 --preset gpt2-124m --batch-size $b --seq-len 1024
+        llmc d12-b$b-r0 -e d12 -b $b -t 1024 -r 0
+        llmc d12-b$b-r1 -e d12 -b $b -t 1024 -r 1
+    done
+fi
+
+if has big; then
+    echo "## GPT-2 medium, large, XL: bf16, T=1024 (random tokens)" | tee -a "$S"
+    for spec in "350m d24 16" "774m d36 16" "1558m d48 8" "1558m d48 16"; do
+        set -- $spec
+        for r in 0 1 2; do
+            ours "$1-b$3-r$r" --dtype bf16 --preset gpt2-$1 --batch-size $3 --seq-len 1024 --recompute $r
+        done
+        llmc "$2-b$3-r0" -e $2 -b $3 -t 1024 -r 0
+        llmc "$2-b$3-r1" -e $2 -b $3 -t 1024 -r 1
+    done
+fi
+
 if has profile; then
     echo "## profile: gpt2-124m B=16 T=1024, per kernel (ours: each launch synchronised)" | tee -a "$S"
-    for dt in bf16 fp32; do
+    for dt in bf16 fp32 tf32; do
         FERROGPT_GPU_PROFILE=1 "$BIN/gpu_step" gpt2 16 1024 $dt 5 >"$RAW/profile-$dt.txt" 2>&1 || rc=1
-        "$BIN/gpu_step" gpt2 16 1024 $dt 10 2>/dev/null | tail -1 | tee -a "$S"
+        "$BIN/gpu_step" gpt2 16 1024 $dt 10 2>/dev/null | grep "tokens/s" | tee -a "$S"
         head -45 "$RAW/profile-$dt.txt" | grep -v "^step" | tee -a "$S"
-        if torch_ok; then
-            peer --device cuda --dtype $dt --compile --preset gpt2-124m --batch 16 --seq 1024 --steps 10 --warmup 5 \
-                --profile >"$RAW/torch-profile-$dt.json" 2>"$RAW/torch-profile-$dt.err" || rc=1
+        # PyTorch's kernels (torch.profiler, one step after the gpt2 part's timed ones).
+        if [ -f "$RAW/torch-gpt2-$dt.err" ]; then
             echo "PyTorch compiled $dt:" | tee -a "$S"
-            grep -v "^\[\|^W\|^I" "$RAW/torch-profile-$dt.err" | head -50 | tee -a "$S"
+            grep -E "^(-|Name|Self)|%" "$RAW/torch-gpt2-$dt.err" | head -50 | tee -a "$S"
         fi
     done
 fi

@@ -4,7 +4,9 @@
 //! row: the GPU engine (the levels are the CPU's). `--save DIR` also writes the rows as a
 //! result file for `ferrogpt report` (`cmd_report`).
 
-use crate::common::{engine_factory, resolve_data, set_threads, Device, DeviceArgs};
+use crate::common::{
+    engine_factory, resolve_data, set_threads, since_start, Device, DeviceArgs, RecomputeArg,
+};
 use ferrogpt_core::Level;
 use ferrogpt_train::config::preset_or_err;
 use ferrogpt_train::data::{load_dataset, load_text};
@@ -53,6 +55,8 @@ pub struct BenchTrainArgs {
     save: crate::cmd_report::SaveArgs,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    recompute: RecomputeArg,
 }
 
 #[derive(serde::Serialize)]
@@ -124,7 +128,7 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         .into_iter()
         .map(|level| {
             level.available().map_err(|e| e.to_string())?;
-            Ok((level, engine_factory(level, &a.device)?))
+            Ok((level, engine_factory(level, &a.device, a.recompute.recompute)?))
         })
         .collect::<Result<Vec<_>, String>>()?;
     let (tokenizer, data) = if cfg.tokenizer == "gpt2" {
@@ -182,6 +186,11 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         for i in 0..cfg.steps {
             let t0 = Instant::now();
             loss = t.train_step().map_err(|e| e.to_string())?.0;
+            if i == 0 {
+                if let Some(mem) = t.engine.memory() {
+                    eprintln!("{label}: first step done {:.1} s after start; {mem}", since_start());
+                }
+            }
             if i >= a.warmup {
                 times.push(t0.elapsed().as_secs_f64());
                 phases.push(t.last_phases);

@@ -202,7 +202,7 @@ pub fn inference_engine(
              in its --dtype"
         ));
     }
-    engine_factory(level, device)?(init).map_err(|e| e.to_string())
+    engine_factory(level, device, 0)?(init).map_err(|e| e.to_string())
 }
 
 /// What generation starts from without a prompt: a newline for a char model (nanoGPT starts

@@ -3,7 +3,8 @@
 //! terminal, plain lines otherwise; Ctrl-C saves and exits; a sample at the end.
 
 use crate::common::{
-    engine_factory, resolve_data, Compute, Device, DeviceArgs, SHAKESPEARE_SHA256,
+    self, engine_factory, resolve_data, Compute, Device, DeviceArgs, RecomputeArg,
+    SHAKESPEARE_SHA256,
 };
 use ferrogpt_model::config::{Family, Position};
 use ferrogpt_model::generate::Sampling;
@@ -191,6 +192,8 @@ pub struct TrainArgs {
     compute: Compute,
     #[command(flatten, next_help_heading = "Device")]
     device: DeviceArgs,
+    #[command(flatten, next_help_heading = "Device")]
+    recompute: RecomputeArg,
 }
 
 /// preset → TOML file → flags.
@@ -668,7 +671,7 @@ fn train(a: TrainArgs, comm: Rc<dyn Collective>) -> Result<(), String> {
         ));
     }
     let level = a.compute.setup()?;
-    let make_engine = engine_factory(level, &a.device)?;
+    let make_engine = engine_factory(level, &a.device, a.recompute.recompute)?;
     let mut trainer = match &a.resume {
         Some(dir) => resume(&a, dir, &*make_engine, comm)?,
         None => start(&a, &*make_engine, comm)?,
@@ -768,6 +771,17 @@ fn train_with_progress(
         let mut val = last_val.map_or(String::new(), |v| format!(" val {v:.4}"));
         if let Some(acc) = m.mc_acc {
             val += &format!(" acc {:.2}%", 100.0 * acc);
+        }
+        if let (Some(mem), false) = (&m.engine_memory, quiet) {
+            // The first step of the session: how long the user waited, and what it holds.
+            let note = format!(
+                "first step done {:.1} s after start; {mem}",
+                common::since_start()
+            );
+            match &bar {
+                Some(bar) => bar.println(note),
+                None => eprintln!("{note}"),
+            }
         }
         let line = format!(
             "loss {:.4}{val} lr {:.2e} {:.0} tok/s",

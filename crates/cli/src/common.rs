@@ -36,9 +36,19 @@ pub struct DeviceArgs {
     /// cpu, or cuda[:N] (the N-th GPU; cuda is cuda:0)
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// fp32, or bf16 (CUDA only)
+    /// fp32; or, on CUDA only, tf32 (fp32 with TF32 tensor-core products) or bf16
     #[arg(long, default_value = "fp32")]
     pub dtype: String,
+}
+
+/// Activation recomputation, for the commands that train.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RecomputeArg {
+    /// Recompute activations in the backward pass instead of keeping them, to fit a bigger
+    /// model or batch on the GPU (--device cuda): 1 the MLP's activation output, 2 (given
+    /// without a level) also the norms' outputs. Same results, a little more time
+    #[arg(long, num_args = 0..=1, default_value_t = 0, default_missing_value = "2", value_name = "LEVEL")]
+    pub recompute: u8,
 }
 
 /// A parsed `--device`.
@@ -53,6 +63,7 @@ pub enum Device {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
     F32,
+    Tf32,
     Bf16,
 }
 
@@ -73,8 +84,9 @@ impl DeviceArgs {
         };
         let dtype = match self.dtype.as_str() {
             "fp32" => DType::F32,
+            "tf32" => DType::Tf32,
             "bf16" => DType::Bf16,
-            d => return Err(format!("--dtype must be fp32 or bf16, got '{d}'")),
+            d => return Err(format!("--dtype must be fp32, tf32 or bf16, got '{d}'")),
         };
         if device == Device::Cpu && dtype != DType::F32 {
             return Err(format!(
@@ -87,14 +99,20 @@ impl DeviceArgs {
 }
 
 /// The engine factory for `--device` and `--dtype`: the CPU engine at matmul `level`, or a
-/// CUDA GPU's. The one place that maps a device to an engine.
+/// CUDA GPU's, recomputing activations at level `recompute` (GPU only; 0 for inference). The
+/// one place that maps a device to an engine.
 pub fn engine_factory(
     level: Level,
     dev: &DeviceArgs,
+    recompute: u8,
 ) -> Result<Box<EngineFactory<'static>>, String> {
     match dev.parse()? {
+        (Device::Cpu, _) if recompute > 0 => Err(
+            "--recompute is for the GPU engine (--device cuda); the CPU engine keeps its activations"
+                .into(),
+        ),
         (Device::Cpu, _) => Ok(CpuEngine::factory(level)),
-        (Device::Cuda(ordinal), dtype) => cuda_engine_factory(ordinal, dtype),
+        (Device::Cuda(ordinal), dtype) => cuda_engine_factory(ordinal, dtype, recompute),
     }
 }
 
@@ -102,12 +120,30 @@ pub fn engine_factory(
 fn cuda_engine_factory(
     ordinal: usize,
     dtype: DType,
+    recompute: u8,
 ) -> Result<Box<EngineFactory<'static>>, String> {
     let dtype = match dtype {
         DType::F32 => ferrogpt_gpu::Dtype::F32,
+        DType::Tf32 => ferrogpt_gpu::Dtype::Tf32,
         DType::Bf16 => ferrogpt_gpu::Dtype::Bf16,
     };
-    Ok(ferrogpt_gpu::GpuEngine::factory(ordinal, dtype))
+    Ok(ferrogpt_gpu::GpuEngine::factory(ordinal, dtype, recompute))
+}
+
+/// When `main` started (see [`since_start`]).
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Marks the process's start; `main` calls it first.
+pub fn mark_start() {
+    START.get_or_init(std::time::Instant::now);
+}
+
+/// Seconds since [`mark_start`] (the time a user waited, for "time to first step" lines).
+pub fn since_start() -> f64 {
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
 }
 
 /// Sizes rayon's global pool (once per process).

@@ -70,6 +70,7 @@ enum BenchCommand {
 }
 
 fn main() {
+    common::mark_start();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => cmd_train::run(*a),

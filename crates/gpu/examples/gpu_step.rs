@@ -1,7 +1,10 @@
 //! Times the GPU model's training step by phase (forward + loss, backward, norm + AdamW) on
 //! random tokens: a profiling aid beside `ferrogpt bench train --device cuda`.
 //!
-//! cargo run --release -p ferrogpt-gpu --example gpu_step -- [gpt2|char|smollm] B T fp32|bf16 STEPS [cuda-core,plain]
+//! cargo run --release -p ferrogpt-gpu --example gpu_step -- MODEL B T fp32|tf32|bf16 STEPS [cuda-core,plain,r1,r2]
+//!
+//! MODEL: gpt2 (124M), char, smollm, or any `ferrogpt train` preset (gpt2-350m, gpt2-774m,
+//! gpt2-1558m, ...) with GPT-2's vocabulary. r1 / r2: `--recompute 1` / `2`.
 //!
 //! `smollm` is SmolLM-135M's shape (the `smollm-135m` preset) with its own vocabulary of 49,152
 //! (random ids), as `bench/peers/pytorch_llama.py --preset smollm-135m` times it.
@@ -39,7 +42,14 @@ fn main() {
             padded_vocab_size: 49152,
             ..GptConfig::default()
         },
-        _ => GptConfig::default(),
+        "gpt2" => GptConfig::default(),
+        name => match ferrogpt_train::config::preset(name) {
+            Some(p) => p.model_config(50_257),
+            None => {
+                eprintln!("error: unknown model '{name}'");
+                std::process::exit(1)
+            }
+        },
     };
     let b: usize = arg(2, "16").parse().unwrap();
     let t: usize = arg(3, "1024").parse().unwrap();
@@ -67,6 +77,11 @@ fn main() {
     }
     if arg(6, "").contains("plain") {
         g.use_plain_cublas();
+    }
+    for (flag, level) in [("r1", 1), ("r2", 2)] {
+        if arg(6, "").split(',').any(|f| f == flag) {
+            g.set_recompute(level).unwrap();
+        }
     }
     let u = Update {
         lr: 1e-4,
@@ -140,4 +155,5 @@ fn main() {
         f * 1e3,
         if g.tensor_core_attention() { "tensor cores" } else { "CUDA cores" }
     );
+    println!("{}", g.memory().unwrap());
 }

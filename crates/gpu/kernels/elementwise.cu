@@ -25,7 +25,8 @@ __device__ __forceinline__ float gelu(float x) {
 }
 
 // The MLP's first activation, bias fused: pre (N,OC) += bias; post = gelu(pre), with
-// gelu(x) = 0.5 x (1 + tanh(k (x + 0.044715 x^3))). 2-D launch.
+// gelu(x) = 0.5 x (1 + tanh(k (x + 0.044715 x^3))) of pre as stored (rounded to floatX), so
+// that gelu_forward recomputing post from pre (--recompute) gives the same bits. 2-D launch.
 extern "C" __global__ void bias_gelu_forward(floatX* pre, floatX* post, const floatX* bias, int N, int OC) {
     const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
     if (c >= OC) return;
@@ -36,11 +37,22 @@ extern "C" __global__ void bias_gelu_forward(floatX* pre, floatX* post, const fl
         ld_vec(x, pre + i);
 #pragma unroll
         for (int k = 0; k < VEC; k++) {
-            x[k] += bv[k];
+            x[k] = to_f(from_f(x[k] + bv[k]));
             y[k] = gelu(x[k]);
         }
         st_vec(pre + i, x);
         st_vec(post + i, y);
+    }
+}
+
+// post = gelu(pre) (n a multiple of VEC): the activation recomputed in the backward pass.
+extern "C" __global__ void gelu_forward(floatX* post, const floatX* pre, size_t n) {
+    FOR_EACH(v, n / VEC) {
+        float x[VEC];
+        ld_vec(x, pre + v * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) x[k] = gelu(x[k]);
+        st_vec(post + v * VEC, x);
     }
 }
 

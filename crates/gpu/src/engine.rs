@@ -29,10 +29,12 @@ pub struct GpuEngine {
 }
 
 impl GpuEngine {
-    /// Opens GPU `ordinal` and uploads the model of `init`.
+    /// Opens GPU `ordinal` and uploads the model of `init`, recomputing activations at level
+    /// `recompute` (see [`GpuModel::set_recompute`]).
     pub fn new(
         ordinal: usize,
         dtype: Dtype,
+        recompute: u8,
         init: EngineInit<'_>,
     ) -> Result<GpuEngine, EngineError> {
         if init.train.as_ref().is_some_and(|t| t.zero.is_some()) {
@@ -56,8 +58,9 @@ impl GpuEngine {
                 decay: layout.decay_mask(),
             }
         });
-        let model =
+        let mut model =
             GpuModel::new(gpu, dtype, init.model.config.clone(), &init.params, opt).map_err(err)?;
+        model.set_recompute(recompute).map_err(err)?;
         Ok(GpuEngine {
             model,
             ordinal,
@@ -66,9 +69,12 @@ impl GpuEngine {
         })
     }
 
-    /// A factory for the CLI: every engine it makes runs on GPU `ordinal` in `dtype`.
-    pub fn factory(ordinal: usize, dtype: Dtype) -> Box<EngineFactory<'static>> {
-        Box::new(move |init| Ok(Box::new(GpuEngine::new(ordinal, dtype, init)?) as Box<dyn Engine>))
+    /// A factory for the CLI: every engine it makes runs on GPU `ordinal` in `dtype`, with
+    /// activation recomputation level `recompute`.
+    pub fn factory(ordinal: usize, dtype: Dtype, recompute: u8) -> Box<EngineFactory<'static>> {
+        Box::new(move |init| {
+            Ok(Box::new(GpuEngine::new(ordinal, dtype, recompute, init)?) as Box<dyn Engine>)
+        })
     }
 
     pub fn model(&self) -> &GpuModel {
@@ -79,6 +85,10 @@ impl GpuEngine {
 impl Engine for GpuEngine {
     fn describe(&self) -> String {
         format!("cuda:{} {}", self.ordinal, self.model.describe())
+    }
+
+    fn memory(&self) -> Option<String> {
+        self.model.memory().ok().map(|m| m.to_string())
     }
 
     fn zero_grads(&mut self) -> Result<(), EngineError> {

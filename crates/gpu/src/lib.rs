@@ -33,7 +33,7 @@ pub mod nccl;
 mod raw;
 
 pub use engine::GpuEngine;
-pub use model::{GpuModel, OptKind, OptState, Update};
+pub use model::{GpuModel, Memory, OptKind, OptState, Update};
 pub use raw::{compile, program, HEAD_SIZES};
 
 /// Precision of activations and matrix products on the GPU (`--dtype`).
@@ -41,16 +41,21 @@ pub use raw::{compile, program, HEAD_SIZES};
 pub enum Dtype {
     /// Everything in f32 (cuBLAS without TF32).
     F32,
+    /// Everything stored in f32 as with `F32`, the matrix products on the tensor cores in TF32
+    /// (10-bit mantissa inputs, f32 accumulation): what PyTorch users get with
+    /// `allow_tf32 = True`. Attention and every other kernel stay f32.
+    Tf32,
     /// bf16 activations, weights copy and tensor-core products; f32 master weights, gradients,
     /// optimizer state and reductions.
     Bf16,
 }
 
 impl Dtype {
-    /// Parses `fp32` / `f32` / `bf16`.
+    /// Parses `fp32` / `f32` / `tf32` / `bf16`.
     pub fn parse(s: &str) -> Option<Dtype> {
         match s {
             "fp32" | "f32" => Some(Dtype::F32),
+            "tf32" => Some(Dtype::Tf32),
             "bf16" => Some(Dtype::Bf16),
             _ => None,
         }
@@ -58,14 +63,19 @@ impl Dtype {
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "fp32",
+            Dtype::Tf32 => "tf32",
             Dtype::Bf16 => "bf16",
         }
     }
     /// Bytes per activation element.
     pub fn size(self) -> usize {
         match self {
-            Dtype::F32 => 4,
+            Dtype::F32 | Dtype::Tf32 => 4,
             Dtype::Bf16 => 2,
         }
+    }
+    /// Whether activations are stored in f32 (the kernels' floatX is float).
+    pub fn f32_storage(self) -> bool {
+        self.size() == 4
     }
 }

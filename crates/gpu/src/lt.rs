@@ -91,7 +91,7 @@ impl Lt {
         }
         let (d, a, b) = (d.addr(), a.addr(), b.addr());
         let ty = match dev.dtype {
-            Dtype::F32 => sys::cudaDataType::CUDA_R_32F,
+            Dtype::F32 | Dtype::Tf32 => sys::cudaDataType::CUDA_R_32F,
             Dtype::Bf16 => sys::cudaDataType::CUDA_R_16BF,
         };
         let desc = lt::create_matmul_desc(

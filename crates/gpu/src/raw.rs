@@ -43,7 +43,7 @@ const COMMON: &str = include_str!("../kernels/common.cuh");
 /// Head sizes the fused attention is instantiated for.
 pub const HEAD_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
 
-const KERNELS: [&str; 22] = [
+const KERNELS: [&str; 23] = [
     "encoder_forward",
     "encoder_backward_wte",
     "encoder_backward_wpe",
@@ -55,6 +55,7 @@ const KERNELS: [&str; 22] = [
     "reduce_partials",
     "add_bias",
     "bias_gelu_forward",
+    "gelu_forward",
     "gelu_backward",
     "swiglu_forward",
     "swiglu_backward",
@@ -70,7 +71,7 @@ const KERNELS: [&str; 22] = [
 
 /// 1-D kernels whose threads take one 16-byte vector each (VEC elements): `launch_n` sizes
 /// their grid by vectors.
-const VECTOR_KERNELS: [&str; 2] = ["gelu_backward", "dropout_backward"];
+const VECTOR_KERNELS: [&str; 3] = ["gelu_forward", "gelu_backward", "dropout_backward"];
 
 /// The whole program for one dtype, as NVRTC sees it.
 pub fn program(dtype: Dtype) -> String {
@@ -185,7 +186,7 @@ impl<T: Elem> DevPtr<T> {
 impl DevPtr<f32> {
     /// The same memory as floatX, which is f32 in fp32 (None in bf16).
     pub fn as_x(self, dtype: Dtype) -> Option<DevPtr<X>> {
-        (dtype == Dtype::F32).then_some(DevPtr {
+        dtype.f32_storage().then_some(DevPtr {
             addr: self.addr,
             len: self.len,
             size: self.size,
@@ -600,7 +601,7 @@ impl Dev {
             );
         }
         let ty = |x: &Mat| {
-            if x.f32 || self.dtype == Dtype::F32 {
+            if x.f32 || self.dtype.f32_storage() {
                 cudaDataType::CUDA_R_32F
             } else {
                 cudaDataType::CUDA_R_16BF
@@ -618,6 +619,12 @@ impl Dev {
         let ldb = if b.t { k } else { n };
         let lda = if a.t { m } else { k };
         let alpha = 1.0f32;
+        // TF32 tensor cores for all-f32 products in tf32; bf16 products accumulate in f32.
+        let compute = if self.dtype == Dtype::Tf32 {
+            cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
+        } else {
+            cublasComputeType_t::CUBLAS_COMPUTE_32F
+        };
         let name = format!(
             "gemm {m}x{n}x{k}{}{}",
             if a.t { " At" } else { "" },
@@ -645,7 +652,7 @@ impl Dev {
                     c.ptr as *mut c_void,
                     ty(&c),
                     n as i32,
-                    cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    compute,
                     cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
                 )
             }

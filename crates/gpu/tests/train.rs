@@ -126,7 +126,7 @@ fn follow_the_cpu(cfg: TrainConfig, name: &str) {
     let tok = Tokenizer::from_corpus_char(&corpus());
     let (c_dir, g_dir) = (tmp(&format!("{name}-cpu")), tmp(&format!("{name}-gpu")));
     let cpu = CpuEngine::factory(Level::Naive);
-    let gpu = GpuEngine::factory(0, Dtype::F32);
+    let gpu = GpuEngine::factory(0, Dtype::F32, 0);
     let mut c = Trainer::new(cfg.clone(), tok.clone(), dataset(&tok), &*cpu, &c_dir, None).unwrap();
     let mut g = Trainer::new(cfg, tok.clone(), dataset(&tok), &*gpu, &g_dir, None).unwrap();
     run_to(&mut c);
@@ -175,7 +175,7 @@ fn gpu_sgd_and_grad_accumulation_follow_the_cpu() {
     };
     let (c_dir, g_dir) = (tmp("sgd-cpu"), tmp("sgd-gpu"));
     let cpu = CpuEngine::factory(Level::Naive);
-    let gpu = GpuEngine::factory(0, Dtype::F32);
+    let gpu = GpuEngine::factory(0, Dtype::F32, 0);
     let mut c = Trainer::new(cfg.clone(), tok.clone(), dataset(&tok), &*cpu, &c_dir, None).unwrap();
     let mut g = Trainer::new(cfg, tok.clone(), dataset(&tok), &*gpu, &g_dir, None).unwrap();
     run_to(&mut c);
@@ -206,7 +206,7 @@ fn gpu_resume_is_exact() {
     }
     for dtype in [Dtype::F32, Dtype::Bf16] {
         let tok = Tokenizer::from_corpus_char(&corpus());
-        let gpu = GpuEngine::factory(0, dtype);
+        let gpu = GpuEngine::factory(0, dtype, 0);
         let (a_dir, b_dir) = (tmp("resume-a"), tmp("resume-b"));
         let mut a =
             Trainer::new(small_cfg(), tok.clone(), dataset(&tok), &*gpu, &a_dir, None).unwrap();
@@ -263,7 +263,7 @@ fn gpu_token_losses_follow_the_cpu() {
         .token_losses(&x, &y, t)
         .unwrap();
     for (dtype, tol) in [(Dtype::F32, 1e-4), (Dtype::Bf16, 5e-2)] {
-        let got = GpuEngine::new(0, dtype, init())
+        let got = GpuEngine::new(0, dtype, 0, init())
             .unwrap()
             .token_losses(&x, &y, t)
             .unwrap();

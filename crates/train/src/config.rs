@@ -111,6 +111,9 @@ pub const PRESETS: &[&str] = &[
     "shakespeare-cpu",
     "shakespeare-char",
     "gpt2-124m",
+    "gpt2-350m",
+    "gpt2-774m",
+    "gpt2-1558m",
     "llama-tiny",
     "smollm-135m",
 ];
@@ -203,6 +206,34 @@ pub fn preset(name: &str) -> Option<TrainConfig> {
             eval_batches: 10,
             ..cpu
         }),
+        // GPT-2 medium, large and XL (OpenAI's shapes; llm.c's d24, d36, d48), sized for one
+        // 80 GB GPU in bf16: batch 16 × 1024 (gpt2-1558m: 8 × 1024, or 16 with --recompute);
+        // GPT-3's learning rates for these sizes, 10% at the end of the cosine.
+        "gpt2-350m" | "gpt2-774m" | "gpt2-1558m" => {
+            let (n_layer, n_head, n_embd, lr, batch_size) = match name {
+                "gpt2-350m" => (24, 16, 1024, 3e-4, 16),
+                "gpt2-774m" => (36, 20, 1280, 2.5e-4, 16),
+                _ => (48, 25, 1600, 2e-4, 8),
+            };
+            Some(TrainConfig {
+                n_layer,
+                n_head,
+                n_embd,
+                block_size: 1024,
+                vocab_multiple: 64,
+                tokenizer: "gpt2".into(),
+                batch_size,
+                seq_len: 1024,
+                steps: 100,
+                lr,
+                min_lr: lr / 10.0,
+                warmup: 10,
+                beta2: 0.95,
+                eval_interval: 50,
+                eval_batches: 10,
+                ..cpu
+            })
+        }
         // A Llama of shakespeare-cpu's size (RMSNorm, SwiGLU with hidden 344 ≈ 8C/3 as Llama
         // sizes it, rotary positions, 2 key/value heads for 4 query heads, untied head):
         // trains on Tiny Shakespeare characters in a couple of minutes on two cores.

@@ -87,6 +87,12 @@ pub trait Engine {
     /// e.g. "cpu (simd, 2 threads)" or "cuda:0 NVIDIA H100 (bf16)".
     fn describe(&self) -> String;
 
+    /// One line on where the engine's device memory goes (weights, gradients, optimizer
+    /// state, activations, in use), for engines that hold their own; None elsewhere.
+    fn memory(&self) -> Option<String> {
+        None
+    }
+
     /// Sets every parameter gradient to zero.
     fn zero_grads(&mut self) -> Result<(), EngineError>;
 

@@ -218,3 +218,26 @@ fn keeps_the_best_weights() {
     Trainer::resume(&dir, dataset(&tok), &*cpu, Some(25)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The GPT-2 presets are OpenAI's four sizes: with GPT-2's vocabulary (50,257, unpadded) their
+/// parameter counts are those Hugging Face's GPT2LMHeadModel reports for gpt2, gpt2-medium,
+/// gpt2-large and gpt2-xl (the head tied to the token embedding, so counted once).
+#[test]
+fn gpt2_presets_have_openai_parameter_counts() {
+    for (name, params) in [
+        ("gpt2-124m", 124_439_808),
+        ("gpt2-350m", 354_823_168),
+        ("gpt2-774m", 774_030_080),
+        ("gpt2-1558m", 1_557_611_200),
+    ] {
+        let cfg = preset(name).expect("preset exists");
+        cfg.validate().unwrap();
+        let model = cfg.model_config(50_257);
+        assert_eq!(model.num_params(), params, "{name}");
+        assert_eq!(
+            model.head_size(),
+            64,
+            "{name}: the tensor-core attention's head size"
+        );
+    }
+}

@@ -6,6 +6,12 @@
 //! The forward pass writes each block's activations into that block's [`LayerActs`]; the
 //! backward pass reads them back and works in one shared set of gradient buffers (`dres`,
 //! `dtmp`, `dfc`, `dact`, `dqkv`, `dln`), which each block's backward reuses.
+//!
+//! Recomputation (`--recompute`, llm.c's `-r`): at level 1 every block's `fch_act` (the MLP's
+//! activation output, F wide) is one shared buffer, and the backward pass recomputes it from
+//! `fch`; at level 2 `ln1` and `ln2` (the norms' outputs) share one buffer too and are
+//! recomputed from the saved statistics' inputs. A GPT-2 block then keeps 10·C values per row
+//! instead of 16·C. The views alias; the forward code does not change.
 
 use ferrogpt_cuda::CudaError;
 use ferrogpt_model::config::Family;
@@ -61,6 +67,8 @@ pub(super) struct LayerActs {
 /// Every activation and scratch buffer for up to `cap` rows.
 pub(super) struct Acts {
     pub cap: usize,
+    /// The recomputation level these buffers were laid out for (0, 1 or 2; see the module doc).
+    pub recompute: u8,
     pub layers: Vec<LayerActs>,
     pub x0: DevPtr<X>,       // (N, C): embeddings
     pub lnf: DevPtr<X>,      // (N, C)
@@ -105,16 +113,21 @@ pub(super) struct Batch {
 }
 
 impl Acts {
-    pub fn new(dev: &Dev, cfg: &GptConfig, cap: usize) -> Result<Acts, CudaError> {
+    pub fn new(dev: &Dev, cfg: &GptConfig, cap: usize, recompute: u8) -> Result<Acts, CudaError> {
         // Lay the views out once to learn the size, then again on an allocation of that size.
-        let bytes = Acts::plan(cfg, cap, 0, dev.dtype).1;
+        let bytes = Acts::bytes(cfg, cap, recompute, dev.dtype);
         let buf = Buf::new(dev, bytes)?;
-        let (mut acts, _) = Acts::plan(cfg, cap, buf.ptr().addr(), dev.dtype);
+        let (mut acts, _) = Acts::plan(cfg, cap, recompute, buf.ptr().addr(), dev.dtype);
         acts._buf = Some(buf);
         Ok(acts)
     }
 
-    fn plan(cfg: &GptConfig, cap: usize, base: u64, dtype: Dtype) -> (Acts, usize) {
+    /// The size of the allocation for `cap` rows at recomputation level `recompute`.
+    pub fn bytes(cfg: &GptConfig, cap: usize, recompute: u8, dtype: Dtype) -> usize {
+        Acts::plan(cfg, cap, recompute, 0, dtype).1
+    }
+
+    fn plan(cfg: &GptConfig, cap: usize, recompute: u8, base: u64, dtype: Dtype) -> (Acts, usize) {
         let (n, c, nh, w, f) = (cap, cfg.n_embd, cfg.n_head, cfg.qkv_width(), cfg.ffn());
         let swiglu = cfg.family == Family::Llama;
         let fc = if swiglu { 2 * f } else { f };
@@ -128,23 +141,41 @@ impl Acts {
             mean: layernorm.then(|| a.take(n)),
             rstd: a.take(n),
         };
+        // The buffers recomputation shares between blocks (never used when not recomputed).
+        let shared_act: DevPtr<X> = a.take(if recompute >= 1 { n * f } else { 0 });
+        let shared_ln: DevPtr<X> = a.take(if recompute >= 2 { n * c } else { 0 });
+        let act = |a: &mut Arena| {
+            if recompute >= 1 {
+                shared_act
+            } else {
+                a.take(n * f)
+            }
+        };
+        let ln = |a: &mut Arena| {
+            if recompute >= 2 {
+                shared_ln
+            } else {
+                a.take(n * c)
+            }
+        };
         let layers = (0..cfg.n_layer)
             .map(|_| LayerActs {
-                ln1: a.take(n * c),
+                ln1: ln(&mut a),
                 ln1_s: stats(&mut a),
                 qkv: a.take(n * w),
                 atty: a.take(n * c),
                 lse: a.take(n * nh),
                 res2: a.take(n * c),
-                ln2: a.take(n * c),
+                ln2: ln(&mut a),
                 ln2_s: stats(&mut a),
                 fch: a.take(n * fc),
-                fch_act: a.take(n * f),
+                fch_act: act(&mut a),
                 res3: a.take(n * c),
             })
             .collect();
         let acts = Acts {
             cap,
+            recompute,
             layers,
             x0: a.take(n * c),
             lnf: a.take(n * c),

@@ -56,18 +56,28 @@ impl GpuModel {
         ps: Pass,
         site: u64,
     ) -> Result<(), CudaError> {
-        let (n, c, f) = (ps.n, self.config.n_embd, self.config.ffn());
+        let (d, n, c, f) = (&self.dev, ps.n, self.config.n_embd, self.config.ffn());
+        // Recomputation: fch_act (and ln2) are shared buffers holding another block's values.
+        if a.recompute >= 1 {
+            match self.config.family {
+                Family::Gpt2 => launch::gelu_forward(d, la.fch_act, la.fch, n * f)?,
+                Family::Llama => launch::swiglu_forward(d, la.fch_act, la.fch, n, f)?,
+            }
+        }
+        if a.recompute >= 2 {
+            self.norm_forward(la.ln2, la.ln2_s, la.res2, blk.ln_2_w, blk.ln_2_b, n)?;
+        }
         let dproj = self.residual_dropout_backward(a, ps, site + 2)?;
         let (w, b) = (blk.fc_proj_w, blk.fc_proj_b);
         match self.config.family {
             Family::Gpt2 => {
                 self.linear_backward(a.dfc, dproj, la.fch_act, w, b, n, f, c)?;
-                launch::gelu_backward(&self.dev, a.dfc, la.fch, a.dfc, n * f)?;
+                launch::gelu_backward(d, a.dfc, la.fch, a.dfc, n * f)?;
                 self.linear_backward(a.dln, a.dfc, la.ln2, blk.fc_w, blk.fc_b, n, c, f)?;
             }
             Family::Llama => {
                 self.linear_backward(a.dact, dproj, la.fch_act, w, b, n, f, c)?;
-                launch::swiglu_backward(&self.dev, a.dfc, a.dact, la.fch, n, f)?;
+                launch::swiglu_backward(d, a.dfc, a.dact, la.fch, n, f)?;
                 self.linear_backward(a.dln, a.dfc, la.ln2, blk.fc_w, blk.fc_b, n, c, 2 * f)?;
             }
         }
@@ -87,6 +97,9 @@ impl GpuModel {
         site: u64,
     ) -> Result<(), CudaError> {
         let (n, c, w) = (ps.n, self.config.n_embd, self.config.qkv_width());
+        if a.recompute >= 2 {
+            self.norm_forward(la.ln1, la.ln1_s, resid, blk.ln_1_w, blk.ln_1_b, n)?;
+        }
         let dproj = self.residual_dropout_backward(a, ps, site + 1)?;
         let (pw, pb) = (blk.attn_proj_w, blk.attn_proj_b);
         self.linear_backward(a.dln, dproj, la.atty, pw, pb, n, c, c)?;

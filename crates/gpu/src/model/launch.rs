@@ -327,6 +327,18 @@ pub(super) fn bias_gelu_forward(
     unsafe { dev.launch2("bias_gelu_forward", grid, block, &args) }
 }
 
+/// post (len) = gelu(pre): the activation recomputed in the backward pass.
+pub(super) fn gelu_forward(
+    dev: &Dev,
+    post: DevPtr<X>,
+    pre: DevPtr<X>,
+    len: usize,
+) -> Result<(), CudaError> {
+    let args = [post.arg(len), pre.arg(len), Arg::U(len as u64)];
+    // SAFETY: the signature of elementwise.cu; the views cover the shapes (checked).
+    unsafe { dev.launch_n("gelu_forward", len, &args) }
+}
+
 /// dinp (len) = gelu'(inp) · dout (dinp may be dout).
 pub(super) fn gelu_backward(
     dev: &Dev,

@@ -71,6 +71,63 @@ pub struct GpuModel {
     /// cuBLASLt for the forward linears with a fused epilogue (bf16; None: plain cuBLAS and
     /// our bias kernels, as in fp32, or with FERROGPT_CUBLASLT=0).
     lt: Option<Lt>,
+    /// Activation recomputation level (0, 1, 2: see `acts.rs`).
+    recompute: u8,
+}
+
+/// Where a model's GPU memory goes, in bytes (see [`GpuModel::memory`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Memory {
+    /// f32 master weights.
+    pub weights: usize,
+    /// The bf16 working copy (0 in fp32).
+    pub weights_copy: usize,
+    /// f32 gradients (0 for inference).
+    pub grads: usize,
+    /// Optimizer state: AdamW's two moments, SGD's one (0 for inference).
+    pub optimizer: usize,
+    /// Activations, activation gradients and scratch for the largest batch so far.
+    pub activations: usize,
+    /// Rows (B·T) the activations are sized for, and the recomputation level.
+    pub rows: usize,
+    pub recompute: u8,
+    /// The whole GPU's memory in use (every process, the CUDA context and cuBLAS workspaces
+    /// included: `cuMemGetInfo`) and its size. The model allocates everything up front, so
+    /// after a step this is the run's peak.
+    pub in_use: usize,
+    pub total: usize,
+}
+
+impl std::fmt::Display for Memory {
+    /// "GPU memory: weights 0.50 GB + bf16 copy 0.25, gradients 0.50, AdamW 1.00, activations
+    /// 12.3 (16384 rows); 15.1 of 79.6 GB in use" (GB = 1e9 bytes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gb = |b: usize| b as f64 / 1e9;
+        write!(f, "GPU memory: weights {:.2} GB", gb(self.weights))?;
+        if self.weights_copy > 0 {
+            write!(f, " + bf16 copy {:.2}", gb(self.weights_copy))?;
+        }
+        if self.grads > 0 {
+            write!(
+                f,
+                ", gradients {:.2}, optimizer state {:.2}",
+                gb(self.grads),
+                gb(self.optimizer)
+            )?;
+        }
+        write!(
+            f,
+            ", activations {:.2} ({} rows{}); {:.1} of {:.1} GB in use on the GPU",
+            gb(self.activations),
+            self.rows,
+            match self.recompute {
+                0 => String::new(),
+                r => format!(", --recompute {r}"),
+            },
+            gb(self.in_use),
+            gb(self.total)
+        )
+    }
 }
 
 impl GpuModel {
@@ -119,7 +176,7 @@ impl GpuModel {
         let dev = Dev::new(gpu, dtype)?;
         let p = Buf::<f32>::new(&dev, n)?;
         dev.htod(p.ptr(), params)?;
-        let params_x = if dtype == Dtype::F32 {
+        let params_x = if dtype.f32_storage() {
             None
         } else {
             let px = Buf::<X>::new(&dev, n)?;
@@ -174,6 +231,54 @@ impl GpuModel {
             rope,
             tc_attention,
             lt,
+            recompute: 0,
+        })
+    }
+
+    /// Recompute activations in the backward pass instead of keeping them (llm.c's `-r`):
+    /// 0 keeps everything, 1 recomputes the MLP's activation (GELU or SwiGLU) output, 2 also
+    /// the norms' outputs. Same results (the same kernels on the same inputs), less memory,
+    /// a little more time. Takes effect at the next pass. Errors: a level above 2.
+    pub fn set_recompute(&mut self, level: u8) -> Result<(), CudaError> {
+        if level > 2 {
+            return Err(CudaError::Input(format!(
+                "--recompute {level}: the levels are 0 (none), 1 (the MLP activation) and 2 (also the norms)"
+            )));
+        }
+        self.recompute = level;
+        Ok(())
+    }
+
+    /// Where this model's GPU memory goes (see [`Memory`]).
+    pub fn memory(&self) -> Result<Memory, CudaError> {
+        let p = self.layout.total;
+        let (free, total) = self
+            .dev
+            .gpu
+            .context()
+            .mem_get_info()
+            .map_err(|e| CudaError::Input(format!("cuMemGetInfo: {e}")))?;
+        let (grads, optimizer) = match &self.train {
+            Some(t) => (4 * p, t.state_bytes()),
+            None => (0, 0),
+        };
+        let (activations, rows) = match &self.acts {
+            Some(a) => (
+                Acts::bytes(&self.config, a.cap, a.recompute, self.dev.dtype),
+                a.cap,
+            ),
+            None => (0, 0),
+        };
+        Ok(Memory {
+            weights: 4 * p,
+            weights_copy: self.params_x.as_ref().map_or(0, |_| 2 * p),
+            grads,
+            optimizer,
+            activations,
+            rows,
+            recompute: self.recompute,
+            in_use: total - free,
+            total,
         })
     }
 
@@ -240,10 +345,31 @@ impl GpuModel {
         t.grads.ptr().slice(p.offset, p.len())
     }
 
+    /// Activations for `n` rows at the current recomputation level, reallocated when smaller
+    /// or laid out for another level. Errors: out of memory, in one line that says what holds
+    /// the GPU and what to try.
     fn ensure(&mut self, n: usize) -> Result<(), CudaError> {
-        if self.acts.as_ref().is_none_or(|a| a.cap < n) {
+        let r = self.recompute;
+        if self
+            .acts
+            .as_ref()
+            .is_none_or(|a| a.cap < n || a.recompute != r)
+        {
             self.acts = None; // free the old buffers first
-            self.acts = Some(Acts::new(&self.dev, &self.config, n)?);
+            let acts = Acts::new(&self.dev, &self.config, n, r).map_err(|e| {
+                let need = Acts::bytes(&self.config, n, r, self.dev.dtype) as f64 / 1e9;
+                match self.memory() {
+                    Ok(m) => CudaError::Input(format!(
+                        "out of GPU memory: the activations of {n} rows (B·T) need {need:.1} GB, and {:.1} of {:.1} GB are in use (weights, gradients and optimizer state {:.1} GB); use a smaller --batch-size with --grad-accum{} ({e})",
+                        m.in_use as f64 / 1e9,
+                        m.total as f64 / 1e9,
+                        (m.weights + m.weights_copy + m.grads + m.optimizer) as f64 / 1e9,
+                        if r < 2 { ", or --recompute" } else { "" }
+                    )),
+                    Err(_) => e,
+                }
+            })?;
+            self.acts = Some(acts);
         }
         Ok(())
     }
@@ -379,7 +505,7 @@ impl GpuModel {
     /// Host f32 copy of the floatX values of `src`.
     fn download_x(&self, src: DevPtr<X>) -> Result<Vec<f32>, CudaError> {
         match self.dev.dtype {
-            Dtype::F32 => {
+            Dtype::F32 | Dtype::Tf32 => {
                 let mut h = vec![0f32; src.len()];
                 self.dev.dtoh(&mut h, src)?;
                 Ok(h)
@@ -423,7 +549,7 @@ impl GpuModel {
         let a = self.acts.as_ref().expect("ensured");
         let la = a.layers[0];
         let up = |dst: DevPtr<X>, x: &[f32]| match self.dev.dtype {
-            Dtype::F32 => self.dev.htod(dst, x),
+            Dtype::F32 | Dtype::Tf32 => self.dev.htod(dst, x),
             Dtype::Bf16 => {
                 let bits: Vec<u16> = x
                     .iter()

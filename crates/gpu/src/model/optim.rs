@@ -53,6 +53,11 @@ pub(super) struct TrainState {
 }
 
 impl TrainState {
+    /// Bytes of optimizer state (moments and the decay mask).
+    pub fn state_bytes(&self) -> usize {
+        self.m.ptr().bytes() + self.v.ptr().bytes() + self.decay.ptr().bytes()
+    }
+
     /// Uploads `o` for `n` parameters, with zeroed gradients. Errors: wrong lengths.
     pub fn new(dev: &Dev, n: usize, o: OptState) -> Result<TrainState, CudaError> {
         if o.m.len() != n || (o.kind == OptKind::AdamW && o.v.len() != n) || o.decay.len() != n {

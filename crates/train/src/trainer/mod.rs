@@ -145,6 +145,10 @@ pub struct StepMetrics {
     /// Accuracy on the multiple-choice eval file (`eval_mc`), on evaluation steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mc_acc: Option<f64>,
+    /// On the first step of each session only, the engine's memory line ([`Engine::memory`]):
+    /// after a step the engine holds everything it will hold.
+    #[serde(skip)]
+    pub engine_memory: Option<String>,
 }
 
 /// Starting weights for a new run (`--init`).
@@ -740,6 +744,7 @@ impl Trainer {
             _ => None,
         };
         let start = Instant::now();
+        let mut first = true;
         while self.step < self.cfg.steps {
             let mut stopping = [(stop.load(Ordering::Relaxed)
                 || max_seconds.is_some_and(|m| start.elapsed().as_secs_f64() >= m))
@@ -781,7 +786,9 @@ impl Trainer {
                 tokens: self.tokens_seen,
                 val_loss,
                 mc_acc,
+                engine_memory: if first { self.engine.memory() } else { None },
             };
+            first = false;
             if let Some(f) = metrics.as_mut() {
                 writeln!(f, "{}", serde_json::to_string(&m).expect("plain values")).map_err(io)?;
             }
