@@ -5,6 +5,8 @@
 //! one JSON object: the fields of `HwInfo` (`arch`, `os`, `vendor`, `model`, `microarch`,
 //! `logical_cores`, `caches`, `features`, `cuda`), `peak` (null with `--no-peak`) and `wgpu`
 //! (the adapters of [`ferrogpt_wgpu::adapters`], best first; empty when there is none).
+//! `--identify FILE` describes another machine instead, from its recorded `/proc/cpuinfo`,
+//! `lscpu` or `sysctl -a` output ([`ferrogpt_gemm::hw::identify`]).
 
 use ferrogpt_gemm::hw::{self, HwInfo, Peak};
 use serde::Serialize;
@@ -28,6 +30,10 @@ pub struct InfoArgs {
     /// Skip the FMA peak microbenchmark (detection only, instant)
     #[arg(long)]
     pub no_peak: bool,
+    /// Instead of this machine, recognise the CPU that FILE describes: a recorded
+    /// `/proc/cpuinfo`, `lscpu` or `sysctl -a` output (from another machine)
+    #[arg(long, value_name = "FILE")]
+    pub identify: Option<std::path::PathBuf>,
 }
 
 /// The JSON report: the hardware description with the peak beside it.
@@ -42,6 +48,9 @@ struct Report<'a> {
 /// Detect the hardware, measure the peak unless told not to, and print the report to stdout.
 /// Errors only if the JSON cannot be written (which would be a bug).
 pub fn run(args: &InfoArgs) -> Result<(), String> {
+    if let Some(path) = &args.identify {
+        return identify(path, args.format);
+    }
     let info = hw::detect();
     let peak = (!args.no_peak).then(hw::measure_peak);
     let wgpu = ferrogpt_wgpu::adapters();
@@ -59,6 +68,35 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
             let json = serde_json::to_string_pretty(&report)
                 .map_err(|e| format!("info: cannot write the JSON report: {e}"))?;
             println!("{json}");
+        }
+    }
+    Ok(())
+}
+
+/// `--identify FILE`: what [`hw::identify`] recognises in a recorded description.
+fn identify(path: &std::path::Path, format: InfoFormat) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--identify {}: cannot read: {e}", path.display()))?;
+    let id = hw::identify(&text).map_err(|e| format!("--identify {}: {e}", path.display()))?;
+    match format {
+        InfoFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&id).map_err(|e| e.to_string())?
+        ),
+        InfoFormat::Text => {
+            let cores = id.logical_cores.map_or("?".into(), |n| n.to_string());
+            for (label, value) in [
+                ("recognised", id.name.as_str()),
+                ("source", id.source),
+                ("arch", id.arch),
+                ("vendor", &id.vendor),
+                ("model", &id.model),
+                ("microarch", id.microarch.as_deref().unwrap_or("unknown")),
+                ("cores", &format!("{cores} logical")),
+                ("features", &id.features.join(" ")),
+            ] {
+                println!("{label:<12} {value}");
+            }
         }
     }
     Ok(())

@@ -21,8 +21,8 @@ pub(super) fn cpu_name() -> CpuName {
             };
             return CpuName {
                 vendor: vendor.to_string(),
+                microarch: super::identify::apple_cores(&brand).map(String::from),
                 model: brand,
-                microarch: None,
             };
         }
     }

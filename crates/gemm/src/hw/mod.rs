@@ -20,6 +20,9 @@
 //! benchmark loop). CUDA is found by loading `libcuda.so.1` at run time ([`cuda`]); no driver is a
 //! line in the report, never an error.
 //!
+//! [`identify`] recognises a CPU from recorded `/proc/cpuinfo`, `lscpu` or `sysctl` text (a
+//! machine described from elsewhere), with the same tables as the live detection.
+//!
 //! All unsafe and platform code lives in this folder's platform files: `x86.rs`, `aarch64.rs`,
 //! `linux.rs`, `macos.rs`, `cuda.rs`.
 
@@ -28,6 +31,7 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 mod cuda;
+pub mod identify;
 mod midr;
 mod peak;
 
@@ -50,6 +54,7 @@ use other as arch;
 use x86 as arch;
 
 pub use cuda::{CudaDevice, CudaReport};
+pub use identify::{identify, CpuId, IdentifyError};
 pub use peak::{measure_peak, measure_peak_on, Peak};
 
 /// A description of this machine. Built by [`detect`]; serialises to the JSON of

@@ -73,29 +73,6 @@ fn family_model_stepping() -> (u32, u32, u32) {
     (family, model, eax & 0xf)
 }
 
-/// Server and recent client cores, by (family, model). Not exhaustive: an unknown pair is
-/// reported by its numbers alone.
-fn core_name(vendor: &str, family: u32, model: u32) -> Option<&'static str> {
-    Some(match (vendor, family, model) {
-        ("Intel", 6, 0x55) => "Skylake-SP / Cascade Lake",
-        ("Intel", 6, 0x6a | 0x6c) => "Ice Lake-SP",
-        ("Intel", 6, 0x8f) => "Sapphire Rapids",
-        ("Intel", 6, 0xcf) => "Emerald Rapids",
-        ("Intel", 6, 0xad | 0xae) => "Granite Rapids",
-        ("Intel", 6, 0xaf) => "Sierra Forest",
-        ("Intel", 6, 0x7d | 0x7e) => "Ice Lake (client)",
-        ("Intel", 6, 0x8c | 0x8d) => "Tiger Lake",
-        ("Intel", 6, 0x97 | 0x9a) => "Alder Lake",
-        ("Intel", 6, 0xb7 | 0xba | 0xbf) => "Raptor Lake",
-        ("Intel", 6, 0xaa | 0xac) => "Meteor Lake",
-        ("AMD", 0x17, _) => "Zen / Zen 2",
-        ("AMD", 0x19, 0x10..=0x1f | 0x60..=0x7f | 0xa0..=0xaf) => "Zen 4",
-        ("AMD", 0x19, _) => "Zen 3",
-        ("AMD", 0x1a, _) => "Zen 5",
-        _ => return None,
-    })
-}
-
 pub(super) fn cpu_name() -> CpuName {
     let raw = vendor_id();
     let vendor = match raw.as_str() {
@@ -106,9 +83,12 @@ pub(super) fn cpu_name() -> CpuName {
     };
     let (family, model, stepping) = family_model_stepping();
     let ids = format!("family {family:#x}, model {model:#x}, stepping {stepping}");
-    let microarch = Some(match core_name(&vendor, family, model) {
-        Some(name) => format!("{name} ({ids})"),
-        None => ids,
+    let core = super::identify::x86_core(&vendor, family, model, stepping);
+    let server = super::identify::amd_server(&vendor, family, model);
+    let microarch = Some(match (core, server) {
+        (Some(core), Some(server)) => format!("{core}, {server} ({ids})"),
+        (Some(core), None) => format!("{core} ({ids})"),
+        (None, _) => ids,
     });
     CpuName {
         vendor,
