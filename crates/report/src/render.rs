@@ -163,7 +163,7 @@ fn machines_section(order: &[&Loaded]) -> Section {
             )));
         }
         let m = newest;
-        let kib = |b: Option<u64>| b.map_or("?".into(), |b| fmt_bytes(b));
+        let kib = |b: Option<u64>| b.map_or("?".into(), fmt_bytes);
         let peak = m.peak.as_ref().map_or("not measured".into(), |p| {
             format!(
                 "{} / {} GFLOPS f32 / f64 on {} threads ({})",
@@ -256,7 +256,9 @@ impl Column {
 fn matmul_sections(order: &[&Loaded]) -> Vec<Section> {
     // (device, dtype) -> column -> (level, size) -> row; levels in order of first appearance.
     type Cells<'a> = BTreeMap<(String, usize), &'a MatmulRow>;
-    let mut groups: Vec<((String, String), Vec<Column>, Vec<String>)> = vec![];
+    // Each group: its (device, dtype), its columns and its levels.
+    type Group = ((String, String), Vec<Column>, Vec<String>);
+    let mut groups: Vec<Group> = vec![];
     let mut cells: BTreeMap<((String, String), Column), Cells> = BTreeMap::new();
     let mut peers: BTreeMap<String, bool> = BTreeMap::new();
     let mut peaks: BTreeMap<((String, String), Column), f64> = BTreeMap::new();

@@ -93,11 +93,11 @@ pub fn bar_chart(
     let plot_h = group_h * categories.len().max(1) as f64;
     let height = top + plot_h + 40.0;
     let mut s = String::new();
-    let _ = write!(
+    let _ = writeln!(
         s,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"{}\" class=\"chart\" width=\"{WIDTH}\" \
          height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" font-family=\"sans-serif\" \
-         font-size=\"12\" role=\"img\" aria-label=\"{}\">\n",
+         font-size=\"12\" role=\"img\" aria-label=\"{}\">",
         esc(id),
         esc(title)
     );
