@@ -1,14 +1,21 @@
 //! `ferrogpt sample`: stream generated text from a checkpoint (ours or Hugging Face GPT-2's).
+//!
+//! The prompt comes from `--prompt` or `--prompt-file`; tokens are drawn by the engine (on the
+//! CPU: the prompt's forward pass on the tape, then one position a step with the key/value
+//! cache) or, with `--no-kv-cache`, by the tape's full forward pass for every token. The text
+//! ends after `--tokens`, at the end-of-text token, or where a `--stop` string appears (not
+//! printed: see [`StopText`]).
 
 use crate::common::{engine_factory, Compute, Device, DeviceArgs};
-use ferrogpt_model::generate::Sampling;
+use ferrogpt_core::Tape;
+use ferrogpt_model::generate::{generate_with, Sampling, StopText};
 use ferrogpt_train::data::DataError;
-use ferrogpt_train::engine::generate;
 use ferrogpt_train::tokenizer::{StreamDecoder, Tokenizer};
 use ferrogpt_train::{CpuEngine, Engine, EngineError, EngineInit};
 use rand::SeedableRng;
 use std::io::Write;
-use std::path::PathBuf;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct SampleArgs {
@@ -19,6 +26,10 @@ pub struct SampleArgs {
     /// (<|endoftext|>) for others]
     #[arg(long)]
     prompt: Option<String>,
+    /// Read the text to continue from this file (UTF-8, used as it is, a final newline
+    /// included); instead of --prompt
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
     /// Tokens to generate
     #[arg(long, default_value_t = 300)]
     tokens: usize,
@@ -50,6 +61,14 @@ pub struct SampleArgs {
     /// transformers' generate does]
     #[arg(long)]
     no_stop: bool,
+    /// End the text where this string appears in the generated text (not printed, nor what
+    /// follows it); repeat for several
+    #[arg(long = "stop", value_name = "STR")]
+    stops: Vec<String>,
+    /// Run the full forward pass over the window for every token instead of decoding with the
+    /// key/value cache (the slow reference path; CPU only)
+    #[arg(long)]
+    no_kv_cache: bool,
     #[command(flatten)]
     compute: Compute,
     #[command(flatten)]
@@ -69,26 +88,46 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
             a.temperature
         ));
     }
+    if a.stops.iter().any(String::is_empty) {
+        return Err("--stop must not be empty".into());
+    }
+    let text = match (&a.prompt, &a.prompt_file) {
+        (Some(_), Some(_)) => return Err("give --prompt or --prompt-file, not both".into()),
+        (Some(p), None) => Some(p.clone()),
+        (None, Some(f)) => Some(read_prompt(f)?),
+        (None, None) => None,
+    };
     let level = a.compute.setup()?;
-    a.device.parse()?; // bad --device/--dtype before the checkpoint is read
+    // Bad --device/--dtype before the checkpoint is read.
+    if a.device.parse()?.0 != Device::Cpu && a.no_kv_cache {
+        return Err("--no-kv-cache runs on the CPU engine only (--device cpu)".into());
+    }
     let requested = crate::cmd_quantize::parse_weights(a.weights.as_deref())?;
     let t_load = std::time::Instant::now();
     let (loaded, _, decode) = crate::cmd_quantize::load(&a.checkpoint, requested)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let tok = &loaded.tokenizer;
-    let prompt = match &a.prompt {
+    let prompt = match &text {
         Some(p) => tok.encode(p).map_err(|e| format!("prompt: {e}"))?,
         None => start_ids(tok)?,
     };
     let t_engine = std::time::Instant::now();
-    let mut engine = inference_engine(
-        level,
-        &a.device,
-        &loaded.model,
-        loaded.params,
-        requested,
-        Some(decode),
-    )?;
+    let model = &loaded.model;
+    let mut logits = if a.no_kv_cache {
+        Logits::Tape {
+            tape: Box::new(Tape::new(level).map_err(|e| e.to_string())?),
+            params: loaded.params,
+        }
+    } else {
+        Logits::Engine(inference_engine(
+            level,
+            &a.device,
+            model,
+            loaded.params,
+            requested,
+            Some(decode),
+        )?)
+    };
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed);
     let sampling = Sampling {
         temperature: a.temperature,
@@ -105,7 +144,8 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
             let _ = writeln!(out, "---------------");
         }
         let mut dec = StreamDecoder::new(tok);
-        if a.prompt.is_some() {
+        let mut stop = StopText::new(a.stops.clone());
+        if text.is_some() {
             // The prompt as the tokenizer reads it back, through the same decoder, so the text
             // joins the continuation as decoding the whole sequence would (a word's leading
             // space, a normalised prompt).
@@ -117,33 +157,98 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         // When each token arrived (the first after the prompt's prefill).
         let start = std::time::Instant::now();
         let mut times = Vec::with_capacity(a.tokens);
-        generate(
-            engine.as_mut(),
-            &loaded.model,
+        let mut print = |s: &str| {
+            out.write_all(s.as_bytes())
+                .and_then(|_| out.flush())
+                .map_err(|e| EngineError(format!("stdout: {e}")))
+        };
+        generate_with(
+            model,
+            |window: &[u32]| logits.last(model, window),
             &prompt,
             a.tokens,
             sampling,
             &mut rng,
             |id| {
                 times.push(start.elapsed().as_secs_f64());
-                let s = dec.push(id).map_err(|e| EngineError(e.to_string()))?;
-                out.write_all(s.as_bytes())
-                    .and_then(|_| out.flush())
-                    .map_err(|e| EngineError(format!("stdout: {e}")))
+                let piece = dec.push(id).map_err(|e| EngineError(e.to_string()))?;
+                let (s, flow) = stop.push(&piece);
+                print(&s)?;
+                Ok::<ControlFlow<()>, EngineError>(flow)
             },
         )
         .map_err(|e| e.to_string())?;
-        let _ = writeln!(out, "{}", dec.finish());
+        let mut tail = String::new();
+        if !stop.stopped() {
+            tail += &stop.push(&dec.finish()).0;
+            tail += &stop.finish();
+        }
+        let _ = print(&(tail + "\n"));
         if a.timing {
             eprintln!(
                 "{}; before it: loading {:.0} ms, the engine {:.0} ms",
-                timing_line(engine.describe(), prompt.len(), &times),
+                timing_line(logits.describe(), prompt.len(), &times),
                 load_s * 1e3,
                 engine_s * 1e3
             );
         }
     }
     Ok(())
+}
+
+/// Reads `--prompt-file`: its text exactly. Errors, in one line: the file cannot be read, or
+/// it is not UTF-8 (with the offset of the first bad byte).
+fn read_prompt(path: &Path) -> Result<String, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("--prompt-file {}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "--prompt-file {}: not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Where the last position's logits come from: the engine (its key/value cache on the CPU), or
+/// the tape's full forward pass over the window for every token (`--no-kv-cache`).
+enum Logits {
+    Engine(Box<dyn Engine>),
+    Tape {
+        tape: Box<Tape<f32>>,
+        params: Vec<f32>,
+    },
+}
+
+impl Logits {
+    /// The vocab_size logits of the window's last position.
+    fn last(
+        &mut self,
+        model: &ferrogpt_model::Gpt,
+        window: &[u32],
+    ) -> Result<Vec<f32>, EngineError> {
+        match self {
+            Logits::Engine(e) => e.last_logits(window, window.len()),
+            Logits::Tape { tape, params } => {
+                // Inference: the tape records nothing, so no dropout draws from this generator.
+                let mut unused = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
+                tape.reset(false);
+                let logits = model.forward(tape, params, window, window.len(), true, &mut unused);
+                Ok(tape.value(logits)[..model.config.vocab_size].to_vec())
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Logits::Engine(e) => e.describe(),
+            Logits::Tape { tape, .. } => format!(
+                "cpu ({}, {} threads, full forward a token, no kv cache)",
+                tape.level(),
+                rayon::current_num_threads()
+            ),
+        }
+    }
 }
 
 /// One line: the engine, the time to the first token (prefill + first step) and the median

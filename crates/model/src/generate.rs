@@ -1,13 +1,16 @@
-//! Autoregressive sampling: temperature, top-k, a seeded generator.
+//! Autoregressive sampling: temperature, top-k, top-p, a seeded generator, stop strings.
 //!
-//! Each new token runs the forward pass over the last `block_size` tokens of the context (no KV
-//! cache yet) and samples from the last position's distribution.
-//! [`generate`] runs the forward pass on a tape; [`generate_with`] takes the logits from any
-//! source (a training engine, CPU or GPU) through a closure. Both share the checks and the loop.
+//! Each new token takes the last position's logits of the last `block_size` tokens of the
+//! context and samples from its distribution. [`generate`] runs the full forward pass on a tape
+//! for every token (the reference); [`generate_with`] takes the logits from any source (a
+//! training engine with its key/value cache, CPU or GPU) through a closure. Both share the
+//! checks and the loop. The `emit` closure sees each token as it is drawn and may end the
+//! generation there ([`Emitted`]); [`StopText`] is the text-side check for stop strings.
 
 use crate::{Gpt, ModelError};
 use ferrogpt_core::{Float, Tape};
 use rand::Rng;
+use std::ops::ControlFlow;
 
 /// How to pick the next token.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +28,25 @@ pub struct Sampling {
     /// Generation ends after this token (the tokenizer's end of text), as transformers'
     /// `generate` ends at `eos_token_id`; None: always `n` tokens.
     pub stop: Option<u32>,
+}
+
+/// What `emit` returns for a token: `()` (go on) or a [`ControlFlow`]
+/// (`Break` ends the generation after this token, as a stop string does).
+pub trait Emitted {
+    /// Whether the generation ends here.
+    fn ends(&self) -> bool;
+}
+
+impl Emitted for () {
+    fn ends(&self) -> bool {
+        false
+    }
+}
+
+impl Emitted for ControlFlow<()> {
+    fn ends(&self) -> bool {
+        self.is_break()
+    }
 }
 
 /// Picks a token from `logits` (V) with the given sampling settings.
@@ -88,11 +110,11 @@ fn keep_nucleus(weights: &mut [f64], p: f64) {
     }
 }
 
-/// Generates `n` tokens after `prompt`, calling `emit` with each as it is produced (streaming).
-/// Errors: an empty prompt ([`ModelError::EmptyPrompt`]), a prompt longer than the block size
+/// Generates `n` tokens after `prompt`, calling `emit` with each as it is produced (streaming);
+/// fewer when `emit` says to end ([`Emitted`]) or the stop token comes. Errors: an empty prompt ([`ModelError::EmptyPrompt`]), a prompt longer than the block size
 /// ([`ModelError::PromptLength`]), or ids beyond the vocabulary ([`ModelError::TokenId`]).
 #[allow(clippy::too_many_arguments)]
-pub fn generate<T: Float>(
+pub fn generate<T: Float, F: Emitted>(
     model: &Gpt,
     tape: &mut Tape<T>,
     params: &[T],
@@ -100,7 +122,7 @@ pub fn generate<T: Float>(
     n: usize,
     sampling: Sampling,
     rng: &mut impl Rng,
-    emit: impl FnMut(u32) -> Result<(), ModelError>,
+    emit: impl FnMut(u32) -> Result<F, ModelError>,
 ) -> Result<Vec<u32>, ModelError> {
     let v = model.config.vocab_size;
     // The tape's forward takes the generator (for dropout, the identity here); sampling needs it
@@ -125,14 +147,14 @@ pub fn generate<T: Float>(
 /// e.g. from a training engine. Same checks and errors as [`generate`], plus a logits row of
 /// the wrong length ([`ModelError::LogitsLength`]); `last_logits`' and `emit`'s errors pass
 /// through.
-pub fn generate_with<E: From<ModelError>>(
+pub fn generate_with<E: From<ModelError>, F: Emitted>(
     model: &Gpt,
     mut last_logits: impl FnMut(&[u32]) -> Result<Vec<f32>, E>,
     prompt: &[u32],
     n: usize,
     sampling: Sampling,
     rng: &mut impl Rng,
-    emit: impl FnMut(u32) -> Result<(), E>,
+    emit: impl FnMut(u32) -> Result<F, E>,
 ) -> Result<Vec<u32>, E> {
     let v = model.config.vocab_size;
     sample_loop(
@@ -158,14 +180,14 @@ pub fn generate_with<E: From<ModelError>>(
 
 /// The sampling loop behind [`generate`] and [`generate_with`]: checks the prompt, then per
 /// token the last-position logits (V, f64) of the last `block_size` tokens, a sample, `emit`.
-fn sample_loop<E: From<ModelError>, R: Rng>(
+fn sample_loop<E: From<ModelError>, R: Rng, F: Emitted>(
     model: &Gpt,
     mut logits: impl FnMut(&[u32], &mut R) -> Result<Vec<f64>, E>,
     prompt: &[u32],
     n: usize,
     sampling: Sampling,
     rng: &mut R,
-    mut emit: impl FnMut(u32) -> Result<(), E>,
+    mut emit: impl FnMut(u32) -> Result<F, E>,
 ) -> Result<Vec<u32>, E> {
     let block = model.config.block_size;
     if prompt.is_empty() {
@@ -187,11 +209,161 @@ fn sample_loop<E: From<ModelError>, R: Rng>(
             row[a..].fill(f64::NEG_INFINITY);
         }
         let next = sample_token(&row, sampling, rng);
-        emit(next)?;
+        let ends = emit(next)?.ends();
         ctx.push(next);
-        if sampling.stop == Some(next) {
+        if ends || sampling.stop == Some(next) {
             break;
         }
     }
     Ok(ctx[prompt.len()..].to_vec())
+}
+
+/// Stop strings on streamed text: the generated text is pushed piece by piece, and what may be
+/// printed comes back. Generation ends at the first place where any stop string occurs in the
+/// generated text (the prompt not included); the stop string and whatever came after it in the
+/// same piece are not printed (as llama.cpp's server cuts its output; transformers'
+/// `stop_strings` keep it in the tokens). Text that could still become the start of a stop
+/// string is held back until it cannot, or until [`StopText::finish`].
+#[derive(Clone, Debug, Default)]
+pub struct StopText {
+    stops: Vec<String>,
+    /// Generated text not printed yet: the longest end of the text that begins a stop string.
+    held: String,
+    stopped: bool,
+}
+
+impl StopText {
+    /// A filter for `stops` (each non-empty; none at all passes everything through).
+    pub fn new(stops: Vec<String>) -> Self {
+        StopText {
+            stops,
+            ..Default::default()
+        }
+    }
+
+    /// Adds a piece of generated text; returns the text that can be printed now and whether a
+    /// stop string has ended the generation (nothing more is printed after that).
+    pub fn push(&mut self, piece: &str) -> (String, ControlFlow<()>) {
+        if self.stopped {
+            return (String::new(), ControlFlow::Break(()));
+        }
+        self.held.push_str(piece);
+        // The earliest place where a stop string starts (earlier text held no complete one).
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
+        if let Some(at) = hit {
+            self.stopped = true;
+            let out = self.held[..at].to_string();
+            self.held.clear();
+            return (out, ControlFlow::Break(()));
+        }
+        // Hold back the longest end of the text that is the beginning of a stop string.
+        let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
+        let keep = (1..=self.held.len().min(longest.saturating_sub(1)))
+            .rev()
+            .filter(|&k| self.held.is_char_boundary(self.held.len() - k))
+            .find(|&k| {
+                let end = &self.held[self.held.len() - k..];
+                self.stops.iter().any(|s| s.len() > k && s.starts_with(end))
+            })
+            .unwrap_or(0);
+        let out = self.held[..self.held.len() - keep].to_string();
+        self.held.drain(..self.held.len() - keep);
+        (out, ControlFlow::Continue(()))
+    }
+
+    /// The end of the generation without a stop string: the text still held back.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Whether a stop string has ended the generation.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pushes `pieces` one after the other; returns what was printed and whether it stopped.
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let mut f = StopText::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = String::new();
+        for p in pieces {
+            let (text, flow) = f.push(p);
+            out += &text;
+            if flow.is_break() {
+                assert!(f.stopped());
+                return (out, true);
+            }
+        }
+        out += &f.finish();
+        (out, false)
+    }
+
+    #[test]
+    fn stop_strings_cut_the_text_where_they_start() {
+        // Within one piece, the rest of the piece dropped.
+        assert_eq!(run(&["END"], &["ab", "cENDd", "e"]), ("abc".into(), true));
+        // Across pieces: the beginning is held back, then dropped.
+        assert_eq!(run(&["\n\n"], &["a\n", "\nb"]), ("a".into(), true));
+        assert_eq!(run(&["xyz"], &["ax", "y", "z!"]), ("a".into(), true));
+        // A false start is printed once it cannot begin a stop string.
+        assert_eq!(run(&["xyz"], &["ax", "yq", "r"]), ("axyqr".into(), false));
+        // A held beginning is printed at the end.
+        assert_eq!(run(&["xyz"], &["a", "xy"]), ("axy".into(), false));
+        // The earliest of several.
+        assert_eq!(run(&["cd", "b"], &["abcd"]), ("a".into(), true));
+        // None: everything passes.
+        assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
+        // Multi-byte text is cut at character boundaries.
+        assert_eq!(run(&["é!"], &["aé", "é", "!"]), ("aé".into(), true));
+        assert_eq!(run(&["éx"], &["añé", "b"]), ("añéb".into(), false));
+    }
+
+    #[test]
+    fn emit_can_end_the_generation() {
+        let model = Gpt::new(crate::GptConfig {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 8,
+            block_size: 8,
+            vocab_size: 5,
+            padded_vocab_size: 8,
+            ..crate::GptConfig::default()
+        })
+        .unwrap();
+        let s = Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            allowed: None,
+            stop: None,
+        };
+        let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(0);
+        let mut seen = 0;
+        let out = generate_with(
+            &model,
+            |_: &[u32]| Ok::<_, ModelError>(vec![0.0, 0.0, 1.0, 0.0, 0.0]),
+            &[1],
+            10,
+            s,
+            &mut rng,
+            |_| {
+                seen += 1;
+                Ok(if seen == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(out, vec![2, 2, 2]);
+    }
 }
