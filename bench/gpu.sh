@@ -82,7 +82,7 @@ fi
 # the median of steps 6-30.
 LLMC=${LLMC:-}
 llmc_ok=0
-if [ -n "$LLMC" ] && { has big || has llmc; }; then
+if [ -n "$LLMC" ] && { has big || has llmc || has profile; }; then
     if make -C "$LLMC" train_gpt2cu USE_CUDNN=1 NO_MULTI_GPU=1 NO_USE_MPI=1 GPU_COMPUTE_CAPABILITY=90 \
         NVCC_LDLIBS="-lcuda -lnvrtc" >"$RAW/llmc-build.log" 2>&1; then
         llmc_ok=1
@@ -94,7 +94,7 @@ llmc() {
     local name=$1; shift
     [ $llmc_ok = 1 ] || return 0
     (cd "$LLMC" && ./train_gpt2cu -i "$LLMC_DATA/ts_train.bin" -j "$LLMC_DATA/ts_val.bin" -v 100000 -s 100000 \
-        -x 30 "$@") >"$RAW/llmc-$name.log" 2>&1 || { echo "llm.c $name failed" | tee -a "$S"; rc=1; return 0; }
+        -m 1 -x 30 "$@") >"$RAW/llmc-$name.log" 2>&1 || { echo "llm.c $name failed" | tee -a "$S"; rc=1; return 0; }
     python3 - "$RAW/llmc-$name.log" "$name" "$*" <<'PY' | tee -a "$S"
 import re, statistics, sys
 ms = [float(m.group(1)) for l in open(sys.argv[1]) if l.startswith("step")
@@ -123,13 +123,15 @@ fi
 
 if has big; then
     echo "## GPT-2 medium, large, XL: bf16, T=1024 (random tokens)" | tee -a "$S"
-    for spec in "350m d24 16" "774m d36 16" "1558m d48 8" "1558m d48 16"; do
+    # preset, llm.c's name for the shape, batch, our --recompute levels, llm.c's -r levels
+    for spec in "350m d24 16 0,2 0,1" "774m d36 16 0 -" "1558m d48 8 0 0" "1558m d48 16 1,2 1"; do
         set -- $spec
-        for r in 0 1 2; do
+        for r in ${4//,/ }; do
             ours "$1-b$3-r$r" --dtype bf16 --preset gpt2-$1 --batch-size $3 --seq-len 1024 --recompute $r
         done
-        llmc "$2-b$3-r0" -e $2 -b $3 -t 1024 -r 0
-        llmc "$2-b$3-r1" -e $2 -b $3 -t 1024 -r 1
+        for r in ${5//,/ }; do
+            [ "$r" = - ] || llmc "$2-b$3-r$r" -e $2 -b $3 -t 1024 -r $r
+        done
     done
 fi
 
@@ -139,6 +141,20 @@ if has profile; then
         FERROGPT_GPU_PROFILE=1 "$BIN/gpu_step" gpt2 16 1024 $dt 5 >"$RAW/profile-$dt.txt" 2>&1 || rc=1
         "$BIN/gpu_step" gpt2 16 1024 $dt 10 2>/dev/null | grep "tokens/s" | tee -a "$S"
         head -45 "$RAW/profile-$dt.txt" | grep -v "^step" | tee -a "$S"
+        if [ $dt = bf16 ] && command -v ncu >/dev/null; then
+            # Each kernel's own time, ours and llm.c's, under Nsight Compute (kernels serialised).
+            ncu --clock-control none --metrics gpu__time_duration.sum --csv "$BIN/gpu_step" gpt2 16 1024 bf16 1 \
+                >"$RAW/ncu-ours.csv" 2>&1 || rc=1
+            echo "ncu, ours (3 steps + 3 forward-only passes):" | tee -a "$S"
+            python3 "$ROOT/bench/ncu_summary.py" "$RAW/ncu-ours.csv" 3 40 | tee -a "$S"
+            if [ $llmc_ok = 1 ]; then
+                (cd "$LLMC" && ncu --clock-control none --metrics gpu__time_duration.sum --csv ./train_gpt2cu \
+                    -i "$LLMC_DATA/ts_train.bin" -j "$LLMC_DATA/ts_val.bin" -v 100000 -s 100000 -m 1 -x 3 \
+                    -e d12 -b 16 -t 1024 -r 0) >"$RAW/ncu-llmc.csv" 2>&1 || rc=1
+                echo "ncu, llm.c -r 0 (3 steps + 2 one-batch validations):" | tee -a "$S"
+                python3 "$ROOT/bench/ncu_summary.py" "$RAW/ncu-llmc.csv" 3 40 | tee -a "$S"
+            fi
+        fi
         # PyTorch's kernels (torch.profiler, one step after the gpt2 part's timed ones).
         if [ -f "$RAW/torch-gpt2-$dt.err" ]; then
             echo "PyTorch compiled $dt:" | tee -a "$S"
