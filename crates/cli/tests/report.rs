@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{fails_with_all, ok, run, s, tmp};
+use common::{fails_with_all, ok, run, s, tmp, verse_file};
 use ferrogpt_report::schema::{
     Caches, Cuda, CudaDevice, MatmulFigures, MatmulRow, Peak, TrainFigures, TrainRow,
 };
@@ -471,7 +471,8 @@ fn bench_save_writes_a_result_the_report_reads() {
         .rows
         .iter()
         .all(|r| r.gflops.is_some_and(|g| g > 0.0)));
-    // bench train too (two steps of one engine), then one report of both.
+    // bench train too (one step of one engine, on a small text), then one report of both.
+    let text = verse_file(&dir);
     ok(&[
         "bench",
         "train",
@@ -483,6 +484,8 @@ fn bench_save_writes_a_result_the_report_reads() {
         "0",
         "--threads",
         "1",
+        "--data",
+        s(&text),
         "--save",
         s(&saved),
     ]);
