@@ -118,7 +118,8 @@ fn peak_is_positive_and_plausible() {
         assert!(g.is_finite() && g > 0.1, "{name}: {g} GFLOPS");
         assert!(g < 2000.0 * p.threads as f64, "{name}: {g} GFLOPS");
     }
-    if cfg!(target_arch = "x86_64") && is_x86_feature_detected!("avx512f") {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
         assert_eq!(p.isa, "avx512f");
     }
     let text = hw::render_text(&hw::detect(), Some(&p));
