@@ -87,24 +87,29 @@ hosts=$1
 [ -r "$hosts" ] || { echo "fleet: $hosts: cannot read the hosts file" >&2; exit 2; }
 [[ "$timeout_s" =~ ^[1-9][0-9]*$ ]] || { echo "fleet: -t $timeout_s: expected whole seconds" >&2; exit 2; }
 [[ "$out" = /* ]] || out="$PWD/$out"
-mkdir -p "$out/logs" "$out/results" || exit 2
 bin=${FERROGPT_BIN:-$repo/target/release/ferrogpt}
 [ -x "$bin" ] || { echo "fleet: no ferrogpt binary at $bin (cargo build --release, or set FERROGPT_BIN)" >&2; exit 2; }
 export FERROGPT_BIN="$bin"
 
-labels=() pids=()
+labels=() dests=() pids=()
 while read -r label dest rest; do
     case "$label" in ''|'#'*) continue ;; esac
     if [ -z "$dest" ] || [ -n "$rest" ] || ! [[ "$label" =~ ^[A-Za-z0-9._-]+$ ]]; then
         echo "fleet: $hosts: expected \"LABEL DESTINATION\" with a label of letters, digits, . _ -; got: $label $dest $rest" >&2
         exit 2
     fi
-    labels+=("$label")
-    timeout -k 10 "$timeout_s" "$repo/bench/fleet.sh" --one "$label" "$dest" "$out" "$timeout_s" \
-        < /dev/null > "$out/logs/$label.log" 2>&1 &
-    pids+=($!)
+    for l in "${labels[@]}"; do
+        [ "$l" != "$label" ] || { echo "fleet: $hosts: label $label is listed twice" >&2; exit 2; }
+    done
+    labels+=("$label") dests+=("$dest")
 done < "$hosts"
 [ ${#labels[@]} -gt 0 ] || { echo "fleet: $hosts: no machines listed" >&2; exit 2; }
+mkdir -p "$out/logs" "$out/results" || exit 2
+for i in "${!labels[@]}"; do
+    timeout -k 10 "$timeout_s" "$repo/bench/fleet.sh" --one "${labels[$i]}" "${dests[$i]}" "$out" "$timeout_s" \
+        < /dev/null > "$out/logs/${labels[$i]}.log" 2>&1 &
+    pids+=($!)
+done
 
 ok=0 failed=0
 for i in "${!labels[@]}"; do
