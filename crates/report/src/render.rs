@@ -424,13 +424,35 @@ fn matmul_sections(order: &[&Loaded]) -> Vec<Section> {
                     .filter_map(|l| at(l))
                     .filter(|r| r.gflops.is_some())
                     .max_by(|a, b| a.gflops.partial_cmp(&b.gflops).expect("finite"));
-                let naive = at("naive").and_then(|r| r.gflops);
+                // Over naive at the largest size both ran (naive skips the big ones).
+                let gflops_at = |level: &str, size: usize| {
+                    cell_map(c)
+                        .get(&(level.to_string(), size))
+                        .and_then(|r| r.gflops)
+                };
+                let naive = cell_map(c)
+                    .keys()
+                    .filter(|(l, n)| {
+                        l == "naive"
+                            && gflops_at("naive", *n).is_some()
+                            && gflops_at(&best.level, *n).is_some()
+                    })
+                    .map(|(_, n)| *n)
+                    .max()
+                    .and_then(|n| {
+                        let ratio = gflops_at(&best.level, n)? / gflops_at("naive", n)?;
+                        Some(if n == best.m {
+                            format!("{}×", num(ratio))
+                        } else {
+                            format!("{}× (n={n})", num(ratio))
+                        })
+                    });
                 let g = best.gflops.unwrap_or(0.0);
                 rows.push(vec![
                     c.label(gpu),
                     format!("{} (n={})", best.level, best.m),
                     num(g),
-                    naive.map_or("-".into(), |n| format!("{}×", num(g / n))),
+                    naive.unwrap_or_else(|| "-".into()),
                     peer.map_or("-".into(), |p| {
                         format!("{} {}", p.level, num(p.gflops.unwrap_or(0.0)))
                     }),
