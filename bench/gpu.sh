@@ -5,7 +5,7 @@
 #   bench/gpu.sh BIN_DIR OUT_DIR [DATA]
 #
 # BIN_DIR holds binaries built elsewhere (scripts/gpu-binaries.sh BIN_DIR makes them):
-#   ferrogpt, ladder, bench_gpu (the matmul ladder, crates/cuda), gpu_tests, train_tests
+#   ferrogpt, gpu_step (crates/gpu/examples), ladder (crates/cuda/tests), gpu_tests, train_tests
 #   (crates/gpu/tests). DATA is Tiny Shakespeare (default BIN_DIR/tinyshakespeare.txt).
 # OUT_DIR receives summary.txt and logs.tar.gz (every log, the peer's JSON, the metrics). PyTorch (python3 -c "import torch") is
 # the peer; without it the peer rows are skipped. PARTS picks parts (default all):

@@ -3,9 +3,8 @@
 #
 # Usage: crates/cuda/run-gpu.sh BIN_DIR OUT_DIR
 #   BIN_DIR holds `ladder` (the test binary of crates/cuda/tests/ladder.rs, from
-#   `cargo test --release -p ferrogpt-cuda --no-run`) and `bench_gpu` (from
-#   `cargo build --release -p ferrogpt-cuda --example bench_gpu`, the same code as
-#   `ferrogpt bench gpu`); OUT_DIR receives nvidia-smi.txt, tests.log, bench.txt,
+#   `cargo test --release -p ferrogpt-cuda --no-run`) and `ferrogpt` (its `bench gpu`);
+#   OUT_DIR receives nvidia-smi.txt, tests.log, bench.txt,
 #   bench.progress, tc-sweep.txt and torch.txt. SIZES (default 1024,2048,4096,8192) picks the sizes.
 set -u -o pipefail
 BIN=${1:?BIN_DIR}
@@ -20,13 +19,13 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.g
     | tee "$OUT/nvidia-smi.txt"
 rc=0
 "$BIN/ladder" --test-threads=1 --nocapture 2>&1 | tee "$OUT/tests.log" | grep -E "^test |skipped|panicked|test result|513x 513x 513" || rc=1
-"$BIN/bench_gpu" --sizes "$SIZES" --format table 2>"$OUT/bench.progress" | tee "$OUT/bench.txt" || rc=1
+"$BIN/ferrogpt" bench gpu --sizes "$SIZES" --format table 2>"$OUT/bench.progress" | tee "$OUT/bench.txt" || rc=1
 cat "$OUT/bench.progress" >&2
 # Every tile of the tuned tensor-core rung (TC_SWEEP=0 to skip).
 if [ "${TC_SWEEP:-1}" = 1 ]; then
     for t in 128x256x32 128x256x64 128x128x64 256x128x32; do
         echo "== FERROGPT_TC_TILE=$t"
-        FERROGPT_TC_TILE=$t "$BIN/bench_gpu" --levels tensor-core-tuned,cublas-bf16 --sizes 2048,4096,8192 2>/dev/null \
+        FERROGPT_TC_TILE=$t "$BIN/ferrogpt" bench gpu --levels tensor-core-tuned,cublas-bf16 --sizes 2048,4096,8192 2>/dev/null \
             | grep -E "tensor-core|cublas-bf16" || rc=1
     done 2>&1 | tee "$OUT/tc-sweep.txt"
 fi
