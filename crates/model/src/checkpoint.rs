@@ -15,11 +15,15 @@
 //!   loading it wrong.
 //!
 //! Files are written atomically (temp file + rename); loading checks every name, shape and
-//! length and names the file and tensor at fault.
+//! length and names the file and tensor at fault. Weights are read from the file mapped into
+//! memory, each tensor widened straight into its place in the parameters (one copy, spread
+//! over the thread pool).
 
 use crate::config::{Family, Position, RopeScaling};
 use crate::{Gpt, GptConfig, ModelError, ParamLayout};
 use ferrogpt_core::fsutil::write_atomic;
+use memmap2::{Mmap, MmapOptions};
+use rayon::prelude::*;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -319,51 +323,93 @@ pub fn write_tensors(
     write_atomic(path, &out).map_err(ModelError::io(path))
 }
 
+/// A safetensors file's string metadata.
+type Metadata = HashMap<String, String>;
+
+/// A tensor viewed in its mapped file: its name, the view, the file's path.
+type Located<'a> = (String, TensorView<'a>, &'a Path);
+
 /// Named f32 tensors read from a safetensors file, and its metadata.
 pub struct TensorFile {
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
     pub metadata: HashMap<String, String>,
 }
 
-/// Reads every tensor of a safetensors file as f32 (F32 stored; BF16 and F16 widened).
-/// Errors: [`ModelError::Io`], [`ModelError::Safetensors`], [`ModelError::TensorDtype`].
-pub fn read_tensors(path: &Path) -> Result<TensorFile, ModelError> {
-    let bytes = std::fs::read(path).map_err(ModelError::io(path))?;
+/// Maps `path` into memory, read-only, its pages read ahead. Loading reads tensors in place
+/// from the map and copies each once, into its final buffer, instead of reading the whole file
+/// into memory first.
+pub(crate) fn map_file(path: &Path) -> std::io::Result<Mmap> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the map is read-only and lives only while the loader copies out of it. Its
+    // bytes would change under us only if another process wrote into this very file
+    // meanwhile; ferrogpt never does (it writes a new file and renames it over the old one,
+    // which leaves the mapped file as it was).
+    unsafe { MmapOptions::new().populate().map(&file) }
+}
+
+/// A tensor's data widened to f32, written into `out` (its length: the tensor's element
+/// count). Errors: a dtype other than F32, BF16, F16 ([`ModelError::TensorDtype`]).
+fn widen_into(
+    path: &Path,
+    name: &str,
+    dtype: Dtype,
+    data: &[u8],
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    match dtype {
+        Dtype::F32 => {
+            for (o, b) in out.iter_mut().zip(data.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Dtype::BF16 => {
+            for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
+            }
+        }
+        Dtype::F16 => {
+            for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *o = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            }
+        }
+        dtype => {
+            return Err(ModelError::TensorDtype {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                dtype,
+            })
+        }
+    }
+    Ok(())
+}
+
+/// The tensors of a mapped safetensors file, viewed in place, and its metadata. Errors:
+/// [`ModelError::Safetensors`].
+fn views<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(Vec<(String, TensorView<'a>)>, Metadata), ModelError> {
     let invalid = |source| ModelError::Safetensors {
         path: path.to_path_buf(),
         source,
     };
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(invalid)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(invalid)?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(invalid)?;
+    let st = SafeTensors::deserialize(bytes).map_err(invalid)?;
+    Ok((st.tensors(), meta.metadata().clone().unwrap_or_default()))
+}
+
+/// Reads every tensor of a safetensors file as f32 (F32 stored; BF16 and F16 widened).
+/// Errors: [`ModelError::Io`], [`ModelError::Safetensors`], [`ModelError::TensorDtype`].
+pub fn read_tensors(path: &Path) -> Result<TensorFile, ModelError> {
+    let map = map_file(path).map_err(ModelError::io(path))?;
+    let (views, metadata) = views(path, &map)?;
     let mut tensors = HashMap::new();
-    for (name, view) in st.tensors() {
-        let halves = || {
-            view.data()
-                .chunks_exact(2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        };
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::BF16 => halves().map(|h| f32::from_bits((h as u32) << 16)).collect(),
-            Dtype::F16 => halves().map(f16_to_f32).collect(),
-            dtype => {
-                return Err(ModelError::TensorDtype {
-                    path: path.to_path_buf(),
-                    name,
-                    dtype,
-                })
-            }
-        };
+    for (name, view) in views {
+        let mut data = vec![0.0f32; view.shape().iter().product()];
+        widen_into(path, &name, view.dtype(), view.data(), &mut data)?;
         tensors.insert(name, (view.shape().to_vec(), data));
     }
-    Ok(TensorFile {
-        tensors,
-        metadata: meta.metadata().clone().unwrap_or_default(),
-    })
+    Ok(TensorFile { tensors, metadata })
 }
 
 /// IEEE half precision to f32 (exact: every f16 is an f32).
@@ -392,58 +438,104 @@ fn shard_index(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// The files holding the weights at `path`, mapped: the file itself or, where it does not
+/// exist, the shards its index (`<path>.index.json`, HF's `weight_map`) lists, each tensor
+/// checked to be in the shard the index names. Errors: [`ModelError::Io`], and of the index:
+/// [`ModelError::Json`], [`ModelError::ShardIndex`].
+struct WeightFiles {
+    files: Vec<(PathBuf, Mmap)>,
+    /// The index's path and weight_map, when sharded.
+    index: Option<(PathBuf, serde_json::Map<String, Value>)>,
+}
+
+impl WeightFiles {
+    fn open(path: &Path) -> Result<Self, ModelError> {
+        let index = shard_index(path);
+        if path.exists() || !index.exists() {
+            return Ok(WeightFiles {
+                files: vec![(
+                    path.to_path_buf(),
+                    map_file(path).map_err(ModelError::io(path))?,
+                )],
+                index: None,
+            });
+        }
+        let text = std::fs::read_to_string(&index).map_err(ModelError::io(&index))?;
+        let v: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+            path: index.clone(),
+            source,
+        })?;
+        let bad_index = |problem: String| ModelError::ShardIndex {
+            path: index.clone(),
+            problem,
+        };
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| bad_index("no 'weight_map' object".into()))?;
+        let mut shards: Vec<&str> = map.values().filter_map(Value::as_str).collect();
+        if shards.len() != map.len() {
+            return Err(bad_index("a weight_map entry is not a file name".into()));
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        let mut files = Vec::new();
+        for shard in shards {
+            if shard.contains('/') || shard.contains('\\') {
+                return Err(bad_index(format!(
+                    "shard '{shard}' is not a file name in this directory"
+                )));
+            }
+            let file = path.with_file_name(shard);
+            let map = map_file(&file).map_err(ModelError::io(&file))?;
+            files.push((file, map));
+        }
+        Ok(WeightFiles {
+            files,
+            index: Some((index, map.clone())),
+        })
+    }
+
+    /// Every tensor of every file, viewed in place, with the file it is in; and the files'
+    /// metadata merged. Errors: [`ModelError::Safetensors`], [`ModelError::MisplacedTensor`].
+    fn tensors(&self) -> Result<(Vec<Located<'_>>, Metadata), ModelError> {
+        let mut all = Vec::new();
+        let mut metadata = HashMap::new();
+        for (file, map) in &self.files {
+            let (views, meta) = views(file, map)?;
+            for (name, view) in views {
+                if let Some((index, weight_map)) = &self.index {
+                    let shard = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if weight_map.get(&name).and_then(Value::as_str) != Some(shard) {
+                        return Err(ModelError::MisplacedTensor {
+                            path: index.clone(),
+                            name,
+                            shard: shard.into(),
+                        });
+                    }
+                }
+                all.push((name, view, file.as_path()));
+            }
+            metadata.extend(meta);
+        }
+        Ok((all, metadata))
+    }
+}
+
 /// Reads the weights at `path`, or, where that file does not exist, the shards its index
 /// (`<path>.index.json`, HF's `weight_map`) lists, merged into one [`TensorFile`]. Errors: those
 /// of [`read_tensors`], and of the index: [`ModelError::Io`], [`ModelError::Json`],
 /// [`ModelError::ShardIndex`], [`ModelError::MisplacedTensor`].
 pub fn read_weights_file(path: &Path) -> Result<TensorFile, ModelError> {
-    let index = shard_index(path);
-    if path.exists() || !index.exists() {
-        return read_tensors(path);
+    let files = WeightFiles::open(path)?;
+    let (views, metadata) = files.tensors()?;
+    let mut tensors = HashMap::new();
+    for (name, view, file) in views {
+        let mut data = vec![0.0f32; view.shape().iter().product()];
+        widen_into(file, &name, view.dtype(), view.data(), &mut data)?;
+        tensors.insert(name, (view.shape().to_vec(), data));
     }
-    let text = std::fs::read_to_string(&index).map_err(ModelError::io(&index))?;
-    let v: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-        path: index.clone(),
-        source,
-    })?;
-    let bad_index = |problem: String| ModelError::ShardIndex {
-        path: index.clone(),
-        problem,
-    };
-    let map = v
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad_index("no 'weight_map' object".into()))?;
-    let mut shards: Vec<&str> = map.values().filter_map(Value::as_str).collect();
-    if shards.len() != map.len() {
-        return Err(bad_index("a weight_map entry is not a file name".into()));
-    }
-    shards.sort_unstable();
-    shards.dedup();
-    let mut merged = TensorFile {
-        tensors: HashMap::new(),
-        metadata: HashMap::new(),
-    };
-    for shard in shards {
-        if shard.contains('/') || shard.contains('\\') {
-            return Err(bad_index(format!(
-                "shard '{shard}' is not a file name in this directory"
-            )));
-        }
-        let file = read_tensors(&path.with_file_name(shard))?;
-        for (name, t) in file.tensors {
-            if map.get(&name).and_then(Value::as_str) != Some(shard) {
-                return Err(ModelError::MisplacedTensor {
-                    path: index.clone(),
-                    name,
-                    shard: shard.into(),
-                });
-            }
-            merged.tensors.insert(name, t);
-        }
-        merged.metadata.extend(file.metadata);
-    }
-    Ok(merged)
+    Ok(TensorFile { tensors, metadata })
 }
 
 /// Writes the model's weights to `path` (HF names and layouts) with `metadata`.
@@ -484,14 +576,18 @@ fn derived(model: &Gpt, name: &str) -> bool {
 /// ([`ModelError::MissingTensor`]) with its exact shape ([`ModelError::TensorShape`]), and
 /// nothing else ([`ModelError::UnexpectedTensor`]) nor a non-finite value
 /// ([`ModelError::NonFinite`]); the file's own errors are [`read_weights_file`]'s.
+///
+/// The files are mapped into memory and each tensor is widened straight into its place in the
+/// parameters: one copy of the weights, no buffer the size of the file.
 pub fn load_weights(
     path: &Path,
     model: &Gpt,
 ) -> Result<(Vec<f32>, HashMap<String, String>), ModelError> {
-    let file = read_weights_file(path)?;
+    let files = WeightFiles::open(path)?;
+    let (views, metadata) = files.tensors()?;
     let family = model.config.family.name();
     let mut by_name = HashMap::new();
-    for (name, t) in file.tensors {
+    for (name, view, file) in views {
         let short = match model.config.family {
             Family::Gpt2 => name.strip_prefix("transformer.").unwrap_or(&name),
             Family::Llama => &name,
@@ -500,12 +596,13 @@ pub fn load_weights(
         if derived(model, &short) {
             continue;
         }
-        by_name.insert(short, (name, t));
+        by_name.insert(short, (name, view, file));
     }
     let l = &model.layout;
-    let mut params = vec![0.0f32; l.total];
+    // Every tensor found and of its shape first, then nothing left over; then the copies.
+    let mut jobs = Vec::with_capacity(l.named.len());
     for (name, p) in &l.named {
-        let (_, (shape, data)) = by_name
+        let (_, view, file) = by_name
             .remove(name)
             .ok_or_else(|| ModelError::MissingTensor {
                 path: path.to_path_buf(),
@@ -517,30 +614,62 @@ pub fn load_weights(
         } else {
             ParamLayout::hf_shape(p)
         };
-        if shape != want {
+        if view.shape() != want {
             return Err(ModelError::TensorShape {
                 path: path.to_path_buf(),
                 name: name.clone(),
-                found: shape,
+                found: view.shape().to_vec(),
                 expected: want,
             });
         }
-        params[p.offset..p.offset + data.len()].copy_from_slice(&data);
+        jobs.push((p.offset, name.as_str(), view, file));
     }
-    if let Some((name, _)) = by_name.into_values().next() {
+    if let Some((name, _, _)) = by_name.into_values().next() {
         return Err(ModelError::UnexpectedTensor {
             path: path.to_path_buf(),
             name,
             family,
         });
     }
-    if let Some(index) = params.iter().position(|x| !x.is_finite()) {
+    // The copies in pieces of at most PIECE values, on the thread pool: each piece is a
+    // disjoint part of the parameters (tensors do not overlap in the layout).
+    const PIECE: usize = 1 << 20;
+    jobs.sort_by_key(|j| j.0);
+    let mut params = vec![0.0f32; l.total];
+    let mut pieces = Vec::new();
+    let mut rest = params.as_mut_slice();
+    let mut at = 0; // offset of rest[0] in the parameters
+    for (offset, name, view, file) in &jobs {
+        let n: usize = view.shape().iter().product();
+        let width = view.data().len() / n.max(1); // bytes a value
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(offset - at);
+        let (mut dst, tail) = tail.split_at_mut(n);
+        rest = tail;
+        at = offset + n;
+        let mut start = 0;
+        while !dst.is_empty() {
+            let (piece, more) = dst.split_at_mut(dst.len().min(PIECE));
+            let bytes = &view.data()[start * width..(start + piece.len()) * width];
+            pieces.push((offset + start, *name, view.dtype(), bytes, *file, piece));
+            start += PIECE;
+            dst = more;
+        }
+    }
+    // The first non-finite value, as an index into the parameters.
+    let non_finite = pieces
+        .into_par_iter()
+        .map(|(offset, name, dtype, bytes, file, out)| {
+            widen_into(file, name, dtype, bytes, out)?;
+            Ok::<_, ModelError>(out.iter().position(|x| !x.is_finite()).map(|i| offset + i))
+        })
+        .try_reduce(|| None, |a, b| Ok(a.into_iter().chain(b).min()))?;
+    if let Some(index) = non_finite {
         return Err(ModelError::NonFinite {
             path: path.to_path_buf(),
             index,
         });
     }
-    Ok((params, file.metadata))
+    Ok((params, metadata))
 }
 
 #[cfg(test)]
@@ -655,6 +784,42 @@ mod tests {
             matches!(&err, ModelError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
             "{err:?}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tensors_longer_than_a_piece_load_whole() {
+        // The embedding (2100, 512) spans three pieces of the parallel copy.
+        let model = Gpt::new(GptConfig {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 512,
+            block_size: 8,
+            vocab_size: 2100,
+            padded_vocab_size: 2112,
+            ..GptConfig::default()
+        })
+        .unwrap();
+        let dir = scratch("pieces");
+        let path = dir.join("model.safetensors");
+        let mut params: Vec<f32> = (0..model.layout.total)
+            .map(|i| (i % 1009) as f32 * 1e-3 - 0.5)
+            .collect();
+        let wte = &model.layout.named[0].1;
+        assert_eq!(model.layout.named[0].0, "wte.weight");
+        params[wte.offset + 2100 * 512..wte.offset + 2112 * 512].fill(0.0); // padding rows
+        save_weights(&path, &model, &params, HashMap::new()).unwrap();
+        let (back, _) = load_weights(&path, &model).unwrap();
+        assert!(back == params, "the weights come back as saved");
+        // The first non-finite value is named by its index, wherever its piece is.
+        let late = wte.offset + (1 << 20) + 7;
+        params[late] = f32::NAN;
+        params[model.layout.total - 3] = f32::INFINITY;
+        save_weights(&path, &model, &params, HashMap::new()).unwrap();
+        match load_weights(&path, &model) {
+            Err(ModelError::NonFinite { index, .. }) => assert_eq!(index, late),
+            other => panic!("expected NonFinite, got {:?}", other.map(|_| ())),
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

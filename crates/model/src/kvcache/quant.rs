@@ -473,7 +473,7 @@ pub fn file_format(path: &Path) -> Result<WeightFormat, QuantError> {
 /// int8 matrix dequantized into its place, and the int8 matrices themselves. Every tensor
 /// must be there with its shape; the error names the file and the tensor.
 pub fn load_int8(path: &Path, model: &Gpt) -> Result<(Vec<f32>, DecodeWeights), QuantError> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let bytes = crate::checkpoint::map_file(path).map_err(io_err(path))?;
     let st = SafeTensors::deserialize(&bytes).map_err(st_err(path))?;
     let get = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<&[u8], QuantError> {
         let t = st.tensor(name).map_err(|_| {
