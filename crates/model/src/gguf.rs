@@ -446,7 +446,10 @@ impl GgufFile {
                 Value::Bool(x) => out.push(*x as u8),
                 Value::Str(s) => string(out, s),
                 Value::Array(a) => {
-                    let ety = a.first().map_or(4, Value::type_id);
+                    // An empty array has no element to give its type: it is written as one of
+                    // strings, the only list ferrogpt may write empty (the merges of a
+                    // tokenizer without any, which llama.cpp wants present and of strings).
+                    let ety = a.first().map_or(8, Value::type_id);
                     out.extend_from_slice(&ety.to_le_bytes());
                     out.extend_from_slice(&(a.len() as u64).to_le_bytes());
                     a.iter().for_each(|e| value(out, e));
@@ -607,7 +610,8 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 pub struct Vocab {
     /// `tokenizer.ggml.model`: "gpt2" for byte-level BPE.
     pub model: String,
-    /// `tokenizer.ggml.pre`: the pre-tokenizer's regex family ("gpt2", "llama-bpe", ...).
+    /// `tokenizer.ggml.pre`: the pre-tokenizer's regex family in llama.cpp's names ("gpt-2" for
+    /// GPT-2's regex, "llama-bpe", ...); llama.cpp refuses a name it does not know.
     pub pre: String,
     /// Token texts by id, in the byte-level alphabet (a space is "Ġ").
     pub tokens: Vec<String>,
@@ -719,7 +723,7 @@ impl Vocab {
         let bos = find(&["<s>", "<bos>", "<|begin_of_text|>"]).or(eos);
         Ok(Vocab {
             model: "gpt2".into(),
-            pre: "gpt2".into(),
+            pre: "gpt-2".into(),
             tokens,
             token_type,
             merges,
@@ -773,9 +777,9 @@ impl Vocab {
                 Value::Array(self.token_type.iter().map(|&t| Value::I32(t)).collect()),
             ),
         ];
-        if !self.merges.is_empty() {
-            kv.push(("tokenizer.ggml.merges", strs(&self.merges)));
-        }
+        // Written even when empty (character tokenizers): llama.cpp's byte-level BPE refuses a
+        // file without the key.
+        kv.push(("tokenizer.ggml.merges", strs(&self.merges)));
         if let Some(b) = self.bos {
             kv.push(("tokenizer.ggml.bos_token_id", Value::U32(b)));
         }
@@ -1213,6 +1217,34 @@ mod tests {
         assert_eq!(f32_to_f16(1.0 + 3.0 / 2048.0), 0x3c02);
         assert_eq!(f32_to_f16(1e6), 0x7c00);
         assert_eq!(f32_to_f16(65519.0), 0x7bff);
+    }
+
+    #[test]
+    fn a_character_vocabulary_has_what_llama_cpp_needs() {
+        // llama.cpp's byte-level BPE refuses a file without `tokenizer.ggml.merges` (an array
+        // of strings, empty here) and a `tokenizer.ggml.pre` it does not know ("gpt-2" is its
+        // name for GPT-2's pre-tokenizer).
+        let json = serde_json::json!({
+            "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "\n": 2}, "merges": []},
+            "added_tokens": [],
+        })
+        .to_string();
+        let vocab = Vocab::from_tokenizer_json(&json, 4).unwrap();
+        assert!(vocab.merges.is_empty());
+        let mut f = GgufFile::default();
+        vocab.write(&mut f);
+        let bytes = f.to_bytes();
+        let key = b"tokenizer.ggml.merges";
+        let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        let array = 9u32.to_le_bytes();
+        let string = 8u32.to_le_bytes();
+        assert_eq!(&bytes[at..at + 16], [&array[..], &string, &[0; 8]].concat());
+        let back = GgufFile::parse(&bytes).unwrap();
+        assert_eq!(
+            back.get("tokenizer.ggml.pre").and_then(Value::as_str),
+            Some("gpt-2")
+        );
+        assert_eq!(Vocab::read(&back).unwrap(), vocab);
     }
 
     #[test]
