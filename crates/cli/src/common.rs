@@ -12,7 +12,8 @@ pub struct Compute {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Matmul level of the ladder: naive, parallel, blocked, blocked-parallel, simd, library,
-    /// blas, amx [default: the fastest f32 level on this machine]
+    /// blas, amx, or wgpu (each product on the GPU through wgpu, data moved per call)
+    /// [default: the fastest f32 level on this machine]
     #[arg(long)]
     pub matmul: Option<String>,
 }

@@ -71,6 +71,8 @@ enum BenchCommand {
 
 fn main() {
     common::mark_start();
+    // `--matmul wgpu`: the CPU ladder's GPU level (opens the device only when used).
+    ferrogpt_wgpu::offload::register();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => cmd_train::run(*a),

@@ -43,6 +43,7 @@ pub mod hw;
 #[doc(hidden)]
 pub mod library;
 mod naive;
+pub mod offload;
 mod parallel;
 pub mod simd;
 #[cfg(target_arch = "x86_64")]
@@ -106,10 +107,16 @@ pub enum Level {
     Blas,
     /// Intel AMX tiles: bf16 inputs, f32 accumulation, f32 only (`amx.rs`).
     Amx,
+    /// A GPU through wgpu, the operands copied to it and the result back on every call; f32
+    /// only; available once `ferrogpt-wgpu` has registered its engine and an adapter exists
+    /// (`offload.rs`).
+    Wgpu,
 }
 
 impl Level {
-    /// Every level, in ladder order.
+    /// Every level that computes on the CPU, in ladder order: what the benchmarks run and
+    /// the tests loop over by default. [`Level::OFFLOADED`] holds the level that sends its
+    /// products to a GPU, run only when named.
     pub const ALL: &'static [Level] = &[
         Level::Naive,
         Level::Parallel,
@@ -120,6 +127,10 @@ impl Level {
         Level::Blas,
         Level::Amx,
     ];
+
+    /// The levels that compute on another device (`wgpu`): parsed by name, never in a default
+    /// list (asking whether one is available opens the device).
+    pub const OFFLOADED: &'static [Level] = &[Level::Wgpu];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -132,6 +143,7 @@ impl Level {
             Level::Library => "library",
             Level::Blas => "blas",
             Level::Amx => "amx",
+            Level::Wgpu => "wgpu",
         }
     }
 
@@ -146,6 +158,7 @@ impl Level {
             Level::Library => "matrixmultiply crate (BLIS-style, AVX2, threads)",
             Level::Blas => "system CBLAS (OpenBLAS)",
             Level::Amx => "Intel AMX bf16 tiles, f32 accumulation, threads",
+            Level::Wgpu => "WGSL GEMM on a GPU via wgpu, data moved per call",
         }
     }
 
@@ -153,7 +166,8 @@ impl Level {
     ///
     /// `simd` fails when `FERROGPT_ISA` forces an ISA this CPU lacks or on a target without a
     /// built microkernel; `blas` fails when built without the `blas` feature; `amx` fails on a
-    /// CPU without AMX-BF16 or when the OS refuses the tile-data permission.
+    /// CPU without AMX-BF16 or when the OS refuses the tile-data permission; `wgpu` fails
+    /// until `ferrogpt-wgpu` registers its engine, and without a wgpu adapter.
     pub fn available(self) -> Result<(), GemmError> {
         match self {
             Level::Naive
@@ -164,6 +178,7 @@ impl Level {
             Level::Simd => simd::active_isa().map(|_| ()),
             Level::Blas => blas::available(),
             Level::Amx => amx::available(),
+            Level::Wgpu => offload::available(),
         }
     }
 
@@ -207,6 +222,7 @@ impl FromStr for Level {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Level::ALL
             .iter()
+            .chain(Level::OFFLOADED)
             .copied()
             .find(|l| l.name() == s)
             .ok_or_else(|| GemmError::UnknownLevel(s.to_string()))
@@ -227,6 +243,7 @@ pub enum GemmError {
 fn level_names() -> String {
     Level::ALL
         .iter()
+        .chain(Level::OFFLOADED)
         .map(|l| l.name())
         .collect::<Vec<_>>()
         .join(", ")
@@ -274,6 +291,9 @@ pub trait Element:
     /// The amx level for this type (see `amx.rs`): f32 only.
     #[doc(hidden)]
     fn amx_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError>;
+    /// The wgpu level for this type (see `offload.rs`): f32 only.
+    #[doc(hidden)]
+    fn wgpu_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError>;
 }
 
 mod sealed {
@@ -304,6 +324,9 @@ impl Element for f32 {
     fn amx_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
         amx::gemm_f32(p, c)
     }
+    fn wgpu_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
+        offload::gemm_f32(p, c)
+    }
 }
 
 impl Element for f64 {
@@ -330,6 +353,13 @@ impl Element for f64 {
         Err(GemmError::Unavailable {
             level: "amx",
             reason: "AMX multiplies bf16 with f32 accumulation; it has no f64 product".into(),
+        })
+    }
+    fn wgpu_gemm(p: &Problem<'_, Self>, c: &mut [Self]) -> Result<(), GemmError> {
+        let _ = (p, c);
+        Err(GemmError::Unavailable {
+            level: "wgpu",
+            reason: "the WGSL kernels multiply in f32; there is no f64 product".into(),
         })
     }
 }
@@ -563,6 +593,13 @@ fn product<T: Element>(
         Level::Library => T::library_gemm(&p, c),
         Level::Blas => T::blas_gemm(&p, c)?,
         Level::Amx => T::amx_gemm(&p, c)?,
+        // Inside `serial` the caller runs many small products on the CPU's threads at once
+        // (attention's heads): those stay on the CPU (offload.rs says why).
+        Level::Wgpu if in_serial() => match Level::fastest() {
+            Level::Simd => T::simd_gemm(&p, c, simd::active_isa()?, None),
+            _ => T::library_gemm(&p, c),
+        },
+        Level::Wgpu => T::wgpu_gemm(&p, c)?,
     }
     Ok(())
 }

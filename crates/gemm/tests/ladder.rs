@@ -150,6 +150,15 @@ fn levels_parse_and_list_in_ladder_order() {
         "fast".parse::<Level>(),
         Err(GemmError::UnknownLevel(_))
     ));
+    // The GPU level parses by name, stays out of the default lists, and without a registered
+    // engine (ferrogpt-wgpu registers one in the ferrogpt binary) says why it cannot run.
+    assert_eq!(Level::OFFLOADED, [Level::Wgpu]);
+    assert_eq!("wgpu".parse::<Level>(), Ok(Level::Wgpu));
+    assert!(!Level::available_levels().contains(&Level::Wgpu));
+    let err = Level::Wgpu.available().unwrap_err().to_string();
+    assert!(err.contains("wgpu") && err.contains("registered"), "{err}");
+    let unknown = "fast".parse::<Level>().unwrap_err().to_string();
+    assert!(unknown.contains("amx, wgpu"), "{unknown}");
     assert!(Level::fastest().available().is_ok());
     assert!(Level::fastest().exact());
 }

@@ -128,6 +128,17 @@ impl Gpu {
         )
     }
 
+    /// The most elements of type `input` one buffer may hold on this device (the smaller of
+    /// its buffer and storage-binding limits, less the padding of [`GpuBuffer`]).
+    pub fn max_elements(&self, input: Input) -> usize {
+        let limits = self.device.limits();
+        let bytes = limits
+            .max_buffer_size
+            .min(limits.max_storage_buffer_binding_size);
+        let elems = (bytes / input.size()) as usize;
+        elems - elems % PAD
+    }
+
     /// The clock [`Gpu::time_matmul`] uses on this device.
     pub fn clock(&self) -> Clock {
         if self

@@ -25,6 +25,8 @@
 //!   software Vulkan driver (lavapipe) is an adapter too: CI runs the tests on it.
 //! * [`Gpu`] wraps one device and its queue: typed buffers ([`GpuBuffer`]) up and down, the
 //!   compiled pipelines cached per level, and [`Gpu::matmul`] as the one entry point.
+//! * [`offload`] is the CPU ladder's `wgpu` level: registered into `ferrogpt-gemm` at start-up,
+//!   it runs the CPU engine's products here, moving the data on every call.
 //! * [`bench`] times every level (GPU timestamps where the adapter has them, else the wall
 //!   clock around a submission) and checks it against the f64 oracle in [`reference`].
 //!   Measured numbers and what each kernel does: `docs/wgpu.md`.
@@ -36,6 +38,7 @@ mod adapter;
 pub mod bench;
 mod device;
 mod ladder;
+pub mod offload;
 pub mod reference;
 
 pub use adapter::{adapters, render_text, AdapterLimits, AdapterReport};
