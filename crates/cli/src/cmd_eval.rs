@@ -49,7 +49,7 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> Result<(), String> {
     let level = a.compute.setup()?;
-    a.device.parse()?; // bad --device/--dtype before the checkpoint is read
+    a.device.is_cpu()?; // bad --device/--dtype before the checkpoint is read
     let requested = crate::cmd_quantize::parse_weights(a.weights.as_deref())?;
     let (loaded, _, decode) = crate::cmd_quantize::load(&a.checkpoint, requested)?;
     let block = loaded.model.config.block_size;

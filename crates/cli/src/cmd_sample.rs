@@ -99,7 +99,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     };
     let level = a.compute.setup()?;
     // Bad --device/--dtype before the checkpoint is read.
-    if a.device.parse()?.0 != Device::Cpu && a.no_kv_cache {
+    if !a.device.is_cpu()? && a.no_kv_cache {
         return Err("--no-kv-cache runs on the CPU engine only (--device cpu)".into());
     }
     let requested = crate::cmd_quantize::parse_weights(a.weights.as_deref())?;
@@ -287,6 +287,9 @@ pub fn inference_engine(
         params,
         train: None,
     };
+    if let Some(index) = device.wgpu()? {
+        return crate::common::wgpu_engine(index, requested, init);
+    }
     let (dev, _) = device.parse()?;
     if dev == Device::Cpu {
         let engine = CpuEngine::new(init, level).map_err(|e| e.to_string())?;

@@ -34,7 +34,8 @@ impl Compute {
 /// Where the model runs and in what precision, for every command that runs the model.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DeviceArgs {
-    /// cpu, or cuda[:N] (the N-th GPU; cuda is cuda:0)
+    /// cpu, or cuda[:N] (the N-th GPU; cuda is cuda:0); for sample and eval also wgpu[:N]
+    /// (the N-th adapter of `ferrogpt info`, GPT-2 models)
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// fp32; or, on CUDA only, tf32 (fp32 with TF32 tensor-core products) or bf16
@@ -69,8 +70,41 @@ pub enum DType {
 }
 
 impl DeviceArgs {
-    /// The device and dtype, checked to be a pair some engine supports.
+    /// `--device wgpu[:N]` (sample and eval only): the adapter index, checked with `--dtype`;
+    /// None for any other device.
+    pub fn wgpu(&self) -> Result<Option<usize>, String> {
+        if !self.device.starts_with("wgpu") {
+            return Ok(None);
+        }
+        let index = ferrogpt_wgpu::parse_device(&self.device).map_err(|e| e.to_string())?;
+        if self.dtype != "fp32" {
+            return Err(format!(
+                "--dtype {} needs --device cuda: the wgpu engine computes in fp32",
+                self.dtype
+            ));
+        }
+        Ok(Some(index))
+    }
+
+    /// Whether the model runs on the CPU engine, with `--device` and `--dtype` checked
+    /// (`wgpu` accepted: for the commands that run inference).
+    pub fn is_cpu(&self) -> Result<bool, String> {
+        if self.wgpu()?.is_some() {
+            return Ok(false);
+        }
+        Ok(self.parse()?.0 == Device::Cpu)
+    }
+
+    /// The device and dtype, checked to be a pair some engine supports (`wgpu`, which only
+    /// sample and eval take, is refused here: see [`DeviceArgs::wgpu`]).
     pub fn parse(&self) -> Result<(Device, DType), String> {
+        if self.device.starts_with("wgpu") {
+            return Err(format!(
+                "--device {} runs sample and eval only (GPT-2's forward pass); train on cpu or \
+                 cuda (--matmul wgpu sends the CPU engine's products to the GPU)",
+                self.device
+            ));
+        }
         let device = match self.device.as_str() {
             "cpu" => Device::Cpu,
             "cuda" => Device::Cuda(0),
@@ -115,6 +149,22 @@ pub fn engine_factory(
         (Device::Cpu, _) => Ok(CpuEngine::factory(level)),
         (Device::Cuda(ordinal), dtype) => cuda_engine_factory(ordinal, dtype, recompute),
     }
+}
+
+/// The inference engine of wgpu adapter `index` (sample, eval): the GPT-2 forward pass in our
+/// WGSL kernels, in f32. `--weights` other than f32 is refused.
+pub fn wgpu_engine(
+    index: usize,
+    requested: Option<ferrogpt_gemm::gemv::WeightFormat>,
+    init: ferrogpt_train::EngineInit<'_>,
+) -> Result<Box<dyn ferrogpt_train::Engine>, String> {
+    if let Some(f) = requested.filter(|f| *f != ferrogpt_gemm::gemv::WeightFormat::F32) {
+        return Err(format!(
+            "--weights {f} runs on the CPU engine only (--device cpu); the wgpu engine computes in f32"
+        ));
+    }
+    let engine = ferrogpt_wgpu::engine::WgpuEngine::new(init, index).map_err(|e| e.to_string())?;
+    Ok(Box::new(engine))
 }
 
 /// The engine factory of CUDA GPU `ordinal`, computing in `dtype`: where the GPU engine plugs in.

@@ -16,7 +16,7 @@ use std::time::Instant;
 /// A buffer on the device: `len` elements of type `input`, in an allocation padded to a whole
 /// number of vec4s (the vectorised kernels read A and B as `array<vec4<E>>`).
 pub struct GpuBuffer {
-    buffer: wgpu::Buffer,
+    pub(crate) buffer: wgpu::Buffer,
     len: usize,
     input: Input,
 }
@@ -166,8 +166,18 @@ impl Gpu {
         Ok(())
     }
 
+    /// The wgpu device (for the model's kernels in this crate).
+    pub(crate) fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The device's queue.
+    pub(crate) fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
     /// Turns the errors wgpu reported since the last check into one error.
-    fn check(&self, during: &str) -> Result<(), WgpuError> {
+    pub(crate) fn check(&self, during: &str) -> Result<(), WgpuError> {
         let mut errors = self.errors.lock().map_err(|_| WgpuError::Gpu {
             during: during.to_string(),
             message: "the error log's lock was poisoned".into(),

@@ -31,12 +31,19 @@
 //!   clock around a submission) and checks it against the f64 oracle in [`reference`].
 //!   Measured numbers and what each kernel does: `docs/wgpu.md`.
 //!
-//! Dependency rule: this crate depends only on `ferrogpt-gemm` (its naive level in f64 is the
-//! oracle of the tests).
+//! * [`gpt2`] is the GPT-2 forward pass in our WGSL kernels (`kernels/gpt2/`), with a key/value
+//!   cache, and [`engine`] puts it behind the engine contract for `sample` and `eval`
+//!   (`--device wgpu`).
+//!
+//! Dependency rule: the ladder depends only on `ferrogpt-gemm` (its naive level in f64 is the
+//! oracle of the tests); the forward pass also on `ferrogpt-model` (the config and parameter
+//! layout) and `ferrogpt-train` (the engine contract), as the CUDA engine (`ferrogpt-gpu`) does.
 
 mod adapter;
 pub mod bench;
 mod device;
+pub mod engine;
+pub mod gpt2;
 mod ladder;
 pub mod offload;
 pub mod reference;
