@@ -23,9 +23,8 @@
 //! Precision: f32 throughout; bf16 and int8 weights as [`ferrogpt_gemm::gemv`] states (int8
 //! also quantizes each product's input vector per block of 32).
 
-pub mod quant;
-
-pub use quant::DecodeWeights;
+// The weight formats live in `crate::quant`; the old paths stay for existing callers.
+pub use crate::quant::{self, DecodeWeights};
 
 use crate::config::Family;
 use crate::{Gpt, ParamLayout};

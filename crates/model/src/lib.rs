@@ -4,9 +4,11 @@
 //! * [`params`]: the flat parameter layout (one allocation, named views in HF GPT-2's names and
 //!   layouts) and GPT-2 initialisation.
 //! * [`gpt`]: the forward pass, written once on the tape; its backward follows.
-//! * [`generate`]: sampling with temperature and top-k.
+//! * [`generate`]: sampling with temperature, top-k and top-p; stop strings.
 //! * [`checkpoint`]: safetensors weights and `config.json` in Hugging Face GPT-2's format.
-//! * [`gguf`]: llama.cpp's GGUF files (gpt2 and llama architectures, F32/F16), both ways.
+//! * [`gguf`]: llama.cpp's GGUF files (gpt2 and llama architectures, F32/F16/Q8_0), both ways.
+//! * [`kvcache`]: incremental decoding with the key/value cache (reference loops and GEMV).
+//! * [`quant`]: the decoder's weights in f32, bf16 or int8 (Q8_0) and quantized checkpoints.
 //!
 //! Dependency rule: depends on ferrogpt-core (ops, tape) and ferrogpt-gemm (levels) only.
 
@@ -17,6 +19,7 @@ pub mod gguf;
 pub mod gpt;
 pub mod kvcache;
 pub mod params;
+pub mod quant;
 
 pub use config::GptConfig;
 pub use gpt::Gpt;
