@@ -159,3 +159,157 @@ fn matmul_wgpu_without_an_adapter_is_one_line() {
         lines[0]
     );
 }
+
+/// A small model trained for a few steps (so that its text is not uniform noise), in `dir`.
+fn trained(dir: &Path) -> std::path::PathBuf {
+    let data = verse_file(dir);
+    let out = dir.join("model");
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--steps",
+        "40",
+    ];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--lr", "1e-2"]);
+    let o = run_env(dir, &args, false);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    out
+}
+
+/// Greedy decoding on wgpu (prefill, the cache, and the window sliding past the block size of
+/// 32) gives the CPU's text; eval gives its loss within 1e-4 (seen on lavapipe: equal to the
+/// printed digits).
+#[test]
+fn sample_and_eval_on_wgpu_match_the_cpu() {
+    if !have_adapter() {
+        return;
+    }
+    let dir = tmp("sample");
+    let model = trained(&dir);
+    let data = verse_file(&dir);
+    let mut texts = vec![];
+    let mut losses = vec![];
+    for device in ["cpu", "wgpu"] {
+        let o = run_env(
+            &dir,
+            &[
+                "sample",
+                "--checkpoint",
+                s(&model),
+                "--prompt",
+                "JULIET:",
+                "--tokens",
+                "70",
+                "--temperature",
+                "0",
+                "--device",
+                device,
+            ],
+            false,
+        );
+        assert_eq!(o.code, 0, "{device}: {}", o.stderr);
+        texts.push(o.stdout);
+        let o = run_env(
+            &dir,
+            &[
+                "eval",
+                "--checkpoint",
+                s(&model),
+                "--data",
+                s(&data),
+                "--json",
+                "--device",
+                device,
+            ],
+            false,
+        );
+        assert_eq!(o.code, 0, "{device}: {}", o.stderr);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        losses.push(v["loss"].as_f64().unwrap());
+    }
+    assert!(texts[0].len() > 40, "{}", texts[0]);
+    assert_eq!(texts[0], texts[1]);
+    assert!(
+        (losses[0] - losses[1]).abs() <= 1e-4,
+        "cpu {} wgpu {}",
+        losses[0],
+        losses[1]
+    );
+}
+
+/// `--device wgpu` without an adapter, with an adapter index past the list, or for training:
+/// one line each, exit status 1.
+#[test]
+fn device_wgpu_errors_are_one_line() {
+    let dir = tmp("deverr");
+    let data = verse_file(&dir);
+    let model = dir.join("m");
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&model),
+        "--steps",
+        "1",
+    ];
+    args.extend_from_slice(SMALL);
+    assert_eq!(run_env(&dir, &args, true).code, 0);
+    let sample = [
+        "sample",
+        "--checkpoint",
+        s(&model),
+        "--tokens",
+        "3",
+        "--device",
+    ];
+    let cases: Vec<(Vec<&str>, bool, &str)> = vec![
+        ([&sample[..], &["wgpu"]].concat(), true, "no wgpu adapter"),
+        (
+            vec![
+                "eval",
+                "--checkpoint",
+                s(&model),
+                "--data",
+                s(&data),
+                "--device",
+                "wgpu",
+            ],
+            true,
+            "no wgpu adapter",
+        ),
+        (
+            [&sample[..], &["wgpu:x"]].concat(),
+            true,
+            "expected wgpu or wgpu:N",
+        ),
+        (
+            [&sample[..], &["wgpu", "--dtype", "bf16"]].concat(),
+            true,
+            "computes in fp32",
+        ),
+        (
+            [&args[..], &["--device", "wgpu"]].concat(),
+            true,
+            "runs sample and eval only",
+        ),
+    ];
+    for (args, hide, needle) in cases {
+        let o = run_env(&dir, &args, hide);
+        assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
+        let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", o.stderr);
+        assert!(lines[0].contains(needle), "{args:?}: {}", lines[0]);
+    }
+    if have_adapter() {
+        // An adapter index past the list (Mesa may print its XDG_RUNTIME_DIR notice too).
+        let o = run_env(&dir, &[&sample[..], &["wgpu:99"]].concat(), false);
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        assert!(o.stderr.contains("no wgpu adapter 99"), "{}", o.stderr);
+        assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    }
+}

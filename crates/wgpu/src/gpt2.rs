@@ -100,6 +100,20 @@ impl Gpt2 {
         layout: &ParamLayout,
         params: &[f32],
     ) -> Result<Gpt2, WgpuError> {
+        let max = gpu.max_elements(crate::Input::F32);
+        Gpt2::with_max_elements(gpu, cfg, layout, params, max)
+    }
+
+    /// [`Gpt2::new`] with the token embedding and the logits split as if one buffer held at
+    /// most `max_elems` values (at most the device's limit), so that tests can reach the
+    /// splitting with small models.
+    pub fn with_max_elements(
+        gpu: Gpu,
+        cfg: &GptConfig,
+        layout: &ParamLayout,
+        params: &[f32],
+        max_elems: usize,
+    ) -> Result<Gpt2, WgpuError> {
         if cfg.family != Family::Gpt2 || cfg.pos != Position::Learned {
             return Err(WgpuError::Shape(format!(
                 "the wgpu engine runs GPT-2 models with learned positions; this one is {} with {} positions (run it with --device cpu)",
@@ -114,7 +128,14 @@ impl Gpt2 {
                 layout.total
             )));
         }
-        let max_elems = gpu.max_elements(crate::Input::F32);
+        let max_elems = max_elems.min(gpu.max_elements(crate::Input::F32));
+        if max_elems < cfg.n_embd {
+            return Err(WgpuError::TooLarge {
+                what: "one row of the token embedding".into(),
+                bytes: 4 * cfg.n_embd as u64,
+                limit: 4 * max_elems as u64,
+            });
+        }
         let view = |p: ferrogpt_core::Param| &params[p.offset..p.offset + p.len()];
         let up = |p: ferrogpt_core::Param| gpu.upload(view(p));
         let pair = |w: ferrogpt_core::Param, b: Option<ferrogpt_core::Param>| {
