@@ -16,6 +16,8 @@
 #   big       gpt2-350m, gpt2-774m and gpt2-1558m (bf16, T=1024), with and without --recompute,
 #             beside llm.c on the same shapes when LLMC is set
 #   llmc      gpt2-124m bf16 at B=16 and B=64 beside llm.c (LLMC set)
+#   decode    gpt2-124m greedy decoding at batch 1 (the GPU key/value cache) beside transformers'
+#             generate on the same GPU
 # LLMC=DIR: an llm.c checkout (sources; built here with cuDNN attention, cudnn-frontend's headers
 # in DIR/cudnn-frontend/include) and LLMC_DATA=DIR holding ts_train.bin and ts_val.bin (llm.c
 # token files, e.g. from `ferrogpt tokenize`; the validation file must hold more than B×T
@@ -159,6 +161,23 @@ if has profile; then
         if [ -f "$RAW/torch-gpt2-$dt.err" ]; then
             echo "PyTorch compiled $dt:" | tee -a "$S"
             grep -E "^(-|Name|Self)|%" "$RAW/torch-gpt2-$dt.err" | head -50 | tee -a "$S"
+        fi
+    done
+fi
+
+if has decode; then
+    # GPT-2 124M (random init, one training step to make the checkpoint), greedy, batch 1.
+    echo "## gpt2-124m decoding, batch 1, greedy, 256 new tokens (key/value cache on the GPU)" | tee -a "$S"
+    rm -rf /tmp/ferrogpt-g124
+    "$BIN/ferrogpt" train --device cuda --dtype bf16 --preset gpt2-124m --steps 1 --eval-interval 0 \
+        --sample-tokens 0 --data "$DATA" --out /tmp/ferrogpt-g124 >"$RAW/g124-train.log" 2>&1 || rc=1
+    for dt in bf16 fp32; do
+        "$BIN/ferrogpt" sample --device cuda --dtype $dt --checkpoint /tmp/ferrogpt-g124 --prompt "Hello, my name is" \
+            --tokens 256 --temperature 0 --timing >"$RAW/decode-$dt.txt" 2>"$RAW/decode-$dt.err" || rc=1
+        echo "ferrogpt $dt: $(grep timing "$RAW/decode-$dt.err")" | tee -a "$S"
+        if torch_ok; then
+            python3 "$ROOT/bench/peers/hf_generate_timing.py" --model /tmp/ferrogpt-g124 --device cuda --dtype $dt \
+                --tokens 256 --repeats 3 2>"$RAW/hf-decode-$dt.err" | tail -1 | tee -a "$S"
         fi
     done
 fi

@@ -1,5 +1,7 @@
 """transformers' generate as the peer of `ferrogpt sample` (issue 16): greedy decoding with the
-KV cache on the CPU, one timestamp per token through a streamer. Prints one JSON line: the time
+KV cache on the CPU or one GPU (--device cuda, --dtype fp32|bf16), one timestamp per token
+through a streamer (on cuda each step ends with generate's own check of the stopping criteria,
+which waits for the GPU). Prints one JSON line: the time
 to the first new token (prefill + first step, after the model is loaded) and the median time of
 the later tokens.
 
@@ -36,12 +38,15 @@ def main():
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--prompt-ids", default="15496,11,616,1438,318")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    model = GPT2LMHeadModel.from_pretrained(a.model, torch_dtype=torch.float32).eval()
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    model = GPT2LMHeadModel.from_pretrained(a.model, torch_dtype=dtype).eval().to(a.device)
     load_s = time.perf_counter() - t0
-    ids = torch.tensor([[int(x) for x in a.prompt_ids.split(",")]])
+    ids = torch.tensor([[int(x) for x in a.prompt_ids.split(",")]]).to(a.device)
     for _ in range(a.repeats):
         s = Stamps()
         start = time.perf_counter()
@@ -62,6 +67,8 @@ def main():
             "peer": "transformers generate",
             "torch": torch.__version__,
             "threads": a.threads,
+            "device": a.device,
+            "dtype": a.dtype,
             "load_s": round(load_s, 3),
             "first_token_ms": round((new[0] - start) * 1e3, 1),
             "median_ms_per_token": round(statistics.median(steps) * 1e3, 2),

@@ -151,8 +151,19 @@ impl Engine for GpuEngine {
         self.model.token_losses(inputs, targets, t).map_err(err)
     }
 
+    /// One sequence (B = 1) decodes with the key/value cache, as the CPU engine's does: a
+    /// window that extends the last one by a token costs one position; any other window starts
+    /// the cache over from it (the prompt, or a window that slid past the block size).
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError> {
-        self.model.last_logits(tokens, t).map_err(err)
+        let m = &mut self.model;
+        if tokens.len() != t || !m.can_decode() {
+            return m.last_logits(tokens, t).map_err(err);
+        }
+        let r = match tokens.split_last() {
+            Some((&next, before)) if m.decoded_tokens() == before => m.decode_next(next),
+            _ => m.decode_start(tokens),
+        };
+        r.map_err(err)
     }
 
     /// NCCL's in-place sum of the gradient buffer, on the model's stream. The communicator is

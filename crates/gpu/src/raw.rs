@@ -25,7 +25,7 @@ use ferrogpt_cuda::{CudaError, Gpu};
 use crate::Dtype;
 
 /// The kernel sources, pasted after `common.cuh` into one NVRTC program per dtype.
-const SOURCES: [(&str, &str); 8] = [
+const SOURCES: [(&str, &str); 9] = [
     ("encoder.cu", include_str!("../kernels/encoder.cu")),
     ("layernorm.cu", include_str!("../kernels/layernorm.cu")),
     ("elementwise.cu", include_str!("../kernels/elementwise.cu")),
@@ -37,13 +37,14 @@ const SOURCES: [(&str, &str); 8] = [
     ),
     ("softmax_ce.cu", include_str!("../kernels/softmax_ce.cu")),
     ("optimizer.cu", include_str!("../kernels/optimizer.cu")),
+    ("decode.cu", include_str!("../kernels/decode.cu")),
 ];
 const COMMON: &str = include_str!("../kernels/common.cuh");
 
 /// Head sizes the fused attention is instantiated for.
 pub const HEAD_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
 
-const KERNELS: [&str; 23] = [
+const KERNELS: [&str; 25] = [
     "encoder_forward",
     "encoder_backward_wte",
     "encoder_backward_wpe",
@@ -67,6 +68,8 @@ const KERNELS: [&str; 23] = [
     "adamw",
     "sgd",
     "sumsq_partial",
+    "kv_append",
+    "attn_decode",
 ];
 
 /// 1-D kernels whose threads take one 16-byte vector each (VEC elements): `launch_n` sizes

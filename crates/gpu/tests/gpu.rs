@@ -879,3 +879,52 @@ fn activations_beyond_gpu_memory_are_one_line() {
     );
     assert!(!e.contains('\n'), "{e}");
 }
+
+/// Decoding with the key/value cache gives the logits of running the whole window again, at
+/// every position of a sequence (prompt, then one token a step, up to the block size), for
+/// GPT-2 (learned positions) and Llama (rotary, grouped-query heads), fp32 and bf16; past the
+/// block size it refuses in one line, and a second sequence starts over.
+#[test]
+fn cached_decoding_matches_the_full_forward() {
+    let llama = llama(2, 4, 2, 128, 344, 48, 300, false);
+    for (cfg, dtype, tol) in [
+        (config(2, 4, 128, 48, 300), Dtype::F32, 1e-4),
+        (llama.clone(), Dtype::F32, 1e-4),
+        (config(2, 2, 128, 48, 300), Dtype::Bf16, 3e-2),
+        (llama, Dtype::Bf16, 3e-2),
+    ] {
+        let Some(gpu) = gpu() else { return };
+        let model = Gpt::new(cfg.clone()).unwrap();
+        let p: Vec<f32> = weights(&model, 5).iter().map(|&x| x as f32).collect();
+        let mut g = GpuModel::new(gpu, dtype, cfg.clone(), &p, None).unwrap();
+        assert!(g.can_decode());
+        let (tokens, _) = batch(cfg.vocab_size, cfg.block_size, 21);
+        let close = |got: &[f32], want: &[f32], what: &str| {
+            let big = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let err = got
+                .iter()
+                .zip(want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= tol * big,
+                "{:?} {dtype:?} {what}: {err} of {big}",
+                cfg.family
+            );
+        };
+        for prompt in [7, 1] {
+            let got = g.decode_start(&tokens[..prompt]).unwrap();
+            let want = g.last_logits(&tokens[..prompt], prompt).unwrap();
+            close(&got, &want, "prompt");
+            for i in prompt..cfg.block_size {
+                let got = g.decode_next(tokens[i]).unwrap();
+                assert_eq!(g.decoded_tokens(), &tokens[..=i]);
+                let want = g.last_logits(&tokens[..=i], i + 1).unwrap();
+                close(&got, &want, &format!("position {i}"));
+            }
+            let e = g.decode_next(tokens[0]).unwrap_err().to_string();
+            assert!(e.contains("block size"), "{e}");
+        }
+        let e = g.decode_start(&[]).unwrap_err().to_string();
+        assert!(e.contains("prompt of 0 tokens"), "{e}");
+    }
+}

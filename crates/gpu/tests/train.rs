@@ -276,3 +276,53 @@ fn gpu_token_losses_follow_the_cpu() {
         }
     }
 }
+
+/// Greedy sampling through the GPU engine's key/value cache gives the CPU engine's tokens,
+/// also after the window slides past the block size (32 here: the cache starts over from the
+/// slid window each step).
+#[test]
+fn gpu_cached_greedy_sampling_gives_the_cpu_text() {
+    if !has_gpu() {
+        return;
+    }
+    use ferrogpt_model::generate::Sampling;
+    use ferrogpt_train::{engine::generate, Engine, EngineInit};
+    let cfg = small_cfg();
+    let model = ferrogpt_model::Gpt::new(cfg.model_config(40)).unwrap();
+    let params = model.layout.init(
+        &model.config,
+        &mut <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(4),
+    );
+    let init = || EngineInit {
+        model: &model,
+        params: params.clone(),
+        train: None,
+    };
+    let greedy = Sampling {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        allowed: None,
+        stop: None,
+    };
+    let run = |engine: &mut dyn Engine| {
+        let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(1);
+        generate(
+            engine,
+            &model,
+            &[3, 1, 4, 1, 5],
+            45,
+            greedy,
+            &mut rng,
+            |_| Ok(()),
+        )
+        .unwrap()
+    };
+    let want = run(&mut CpuEngine::new(init(), Level::Naive).unwrap());
+    let mut gpu = GpuEngine::new(0, Dtype::F32, 0, init()).unwrap();
+    assert_eq!(run(&mut gpu), want);
+    assert!(
+        gpu.model().decoded_tokens().len() > 1,
+        "the GPU engine decoded with its cache"
+    );
+}

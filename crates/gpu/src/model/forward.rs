@@ -164,7 +164,7 @@ impl GpuModel {
 
     /// res3 = res2 + drop(fcproj(act(fc(norm2(res2))))), dropout site `site + 2`; act is
     /// GELU on (N, F) (GPT-2) or SwiGLU on (N, 2F) → (N, F) (Llama).
-    fn mlp_forward(
+    pub(super) fn mlp_forward(
         &self,
         a: &Acts,
         blk: &BlockParams,
@@ -209,7 +209,12 @@ impl GpuModel {
     }
 
     /// lnf = normf(resid); logits (N, Vp) = lnf (N, C) · headᵀ (head = wte when tied).
-    fn head_forward(&self, a: &Acts, resid: DevPtr<X>, ps: Pass) -> Result<(), CudaError> {
+    pub(super) fn head_forward(
+        &self,
+        a: &Acts,
+        resid: DevPtr<X>,
+        ps: Pass,
+    ) -> Result<(), CudaError> {
         let (d, l, n) = (&self.dev, &self.layout, ps.n);
         let (c, vp) = (self.config.n_embd, self.config.padded_vocab_size);
         self.norm_forward(a.lnf, a.lnf_s, resid, l.ln_f_w, l.ln_f_b, n)?;
@@ -261,7 +266,7 @@ impl GpuModel {
     /// out (N, OC) = inp (N, IC) · W + bias, W stored (IC, OC) (GPT-2) or (OC, IC) (Llama,
     /// read transposed).
     #[allow(clippy::too_many_arguments)]
-    fn linear(
+    pub(super) fn linear(
         &self,
         out: DevPtr<X>,
         inp: DevPtr<X>,

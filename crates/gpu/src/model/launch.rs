@@ -796,3 +796,66 @@ impl Flash {
         unsafe { dev.launch(&name, self.grid(n, t, self.kv), threads, &args) }
     }
 }
+
+// --- decode.cu ---------------------------------------------------------------------------
+
+/// Longest cache `attn_decode` takes (DECODE_MAX_T in decode.cu).
+pub(super) const DECODE_MAX_T: usize = 4096;
+
+/// Rows [0, n) of qkv (n, W)'s k and v heads → rows [pos0, pos0 + n) of the caches kc, vc
+/// ((maxT, KV·HS) each).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn kv_append(
+    dev: &Dev,
+    kc: DevPtr<X>,
+    vc: DevPtr<X>,
+    qkv: DevPtr<X>,
+    n: usize,
+    pos0: usize,
+    f: Flash,
+) -> Result<(), CudaError> {
+    let kvw = f.kv * f.hs;
+    let rows = pos0 + n;
+    let args = [
+        kc.arg(rows * kvw),
+        vc.arg(rows * kvw),
+        qkv.arg(n * f.w()),
+        Arg::I(n),
+        Arg::I(pos0),
+        Arg::I(f.nh),
+        Arg::I(f.kv),
+        Arg::I(f.hs),
+    ];
+    // SAFETY: the signature of decode.cu; the views cover the shapes (checked).
+    unsafe { dev.launch_n("kv_append", n * kvw, &args) }
+}
+
+/// out (NH·HS) = attention of qkv's one query row over cache rows 0 .. len-1.
+pub(super) fn attn_decode(
+    dev: &Dev,
+    out: DevPtr<X>,
+    qkv: DevPtr<X>,
+    kc: DevPtr<X>,
+    vc: DevPtr<X>,
+    len: usize,
+    f: Flash,
+) -> Result<(), CudaError> {
+    assert!(
+        (1..=DECODE_MAX_T).contains(&len) && f.hs <= 128,
+        "attn_decode: {len} cached positions, head size {}",
+        f.hs
+    );
+    let kvw = f.kv * f.hs;
+    let args = [
+        out.arg(f.nh * f.hs),
+        qkv.arg(f.w()),
+        kc.arg(len * kvw),
+        vc.arg(len * kvw),
+        Arg::I(len),
+        Arg::I(f.nh),
+        Arg::I(f.kv),
+        Arg::I(f.hs),
+    ];
+    // SAFETY: the signature of decode.cu; the views cover the shapes (checked).
+    unsafe { dev.launch("attn_decode", (f.nh, 1), 256, &args) }
+}

@@ -26,11 +26,13 @@
 //! - `forward.rs`, `backward.rs`: the passes, one method per layer kind (embeddings,
 //!   attention sublayer, MLP sublayer, head, loss), each backward under its forward's name.
 //! - `optim.rs`: the gradient and optimizer state; zeroing, all-reduce, norm, update.
+//! - `decode.rs`: sampling with a key/value cache (one new position per step).
 //! - `launch.rs`: one typed launch per CUDA kernel, the only code that passes raw
 //!   addresses to kernels (through `crate::raw`).
 
 mod acts;
 mod backward;
+mod decode;
 mod forward;
 mod launch;
 mod optim;
@@ -73,6 +75,8 @@ pub struct GpuModel {
     lt: Option<Lt>,
     /// Activation recomputation level (0, 1, 2: see `acts.rs`).
     recompute: u8,
+    /// The key/value cache of incremental decoding (`decode.rs`), made on first use.
+    kv: Option<decode::KvCache>,
 }
 
 /// Where a model's GPU memory goes, in bytes (see [`GpuModel::memory`]).
@@ -232,6 +236,7 @@ impl GpuModel {
             tc_attention,
             lt,
             recompute: 0,
+            kv: None,
         })
     }
 

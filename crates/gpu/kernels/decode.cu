@@ -1,0 +1,63 @@
+// Decoding with a key/value cache: one sequence, new positions appended one at a time (the
+// prompt all at once). The caches of a layer are (maxT, KV·HS) rows of keys and of values, in
+// floatX, the rows of qkv's k and v heads (q and k already rotated with rotary positions).
+
+// Rows [0, n) of qkv (n, W), W = (NH + 2·KV)·HS → cache rows [pos0, pos0 + n) of kc and vc.
+extern "C" __global__ void kv_append(floatX* kc, floatX* vc, const floatX* qkv, int n, int pos0, int NH, int KV,
+                                     int HS) {
+    const int kvw = KV * HS, W = (NH + 2 * KV) * HS;
+    FOR_EACH(i, (size_t)n * kvw) {
+        const int r = (int)(i / kvw), c = (int)(i % kvw);
+        const floatX* row = qkv + (size_t)r * W + NH * HS;
+        kc[(size_t)(pos0 + r) * kvw + c] = row[c];
+        vc[(size_t)(pos0 + r) * kvw + c] = row[kvw + c];
+    }
+}
+
+#define DECODE_MAX_T 4096
+#define DECODE_THREADS 256
+
+// out (NH·HS) = attention of one query row (the q heads at the start of `qkv`) over cache
+// rows 0 .. len-1 (the new position's own key and value included), query head h reading
+// key/value head h / (NH / KV). grid NH, block DECODE_THREADS; HS ≤ 128, len ≤ DECODE_MAX_T.
+// Scores: one warp per key (lanes over dimensions, coalesced); softmax over the block in f32;
+// the weighted sum of values: thread (group, d) sums every (threads / HS)-th key of dimension
+// d, the groups' partials summed in a fixed order (deterministic).
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS)
+    attn_decode(floatX* out, const floatX* qkv, const floatX* kc, const floatX* vc, int len, int NH, int KV, int HS) {
+    __shared__ float sc[DECODE_MAX_T], part[DECODE_THREADS], qs[128], scratch[32];
+    const int h = blockIdx.x, kvw = KV * HS, col = (h / (NH / KV)) * HS;
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = DECODE_THREADS / 32;
+    const float scale = rsqrtf((float)HS);
+    for (int d = tid; d < HS; d += DECODE_THREADS) qs[d] = to_f(qkv[h * HS + d]) * scale;
+    __syncthreads();
+    for (int j = warp; j < len; j += warps) {
+        const floatX* k = kc + (size_t)j * kvw + col;
+        float a = 0.0f;
+        for (int d = lane; d < HS; d += 32) a += qs[d] * to_f(k[d]);
+        a = warp_sum(a);
+        if (lane == 0) sc[j] = a;
+    }
+    __syncthreads();
+    float m = -INFINITY;
+    for (int j = tid; j < len; j += DECODE_THREADS) m = fmaxf(m, sc[j]);
+    m = block_max(m, scratch);
+    float s = 0.0f;
+    for (int j = tid; j < len; j += DECODE_THREADS) {
+        const float e = __expf(sc[j] - m);
+        sc[j] = e;
+        s += e;
+    }
+    s = block_sum(s, scratch);  // (its barriers also order the sc writes before the reads below)
+    const int groups = DECODE_THREADS / HS, d = tid % HS, grp = tid / HS;
+    float acc = 0.0f;
+    if (grp < groups)
+        for (int j = grp; j < len; j += groups) acc += sc[j] * to_f(vc[(size_t)j * kvw + col + d]);
+    part[tid] = acc;
+    __syncthreads();
+    if (tid < HS) {
+        float o = 0.0f;
+        for (int g = 0; g < groups; g++) o += part[g * HS + tid];
+        out[h * HS + tid] = from_f(o / s);
+    }
+}
