@@ -6,6 +6,7 @@
 //! for each block:
 //!     h = layernorm_1(x)                                    layernorm.wgsl    (R, C)
 //!     qkv = h · c_attn + b                                  linear.wgsl       (R, 3C)
+//!                                  (linear_rows.wgsl for R ≤ 4: one column per invocation)
 //!     cache[pos0..pos0+R] = k, v                            kv_store.wgsl     (NH, maxT, HS)
 //!     a = causal attention of q over cache[0..=pos]          attention.wgsl    (R, C)
 //!     x += a · c_proj + b                                   linear.wgsl (residual in the epilogue)
@@ -29,8 +30,12 @@ use ferrogpt_model::config::{Family, Position};
 use ferrogpt_model::{GptConfig, ParamLayout};
 
 /// The kernels, each one file; compiled once per model.
-const KERNELS: [(&str, &str); 7] = [
+const KERNELS: [(&str, &str); 8] = [
     ("embed", include_str!("../kernels/gpt2/embed.wgsl")),
+    (
+        "linear_rows",
+        include_str!("../kernels/gpt2/linear_rows.wgsl"),
+    ),
     ("layernorm", include_str!("../kernels/gpt2/layernorm.wgsl")),
     ("linear", include_str!("../kernels/gpt2/linear.wgsl")),
     ("head", include_str!("../kernels/gpt2/head.wgsl")),
@@ -38,6 +43,10 @@ const KERNELS: [(&str, &str); 7] = [
     ("attention", include_str!("../kernels/gpt2/attention.wgsl")),
     ("gelu", include_str!("../kernels/gpt2/gelu.wgsl")),
 ];
+
+/// Products of at most this many rows (decoding) go to `linear_rows.wgsl`, larger ones to the
+/// tiled `linear.wgsl`.
+const LINEAR_ROWS_MAX: usize = 4;
 
 /// GPT-2's LayerNorm epsilon (as `ferrogpt_core::ops::layernorm`).
 const LN_EPS: f32 = 1e-5;
@@ -445,8 +454,13 @@ impl<'m> Encoder<'m> {
         residual: bool,
     ) {
         let p = [m, n, k, residual as usize];
-        let groups = (n.div_ceil(16) as u32, m.div_ceil(16) as u32);
-        self.dispatch("linear", &[a, &wb.0, &wb.1, out], &p, groups);
+        if m <= LINEAR_ROWS_MAX {
+            let groups = (n.div_ceil(64) as u32, 1);
+            self.dispatch("linear_rows", &[a, &wb.0, &wb.1, out], &p, groups);
+        } else {
+            let groups = (n.div_ceil(16) as u32, m.div_ceil(16) as u32);
+            self.dispatch("linear", &[a, &wb.0, &wb.1, out], &p, groups);
+        }
     }
 
     fn submit(self) -> Result<(), WgpuError> {
