@@ -128,7 +128,10 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         .into_iter()
         .map(|level| {
             level.available().map_err(|e| e.to_string())?;
-            Ok((level, engine_factory(level, &a.device, a.recompute.recompute)?))
+            Ok((
+                level,
+                engine_factory(level, &a.device, a.recompute.recompute)?,
+            ))
         })
         .collect::<Result<Vec<_>, String>>()?;
     let (tokenizer, data) = if cfg.tokenizer == "gpt2" {
@@ -188,7 +191,10 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
             loss = t.train_step().map_err(|e| e.to_string())?.0;
             if i == 0 {
                 if let Some(mem) = t.engine.memory() {
-                    eprintln!("{label}: first step done {:.1} s after start; {mem}", since_start());
+                    eprintln!(
+                        "{label}: first step done {:.1} s after start; {mem}",
+                        since_start()
+                    );
                 }
             }
             if i >= a.warmup {
