@@ -300,6 +300,15 @@ impl GgufFile {
     /// Parses GGUF bytes (version 2 or 3). Errors: the problem in one line (bad magic, an
     /// unsupported version, truncation, a tensor beyond the end of the data).
     pub fn parse(bytes: &[u8]) -> Result<GgufFile, String> {
+        let (mut file, start) = GgufFile::parse_index(bytes)?;
+        file.data = bytes.get(start..).unwrap_or(&[]).to_vec();
+        Ok(file)
+    }
+
+    /// [`GgufFile::parse`] without copying the data: the metadata and tensor entries (`data`
+    /// left empty, every tensor checked to lie inside the data), and where the data starts in
+    /// `bytes`.
+    fn parse_index(bytes: &[u8]) -> Result<(GgufFile, usize), String> {
         let mut c = Cursor { bytes, pos: 0 };
         let magic = c
             .take(4)
@@ -363,8 +372,7 @@ impl GgufFile {
             },
         };
         let start = c.pos.div_ceil(align) * align;
-        let data = bytes.get(start..).unwrap_or(&[]).to_vec();
-        let mut file = GgufFile { data, ..file };
+        let data_len = bytes.len().saturating_sub(start);
         // Each F32/F16/Q8_0 tensor must lie inside the data (others are refused when read).
         for t in &file.tensors {
             let elems = t.ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
@@ -382,21 +390,20 @@ impl GgufFile {
                 .filter(|&e| e <= usize::MAX / 4)
                 .map(|e| ty.bytes(e) as u64);
             let end = size.and_then(|s| s.checked_add(t.offset));
-            if end.is_none_or(|e| e > file.data.len() as u64) {
+            if end.is_none_or(|e| e > data_len as u64) {
                 return Err(format!(
-                    "truncated: tensor '{}' ends beyond the file's data ({} bytes)",
+                    "truncated: tensor '{}' ends beyond the file's data ({data_len} bytes)",
                     t.name,
-                    file.data.len()
                 ));
             }
         }
-        file.data.shrink_to_fit();
-        Ok(file)
+        Ok((file, start.min(bytes.len())))
     }
 
     /// Reads and parses the file at `path`. Errors: [`ModelError::Io`], [`ModelError::Gguf`].
+    /// The file is mapped into memory, so its data is copied once, into [`GgufFile::data`].
     pub fn read(path: &Path) -> Result<GgufFile, ModelError> {
-        let bytes = std::fs::read(path).map_err(ModelError::io(path))?;
+        let bytes = crate::checkpoint::map_file(path).map_err(ModelError::io(path))?;
         GgufFile::parse(&bytes).map_err(|p| bad(path, p))
     }
 
@@ -486,10 +493,11 @@ impl GgufFile {
         out
     }
 
-    /// A tensor's values as f32, row-major, with its `ne`. Errors: missing, or a type other
-    /// than F32, F16 and Q8_0.
+    /// A tensor's values as f32, row-major, with its `ne`, read from `data` (this file's data
+    /// section). Errors: missing, or a type other than F32, F16 and Q8_0.
     fn tensor(
         &self,
+        data: &[u8],
         path: &Path,
         name: &str,
         family: &'static str,
@@ -506,15 +514,15 @@ impl GgufFile {
         let n: u64 = t.ne.iter().product();
         let at = t.offset as usize;
         let values = match t.ty {
-            0 => self.data[at..at + 4 * n as usize]
+            0 => data[at..at + 4 * n as usize]
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
                 .collect(),
-            1 => self.data[at..at + 2 * n as usize]
+            1 => data[at..at + 2 * n as usize]
                 .chunks_exact(2)
                 .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
                 .collect(),
-            8 => dequantize_q8_0(&self.data[at..at + TensorType::Q8_0.bytes(n as usize)]),
+            8 => dequantize_q8_0(&data[at..at + TensorType::Q8_0.bytes(n as usize)]),
             ty => {
                 return Err(ModelError::Unsupported {
                     path: path.to_path_buf(),
@@ -1038,7 +1046,10 @@ pub struct Imported {
 /// [`ModelError::NotInteger`] (a missing size), [`ModelError::MissingTensor`],
 /// [`ModelError::TensorShape`], [`ModelError::UnexpectedTensor`], [`ModelError::Config`].
 pub fn import(path: &Path, pad_multiple: usize) -> Result<Imported, ModelError> {
-    let f = GgufFile::read(path)?;
+    // The file mapped: tensors are read from it in place.
+    let map = crate::checkpoint::map_file(path).map_err(ModelError::io(path))?;
+    let (f, start) = GgufFile::parse_index(&map).map_err(|p| bad(path, p))?;
+    let data = &map[start..];
     let arch = f
         .get("general.architecture")
         .and_then(Value::as_str)
@@ -1157,7 +1168,7 @@ pub fn import(path: &Path, pad_multiple: usize) -> Result<Imported, ModelError> 
         } else {
             vec![in_cols as u64, out_rows as u64]
         };
-        let (ne, data) = f.tensor(path, &t.gguf, family.name())?;
+        let (ne, data) = f.tensor(data, path, &t.gguf, family.name())?;
         if ne != want {
             let rev = |v: &[u64]| v.iter().rev().map(|&d| d as usize).collect();
             return Err(ModelError::TensorShape {
