@@ -54,7 +54,7 @@ rc=0
 
 if has tests; then
     echo "## tests" | tee -a "$S"
-    for t in gpu_tests train_tests ladder; do
+    for t in ${TESTS:-gpu_tests train_tests ladder}; do
         "$BIN/$t" --test-threads=1 --nocapture >"$RAW/test-$t.log" 2>&1 || rc=1
         grep -E "^test result|panicked" "$RAW/test-$t.log" | sed "s/^/$t: /" | tee -a "$S"
     done
@@ -68,7 +68,7 @@ fi
 
 if has gpt2; then
     echo "## gpt2-124m training step, B=16, T=1024 (random tokens)" | tee -a "$S"
-    for dt in bf16 fp32 tf32; do
+    for dt in ${GPT2_DTYPES:-bf16 fp32 tf32}; do
         "$BIN/ferrogpt" bench train --device cuda --dtype $dt --preset gpt2-124m --batch-size 16 --seq-len 1024 \
             --steps 20 --warmup 5 2>"$RAW/gpt2-$dt.err" | tee -a "$S" || rc=1
         if torch_ok; then
@@ -116,7 +116,7 @@ ours() {
 
 if has llmc; then
     echo "## gpt2-124m bf16 beside llm.c (random init; llm.c with cuDNN attention)" | tee -a "$S"
-    for b in 16 64; do
+    for b in ${LLMC_BATCHES:-16 64}; do
         ours 124m-b$b --dtype bf16 --preset gpt2-124m --batch-size $b --seq-len 1024
         llmc d12-b$b-r0 -e d12 -b $b -t 1024 -r 0
         llmc d12-b$b-r1 -e d12 -b $b -t 1024 -r 1
@@ -126,7 +126,9 @@ fi
 if has big; then
     echo "## GPT-2 medium, large, XL: bf16, T=1024 (random tokens)" | tee -a "$S"
     # preset, llm.c's name for the shape, batch, our --recompute levels, llm.c's -r levels
-    for spec in "350m d24 16 0,2 0,1" "774m d36 16 0 -" "1558m d48 8 0 0" "1558m d48 16 1,2 1"; do
+    # (BIG_SPECS overrides: specs separated by ';')
+    IFS=';' read -ra specs <<<"${BIG_SPECS:-350m d24 16 0,2 0,1;774m d36 16 0 -;1558m d48 8 0 0;1558m d48 16 1,2 1}"
+    for spec in "${specs[@]}"; do
         set -- $spec
         for r in ${4//,/ }; do
             ours "$1-b$3-r$r" --dtype bf16 --preset gpt2-$1 --batch-size $3 --seq-len 1024 --recompute $r
@@ -177,7 +179,7 @@ if has decode; then
         echo "ferrogpt $dt: $(grep timing "$RAW/decode-$dt.err")" | tee -a "$S"
         if torch_ok; then
             python3 "$ROOT/bench/peers/hf_generate_timing.py" --model /tmp/ferrogpt-g124 --device cuda --dtype $dt \
-                --tokens 256 --repeats 3 2>"$RAW/hf-decode-$dt.err" | tail -1 | tee -a "$S"
+                --tokens 256 --repeats ${HF_REPEATS:-3} 2>"$RAW/hf-decode-$dt.err" | tail -1 | tee -a "$S"
         fi
     done
 fi

@@ -160,7 +160,9 @@ impl Engine for GpuEngine {
             return m.last_logits(tokens, t).map_err(err);
         }
         let r = match tokens.split_last() {
-            Some((&next, before)) if m.decoded_tokens() == before => m.decode_next(next),
+            Some((&next, before)) if !before.is_empty() && m.decoded_tokens() == before => {
+                m.decode_next(next)
+            }
             _ => m.decode_start(tokens),
         };
         r.map_err(err)
