@@ -66,7 +66,8 @@ pub struct SampleArgs {
     #[arg(long = "stop", value_name = "STR")]
     stops: Vec<String>,
     /// Run the full forward pass over the window for every token instead of decoding with the
-    /// key/value cache (the slow reference path; CPU only)
+    /// key/value cache (the slow reference path, in f32 on the values --weights stores; CPU
+    /// only)
     #[arg(long)]
     no_kv_cache: bool,
     #[command(flatten)]
