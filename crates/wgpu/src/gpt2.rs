@@ -14,6 +14,7 @@
 //!     f = gelu(h · c_fc + b)                                linear.wgsl, gelu.wgsl (R, 4C)
 //!     x += f · mlp.c_proj + b
 //! logits = layernorm_f(x)[rows] · wteᵀ                       head.wgsl         (rows, Vp)
+//!                                  (head_rows.wgsl for ≤ 4 rows: a workgroup per vocabulary row)
 //! ```
 //!
 //! R rows at positions pos0.. of one sequence: the whole prompt (prefill, pos0 = 0) or the new
@@ -30,7 +31,8 @@ use ferrogpt_model::config::{Family, Position};
 use ferrogpt_model::{GptConfig, ParamLayout};
 
 /// The kernels, each one file; compiled once per model.
-const KERNELS: [(&str, &str); 8] = [
+const KERNELS: [(&str, &str); 9] = [
+    ("head_rows", include_str!("../kernels/gpt2/head_rows.wgsl")),
     ("embed", include_str!("../kernels/gpt2/embed.wgsl")),
     (
         "linear_rows",
@@ -327,12 +329,15 @@ impl Gpt2 {
                 let nc = step.min(used - s0);
                 let out = self.gpu.zeros(rows * nc)?;
                 let p = [rows, nc, c, s0, first * c, 0, 0, 0];
-                enc.dispatch(
-                    "head",
-                    &[&acts.h, chunk, &out],
-                    &p,
-                    (nc.div_ceil(16) as u32, rows.div_ceil(16) as u32),
-                );
+                if rows <= LINEAR_ROWS_MAX {
+                    // One workgroup per column of the slice, laid out past 65,535 in y.
+                    let x = nc.min(65535);
+                    let groups = (x as u32, nc.div_ceil(x) as u32);
+                    enc.dispatch("head_rows", &[&acts.h, chunk, &out], &p, groups);
+                } else {
+                    let groups = (nc.div_ceil(16) as u32, rows.div_ceil(16) as u32);
+                    enc.dispatch("head", &[&acts.h, chunk, &out], &p, groups);
+                }
                 slices.push((v0 + s0, nc, out));
             }
         }
