@@ -11,6 +11,9 @@
 #   run(command="bash bench/wgpu.sh .device-carry/wgpu $OUT", carry=[".device-carry/wgpu"])
 # OUT_DIR receives summary.txt (the tables and the ratio to cuBLAS), wgpu.json, cublas.json,
 # their stderr (*.err) and test-wgpu.log. SIZES overrides the sizes (default 1024,2048,4096).
+# Then the `--matmul wgpu` level beside the CPU rungs (offload.json: the crossover size) and
+# GPT-2 124M batch-1 greedy decoding on `--device wgpu` beside `--device cuda` (random weights
+# after one training step on the GPU, in /tmp; DECODE=0 skips it).
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -77,6 +80,43 @@ echo "## bench matmul --device wgpu" | tee -a "$S"
 bench wgpu matmul --device wgpu --sizes "$SIZES"
 echo "## bench gpu: cuBLAS f32 (and our best CUDA f32 rung), same machine, same call" | tee -a "$S"
 bench cublas gpu --levels warptile-db,cublas-f32 --sizes "$SIZES"
+
+echo "## --matmul wgpu (data moved per call) beside the CPU rungs: the crossover" | tee -a "$S"
+bench offload matmul --levels simd,library,wgpu --sizes 256,512,1024,2048,4096
+python3 - "$OUT/offload.json" <<'PY' 2>&1 | tee -a "$S" || rc=1
+import json, sys
+try:
+    rows = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as e:
+    sys.exit(f"no crossover: no JSON ({e})")
+sizes = sorted({r["m"] for r in rows})
+best = lambda s, cpu: max((r["gflops"] for r in rows if r["m"] == s and (r["level"] != "wgpu") == cpu
+                           and r.get("gflops")), default=None)
+wins = [s for s in sizes if best(s, False) and best(s, True) and best(s, False) > best(s, True)]
+print(f"crossover (smallest size where wgpu beats the best CPU rung): {wins[0] if wins else 'none up to ' + str(sizes[-1])}")
+PY
+
+if [ "${DECODE:-1}" != 0 ]; then
+    echo "## GPT-2 124M, batch 1, greedy: --device wgpu beside --device cuda" | tee -a "$S"
+    M=/tmp/ferrogpt-wgpu-gpt2-124m
+    rm -rf "$M"
+    if "$BIN/ferrogpt" train --preset gpt2-124m --device cuda --steps 1 --batch-size 1 --seq-len 64 \
+        --eval-interval 0 --sample-tokens 0 --out "$M" >"$OUT/decode-train.log" 2>&1; then
+        for dev in wgpu cuda cpu; do
+            "$BIN/ferrogpt" sample --checkpoint "$M" --prompt "Hello, my name is" --tokens 128 \
+                --temperature 0 --timing --device "$dev" >"$OUT/decode-$dev.txt" 2>"$OUT/decode-$dev.err" ||
+                rc=1
+            grep -h "^timing" "$OUT/decode-$dev.err" | tee -a "$S" ||
+                echo "failed: $(tail -1 "$OUT/decode-$dev.err")" | tee -a "$S"
+        done
+        cmp -s "$OUT/decode-wgpu.txt" "$OUT/decode-cpu.txt" && echo "wgpu text = cpu text" | tee -a "$S" ||
+            echo "wgpu text differs from the cpu's (see decode-*.txt)" | tee -a "$S"
+    else
+        rc=1
+        echo "failed: $(tail -1 "$OUT/decode-train.log")" | tee -a "$S"
+    fi
+    rm -rf "$M"
+fi
 
 echo "## best WGSL f32 rung against cuBLAS f32 (issue 18's target: >= 40% at 4096)" | tee -a "$S"
 python3 - "$OUT/wgpu.json" "$OUT/cublas.json" <<'PY' 2>&1 | tee -a "$S" || rc=1
