@@ -327,6 +327,9 @@ fn bad_flags() {
     check(&["--device", "tpu"], "--device");
     check(&["--dtype", "fp8"], "--dtype");
     check(&["--dtype", "bf16"], "bf16");
+    check(&["--dtype", "tf32"], "--dtype tf32 needs --device cuda");
+    check(&["--recompute"], "--recompute is for the GPU engine");
+    check(&["--recompute", "1"], "--recompute is for the GPU engine");
     // The engine flags are checked before anything is read, on every command that runs the model.
     let missing = dir.join("missing");
     for cmd in [
@@ -334,6 +337,11 @@ fn bad_flags() {
         vec!["eval", "--checkpoint", s(&missing), "--data", s(&missing)],
         vec!["bench", "train", "--data", s(&missing)],
     ] {
+        if cmd[0] == "bench" {
+            let mut args = cmd.clone();
+            args.push("--recompute");
+            fails_with(&args, "--recompute is for the GPU engine");
+        }
         for (flag, value, needle) in [
             ("--device", "cuda:x", "--device"),
             ("--dtype", "bf16", "bf16"),
