@@ -98,6 +98,12 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
     if legacy {
         return Tokenizer::from_legacy_json(&v).map_err(|e| bad(&file, e));
     }
+    // GPT-2's tokenizer.json exactly as ferrogpt's runs write it: known by its SHA-256 (a few
+    // milliseconds), without the library building its BPE and the checks below (half a second
+    // before the first sampled token).
+    if sha256_hex(text.as_bytes()) == GPT2_JSON_SHA256 {
+        return Tokenizer::gpt2();
+    }
     let inner = tokenizers::Tokenizer::from_str(&text).map_err(|e| bad(&file, e))?;
     classify(inner, Some(text), config).map_err(|e| located(&file, e))
 }
@@ -239,6 +245,20 @@ fn is_gpt2(v: &Value) -> Result<bool> {
     }
     let reference = gpt2_reference()?;
     Ok(m["vocab"] == reference.model["vocab"] && m["merges"] == reference.model["merges"])
+}
+
+/// SHA-256 of GPT-2's tokenizer.json as [`save`] writes it (`gpt2_reference().json`; a test
+/// holds the two together, so a library that serialises differently fails it rather than
+/// only making loading slower).
+pub(crate) const GPT2_JSON_SHA256: &str =
+    "11e818f948f43497f364722def50c13f419158554961ee4bb095fbd3350895c3";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// GPT-2's tokenizer in the library's form, built once per process.
@@ -420,4 +440,18 @@ pub fn save(tok: &Tokenizer, dir: &Path, model_max_length: usize) -> Result<Vec<
         write_atomic(&path, text.as_bytes()).map_err(|source| DataError::Write { path, source })?;
     }
     Ok(FILES.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The constant that lets `load` know GPT-2's tokenizer.json without parsing it is the
+    /// hash of what `save` writes.
+    #[test]
+    fn gpt2_json_sha256_is_what_save_writes() {
+        let reference = super::gpt2_reference().unwrap();
+        assert_eq!(
+            super::sha256_hex(reference.json.as_bytes()),
+            super::GPT2_JSON_SHA256
+        );
+    }
 }
