@@ -260,7 +260,12 @@ fn timing_line(engine: String, prompt: usize, times: &[f64]) -> String {
     };
     let mut steps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     steps.sort_by(f64::total_cmp);
-    let median = steps.get(steps.len() / 2).copied().unwrap_or(f64::NAN);
+    let Some(&median) = steps.get(steps.len() / 2) else {
+        return format!(
+            "timing: {engine}: prompt {prompt} tokens, first token {:.1} ms",
+            first * 1e3
+        );
+    };
     format!(
         "timing: {engine}: prompt {prompt} tokens, first token {:.1} ms, then median {:.2} ms/token \
          over {} tokens ({:.1} tokens/s)",
