@@ -1,4 +1,4 @@
-//! The model's kernels compile with NVRTC for sm_90 in both dtypes (no GPU needed; skipped
+//! The model's kernels compile with NVRTC for sm_90 in every dtype (no GPU needed; skipped
 //! where NVRTC is absent, failed instead under `FERROGPT_REQUIRE_GPU=1`).
 
 use ferrogpt_gpu::{compile, Dtype};
@@ -7,7 +7,7 @@ mod common;
 
 #[test]
 fn kernels_compile_with_nvrtc() {
-    for dtype in [Dtype::F32, Dtype::Bf16] {
+    for dtype in [Dtype::F32, Dtype::Tf32, Dtype::Bf16] {
         match compile(dtype, (9, 0)) {
             Err(ferrogpt_cuda::CudaError::NoLibrary { library }) => {
                 common::skip(format!("could not load {library}"));
@@ -23,6 +23,9 @@ fn kernels_compile_with_nvrtc() {
                     "rmsnorm_backward",
                     "swiglu_backward",
                     "rope",
+                    "gelu_forward",
+                    "kv_append",
+                    "attn_decode",
                 ] {
                     assert!(
                         ptx.contains(&format!(".entry {k}")),
