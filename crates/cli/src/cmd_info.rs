@@ -6,7 +6,7 @@
 //! `logical_cores`, `caches`, `features`, `cuda`), `peak` (null with `--no-peak`) and `wgpu`
 //! (the adapters of [`ferrogpt_wgpu::adapters`], best first; empty when there is none).
 //! `--identify FILE` describes another machine instead, from its recorded `/proc/cpuinfo`,
-//! `lscpu` or `sysctl -a` output ([`ferrogpt_gemm::hw::identify`]).
+//! `lscpu` or `sysctl -a` output ([`ferrogpt_gemm::hw::identify()`]).
 
 use ferrogpt_gemm::hw::{self, HwInfo, Peak};
 use serde::Serialize;
@@ -73,7 +73,7 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `--identify FILE`: what [`hw::identify`] recognises in a recorded description.
+/// `--identify FILE`: what [`hw::identify()`] recognises in a recorded description.
 fn identify(path: &std::path::Path, format: InfoFormat) -> Result<(), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("--identify {}: cannot read: {e}", path.display()))?;

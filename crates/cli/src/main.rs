@@ -5,6 +5,10 @@
 //! Every error reaches the user as one line on stderr and exit status 1 (2 for unparsable
 //! arguments).
 
+// clap turns the argument structs' doc comments into --help text, where `cuda[:N]` and
+// `runs/<preset>` are meant literally, not as rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 mod cmd_bench_gpu;
 mod cmd_bench_matmul;
 mod cmd_bench_train;

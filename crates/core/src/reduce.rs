@@ -57,7 +57,7 @@ pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
 }
 
 /// Σ x², each x widened to f64 (the square of an f32 is then exact), summed in f64 over
-/// [`LANES`] lanes: the sum of squares behind a gradient norm. Only the additions round.
+/// `LANES` lanes: the sum of squares behind a gradient norm. Only the additions round.
 #[inline(always)]
 pub fn sum_squares_f64<T: Float>(x: &[T]) -> f64 {
     let sq = |v: T| v.to_f64() * v.to_f64();

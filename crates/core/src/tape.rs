@@ -3,7 +3,7 @@
 //! The model's forward pass calls one method per layer ([`Tape::linear`], [`Tape::attention`],
 //! ...; GPT-2's layers and those of Llama-style models: [`Tape::rmsnorm`], [`Tape::rope`],
 //! [`Tape::attention_gqa`], [`Tape::swiglu`]). Each call computes its output into a buffer owned by the tape and, when the tape is
-//! recording, appends a [`Node`] that remembers what the backward pass needs. [`Tape::backward`]
+//! recording, appends a `Node` that remembers what the backward pass needs. [`Tape::backward`]
 //! then walks the nodes in reverse, calling each op's backward.
 //!
 //! * Activations are [`Var`]s: indices into the tape's buffers, each with a (rows, cols) shape.

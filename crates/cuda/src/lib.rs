@@ -26,11 +26,11 @@
 //!   capability (`--gpu-architecture=compute_90` on an H100, which the driver turns into sm_90
 //!   code; `compute_90a` for the wgmma rung, which only sm_90 runs), and cached for the life of
 //!   the [`Gpu`]. Measured numbers: `docs/gpu-ladder.md`.
-//! * [`bench`] times every level with CUDA events (median after warm-up) and reports TFLOPS,
+//! * [`mod@bench`] times every level with CUDA events (median after warm-up) and reports TFLOPS,
 //!   the ratio to cuBLAS and the error against an f64 reference.
 //!
 //! Dependency rule: this crate depends on nothing else of ferrogpt; its tests use the f64
-//! oracle in [`reference`].
+//! oracle in [`mod@reference`].
 
 pub mod bench;
 mod device;

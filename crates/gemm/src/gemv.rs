@@ -59,7 +59,7 @@
 //! epilogue (bias, accumulation) applied while it is in L1. Products below
 //! [`PARALLEL_MIN_BYTES`] of weights, or inside [`crate::serial`], stay on the calling thread.
 //!
-//! The plain references ([`reference`], [`reference_quantized_input`]) compute in f64 from the
+//! The plain references ([`reference()`], [`reference_quantized_input`]) compute in f64 from the
 //! stored (dequantized) weights; every kernel is tested against them (tests/gemv.rs).
 //!
 //! Precision: f32 and bf16 kernels accumulate in f32 (four or eight partial sums a row, then a
@@ -711,7 +711,7 @@ pub fn reference(w: &Matrix, x: &[f32]) -> Vec<f64> {
 }
 
 /// The oracle of the int8 kernels: `W·x̂` in f64, where `x̂` is `x` quantized per block as the
-/// kernels quantize it ([`QuantizedVector`]); equal to [`reference`] for other formats.
+/// kernels quantize it ([`QuantizedVector`]); equal to [`reference()`] for other formats.
 pub fn reference_quantized_input(w: &Matrix, x: &[f32]) -> Vec<f64> {
     match w.data {
         Data::Q8 { .. } => reference(w, &QuantizedVector::new(x).dequantize()[..w.cols]),

@@ -11,7 +11,7 @@
 //! for: a call whose tokens extend that sequence computes only the new positions; one that
 //! diverges (a sliding window, another prompt) recomputes from the first differing position.
 //!
-//! Two ways to do the products, one loop ([`Products`]):
+//! Two ways to do the products, one loop (`Products`):
 //! * [`KvCache::logits`], the reference: plain loops over the flat f32 parameters in the
 //!   model's own layout, one thread.
 //! * [`KvCache::decode`], the fast path: every matrix product a multithreaded SIMD GEMV

@@ -1,6 +1,6 @@
 //! Grouped horizontal bar charts as SVG text, written by hand: one group of bars per category
 //! (a rung, an engine), one bar per series (a machine), a legend, and a value axis that is
-//! logarithmic when the values span more than [`LOG_SPAN`]× (the ladder spans four decades).
+//! logarithmic when the values span more than `LOG_SPAN`× (the ladder spans four decades).
 //! The result is a standalone SVG document that also works inline in HTML.
 
 use std::fmt::Write as _;

@@ -27,8 +27,8 @@
 //!   compiled pipelines cached per level, and [`Gpu::matmul`] as the one entry point.
 //! * [`offload`] is the CPU ladder's `wgpu` level: registered into `ferrogpt-gemm` at start-up,
 //!   it runs the CPU engine's products here, moving the data on every call.
-//! * [`bench`] times every level (GPU timestamps where the adapter has them, else the wall
-//!   clock around a submission) and checks it against the f64 oracle in [`reference`].
+//! * [`mod@bench`] times every level (GPU timestamps where the adapter has them, else the wall
+//!   clock around a submission) and checks it against the f64 oracle in [`mod@reference`].
 //!   Measured numbers and what each kernel does: `docs/wgpu.md`.
 //!
 //! * [`gpt2`] is the GPT-2 forward pass in our WGSL kernels (`kernels/gpt2/`), with a key/value

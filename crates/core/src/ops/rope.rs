@@ -1,6 +1,6 @@
 //! Rotary position embedding (RoPE), in the "rotate half" convention of Hugging Face's Llama
 //! and GPT-NeoX: within a head of HS = 2·H2 values, element i and element i + H2 (i < H2) form
-//! a pair rotated by the angle θ = pos · inv_freq[i]:
+//! a pair rotated by the angle θ = pos · `inv_freq[i]`:
 //!
 //! ```text
 //! out[i]      = x[i]·cos θ − x[i+H2]·sin θ

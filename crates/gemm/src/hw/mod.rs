@@ -17,10 +17,10 @@
 //!
 //! On Linux, `/sys/devices/system/cpu/cpu0/cache/index*/` fills any cache level the CPU
 //! instructions did not give. Other architectures get a best-effort report (sysfs, a portable
-//! benchmark loop). CUDA is found by loading `libcuda.so.1` at run time ([`cuda`]); no driver is a
+//! benchmark loop). CUDA is found by loading `libcuda.so.1` at run time (`cuda`); no driver is a
 //! line in the report, never an error.
 //!
-//! [`identify`] recognises a CPU from recorded `/proc/cpuinfo`, `lscpu` or `sysctl` text (a
+//! [`identify()`] recognises a CPU from recorded `/proc/cpuinfo`, `lscpu` or `sysctl` text (a
 //! machine described from elsewhere), with the same tables as the live detection.
 //!
 //! All unsafe and platform code lives in this folder's platform files: `x86.rs`, `aarch64.rs`,

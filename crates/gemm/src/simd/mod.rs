@@ -25,8 +25,8 @@
 //! every thread a sliver, the columns are split as well, so shapes like 768×128×384 or
 //! 64×768×768 keep both cores busy.
 //!
-//! Products with few rows (m ≤ [`SMALL_M_MAX`], n > [`DIRECT_A_MAX_N`]: every weight product
-//! of a gpt2 step at batch 4 × 64) take a second nest, [`gemm_small_m`]: tasks are column
+//! Products with few rows (m ≤ `SMALL_M_MAX`, n > `DIRECT_A_MAX_N`: every weight product
+//! of a gpt2 step at batch 4 × 64) take a second nest, `gemm_small_m`: tasks are column
 //! blocks, each packing its own KC×NC block of B̃ into its own core's L2 and sweeping all rows
 //! of op(A) over it, read in place; no shared panel and no Ã packing.
 //!
