@@ -43,8 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_gpt2 import (autocast, environment, make_optimizer, memory_stats, peak_tflops,  # noqa: E402
-                          setup_device, sync)
+from pytorch_gpt2 import (environment, make_optimizer, memory_stats, peak_tflops,  # noqa: E402
+                          setup_device, step)
 
 PRESETS = {
     # A CPU size: the char-level Shakespeare vocabulary (65), GQA with 2 query heads per kv head.
@@ -203,17 +203,7 @@ def time_steps(args, cfg):
     times, losses = [], []
     first_step_s = None
     for i in range(args.warmup + args.steps):
-        x = torch.randint(cfg["vocab"], (B, T), generator=gen).to(args.device)
-        y = torch.randint(cfg["vocab"], (B, T), generator=gen).to(args.device)
-        sync(args)
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with autocast(args):
-            _, loss = run(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sync(args)
+        t0, loss = step(args, model, run, opt, cfg, gen)
         dt = time.perf_counter() - t0
         if i == 0:
             first_step_s = dt
