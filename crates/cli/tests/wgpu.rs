@@ -138,16 +138,7 @@ fn matmul_wgpu_without_an_adapter_is_one_line() {
     let dir = tmp("noadapter");
     let data = verse_file(&dir);
     let out = dir.join("run");
-    let mut args = vec![
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--steps",
-        "1",
-    ];
-    args.extend_from_slice(SMALL);
+    let mut args = small_train(&data, &out, "1");
     args.extend_from_slice(&["--matmul", "wgpu"]);
     let o = run_env(&dir, &args, true);
     assert_eq!(o.code, 1, "{}", o.stderr);
@@ -164,16 +155,7 @@ fn matmul_wgpu_without_an_adapter_is_one_line() {
 fn trained(dir: &Path) -> std::path::PathBuf {
     let data = verse_file(dir);
     let out = dir.join("model");
-    let mut args = vec![
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--steps",
-        "40",
-    ];
-    args.extend_from_slice(SMALL);
+    let mut args = small_train(&data, &out, "40");
     args.extend_from_slice(&["--lr", "1e-2"]);
     let o = run_env(dir, &args, false);
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -248,16 +230,7 @@ fn device_wgpu_errors_are_one_line() {
     let dir = tmp("deverr");
     let data = verse_file(&dir);
     let model = dir.join("m");
-    let mut args = vec![
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&model),
-        "--steps",
-        "1",
-    ];
-    args.extend_from_slice(SMALL);
+    let args = small_train(&data, &model, "1");
     assert_eq!(run_env(&dir, &args, true).code, 0);
     let sample = [
         "sample",

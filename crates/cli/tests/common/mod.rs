@@ -118,6 +118,22 @@ pub fn verse_file(dir: &Path) -> PathBuf {
     p
 }
 
+/// `train` of `data` into `out` for `steps` steps at the [`SMALL`] size: the arguments, to
+/// which a test adds its own.
+pub fn small_train<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+        "--steps",
+        steps,
+    ];
+    args.extend_from_slice(SMALL);
+    args
+}
+
 /// A small model and batch for quick CLI runs (one thread, no final sample).
 pub const SMALL: &[&str] = &[
     "--n-layer",
