@@ -24,25 +24,35 @@ use crate::{Float, Level};
 use ferrogpt_gemm::GemmError;
 use rand::Rng;
 
-/// An activation on the tape: (rows, cols) row-major.
+/// An activation on the tape: (rows, cols) row-major. An index into the tape's buffers, valid
+/// until the next [`Tape::reset`], after which the same index names a new buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Var(usize);
 
 /// A tensor inside the flat parameter buffer: `params[offset .. offset + rows*cols]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Its gradient sits at the same range of the flat gradient buffer. Ops that take a `Param` read
+/// it as a row-major (rows, cols) matrix; a vector (a bias, a norm's weight) is (1, C).
 pub struct Param {
+    /// Index of the first element in the flat buffer, in elements (not bytes).
     pub offset: usize,
+    /// Rows of the row-major matrix.
     pub rows: usize,
+    /// Columns of the row-major matrix.
     pub cols: usize,
 }
 
 impl Param {
+    /// Elements: rows·cols.
     pub fn len(&self) -> usize {
         self.rows * self.cols
     }
+    /// Whether it holds no element (rows or cols is 0).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// `offset .. offset + rows·cols`: the slice of the parameter (and gradient) buffer.
     pub fn range(&self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.len()
     }
@@ -210,6 +220,7 @@ impl<T: Float> Tape<T> {
         })
     }
 
+    /// The matmul level the tape's products (linear layers, attention) run at.
     pub fn level(&self) -> Level {
         self.level
     }
@@ -224,6 +235,8 @@ impl<T: Float> Tape<T> {
         self.loss = None;
     }
 
+    /// Whether ops are being recorded for a backward pass (set by [`Tape::reset`]; a new tape
+    /// records).
     pub fn is_recording(&self) -> bool {
         self.recording
     }
@@ -273,6 +286,7 @@ impl<T: Float> Tape<T> {
     }
 
     /// A leaf holding `data` as a (rows, cols) input whose gradient is wanted (gradient checks).
+    /// Panics if `data.len() != rows * cols`.
     pub fn input(&mut self, data: &[T], rows: usize, cols: usize) -> Var {
         assert_eq!(data.len(), rows * cols, "input: data length vs shape");
         let v = self.alloc(rows, cols, true);
@@ -341,6 +355,7 @@ impl<T: Float> Tape<T> {
 
     /// RMSNorm of each row of x (N, C) with weight w (1, C):
     /// `y = x / sqrt(mean(x²) + eps) · w` (Llama's; statistics in f64, see [`ops::rmsnorm`]).
+    /// Panics if w does not have C elements.
     pub fn rmsnorm(&mut self, params: &[T], x: Var, w: Param, eps: f64) -> Var {
         let (n, c) = self.shape(x);
         assert_eq!(w.len(), c, "rmsnorm: weight vs input width");
@@ -359,6 +374,7 @@ impl<T: Float> Tape<T> {
     /// v heads]` (see [`ops::attention`]): every query and key head rotated by the angles
     /// `pos · inv_freq[i]` (HS = 2·`inv_freq.len()`, Hugging Face's "rotate half" pairing, see
     /// [`ops::rope`]), the values copied; row r at position `r % t`. A new var of qkv's shape.
+    /// Panics if `inv_freq` or `t` is empty, or the width is not (NH + 2·KV)·HS.
     pub fn rope(
         &mut self,
         qkv: Var,
@@ -396,7 +412,8 @@ impl<T: Float> Tape<T> {
         out
     }
 
-    /// SwiGLU of x (N, 2F), rows `[gate | up]` → (N, F): `silu(gate) · up`.
+    /// SwiGLU of x (N, 2F), rows `[gate | up]` → (N, F): `silu(gate) · up`. Panics if x's width
+    /// is odd.
     pub fn swiglu(&mut self, x: Var) -> Var {
         let (n, f2) = self.shape(x);
         assert_eq!(f2 % 2, 0, "swiglu: odd input width");
@@ -464,7 +481,8 @@ impl<T: Float> Tape<T> {
     /// Causal grouped-query self-attention of qkv (B*T, (NH + 2·KV)·HS), rows `[q heads | k heads
     /// | v heads]`, with NH = `n_head` query heads sharing KV = `n_kv_head` key/value heads
     /// (query head h reads key/value head h / (NH/KV); KV must divide NH) → (B*T, NH·HS).
-    /// Attention dropout with probability `p` when recording and `p > 0`.
+    /// Attention dropout with probability `p` when recording and `p > 0`. Panics if KV does not
+    /// divide NH or the width is not (NH + 2·KV)·HS; `b` must divide the rows.
     pub fn attention_gqa(
         &mut self,
         qkv: Var,
@@ -542,7 +560,7 @@ impl<T: Float> Tape<T> {
         out
     }
 
-    /// a + b, elementwise (the residual connection).
+    /// a + b, elementwise (the residual connection). Panics if the shapes differ.
     pub fn add(&mut self, a: Var, b: Var) -> Var {
         let (r, c) = self.shape(a);
         assert_eq!(self.shape(b), (r, c), "add: shapes differ");
@@ -591,7 +609,8 @@ impl<T: Float> Tape<T> {
     }
 
     /// Mean cross-entropy of softmax(logits[:, ..v]) against targets; the loss the tape's
-    /// [`Tape::backward`] differentiates. logits (N, Vp) with Vp >= v.
+    /// [`Tape::backward`] differentiates. logits (N, Vp) with Vp >= v; targets (N), each < v.
+    /// Panics if there is not one target per row.
     pub fn softmax_cross_entropy(&mut self, logits: Var, targets: &[u32], v: usize) -> T {
         let (n, _) = self.shape(logits);
         assert_eq!(
@@ -618,7 +637,8 @@ impl<T: Float> Tape<T> {
     }
 
     /// Backpropagates the loss of the last [`Tape::softmax_cross_entropy`] (d loss = 1):
-    /// parameter gradients accumulate into `dparams` (same layout as `params`).
+    /// parameter gradients accumulate into `dparams` (same layout as `params`). Panics if no loss
+    /// was recorded since the last [`Tape::reset`].
     pub fn backward(&mut self, params: &[T], dparams: &mut [T]) {
         self.backward_scaled(params, dparams, T::ONE, Write::Add);
     }

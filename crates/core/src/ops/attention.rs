@@ -34,7 +34,9 @@ use rayon::prelude::*;
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct Dims {
+    /// Sequences in the batch (B).
     pub b: usize,
+    /// Positions per sequence (T); the attention matrices are (T, T).
     pub t: usize,
     /// Query (and output) width: NH·HS.
     pub c: usize,

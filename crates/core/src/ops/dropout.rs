@@ -14,6 +14,7 @@ pub fn draw_mask<T: Float>(mask: &mut [T], p: f64, rng: &mut impl Rng) {
     }
 }
 
+/// out = x · mask, elementwise, out overwritten; all the same length (from [`draw_mask`]).
 pub fn forward<T: Float>(out: &mut [T], x: &[T], mask: &[T]) {
     for ((o, &x), &m) in out.iter_mut().zip(x).zip(mask) {
         *o = x * m;

@@ -5,6 +5,7 @@ use super::Write;
 use crate::{reduce, Float, PAR_MIN_ELEMS};
 use rayon::prelude::*;
 
+/// Added to the variance before the square root: GPT-2's (and PyTorch's default) 1e-5.
 pub const EPS: f64 = 1e-5;
 
 /// One row of the forward pass as the zipped iterators hand it over: (out row, mean, rstd),

@@ -3,6 +3,7 @@
 use super::Write;
 use crate::Float;
 
+/// out = a + b, elementwise, out overwritten; all the same length.
 pub fn forward<T: Float>(out: &mut [T], a: &[T], b: &[T]) {
     crate::wide::run(
         #[inline(always)]
