@@ -6,7 +6,54 @@
 //! DIR` reads any number of them, from any machines, and writes one self-contained HTML page
 //! and a Markdown version with the same tables and SVG charts ([`render`], [`svg`]).
 //!
-//! Depends on serde only; the CLI fills the machine record and the figures.
+//! Depends on serde only; the CLI (ferrogpt-cli's `bench` and `report` commands) fills the
+//! machine record and the figures, and `bench/fleet.sh` collects the files of many machines.
+//!
+//! # Example
+//!
+//! A saved result read, checked and written back, refused when it comes from a newer schema,
+//! and merged into a report page.
+//!
+//! ```
+//! use ferrogpt_report::{render, ResultFile, SchemaError};
+//!
+//! let text = r#"{
+//!   "schema": "ferrogpt-bench-result", "schema_version": 1,
+//!   "ferrogpt_version": "0.1.0", "commit": "692cdba", "date": "2026-12-07T18:20:05Z",
+//!   "host": "laptop", "command": ["ferrogpt", "bench", "matmul", "--save", "results"],
+//!   "machine": { "arch": "x86_64", "os": "linux", "vendor": "AMD",
+//!                "model": "AMD Ryzen 7 4800U", "logical_cores": 16 },
+//!   "kind": "matmul",
+//!   "matmul": { "device": "cpu", "device_name": "AMD Ryzen 7 4800U", "dtype": "f32",
+//!               "threads": 16, "rows": [
+//!     { "level": "naive", "peer": false, "m": 512, "n": 512, "k": 512,
+//!       "seconds": 0.25, "gflops": 1.07 },
+//!     { "level": "simd", "peer": false, "m": 512, "n": 512, "k": 512,
+//!       "seconds": 0.0008, "gflops": 335.5 } ] }
+//! }"#;
+//! let file = ResultFile::from_json(text)?;
+//! assert_eq!(file.figures.kind(), "matmul");
+//! assert_eq!(file.file_name(), "matmul-cpu-f32-laptop-2026-12-07T18-20-05Z.json");
+//! assert_eq!(ResultFile::from_json(&file.to_json())?, file);
+//!
+//! // A file of a newer schema version is refused with one line that says what to do.
+//! let newer = text.replace("\"schema_version\": 1", "\"schema_version\": 2");
+//! let err = ResultFile::from_json(&newer).unwrap_err();
+//! assert_eq!(err, SchemaError::Version { found: 2 });
+//! assert!(err.to_string().contains("update ferrogpt"));
+//!
+//! // One page from any number of files: HTML with inline SVG charts, and Markdown whose charts
+//! // the caller writes beside it (as [`write_report`] does).
+//! let loaded = render::Loaded { source: "results/laptop.json".into(), file };
+//! let page = render::build(&[loaded], "2026-12-08T09:00:00Z");
+//! let html = render::html(&page);
+//! assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"));
+//! let (md, charts) = render::markdown(&page);
+//! assert!(md.contains("laptop") && !charts.is_empty());
+//! # Ok::<(), SchemaError>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod render;
 pub mod schema;
@@ -49,13 +96,18 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 /// What [`write_report`] wrote.
 pub struct Written {
+    /// `out/index.html`, the self-contained page.
     pub html: PathBuf,
+    /// `out/report.md`, which links the charts.
     pub markdown: PathBuf,
+    /// How many SVG files went into `out/charts/`.
     pub charts: usize,
 }
 
 /// Merge `files` into `out/index.html`, `out/report.md` and `out/charts/*.svg` (the folders
-/// are created). `generated` is the report's time (RFC 3339).
+/// are created). `generated` is the report's time (RFC 3339). Existing files of those names
+/// are overwritten; other files in `out` are left alone. Errors: one line naming the folder or
+/// file that could not be created or written (files written before it stay).
 pub fn write_report(
     files: &[render::Loaded],
     out: &Path,

@@ -14,37 +14,56 @@ use std::fmt::Write as _;
 
 /// A parsed file and where it came from (shown in the list of runs).
 pub struct Loaded {
+    /// Where the file was read from, as the user named it (the CLI passes the path).
     pub source: String,
+    /// The parsed result.
     pub file: ResultFile,
 }
 
-/// The whole report, independent of its format.
+/// The whole report, independent of its format. All text is plain (not HTML or Markdown):
+/// [`html`] escapes it.
 pub struct Page {
+    /// The page's heading (and HTML title).
     pub title: String,
+    /// Paragraphs before the sections: how many files and machines, which commits.
     pub intro: Vec<String>,
+    /// In page order: runs, machines, then one per matmul ladder and per training shape.
     pub sections: Vec<Section>,
 }
 
+/// One section of the page: a heading and its blocks, in order.
 pub struct Section {
     /// Unique within the page; anchors and chart file names derive from it.
     pub id: String,
+    /// The heading, also the entry in the page's table of contents.
     pub title: String,
+    /// The content, in order.
     pub blocks: Vec<Block>,
 }
 
+/// One piece of a section.
 pub enum Block {
+    /// A paragraph of plain text.
     Text(String),
+    /// A table of text cells.
     Table(Table),
     /// A chart: its id (unique within the page), title and SVG document.
     Chart {
+        /// Unique within the page: the SVG's `id` and the Markdown's `charts/<id>.svg`.
         id: String,
+        /// The caption (the Markdown's image text).
         title: String,
+        /// A standalone SVG document from [`crate::svg::bar_chart`].
         svg: String,
     },
 }
 
+/// A table of plain-text cells. In HTML, a cell after the first column that starts with a
+/// digit is right-aligned as a number.
 pub struct Table {
+    /// Column headings.
     pub header: Vec<String>,
+    /// The rows, each as many cells as `header`.
     pub rows: Vec<Vec<String>>,
 }
 

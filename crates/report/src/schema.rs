@@ -50,8 +50,16 @@ pub struct ResultFile {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Figures {
-    Matmul { matmul: MatmulFigures },
-    Train { train: TrainFigures },
+    /// `bench matmul` (any device) or `bench gpu`.
+    Matmul {
+        /// The ladder's rows.
+        matmul: MatmulFigures,
+    },
+    /// `bench train`.
+    Train {
+        /// The engines' rows.
+        train: TrainFigures,
+    },
 }
 
 impl Figures {
@@ -69,17 +77,26 @@ impl Figures {
 /// written again loses nothing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
+    /// Rust's name of the architecture: "x86_64", "aarch64".
     pub arch: String,
+    /// Rust's name of the OS: "linux", "macos".
     pub os: String,
+    /// The CPU vendor: "Intel", "AMD", "Arm", "Apple", or "unknown".
     pub vendor: String,
+    /// The CPU model: "AWS Graviton 3 (Neoverse V1)", a CPUID brand string, or "unknown".
     pub model: String,
+    /// The core design where `info` could name it ("Sapphire Rapids", "Neoverse V1").
     #[serde(default)]
     pub microarch: Option<String>,
+    /// Logical cores the benchmark's process could use.
     pub logical_cores: usize,
+    /// Cache sizes; absent in the file reads as all `None`.
     #[serde(default)]
     pub caches: Caches,
+    /// ISA features present, by Rust's feature-detection names ("avx2", "fma", "neon").
     #[serde(default)]
     pub features: Vec<String>,
+    /// The CUDA driver and its GPUs.
     #[serde(default)]
     pub cuda: Cuda,
     /// The measured FMA peak; `null` when not measured.
@@ -88,35 +105,48 @@ pub struct Machine {
     /// wgpu adapters, as `info` reports them (kept verbatim).
     #[serde(default)]
     pub wgpu: Vec<Value>,
+    /// Every other field of the record, by name, kept so that writing the file again keeps it.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
 
-/// Cache sizes in bytes, as seen by core 0.
+/// Cache sizes in bytes, as seen by core 0; `None` where the platform did not say.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caches {
+    /// L1 data cache, per core.
     pub l1d: Option<u64>,
+    /// L2, per core.
     pub l2: Option<u64>,
+    /// L3: the whole cache core 0 shares (a socket's or a CCX's), not a per-core slice.
     pub l3: Option<u64>,
 }
 
 /// The CUDA driver's report.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cuda {
+    /// The driver's CUDA version ("12.4"); `None` without a working driver.
     pub driver_version: Option<String>,
+    /// Every device the driver listed.
     #[serde(default)]
     pub devices: Vec<CudaDevice>,
+    /// Why there are no devices, or what went wrong ("no CUDA driver found").
     pub note: Option<String>,
 }
 
 /// One CUDA device.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CudaDevice {
+    /// The driver's ordinal, after `CUDA_VISIBLE_DEVICES`'s renumbering.
     pub index: usize,
+    /// "NVIDIA H100 80GB HBM3".
     pub name: String,
+    /// Device memory, in bytes.
     pub total_mem_bytes: u64,
+    /// Compute capability, major (9 for Hopper).
     pub compute_major: i32,
+    /// Compute capability, minor (0 for Hopper's 9.0).
     pub compute_minor: i32,
+    /// Streaming multiprocessors, when the driver said.
     #[serde(default)]
     pub multiprocessors: Option<i32>,
 }
@@ -124,11 +154,17 @@ pub struct CudaDevice {
 /// The FMA peak in GFLOPS, on one core and on `threads` threads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Peak {
+    /// The FMA kernel that ran: "avx512f", "avx2+fma", "neon", "portable".
     pub isa: String,
+    /// Threads of the `_all` figures.
     pub threads: usize,
+    /// f32 GFLOPS on one core.
     pub f32_1core: f64,
+    /// f32 GFLOPS on `threads` threads.
     pub f32_all: f64,
+    /// f64 GFLOPS on one core.
     pub f64_1core: f64,
+    /// f64 GFLOPS on `threads` threads.
     pub f64_all: f64,
 }
 
@@ -147,6 +183,7 @@ pub struct MatmulFigures {
     /// The FMA peak the CPU run measured for `dtype` on `threads` threads (the 100% of
     /// `pct_of_peak`); `None` on a GPU.
     pub peak_gflops: Option<f64>,
+    /// One per rung and size, in the order they ran.
     pub rows: Vec<MatmulRow>,
 }
 
@@ -158,8 +195,11 @@ pub struct MatmulRow {
     /// Whether the rung is another project's code (OpenBLAS, matrixmultiply, cuBLAS): a peer
     /// measured beside ours.
     pub peer: bool,
+    /// Rows of A and C.
     pub m: usize,
+    /// Columns of B and C.
     pub n: usize,
+    /// Columns of A, rows of B.
     pub k: usize,
     /// Median seconds of one product; `None` when skipped.
     pub seconds: Option<f64>,
@@ -174,6 +214,7 @@ pub struct MatmulRow {
     /// Percent of cuBLAS f32's, and of cuBLAS bf16's, throughput (CUDA only).
     #[serde(default)]
     pub pct_cublas_f32: Option<f64>,
+    /// Percent of cuBLAS bf16's throughput at the same size (CUDA only).
     #[serde(default)]
     pub pct_cublas_bf16: Option<f64>,
     /// max |C − C_ref| / max |C_ref| against the f64 oracle.
@@ -193,12 +234,15 @@ pub struct TrainFigures {
     pub device: String,
     /// The engine's arithmetic: "fp32" or "bf16".
     pub dtype: String,
-    /// Sequences per step (B) and tokens per sequence (T).
+    /// Sequences per step (B).
     pub batch_size: usize,
+    /// Tokens per sequence (T).
     pub seq_len: usize,
     /// Timed steps per engine, after `warmup` untimed ones.
     pub steps: usize,
+    /// Untimed steps per engine before the timed ones.
     pub warmup: usize,
+    /// One per engine, in the order they ran.
     pub rows: Vec<TrainRow>,
 }
 
@@ -209,17 +253,24 @@ pub struct TrainRow {
     pub engine: String,
     /// Whether this row is another project's training step (PyTorch) rather than ours.
     pub peer: bool,
+    /// CPU threads the engine used.
     pub threads: usize,
+    /// Median seconds of one timed step.
     pub step_s_median: f64,
+    /// Fastest timed step, in seconds.
     pub step_s_min: f64,
+    /// B·T tokens over the median step time.
     pub tokens_per_sec: f64,
     /// Model FLOPs per second, in GFLOPS (6N + 12·L·C·T per token).
     pub model_gflops: f64,
     /// Model FLOPs utilisation against `peak_tflops`, as a fraction.
     #[serde(default)]
     pub mfu: Option<f64>,
+    /// The peak the MFU is taken against, in TFLOPS (`--peak-tflops`, or the GPU's known
+    /// figure); `None` when not known.
     #[serde(default)]
     pub peak_tflops: Option<f64>,
+    /// The training loss of the last step: engines that train alike end alike.
     pub final_loss: f64,
     /// Median seconds of each part of the step.
     #[serde(default)]
@@ -229,8 +280,11 @@ pub struct TrainRow {
 /// Median seconds of the parts of a training step.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Phases {
+    /// Forward and backward passes of every micro-batch, with the drawing of their batches.
     pub forward_backward: f64,
+    /// The gradient norm (and clipping).
     pub norm: f64,
+    /// The optimizer step.
     pub update: f64,
 }
 
@@ -242,7 +296,10 @@ pub enum SchemaError {
     /// JSON, but not a ferrogpt result (no or another `schema`).
     NotOurs(String),
     /// Our schema, a version this build does not read.
-    Version { found: u64 },
+    Version {
+        /// The file's `schema_version`.
+        found: u64,
+    },
     /// Our schema and version, but a field is missing or has the wrong type.
     Invalid(String),
 }

@@ -20,7 +20,10 @@ const GAP: f64 = 10.0; // between groups
 
 /// One series: a name for the legend and one value per category (`None`: not measured).
 pub struct Series {
+    /// The legend's text: a machine.
     pub name: String,
+    /// One per category, in the categories' order. A missing value, or one that is `None`, not
+    /// finite or not positive, is drawn as "not run" instead of a bar.
     pub values: Vec<Option<f64>>,
 }
 
