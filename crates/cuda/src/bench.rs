@@ -24,15 +24,27 @@ const SKIP_SECONDS: f64 = 2.0;
 /// One line of the table.
 #[derive(Clone, Debug)]
 pub struct BenchRow {
+    /// The rung or peer measured.
     pub level: Level,
+    /// m = n = k.
     pub size: usize,
     /// Median seconds of one product; `None` when skipped.
     pub seconds: Option<f64>,
+    /// Timed runs behind the median (3 to 50; 0 when skipped).
     pub reps: usize,
+    /// 2·size³ / `seconds` / 10¹²; `None` when skipped.
     pub tflops: Option<f64>,
+    /// cuBLAS f32's time over this one's at the same size, in percent; `None` when either was
+    /// not measured.
     pub pct_cublas_f32: Option<f64>,
+    /// cuBLAS bf16's time over this one's, in percent; bf16 levels only.
     pub pct_cublas_bf16: Option<f64>,
+    /// max |C − C_ref| / max |C_ref| over [`SAMPLES`] entries against f64 products of the f32
+    /// inputs (infinite if any element of C was left unwritten or is not finite); `None` when
+    /// skipped.
     pub max_rel_err: Option<f64>,
+    /// Why the level was not run at this size: the GPU cannot run it, or the previous size
+    /// predicts more than 2 s a run.
     pub skipped: Option<String>,
 }
 

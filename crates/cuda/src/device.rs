@@ -36,6 +36,7 @@ fn blas(during: &str) -> impl FnOnce(cublas::result::CublasError) -> CudaError +
 /// A or B as the level reads it.
 #[derive(Clone, Copy)]
 pub enum Operand<'a> {
+    /// f32 values, for the levels whose [`Level::input`] is [`Input::F32`].
     F32(&'a CudaSlice<f32>),
     /// bf16 bit patterns.
     Bf16(&'a CudaSlice<u16>),

@@ -43,6 +43,7 @@ pub enum Level {
 /// The element type a level reads A and B in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {
+    /// f32 values.
     F32,
     /// bf16 bits (`u16`), rounded to nearest even from f32.
     Bf16,
@@ -295,8 +296,9 @@ impl Level {
 pub struct TcTile {
     /// The value of `FERROGPT_TC_TILE` that picks it.
     pub name: &'static str,
+    /// The kernel's name in `kernels/tensor_core.cu`.
     pub kernel: &'static str,
-    /// (BM, BN, BK).
+    /// (BM, BN, BK): rows and columns of C per block, and the k-slice staged per step.
     pub tile: (usize, usize, usize),
     /// Dynamic shared memory, bytes.
     pub smem: u32,

@@ -62,9 +62,11 @@ pub fn max_rel_err(c: impl IntoIterator<Item = (f32, f64)>) -> f64 {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator from `seed`; every seed, 0 included, gives a usable state.
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
+    /// The next value, uniform in [-1, 1) on a grid of 2⁻²³.
     pub fn next_f32(&mut self) -> f32 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -72,6 +74,7 @@ impl Rng {
         let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
         ((x >> 40) as f32) / (1u64 << 23) as f32 - 1.0
     }
+    /// `len` next values, in order: a matrix of that many entries.
     pub fn vec(&mut self, len: usize) -> Vec<f32> {
         (0..len).map(|_| self.next_f32()).collect()
     }
