@@ -10,13 +10,17 @@ use std::fmt::Write as _;
 /// The limits of an adapter that decide what the ladder's kernels may do.
 #[derive(Clone, Debug, Serialize)]
 pub struct AdapterLimits {
+    /// Threads (invocations) per workgroup, all dimensions together.
     pub max_compute_invocations_per_workgroup: u32,
     /// x, y, z.
     pub max_compute_workgroup_size: [u32; 3],
     /// Bytes of `var<workgroup>` memory per workgroup.
     pub max_compute_workgroup_storage_size: u32,
+    /// Workgroups per dispatch along each of x, y, z.
     pub max_compute_workgroups_per_dimension: u32,
+    /// Bytes one storage binding may cover: the largest A, B or C a kernel reads or writes.
     pub max_storage_buffer_binding_size: u64,
+    /// Bytes of the largest buffer.
     pub max_buffer_size: u64,
 }
 
@@ -25,18 +29,24 @@ pub struct AdapterLimits {
 pub struct AdapterReport {
     /// Its place in [`adapters`], the N of `wgpu:N`.
     pub index: usize,
+    /// The adapter's name: "NVIDIA GeForce RTX 4090", "llvmpipe (LLVM 19.1.7, 256 bits)".
     pub name: String,
     /// vulkan, metal, dx12.
     pub backend: String,
     /// DiscreteGpu, IntegratedGpu, VirtualGpu, Cpu (lavapipe is one) or Other.
     pub device_type: String,
+    /// The driver's name, empty where the backend does not say.
     pub driver: String,
+    /// The driver's version or build, empty where the backend does not say.
     pub driver_info: String,
-    /// PCI vendor and device ids (0 where the backend does not say).
+    /// PCI vendor id (0x10de NVIDIA, 0x1002 AMD, 0x8086 Intel; 0 where the backend does not
+    /// say).
     pub vendor: u32,
+    /// PCI device id (0 where the backend does not say).
     pub device: u32,
     /// Smallest and largest subgroup (warp, wave, SIMD-group) size.
     pub subgroup_sizes: [u32; 2],
+    /// The limits that bound the ladder's kernels and buffers.
     pub limits: AdapterLimits,
     /// Every optional feature, by its WebGPU/wgpu name (`shader-f16`, `timestamp-query`, ...).
     pub features: Vec<String>,

@@ -25,14 +25,20 @@ const SKIP_SECONDS: f64 = 2.0;
 /// One line of the table.
 #[derive(Clone, Debug)]
 pub struct BenchRow {
+    /// The rung measured.
     pub level: Level,
+    /// m = n = k.
     pub size: usize,
     /// Median seconds of one product; `None` when skipped.
     pub seconds: Option<f64>,
+    /// Timed runs behind the median (3 to 50; 0 when skipped).
     pub reps: usize,
+    /// 2·size³ / `seconds` / 10⁹; `None` when skipped.
     pub gflops: Option<f64>,
     /// Naive's time over this level's at the same size, where naive ran at that size.
     pub speedup_vs_naive: Option<f64>,
+    /// max |C − C_ref| / max |C_ref| over [`SAMPLES`] entries against f64 products of the f32
+    /// inputs (so the f16 rung shows the error of its rounded inputs); `None` when skipped.
     pub max_rel_err: Option<f64>,
     /// Why this size was not measured.
     pub skipped: Option<String>,

@@ -26,6 +26,7 @@ impl GpuBuffer {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Whether it holds no element.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -46,6 +47,7 @@ pub enum Clock {
 }
 
 impl Clock {
+    /// "gpu timestamps" or "wall clock", as the benchmark's output names the clock.
     pub fn name(self) -> &'static str {
         match self {
             Clock::Timestamps => "gpu timestamps",

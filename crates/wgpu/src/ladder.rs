@@ -29,6 +29,7 @@ pub enum Level {
 /// The element type a level reads A and B in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {
+    /// f32 values.
     F32,
     /// IEEE binary16, rounded to nearest even from f32.
     F16,

@@ -38,6 +38,37 @@
 //! Dependency rule: the ladder depends only on `ferrogpt-gemm` (its naive level in f64 is the
 //! oracle of the tests); the forward pass also on `ferrogpt-model` (the config and parameter
 //! layout) and `ferrogpt-train` (the engine contract), as the CUDA engine (`ferrogpt-gpu`) does.
+//!
+//! # Example
+//!
+//! Every rung on the best adapter, checked against the f64 oracle as the tests do. It runs
+//! anywhere: without an adapter, [`Gpu::new`] says so with [`WgpuError::NoAdapter`] and the
+//! example checks only that [`adapters`] agrees (CI has Mesa's lavapipe, so there it computes).
+//!
+//! ```
+//! use ferrogpt_wgpu::{adapters, parse_device, reference, Gpu, Level, WgpuError};
+//!
+//! let (m, n, k) = (70, 50, 90); // any sizes: every kernel checks its bounds
+//! let (a, b) = (reference::random(1, m * k), reference::random(2, k * n)); // (m, k), (k, n)
+//! match Gpu::new(parse_device("wgpu")?) {
+//!     Ok(gpu) => {
+//!         let r = reference::matmul_f64(m, n, k, &a, &b); // (m, n)
+//!         for level in Level::ALL {
+//!             if gpu.supports(level).is_err() {
+//!                 continue; // f16 without the adapter feature shader-f16
+//!             }
+//!             let c = gpu.matmul_host(level, m, n, k, &a, &b)?;
+//!             let err = reference::max_rel_err(c.iter().copied().zip(r.iter().copied()));
+//!             assert!(err < level.tolerance_vs_f32_inputs(), "{}: {err:e}", level.name());
+//!         }
+//!     }
+//!     Err(WgpuError::NoAdapter) => assert!(adapters().is_empty()),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok::<(), WgpuError>(())
+//! ```
+
+#![warn(missing_docs)]
 
 mod adapter;
 pub mod bench;
@@ -60,15 +91,28 @@ pub enum WgpuError {
     NoAdapter,
     /// The adapter index does not exist.
     #[error("no wgpu adapter {index}: {count} adapter(s) present (see `ferrogpt info`)")]
-    NoSuchAdapter { index: usize, count: usize },
+    NoSuchAdapter {
+        /// The index asked for (the N of `wgpu:N`).
+        index: usize,
+        /// How many adapters [`adapters`] lists.
+        count: usize,
+    },
     /// The adapter refused to open a device.
     #[error("wgpu adapter '{adapter}' could not open a device: {message}")]
-    RequestDevice { adapter: String, message: String },
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// wgpu's error.
+        message: String,
+    },
     /// A level this adapter cannot run (f16 without shader-f16).
     #[error("{level} needs the wgpu feature {feature}, which adapter '{adapter}' does not offer")]
     Unsupported {
+        /// The level's [`Level::name`].
         level: &'static str,
+        /// The wgpu feature it needs: "shader-f16".
         feature: &'static str,
+        /// The adapter's name.
         adapter: String,
     },
     /// Sizes or buffers that do not fit the contract.
@@ -77,17 +121,25 @@ pub enum WgpuError {
     /// A buffer past the adapter's limits.
     #[error("{what} needs {bytes} bytes, past this adapter's limit of {limit} bytes")]
     TooLarge {
+        /// Which buffer: "an uploaded buffer", "one row of A (50257 values)".
         what: String,
+        /// The bytes it needs.
         bytes: u64,
+        /// The adapter's limit, in bytes.
         limit: u64,
     },
     /// wgpu reported an error (validation, out of memory, a shader the driver refused).
     #[error("wgpu error in {during}: {message}")]
-    Gpu { during: String, message: String },
+    Gpu {
+        /// What was being done: "uploading a buffer", "running vectorized".
+        during: String,
+        /// wgpu's message.
+        message: String,
+    },
     /// A device name that is not `wgpu` or `wgpu:N`.
     #[error("unknown device '{0}': expected wgpu or wgpu:N")]
     BadDevice(String),
-    /// An unknown level name.
+    /// An unknown level name (`.0`), and the names there are, comma-separated (`.1`).
     #[error("unknown wgpu level '{0}'; levels: {1}")]
     UnknownLevel(String, String),
 }
