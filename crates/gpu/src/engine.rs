@@ -77,6 +77,7 @@ impl GpuEngine {
         })
     }
 
+    /// The model underneath (memory report, profile, decoding state).
     pub fn model(&self) -> &GpuModel {
         &self.model
     }

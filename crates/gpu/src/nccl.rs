@@ -85,10 +85,12 @@ impl Nccl {
         Ok(Nccl { comm, rank, world })
     }
 
+    /// This rank, 0 to `world - 1`.
     pub fn rank(&self) -> usize {
         self.rank
     }
 
+    /// The number of ranks in the communicator.
     pub fn world(&self) -> usize {
         self.world
     }

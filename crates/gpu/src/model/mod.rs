@@ -58,7 +58,11 @@ const OUT_SLOTS: usize = 64;
 /// A GPT-2 or Llama model on one GPU. See the module doc for precision and data movement.
 pub struct GpuModel {
     dev: Dev,
+    /// The model's description, as given to [`GpuModel::new`]. Read it; changing it does not
+    /// change the buffers, which were sized from it.
     pub config: GptConfig,
+    /// Where each tensor lives in the flat parameter, gradient and moment buffers (from
+    /// `config`; the same layout as the CPU model and the checkpoints).
     pub layout: ParamLayout,
     params: Buf<f32>,         // (P) master weights
     params_x: Option<Buf<X>>, // (P) bf16 working copy (None in f32: the master weights are read)
@@ -92,13 +96,15 @@ pub struct Memory {
     pub optimizer: usize,
     /// Activations, activation gradients and scratch for the largest batch so far.
     pub activations: usize,
-    /// Rows (B·T) the activations are sized for, and the recomputation level.
+    /// Rows (B·T) the activations are sized for.
     pub rows: usize,
+    /// The activation recomputation level (0, 1 or 2; see [`GpuModel::set_recompute`]).
     pub recompute: u8,
     /// The whole GPU's memory in use (every process, the CUDA context and cuBLAS workspaces
     /// included: `cuMemGetInfo`) and its size. The model allocates everything up front, so
     /// after a step this is the run's peak.
     pub in_use: usize,
+    /// The GPU's memory, in bytes.
     pub total: usize,
 }
 
@@ -292,6 +298,7 @@ impl GpuModel {
         format!("{} ({})", self.dev.gpu.name(), self.dev.dtype.name())
     }
 
+    /// The precision the model was opened in.
     pub fn dtype(&self) -> Dtype {
         self.dev.dtype
     }

@@ -15,27 +15,46 @@ const NORM_BLOCKS: usize = 1024;
 /// Which optimizer the state is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptKind {
+    /// AdamW: moments m and v, bias correction, weight decay decoupled from the gradient
+    /// (`p -= lr·wd·p`).
     AdamW,
+    /// SGD with momentum (PyTorch's: `b = mu·b + g`, no dampening; `mu = 0` is plain SGD)
+    /// and L2 weight decay added to the gradient (`g += wd·p`).
     Sgd,
 }
 
 /// Hyper-parameters of one optimizer update.
 #[derive(Clone, Copy, Debug)]
+///
+/// Each optimizer reads its own fields: AdamW `lr`, `beta1`, `beta2`, `eps`, `weight_decay`;
+/// SGD `lr`, `momentum`, `weight_decay`. Computed in f64 on the host, applied in f32.
 pub struct Update {
+    /// Learning rate of this step (after the schedule).
     pub lr: f64,
+    /// AdamW's decay rate of the first moment.
     pub beta1: f64,
+    /// AdamW's decay rate of the second moment.
     pub beta2: f64,
+    /// AdamW's term added to sqrt(v̂) in the denominator.
     pub eps: f64,
+    /// Weight decay, for the parameters whose decay flag is set (see [`OptState::decay`]).
     pub weight_decay: f64,
+    /// SGD's momentum (0: none).
     pub momentum: f64,
 }
 
 /// The optimizer state of a run, to start or resume from (host copies).
+///
+/// Every vector is in the parameter layout (`ParamLayout` order, one value per parameter);
+/// [`GpuModel::new`] refuses other lengths. A fresh run passes zeros and `t = 0`.
 pub struct OptState {
+    /// The optimizer the moments belong to.
     pub kind: OptKind,
+    /// AdamW's first moment, or SGD's momentum buffer.
     pub m: Vec<f32>,
-    /// Empty for SGD.
+    /// AdamW's second moment. Empty for SGD.
     pub v: Vec<f32>,
+    /// Updates taken so far: the next is update t + 1, the step AdamW's bias correction uses.
     pub t: u64,
     /// Weight decay applies to parameter i (same layout as the parameters).
     pub decay: Vec<bool>,
