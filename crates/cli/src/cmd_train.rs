@@ -699,10 +699,9 @@ fn train(a: TrainArgs, comm: Rc<dyn Collective>) -> Result<(), String> {
             }
         });
     }
-    // SIGUSR1 asks the same: `--nproc-per-node` turns a Ctrl-C into it, and mpirun forwards it
-    // to every rank (a terminal's Ctrl-C itself reaches only mpirun, which would kill them).
-    #[cfg(unix)]
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, stop.clone());
+    // SIGUSR1, SIGTERM and the death of `--nproc-per-node`'s launcher ask the same; a rank
+    // still running twice the collectives' timeout after its launcher died ends itself.
+    crate::launch::stop_requests(&stop, rank, 2 * timeout);
     let outcome = train_with_progress(&mut trainer, a.max_seconds, &stop, a.log_interval, !lead)?;
     if !lead {
         return Ok(());

@@ -1,6 +1,7 @@
 //! Data-parallel CPU ranks over MPI (built with the `mpi` feature; `.ci/run` installs Open
 //! MPI): N ranks against one rank with N× gradient accumulation, exact resume at 2 ranks,
-//! `--nproc-per-node`, rank 0 alone writing, and a killed rank ending the run.
+//! `--nproc-per-node`, rank 0 alone writing, a killed rank ending the run, and stopping with a
+//! checkpoint: Ctrl-C to a plain mpirun, a killed `--nproc-per-node` launcher.
 
 #![cfg(feature = "mpi")]
 
@@ -622,5 +623,244 @@ fn ctrl_c_under_nproc_per_node_stops_every_rank_with_a_checkpoint() {
         state["step"].as_u64().unwrap() as usize,
         metrics.lines().count()
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A process's stderr, read to its end on a thread: every writer shares it (a launcher's
+/// ranks inherit it), so its end means that all of them have exited.
+struct Stderr {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    closed: std::sync::mpsc::Receiver<()>,
+}
+
+impl Stderr {
+    fn of(child: &mut std::process::Child) -> Stderr {
+        use std::io::Read;
+        let mut pipe = child.stderr.take().expect("stderr piped");
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, closed) = std::sync::mpsc::channel();
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            let _ = tx.send(());
+        });
+        Stderr { text, closed }
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 60 s) for `what` to be printed.
+    fn wait_for(&self, what: &str) {
+        let start = Instant::now();
+        while !self.text().contains(what) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no {what:?} in 60 s: {}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits at most `limit` for every writer to exit: all it printed, or None.
+    fn wait_closed(&self, limit: Duration) -> Option<String> {
+        self.closed.recv_timeout(limit).ok().map(|()| self.text())
+    }
+}
+
+/// Sends SIGKILL to the processes on drop: a failing test leaves nothing training.
+struct KillOnDrop(Vec<String>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-9", pid])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `ferrogpt train args` (with `--nproc-per-node`) in a process group of its own, as a
+/// terminal's foreground job is, its stderr piped.
+fn launcher(args: &[String]) -> (std::process::Child, Stderr) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stderr(std::process::Stdio::piped())
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut job = cmd.spawn().unwrap();
+    let err = Stderr::of(&mut job);
+    (job, err)
+}
+
+/// The pids of `parent`'s children (at most 60 s for `n` of them to show).
+fn children(parent: u32, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let ps = Command::new("pgrep")
+            .args(["-P", &parent.to_string()])
+            .output()
+            .unwrap();
+        let pids: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        if pids.len() >= n || start.elapsed() > Duration::from_secs(60) {
+            return pids;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The step of the checkpoint in `out`, checked to be the last step that ran (the number of
+/// lines in metrics.jsonl): a checkpoint saved when the run stopped, not an earlier one.
+fn stopped_with_checkpoint(out: &Path, err: &str) -> u64 {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("state.json")).expect(err)).unwrap();
+    let step = state["step"].as_u64().unwrap();
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(step as usize, metrics.lines().count(), "{err}");
+    assert!(
+        err.contains(&format!("stopped at step {step}; checkpoint saved")),
+        "{err}"
+    );
+    step
+}
+
+/// A long run whose only checkpoint is the one saved when it stops.
+fn endless_unsaved(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Vec<String>) {
+    let (dir, out, mut args) = endless(name, extra);
+    let at = args.iter().position(|a| a == "--eval-interval").unwrap();
+    args[at + 1] = "100000".into();
+    (dir, out, args)
+}
+
+#[test]
+fn a_killed_launcher_s_child_rank_stops_with_a_checkpoint() {
+    // One CPU rank is a child of the launcher, started by the code that starts GPU ranks.
+    let (dir, out, args) = endless_unsaved("orphan", &["--nproc-per-node", "1"]);
+    let (mut job, err) = launcher(&args);
+    let _cleanup = KillOnDrop(children(job.id(), 1));
+    wait_for(&out.join("metrics.jsonl"));
+    job.kill().unwrap(); // SIGKILL: the launcher can do nothing about it
+    job.wait().unwrap();
+    let err = err
+        .wait_closed(Duration::from_secs(60))
+        .expect("the rank went on running 60 s after its launcher was killed");
+    stopped_with_checkpoint(&out, &err);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_killed_launcher_s_mpirun_stops_every_rank_with_a_checkpoint() {
+    let (dir, out, args) = endless_unsaved("orphan-mpi", &["--nproc-per-node", "2"]);
+    let (mut job, err) = launcher(&args);
+    let _cleanup = KillOnDrop(children(job.id(), 1));
+    wait_for(&out.join("metrics.jsonl"));
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let err = err
+        .wait_closed(Duration::from_secs(60))
+        .expect("mpirun and its ranks went on 60 s after the launcher was killed");
+    stopped_with_checkpoint(&out, &err);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_child_rank_stuck_after_its_launcher_died_ends_itself_in_one_line() {
+    let dir = tmp("orphan-stuck");
+    let data = corpus(&dir);
+    let out = dir.join("run");
+    // A step of several seconds (it would otherwise be saved and stopped at its end), and a
+    // grace of twice --dist-timeout: 1 s.
+    let mut args: Vec<String> = flags(&data, &out, &["--nproc-per-node", "1"])
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    for (flag, value) in [
+        ("--n-layer", "6"),
+        ("--n-head", "6"),
+        ("--n-embd", "384"),
+        ("--block-size", "256"),
+        ("--batch-size", "32"),
+    ] {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1] = value.into();
+    }
+    args.extend(["--dist-timeout".into(), "0.5".into()]);
+    let (mut job, err) = launcher(&args);
+    let _cleanup = KillOnDrop(children(job.id(), 1));
+    // Its first line comes just before its first step.
+    err.wait_for("training ");
+    std::thread::sleep(Duration::from_millis(500));
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let killed = Instant::now();
+    let err = err
+        .wait_closed(Duration::from_secs(60))
+        .expect("the rank went on running 60 s after its launcher was killed");
+    assert!(
+        err.contains("ferrogpt: error: rank 0: the launcher (pid")
+            && err.contains("did not stop within 1 s; exiting"),
+        "{err}"
+    );
+    assert!(!err.contains("stopped at step"), "{err}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        killed.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_to_a_plain_mpirun_stops_every_rank_with_a_checkpoint() {
+    let (dir, out, args) = endless_unsaved("mpirun-int", &[]);
+    let status = dir.join("status");
+    std::fs::create_dir(&status).unwrap();
+    // On SIGINT, Open MPI's mpirun sends the ranks SIGCONT, SIGTERM
+    // odls_base_sigkill_timeout seconds later, and SIGKILL as long again after that. Each rank
+    // runs under a shell that ignores SIGTERM and writes down how the rank ended: a rank that
+    // did not stop by itself by then (killed, or waiting for another) leaves no 0 there.
+    let script = format!(
+        "trap '' TERM; \"$0\" \"$@\"; echo $? > {}/rank$OMPI_COMM_WORLD_RANK",
+        s(&status)
+    );
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-np", "2", "--oversubscribe", "--bind-to", "none"])
+        .args(["--mca", "odls_base_sigkill_timeout", "10"])
+        .args(["sh", "-c", &script, BIN])
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    let mut job = cmd.spawn().unwrap();
+    let err = Stderr::of(&mut job);
+    let _cleanup = KillOnDrop(vec![job.id().to_string()]);
+    wait_for(&out.join("metrics.jsonl"));
+    // Ctrl-C at a terminal: SIGINT to mpirun.
+    Command::new("kill")
+        .args(["-INT", &job.id().to_string()])
+        .status()
+        .unwrap();
+    let err = err
+        .wait_closed(Duration::from_secs(90))
+        .expect("mpirun did not end within 90 s of SIGINT");
+    job.wait().unwrap();
+    for rank in ["rank0", "rank1"] {
+        let code = std::fs::read_to_string(status.join(rank)).unwrap_or_default();
+        assert_eq!(code.trim(), "0", "{rank} did not stop by itself: {err}");
+    }
+    stopped_with_checkpoint(&out, &err);
     std::fs::remove_dir_all(&dir).unwrap();
 }
