@@ -17,6 +17,12 @@
 //! is built ([`Layout::InOut`]): the kernels then stream each row front to back, and the int8
 //! blocks run along the reduction dimension as they must.
 //!
+//! f32 weights can also be multiplied where they lie, in either layout, with no copy and no
+//! packing ([`gemv_in_place`] over an [`F32View`]): the decoder's f32 path, which then starts
+//! without converting the model and holds no second copy of it. Its kernels read two streams a
+//! thread as the packed ones do, and measured level with them or faster on GPT-2's shapes
+//! (`examples/gemv_probe.rs`, docs/benchmarks.md).
+//!
 //! Formats ([`WeightFormat`]):
 //! * `f32`: the weights as they are.
 //! * `bf16`: the upper 16 bits of each f32, rounded to nearest even; widened to f32 (a shift) in
@@ -594,6 +600,170 @@ pub fn gemv(
         y.chunks_mut(chunk).enumerate().for_each(task);
     }
     Ok(())
+}
+
+/// f32 weights multiplied where they lie, without a copy or packing: `rows` outputs × `cols`
+/// inputs, stored in `layout` (a slice of a model's parameters). Decoding in f32 then needs no
+/// conversion before its first product and no second copy of the weights; [`gemv_in_place`]
+/// multiplies by it.
+#[derive(Clone, Copy, Debug)]
+pub struct F32View<'a> {
+    /// `rows · cols` values in `layout`.
+    pub data: &'a [f32],
+    /// Outputs.
+    pub rows: usize,
+    /// Inputs (the reduction dimension).
+    pub cols: usize,
+    /// (out, in): one output's weights contiguous; (in, out): one input's.
+    pub layout: Layout,
+}
+
+/// Inputs (rows of an (in, out) matrix) one task of [`gemv_in_place`] reduces into its own
+/// partial sums of every output. Fixed, so the result does not depend on the thread count.
+const IN_OUT_PIECE: usize = 128;
+
+/// `y (+)= W·x (+ bias)` over an [`F32View`], split over rayon's threads; the contract of
+/// [`gemv`] (the same errors), f32 accumulation.
+///
+/// (out, in): each task takes whole rows, four at a time against one load of `x`
+/// ([`dot_rows`]). (in, out): each task takes [`IN_OUT_PIECE`] consecutive rows of the stored
+/// matrix (inputs) and streams them front to back, four at a time, into partial sums of all
+/// outputs (in L1); the partial sums are then added in task order. Either way a thread reads
+/// whole stretches of memory front to back, and the result is the same on any number of
+/// threads.
+pub fn gemv_in_place(
+    kernel: Kernel,
+    w: F32View<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    bias: Option<&[f32]>,
+    accumulate: bool,
+) -> Result<(), GemmError> {
+    kernel.check()?;
+    let (rows, cols) = (w.rows, w.cols);
+    if w.data.len() != rows * cols
+        || x.len() != cols
+        || y.len() != rows
+        || bias.is_some_and(|b| b.len() != rows)
+    {
+        return Err(GemmError::Shape(format!(
+            "gemv of a {rows}x{cols} matrix of {} values with x of {}, y of {} and a bias of \
+             {:?} values",
+            w.data.len(),
+            x.len(),
+            y.len(),
+            bias.map(<[f32]>::len)
+        )));
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let parallel = 4 * rows * cols >= PARALLEL_MIN_BYTES && !crate::in_serial();
+    let threads = if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
+    let finish = |r0: usize, ys: &mut [f32], v: &[f32]| {
+        for (i, (yv, &v)) in ys.iter_mut().zip(v).enumerate() {
+            let b = bias.map_or(0.0, |b| b[r0 + i]);
+            *yv = if accumulate { *yv + v + b } else { v + b };
+        }
+    };
+    match w.layout {
+        Layout::OutIn => {
+            let chunk = rows
+                .div_ceil(4 * threads)
+                .next_multiple_of(GROUP)
+                .max(GROUP);
+            let task = |(ci, yc): (usize, &mut [f32])| {
+                const SUB: usize = 64; // rows computed into `tmp` at a time
+                let mut tmp = [0f32; SUB];
+                for (s, ys) in yc.chunks_mut(SUB).enumerate() {
+                    let r0 = ci * chunk + s * SUB;
+                    let t = &mut tmp[..ys.len()];
+                    rows_stream(kernel, &w.data[r0 * cols..], cols, x, t);
+                    finish(r0, ys, t);
+                }
+            };
+            if threads > 1 {
+                y.par_chunks_mut(chunk).enumerate().for_each(task);
+            } else {
+                y.chunks_mut(chunk).enumerate().for_each(task);
+            }
+        }
+        Layout::InOut => {
+            // Stored (cols, rows): input c's weights at data[c·rows..].
+
+            let pieces = cols.div_ceil(IN_OUT_PIECE).max(1);
+            let mut part = vec![0f32; pieces * rows];
+            let task = |(p, out): (usize, &mut [f32])| {
+                let c0 = p * IN_OUT_PIECE;
+                let c1 = (c0 + IN_OUT_PIECE).min(cols);
+                axpy_stream(kernel, &w.data[c0 * rows..c1 * rows], rows, &x[c0..c1], out);
+            };
+            let sum = |part: &[f32], (ci, ys): (usize, &mut [f32]), chunk: usize| {
+                let r0 = ci * chunk;
+                let mut tmp = part[r0..r0 + ys.len()].to_vec();
+                for p in 1..pieces {
+                    let src = &part[p * rows + r0..][..ys.len()];
+                    tmp.iter_mut().zip(src).for_each(|(t, &s)| *t += s);
+                }
+                finish(r0, ys, &tmp);
+            };
+            if threads > 1 {
+                part.par_chunks_mut(rows).enumerate().for_each(task);
+                let chunk = rows.div_ceil(threads);
+                y.par_chunks_mut(chunk)
+                    .enumerate()
+                    .for_each(|c| sum(&part, c, chunk));
+            } else {
+                part.chunks_mut(rows).enumerate().for_each(task);
+                sum(&part, (0, y), rows);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `out[j] = Σ_p a[j·ld + p]·x[p]` for long rows read front to back (an (out, in) matrix's
+/// stretch of outputs): the two-stream kernel, one thread.
+fn rows_stream(kernel: Kernel, a: &[f32], ld: usize, x: &[f32], out: &mut [f32]) {
+    let (rows, k) = (out.len(), x.len());
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        ld >= k && a.len() >= (rows - 1) * ld + k,
+        "rows_stream: a too short"
+    );
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the kernel is supported (checked by the caller: AVX2+FMA at least) and the
+        // lengths are checked above.
+        Kernel::Avx512Vnni | Kernel::Avx512 | Kernel::AvxVnni | Kernel::Avx2 => unsafe {
+            x86::rows_stream_f32_avx2(a.as_ptr(), ld, x, out)
+        },
+        _ => portable::rows_f32(a, ld, x, out),
+    }
+}
+
+/// `out[p] += Σ_j c[j]·a[j·ld + p]` for long rows read front to back (an (in, out) matrix's
+/// stretch of inputs, `ld` = outputs): the streaming kernel, one thread.
+fn axpy_stream(kernel: Kernel, a: &[f32], ld: usize, c: &[f32], out: &mut [f32]) {
+    assert!(
+        c.is_empty() || (ld >= out.len() && a.len() >= (c.len() - 1) * ld + out.len()),
+        "axpy_stream: a too short"
+    );
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the kernel is supported (checked by the caller: AVX2+FMA at least) and the
+        // lengths are checked above.
+        Kernel::Avx512Vnni | Kernel::Avx512 | Kernel::AvxVnni | Kernel::Avx2 => unsafe {
+            x86::axpy_stream_avx2(a.as_ptr(), ld, c, out)
+        },
+        _ => portable::axpy_rows(a, ld, c, out),
+    }
 }
 
 /// `out[i] = Σ_c W[4·g0 + i, c]·x[c]` for the `out.len() / 4` groups from `g0` (padding rows

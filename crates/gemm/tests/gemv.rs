@@ -306,3 +306,86 @@ fn vnni_offset_trick_is_exact() {
         assert_eq!(off + unsigned, exact, "lane {l}");
     }
 }
+
+/// f32 weights multiplied where they lie ([`gemv::gemv_in_place`]), in both layouts, against
+/// the f64 oracle on odd shapes (including more inputs than one task reduces, and a matrix
+/// wide enough to be split over threads), with a bias and accumulation; the same bits on one
+/// thread as on the pool.
+#[test]
+fn in_place_f32_matches_the_oracle_in_both_layouts() {
+    let mut seed = 500;
+    let shapes = SIZES
+        .iter()
+        .flat_map(|&r| SIZES.iter().map(move |&c| (r, c)))
+        .chain([(1031, 769), (769, 1031), (0, 5), (5, 0)]);
+    for kernel in kernels() {
+        for (rows, cols) in shapes.clone() {
+            seed += 1;
+            let mut rng = Rng::new(seed);
+            let w = weights(&mut rng, rows, cols);
+            let x: Vec<f32> = (0..cols).map(|_| rng.next() as f32).collect();
+            let bias: Vec<f32> = (0..rows).map(|_| rng.next() as f32).collect();
+            let m = Matrix::from_f32(WeightFormat::F32, rows, cols, &w, Layout::OutIn);
+            let exact = gemv::reference(&m, &x);
+            let mag = magnitude(&m, &x);
+            let mut t = vec![0f32; w.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = w[r * cols + c];
+                }
+            }
+            for (data, layout) in [(&w, Layout::OutIn), (&t, Layout::InOut)] {
+                let what = format!("{kernel} in place {layout:?} {rows}x{cols}");
+                let view = gemv::F32View {
+                    data,
+                    rows,
+                    cols,
+                    layout,
+                };
+                let mut y = vec![f32::NAN; rows];
+                gemv::gemv_in_place(kernel, view, &x, &mut y, Some(&bias), false).unwrap();
+                let mut y2 = y.clone();
+                gemv::gemv_in_place(kernel, view, &x, &mut y2, None, true).unwrap();
+                for r in 0..rows {
+                    let tol = 1e-5 * mag[r] + 1e-6;
+                    let got = y[r] as f64 - bias[r] as f64;
+                    assert!(
+                        (got - exact[r]).abs() <= tol,
+                        "{what}: row {r}: {got} vs oracle {} (tol {tol})",
+                        exact[r]
+                    );
+                    let twice = y2[r] as f64 - bias[r] as f64;
+                    assert!(
+                        (twice - 2.0 * exact[r]).abs() <= 2.0 * tol + 1e-6 * bias[r].abs() as f64,
+                        "{what}: row {r} accumulated: {twice} vs {}",
+                        2.0 * exact[r]
+                    );
+                }
+                let mut one = vec![0f32; rows];
+                ferrogpt_gemm::serial(|| {
+                    gemv::gemv_in_place(kernel, view, &x, &mut one, Some(&bias), false)
+                })
+                .unwrap();
+                assert_eq!(
+                    one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{what}: one thread against the pool"
+                );
+            }
+        }
+        // Lengths that do not match are errors.
+        let view = gemv::F32View {
+            data: &[0.0; 12],
+            rows: 3,
+            cols: 4,
+            layout: Layout::InOut,
+        };
+        let mut y = [0f32; 3];
+        assert!(gemv::gemv_in_place(kernel, view, &[0.0; 5], &mut y, None, false).is_err());
+        let short = gemv::F32View {
+            data: &[0.0; 11],
+            ..view
+        };
+        assert!(gemv::gemv_in_place(kernel, short, &[0.0; 4], &mut y, None, false).is_err());
+    }
+}

@@ -15,7 +15,8 @@
 //! * [`KvCache::logits`], the reference: plain loops over the flat f32 parameters in the
 //!   model's own layout, one thread.
 //! * [`KvCache::decode`], the fast path: every matrix product a multithreaded SIMD GEMV
-//!   (`ferrogpt_gemm::gemv`) over [`DecodeWeights`] (f32, bf16 or int8, stored (out, in)), the
+//!   (`ferrogpt_gemm::gemv`) over [`DecodeWeights`] (bf16 or int8 converted and stored (out,
+//!   in); f32 read in place from the parameters, in the family's own layout), the
 //!   bias and the residual added in the GEMV's epilogue; attention with the GEMV crate's
 //!   vector dot products and weighted row sums, heads split over threads on long contexts.
 //!   Norms, rotary positions, GELU/SwiGLU and the softmax are the same code in both.
@@ -27,11 +28,12 @@
 pub use crate::quant::{self, DecodeWeights};
 
 use crate::config::Family;
+use crate::quant::Weight;
 use crate::{Gpt, ParamLayout};
 use ferrogpt_core::fastmath;
 use ferrogpt_core::ops::rope;
 use ferrogpt_core::Param;
-use ferrogpt_gemm::gemv::{self, Matrix};
+use ferrogpt_gemm::gemv;
 use ferrogpt_gemm::GemmError;
 use rayon::prelude::*;
 
@@ -161,14 +163,14 @@ impl Products<'_> {
             }
             Products::Fast(dw) => {
                 let m = &dw.blocks[li];
-                let m: &Matrix = match which {
+                let m: &Weight = match which {
                     Which::Qkv => &m.qkv,
                     Which::Proj => &m.proj,
                     Which::Fc => &m.fc,
                     Which::FcProj => &m.fc_proj,
                 };
                 let bias = b.map(|b| &params[b.range()]);
-                gemv::gemv(dw.kernel(), m, x, out, bias, accumulate)
+                m.gemv(dw.kernel(), params, x, out, bias, accumulate)
             }
         }
     }
@@ -229,7 +231,7 @@ impl Products<'_> {
     }
 
     /// Logits of the final normalised state `h` (C): the LM head, V values.
-    fn head(self, model: &Gpt, h: &[f32]) -> Result<Vec<f32>, GemmError> {
+    fn head(self, model: &Gpt, params: &[f32], h: &[f32]) -> Result<Vec<f32>, GemmError> {
         let v = model.config.vocab_size;
         match self {
             Products::Plain { params, .. } => {
@@ -247,7 +249,8 @@ impl Products<'_> {
             }
             Products::Fast(dw) => {
                 let mut out = vec![0f32; v];
-                gemv::gemv(dw.kernel(), &dw.head, h, &mut out, None, false)?;
+                dw.head
+                    .gemv(dw.kernel(), params, h, &mut out, None, false)?;
                 Ok(out)
             }
         }
@@ -420,6 +423,6 @@ impl KvCache {
             self.tokens.push(tok);
         }
         norm(&mut h, &x, params, l.ln_f_w, l.ln_f_b, cfg.norm_eps);
-        products.head(model, &h)
+        products.head(model, params, &h)
     }
 }

@@ -4,8 +4,10 @@
 //! What is converted: the four matrices of each block (qkv, attention output, MLP in, MLP out)
 //! and the LM head (for a tied head, a copy of the token embedding). What stays f32: the
 //! token and position embeddings, the norms' weights and biases, the linear layers' biases.
-//! Every matrix is stored (out, in) (GPT-2's Conv1D weights are transposed once here), so int8
-//! blocks run along the reduction dimension.
+//! Every converted matrix is stored (out, in) (GPT-2's Conv1D weights are transposed once
+//! here), so int8 blocks run along the reduction dimension. f32 converts nothing: its products
+//! read the parameters where they lie ([`Weight::InPlace`]), so decoding starts without a
+//! conversion and without a second copy of the weights.
 //!
 //! ## Quantized checkpoints
 //!
@@ -23,7 +25,7 @@
 use crate::{Gpt, ParamLayout};
 use ferrogpt_core::fsutil::write_atomic;
 use ferrogpt_core::Param;
-use ferrogpt_gemm::gemv::{Kernel, Layout, Matrix, WeightFormat};
+use ferrogpt_gemm::gemv::{self, F32View, Kernel, Layout, Matrix, WeightFormat};
 use rayon::prelude::*;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::{json, Value};
@@ -96,27 +98,115 @@ pub const CONFIG_FIELD: &str = "ferrogpt_weights";
 /// Name of the head in files (tied or not).
 const HEAD: &str = "lm_head.weight";
 
+/// One matrix of the decoder.
+#[derive(Clone, Debug)]
+pub enum Weight {
+    /// Converted to bf16 or int8 and packed for the kernels.
+    Stored(Matrix),
+    /// f32, multiplied where it lies in the model's parameters, without a copy
+    /// ([`ferrogpt_gemm::gemv::gemv_in_place`]): `rows` outputs × `cols` inputs at `offset`,
+    /// in `layout` (GPT-2's Conv1D weights (in, out), Llama's and the head (out, in)).
+    InPlace {
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        layout: Layout,
+    },
+}
+
+impl Weight {
+    /// Outputs.
+    pub fn rows(&self) -> usize {
+        match self {
+            Weight::Stored(m) => m.rows(),
+            Weight::InPlace { rows, .. } => *rows,
+        }
+    }
+
+    /// Inputs.
+    pub fn cols(&self) -> usize {
+        match self {
+            Weight::Stored(m) => m.cols(),
+            Weight::InPlace { cols, .. } => *cols,
+        }
+    }
+
+    /// Bytes a product reads.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weight::Stored(m) => m.bytes(),
+            Weight::InPlace { rows, cols, .. } => 4 * rows * cols,
+        }
+    }
+
+    /// The converted matrix, if this weight was converted.
+    pub fn stored(&self) -> Option<&Matrix> {
+        match self {
+            Weight::Stored(m) => Some(m),
+            Weight::InPlace { .. } => None,
+        }
+    }
+
+    /// `y (+)= W·x (+ bias)` with `kernel` ([`ferrogpt_gemm::gemv::gemv`]'s contract);
+    /// `params` is the model's flat buffer an in-place weight is read from.
+    pub fn gemv(
+        &self,
+        kernel: Kernel,
+        params: &[f32],
+        x: &[f32],
+        y: &mut [f32],
+        bias: Option<&[f32]>,
+        accumulate: bool,
+    ) -> Result<(), ferrogpt_gemm::GemmError> {
+        match *self {
+            Weight::Stored(ref m) => gemv::gemv(kernel, m, x, y, bias, accumulate),
+            Weight::InPlace {
+                offset,
+                rows,
+                cols,
+                layout,
+            } => {
+                let data = params.get(offset..offset + rows * cols).ok_or_else(|| {
+                    ferrogpt_gemm::GemmError::Shape(format!(
+                        "a {rows}x{cols} matrix at {offset} of {} parameters",
+                        params.len()
+                    ))
+                })?;
+                let view = F32View {
+                    data,
+                    rows,
+                    cols,
+                    layout,
+                };
+                gemv::gemv_in_place(kernel, view, x, y, bias, accumulate)
+            }
+        }
+    }
+}
+
 /// One block's matrices, in the order of the forward pass.
 #[derive(Clone, Debug)]
 pub struct BlockMatrices {
     /// C → (NH + 2·KV)·HS.
-    pub qkv: Matrix,
+    pub qkv: Weight,
     /// NH·HS → C.
-    pub proj: Matrix,
+    pub proj: Weight,
     /// C → F (GELU) or 2F, [gate | up] (SwiGLU).
-    pub fc: Matrix,
+    pub fc: Weight,
     /// F → C.
-    pub fc_proj: Matrix,
+    pub fc_proj: Weight,
 }
 
-/// Every matrix the decoder multiplies by, in one format, and the kernel that multiplies.
+/// Every matrix the decoder multiplies by, in one format, and the kernel that multiplies. In
+/// f32 the matrices are the parameters themselves ([`Weight::InPlace`]): nothing is converted
+/// or copied, and the products read the parameters passed to them.
 #[derive(Clone, Debug)]
 pub struct DecodeWeights {
     format: WeightFormat,
     kernel: Kernel,
     pub blocks: Vec<BlockMatrices>,
     /// (V, C): the real vocabulary rows only.
-    pub head: Matrix,
+    pub head: Weight,
 }
 
 /// A matrix of the model: where it lives in the flat buffer, its shape as (out, in), and the
@@ -179,7 +269,7 @@ fn all_slots(model: &Gpt) -> Vec<Slot> {
     s
 }
 
-fn build(format: WeightFormat, kernel: Kernel, mut m: Vec<Matrix>) -> DecodeWeights {
+fn build(format: WeightFormat, kernel: Kernel, mut m: Vec<Weight>) -> DecodeWeights {
     let head = m.pop().expect("the head is the last matrix");
     let mut it = m.into_iter();
     let mut blocks = Vec::new();
@@ -203,7 +293,8 @@ fn build(format: WeightFormat, kernel: Kernel, mut m: Vec<Matrix>) -> DecodeWeig
 
 impl DecodeWeights {
     /// Converts the matrices of `params` (the model's flat f32 buffer) to `format`, for the
-    /// kernel of the ladder's ISA ([`Kernel::active`]). Matrices convert in parallel. Errors:
+    /// kernel of the ladder's ISA ([`Kernel::active`]). Matrices convert in parallel; f32
+    /// converts nothing (the products read `params` in place). Errors:
     /// an ISA forced by `FERROGPT_ISA` that this CPU lacks, a buffer of the wrong length.
     pub fn new(model: &Gpt, params: &[f32], format: WeightFormat) -> Result<Self, QuantError> {
         if params.len() != model.layout.total {
@@ -213,11 +304,19 @@ impl DecodeWeights {
             });
         }
         let kernel = Kernel::active()?;
-        let m: Vec<Matrix> = all_slots(model)
+        let m: Vec<Weight> = all_slots(model)
             .par_iter()
-            .map(|s| {
-                let w = &params[s.param.offset..s.param.offset + s.rows * s.cols];
-                Matrix::from_f32(format, s.rows, s.cols, w, s.layout)
+            .map(|s| match format {
+                WeightFormat::F32 => Weight::InPlace {
+                    offset: s.param.offset,
+                    rows: s.rows,
+                    cols: s.cols,
+                    layout: s.layout,
+                },
+                _ => {
+                    let w = &params[s.param.offset..s.param.offset + s.rows * s.cols];
+                    Weight::Stored(Matrix::from_f32(format, s.rows, s.cols, w, s.layout))
+                }
             })
             .collect();
         Ok(build(format, kernel, m))
@@ -249,11 +348,11 @@ impl DecodeWeights {
             .iter()
             .flat_map(|b| [&b.qkv, &b.proj, &b.fc, &b.fc_proj])
             .chain([&self.head])
-            .map(Matrix::bytes)
+            .map(Weight::bytes)
             .sum()
     }
 
-    fn matrices(&self) -> Vec<&Matrix> {
+    fn matrices(&self) -> Vec<&Weight> {
         self.blocks
             .iter()
             .flat_map(|b| [&b.qkv, &b.proj, &b.fc, &b.fc_proj])
@@ -276,6 +375,8 @@ impl DecodeWeights {
                 if tied && s.param.offset == model.layout.wte.offset {
                     return None;
                 }
+                // An in-place weight is the parameters' own values.
+                let m = m.stored()?;
                 let mut out = vec![0f32; s.rows * s.cols];
                 m.dequantize_into(&mut out, s.layout);
                 Some(out)
@@ -377,7 +478,7 @@ pub fn save(
     }
     let tied = l.lm_head.is_none();
     for (name, si, r0, rows) in &parts {
-        let m = matrices[*si];
+        let (m, cols) = (matrices[*si].stored(), matrices[*si].cols());
         match format {
             WeightFormat::F32 => {}
             WeightFormat::Bf16 => {
@@ -389,9 +490,8 @@ pub fn save(
                     .iter()
                     .find(|(n, _)| n == name)
                     .expect("a part is a named tensor");
-                let bits = m.bf16_rows().expect("bf16 weights");
+                let bits = m.and_then(Matrix::bf16_rows).expect("bf16 weights");
                 // Back to the file's layout: the rows of this part, transposed for Conv1D.
-                let cols = m.cols();
                 let mut t: Vec<u16> = bits[r0 * cols..(r0 + rows) * cols].to_vec();
                 if !l.weights_out_in {
                     t = (0..cols)
@@ -408,8 +508,8 @@ pub fn save(
                 out.push((name.clone(), Dtype::BF16, shape, bytes));
             }
             WeightFormat::Int8 => {
-                let (q, d) = m.q8_rows().expect("int8 weights");
-                let (cp, nb) = (m.cols().next_multiple_of(32), m.cols().div_ceil(32));
+                let (q, d) = m.and_then(Matrix::q8_rows).expect("int8 weights");
+                let (cp, nb) = (cols.next_multiple_of(32), cols.div_ceil(32));
                 let qs: Vec<u8> = q[r0 * cp..(r0 + rows) * cp]
                     .iter()
                     .map(|&x| x as u8)
@@ -534,6 +634,7 @@ pub fn load_int8(path: &Path, model: &Gpt) -> Result<(Vec<f32>, DecodeWeights), 
         .zip(q.into_iter().zip(d).zip(&parts))
         .map(|(s, ((q, d), part))| {
             Matrix::from_q8(s.rows, s.cols, q, d)
+                .map(Weight::Stored)
                 .map_err(|e| tensor_err(path, &format!("{}.q8_0", part.0), e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;

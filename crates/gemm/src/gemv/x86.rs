@@ -524,3 +524,113 @@ pub(super) unsafe fn axpy_rows_avx2(a: *const f32, ld: usize, c: &[f32], out: &m
         }
     }
 }
+
+/// `out[p] += Σ_j c[j]·a[j·ld + p]` with AVX2+FMA for many long rows (a stretch of the inputs
+/// of an (in, out) weight matrix read where it lies): eight rows a pass, four from each half of
+/// the stretch (two streams through memory, as the packed kernels read), against `out` in L1,
+/// one FMA chain per column in row order; the rows left over (an odd group of four, the last
+/// 1–3) one at a time.
+///
+/// # Safety
+/// AVX2 and FMA present; row j of `a` readable for `out.len()` elements at `a + j·ld` for
+/// j < c.len().
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn axpy_stream_avx2(a: *const f32, ld: usize, c: &[f32], out: &mut [f32]) {
+    let k = out.len();
+    let o = out.as_mut_ptr();
+    let pairs = c.len() / 8; // group pairs (g, g + pairs), groups of four rows
+                             // SAFETY: every access is row j < c.len(), column < k (the contract), or out[..k].
+    unsafe {
+        for g in 0..pairs {
+            let js: [usize; 8] = std::array::from_fn(|i| 4 * (g + (i / 4) * pairs) + i % 4);
+            let r: [*const f32; 8] = js.map(|j| a.add(j * ld));
+            let cv = js.map(|j| _mm256_set1_ps(c[j]));
+            let mut p = 0;
+            while p + 8 <= k {
+                let mut s = _mm256_loadu_ps(o.add(p));
+                for i in 0..8 {
+                    s = _mm256_fmadd_ps(cv[i], _mm256_loadu_ps(r[i].add(p)), s);
+                }
+                _mm256_storeu_ps(o.add(p), s);
+                p += 8;
+            }
+            for q in p..k {
+                let mut s = *o.add(q);
+                for i in 0..8 {
+                    s = c[js[i]].mul_add(*r[i].add(q), s);
+                }
+                *o.add(q) = s;
+            }
+        }
+        for (j, &cj) in c.iter().enumerate().skip(8 * pairs) {
+            let row = a.add(j * ld);
+            let cv = _mm256_set1_ps(cj);
+            let mut p = 0;
+            while p + 8 <= k {
+                let s = _mm256_fmadd_ps(cv, _mm256_loadu_ps(row.add(p)), _mm256_loadu_ps(o.add(p)));
+                _mm256_storeu_ps(o.add(p), s);
+                p += 8;
+            }
+            for q in p..k {
+                *o.add(q) = cj.mul_add(*row.add(q), *o.add(q));
+            }
+        }
+    }
+}
+
+/// `out[j] = Σ_p a[j·ld + p]·x[p]` for `out.len()` long rows (an (out, in) weight matrix read
+/// where it lies) with AVX2+FMA: four rows from each half of the range at a time (two streams
+/// through memory), one accumulator a row; the rows left over one at a time with the same
+/// arithmetic, so that a row's value does not depend on how the rows were split.
+///
+/// # Safety
+/// AVX2 and FMA present; row j of `a` readable for `x.len()` elements at `a + j·ld` for
+/// j < out.len().
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn rows_stream_f32_avx2(a: *const f32, ld: usize, x: &[f32], out: &mut [f32]) {
+    let pairs = out.len() / 8;
+    // SAFETY: every row passed is j < out.len() (the contract).
+    unsafe {
+        for g in 0..pairs {
+            let js: [usize; 8] = std::array::from_fn(|i| 4 * (g + (i / 4) * pairs) + i % 4);
+            let s = dots_1acc(js.map(|j| a.add(j * ld)), x);
+            for (j, s) in js.into_iter().zip(s) {
+                out[j] = s;
+            }
+        }
+        for (j, o) in out.iter_mut().enumerate().skip(8 * pairs) {
+            *o = dots_1acc([a.add(j * ld)], x)[0];
+        }
+    }
+}
+
+/// The dot products of R rows with `x`: one accumulator a row over 8 columns a step, its
+/// horizontal sum, then the last columns in order.
+///
+/// # Safety
+/// AVX2 and FMA present; each row readable for `x.len()` elements.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dots_1acc<const R: usize>(r: [*const f32; R], x: &[f32]) -> [f32; R] {
+    let k = x.len();
+    let xp = x.as_ptr();
+    // SAFETY: columns < k of each row (the contract) and of x.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut p = 0;
+        while p + 8 <= k {
+            let xv = _mm256_loadu_ps(xp.add(p));
+            for i in 0..R {
+                acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(r[i].add(p)), xv, acc[i]);
+            }
+            p += 8;
+        }
+        std::array::from_fn(|i| {
+            let mut s = hsum256(acc[i]);
+            for (q, &xq) in x.iter().enumerate().skip(p) {
+                s += *r[i].add(q) * xq;
+            }
+            s
+        })
+    }
+}
