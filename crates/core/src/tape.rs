@@ -428,7 +428,8 @@ impl<T: Float> Tape<T> {
     }
 
     /// `x · W + bias` with W stored (IC, OC), or `x · Wᵀ` with W stored (OC, IC) when
-    /// `transposed` (the tied LM head).
+    /// `transposed` (the tied LM head). x (N, IC) → (N, OC); bias (1, OC). Panics, naming the
+    /// shapes, if W's IC is not x's width or the bias does not have OC values.
     pub fn linear(
         &mut self,
         params: &[T],
@@ -438,12 +439,27 @@ impl<T: Float> Tape<T> {
         transposed: bool,
     ) -> Var {
         let (n, ic) = self.shape(x);
-        let oc = if transposed { w.rows } else { w.cols };
-        debug_assert_eq!(
-            if transposed { w.cols } else { w.rows },
-            ic,
-            "linear: weight vs input width"
+        let (oc, w_ic) = if transposed {
+            (w.rows, w.cols)
+        } else {
+            (w.cols, w.rows)
+        };
+        assert!(
+            w_ic == ic,
+            "linear: input ({n}, {ic}) needs a weight {} with IC = {ic}, got ({}, {})",
+            if transposed { "(OC, IC)" } else { "(IC, OC)" },
+            w.rows,
+            w.cols
         );
+        if let Some(b) = bias {
+            assert!(
+                b.len() == oc,
+                "linear: weight ({}, {}) has OC = {oc} outputs, the bias has {} values",
+                w.rows,
+                w.cols,
+                b.len()
+            );
+        }
         let out = self.alloc(n, oc, true);
         let [o, xv] = self
             .vals
@@ -481,8 +497,8 @@ impl<T: Float> Tape<T> {
     /// Causal grouped-query self-attention of qkv (B*T, (NH + 2·KV)·HS), rows `[q heads | k heads
     /// | v heads]`, with NH = `n_head` query heads sharing KV = `n_kv_head` key/value heads
     /// (query head h reads key/value head h / (NH/KV); KV must divide NH) → (B*T, NH·HS).
-    /// Attention dropout with probability `p` when recording and `p > 0`. Panics if KV does not
-    /// divide NH or the width is not (NH + 2·KV)·HS; `b` must divide the rows.
+    /// Attention dropout with probability `p` when recording and `p > 0`. Panics if `b` is 0 or
+    /// does not divide the rows, KV does not divide NH, or the width is not (NH + 2·KV)·HS.
     pub fn attention_gqa(
         &mut self,
         qkv: Var,
@@ -493,6 +509,10 @@ impl<T: Float> Tape<T> {
         rng: &mut impl Rng,
     ) -> Var {
         let (n, width) = self.shape(qkv);
+        assert!(
+            b > 0 && n.is_multiple_of(b),
+            "attention: {n} rows do not split into b = {b} sequences of equal length"
+        );
         let (nh, kv) = (n_head, n_kv_head);
         assert!(
             kv > 0 && nh.is_multiple_of(kv),
