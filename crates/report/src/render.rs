@@ -821,20 +821,20 @@ fn starts_numeric(c: &str) -> bool {
 /// The page as Markdown, and the charts it links (`charts/<id>.svg`, which the caller writes
 /// beside it).
 pub fn markdown(page: &Page) -> (String, Vec<(String, String)>) {
-    let mut s = format!("# {}\n\n", page.title);
+    let mut s = format!("# {}\n\n", md_esc(&page.title));
     let mut charts = vec![];
     for p in &page.intro {
-        let _ = writeln!(s, "{p}\n");
+        let _ = writeln!(s, "{}\n", md_esc(p));
     }
     for sec in &page.sections {
-        let _ = writeln!(s, "## {}\n", sec.title);
+        let _ = writeln!(s, "## {}\n", md_esc(&sec.title));
         for b in &sec.blocks {
             match b {
                 Block::Text(t) => {
-                    let _ = writeln!(s, "{t}\n");
+                    let _ = writeln!(s, "{}\n", md_esc(t));
                 }
                 Block::Table(t) => {
-                    let cell = |c: &str| c.replace('|', "\\|").replace('\n', " ");
+                    let cell = |c: &str| md_esc(c);
                     let _ = writeln!(
                         s,
                         "| {} |",
@@ -865,6 +865,42 @@ pub fn markdown(page: &Page) -> (String, Vec<(String, String)>) {
     (s, charts)
 }
 
+/// Plain text as Markdown that shows it as it is, on one line: a backslash before each character
+/// that could start emphasis, code, a link, HTML, an entity or a table cell (`\ ` * _ [ ] < > &
+/// | ~ #`), before a leading `-`, `+` or `=` (a list, a rule, a heading underline) and before
+/// the `.` or `)` of a leading number that a space or the end follows (an ordered list: `1.5`
+/// stays as it is); line breaks become spaces. CommonMark shows an escaped
+/// punctuation character as itself, so the rendered text is the plain text.
+fn md_esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let list_number = digits > 0
+        && s[digits..].starts_with(['.', ')'])
+        && s[digits + 1..]
+            .chars()
+            .next()
+            .is_none_or(char::is_whitespace);
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '&' | '|' | '~' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '-' | '+' | '=' if i == 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            '.' | ')' if i == digits && list_number => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// An id for anchors and file names: letters, digits and dashes.
 fn slug(s: &str) -> String {
     s.chars()
@@ -876,4 +912,68 @@ fn slug(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page whose every text comes from a host name with Markdown in it.
+    fn page(host: &str) -> Page {
+        Page {
+            title: "ferrogpt benchmark report".into(),
+            intro: vec![format!("Merged on {host}.")],
+            sections: vec![Section {
+                id: "runs".into(),
+                title: format!("Runs of {host}"),
+                blocks: vec![
+                    Block::Text(format!("Each machine against {host} (above 1× is faster).")),
+                    Block::Table(Table {
+                        header: vec!["host".into(), "GFLOPS".into()],
+                        rows: vec![vec![host.into(), "1.5".into()]],
+                    }),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn markdown_escapes_text_as_html_does() {
+        let host = "a_b*c* <img src=x> [x](y) &amp; `z` | ~w~\\";
+        let (md, _) = markdown(&page(host));
+        let escaped = r"a\_b\*c\* \<img src=x\> \[x\](y) \&amp; \`z\` \| \~w\~\\";
+        assert!(md.contains(&format!("Merged on {escaped}.\n")), "{md}");
+        assert!(md.contains(&format!("## Runs of {escaped}\n")), "{md}");
+        assert!(
+            md.contains(&format!("Each machine against {escaped} (above")),
+            "{md}"
+        );
+        assert!(md.contains(&format!("| {escaped} | 1.5 |")), "{md}");
+        assert!(!md.contains(" <img"), "{md}");
+        // The HTML page escapes the same texts.
+        assert!(!html(&page(host)).contains("<img"));
+    }
+
+    #[test]
+    fn markdown_escapes_what_starts_a_block() {
+        for (text, want) in [
+            ("# not a heading", r"\# not a heading"),
+            ("- not a list", r"\- not a list"),
+            ("+ not a list", r"\+ not a list"),
+            ("== not an underline", r"\== not an underline"),
+            ("12. not a list", r"12\. not a list"),
+            ("3) not a list", r"3\) not a list"),
+            ("7.", r"7\."),
+            ("1.5", "1.5"),
+            ("> not a quote", r"\> not a quote"),
+            ("two\nlines", "two lines"),
+            // Ordinary text is left as it is.
+            (
+                "GFLOPS of C = A·B (n×n), 2.5× --label x-y 1.0",
+                "GFLOPS of C = A·B (n×n), 2.5× --label x-y 1.0",
+            ),
+        ] {
+            assert_eq!(md_esc(text), want);
+        }
+    }
 }

@@ -367,27 +367,37 @@ impl ResultFile {
         s
     }
 
-    /// Checks serde cannot express: figures that are numbers must be finite and not negative.
+    /// Checks serde cannot express: the times and rates (a matmul row's `seconds` and `gflops`
+    /// when present, a train row's `step_s_median` and `tokens_per_sec`) are finite and not
+    /// negative; 0 is accepted (a run too short to time). The error names the row, the field and
+    /// its value.
     fn check(&self) -> Result<(), SchemaError> {
-        let bad = |what: String| Err(SchemaError::Invalid(what));
-        let ok = |x: f64| x.is_finite() && x >= 0.0;
+        let check = |row: String, name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(SchemaError::Invalid(format!(
+                    "{row}: {name} is {v}, not a finite number >= 0"
+                )))
+            }
+        };
         match &self.figures {
             Figures::Matmul { matmul } => {
                 for r in &matmul.rows {
                     for (name, v) in [("seconds", r.seconds), ("gflops", r.gflops)] {
-                        if v.is_some_and(|v| !ok(v)) {
-                            return bad(format!("level {} size {}: {name} {v:?}", r.level, r.m));
+                        if let Some(v) = v {
+                            check(format!("level {} size {}", r.level, r.m), name, v)?;
                         }
                     }
                 }
             }
             Figures::Train { train } => {
                 for r in &train.rows {
-                    if !ok(r.tokens_per_sec) || !ok(r.step_s_median) {
-                        return bad(format!(
-                            "engine {}: a step time or rate is not a finite positive number",
-                            r.engine
-                        ));
+                    for (name, v) in [
+                        ("step_s_median", r.step_s_median),
+                        ("tokens_per_sec", r.tokens_per_sec),
+                    ] {
+                        check(format!("engine {}", r.engine), name, v)?;
                     }
                 }
             }
@@ -516,5 +526,44 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("missing field"), "{e}");
+    }
+
+    /// A train result whose one row has these two figures.
+    fn train_result(step_s_median: &str, tokens_per_sec: &str) -> String {
+        format!(
+            r#"{{"schema": "{SCHEMA}", "schema_version": {SCHEMA_VERSION},
+              "ferrogpt_version": "0.1.0", "commit": "abc1234", "date": "2026-12-07T18:20:05Z",
+              "host": "h", "command": ["ferrogpt"], "machine": {{"arch": "x86_64", "os": "linux", "vendor": "AMD", "model": "EPYC",
+                "logical_cores": 2}},
+              "kind": "train",
+              "train": {{"preset": "shakespeare-cpu", "device": "cpu", "dtype": "fp32",
+                "batch_size": 4, "seq_len": 64, "steps": 3, "warmup": 1, "rows": [
+                {{"engine": "simd", "peer": false, "threads": 2, "step_s_median": {step_s_median},
+                  "step_s_min": 0.1, "tokens_per_sec": {tokens_per_sec}, "model_gflops": 1.0,
+                  "final_loss": 4.0}}]}}}}"#
+        )
+    }
+
+    #[test]
+    fn figures_are_finite_and_not_negative() {
+        // 0 is accepted, as docs/report.md says.
+        ResultFile::from_json(&train_result("0.0", "0")).unwrap();
+        ResultFile::from_json(&train_result("0.5", "512.0")).unwrap();
+        let e = ResultFile::from_json(&train_result("0.5", "-3.5")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "malformed {SCHEMA} v{SCHEMA_VERSION}: engine simd: tokens_per_sec is -3.5, \
+                 not a finite number >= 0"
+            )
+        );
+        // JSON has no NaN or infinity (serde_json refuses 1e999 as not JSON): the sign is
+        // what can go wrong.
+        let e = ResultFile::from_json(&train_result("-0.5", "1.0")).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("engine simd: step_s_median is -0.5, not a finite number >= 0"),
+            "{e}"
+        );
     }
 }
