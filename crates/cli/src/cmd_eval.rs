@@ -51,7 +51,7 @@ pub fn run(a: EvalArgs) -> Result<(), String> {
     let level = a.compute.setup()?;
     a.device.is_cpu()?; // bad --device/--dtype before the checkpoint is read
     let requested = crate::cmd_quantize::parse_weights(a.weights.as_deref())?;
-    let (loaded, _, decode) = crate::cmd_quantize::load(&a.checkpoint, requested)?;
+    let (loaded, _, decode, _) = crate::cmd_quantize::load(&a.checkpoint, requested, false)?;
     let block = loaded.model.config.block_size;
     let t = a.seq_len.unwrap_or(block);
     if t == 0 || t > block {

@@ -35,7 +35,7 @@ pub fn run(a: QuantizeArgs) -> Result<(), String> {
     if a.out == a.checkpoint {
         return Err("--out must be another directory than --checkpoint".into());
     }
-    let (loaded, stored, _) = load(&a.checkpoint, Some(WeightFormat::F32))?;
+    let (loaded, stored, _, _) = load(&a.checkpoint, Some(WeightFormat::F32), false)?;
     if stored != WeightFormat::F32 {
         return Err(format!(
             "{} holds {stored} weights already; quantize an f32 checkpoint",
@@ -113,21 +113,42 @@ fn rewrite_manifest(dir: &Path) -> Result<(), String> {
 /// An int8 checkpoint is read by `kvcache::quant::load_int8` (its matrices as stored); asked
 /// for f32 or bf16, its dequantized weights are the starting point. Other checkpoints go
 /// through the usual loader (bf16 tensors widened), then convert.
+///
+/// `background_check`: the weights' checksum is still being taken when this returns, at the
+/// lowest priority ([`ck::load_model_checking`]); the caller must wait on the returned check
+/// before it trusts what it computed. Otherwise the check has passed when this returns.
 pub fn load(
     dir: &Path,
     requested: Option<WeightFormat>,
-) -> Result<(LoadedModel, WeightFormat, Option<DecodeWeights>), String> {
+    background_check: bool,
+) -> Result<
+    (
+        LoadedModel,
+        WeightFormat,
+        Option<DecodeWeights>,
+        ck::WeightsCheck,
+    ),
+    String,
+> {
     let file = dir.join("model.safetensors");
     let stored = if file.is_file() {
         quant::file_format(&file).map_err(|e| e.to_string())?
     } else {
         WeightFormat::F32 // sharded: a Hugging Face directory
     };
-    let (mut loaded, prebuilt) = if stored == WeightFormat::Int8 {
-        let (l, w) = load_int8(dir)?;
-        (l, Some(w))
+    let (mut loaded, prebuilt, check) = if stored == WeightFormat::Int8 {
+        let (l, w, check) = load_int8(dir, background_check)?;
+        (l, Some(w), check)
     } else {
-        (ck::load_model(dir, 64).map_err(|e| e.to_string())?, None)
+        let (l, check) =
+            ck::load_model_checking(dir, 64, background_check).map_err(|e| e.to_string())?;
+        (l, None, check)
+    };
+    let check = if background_check {
+        check
+    } else {
+        check.wait().map_err(|e| e.to_string())?;
+        ck::WeightsCheck::none()
     };
     let want = requested.unwrap_or(stored);
     let decode = match (want, prebuilt) {
@@ -141,19 +162,29 @@ pub fn load(
             Some(w)
         }
     };
-    Ok((loaded, stored, decode))
+    Ok((loaded, stored, decode, check))
 }
 
 /// An int8 checkpoint of ours: checked against its checksums, config.json and tokenizer read
 /// as for any checkpoint, the weights by `kvcache::quant::load_int8`.
-fn load_int8(dir: &Path) -> Result<(LoadedModel, DecodeWeights), String> {
+fn load_int8(
+    dir: &Path,
+    background_check: bool,
+) -> Result<(LoadedModel, DecodeWeights, ck::WeightsCheck), String> {
     let tok = ferrogpt_train::tokenizer::hf::FILES;
-    ck::verify(dir, &["config.json", "model.safetensors", tok[0], tok[1]])
-        .map_err(|e| e.to_string())?;
+    ck::verify(dir, &["config.json", tok[0], tok[1]]).map_err(|e| e.to_string())?;
+    let mut check = ck::WeightsCheck::spawn(dir, &["model.safetensors"], background_check);
+    // A damaged file is reported as such before the error it caused while loading.
+    let damaged = |e: String, check: &mut ck::WeightsCheck| -> String {
+        match std::mem::replace(check, ck::WeightsCheck::none()).wait() {
+            Err(d) => d.to_string(),
+            Ok(()) => e,
+        }
+    };
     let cfg = mc::load_config(dir, 64).map_err(|e| e.to_string())?;
     let model = Gpt::new(cfg).map_err(|e| e.to_string())?;
-    let (params, w) =
-        quant::load_int8(&dir.join("model.safetensors"), &model).map_err(|e| e.to_string())?;
+    let (params, w) = quant::load_int8(&dir.join("model.safetensors"), &model)
+        .map_err(|e| damaged(e.to_string(), &mut check))?;
     let tokenizer = ck::load_tokenizer(dir, model.config.vocab_size).map_err(|e| e.to_string())?;
     Ok((
         LoadedModel {
@@ -163,6 +194,7 @@ fn load_int8(dir: &Path) -> Result<(LoadedModel, DecodeWeights), String> {
             metadata: HashMap::new(),
         },
         w,
+        check,
     ))
 }
 

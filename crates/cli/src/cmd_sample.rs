@@ -9,6 +9,7 @@
 use crate::common::{engine_factory, Compute, Device, DeviceArgs};
 use ferrogpt_core::Tape;
 use ferrogpt_model::generate::{generate_with, Sampling, StopText};
+use ferrogpt_train::checkpoint::WeightsCheck;
 use ferrogpt_train::data::DataError;
 use ferrogpt_train::tokenizer::{StreamDecoder, Tokenizer};
 use ferrogpt_train::{CpuEngine, Engine, EngineError, EngineInit};
@@ -105,7 +106,10 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
     }
     let requested = crate::cmd_quantize::parse_weights(a.weights.as_deref())?;
     let t_load = std::time::Instant::now();
-    let (loaded, _, decode) = crate::cmd_quantize::load(&a.checkpoint, requested)?;
+    // The weights' checksum is taken while the first tokens are computed (at the lowest
+    // priority, so it takes the cores they leave); generation stops at the first token after
+    // it fails, and the command fails with it.
+    let (loaded, _, decode, mut check) = crate::cmd_quantize::load(&a.checkpoint, requested, true)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let tok = &loaded.tokenizer;
     let prompt = match &text {
@@ -158,6 +162,7 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         // When each token arrived (the first after the prompt's prefill).
         let start = std::time::Instant::now();
         let mut times = Vec::with_capacity(a.tokens);
+        let mut first_at = f64::NAN; // the first token, seconds after the process started
         let mut print = |s: &str| {
             out.write_all(s.as_bytes())
                 .and_then(|_| out.flush())
@@ -171,6 +176,12 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
             sampling,
             &mut rng,
             |id| {
+                if let Some(e) = check.failed() {
+                    return Err(EngineError(damaged(e, !times.is_empty())));
+                }
+                if times.is_empty() {
+                    first_at = crate::common::since_start();
+                }
                 times.push(start.elapsed().as_secs_f64());
                 let piece = dec.push(id).map_err(|e| EngineError(e.to_string()))?;
                 let (s, flow) = stop.push(&piece);
@@ -185,16 +196,33 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
             tail += &stop.finish();
         }
         let _ = print(&(tail + "\n"));
+        if i + 1 == a.num_samples {
+            std::mem::replace(&mut check, WeightsCheck::none())
+                .wait()
+                .map_err(|e| damaged(e, true))?;
+        }
         if a.timing {
             eprintln!(
-                "{}; before it: loading {:.0} ms, the engine {:.0} ms",
+                "{}; before it: loading {:.0} ms, the engine {:.0} ms; the first token {:.0} ms \
+                 after the process started",
                 timing_line(logits.describe(), prompt.len(), &times),
                 load_s * 1e3,
-                engine_s * 1e3
+                engine_s * 1e3,
+                first_at * 1e3
             );
         }
     }
     Ok(())
+}
+
+/// The error of a checksum that failed while tokens were being generated (`printed`: some
+/// were printed already).
+fn damaged(e: ferrogpt_train::checkpoint::CheckpointError, printed: bool) -> String {
+    if printed {
+        format!("{e} (the text printed above came from these weights)")
+    } else {
+        e.to_string()
+    }
 }
 
 /// Reads `--prompt-file`: its text exactly. Errors, in one line: the file cannot be read, or

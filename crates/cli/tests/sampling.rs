@@ -166,3 +166,52 @@ fn a_seed_gives_the_same_text_with_and_without_the_kv_cache() {
         "--no-kv-cache runs on the CPU",
     );
 }
+
+/// `sample` takes the weights' checksum while it generates (so the first token does not wait
+/// for it), and still fails in one line, naming the file, when the weights are damaged in a
+/// way their loading does not notice (a flipped bit in the middle of a value); `--timing`
+/// says when the first token came after the process started.
+#[test]
+fn damaged_weights_stop_sampling_in_one_line() {
+    let dir = tmp("damaged");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    for e in std::fs::read_dir(model()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), run.join(e.file_name())).unwrap();
+        }
+    }
+    let o = ok(&[
+        "sample",
+        "--checkpoint",
+        s(&run),
+        "--tokens",
+        "5",
+        "--prompt",
+        PROMPT,
+        "--timing",
+    ]);
+    let timing = o.stderr.lines().find(|l| l.starts_with("timing")).unwrap();
+    assert!(timing.contains("ms after the process started"), "{timing}");
+    let weights = run.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let i = bytes.len() - 4 * 40; // inside the last tensor's values, not the header
+    bytes[i] ^= 0x01;
+    std::fs::write(&weights, &bytes).unwrap();
+    for tokens in ["1", "40"] {
+        fails_with_all(
+            &[
+                "sample",
+                "--checkpoint",
+                s(&run),
+                "--tokens",
+                tokens,
+                "--prompt",
+                PROMPT,
+            ],
+            &["model.safetensors", "damaged"],
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

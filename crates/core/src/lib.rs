@@ -11,6 +11,7 @@
 //! * [`reduce`], [`fastmath`], [`wide`]: the laned sums, vectorisable `exp`/`tanh` and AVX-512
 //!   dispatch the ops' inner loops are built from.
 //! * [`fsutil`]: atomic file writes (checkpoints, token files, caches).
+//! * [`mem`]: large buffers (parameters) on huge pages where the kernel offers them.
 //!
 //! Matrix products go through [`ferrogpt_gemm::matmul`] at the tape's [`Level`].
 //! Dependency rule: this crate depends only on ferrogpt-gemm. ferrogpt-model builds GPT-2 and
@@ -71,6 +72,7 @@
 
 pub mod fastmath;
 pub mod fsutil;
+pub mod mem;
 pub mod ops;
 pub mod reduce;
 pub mod tape;

@@ -635,7 +635,7 @@ pub fn load_weights(
     // disjoint part of the parameters (tensors do not overlap in the layout).
     const PIECE: usize = 1 << 20;
     jobs.sort_by_key(|j| j.0);
-    let mut params = vec![0.0f32; l.total];
+    let mut params = ferrogpt_core::mem::zeroed_large(l.total);
     let mut pieces = Vec::new();
     let mut rest = params.as_mut_slice();
     let mut at = 0; // offset of rest[0] in the parameters
