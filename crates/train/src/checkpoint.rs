@@ -47,76 +47,129 @@ pub enum CheckpointError {
     /// A file or folder could not be read, written, moved or removed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// state.json could not be serialised.
     #[error("{}: {source}", path.display())]
     Serialize {
+        /// The state.json being written.
         path: PathBuf,
+        /// serde_json's error.
         source: serde_json::Error,
     },
     /// state.json does not parse as a run state.
     #[error("{}: corrupt state ({source})", path.display())]
     CorruptState {
+        /// The state.json.
         path: PathBuf,
+        /// serde_json's error (line, column, what it expected).
         source: serde_json::Error,
     },
     /// state.json is of another format than [`FORMAT`].
     #[error("{}: format '{found}' is not '{FORMAT}'", path.display())]
-    Format { path: PathBuf, found: String },
+    Format {
+        /// The state.json.
+        path: PathBuf,
+        /// Its `format` field.
+        found: String,
+    },
     /// The directory to load does not exist.
     #[error("{}: no such checkpoint directory", dir.display())]
-    NoCheckpoint { dir: PathBuf },
+    NoCheckpoint {
+        /// The directory, as given.
+        dir: PathBuf,
+    },
     /// The directory has no state.json (weights alone, e.g. `best/` or a HF directory).
     #[error("{}: not a resumable checkpoint (no state.json)", dir.display())]
-    NotResumable { dir: PathBuf },
+    NotResumable {
+        /// The directory, as given.
+        dir: PathBuf,
+    },
     /// checksums.sha256 has a line that is not `SHA256  NAME` (`line` counts from 1).
     #[error("{}: line {line} is not `SHA256  NAME`: the checksum list is damaged", path.display())]
-    ChecksumList { path: PathBuf, line: usize },
+    ChecksumList {
+        /// The checksums.sha256.
+        path: PathBuf,
+        /// The damaged line, from 1.
+        line: usize,
+    },
     /// A file to check is not in checksums.sha256.
     #[error("{}: not listed in {MANIFEST}, so it cannot be checked{}", path.display(), hint(*interrupted))]
-    Unlisted { path: PathBuf, interrupted: bool },
+    Unlisted {
+        /// The file.
+        path: PathBuf,
+        /// A save was interrupted (a `.pending` folder is there), which `--resume` finishes.
+        interrupted: bool,
+    },
     /// A file checksums.sha256 lists is not there.
     #[error("{}: missing (listed in {MANIFEST}){}", path.display(), hint(*interrupted))]
-    Missing { path: PathBuf, interrupted: bool },
+    Missing {
+        /// Where the file should be.
+        path: PathBuf,
+        /// A save was interrupted (a `.pending` folder is there), which `--resume` finishes.
+        interrupted: bool,
+    },
     /// A file's SHA-256 is not the one checksums.sha256 records. `interrupted`: a save was
     /// interrupted (a `.pending` folder is there), which `--resume` finishes.
     #[error("{}: damaged: its SHA-256 is {found}, {MANIFEST} records {recorded} (one of the two was changed after the checkpoint was written){}", path.display(), hint(*interrupted))]
     Damaged {
+        /// The file.
         path: PathBuf,
+        /// Its SHA-256 now, lowercase hex.
         found: String,
+        /// The SHA-256 checksums.sha256 records.
         recorded: String,
+        /// A save was interrupted (see above).
         interrupted: bool,
     },
     /// The tokenizer has more ids than the model's vocabulary.
     #[error("{}: the tokenizer has {tokenizer} tokens, more than config.json's vocab_size {model}", dir.display())]
     TokenizerVocab {
+        /// The checkpoint directory.
         dir: PathBuf,
+        /// The tokenizer's ids.
         tokenizer: usize,
+        /// config.json's `vocab_size`.
         model: usize,
     },
     /// A safetensors file's step or run id (its metadata; "none" where absent) is not
     /// state.json's: files copied from different runs or steps.
     #[error("{}: mismatched checkpoint: this file is from step {step} of run {run_id}, state.json from step {state_step} of run {state_run_id}", path.display())]
     Mismatched {
+        /// The safetensors file.
         path: PathBuf,
+        /// Its `ferrogpt_step` metadata, or "none".
         step: String,
+        /// Its `ferrogpt_run_id` metadata, or "none".
         run_id: String,
+        /// state.json's step.
         state_step: usize,
+        /// state.json's run id.
         state_run_id: String,
     },
     /// An optimizer moment of another length than the model's parameters.
     #[error("{}: moment '{name}' has {found} values, the model has {expected} parameters", path.display())]
     MomentLength {
+        /// The optimizer.safetensors.
         path: PathBuf,
+        /// `"m"` or `"v"`.
         name: &'static str,
+        /// Its values.
         found: usize,
+        /// The model's parameters.
         expected: usize,
     },
     /// An optimizer moment the run's optimizer needs is not in optimizer.safetensors.
     #[error("{}: moment '{name}' is missing", path.display())]
-    MissingMoment { path: PathBuf, name: &'static str },
+    MissingMoment {
+        /// The optimizer.safetensors.
+        path: PathBuf,
+        /// `"m"` or `"v"`.
+        name: &'static str,
+    },
 }
 
 /// What a damaged checkpoint's message adds when a save was interrupted.
@@ -139,17 +192,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 /// The small part of the run's state, as `state.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunState {
+    /// [`FORMAT`]; loading refuses anything else.
     pub format: String,
+    /// Optimizer steps done when the checkpoint was written.
     pub step: usize,
+    /// 16 hex digits from the seed and the start time; the safetensors files carry it too, so that
+    /// files of different runs are not mixed.
     pub run_id: String,
+    /// The run's effective settings.
     pub config: TrainConfig,
+    /// Where the in-memory training data's batches stand.
     pub batcher: BatcherState,
     /// The dropout generator.
     pub rng: Xoshiro256PlusPlus,
     /// Optimizer steps taken (AdamW's bias correction).
     pub opt_t: u64,
+    /// Wall seconds of training so far, every session's.
     pub elapsed_s: f64,
+    /// Training tokens seen so far, on all ranks.
     pub tokens_seen: u64,
+    /// The latest validation loss (None: no evaluation yet, or no validation data).
     pub last_val_loss: Option<f64>,
     /// The lowest validation loss so far (its weights are in `best/`); absent in checkpoints
     /// written before it existed.
@@ -170,12 +232,17 @@ fn one() -> usize {
     1
 }
 
+/// The `format` of state.json this version writes and reads.
 pub const FORMAT: &str = "ferrogpt-run-v1";
 
 /// The large part: weights and optimizer moments.
+/// Each is flat, in the model's parameter layout.
 pub struct Tensors<'a> {
+    /// The weights (`model.layout.total` values).
     pub params: &'a [f32],
+    /// AdamW's first moment or SGD's momentum.
     pub m: &'a [f32],
+    /// AdamW's second moment; empty for SGD.
     pub v: &'a [f32],
 }
 
@@ -440,9 +507,14 @@ pub fn load_tokenizer(dir: &Path, vocab_size: usize) -> Result<Tokenizer, Checkp
 /// A model with its weights, from one of our checkpoints or a Hugging Face GPT-2 directory
 /// (`model.safetensors` + `config.json`, keys with or without the `transformer.` prefix).
 pub struct LoadedModel {
+    /// The model its config.json (or GGUF header) describes, vocabulary padded.
     pub model: Gpt,
+    /// The weights, flat in `model`'s layout.
     pub params: Vec<f32>,
+    /// The tokenizer of the directory, or [`Tokenizer::IdsOnly`] where it has none.
     pub tokenizer: Tokenizer,
+    /// model.safetensors' metadata (ours: `format`, `ferrogpt_step`, `ferrogpt_run_id`);
+    /// `format = gguf` for a GGUF file.
     pub metadata: HashMap<String, String>,
 }
 
@@ -638,9 +710,13 @@ pub fn read_state(dir: &Path) -> Result<RunState, CheckpointError> {
 
 /// Everything a resumed run needs.
 pub struct Resumed {
+    /// The model, weights and tokenizer.
     pub loaded: LoadedModel,
+    /// state.json.
     pub state: RunState,
+    /// The optimizer's first moment (AdamW) or momentum (SGD), flat in the layout.
     pub m: Vec<f32>,
+    /// AdamW's second moment; empty for SGD.
     pub v: Vec<f32>,
 }
 

@@ -7,20 +7,26 @@ use ferrogpt_model::config::{Family, Position, RopeScaling};
 use ferrogpt_model::GptConfig;
 use serde::{Deserialize, Serialize};
 
-/// The learning-rate schedule after warmup.
+/// The learning-rate schedule after warmup ([`crate::schedule::learning_rate`] has the
+/// formulas); `"constant"`, `"linear"` or `"cosine"` in a TOML file or the checkpoint's config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
+    /// `lr` throughout.
     Constant,
+    /// A straight line from `lr` down to `min_lr` at the last step.
     Linear,
+    /// Half a cosine from `lr` down to `min_lr` at the last step (nanoGPT's).
     Cosine,
 }
 
-/// The optimizer.
+/// The optimizer ([`crate::optim`] has the update rules); `"adamw"` or `"sgd"` in a TOML file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
+    /// AdamW, PyTorch's formulation: `beta1`, `beta2`, `eps`, decoupled `weight_decay`.
     AdamW,
+    /// SGD with `momentum` and L2 `weight_decay`.
     Sgd,
 }
 
@@ -29,11 +35,16 @@ pub enum OptimizerKind {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     // The model.
+    /// L: transformer blocks.
     pub n_layer: usize,
+    /// NH: attention (query) heads; must divide `n_embd`.
     pub n_head: usize,
+    /// C: the model's width (channels).
     pub n_embd: usize,
     /// maxT: the model's longest context.
     pub block_size: usize,
+    /// Dropout probability in [0, 1) on embeddings, attention weights and residual branches,
+    /// while training only (0 = none).
     pub dropout: f64,
     /// Pad the vocabulary to a multiple of this (1 = none).
     pub vocab_multiple: usize,
@@ -58,6 +69,8 @@ pub struct TrainConfig {
     /// records the tokenizer it took from there ("char", "gpt2", "hf" or "none").
     pub tokenizer: String,
     // The batches.
+    /// B: windows per micro-batch, on each rank of a data-parallel run. A step sees
+    /// `batch_size × seq_len × grad_accum × ranks` tokens.
     pub batch_size: usize,
     /// T of each training window; at most `block_size`.
     pub seq_len: usize,
@@ -66,16 +79,27 @@ pub struct TrainConfig {
     /// Consecutive windows (llm.c's loader) instead of random ones.
     pub sequential: bool,
     // The optimisation.
+    /// AdamW or SGD.
     pub optimizer: OptimizerKind,
     /// The run's total number of optimizer steps.
     pub steps: usize,
+    /// The peak learning rate, reached at the end of warmup.
     pub lr: f64,
+    /// Where the linear and cosine schedules end, at the last step.
     pub min_lr: f64,
+    /// The shape of the learning rate after warmup.
     pub lr_schedule: Schedule,
+    /// Steps of linear warmup from `lr / (warmup + 1)` up to `lr` (0 = none).
     pub warmup: usize,
+    /// AdamW's decoupled decay (`p -= lr·wd·p`) or SGD's L2 term (`g += wd·p`), on the 2-D
+    /// tensors only (matrices and embeddings; not biases or norm weights), as nanoGPT.
     pub weight_decay: f64,
+    /// AdamW's decay rate of the first moment (the presets: 0.9).
     pub beta1: f64,
+    /// AdamW's decay rate of the second moment (the presets: 0.99 for the Shakespeare ones, 0.95
+    /// for the larger).
     pub beta2: f64,
+    /// AdamW's term added to √v̂ in the denominator.
     pub eps: f64,
     /// SGD momentum.
     pub momentum: f64,
@@ -86,6 +110,8 @@ pub struct TrainConfig {
     pub eval_interval: usize,
     /// Validation batches per evaluation.
     pub eval_batches: usize,
+    /// The run's seed: initial weights, batch order and dropout masks follow from it (each its
+    /// own stream, see [`crate::trainer`]), so the same seed and settings give the same run.
     pub seed: u64,
     /// Tokens sampled at the end of the run (0 = none).
     pub sample_tokens: usize,

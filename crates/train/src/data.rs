@@ -41,27 +41,43 @@ pub enum DataError {
     /// A file could not be read (missing, unreadable).
     #[error("cannot read {}: {source}", path.display())]
     Read {
+        /// The file, as given.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// A file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
+        /// The file, as given.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// A data file holds no bytes.
     #[error("data file {} is empty", path.display())]
-    Empty { path: PathBuf },
+    Empty {
+        /// The file, as given.
+        path: PathBuf,
+    },
     /// A data file is neither UTF-8 text nor a token file.
     #[error("data file {} is not text: {detail} (expected UTF-8 text or an llm.c token file)", path.display())]
-    Binary { path: PathBuf, detail: String },
+    Binary {
+        /// The file, as given.
+        path: PathBuf,
+        /// Where it stops being text: the byte offset of a NUL or of invalid UTF-8.
+        detail: String,
+    },
     /// A field (of a file header, JSON object or argument) holds the wrong value.
     #[error("{context}: {field}: expected {expected}, found {found}")]
     Mismatch {
+        /// Where: the file (and what reads it) or the call.
         context: String,
+        /// The field, key or argument.
         field: String,
+        /// What was expected, in words or as a value.
         expected: String,
+        /// What was there (`nothing (field missing)` for an absent JSON field).
         found: String,
     },
     /// Text holds a character that the char tokenizer's vocabulary lacks.
@@ -71,25 +87,37 @@ pub enum DataError {
         *ch as u32
     )]
     UnknownChar {
+        /// The character.
         ch: char,
+        /// Its index in the text, in characters (not bytes), from 0.
         position: usize,
+        /// Its line, from 1.
         line: usize,
+        /// Its column, in characters, from 1.
         column: usize,
+        /// Characters the tokenizer knows.
         vocab_size: usize,
     },
     /// A token id is outside the vocabulary (or outside what a file format can hold).
     #[error("{context}: token id {id} at position {position} is out of range: expected < {limit}")]
     IdOutOfRange {
+        /// What held it: the file or shard (and the tokenizer), or `decode`.
         context: String,
+        /// The id.
         id: u32,
+        /// Its index in the sequence or file, in tokens, from 0.
         position: usize,
+        /// Ids must be below this: the vocabulary size, or 2¹⁶ for llm.c's uint16 files.
         limit: u64,
     },
     /// Too few tokens for one window of `block + 1` tokens (or one sequential batch).
     #[error("{what} has {found} tokens; at least {needed} are needed")]
     TooFewTokens {
+        /// The data in words (a file, a split, the longest shard).
         what: String,
+        /// The fewest tokens that give one window (or batch).
         needed: usize,
+        /// Tokens it has.
         found: usize,
     },
     /// A data file is not the one a run recorded (its SHA-256 differs).
@@ -100,7 +128,9 @@ pub enum DataError {
         recorded.bytes, recorded.sha256, recorded.role.flag()
     )]
     Changed {
+        /// The file given now.
         found: Box<DataSource>,
+        /// The file the run recorded when it was trained on it.
         recorded: Box<DataSource>,
     },
     /// A tokenizer failed to build, encode or decode.
@@ -109,7 +139,9 @@ pub enum DataError {
     /// A tokenizer file that the `tokenizers` library (or our reader) rejects.
     #[error("{}: not a tokenizer this version reads: {source}", path.display())]
     BadTokenizer {
+        /// The tokenizer file or directory.
         path: PathBuf,
+        /// The library's (or our reader's) error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Text met a model that has no tokenizer.
@@ -118,7 +150,10 @@ pub enum DataError {
          merges.txt), so it cannot read or write text: give it a tokenizer (--tokenizer PATH) \
          or use token files (ids < {vocab_size})"
     )]
-    NoTokenizer { vocab_size: usize },
+    NoTokenizer {
+        /// The model's vocabulary: token files must hold ids below it.
+        vocab_size: usize,
+    },
 }
 
 /// Result of this module, [`crate::tokenizer`] and [`crate::tokfile`].
@@ -158,13 +193,17 @@ fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
 /// [`load_dataset`].
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
-    pub train: Vec<u32>, // (N_train,)
-    pub val: Vec<u32>,   // (N_val,)
+    /// Training ids, in file order (N_train); empty when `train_shards` holds them.
+    pub train: Vec<u32>,
+    /// Validation ids (N_val); empty when `val_shards` holds them or there is no validation
+    /// data.
+    pub val: Vec<u32>,
     /// The files the ids came from (empty for data made in memory).
     pub sources: Vec<DataSource>,
     /// Web-scale data: token shards read through memory maps ([`crate::shards`]) instead of
     /// `train` / `val` (then empty). See [`load_sharded`].
     pub train_shards: Option<Arc<ShardSet>>,
+    /// Validation shards, in place of `val` (then empty); None with in-memory validation data.
     pub val_shards: Option<Arc<ShardSet>>,
 }
 
@@ -200,9 +239,11 @@ impl std::fmt::Display for DataRole {
 /// A data file as a run records it, to find it again and to know it is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataSource {
+    /// Training or validation.
     pub role: DataRole,
     /// Absolute where it could be resolved, as given otherwise.
     pub path: PathBuf,
+    /// The file's size in bytes.
     pub bytes: u64,
     /// SHA-256 of the contents, lowercase hex.
     pub sha256: String,
@@ -437,6 +478,7 @@ pub enum BatchMode {
 /// Everything a [`Batcher`] needs to continue exactly where it stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatcherState {
+    /// Random or sequential windows.
     pub mode: BatchMode,
     /// Generator for random windows (unused in sequential mode).
     pub rng: Xoshiro256PlusPlus,

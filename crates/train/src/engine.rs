@@ -39,6 +39,7 @@ impl From<ModelError> for EngineError {
 
 /// What an engine starts from.
 pub struct EngineInit<'a> {
+    /// The model: its config, parameter layout and tape forward.
     pub model: &'a Gpt,
     /// Flat, in layout order (`model.layout.total` values).
     pub params: Vec<f32>,
@@ -48,6 +49,7 @@ pub struct EngineInit<'a> {
 
 /// The training half of [`EngineInit`]: the run's config and the optimizer state.
 pub struct TrainInit<'a> {
+    /// The run's settings: the optimizer, its hyperparameters, dropout, ZeRO stage.
     pub cfg: &'a TrainConfig,
     /// First moment (AdamW) or momentum (SGD), layout order; zeros at a fresh start.
     pub m: Vec<f32>,

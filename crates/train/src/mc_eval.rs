@@ -30,8 +30,12 @@ const START: u16 = u16::MAX;
 /// One example: a context, its possible completions, the index of the right one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McExample {
+    /// Index into `completions` of the right one.
     pub label: usize,
+    /// The shared context's token ids.
     pub context: Vec<u32>,
+    /// The candidate completions' token ids (K of them; HellaSwag's 4), each scored after the
+    /// context.
     pub completions: Vec<Vec<u32>>,
 }
 

@@ -18,9 +18,11 @@ pub(crate) const CHUNK: usize = 1 << 14;
 /// The optimizer's state: first and second moments (AdamW) or momentum (SGD, in `m`).
 #[derive(Clone, Debug)]
 pub struct Optimizer {
+    /// AdamW or SGD: which of the fields below it uses.
     pub kind: OptimizerKind,
+    /// AdamW's first moment or SGD's momentum buffer, one per parameter (the flat layout).
     pub m: Vec<f32>,
-    /// Empty for SGD.
+    /// AdamW's second moment, one per parameter; empty for SGD.
     pub v: Vec<f32>,
     /// Optimizer steps taken (AdamW's bias correction uses it).
     pub t: u64,
@@ -33,6 +35,9 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// Zero state for `n` parameters, `t = 0`. `decay[i]`: whether weight decay applies to
+    /// parameter `i` (the model's [`decay_mask`](ferrogpt_model::ParamLayout::decay_mask)).
+    /// Panics if `decay` does not have `n` flags.
     pub fn new(kind: OptimizerKind, n: usize, decay: Vec<bool>) -> Self {
         let v = if kind == OptimizerKind::AdamW {
             vec![0.0; n]
@@ -85,7 +90,9 @@ impl Runs<'_> {
 impl Optimizer {
     /// One update of `params` from `grads · grad_scale` at learning rate `lr` (`grad_scale` is
     /// where gradient clipping's factor goes: folded into this pass instead of a pass of its
-    /// own over the gradients).
+    /// own over the gradients). Increments `t` first. Reads `beta1`, `beta2`, `eps`,
+    /// `weight_decay` (AdamW) or `momentum`, `weight_decay` (SGD) from `cfg`. Panics if
+    /// `params` or `grads` does not have the optimizer's `n` elements.
     pub fn step(
         &mut self,
         params: &mut [f32],

@@ -304,8 +304,11 @@ pub fn shard_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize>
 /// next window that fits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardLoaderState {
+    /// Epochs completed: 0 during the first pass over the shards.
     pub epoch: u64,
+    /// Index into the epoch's [`shard_order`] (not a shard's index in path order).
     pub position: usize,
+    /// Token offset of the next window in that shard.
     pub offset: usize,
 }
 

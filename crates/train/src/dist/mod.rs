@@ -30,7 +30,12 @@ pub enum DistError {
     NoMpi,
     /// Buffers of the wrong length for a collective.
     #[error("{op}: {detail}")]
-    Shape { op: &'static str, detail: String },
+    Shape {
+        /// The collective, e.g. `reduce_scatter`.
+        op: &'static str,
+        /// The lengths that do not fit.
+        detail: String,
+    },
     /// The launcher's environment does not make sense.
     #[error("{0}")]
     Launch(String),
@@ -143,7 +148,10 @@ pub enum Launch {
     /// Started by an MPI launcher (`mpirun`, `mpiexec`, `srun` with PMI): rank and size come
     /// from MPI itself; `local_rank` (the rank among this node's, which picks the GPU) from
     /// the launcher's variables.
-    Mpi { local_rank: usize },
+    Mpi {
+        /// This process's rank among the ranks of its node (0 where the launcher says nothing).
+        local_rank: usize,
+    },
     /// Started with torchrun's variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
     /// `MASTER_PORT`), by torchrun, a SLURM script or `--nproc-per-node` on GPUs: NCCL ranks,
     /// rank 0 handing out NCCL's id at the master address.
@@ -153,8 +161,11 @@ pub enum Launch {
 /// The torchrun-style description of one rank.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvRanks {
+    /// `RANK`: this process's rank, below `world`.
     pub rank: usize,
+    /// `WORLD_SIZE`: ranks in the run, at least 1.
     pub world: usize,
+    /// `LOCAL_RANK` (`RANK` when unset): the rank among this node's, which picks the GPU.
     pub local_rank: usize,
     /// `MASTER_ADDR:MASTER_PORT`.
     pub master: String,

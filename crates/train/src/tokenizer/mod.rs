@@ -43,11 +43,16 @@ pub const GPT2_EOT: u32 = 50256;
 /// A tokenizer; see the module doc.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tokenizer {
+    /// Character level: one id per distinct character of a corpus, in sorted order.
     Char(CharTokenizer),
+    /// GPT-2's BPE (50257 ids), tiktoken's encoder.
     Gpt2(Gpt2Tokenizer),
+    /// Any other tokenizer the `tokenizers` library reads.
     Hf(HfTokenizer),
-    /// No tokenizer: ids below `vocab_size` only.
+    /// No tokenizer: ids below `vocab_size` only; encoding or decoding text is
+    /// [`DataError::NoTokenizer`].
     IdsOnly {
+        /// The model's vocabulary.
         vocab_size: usize,
     },
 }

@@ -53,34 +53,57 @@ pub enum TrainError {
     /// A collective of a data-parallel run failed.
     #[error(transparent)]
     Dist(#[from] DistError),
+    /// A checkpoint could not be written, or a resumed one read.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The engine could not be built or failed during a step (a GPU error, out of memory).
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// The tokenizer has more ids than the model's vocabulary.
     #[error("the tokenizer has {tokenizer} tokens, more than the model's vocabulary of {model}")]
-    TokenizerVocab { tokenizer: usize, model: usize },
+    TokenizerVocab {
+        /// The tokenizer's ids.
+        tokenizer: usize,
+        /// The model's vocabulary (unpadded).
+        model: usize,
+    },
     /// `--init` weights of another size than the model's.
     #[error("initial weights have {found} values, the model needs {expected}")]
-    InitLength { found: usize, expected: usize },
+    InitLength {
+        /// Values in the `--init` weights.
+        found: usize,
+        /// Values in the model's flat layout.
+        expected: usize,
+    },
     /// A new run's output directory holds a checkpoint already.
     #[error("{} already holds a checkpoint; continue it with --resume {} or choose another --out", dir.display(), dir.display())]
-    CheckpointExists { dir: PathBuf },
+    CheckpointExists {
+        /// The `--out` directory.
+        dir: PathBuf,
+    },
     /// A resumed run's micro-batches a step (`ranks × grad_accum` of the run before) cannot be
     /// split over `world` ranks.
     #[error("this run takes {micro} micro-batches a step ({ranks} ranks x grad_accum {grad_accum}); {world} ranks do not divide them: resume on a number of ranks that does")]
     Ranks {
+        /// Micro-batches a step: `ranks × grad_accum`.
         micro: usize,
+        /// Ranks the run was trained on.
         ranks: usize,
+        /// Its gradient accumulation.
         grad_accum: usize,
+        /// Ranks it is resumed on.
         world: usize,
     },
     /// A multiple-choice example longer than the model's block size + 1.
     #[error("{path}: example {example} needs {tokens} tokens, more than the model's block size {block} + 1")]
     McTooLong {
+        /// The eval file (`eval_mc`).
         path: String,
+        /// The example's index in the file, from 0.
         example: usize,
+        /// Its longest row: context and completion.
         tokens: usize,
+        /// The model's block size.
         block: usize,
     },
     /// A multiple-choice example holds an id beyond the vocabulary.
@@ -88,58 +111,93 @@ pub enum TrainError {
         "{path}: example {example} holds token id {id}, beyond the model's vocabulary of {vocab}"
     )]
     McTokenId {
+        /// The eval file (`eval_mc`).
         path: String,
+        /// The example's index in the file, from 0.
         example: usize,
+        /// The id.
         id: u32,
+        /// The model's vocabulary.
         vocab: usize,
     },
     /// The data holds an id beyond the vocabulary (`role`: training or validation).
     #[error("the {role} data holds token id {id}, beyond the model's vocabulary of {vocab}")]
     TokenId {
+        /// Training or validation data.
         role: DataRole,
+        /// The id.
         id: u32,
+        /// The model's vocabulary.
         vocab: usize,
     },
     /// A resumed run was given no data of a role it was trained with (`recorded`: its first
     /// file).
     #[error("this run was trained with {} data {} ({} bytes), and none was given", recorded.role, recorded.path.display(), recorded.bytes)]
-    MissingData { recorded: Box<DataSource> },
+    MissingData {
+        /// The first file of that role the run recorded.
+        recorded: Box<DataSource>,
+    },
     /// A resumed run was given another number of files of a role than it was trained on.
     #[error("this run was trained on {recorded} {role} files, {given} were given")]
     DataFiles {
+        /// Training or validation data.
         role: DataRole,
+        /// Files of that role the run recorded.
         recorded: usize,
+        /// Files given now.
         given: usize,
     },
     /// The loss or the gradient norm is not finite.
     #[error("the loss became {loss} at step {step}; stopped without saving (the last checkpoint in {} is the last good one; try a lower --lr or --grad-clip)", dir.display())]
     NonFinite {
+        /// Optimizer steps completed before the failing one (its 0-based index).
         step: usize,
+        /// The value that is not finite: the loss, or the gradient norm where the loss was
+        /// finite.
         loss: f32,
+        /// The run's directory, whose checkpoint is left as it was.
         dir: PathBuf,
     },
     /// The output directory or its metrics.jsonl could not be created or written.
     #[error("cannot write {}: {source}", path.display())]
     Io {
+        /// The directory or file.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The thread writing a checkpoint into `dir` panicked (`message`: its panic's).
     #[error("cannot write {}: the checkpoint writer panicked: {message}", dir.display())]
-    WriterPanicked { dir: PathBuf, message: String },
+    WriterPanicked {
+        /// The checkpoint's directory.
+        dir: PathBuf,
+        /// The panic's message.
+        message: String,
+    },
 }
 
-/// What one step measured.
+/// What one step measured: one line of `metrics.jsonl` (the fields' names are its keys), and
+/// what [`Trainer::run`]'s callback sees.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StepMetrics {
+    /// Optimizer steps done, this one included (1 after the first step).
     pub step: usize,
+    /// Mean cross-entropy (nats per token) over the step's micro-batches, on every rank.
     pub train_loss: f32,
+    /// The learning rate this step used ([`crate::schedule::learning_rate`]).
     pub lr: f64,
+    /// The global L2 norm of the gradients, before clipping.
     pub grad_norm: f64,
+    /// Training tokens of this step (`B·T·grad_accum·ranks`) over its wall time (forward,
+    /// backward and update; not evaluation or checkpointing).
     pub tokens_per_sec: f64,
+    /// Wall seconds of the run so far, sessions before a resume included (evaluations and
+    /// checkpoints too).
     pub elapsed_s: f64,
     /// Training tokens seen by the run so far, this step's included.
     pub tokens: u64,
+    /// The validation loss ([`Trainer::evaluate`]) on evaluation steps (every
+    /// `eval_interval` and the last); None on other steps and without validation data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
     /// Accuracy on the multiple-choice eval file (`eval_mc`), on evaluation steps.
@@ -170,12 +228,17 @@ pub enum Outcome {
 
 /// A training run in progress.
 pub struct Trainer {
+    /// The run's settings (a resumed run's as recorded, `steps` as given to
+    /// [`Trainer::resume`]); saved with every checkpoint.
     pub cfg: TrainConfig,
+    /// The model the run trains (its config and parameter layout).
     pub model: Gpt,
+    /// The run's tokenizer, saved with every checkpoint.
     pub tokenizer: Tokenizer,
     /// Parameters, gradients and optimizer state, and the arithmetic on them. Sampling may use
     /// it between steps (`last_logits` leaves the training state alone).
     pub engine: Box<dyn Engine>,
+    /// Optimizer steps done (0 at a fresh start); the run ends at `cfg.steps`.
     pub step: usize,
     batcher: Batcher,
     /// The windows of sharded training data (llm.c's loader; the shard order shuffled per
@@ -186,7 +249,10 @@ pub struct Trainer {
     elapsed_before: f64,
     tokens_seen: u64,
     run_id: String,
+    /// The run's directory: checkpoint, `metrics.jsonl`, `best/`.
     pub out_dir: PathBuf,
+    /// The validation loss of the latest evaluation (None before the first, or without
+    /// validation data).
     pub last_val_loss: Option<f64>,
     /// The lowest validation loss so far; its weights are in `out_dir/best/`.
     pub best_val_loss: Option<f64>,
