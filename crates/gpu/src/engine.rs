@@ -6,7 +6,7 @@
 
 use ferrogpt_cuda::{CudaError, Gpu};
 use ferrogpt_train::config::{OptimizerKind, TrainConfig};
-use ferrogpt_train::engine::{Engine, EngineError, EngineFactory, EngineInit};
+use ferrogpt_train::engine::{extension, Engine, EngineError, EngineFactory, EngineInit};
 
 use crate::model::{GpuModel, OptKind, OptState, Update};
 use crate::nccl::Nccl;
@@ -160,10 +160,8 @@ impl Engine for GpuEngine {
         if tokens.len() != t || !m.can_decode() {
             return m.last_logits(tokens, t).map_err(err);
         }
-        let r = match tokens.split_last() {
-            Some((&next, before)) if !before.is_empty() && m.decoded_tokens() == before => {
-                m.decode_next(next)
-            }
+        let r = match extension(m.decoded_tokens(), tokens) {
+            Some(&[next]) => m.decode_next(next),
             _ => m.decode_start(tokens),
         };
         r.map_err(err)

@@ -470,7 +470,8 @@ impl Engine for CpuEngine {
     }
 
     /// One row (sampling): when the cache holds every position but the last (the window grew
-    /// by one token), incremental decoding with the key/value cache: one position's forward
+    /// by one token, or came again: a wider rule than [`crate::engine::extension`], the
+    /// cache's own), incremental decoding with the key/value cache: one position's forward
     /// pass. Otherwise (a new prompt, a sliding window, several rows) the tape's forward over
     /// the whole window, which also refills the cache for one row.
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError> {

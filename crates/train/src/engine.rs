@@ -169,6 +169,19 @@ pub trait Engine {
     fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>, u64), EngineError>;
 }
 
+/// The tokens a key/value cache that holds the positions of `cached` still has to compute for
+/// `window` when the window extends it (the next step of sampling): `window[cached.len()..]`,
+/// one token or more. None when the cache has nothing to offer and the window starts it over:
+/// an empty cache, a window no longer than it (the same tokens again) or one that diverges
+/// from it (another prompt, a window that slid past the block size).
+///
+/// The GPU engines decode with it; the CPU engine's cache answers a wider question itself
+/// ([`ferrogpt_model::kvcache::KvCache::reusable`]: any shared prefix).
+pub fn extension<'w>(cached: &[u32], window: &'w [u32]) -> Option<&'w [u32]> {
+    let n = cached.len();
+    (n > 0 && window.len() > n && window.starts_with(cached)).then(|| &window[n..])
+}
+
 /// Makes an engine; the CLI picks one per `--device`.
 pub type EngineFactory<'f> = dyn Fn(EngineInit<'_>) -> Result<Box<dyn Engine>, EngineError> + 'f;
 
@@ -194,4 +207,40 @@ pub fn generate(
         rng,
         emit,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extension;
+
+    #[test]
+    fn an_empty_cache_offers_nothing() {
+        assert_eq!(extension(&[], &[1, 2, 3]), None);
+        assert_eq!(extension(&[], &[]), None);
+    }
+
+    #[test]
+    fn the_same_tokens_or_fewer_are_not_an_extension() {
+        assert_eq!(extension(&[1, 2, 3], &[1, 2, 3]), None);
+        assert_eq!(extension(&[1, 2, 3], &[1, 2]), None);
+        assert_eq!(extension(&[1, 2, 3], &[]), None);
+    }
+
+    #[test]
+    fn a_window_grown_by_one_or_two_tokens_extends() {
+        assert_eq!(extension(&[1, 2, 3], &[1, 2, 3, 4]), Some(&[4][..]));
+        assert_eq!(extension(&[1, 2, 3], &[1, 2, 3, 4, 5]), Some(&[4, 5][..]));
+        assert_eq!(extension(&[7], &[7, 7]), Some(&[7][..]));
+    }
+
+    #[test]
+    fn a_diverging_or_slid_window_starts_over() {
+        // Another prompt, differing in the middle or at the first token.
+        assert_eq!(extension(&[1, 2, 3], &[1, 9, 3, 4]), None);
+        assert_eq!(extension(&[1, 2, 3], &[9, 2, 3, 4]), None);
+        // A block of 3 full: the next window drops the first token.
+        assert_eq!(extension(&[1, 2, 3], &[2, 3, 4]), None);
+        // Slid, but repeating tokens make it look the same: still as long, so no extension.
+        assert_eq!(extension(&[5, 5, 5], &[5, 5, 5]), None);
+    }
 }

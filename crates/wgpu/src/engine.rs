@@ -10,6 +10,7 @@
 use crate::gpt2::{Gpt2, HeadRows};
 use crate::Gpu;
 use ferrogpt_train::config::TrainConfig;
+use ferrogpt_train::engine::extension;
 use ferrogpt_train::{Engine, EngineError, EngineFactory, EngineInit};
 
 /// The GPT-2 forward pass on a wgpu adapter, for inference.
@@ -172,12 +173,9 @@ impl Engine for WgpuEngine {
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError> {
         let mut out = Vec::new();
         for window in Self::rows(tokens, t)? {
-            let n = self.cached.len();
-            let extends = window.len() > n && window[..n] == self.cached[..];
-            let (new, pos0) = if extends {
-                (&window[n..], n)
-            } else {
-                (window, 0)
+            let (new, pos0) = match extension(&self.cached, window) {
+                Some(new) => (new, self.cached.len()),
+                None => (window, 0),
             };
             // On an error the cache's contents are unknown.
             self.cached.clear();
