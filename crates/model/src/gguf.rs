@@ -412,6 +412,11 @@ impl GgufFile {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// Appends a metadata entry (the file's metadata keeps this order).
+    pub fn push_metadata(&mut self, key: impl Into<String>, value: Value) {
+        self.metadata.push((key.into(), value));
+    }
+
     /// Adds a tensor of `ne` (fastest dimension first) from row-major f32 `values`, stored as
     /// `ty` (Q8_0: `ne[0]` a multiple of 32).
     pub fn push_tensor(&mut self, name: &str, ne: Vec<u64>, values: &[f32], ty: TensorType) {
@@ -776,26 +781,21 @@ impl Vocab {
 
     fn write(&self, f: &mut GgufFile) {
         let strs = |v: &[String]| Value::Array(v.iter().cloned().map(Value::Str).collect());
-        let mut kv = vec![
-            ("tokenizer.ggml.model", Value::Str(self.model.clone())),
-            ("tokenizer.ggml.pre", Value::Str(self.pre.clone())),
-            ("tokenizer.ggml.tokens", strs(&self.tokens)),
-            (
-                "tokenizer.ggml.token_type",
-                Value::Array(self.token_type.iter().map(|&t| Value::I32(t)).collect()),
-            ),
-        ];
+        let mut put = |key: &str, v: Value| f.push_metadata(format!("tokenizer.ggml.{key}"), v);
+        put("model", Value::Str(self.model.clone()));
+        put("pre", Value::Str(self.pre.clone()));
+        put("tokens", strs(&self.tokens));
+        let types = self.token_type.iter().map(|&t| Value::I32(t)).collect();
+        put("token_type", Value::Array(types));
         // Written even when empty (character tokenizers): llama.cpp's byte-level BPE refuses a
         // file without the key.
-        kv.push(("tokenizer.ggml.merges", strs(&self.merges)));
+        put("merges", strs(&self.merges));
         if let Some(b) = self.bos {
-            kv.push(("tokenizer.ggml.bos_token_id", Value::U32(b)));
+            put("bos_token_id", Value::U32(b));
         }
         if let Some(e) = self.eos {
-            kv.push(("tokenizer.ggml.eos_token_id", Value::U32(e)));
+            put("eos_token_id", Value::U32(e));
         }
-        f.metadata
-            .extend(kv.into_iter().map(|(k, v)| (k.to_string(), v)));
     }
 
     fn read(f: &GgufFile) -> Option<Vocab> {
@@ -962,37 +962,29 @@ pub fn export(
     let arch = cfg.family.name();
     let u32v = |v: usize| Value::U32(v as u32);
     let mut f = GgufFile::default();
-    let mut kv = vec![
-        ("general.architecture".to_string(), Value::Str(arch.into())),
-        ("general.name".to_string(), Value::Str(name.into())),
-        ("general.file_type".to_string(), Value::U32(ty.file_type())),
-        (
-            "general.alignment".to_string(),
-            Value::U32(ALIGNMENT as u32),
-        ),
-    ];
-    let k = |s: &str| format!("{arch}.{s}");
-    kv.extend([
-        (k("context_length"), u32v(cfg.block_size)),
-        (k("embedding_length"), u32v(cfg.n_embd)),
-        (k("block_count"), u32v(cfg.n_layer)),
-        (k("feed_forward_length"), u32v(cfg.ffn())),
-        (k("attention.head_count"), u32v(cfg.n_head)),
-    ]);
+    f.push_metadata("general.architecture", Value::Str(arch.into()));
+    f.push_metadata("general.name", Value::Str(name.into()));
+    f.push_metadata("general.file_type", Value::U32(ty.file_type()));
+    f.push_metadata("general.alignment", u32v(ALIGNMENT));
+    let mut put = |key: &str, v: Value| f.push_metadata(format!("{arch}.{key}"), v);
+    put("context_length", u32v(cfg.block_size));
+    put("embedding_length", u32v(cfg.n_embd));
+    put("block_count", u32v(cfg.n_layer));
+    put("feed_forward_length", u32v(cfg.ffn()));
+    put("attention.head_count", u32v(cfg.n_head));
     match cfg.family {
-        Family::Gpt2 => kv.push((k("attention.layer_norm_epsilon"), Value::F32(1e-5))),
-        Family::Llama => kv.extend([
-            (k("attention.head_count_kv"), u32v(cfg.kv_heads())),
-            (k("rope.dimension_count"), u32v(cfg.head_size())),
-            (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
-            (
-                k("attention.layer_norm_rms_epsilon"),
+        Family::Gpt2 => put("attention.layer_norm_epsilon", Value::F32(1e-5)),
+        Family::Llama => {
+            put("attention.head_count_kv", u32v(cfg.kv_heads()));
+            put("rope.dimension_count", u32v(cfg.head_size()));
+            put("rope.freq_base", Value::F32(cfg.rope_theta as f32));
+            put(
+                "attention.layer_norm_rms_epsilon",
                 Value::F32(cfg.norm_eps as f32),
-            ),
-            (k("vocab_size"), u32v(cfg.vocab_size)),
-        ]),
+            );
+            put("vocab_size", u32v(cfg.vocab_size));
+        }
     }
-    f.metadata = kv;
     if let Some(v) = vocab {
         v.write(&mut f);
     }
