@@ -85,6 +85,18 @@ fi
 LLMC=${LLMC:-}
 llmc_ok=0
 if [ -n "$LLMC" ] && { has big || has llmc || has profile; }; then
+    # The link wants unversioned libcudnn.so and libnvidia-ml.so; a machine whose cuDNN came with
+    # PyTorch's wheels (nvidia.cudnn) or whose driver ships only .so.1 has neither: link names
+    # for them in one folder, cuDNN's headers from the same place.
+    links=/tmp/llmc-link; mkdir -p "$links"
+    cudnn=$(python3 -c "import nvidia.cudnn as m, os; print(os.path.dirname(m.__file__) if m.__file__ else list(m.__path__)[0])" 2>/dev/null || true)
+    if [ -n "$cudnn" ] && [ -d "$cudnn/lib" ]; then
+        export CPATH="$cudnn/include:${CPATH:-}" LD_LIBRARY_PATH="$cudnn/lib:$LD_LIBRARY_PATH"
+        ln -sf "$(ls "$cudnn"/lib/libcudnn.so* | head -1)" "$links/libcudnn.so"
+    fi
+    ml=$(ldconfig -p | grep -o '/[^ ]*libnvidia-ml.so[.0-9]*' | head -1)
+    [ -n "$ml" ] && ln -sf "$ml" "$links/libnvidia-ml.so"
+    export LIBRARY_PATH="$links:${LIBRARY_PATH:-}"
     if make -C "$LLMC" train_gpt2cu USE_CUDNN=1 NO_MULTI_GPU=1 NO_USE_MPI=1 GPU_COMPUTE_CAPABILITY=90 \
         NVCC_LDLIBS="-lcuda -lnvrtc" >"$RAW/llmc-build.log" 2>&1; then
         llmc_ok=1
