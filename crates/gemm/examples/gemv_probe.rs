@@ -21,7 +21,7 @@ fn main() {
         let x: Vec<f32> = (0..cols).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
         for format in WeightFormat::ALL {
             let ms: Vec<Matrix> = (0..copies)
-                .map(|_| Matrix::from_f32(format, rows, cols, &w, Layout::OutIn))
+                .map(|_| Matrix::from_f32(format, rows, cols, &w, Layout::OutIn).expect("a matrix"))
                 .collect();
             let mut y = vec![0f32; rows];
             let mut times = Vec::new();

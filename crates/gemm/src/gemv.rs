@@ -310,16 +310,38 @@ fn unpack<T: Copy>(src: &[T], rows: usize, cols: usize, chunk: usize) -> Vec<T> 
 
 impl Matrix {
     /// Converts f32 weights (`rows × cols` values in `layout`: (out, in) or (in, out)) to
-    /// `format`. bf16 rounds to nearest even; int8 quantizes per block of 32 as Q8_0.
-    /// Panics if `w` is not `rows · cols` long.
+    /// `format`. bf16 rounds to nearest even (NaN and infinities stay what they are); int8
+    /// quantizes per block of 32 as Q8_0.
+    ///
+    /// Errors ([`GemmError::Shape`]): `w` not `rows · cols` long; for int8, a NaN or an
+    /// infinity (Q8_0 has no scale for it: an infinity made a non-finite scale, a NaN
+    /// quantized silently to 0).
     pub fn from_f32(
         format: WeightFormat,
         rows: usize,
         cols: usize,
         w: &[f32],
         layout: Layout,
-    ) -> Matrix {
-        assert_eq!(w.len(), rows * cols, "weights of a {rows}x{cols} matrix");
+    ) -> Result<Matrix, GemmError> {
+        if w.len() != rows * cols {
+            return Err(GemmError::Shape(format!(
+                "a {rows}x{cols} matrix needs {} weights, found {}",
+                rows * cols,
+                w.len()
+            )));
+        }
+        if format == WeightFormat::Int8 {
+            if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+                let (r, c) = match layout {
+                    Layout::OutIn => (i / cols, i % cols),
+                    Layout::InOut => (i % rows, i / rows),
+                };
+                return Err(GemmError::Shape(format!(
+                    "int8 weight ({r}, {c}) is {}: Q8_0 stores finite values only",
+                    w[i]
+                )));
+            }
+        }
         let transposed;
         let w = match layout {
             Layout::OutIn => w,
@@ -347,10 +369,10 @@ impl Matrix {
                         d[r * nb + b] = quantize_q8_block(blk, out);
                     }
                 }
-                return Matrix::from_q8(rows, cols, q, d).expect("shapes made here");
+                return Matrix::from_q8(rows, cols, q, d);
             }
         };
-        Matrix { rows, cols, data }
+        Ok(Matrix { rows, cols, data })
     }
 
     /// An int8 matrix from its parts row by row (a quantized checkpoint): `q` rows × padded

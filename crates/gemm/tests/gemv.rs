@@ -70,7 +70,7 @@ fn check(kernel: Kernel, format: WeightFormat, rows: usize, cols: usize, seed: u
     let w = weights(&mut rng, rows, cols);
     let x: Vec<f32> = (0..cols).map(|_| rng.next() as f32).collect();
     let bias: Vec<f32> = (0..rows).map(|_| rng.next() as f32).collect();
-    let m = Matrix::from_f32(format, rows, cols, &w, Layout::OutIn);
+    let m = Matrix::from_f32(format, rows, cols, &w, Layout::OutIn).unwrap();
     let what = format!("{kernel} {format} {rows}x{cols}");
     let exact = gemv::reference_quantized_input(&m, &x);
     let plain = gemv::reference(&m, &x);
@@ -136,8 +136,8 @@ fn layouts_agree() {
         }
     }
     for format in WeightFormat::ALL {
-        let a = Matrix::from_f32(format, rows, cols, &w, Layout::OutIn);
-        let b = Matrix::from_f32(format, rows, cols, &t, Layout::InOut);
+        let a = Matrix::from_f32(format, rows, cols, &w, Layout::OutIn).unwrap();
+        let b = Matrix::from_f32(format, rows, cols, &t, Layout::InOut).unwrap();
         assert_eq!(a.dequantize(), b.dequantize(), "{format}");
         let mut back = vec![0f32; w.len()];
         b.dequantize_into(&mut back, Layout::InOut);
@@ -181,7 +181,7 @@ fn int8_matrix_round_trip_and_padding() {
     let mut rng = Rng::new(5);
     let (rows, cols) = (9, 45); // 2 blocks a row, the second 13 values + 19 padding
     let w = weights(&mut rng, rows, cols);
-    let m = Matrix::from_f32(WeightFormat::Int8, rows, cols, &w, Layout::OutIn);
+    let m = Matrix::from_f32(WeightFormat::Int8, rows, cols, &w, Layout::OutIn).unwrap();
     let (q, d) = m.q8_rows().unwrap();
     let (q, d) = (&q[..], &d[..]);
     assert_eq!((q.len(), d.len()), (rows * 64, rows * 2));
@@ -267,7 +267,7 @@ fn attention_helpers_match_the_plain_loops() {
 
 #[test]
 fn bad_lengths_are_errors() {
-    let m = Matrix::from_f32(WeightFormat::F32, 3, 4, &[0.0; 12], Layout::OutIn);
+    let m = Matrix::from_f32(WeightFormat::F32, 3, 4, &[0.0; 12], Layout::OutIn).unwrap();
     let mut y = [0f32; 3];
     assert!(gemv::gemv(Kernel::Scalar, &m, &[0.0; 5], &mut y, None, false).is_err());
     assert!(gemv::gemv(
@@ -279,6 +279,9 @@ fn bad_lengths_are_errors() {
         false
     )
     .is_err());
+    for format in WeightFormat::ALL {
+        assert!(Matrix::from_f32(format, 3, 4, &[0.0; 11], Layout::OutIn).is_err());
+    }
     assert!("int4".parse::<WeightFormat>().is_err());
     assert_eq!("bf16".parse::<WeightFormat>().unwrap(), WeightFormat::Bf16);
 }
@@ -325,7 +328,7 @@ fn in_place_f32_matches_the_oracle_in_both_layouts() {
             let w = weights(&mut rng, rows, cols);
             let x: Vec<f32> = (0..cols).map(|_| rng.next() as f32).collect();
             let bias: Vec<f32> = (0..rows).map(|_| rng.next() as f32).collect();
-            let m = Matrix::from_f32(WeightFormat::F32, rows, cols, &w, Layout::OutIn);
+            let m = Matrix::from_f32(WeightFormat::F32, rows, cols, &w, Layout::OutIn).unwrap();
             let exact = gemv::reference(&m, &x);
             let mag = magnitude(&m, &x);
             let mut t = vec![0f32; w.len()];
@@ -387,5 +390,30 @@ fn in_place_f32_matches_the_oracle_in_both_layouts() {
             ..view
         };
         assert!(gemv::gemv_in_place(kernel, short, &[0.0; 4], &mut y, None, false).is_err());
+    }
+}
+
+/// Q8_0 has no scale for a NaN or an infinity: converting one to int8 is an error naming the
+/// weight (an infinity used to panic inside `from_f32`, a NaN to quantize silently to 0). bf16
+/// and f32 keep such values as they are.
+#[test]
+fn int8_refuses_non_finite_weights() {
+    for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+        let mut w = vec![0.5f32; 3 * 40];
+        w[2 * 40 + 33] = bad; // (out, in): row 2, column 33
+        let err = Matrix::from_f32(WeightFormat::Int8, 3, 40, &w, Layout::OutIn).unwrap_err();
+        assert!(err.to_string().contains("(2, 33)"), "{err}");
+        // The same weight stored (in, out): input 33's row, output 2's column.
+        let t: Vec<f32> = (0..40 * 3).map(|i| w[(i % 3) * 40 + i / 3]).collect();
+        let err = Matrix::from_f32(WeightFormat::Int8, 3, 40, &t, Layout::InOut).unwrap_err();
+        assert!(err.to_string().contains("(2, 33)"), "{err}");
+        for format in [WeightFormat::F32, WeightFormat::Bf16] {
+            let m = Matrix::from_f32(format, 3, 40, &w, Layout::OutIn).unwrap();
+            let back = m.dequantize()[2 * 40 + 33];
+            assert!(
+                back == bad || (bad.is_nan() && back.is_nan()),
+                "{format}: {back}"
+            );
+        }
     }
 }

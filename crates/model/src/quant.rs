@@ -307,18 +307,18 @@ impl DecodeWeights {
         let m: Vec<Weight> = all_slots(model)
             .par_iter()
             .map(|s| match format {
-                WeightFormat::F32 => Weight::InPlace {
+                WeightFormat::F32 => Ok(Weight::InPlace {
                     offset: s.param.offset,
                     rows: s.rows,
                     cols: s.cols,
                     layout: s.layout,
-                },
+                }),
                 _ => {
                     let w = &params[s.param.offset..s.param.offset + s.rows * s.cols];
-                    Weight::Stored(Matrix::from_f32(format, s.rows, s.cols, w, s.layout))
+                    Matrix::from_f32(format, s.rows, s.cols, w, s.layout).map(Weight::Stored)
                 }
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(build(format, kernel, m))
     }
 

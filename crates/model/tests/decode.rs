@@ -302,3 +302,19 @@ fn a_damaged_int8_file_is_an_error() {
     assert!(e.contains("safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Weights that diverged to infinity or NaN cannot be quantized to int8: `quantize` answers
+/// with an error (it used to panic inside the matrix conversion), and bf16 still converts.
+#[test]
+fn quantizing_non_finite_weights_is_an_error() {
+    let (model, mut params) = model_and_params(configs()[0].1.clone(), 10);
+    let fc = model.layout.blocks[0].fc_w;
+    params[fc.offset + 5] = f32::INFINITY;
+    let e = quant::quantize(&model, params.clone(), WeightFormat::Int8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inf") && e.contains("Q8_0"), "{e}");
+    params[fc.offset + 5] = f32::NAN;
+    assert!(quant::quantize(&model, params.clone(), WeightFormat::Int8).is_err());
+    assert!(quant::quantize(&model, params, WeightFormat::Bf16).is_ok());
+}
