@@ -51,6 +51,7 @@ pub fn available() -> Result<(), GemmError> {
 
 pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32]) -> Result<(), GemmError> {
     available()?;
+    p.validate(c.len())?;
     imp::gemm(p, c);
     Ok(())
 }

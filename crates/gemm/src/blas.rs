@@ -97,6 +97,7 @@ macro_rules! blas_gemm {
     ($name:ident, $t:ty, $f:ident) => {
         pub(crate) fn $name(p: &Problem<'_, $t>, c: &mut [$t]) -> Result<(), GemmError> {
             available()?;
+            p.validate(c.len())?;
             #[cfg(feature = "blas")]
             {
                 use ffi::*;

@@ -420,7 +420,9 @@ impl<T: Element> Problem<'_, T> {
         }
     }
 
-    fn validate(&self, c_len: usize) -> Result<(), GemmError> {
+    /// Checks the strides and buffer lengths against the shapes (what every level's unsafe
+    /// code relies on). Errors: [`GemmError::Shape`], naming the operand.
+    pub(crate) fn validate(&self, c_len: usize) -> Result<(), GemmError> {
         let need = |rows: usize, cols: usize, ld: usize| {
             if rows == 0 || cols == 0 {
                 0

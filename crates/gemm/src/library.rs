@@ -14,9 +14,20 @@ pub(crate) fn gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
     matrixmultiply_gemm(p, c)
 }
 
-/// `matrixmultiply` (threading feature): the level's choice.
+/// Panics unless `p`'s shapes, strides and lengths hold (the unsafe calls below rely on them;
+/// these functions are public for `examples/library_compare.rs`, which builds its own
+/// [`Problem`]s).
+fn check<T: Element>(p: &Problem<'_, T>, c: &[T]) {
+    if let Err(e) = p.validate(c.len()) {
+        panic!("library: {e}");
+    }
+}
+
+/// `matrixmultiply` (threading feature): the level's choice. Panics on shapes that do not
+/// hold (see [`crate::matmul`] for the checked entry point).
 #[doc(hidden)]
 pub fn matrixmultiply_gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
+    check(p, c);
     let (rsa, csa) = p.a_strides();
     let (rsb, csb) = p.b_strides();
     let beta = if p.accumulate { 1.0 } else { 0.0 };
@@ -61,9 +72,11 @@ pub fn matrixmultiply_gemm<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
     }
 }
 
-/// The `gemm` crate (BLIS-style, rayon threads): the other candidate.
+/// The `gemm` crate (BLIS-style, rayon threads): the other candidate. Panics as
+/// [`matrixmultiply_gemm`].
 #[doc(hidden)]
 pub fn gemm_crate<T: Element>(p: &Problem<'_, T>, c: &mut [T]) {
+    check(p, c);
     let (rsa, csa) = p.a_strides();
     let (rsb, csb) = p.b_strides();
     let threads = rayon::current_num_threads();

@@ -250,3 +250,58 @@ fn concurrent_products_from_rayon_tasks() {
         });
     }
 }
+
+/// The hidden per-level entry points (`Element::*_gemm`, `library::*`) are safe functions
+/// that take a `Problem` anyone can build: they check it before their unsafe code reads
+/// through it (a panic, or the level's error), and the `simd` one checks the ISA.
+#[test]
+fn hidden_entry_points_check_their_problem() {
+    use ferrogpt_gemm::{Element, Problem};
+    let a = [1.0f32; 4];
+    let bad = Problem {
+        m: 64,
+        n: 64,
+        k: 64,
+        a: &a,
+        lda: 64,
+        ta: false,
+        b: &a,
+        ldb: 64,
+        tb: false,
+        ldc: 64,
+        accumulate: false,
+    };
+    let panics = |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+    assert!(panics(&|| <f32 as Element>::library_gemm(
+        &bad,
+        &mut [0.0; 4096]
+    )));
+    assert!(panics(&|| ferrogpt_gemm::library::gemm_crate(
+        &bad,
+        &mut [0.0; 4096]
+    )));
+    assert!(panics(&|| {
+        <f32 as Element>::simd_gemm(&bad, &mut [0.0; 4096], Isa::Scalar, None)
+    }));
+    assert!(<f32 as Element>::blas_gemm(&bad, &mut [0.0; 4096]).is_err());
+    assert!(<f32 as Element>::amx_gemm(&bad, &mut [0.0; 4096]).is_err());
+    // An ISA this CPU lacks is refused before any of its instructions run.
+    let ok = Problem {
+        m: 1,
+        n: 1,
+        k: 1,
+        a: &a,
+        lda: 1,
+        ta: false,
+        b: &a,
+        ldb: 1,
+        tb: false,
+        ldc: 1,
+        accumulate: false,
+    };
+    for isa in Isa::ALL.into_iter().filter(|i| !i.supported()) {
+        assert!(panics(&|| {
+            <f32 as Element>::simd_gemm(&ok, &mut [0.0; 1], isa, None)
+        }));
+    }
+}

@@ -263,7 +263,18 @@ pub fn blocking<T: Element>(isa: Isa) -> Blocking {
     }
 }
 
+/// The checks the kernels' unsafe code relies on, for callers that reach this level without
+/// [`crate::matmul`] (the hidden `Element::simd_gemm`): shapes and lengths, and an ISA this
+/// CPU runs (`gemm_with` checks the bias). Panics otherwise.
+fn check<T: Element>(p: &Problem<'_, T>, c: &[T], isa: Isa) {
+    if let Err(e) = p.validate(c.len()) {
+        panic!("simd: {e}");
+    }
+    assert!(isa.supported(), "simd: this CPU lacks {isa}");
+}
+
 pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32], isa: Isa, bias: Option<&[f32]>) {
+    check(p, c, isa);
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => gemm_with::<f32, x86::Avx512F32>(p, c, bias),
@@ -274,6 +285,7 @@ pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32], isa: Isa, bias: Opti
 }
 
 pub(crate) fn gemm_f64(p: &Problem<'_, f64>, c: &mut [f64], isa: Isa, bias: Option<&[f64]>) {
+    check(p, c, isa);
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => gemm_with::<f64, x86::Avx512F64>(p, c, bias),
