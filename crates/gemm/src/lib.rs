@@ -571,6 +571,22 @@ fn product<T: Element>(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    // A stored operand of one row never uses its stride, so the contract lets it be anything;
+    // CBLAS refuses one below the row length (and leaves C as it was), and the row-parallel
+    // levels split C into chunks of `ldc`. Such strides become the row length. (rows, cols)
+    // of A and B as stored:
+    let (a_rows, a_cols) = if ta { (k, m) } else { (m, k) };
+    let (b_rows, b_cols) = if tb { (n, k) } else { (k, n) };
+    if a_rows == 1 {
+        p.lda = p.lda.max(a_cols);
+    }
+    if b_rows == 1 {
+        p.ldb = p.ldb.max(b_cols);
+    }
+    if m == 1 {
+        p.ldc = p.ldc.max(n);
+    }
+    let ldc = p.ldc;
     let mut bias = bias;
     if let Some(row) = bias.filter(|_| level != Level::Simd || k == 0) {
         for i in 0..m {

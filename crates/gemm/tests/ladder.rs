@@ -251,6 +251,65 @@ fn concurrent_products_from_rayon_tasks() {
     }
 }
 
+/// A stored operand of one row never uses its stride, and the contract lets it be anything
+/// (0 included). Every level must compute the product: `blas` used to hand such a stride to
+/// CBLAS, which refused it with a message on stderr and left C as it was (no error), and
+/// `parallel` / `blocked-parallel` panicked on `ldc = 0` with one row.
+#[test]
+fn one_row_operands_take_any_stride() {
+    // (ta, tb, m, n, k): A of one stored row (m = 1, or k = 1 transposed), B of one stored row
+    // (k = 1, or n = 1 transposed), C of one row.
+    let shapes = [
+        (false, false, 1, 5, 3),
+        (true, false, 4, 5, 1),
+        (false, true, 3, 1, 6),
+        (false, false, 1, 1, 1),
+    ];
+    for (ta, tb, m, n, k) in shapes {
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| 2.0 - i as f32 * 0.25).collect();
+        // The tight strides, and each one-row operand's stride 0 instead.
+        let tight = |t: bool, rows: usize, cols: usize| if t { rows } else { cols };
+        let (lda, ldb, ldc) = (tight(ta, m, k), tight(tb, k, n), n);
+        let one = |t: bool, rows: usize, cols: usize| if t { cols } else { rows } == 1;
+        let zero_if = |one_row: bool, ld: usize| if one_row { 0 } else { ld };
+        let lda0 = zero_if(one(ta, m, k), lda);
+        let ldb0 = zero_if(one(tb, k, n), ldb);
+        let ldc0 = zero_if(m == 1, ldc);
+        let mut want = vec![0f32; m * n];
+        matmul(
+            Level::Naive,
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            &a,
+            lda,
+            &b,
+            ldb,
+            &mut want,
+            ldc,
+            false,
+        )
+        .unwrap();
+        for level in Level::available_levels() {
+            let mut got = vec![7f32; m * n];
+            matmul(
+                level, ta, tb, m, n, k, &a, lda0, &b, ldb0, &mut got, ldc0, false,
+            )
+            .unwrap_or_else(|e| panic!("{level} {ta} {tb} {m}x{n}x{k}: {e}"));
+            let tol = if level.exact() { 1e-5 } else { 0.05 };
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= tol * (1.0 + w.abs()),
+                    "{level} {ta} {tb} {m}x{n}x{k}: {got:?}, want {want:?}"
+                );
+            }
+        }
+    }
+}
+
 /// The hidden per-level entry points (`Element::*_gemm`, `library::*`) are safe functions
 /// that take a `Problem` anyone can build: they check it before their unsafe code reads
 /// through it (a panic, or the level's error), and the `simd` one checks the ISA.
