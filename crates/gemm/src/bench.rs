@@ -26,11 +26,14 @@ const TARGET_SECONDS: f64 = 0.5;
 /// Element type of a benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dtype {
+    /// Products in f32.
     F32,
+    /// Products in f64.
     F64,
 }
 
 impl Dtype {
+    /// "f32" or "f64", as `--dtype` takes it.
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "f32",
@@ -57,35 +60,50 @@ pub struct BenchOptions {
     pub levels: Vec<Level>,
     /// Square sizes: each row multiplies size×size by size×size.
     pub sizes: Vec<usize>,
+    /// The element type of every product.
     pub dtype: Dtype,
-    /// Threads for the parallel levels (a rayon pool of this size; OpenBLAS's own pool too).
+    /// Threads for the parallel levels (a rayon pool of this size; OpenBLAS's own pool too;
+    /// 0 counts as 1). `library` keeps its own pool, sized by `MATMUL_NUM_THREADS`.
     pub threads: usize,
 }
 
 /// One measured (or skipped) level at one size.
 #[derive(Clone, Debug)]
 pub struct BenchRow {
+    /// The level measured.
     pub level: Level,
+    /// [`Level::strategy`].
     pub strategy: &'static str,
+    /// The element type.
     pub dtype: Dtype,
+    /// Rows of A and C (the size: the benchmark's products are square).
     pub m: usize,
+    /// Columns of B and C.
     pub n: usize,
+    /// The reduction dimension.
     pub k: usize,
+    /// [`BenchOptions::threads`] as asked.
     pub threads: usize,
     /// Median seconds of the timed runs (0 when skipped).
     pub seconds: f64,
+    /// 2·m·n·k / `seconds` / 10⁹ (0 when skipped).
     pub gflops: f64,
-    /// Naive's time over this level's at the same size, where naive ran at that size.
+    /// Naive's time over this level's at the same size, where naive ran at that size before
+    /// this level (list `naive` first to get it for every level).
     pub speedup_vs_naive: Option<f64>,
     /// GFLOPS as a percentage of the peak handed to [`run`].
     pub pct_of_peak: Option<f64>,
+    /// max |C − C_ref| / max |C_ref| (module doc; 0 when skipped).
     pub max_rel_err: f64,
     /// Why this size was not measured.
     pub skipped: Option<String>,
 }
 
-/// Runs the benchmark. `peak_gflops` (the machine's measured FMA peak for `dtype` and
-/// `threads`) fills `pct_of_peak`.
+/// Runs the benchmark: one row per level and size, sizes outer, levels in the order given.
+/// `peak_gflops` (the machine's measured FMA peak for `dtype` and `threads`, see
+/// [`crate::hw::measure_peak_on`]) fills `pct_of_peak`; None leaves it empty. A level that
+/// is unavailable or fails is a skipped row with the error, never a panic. Sets OpenBLAS's
+/// thread count (process-wide) to `threads`. Panics only if rayon cannot start a pool.
 pub fn run(opts: &BenchOptions, peak_gflops: Option<f64>) -> Vec<BenchRow> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.max(1))

@@ -108,6 +108,7 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
+    /// Every format, widest first.
     pub const ALL: [WeightFormat; 3] = [WeightFormat::F32, WeightFormat::Bf16, WeightFormat::Int8];
 
     /// The name the command line takes: "f32", "bf16", "int8".
@@ -152,10 +153,15 @@ pub enum Layout {
 /// One GEMV kernel family: the instruction set of its f32/bf16 and int8 loops (module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
+    /// AVX-512F (f32, bf16) and AVX512-VNNI `vpdpbusd` on zmm (int8); needs AVX512BW too.
     Avx512Vnni,
+    /// AVX-512F for f32 and bf16; int8 runs the AVX2 kernel.
     Avx512,
+    /// AVX2 + FMA (f32, bf16) and AVX-VNNI `vpdpbusd` on ymm (int8).
     AvxVnni,
+    /// AVX2 + FMA; int8 with `vpmaddubsw` + `vpmaddwd`.
     Avx2,
+    /// Plain Rust: every CPU, every target.
     Scalar,
 }
 
@@ -169,6 +175,8 @@ impl Kernel {
         Kernel::Scalar,
     ];
 
+    /// The kernel's name in reports and benchmarks: "avx512-vnni", "avx512", "avx-vnni",
+    /// "avx2", "scalar".
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Avx512Vnni => "avx512-vnni",
@@ -427,14 +435,17 @@ impl Matrix {
         })
     }
 
+    /// Outputs: the length of `y` in [`gemv`].
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Inputs (the reduction dimension): the length of `x` in [`gemv`].
     pub fn cols(&self) -> usize {
         self.cols
     }
 
+    /// How the weights are stored.
     pub fn format(&self) -> WeightFormat {
         match self.data {
             Data::F32(_) => WeightFormat::F32,
@@ -497,7 +508,8 @@ impl Matrix {
         }
     }
 
-    /// [`Matrix::dequantize`] written in `layout` into `out` (`rows · cols` values).
+    /// [`Matrix::dequantize`] written in `layout` into `out`. Panics if `out` is not
+    /// `rows · cols` long.
     pub fn dequantize_into(&self, out: &mut [f32], layout: Layout) {
         let w = self.dequantize();
         match layout {
@@ -568,8 +580,10 @@ impl Input {
 /// `y (+)= W·x (+ bias)` (module doc) with `kernel`, split over rayon's threads.
 ///
 /// `x` has `w.cols()` values, `y` and `bias` `w.rows()`. `accumulate`: add to `y` (a residual
-/// connection) instead of overwriting it. Errors: a kernel this CPU cannot run, or lengths that
-/// do not match.
+/// connection) instead of overwriting it. Errors, before `y` is touched:
+/// [`GemmError::Unavailable`] for a kernel this CPU cannot run ([`Kernel::supported`]),
+/// [`GemmError::Shape`] for lengths that do not match. The result does not depend on the
+/// number of threads. An int8 product quantizes `x` first (a NaN in `x` becomes 0 there).
 pub fn gemv(
     kernel: Kernel,
     w: &Matrix,
@@ -648,7 +662,7 @@ const IN_OUT_PIECE: usize = 128;
 /// [`gemv`] (the same errors), f32 accumulation.
 ///
 /// (out, in): each task takes whole rows, four at a time against one load of `x`
-/// ([`dot_rows`]). (in, out): each task takes [`IN_OUT_PIECE`] consecutive rows of the stored
+/// ([`dot_rows`]). (in, out): each task takes `IN_OUT_PIECE` (128) consecutive rows of the stored
 /// matrix (inputs) and streams them front to back, four at a time, into partial sums of all
 /// outputs (in L1); the partial sums are then added in task order. Either way a thread reads
 /// whole stretches of memory front to back, and the result is the same on any number of
@@ -846,6 +860,8 @@ fn groups_into(kernel: Kernel, w: &Matrix, g0: usize, x: &Input, out: &mut [f32]
 
 /// Attention scores of one query over cached keys: `out[j] = Σ_p a[j·ld + p]·x[p]` for
 /// `j < out.len()`, `p < x.len()` (one thread; `a` a strided slice of a (T, ld) cache).
+/// A kernel this CPU lacks falls back to the plain loop. Panics if `ld < x.len()` or `a` is
+/// shorter than `(out.len() - 1)·ld + x.len()`.
 pub fn dot_rows(kernel: Kernel, a: &[f32], ld: usize, x: &[f32], out: &mut [f32]) {
     let (rows, k) = (out.len(), x.len());
     if rows == 0 {
@@ -867,7 +883,9 @@ pub fn dot_rows(kernel: Kernel, a: &[f32], ld: usize, x: &[f32], out: &mut [f32]
 }
 
 /// The weighted sum of cached values: `out[p] += Σ_j c[j]·a[j·ld + p]` for `j < c.len()`,
-/// `p < out.len()` (one thread).
+/// `p < out.len()` (one thread; accumulates into `out`). A kernel this CPU lacks falls back
+/// to the plain loop. Panics if `ld < out.len()` or `a` is shorter than
+/// `(c.len() - 1)·ld + out.len()`.
 pub fn add_weighted_rows(kernel: Kernel, a: &[f32], ld: usize, c: &[f32], out: &mut [f32]) {
     let (rows, k) = (c.len(), out.len());
     if rows == 0 {

@@ -31,7 +31,79 @@
 //! `blocked-parallel`, `simd` and `amx`; the `library` and `blas` levels thread as their
 //! libraries decide).
 //!
-//! Dependency rule: this crate depends on nothing else of ferrogpt.
+//! ISA: `simd`, `amx` and the GEMV kernels pick their instructions at run time, once per
+//! process: AVX-512F, else AVX2+FMA, else a portable scalar kernel ([`simd::active_isa`];
+//! `FERROGPT_ISA=avx512|avx2|scalar` forces one). A level this machine or build cannot run
+//! answers [`GemmError::Unavailable`] with the reason, never a panic or a silent fallback.
+//!
+//! Beside the ladder:
+//! * [`gemv`]: matrix-vector products for decoding one token, with weights stored f32, bf16
+//!   or int8 (Q8_0), one kernel per ISA.
+//! * [`hw`]: what this machine is (CPU, caches, features, CUDA devices) and its measured FMA
+//!   peak, the 100% of the benchmarks.
+//! * [`bench`](mod@bench): the matmul benchmark behind `ferrogpt bench matmul`.
+//! * [`offload`]: the hook through which ferrogpt-wgpu provides the `wgpu` level.
+//!
+//! Dependency rule: this crate depends on nothing else of ferrogpt. ferrogpt-core runs every
+//! matrix product of its ops and tape through [`matmul`] at a [`Level`]; ferrogpt-model's
+//! decoder multiplies by [`gemv`]; the CLI's `info` and `bench matmul` print [`hw`] and
+//! [`bench`](mod@bench); ferrogpt-wgpu registers its engine with [`offload`].
+//!
+//! # Example
+//!
+//! A linear layer's forward `Y = X·W` and its weight gradient `dW += Xᵀ·dY` (X read
+//! transposed where it lies), then one odd-shaped product at every level this machine runs,
+//! against the naive oracle; last, the same weights as an int8 matrix for decoding.
+//!
+//! ```
+//! use ferrogpt_gemm::gemv::{self, Kernel, Layout, Matrix, WeightFormat};
+//! use ferrogpt_gemm::{matmul, Level};
+//!
+//! let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // (2, 3)
+//! let w = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0]; // (3, 2)
+//! let mut y = [0.0f32; 4]; // (2, 2)
+//! // C = op(A)·op(B): no transposes, m = 2, n = 2, k = 3, row strides 3, 2 and 2.
+//! matmul(Level::Naive, false, false, 2, 2, 3, &x, 3, &w, 2, &mut y, 2, false)?;
+//! assert_eq!(y, [4.0, 5.0, 10.0, 11.0]);
+//!
+//! let dy = [1.0f32, 0.0, 0.0, 1.0]; // (2, 2)
+//! let mut dw = [0.0f32; 6]; // (3, 2), accumulated
+//! matmul(Level::Naive, true, false, 3, 2, 2, &x, 3, &dy, 2, &mut dw, 2, true)?;
+//! assert_eq!(dw, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]); // Xᵀ
+//!
+//! let (m, n, k) = (37, 29, 53);
+//! let a: Vec<f32> = (0..m * k).map(|i| (i * 7 % 13) as f32 / 13.0 - 0.5).collect();
+//! let b: Vec<f32> = (0..k * n).map(|i| (i * 5 % 11) as f32 / 11.0 - 0.5).collect();
+//! let mut want = vec![0.0f32; m * n];
+//! matmul(Level::Naive, false, false, m, n, k, &a, k, &b, n, &mut want, n, false)?;
+//! let levels = Level::available_levels();
+//! assert!(levels.contains(&Level::fastest())); // simd or library: full f32 precision
+//! for level in levels {
+//!     let mut c = vec![0.0f32; m * n];
+//!     matmul(level, false, false, m, n, k, &a, k, &b, n, &mut c, n, false)?;
+//!     // The order of summation differs; amx also rounds A and B to bf16.
+//!     let tol = if level.exact() { 1e-5 } else { 2e-2 };
+//!     let err = c.iter().zip(&want).map(|(c, w)| (c - w).abs()).fold(0.0, f32::max);
+//!     assert!(err <= tol * k as f32, "{level}: {err}");
+//! }
+//! assert!(matmul(Level::Naive, false, false, m, n, k, &a, k, &b, n, &mut [0.0; 10], n, false)
+//!     .is_err()); // C too short: an error, nothing written
+//!
+//! // Decoding: y = W·x with W (out, in) = (29, 53) stored as Q8_0, on this CPU's kernel.
+//! let wt = Matrix::from_f32(WeightFormat::Int8, n, k, &b, Layout::InOut)?; // b is (in, out)
+//! // 29 rows padded to 8 groups of 4, 53 columns to 2 blocks of 32: quants and f32 scales.
+//! assert_eq!((wt.rows(), wt.cols(), wt.bytes()), (29, 53, 32 * 64 + 4 * 32 * 2));
+//! let xv = &a[..k];
+//! let mut yv = vec![0.0f32; n];
+//! gemv::gemv(Kernel::active()?, &wt, xv, &mut yv, None, false)?;
+//! for (r, y) in yv.iter().enumerate() {
+//!     let exact: f32 = (0..k).map(|p| xv[p] * b[p * n + r]).sum();
+//!     assert!((y - exact).abs() < 0.05, "row {r}: {y} vs {exact}");
+//! }
+//! # Ok::<(), ferrogpt_gemm::GemmError>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod amx;
 pub mod bench;
@@ -232,10 +304,20 @@ impl FromStr for Level {
 /// Why a product could not be computed.
 #[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum GemmError {
+    /// A level name that [`Level::from_str`] does not know (the name as given).
     #[error("unknown matmul level '{0}' (expected one of: {names})", names = level_names())]
     UnknownLevel(String),
+    /// A level (or the GEMV kernels, `level` "gemv") that cannot run on this machine or build.
     #[error("matmul level '{level}' is not available here: {reason}")]
-    Unavailable { level: &'static str, reason: String },
+    Unavailable {
+        /// The level's name, as [`Level::name`].
+        level: &'static str,
+        /// Why, in words: the CPU feature, cargo feature or device that is missing.
+        reason: String,
+    },
+    /// Operands that do not fit the stated shapes and strides, a bias of the wrong length, or
+    /// (GEMV) a weight that cannot be stored in its format or an unknown format name; the
+    /// message names the operand.
     #[error("matmul: {0}")]
     Shape(String),
 }
@@ -272,11 +354,15 @@ pub trait Element:
     + std::iter::Sum
     + 'static
 {
+    /// 0.0.
     const ZERO: Self;
+    /// 1.0.
     const ONE: Self;
     /// "f32" or "f64".
     const NAME: &'static str;
+    /// `x` rounded to this type (`as`: nearest, overflow to ±infinity).
     fn from_f64(x: f64) -> Self;
+    /// The value in f64 (exact).
     fn to_f64(self) -> f64;
     /// The library level for this type (see `library.rs`).
     #[doc(hidden)]
@@ -364,18 +450,31 @@ impl Element for f64 {
     }
 }
 
-/// One product, validated: the operands and their layout (see the crate doc for the contract).
+/// One product: the operands and their layout, as [`matmul`] hands them to a level after
+/// checking them (see the crate doc for the contract). Built by hand it is unchecked: the
+/// element accessors panic on an index past a slice, and the hidden per-level entry points
+/// check it again before their unsafe code reads through it.
 #[derive(Clone, Copy, Debug)]
 pub struct Problem<'a, T> {
+    /// Rows of op(A) and of C.
     pub m: usize,
+    /// Columns of op(B) and of C.
     pub n: usize,
+    /// The reduction dimension: columns of op(A), rows of op(B).
     pub k: usize,
+    /// A, row-major: m×k, or k×m when `ta`.
     pub a: &'a [T],
+    /// A's row stride in elements (at least its stored row length, unless it has one row).
     pub lda: usize,
+    /// op(A) = Aᵀ.
     pub ta: bool,
+    /// B, row-major: k×n, or n×k when `tb`.
     pub b: &'a [T],
+    /// B's row stride in elements.
     pub ldb: usize,
+    /// op(B) = Bᵀ.
     pub tb: bool,
+    /// C's row stride in elements (C itself is passed beside the problem, m×n).
     pub ldc: usize,
     /// `true`: C += op(A)·op(B); `false`: C = op(A)·op(B).
     pub accumulate: bool,
@@ -464,9 +563,13 @@ impl<T: Element> Problem<'_, T> {
 
 /// Computes `C = op(A)·op(B)` (or `C += ...` when `accumulate`) at `level`.
 ///
-/// Shapes and strides follow the crate-level contract. Errors: a level not available here
-/// ([`Level::available`]; `amx` also refuses f64), or buffers too short for the stated shapes. With `k == 0`, C is zeroed (or left as is when
-/// accumulating).
+/// Shapes and strides follow the crate-level contract: row-major, `ld*` in elements, each at
+/// least its stored row length (any value for an operand of one row); the slices may be
+/// longer than needed. Errors, before anything is written: [`GemmError::Unavailable`] for a
+/// level not available here ([`Level::available`]; `amx` and `wgpu` also refuse f64), and
+/// [`GemmError::Shape`] for a stride below its row length or a buffer too short. With
+/// `m == 0` or `n == 0` nothing is done; with `k == 0`, C is zeroed (or left as is when
+/// accumulating). The `simd` level runs the ISA of [`simd::active_isa`].
 #[allow(clippy::too_many_arguments)]
 pub fn matmul<T: Element>(
     level: Level,
@@ -622,7 +725,8 @@ fn product<T: Element>(
     Ok(())
 }
 
-/// Number of threads the parallel levels use (the size of rayon's global pool).
+/// Number of threads the parallel levels use: the size of the rayon pool of the calling
+/// thread (the global pool, or the one it is `install`ed in).
 pub fn threads() -> usize {
     rayon::current_num_threads()
 }

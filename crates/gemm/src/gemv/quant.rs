@@ -47,6 +47,8 @@ pub struct QuantizedVector {
 }
 
 impl QuantizedVector {
+    /// Quantizes `x` per block of [`Q8_BLOCK`], as an int8 [`super::gemv`] does before its
+    /// kernels run. A NaN quantizes to 0; an infinity makes its block's scale infinite.
     pub fn new(x: &[f32]) -> Self {
         let cp = x.len().next_multiple_of(Q8_BLOCK);
         let nb = cp / Q8_BLOCK;

@@ -29,9 +29,11 @@ pub struct CudaDevice {
     pub index: usize,
     /// "NVIDIA H100 80GB HBM3".
     pub name: String,
+    /// Device memory in bytes (`cuDeviceTotalMem`).
     pub total_mem_bytes: u64,
-    /// Compute capability, major.minor (9.0 for Hopper).
+    /// Compute capability, major.minor (9.0 for Hopper): the major number.
     pub compute_major: i32,
+    /// The minor number of the compute capability.
     pub compute_minor: i32,
     /// Streaming multiprocessors, when the driver says.
     pub multiprocessors: Option<i32>,

@@ -54,7 +54,9 @@ pub enum IdentifyError {
     UnknownFormat,
     /// The format is known but the identifying fields are missing or unreadable.
     Missing {
+        /// The format recognised: "/proc/cpuinfo", "lscpu" or "sysctl".
         source: &'static str,
+        /// The field that is missing or unreadable.
         what: &'static str,
     },
 }

@@ -102,8 +102,11 @@ pub const FEATURES: &[&str] = arch::FEATURES;
 /// shares (usually the socket's or the CCX's), not a per-core slice.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Caches {
+    /// Level 1 data cache of one core.
     pub l1d: Option<usize>,
+    /// Level 2 cache of one core.
     pub l2: Option<usize>,
+    /// The last-level cache core 0 shares.
     pub l3: Option<usize>,
 }
 

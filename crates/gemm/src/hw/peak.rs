@@ -24,9 +24,13 @@ pub struct Peak {
     pub isa: &'static str,
     /// Threads used for the "all" figures (one per logical core, or as asked).
     pub threads: usize,
+    /// f32 on one thread.
     pub f32_1core: f64,
+    /// f32 on `threads` threads together.
     pub f32_all: f64,
+    /// f64 on one thread.
     pub f64_1core: f64,
+    /// f64 on `threads` threads together.
     pub f64_all: f64,
 }
 
