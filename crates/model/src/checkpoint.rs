@@ -32,8 +32,9 @@ use std::path::{Path, PathBuf};
 /// `model_type` of a GPT-2 with rotary positions (no transformers class exists for it).
 pub const GPT2_ROPE_TYPE: &str = "ferrogpt-gpt2-rope";
 
-/// Writes `config.json` for `cfg` into `dir`; `eot` is the tokenizer's end-of-text id (HF's
-/// `bos_token_id` and `eos_token_id`), if it has one.
+/// Writes `config.json` for `cfg` into `dir` (atomically), in HF's `GPT2Config` or
+/// `LlamaConfig` fields plus ferrogpt's; `eot` is the tokenizer's end-of-text id (HF's
+/// `bos_token_id` and `eos_token_id`; None writes null). Errors: [`ModelError::Io`].
 pub fn save_config(dir: &Path, cfg: &GptConfig, eot: Option<u32>) -> Result<(), ModelError> {
     let v = match cfg.family {
         Family::Gpt2 => {
@@ -331,7 +332,9 @@ type Located<'a> = (String, TensorView<'a>, &'a Path);
 
 /// Named f32 tensors read from a safetensors file, and its metadata.
 pub struct TensorFile {
+    /// Name → (shape as stored, values widened to f32, row-major).
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// The file's `__metadata__` (of every shard, merged); empty when it has none.
     pub metadata: HashMap<String, String>,
 }
 
@@ -538,7 +541,9 @@ pub fn read_weights_file(path: &Path) -> Result<TensorFile, ModelError> {
     Ok(TensorFile { tensors, metadata })
 }
 
-/// Writes the model's weights to `path` (HF names and layouts) with `metadata`.
+/// Writes the model's weights to `path` (HF names and layouts, f32; the V real rows of the
+/// embedding) with `metadata`, atomically. Errors: those of [`write_tensors`]. Panics if
+/// `params` is shorter than the model's [`ParamLayout::total`].
 pub fn save_weights(
     path: &Path,
     model: &Gpt,

@@ -20,12 +20,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
+    /// GPT-2: learned positions (or RoPE), LayerNorm, GELU, biases, a tied head.
     #[default]
     Gpt2,
+    /// Llama: RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases.
     Llama,
 }
 
 impl Family {
+    /// "gpt2" or "llama": the serde name, and llama.cpp's architecture.
     pub fn name(self) -> &'static str {
         match self {
             Family::Gpt2 => "gpt2",
@@ -51,9 +54,15 @@ pub enum Position {
 /// band between interpolated.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
+    /// How much slower the long wavelengths turn (8 for Llama 3.1).
     pub factor: f64,
+    /// Wavelengths above `original_max_position_embeddings / low_freq_factor` are divided by
+    /// `factor`.
     pub low_freq_factor: f64,
+    /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are kept; must
+    /// differ from `low_freq_factor`. Not checked by [`GptConfig::validate`].
     pub high_freq_factor: f64,
+    /// The context length the model was trained at, in positions.
     pub original_max_position_embeddings: usize,
 }
 
@@ -137,12 +146,12 @@ impl Default for GptConfig {
 }
 
 impl GptConfig {
-    /// Rounds `v` up to a multiple of `multiple` (1 = no padding).
+    /// Rounds `v` up to a multiple of `multiple` (1 or 0 = no padding).
     pub fn pad_vocab(v: usize, multiple: usize) -> usize {
         v.div_ceil(multiple.max(1)) * multiple.max(1)
     }
 
-    /// HS: channels per head.
+    /// HS: channels per head. Panics if `n_head` is 0 (see [`GptConfig::validate`]).
     pub fn head_size(&self) -> usize {
         self.n_embd / self.n_head
     }
@@ -162,6 +171,7 @@ impl GptConfig {
         (self.n_head + 2 * self.kv_heads()) * self.head_size()
     }
 
+    /// Whether positions are rotary ([`Position::Rope`]).
     pub fn rotary(&self) -> bool {
         self.pos == Position::Rope
     }

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 /// GGUF's tensor types that ferrogpt reads and writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorType {
+    /// 4 bytes a value.
     F32,
+    /// IEEE half precision, 2 bytes a value (rounded to nearest even when written).
     F16,
     /// Blocks of 32 weights along a row: one f16 scale `d` = max|x| / 127 and 32 int8 `q`,
     /// x ≈ d·q (34 bytes a block).
@@ -54,7 +56,7 @@ impl TensorType {
         }
     }
 
-    /// Parses `f32` or `f16`.
+    /// Parses "f32", "f16" or "q8_0" (or their upper-case names); None otherwise.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "f32" | "F32" => Some(TensorType::F32),
@@ -124,19 +126,31 @@ fn ggml_type_name(id: u32) -> String {
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// GGUF type 0.
     U8(u8),
+    /// GGUF type 1.
     I8(i8),
+    /// GGUF type 2.
     U16(u16),
+    /// GGUF type 3.
     I16(i16),
+    /// GGUF type 4.
     U32(u32),
+    /// GGUF type 5.
     I32(i32),
+    /// GGUF type 6.
     F32(f32),
+    /// GGUF type 7 (one byte, nonzero is true).
     Bool(bool),
+    /// GGUF type 8: UTF-8.
     Str(String),
-    /// Elements of one type.
+    /// GGUF type 9: elements of one type (not nested); written empty as an array of strings.
     Array(Vec<Value>),
+    /// GGUF type 10.
     U64(u64),
+    /// GGUF type 11.
     I64(i64),
+    /// GGUF type 12.
     F64(f64),
 }
 
@@ -184,6 +198,7 @@ impl Value {
         }
     }
 
+    /// The text of a [`Value::Str`].
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -195,6 +210,7 @@ impl Value {
 /// One tensor's entry of the header.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorInfo {
+    /// llama.cpp's tensor name ("blk.0.attn_qkv.weight").
     pub name: String,
     /// GGML's `ne`: the fastest-varying dimension first.
     pub ne: Vec<u64>,
@@ -207,7 +223,9 @@ pub struct TensorInfo {
 /// A GGUF file in memory.
 #[derive(Clone, Debug, Default)]
 pub struct GgufFile {
+    /// Key-value metadata in file order ("general.architecture", ...).
     pub metadata: Vec<(String, Value)>,
+    /// The tensor entries in file order; their offsets point into `data`.
     pub tensors: Vec<TensorInfo>,
     /// The data section.
     pub data: Vec<u8>,
@@ -418,7 +436,8 @@ impl GgufFile {
     }
 
     /// Adds a tensor of `ne` (fastest dimension first) from row-major f32 `values`, stored as
-    /// `ty` (Q8_0: `ne[0]` a multiple of 32).
+    /// `ty` at the next 32-byte aligned offset of `data`. Nothing is checked: `values` must
+    /// hold the product of `ne` values, and for Q8_0 a multiple of 32 (a tail is dropped).
     pub fn push_tensor(&mut self, name: &str, ne: Vec<u64>, values: &[f32], ty: TensorType) {
         let pad = self.data.len().div_ceil(ALIGNMENT) * ALIGNMENT;
         self.data.resize(pad, 0);
@@ -591,7 +610,8 @@ pub fn f16_to_f32(h: u16) -> f32 {
 
 /// Reorders the rows of a (heads·HS, C) q or k weight between Hugging Face's rotate-half
 /// order and llama.cpp's interleaved order: `to_gguf` moves HF row `h·HS + j·HS/2 + i` to row
-/// `h·HS + 2i + j`; `!to_gguf` is the inverse.
+/// `h·HS + 2i + j`; `!to_gguf` is the inverse. `w` holds `heads · HS` rows of `cols` values
+/// (HS even); panics if `heads` or `cols` is 0.
 pub fn rope_permute(w: &[f32], heads: usize, cols: usize, to_gguf: bool) -> Vec<f32> {
     let hs = w.len() / cols / heads;
     let mut out = vec![0.0; w.len()];
@@ -632,7 +652,9 @@ pub struct Vocab {
     pub token_type: Vec<i32>,
     /// Merges as "a b", by priority.
     pub merges: Vec<String>,
+    /// `tokenizer.ggml.bos_token_id`, if any.
     pub bos: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`, if any.
     pub eos: Option<u32>,
 }
 
@@ -1026,7 +1048,10 @@ pub fn export(
 
 /// A model read from a GGUF file.
 pub struct Imported {
+    /// The model's shape, from the file's metadata (vocabulary padded to `pad_multiple`).
     pub config: GptConfig,
+    /// The flat f32 buffer in [`crate::ParamLayout`] of `config` (Q8_0 and F16 widened, the
+    /// padding rows zero).
     pub params: Vec<f32>,
     /// The tokenizer metadata, if the file has it.
     pub vocab: Option<Vocab>,

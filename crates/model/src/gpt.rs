@@ -24,11 +24,15 @@ use rand::Rng;
 /// the caller owns (see [`ParamLayout`]).
 #[derive(Clone, Debug)]
 pub struct Gpt {
+    /// The shape (validated).
     pub config: GptConfig,
+    /// Where each tensor lives in the flat buffer (`layout.total` values).
     pub layout: ParamLayout,
 }
 
 impl Gpt {
+    /// The model of `config` and its layout. Errors: [`ModelError::Config`], from
+    /// [`GptConfig::validate`].
     pub fn new(config: GptConfig) -> Result<Self, ModelError> {
         config.validate()?;
         let layout = ParamLayout::new(&config);
@@ -59,8 +63,12 @@ impl Gpt {
     }
 
     /// Records the forward pass of `tokens` (B, T) on the tape and returns the logits
-    /// (B*T, Vp); with `last_only` (forward only), the logits of each sequence's last
-    /// position (B, Vp). Dropout applies when the tape is recording.
+    /// (B*T, Vp), row-major; with `last_only` (forward only), the logits of each sequence's
+    /// last position (B, Vp). Columns V.. (the padding) are not part of the vocabulary.
+    /// Dropout applies when the tape is recording. `params` is the flat buffer of
+    /// [`Gpt::layout`] (`layout.total` values); B = `tokens.len() / t`. Nothing is checked
+    /// here: call [`Gpt::check_tokens`] first (an id past V, or T past the block size with
+    /// learned positions, panics or reads the wrong rows).
     pub fn forward<T: Float>(
         &self,
         tape: &mut Tape<T>,
@@ -142,7 +150,9 @@ impl Gpt {
         }
     }
 
-    /// Forward + mean cross-entropy loss of predicting `targets` (B, T).
+    /// Forward + mean cross-entropy loss (in nats) of predicting `targets` (B, T) over the V
+    /// real tokens; `tape.backward` then gives the gradients. The same preconditions as
+    /// [`Gpt::forward`].
     pub fn loss<T: Float>(
         &self,
         tape: &mut Tape<T>,

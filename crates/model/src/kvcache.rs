@@ -258,6 +258,7 @@ impl Products<'_> {
 }
 
 impl KvCache {
+    /// An empty cache: the first call computes every position.
     pub fn new() -> Self {
         Self::default()
     }
@@ -267,6 +268,7 @@ impl KvCache {
         self.tokens.len()
     }
 
+    /// Whether no position is cached.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
@@ -293,7 +295,8 @@ impl KvCache {
 
     /// Replaces the cache with the keys and values of a full forward pass over `tokens`: `qkv`
     /// holds each block's (T, (NH+2KV)·HS) activation (keys already rotated), as
-    /// `Gpt::forward_keeping_qkv` collects them.
+    /// `Gpt::forward_keeping_qkv` collects them (one slice per block, T = `tokens.len()`
+    /// rows each; not checked).
     pub fn fill(&mut self, tokens: &[u32], qkv: &[&[f32]], model: &Gpt) {
         let cfg = &model.config;
         let (q, kv) = (
@@ -313,9 +316,11 @@ impl KvCache {
     }
 
     /// Logits (vocab_size values, f32) of the last position of `tokens` (one sequence, at most
-    /// the block size, ids checked by the caller), computing only the positions past the
-    /// longest prefix shared with the cached sequence. The reference: plain loops over
-    /// `params`, one thread.
+    /// the block size, ids checked by the caller: [`Gpt::check_tokens`]), computing only the
+    /// positions past the longest prefix shared with the cached sequence; empty `tokens` give
+    /// no logits. The reference: plain loops over `params` (the model's flat buffer), one
+    /// thread. An id past Vp or a position past a learned table panics or reads the wrong
+    /// rows.
     pub fn logits(&mut self, model: &Gpt, params: &[f32], tokens: &[u32]) -> Vec<f32> {
         let out_in = model.layout.weights_out_in;
         self.run(model, params, Products::Plain { params, out_in }, tokens)
@@ -324,7 +329,8 @@ impl KvCache {
 
     /// [`KvCache::logits`] with every product on the GEMV kernels over `weights` (converted
     /// from, or loaded beside, `params`, which still supplies the embeddings, norms and
-    /// biases). Errors: the weights' kernel cannot run here.
+    /// biases; with f32 weights, the matrices too). Errors: the weights' kernel cannot run
+    /// here, or weights built for another model (a length mismatch).
     pub fn decode(
         &mut self,
         model: &Gpt,

@@ -49,20 +49,27 @@ use rand_distr::{Distribution, Normal};
 pub struct BlockParams {
     /// The first norm (LayerNorm weight and bias, or RMSNorm weight).
     pub ln_1_w: Param,
+    /// The first LayerNorm's bias (C); None for RMSNorm.
     pub ln_1_b: Option<Param>,
     /// The packed query/key/value projection, C → (NH + 2·KV)·HS.
     pub attn_w: Param,
+    /// Its bias ((NH + 2·KV)·HS); None in Llama.
     pub attn_b: Option<Param>,
     /// The attention output projection, NH·HS → C.
     pub attn_proj_w: Param,
+    /// Its bias (C); None in Llama.
     pub attn_proj_b: Option<Param>,
+    /// The second norm's weight (C), before the MLP.
     pub ln_2_w: Param,
+    /// The second LayerNorm's bias (C); None for RMSNorm.
     pub ln_2_b: Option<Param>,
     /// The MLP's input projection: C → F (GELU) or C → 2F, [gate | up] (SwiGLU).
     pub fc_w: Param,
+    /// Its bias (F); None in Llama.
     pub fc_b: Option<Param>,
     /// The MLP's output projection, F → C.
     pub fc_proj_w: Param,
+    /// Its bias (C); None in Llama.
     pub fc_proj_b: Option<Param>,
 }
 
@@ -73,8 +80,11 @@ pub struct ParamLayout {
     pub wte: Param,
     /// Learned positions (maxT, C); None with rotary positions.
     pub wpe: Option<Param>,
+    /// The L transformer blocks, in order.
     pub blocks: Vec<BlockParams>,
+    /// The final norm's weight (C).
     pub ln_f_w: Param,
+    /// The final LayerNorm's bias (C); None for RMSNorm.
     pub ln_f_b: Option<Param>,
     /// An untied LM head (Vp, C); None: the head is `wte`.
     pub lm_head: Option<Param>,
@@ -116,6 +126,9 @@ impl Builder {
 }
 
 impl ParamLayout {
+    /// The layout of `cfg`'s family, tensors in the order of the module doc, from offset 0.
+    /// Expects a validated config ([`GptConfig::validate`]; [`crate::Gpt::new`] checks it):
+    /// a Llama with `n_head` 0 panics.
     pub fn new(cfg: &GptConfig) -> Self {
         match cfg.family {
             Family::Gpt2 => Self::gpt2(cfg),

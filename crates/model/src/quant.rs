@@ -35,34 +35,60 @@ use std::path::{Path, PathBuf};
 /// Why converted weights could not be built, written or read; each names the file or tensor.
 #[derive(Debug, thiserror::Error)]
 pub enum QuantError {
+    /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file at fault.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// The weights file does not parse as safetensors.
     #[error("{}: not a valid safetensors file ({source})", path.display())]
     Safetensors {
+        /// The file at fault.
         path: PathBuf,
+        /// The underlying error.
         source: safetensors::SafeTensorError,
     },
+    /// A header or `config.json` does not parse as JSON.
     #[error("{}: not valid JSON ({source})", path.display())]
     Json {
+        /// The file at fault.
         path: PathBuf,
+        /// The underlying error.
         source: serde_json::Error,
     },
     /// A tensor is missing, of the wrong dtype or shape, or holds non-finite values.
     #[error("{}: tensor '{name}' {problem}", path.display())]
     Tensor {
+        /// The file at fault.
         path: PathBuf,
+        /// The tensor's name in the file.
         name: String,
+        /// What is wrong, in words.
         problem: String,
     },
     /// The file's `ferrogpt.weights` metadata names no format.
     #[error("{}: {META_WEIGHTS} '{found}' is not a weight format (f32, bf16, int8)", path.display())]
-    Format { path: PathBuf, found: String },
+    Format {
+        /// The file at fault.
+        path: PathBuf,
+        /// The value of the metadata.
+        found: String,
+    },
+    /// A flat parameter buffer whose length is not the model's.
     #[error("{found} parameters for a model of {expected}")]
-    ParamsLength { found: usize, expected: usize },
-    /// The GEMV kernel cannot run here.
+    ParamsLength {
+        /// Length of the buffer given.
+        found: usize,
+        /// [`ParamLayout::total`] of the model.
+        expected: usize,
+    },
+    /// The GEMV kernel cannot run here ([`GemmError::Unavailable`]), or a matrix cannot be
+    /// stored in the format asked (int8 has no form for a NaN or an infinity).
+    ///
+    /// [`GemmError::Unavailable`]: ferrogpt_gemm::GemmError::Unavailable
     #[error(transparent)]
     Gemm(#[from] ferrogpt_gemm::GemmError),
 }
@@ -107,9 +133,13 @@ pub enum Weight {
     /// ([`ferrogpt_gemm::gemv::gemv_in_place`]): `rows` outputs × `cols` inputs at `offset`,
     /// in `layout` (GPT-2's Conv1D weights (in, out), Llama's and the head (out, in)).
     InPlace {
+        /// Where the matrix starts in the flat parameters.
         offset: usize,
+        /// Outputs.
         rows: usize,
+        /// Inputs (the reduction dimension).
         cols: usize,
+        /// How the `rows · cols` values lie there.
         layout: Layout,
     },
 }
@@ -204,6 +234,7 @@ pub struct BlockMatrices {
 pub struct DecodeWeights {
     format: WeightFormat,
     kernel: Kernel,
+    /// The matrices of each block, L of them in order.
     pub blocks: Vec<BlockMatrices>,
     /// (V, C): the real vocabulary rows only.
     pub head: Weight,
@@ -294,8 +325,10 @@ fn build(format: WeightFormat, kernel: Kernel, mut m: Vec<Weight>) -> DecodeWeig
 impl DecodeWeights {
     /// Converts the matrices of `params` (the model's flat f32 buffer) to `format`, for the
     /// kernel of the ladder's ISA ([`Kernel::active`]). Matrices convert in parallel; f32
-    /// converts nothing (the products read `params` in place). Errors:
-    /// an ISA forced by `FERROGPT_ISA` that this CPU lacks, a buffer of the wrong length.
+    /// converts nothing (the products read `params` in place, so pass the same buffer to
+    /// [`crate::kvcache::KvCache::decode`]). Errors: [`QuantError::ParamsLength`],
+    /// [`QuantError::Gemm`] for an ISA forced by `FERROGPT_ISA` that this CPU lacks or, for
+    /// int8, a matrix holding a NaN or an infinity.
     pub fn new(model: &Gpt, params: &[f32], format: WeightFormat) -> Result<Self, QuantError> {
         if params.len() != model.layout.total {
             return Err(QuantError::ParamsLength {
@@ -323,6 +356,7 @@ impl DecodeWeights {
     }
 
     /// The same weights multiplied by `kernel` instead (tests: every kernel this CPU has).
+    /// Errors: [`QuantError::Gemm`] when this CPU cannot run `kernel`.
     pub fn with_kernel(mut self, kernel: Kernel) -> Result<Self, QuantError> {
         if !kernel.supported() {
             return Err(QuantError::Gemm(ferrogpt_gemm::GemmError::Unavailable {
@@ -334,10 +368,13 @@ impl DecodeWeights {
         Ok(self)
     }
 
+    /// The format every matrix was converted to (f32: none converted, all in place).
     pub fn format(&self) -> WeightFormat {
         self.format
     }
 
+    /// The GEMV kernel the products run on ([`Kernel::active`] unless
+    /// [`DecodeWeights::with_kernel`] chose another).
     pub fn kernel(&self) -> Kernel {
         self.kernel
     }
@@ -363,7 +400,8 @@ impl DecodeWeights {
     /// Writes the values the matrices stand for (dequantized) into `params`, in the model's
     /// layout, so that the tape (prefill, evaluation) computes with the same weights. A tied
     /// head is left alone: the embedding keeps its f32 values, and the head's rounding shows in
-    /// decoding only.
+    /// decoding only. In f32 nothing is written. Panics if `params` is shorter than the model's
+    /// [`ParamLayout::total`] or the weights were built for another model.
     pub fn dequantize_into(&self, model: &Gpt, params: &mut [f32]) {
         let tied = model.layout.lm_head.is_none();
         let slots = all_slots(model);
@@ -392,6 +430,7 @@ impl DecodeWeights {
 
 /// `params` with every converted matrix replaced by the values `format` stores (the weights a
 /// quantized model has), and the converted matrices: what an engine holds for `--weights`.
+/// Errors: those of [`DecodeWeights::new`].
 pub fn quantize(
     model: &Gpt,
     mut params: Vec<f32>,
@@ -448,7 +487,10 @@ fn scheme(format: WeightFormat) -> &'static str {
 }
 
 /// Writes a converted checkpoint's weights to `path`: the f32 tensors of `params` and the
-/// matrices of `w` in its format (module doc), with `metadata` plus the format's keys.
+/// matrices of `w` in its format (module doc), with `metadata` plus the format's keys
+/// ([`META_WEIGHTS`], [`META_SCHEME`]; none for f32), atomically. Errors: [`QuantError::Io`],
+/// [`QuantError::Safetensors`]. Panics if `params` is shorter than the model's
+/// [`ParamLayout::total`].
 pub fn save(
     path: &Path,
     model: &Gpt,
@@ -651,7 +693,8 @@ pub fn load_int8(path: &Path, model: &Gpt) -> Result<(Vec<f32>, DecodeWeights), 
     Ok((params, w))
 }
 
-/// Adds the `ferrogpt_weights` field (format and scheme) to `dir/config.json`.
+/// Adds the `ferrogpt_weights` field (format, scheme, and for int8 the block size 32) to
+/// `dir/config.json`, rewriting it atomically. Errors: [`QuantError::Io`], [`QuantError::Json`].
 pub fn mark_config(dir: &Path, format: WeightFormat) -> Result<(), QuantError> {
     let path = dir.join("config.json");
     let json_err = |source| QuantError::Json {
