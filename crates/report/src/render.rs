@@ -12,6 +12,12 @@ use crate::svg::{bar_chart, esc, num, Series};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+// ferrogpt-gemm's byte formatting (`ferrogpt info` prints the same figures), compiled here
+// from its one file rather than through a dependency on the matmul crate.
+#[path = "../../gemm/src/hw/bytes.rs"]
+mod bytes;
+use bytes::fmt_bytes;
+
 /// A parsed file and where it came from (shown in the list of runs).
 pub struct Loaded {
     /// Where the file was read from, as the user named it (the CLI passes the path).
@@ -720,22 +726,6 @@ fn engine_label(r: &TrainRow, t: &TrainFigures) -> String {
     } else {
         let kind = t.device.split(':').next().unwrap_or("gpu");
         format!("{kind} {}", t.dtype)
-    }
-}
-
-/// 49152 -> "48 KiB"; one decimal when not whole.
-fn fmt_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

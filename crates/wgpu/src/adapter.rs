@@ -4,6 +4,7 @@
 //! the order of `ferrogpt info` and of `wgpu:N`: `wgpu` alone means adapter 0, so a machine
 //! with a GPU and lavapipe picks the GPU.
 
+use ferrogpt_gemm::hw::fmt_bytes;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -158,9 +159,9 @@ pub fn render_text(list: &[AdapterReport]) -> String {
             &format!(
                 "{} invocations/workgroup ({x}×{y}×{z}), {} workgroup memory, {} per storage binding, {} per buffer, subgroups {}-{}",
                 l.max_compute_invocations_per_workgroup,
-                bytes(l.max_compute_workgroup_storage_size as u64),
-                bytes(l.max_storage_buffer_binding_size),
-                bytes(l.max_buffer_size),
+                fmt_bytes(l.max_compute_workgroup_storage_size as u64),
+                fmt_bytes(l.max_storage_buffer_binding_size),
+                fmt_bytes(l.max_buffer_size),
                 a.subgroup_sizes[0],
                 a.subgroup_sizes[1],
             ),
@@ -181,19 +182,4 @@ pub fn render_text(list: &[AdapterReport]) -> String {
         );
     }
     s
-}
-
-/// 32768 -> "32 KiB"; one decimal when not whole.
-fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut v, mut u) = (b as f64, 0);
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
