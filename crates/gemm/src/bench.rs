@@ -227,7 +227,8 @@ fn run_typed<T: Element>(opts: &BenchOptions, peak: Option<f64>) -> Vec<BenchRow
     rows
 }
 
-fn fmt_time(s: f64) -> String {
+/// A time in seconds for a table: "1.25 s", "3.40 ms", "12.5 µs" (also the wgpu bench's).
+pub fn fmt_time(s: f64) -> String {
     if s >= 1.0 {
         format!("{s:.2} s")
     } else if s >= 1e-3 {

@@ -221,23 +221,7 @@ fn concurrent_products_from_rayon_tasks() {
             };
             let o = operands::<f32>(&case, 100 + seed);
             let (want, mag) = oracle(&case, &o);
-            let mut got = o.c0.clone();
-            matmul(
-                level,
-                case.ta,
-                case.tb,
-                case.m,
-                case.n,
-                case.k,
-                &o.a,
-                o.lda,
-                &o.b,
-                o.ldb,
-                &mut got,
-                o.ldc,
-                case.accumulate,
-            )
-            .unwrap();
+            let got = product(level, &case, &o).unwrap();
             check(
                 &format!("concurrent {level}"),
                 &case,

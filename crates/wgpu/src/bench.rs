@@ -15,6 +15,7 @@ use crate::device::{Clock, Gpu};
 use crate::ladder::{Input, Level};
 use crate::reference::{entry_f64, max_rel_err, random};
 use crate::WgpuError;
+use ferrogpt_gemm::bench::fmt_time;
 use std::fmt::Write as _;
 
 /// Entries of C checked against the f64 reference per level and size.
@@ -171,16 +172,6 @@ fn dtype(level: Level) -> &'static str {
     match level.input() {
         Input::F32 => "f32",
         Input::F16 => "f16",
-    }
-}
-
-fn fmt_time(s: f64) -> String {
-    if s >= 1.0 {
-        format!("{s:.2} s")
-    } else if s >= 1e-3 {
-        format!("{:.2} ms", s * 1e3)
-    } else {
-        format!("{:.1} µs", s * 1e6)
     }
 }
 

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use ferrogpt_gemm::{matmul, Element, Level};
+use ferrogpt_gemm::{matmul, Element, GemmError, Level};
 
 /// A small xorshift generator: fresh inputs per seed, no dependency.
 pub struct Rng(u64);
@@ -205,29 +205,38 @@ fn oracles<T: Element>() -> std::sync::Arc<Vec<(Vec<f64>, Vec<f64>)>> {
         .clone()
 }
 
+/// `case` on `o` at `level`: C starts as `o.c0` (added to when `case.accumulate`).
+pub fn product<T: Element>(
+    level: Level,
+    case: &Case,
+    o: &Operands<T>,
+) -> Result<Vec<T>, GemmError> {
+    let mut c = o.c0.clone();
+    matmul(
+        level,
+        case.ta,
+        case.tb,
+        case.m,
+        case.n,
+        case.k,
+        &o.a,
+        o.lda,
+        &o.b,
+        o.ldb,
+        &mut c,
+        o.ldc,
+        case.accumulate,
+    )?;
+    Ok(c)
+}
+
 /// Runs every case at `level` for `T` and checks it against the oracle with `tol(k)`.
 pub fn check_level<T: Element>(what: &str, level: Level, tol: impl Fn(usize) -> f64) {
     let oracles = oracles::<T>();
     for (seed, case) in cases().iter().enumerate() {
         let o = operands::<T>(case, seed as u64 + 1);
         let (want, mag) = &oracles[seed];
-        let mut got = o.c0.clone();
-        matmul(
-            level,
-            case.ta,
-            case.tb,
-            case.m,
-            case.n,
-            case.k,
-            &o.a,
-            o.lda,
-            &o.b,
-            o.ldb,
-            &mut got,
-            o.ldc,
-            case.accumulate,
-        )
-        .unwrap_or_else(|e| panic!("{what} {case:?}: {e}"));
+        let got = product(level, case, &o).unwrap_or_else(|e| panic!("{what} {case:?}: {e}"));
         check(what, case, &o, &got, want, mag, tol(case.k));
     }
 }
