@@ -6,6 +6,7 @@
 //! GPU it returns one error line. `--save DIR` also writes the run as a result file for
 //! `ferrogpt report` (`cmd_report`).
 
+use crate::cmd_bench_matmul::gpu_progress;
 use ferrogpt_cuda::{bench, parse_device, Gpu, Level};
 use ferrogpt_report::schema::{MatmulFigures, MatmulRow};
 
@@ -63,15 +64,7 @@ pub fn run(args: &BenchGpuArgs) -> Result<(), String> {
     }
     let rows = bench::run(&gpu, &args.sizes, &levels, |r| {
         if table {
-            match (r.seconds, &r.skipped) {
-                (Some(t), _) => {
-                    eprintln!("  {:<17} {:>6}  {:.3} ms", r.level.name(), r.size, t * 1e3)
-                }
-                (None, Some(why)) => {
-                    eprintln!("  {:<17} {:>6}  skipped: {why}", r.level.name(), r.size)
-                }
-                _ => {}
-            }
+            gpu_progress(17, r.level.name(), r.size, r.seconds, r.skipped.as_deref());
         }
     })
     .map_err(|e| e.to_string())?;

@@ -174,6 +174,22 @@ pub fn run(args: &BenchMatmulArgs) -> Result<(), String> {
         .save(crate::cmd_report::matmul(figures), Some(peak))
 }
 
+/// The line on stderr as a GPU rung is measured at a size (wgpu's here, CUDA's in `bench
+/// gpu`): its median time, or why it was skipped; the level's name padded to `width`.
+pub fn gpu_progress(
+    width: usize,
+    level: &str,
+    size: usize,
+    seconds: Option<f64>,
+    skipped: Option<&str>,
+) {
+    match (seconds, skipped) {
+        (Some(t), _) => eprintln!("  {level:<width$} {size:>6}  {:.3} ms", t * 1e3),
+        (None, Some(why)) => eprintln!("  {level:<width$} {size:>6}  skipped: {why}"),
+        _ => {}
+    }
+}
+
 /// `--device wgpu[:N]`: every WGSL rung (or `--levels`) at every size, checked against the
 /// f64 oracle; the table, JSON or CSV of `ferrogpt_wgpu::bench`.
 fn run_wgpu(args: &BenchMatmulArgs) -> Result<(), String> {
@@ -200,15 +216,7 @@ fn run_wgpu(args: &BenchMatmulArgs) -> Result<(), String> {
     }
     let rows = bench::run(&gpu, &sizes, &levels, |r| {
         if table {
-            match (r.seconds, &r.skipped) {
-                (Some(t), _) => {
-                    eprintln!("  {:<13} {:>6}  {:.3} ms", r.level.name(), r.size, t * 1e3)
-                }
-                (None, Some(why)) => {
-                    eprintln!("  {:<13} {:>6}  skipped: {why}", r.level.name(), r.size)
-                }
-                _ => {}
-            }
+            gpu_progress(13, r.level.name(), r.size, r.seconds, r.skipped.as_deref());
         }
     })
     .map_err(|e| e.to_string())?;
