@@ -28,30 +28,17 @@ const TINY: &[&str] = &[
     "1",
 ];
 
-fn corpus(dir: &Path) -> PathBuf {
-    let p = dir.join("text.txt");
-    std::fs::write(
-        &p,
-        "ROMEO:\nBut, soft! what light through yonder window breaks?\n".repeat(60),
-    )
-    .unwrap();
-    p
+/// `train` of `data` into `out` for `steps` steps at the [`TINY`] size.
+fn tiny_args<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    let mut args = train_args(data, out, steps);
+    args.extend_from_slice(TINY);
+    args
 }
 
 fn train_tiny(dir: &Path, steps: &str) -> PathBuf {
-    let data = corpus(dir);
+    let data = romeo_file(dir);
     let out = dir.join("run");
-    let mut args = vec![
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--steps",
-        steps,
-    ];
-    args.extend_from_slice(TINY);
-    let o = run(&args);
+    let o = run(&tiny_args(&data, &out, steps));
     assert_eq!(o.code, 0, "train failed: {}", o.stderr);
     out
 }
@@ -109,7 +96,7 @@ fn train_sample_eval_resume() {
         "--checkpoint",
         s(&run_dir),
         "--data",
-        s(&corpus(&dir)),
+        s(&romeo_file(&dir)),
         "--json",
         "--threads",
         "1",
@@ -123,7 +110,7 @@ fn train_sample_eval_resume() {
     assert!(loss > 0.0 && loss < 4.0 && (ppl - loss.exp()).abs() < 1e-6 * ppl);
     // A new run initialised from this one's weights, trained at learning rate 0: its checkpoint
     // evaluates exactly as the original does.
-    let text = corpus(&dir);
+    let text = romeo_file(&dir);
     let init_out = dir.join("from-init");
     let mut args = vec![
         "train",
@@ -144,7 +131,7 @@ fn train_sample_eval_resume() {
             "--checkpoint",
             s(d),
             "--data",
-            s(&corpus(&dir)),
+            s(&romeo_file(&dir)),
             "--json",
             "--threads",
             "1",
@@ -168,7 +155,7 @@ fn train_sample_eval_resume() {
         "--resume",
         s(&run_dir),
         "--data",
-        s(&corpus(&dir)),
+        s(&romeo_file(&dir)),
         "--steps",
         "15",
         "--threads",
@@ -183,7 +170,7 @@ fn train_sample_eval_resume() {
 #[test]
 fn bench_train_reports_the_parts_of_a_step() {
     let dir = tmp("bench-train");
-    let data = corpus(&dir);
+    let data = romeo_file(&dir);
     let o = run(&[
         "bench",
         "train",
@@ -220,7 +207,7 @@ fn bench_train_reports_the_parts_of_a_step() {
 #[test]
 fn tokenize_writes_token_files() {
     let dir = tmp("tok");
-    let text = corpus(&dir);
+    let text = romeo_file(&dir);
     let out = dir.join("t.bin");
     let o = run(&[
         "tokenize",
@@ -304,7 +291,7 @@ fn bad_data_files() {
 #[test]
 fn bad_flags() {
     let dir = tmp("flags");
-    let data = corpus(&dir);
+    let data = romeo_file(&dir);
     let out = dir.join("o");
     let base = ["train", "--data", s(&data), "--out", s(&out)];
     let with = |extra: &[&str]| -> Vec<String> {
@@ -377,7 +364,7 @@ fn bad_checkpoints_and_prompts() {
     let run_dir = train_tiny(&dir, "5");
     let model = run_dir.join("model.safetensors");
     let original = std::fs::read(&model).unwrap();
-    let data = corpus(&dir);
+    let data = romeo_file(&dir);
     // Prompt longer than the block size (16), and characters outside the vocabulary.
     let long = "ROMEO: ".repeat(5);
     fails_with(
@@ -393,34 +380,15 @@ fn bad_checkpoints_and_prompts() {
         "missing",
     );
     // Training into an existing checkpoint is refused, and the checkpoint is untouched.
-    let mut args = vec![
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&run_dir),
-        "--steps",
-        "5",
-    ];
-    args.extend_from_slice(TINY);
-    fails_with(&args, "already holds a checkpoint");
+    fails_with(
+        &tiny_args(&data, &run_dir, "5"),
+        "already holds a checkpoint",
+    );
     assert_eq!(std::fs::read(&model).unwrap(), original);
     // Unwritable output directory (its parent is a file).
     let file = dir.join("afile");
     std::fs::write(&file, "x").unwrap();
-    let mut args = vec![
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        "PLACEHOLDER",
-        "--steps",
-        "2",
-    ];
-    let bad_out = file.join("run");
-    args[4] = s(&bad_out);
-    args.extend_from_slice(TINY);
-    fails_with(&args, "afile");
+    fails_with(&tiny_args(&data, &file.join("run"), "2"), "afile");
     // Mismatched checkpoint: state.json from another step (written without checksums, as by an
     // earlier version, so that the step check is what catches it).
     let state = run_dir.join("state.json");
@@ -464,7 +432,7 @@ fn bad_checkpoints_and_prompts() {
 #[test]
 fn cuda_without_a_gpu_is_one_line() {
     let dir = tmp("nogpu");
-    let data = corpus(&dir);
+    let data = romeo_file(&dir);
     let out = dir.join("o");
     let args = [
         "train",

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{s, tmp, BIN};
+use common::{s, tmp, train_args, BIN};
 use ferrogpt_train::mc_eval::McExample;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -54,14 +54,8 @@ fn corpus(dir: &Path) -> PathBuf {
 }
 
 fn flags<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "train",
-        "--data",
-        s(data),
-        "--out",
-        s(out),
-        "--steps",
-        "8",
+    let mut v = train_args(data, out, "8");
+    v.extend_from_slice(&[
         "--n-layer",
         "2",
         "--n-head",
@@ -86,7 +80,7 @@ fn flags<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
         "3e-3",
         "--warmup",
         "2",
-    ];
+    ]);
     v.extend_from_slice(extra);
     v
 }
@@ -745,10 +739,11 @@ fn endless_unsaved(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Vec<String>
     (dir, out, args)
 }
 
-#[test]
-fn a_killed_launcher_s_child_rank_stops_with_a_checkpoint() {
-    // One CPU rank is a child of the launcher, started by the code that starts GPU ranks.
-    let (dir, out, args) = endless_unsaved("orphan", &["--nproc-per-node", "1"]);
+/// A long run of `nproc` ranks under `--nproc-per-node`, whose launcher is killed after its
+/// first step: `who` (what the launcher started) must stop within 60 s with a checkpoint of
+/// its last step.
+fn killed_launcher_leaves_a_checkpoint(name: &str, nproc: &str, who: &str) {
+    let (dir, out, args) = endless_unsaved(name, &["--nproc-per-node", nproc]);
     let (mut job, err) = launcher(&args);
     let _cleanup = KillOnDrop(children(job.id(), 1));
     wait_for(&out.join("metrics.jsonl"));
@@ -756,24 +751,20 @@ fn a_killed_launcher_s_child_rank_stops_with_a_checkpoint() {
     job.wait().unwrap();
     let err = err
         .wait_closed(Duration::from_secs(60))
-        .expect("the rank went on running 60 s after its launcher was killed");
+        .unwrap_or_else(|| panic!("{who} went on running 60 s after the launcher was killed"));
     stopped_with_checkpoint(&out, &err);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
+fn a_killed_launcher_s_child_rank_stops_with_a_checkpoint() {
+    // One CPU rank is a child of the launcher, started by the code that starts GPU ranks.
+    killed_launcher_leaves_a_checkpoint("orphan", "1", "the rank");
+}
+
+#[test]
 fn a_killed_launcher_s_mpirun_stops_every_rank_with_a_checkpoint() {
-    let (dir, out, args) = endless_unsaved("orphan-mpi", &["--nproc-per-node", "2"]);
-    let (mut job, err) = launcher(&args);
-    let _cleanup = KillOnDrop(children(job.id(), 1));
-    wait_for(&out.join("metrics.jsonl"));
-    job.kill().unwrap();
-    job.wait().unwrap();
-    let err = err
-        .wait_closed(Duration::from_secs(60))
-        .expect("mpirun and its ranks went on 60 s after the launcher was killed");
-    stopped_with_checkpoint(&out, &err);
-    std::fs::remove_dir_all(&dir).unwrap();
+    killed_launcher_leaves_a_checkpoint("orphan-mpi", "2", "mpirun and its ranks");
 }
 
 #[test]

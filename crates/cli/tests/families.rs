@@ -12,9 +12,8 @@ fn config_json(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
 }
 
-fn train(out: &Path, data: &Path, extra: &[&str]) -> Out {
-    let mut args = vec!["train", "--data", s(data), "--out", s(out)];
-    args.extend_from_slice(SMALL);
+fn train(out: &Path, data: &Path, steps: &str, extra: &[&str]) -> Out {
+    let mut args = small_train(data, out, steps);
     args.extend_from_slice(extra);
     ok(&args)
 }
@@ -29,7 +28,8 @@ fn a_llama_trains_resumes_and_samples() {
     let o = train(
         &out,
         &data,
-        &["--preset", "llama-tiny", "--steps", "4", "--n-kv-head", "2"],
+        "4",
+        &["--preset", "llama-tiny", "--n-kv-head", "2"],
     );
     assert!(o.stderr.contains("llama with 2 layers"), "{}", o.stderr);
     let c = config_json(&out);
@@ -83,11 +83,7 @@ fn gpt2_with_rotary_positions() {
     let dir = tmp("fam-rope");
     let data = verse_file(&dir);
     let out = dir.join("run");
-    train(
-        &out,
-        &data,
-        &["--pos", "rope", "--rope-theta", "500", "--steps", "3"],
-    );
+    train(&out, &data, "3", &["--pos", "rope", "--rope-theta", "500"]);
     let c = config_json(&out);
     assert_eq!(c["model_type"], "ferrogpt-gpt2-rope");
     assert_eq!(c["rope_theta"], 500.0);
@@ -152,18 +148,8 @@ fn impossible_family_shapes_are_refused() {
     let dir = tmp("fam-bad");
     let data = verse_file(&dir);
     let out = dir.join("run");
-    let base = [
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--steps",
-        "1",
-    ];
     let with = |extra: &[&'static str]| -> Vec<&str> {
-        let mut v: Vec<&str> = base.to_vec();
-        v.extend_from_slice(SMALL);
+        let mut v = small_train(&data, &out, "1");
         v.extend_from_slice(extra);
         v
     };

@@ -34,9 +34,8 @@ fn an_exported_run_samples_the_same_text() {
         ),
     ] {
         let run = dir.join(name);
-        let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
-        args.extend_from_slice(SMALL);
-        args.extend_from_slice(&["--steps", "4", "--tokenizer", "char"]);
+        let mut args = small_train(&data, &run, "4");
+        args.extend_from_slice(&["--tokenizer", "char"]);
         args.extend_from_slice(extra);
         ok(&args);
         let file = dir.join(format!("{name}.gguf"));

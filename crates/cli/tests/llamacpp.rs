@@ -129,9 +129,8 @@ fn llama_cpp_decodes_a_character_model_as_we_do() {
     let dir = tmp("llamacpp-char");
     let data = verse_file(&dir);
     let run = dir.join("run");
-    let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
-    args.extend_from_slice(SMALL);
-    args.extend_from_slice(&["--steps", "150", "--lr", "0.01", "--tokenizer", "char"]);
+    let mut args = small_train(&data, &run, "150");
+    args.extend_from_slice(&["--lr", "0.01", "--tokenizer", "char"]);
     ok(&args);
     check(&bin, &run, &dir, "ROMEO: But", 20, false);
 }

@@ -8,21 +8,10 @@ use common::*;
 use std::path::{Path, PathBuf};
 
 fn tiny_run(dir: &Path) -> PathBuf {
-    let data = dir.join("text.txt");
-    std::fs::write(
-        &data,
-        "ROMEO:\nBut, soft! what light through yonder window breaks?\n".repeat(60),
-    )
-    .unwrap();
+    let data = romeo_file(dir);
     let out = dir.join("run");
-    ok(&[
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&out),
-        "--steps",
-        "20",
+    let mut args = train_args(&data, &out, "20");
+    args.extend_from_slice(&[
         "--n-layer",
         "2",
         "--n-head",
@@ -42,6 +31,7 @@ fn tiny_run(dir: &Path) -> PathBuf {
         "--threads",
         "1",
     ]);
+    ok(&args);
     out
 }
 

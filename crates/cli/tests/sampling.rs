@@ -18,9 +18,8 @@ fn model() -> &'static Path {
         let dir = tmp("sampling");
         let data = verse_file(&dir);
         let run = dir.join("run");
-        let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
-        args.extend_from_slice(SMALL);
-        args.extend_from_slice(&["--steps", "6", "--tokenizer", "char"]);
+        let mut args = small_train(&data, &run, "6");
+        args.extend_from_slice(&["--tokenizer", "char"]);
         ok(&args);
         run
     })

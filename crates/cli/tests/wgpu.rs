@@ -23,12 +23,7 @@ fn run_env(dir: &Path, args: &[&str], hide_gpu: bool) -> Out {
         c.env("VK_ICD_FILENAMES", "/nonexistent.json")
             .env("VK_DRIVER_FILES", "/nonexistent.json");
     }
-    let o = c.output().expect("run ferrogpt");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    run_command(&mut c)
 }
 
 /// Whether a wgpu adapter exists (`ferrogpt info` lists it); panics under
@@ -67,16 +62,7 @@ fn training_with_matmul_wgpu_follows_the_cpu() {
     let mut runs = vec![];
     for level in ["library", "wgpu"] {
         let out = dir.join(level);
-        let mut args = vec![
-            "train",
-            "--data",
-            s(&data),
-            "--out",
-            s(&out),
-            "--steps",
-            "10",
-        ];
-        args.extend_from_slice(SMALL);
+        let mut args = small_train(&data, &out, "10");
         args.extend_from_slice(&["--lr", "1e-2", "--warmup", "0", "--matmul", level]);
         let o = run_env(&dir, &args, false);
         assert_eq!(o.code, 0, "{level}: {}", o.stderr);

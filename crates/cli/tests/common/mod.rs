@@ -15,6 +15,16 @@ pub struct Out {
     pub stderr: String,
 }
 
+/// Runs `c` (a ferrogpt command set up by the caller) to its end.
+pub fn run_command(c: &mut Command) -> Out {
+    let o = c.output().expect("run ferrogpt");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
 /// Runs ferrogpt with `args` in `cwd` (this process's folder when None).
 pub fn run_in(cwd: Option<&Path>, args: &[&str]) -> Out {
     let mut c = Command::new(BIN);
@@ -22,12 +32,7 @@ pub fn run_in(cwd: Option<&Path>, args: &[&str]) -> Out {
     if let Some(d) = cwd {
         c.current_dir(d);
     }
-    let o = c.output().expect("run ferrogpt");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    run_command(&mut c)
 }
 
 /// Runs ferrogpt with `args`.
@@ -118,10 +123,21 @@ pub fn verse_file(dir: &Path) -> PathBuf {
     p
 }
 
-/// `train` of `data` into `out` for `steps` steps at the [`SMALL`] size: the arguments, to
-/// which a test adds its own.
-pub fn small_train<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
-    let mut args = vec![
+/// Romeo's two lines 60 times (3,540 characters) in `dir`/text.txt.
+pub fn romeo_file(dir: &Path) -> PathBuf {
+    let p = dir.join("text.txt");
+    std::fs::write(
+        &p,
+        "ROMEO:\nBut, soft! what light through yonder window breaks?\n".repeat(60),
+    )
+    .unwrap();
+    p
+}
+
+/// `train` of `data` into `out` for `steps` steps: the arguments, to which a test adds its
+/// model's size and its own flags.
+pub fn train_args<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    vec![
         "train",
         "--data",
         s(data),
@@ -129,7 +145,12 @@ pub fn small_train<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a
         s(out),
         "--steps",
         steps,
-    ];
+    ]
+}
+
+/// [`train_args`] at the [`SMALL`] size.
+pub fn small_train<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    let mut args = train_args(data, out, steps);
     args.extend_from_slice(SMALL);
     args
 }
