@@ -583,7 +583,8 @@ impl Input {
 /// connection) instead of overwriting it. Errors, before `y` is touched:
 /// [`GemmError::Unavailable`] for a kernel this CPU cannot run ([`Kernel::supported`]),
 /// [`GemmError::Shape`] for lengths that do not match. The result does not depend on the
-/// number of threads. An int8 product quantizes `x` first (a NaN in `x` becomes 0 there).
+/// number of threads. An int8 product quantizes `x` first; a NaN or an infinity in `x` makes
+/// its block's scale non-finite, so every output that reads it is not finite, as in f32.
 pub fn gemv(
     kernel: Kernel,
     w: &Matrix,

@@ -417,3 +417,35 @@ fn int8_refuses_non_finite_weights() {
         }
     }
 }
+
+/// A NaN or an infinity in the input vector of an int8 product makes every output it reaches
+/// non-finite, as in f32 and bf16 (a NaN used to quantize to 0 and vanish): its block's scale
+/// carries it. Every output reads every input here, zero weights included (0·NaN is NaN).
+#[test]
+fn int8_spreads_a_non_finite_input() {
+    let (rows, cols) = (9, 70); // three blocks of input, the last partial
+    let mut rng = Rng::new(77);
+    let mut w = weights(&mut rng, rows, cols);
+    w[..cols].fill(0.0); // a row of zeros
+    for kernel in kernels() {
+        for format in WeightFormat::ALL {
+            let m = Matrix::from_f32(format, rows, cols, &w, Layout::OutIn).unwrap();
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for at in [0, 31, 33, 69] {
+                    let mut x: Vec<f32> = (0..cols).map(|_| rng.next() as f32).collect();
+                    x[at] = bad;
+                    let mut y = vec![0f32; rows];
+                    gemv::gemv(kernel, &m, &x, &mut y, None, false).unwrap();
+                    for (r, v) in y.iter().enumerate() {
+                        assert!(
+                            !v.is_finite(),
+                            "{kernel} {format}: x[{at}] = {bad} gives row {r} = {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let xq = QuantizedVector::new(&[1.0, f32::NAN, -2.0]);
+    assert!(xq.d[0].is_nan(), "{:?}", xq.d);
+}

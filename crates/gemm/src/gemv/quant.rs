@@ -21,9 +21,20 @@ pub fn bf16_to_f32(h: u16) -> f32 {
 /// Quantizes one block (at most [`Q8_BLOCK`] values; `q` as long) as llama.cpp's Q8_0:
 /// `d = max|x| / 127`, `q = round(x / d)` (half away from zero), and returns `d` (0 for a block
 /// of zeros, whose quants are then 0). Each value is off by at most `d/2` (plus f32 rounding of
-/// `x/d`): `|x - d·q| ≤ d/2·(1 + 2⁻²²)`.
+/// `x/d`): `|x - d·q| ≤ d/2·(1 + 2⁻²²)`. A block holding a NaN gets the scale NaN, one holding
+/// an infinity (and no NaN) the scale infinity, its quants 0 either way: a product through the
+/// block is then not finite, as it would be in f32.
 pub fn quantize_q8_block(x: &[f32], q: &mut [i8]) -> f32 {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // max|x| that keeps a NaN (`f32::max` would drop it): once `m` is NaN no comparison
+    // replaces it.
+    let amax = x.iter().fold(0f32, |m, v| {
+        let a = v.abs();
+        if a > m || a.is_nan() {
+            a
+        } else {
+            m
+        }
+    });
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (q, &v) in q.iter_mut().zip(x) {
@@ -48,7 +59,8 @@ pub struct QuantizedVector {
 
 impl QuantizedVector {
     /// Quantizes `x` per block of [`Q8_BLOCK`], as an int8 [`super::gemv`] does before its
-    /// kernels run. A NaN quantizes to 0; an infinity makes its block's scale infinite.
+    /// kernels run. A NaN makes its block's scale NaN, an infinity makes it infinite (the
+    /// quants 0): the products through that block are then not finite.
     pub fn new(x: &[f32]) -> Self {
         let cp = x.len().next_multiple_of(Q8_BLOCK);
         let nb = cp / Q8_BLOCK;
