@@ -829,6 +829,61 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_rope_scaling_in_config_json_names_its_key() {
+        let cfg = GptConfig {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 16,
+            block_size: 8,
+            vocab_size: 10,
+            padded_vocab_size: 16,
+            family: Family::Llama,
+            pos: Position::Rope,
+            rope_scaling: Some(RopeScaling {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 4,
+            }),
+            n_kv_head: Some(2),
+            ffn_hidden: Some(64),
+            ..GptConfig::default()
+        };
+        let dir = scratch("rope-scaling");
+        save_config(&dir, &cfg, None).unwrap();
+        assert_eq!(load_config(&dir, 1).unwrap(), cfg);
+        let path = dir.join("config.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["rope_parameters"]["factor"] = json!(0.0);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let err = load_config(&dir, 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ModelError::ConfigFile {
+                    field: "rope_scaling.factor",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("factor must be a positive finite number, got 0"),
+            "{err}"
+        );
+        v["rope_parameters"]["factor"] = json!(8.0);
+        v["rope_parameters"]["high_freq_factor"] = json!(1.0);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let err = load_config(&dir, 1).unwrap_err();
+        assert!(
+            err.to_string().contains("high_freq_factor must differ"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn config_errors_name_the_field() {
         let model = tiny();
         let dir = scratch("config-errors");

@@ -60,10 +60,56 @@ pub struct RopeScaling {
     /// `factor`.
     pub low_freq_factor: f64,
     /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are kept; must
-    /// differ from `low_freq_factor`. Not checked by [`GptConfig::validate`].
+    /// differ from `low_freq_factor` (the band between is interpolated over their difference).
     pub high_freq_factor: f64,
     /// The context length the model was trained at, in positions.
     pub original_max_position_embeddings: usize,
+}
+
+impl RopeScaling {
+    /// Checks that the frequencies come out finite: `factor`, `low_freq_factor` and
+    /// `high_freq_factor` positive and finite, the last two different,
+    /// `original_max_position_embeddings` positive. Errors: [`ModelError::Config`] whose field
+    /// is `rope_scaling.KEY`, KEY the parameter's config.json key.
+    fn validate(&self) -> Result<(), ModelError> {
+        let err = |field: &'static str, problem: String| Err(ModelError::Config { field, problem });
+        for (field, key, v) in [
+            ("rope_scaling.factor", "factor", self.factor),
+            (
+                "rope_scaling.low_freq_factor",
+                "low_freq_factor",
+                self.low_freq_factor,
+            ),
+            (
+                "rope_scaling.high_freq_factor",
+                "high_freq_factor",
+                self.high_freq_factor,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return err(
+                    field,
+                    format!("rope scaling {key} must be a positive finite number, got {v}"),
+                );
+            }
+        }
+        if self.high_freq_factor == self.low_freq_factor {
+            return err(
+                "rope_scaling.high_freq_factor",
+                format!(
+                    "rope scaling high_freq_factor must differ from low_freq_factor (both {})",
+                    self.low_freq_factor
+                ),
+            );
+        }
+        if self.original_max_position_embeddings == 0 {
+            return err(
+                "rope_scaling.original_max_position_embeddings",
+                "rope scaling original_max_position_embeddings must be positive".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 fn default_theta() -> f64 {
@@ -202,8 +248,9 @@ impl GptConfig {
             .collect()
     }
 
-    /// Checks that the shape is buildable. Errors: [`ModelError::Config`], naming the field at
-    /// fault.
+    /// Checks that the shape is buildable and its rotary frequencies finite. Errors:
+    /// [`ModelError::Config`], naming the field at fault (`rope_scaling.factor` and the like
+    /// for [`RopeScaling`]'s parameters, by their config.json keys).
     pub fn validate(&self) -> Result<(), ModelError> {
         let err = |field: &'static str, problem: String| Err(ModelError::Config { field, problem });
         for (name, v) in [
@@ -267,6 +314,9 @@ impl GptConfig {
                 "rope_theta",
                 format!("rope_theta must be above 1, got {}", self.rope_theta),
             );
+        }
+        if let Some(s) = self.rope_scaling {
+            s.validate()?;
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
             return err(
@@ -344,5 +394,63 @@ impl GptConfig {
         let matmul_params = self.n_layer as f64 * self.block_matrix_params() as f64
             + self.padded_vocab_size as f64 * c;
         6.0 * matmul_params + 12.0 * self.n_layer as f64 * c * t as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llama3() -> GptConfig {
+        GptConfig {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 16,
+            block_size: 8,
+            vocab_size: 10,
+            padded_vocab_size: 16,
+            family: Family::Llama,
+            pos: Position::Rope,
+            rope_scaling: Some(RopeScaling {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 4,
+            }),
+            ..GptConfig::default()
+        }
+    }
+
+    /// A rope scaling that would make an infinite or NaN frequency is refused, naming its
+    /// config.json key; a valid one gives finite frequencies.
+    #[test]
+    fn rope_scaling_is_validated() {
+        let ok = llama3();
+        ok.validate().unwrap();
+        assert!(ok.rope_inv_freq().iter().all(|f| f.is_finite() && *f > 0.0));
+        let bad = |edit: &dyn Fn(&mut RopeScaling), key: &str| {
+            let mut cfg = llama3();
+            edit(cfg.rope_scaling.as_mut().unwrap());
+            match cfg.validate() {
+                Err(ModelError::Config { field, problem }) => {
+                    assert_eq!(field, format!("rope_scaling.{key}"), "{problem}");
+                    assert!(problem.contains(key), "{problem}");
+                }
+                other => panic!("{key}: expected a config error, got {other:?}"),
+            }
+        };
+        for v in [0.0, -2.0, f64::NAN, f64::INFINITY] {
+            bad(&|s| s.factor = v, "factor");
+            bad(&|s| s.low_freq_factor = v, "low_freq_factor");
+            bad(&|s| s.high_freq_factor = v, "high_freq_factor");
+        }
+        bad(
+            &|s| s.high_freq_factor = s.low_freq_factor,
+            "high_freq_factor",
+        );
+        bad(
+            &|s| s.original_max_position_embeddings = 0,
+            "original_max_position_embeddings",
+        );
     }
 }
