@@ -436,9 +436,34 @@ impl GgufFile {
     }
 
     /// Adds a tensor of `ne` (fastest dimension first) from row-major f32 `values`, stored as
-    /// `ty` at the next 32-byte aligned offset of `data`. Nothing is checked: `values` must
-    /// hold the product of `ne` values, and for Q8_0 a multiple of 32 (a tail is dropped).
-    pub fn push_tensor(&mut self, name: &str, ne: Vec<u64>, values: &[f32], ty: TensorType) {
+    /// `ty` at the next 32-byte aligned offset of `data`. Errors (the problem in one line, as
+    /// [`GgufFile::parse`]; nothing is added): `ne` of no or more than 4 dimensions, Q8_0
+    /// rows (`ne[0]`) that are not whole blocks of 32, `values` not the product of `ne` long.
+    pub fn push_tensor(
+        &mut self,
+        name: &str,
+        ne: Vec<u64>,
+        values: &[f32],
+        ty: TensorType,
+    ) -> Result<(), String> {
+        if ne.is_empty() || ne.len() > 4 {
+            return Err(format!(
+                "tensor '{name}' has {} dimensions (1 to 4)",
+                ne.len()
+            ));
+        }
+        if ty == TensorType::Q8_0 && !ne[0].is_multiple_of(Q8_BLOCK as u64) {
+            return Err(format!(
+                "tensor '{name}' is Q8_0 but its rows ({ne:?}) are not whole blocks of 32"
+            ));
+        }
+        let elems = ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        if elems != Some(values.len() as u64) {
+            return Err(format!(
+                "tensor '{name}' of ne {ne:?} does not hold the {} values given",
+                values.len()
+            ));
+        }
         let pad = self.data.len().div_ceil(ALIGNMENT) * ALIGNMENT;
         self.data.resize(pad, 0);
         self.tensors.push(TensorInfo {
@@ -457,6 +482,7 @@ impl GgufFile {
                 .for_each(|v| self.data.extend_from_slice(&f32_to_f16(*v).to_le_bytes())),
             TensorType::Q8_0 => quantize_q8_0(values, &mut self.data),
         }
+        Ok(())
     }
 
     /// The file's bytes (version 3, alignment 32).
@@ -952,7 +978,8 @@ fn mapping(cfg: &GptConfig) -> Vec<Mapped> {
 /// The GGUF of `model` with `params` (its flat buffer) stored as `ty`, with the tokenizer's
 /// `vocab` (None: no tokenizer metadata; llama.cpp cannot load such a file). Errors
 /// ([`ModelError::Unsupported`]): a GPT-2 with rotary positions, Llama 3 rope scaling (no
-/// llama.cpp form written yet).
+/// llama.cpp form written yet); [`ModelError::Gguf`] (path `name`) for a tensor
+/// [`GgufFile::push_tensor`] refuses.
 pub fn export(
     model: &Gpt,
     params: &[f32],
@@ -1041,7 +1068,8 @@ pub fn export(
             TensorType::Q8_0 if in_cols % Q8_BLOCK != 0 => TensorType::F16,
             ty => ty,
         };
-        f.push_tensor(&t.gguf, ne, &data, tty);
+        f.push_tensor(&t.gguf, ne, &data, tty)
+            .map_err(|p| bad(Path::new(name), p))?;
     }
     Ok(f)
 }

@@ -421,3 +421,36 @@ fn export_refuses_what_llama_cpp_cannot_express() {
     let r = Vocab::from_tokenizer_json(r#"{"model": {"type": "WordPiece"}}"#, 4);
     assert!(r.unwrap_err().contains("not BPE"));
 }
+
+/// `push_tensor` refuses values that do not fill `ne` (a corrupt file) and Q8_0 rows that are
+/// not whole blocks of 32 (a lost tail), and adds nothing then; what it takes reads back.
+#[test]
+fn push_tensor_refuses_values_that_do_not_fit() {
+    let mut f = GgufFile::default();
+    let v: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
+    for (ne, n, ty, what) in [
+        (vec![8, 8], 63, TensorType::F32, "63 values"),
+        (vec![8, 8], 64, TensorType::F16, ""),
+        (vec![4, 4, 4], 64, TensorType::F32, ""),
+        (vec![4, 4, 4], 48, TensorType::F16, "48 values"),
+        (vec![40], 40, TensorType::Q8_0, "blocks of 32"),
+        (vec![16, 2], 32, TensorType::Q8_0, "blocks of 32"),
+        (vec![32, 2], 32, TensorType::Q8_0, "32 values"),
+        (vec![32, 2], 64, TensorType::Q8_0, ""),
+        (vec![2, 2, 2, 2, 4], 64, TensorType::F32, "5 dimensions"),
+        (vec![u64::MAX, 2], 64, TensorType::F32, "64 values"),
+    ] {
+        let (tensors, bytes) = (f.tensors.len(), f.data.len());
+        let r = f.push_tensor("t", ne.clone(), &v[..n], ty);
+        if what.is_empty() {
+            r.unwrap();
+            assert_eq!(f.tensors.len(), tensors + 1);
+        } else {
+            let e = r.unwrap_err();
+            assert!(e.contains(what) && e.contains("'t'"), "{ne:?} {ty:?}: {e}");
+            assert_eq!((f.tensors.len(), f.data.len()), (tensors, bytes), "{e}");
+        }
+    }
+    let back = GgufFile::parse(&f.to_bytes()).unwrap();
+    assert_eq!(back.tensors, f.tensors);
+}
