@@ -542,8 +542,9 @@ pub fn read_weights_file(path: &Path) -> Result<TensorFile, ModelError> {
 }
 
 /// Writes the model's weights to `path` (HF names and layouts, f32; the V real rows of the
-/// embedding) with `metadata`, atomically. Errors: those of [`write_tensors`]. Panics if
-/// `params` is shorter than the model's [`ParamLayout::total`].
+/// embedding) with `metadata`, atomically. Errors: [`ModelError::ParamsLength`] when `params`
+/// is not the model's [`ParamLayout::total`] long (nothing written), those of
+/// [`write_tensors`].
 pub fn save_weights(
     path: &Path,
     model: &Gpt,
@@ -552,6 +553,12 @@ pub fn save_weights(
 ) -> Result<(), ModelError> {
     let v = model.config.vocab_size;
     let l = &model.layout;
+    if params.len() != l.total {
+        return Err(ModelError::ParamsLength {
+            found: params.len(),
+            expected: l.total,
+        });
+    }
     let tensors: Vec<(String, Vec<usize>, &[f32])> = l
         .named
         .iter()
@@ -825,6 +832,26 @@ mod tests {
             Err(ModelError::NonFinite { index, .. }) => assert_eq!(index, late),
             other => panic!("expected NonFinite, got {:?}", other.map(|_| ())),
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A parameter buffer of another length than the model's is an error (a shorter one used
+    /// to panic), and no file is written.
+    #[test]
+    fn save_weights_refuses_a_buffer_of_the_wrong_length() {
+        let model = tiny();
+        let dir = scratch("wrong-length");
+        let path = dir.join("model.safetensors");
+        let n = model.layout.total;
+        for len in [0, n - 1, n + 1] {
+            let err = save_weights(&path, &model, &vec![0.0; len], HashMap::new()).unwrap_err();
+            assert!(
+                matches!(err, ModelError::ParamsLength { found, expected } if found == len && expected == n),
+                "{err:?}"
+            );
+            assert!(!path.exists(), "{len}: a file was written");
+        }
+        save_weights(&path, &model, &vec![0.0; n], HashMap::new()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

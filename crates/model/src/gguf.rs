@@ -978,7 +978,8 @@ fn mapping(cfg: &GptConfig) -> Vec<Mapped> {
 /// The GGUF of `model` with `params` (its flat buffer) stored as `ty`, with the tokenizer's
 /// `vocab` (None: no tokenizer metadata; llama.cpp cannot load such a file). Errors
 /// ([`ModelError::Unsupported`]): a GPT-2 with rotary positions, Llama 3 rope scaling (no
-/// llama.cpp form written yet); [`ModelError::Gguf`] (path `name`) for a tensor
+/// llama.cpp form written yet); [`ModelError::ParamsLength`] when `params` is not the model's
+/// [`crate::ParamLayout::total`] long; [`ModelError::Gguf`] (path `name`) for a tensor
 /// [`GgufFile::push_tensor`] refuses.
 pub fn export(
     model: &Gpt,
@@ -988,6 +989,12 @@ pub fn export(
     name: &str,
 ) -> Result<GgufFile, ModelError> {
     let cfg = &model.config;
+    if params.len() != model.layout.total {
+        return Err(ModelError::ParamsLength {
+            found: params.len(),
+            expected: model.layout.total,
+        });
+    }
     let unsupported = |field: &str, found: &str, expected| ModelError::Unsupported {
         path: PathBuf::from(name),
         field: field.into(),

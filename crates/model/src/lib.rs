@@ -287,7 +287,15 @@ pub enum ModelError {
         index: usize,
     },
 
-    // Inputs: token sequences and prompts.
+    // Inputs: parameter buffers, token sequences and prompts.
+    /// A flat parameter buffer whose length is not the model's.
+    #[error("{found} parameters for a model of {expected}")]
+    ParamsLength {
+        /// Length of the buffer given.
+        found: usize,
+        /// [`ParamLayout::total`] of the model.
+        expected: usize,
+    },
     /// A sequence length T outside 1..=block size.
     #[error("sequence length {t} is outside 1..={max} (the model's block size)")]
     SequenceLength {

@@ -85,6 +85,12 @@ pub enum QuantError {
         /// [`ParamLayout::total`] of the model.
         expected: usize,
     },
+    /// Converted weights built for a model of another shape than the one given.
+    #[error("decode weights of another model: {problem}")]
+    OtherModel {
+        /// What does not match, in words.
+        problem: String,
+    },
     /// The GEMV kernel cannot run here ([`GemmError::Unavailable`]), or a matrix cannot be
     /// stored in the format asked (int8 has no form for a NaN or an infinity).
     ///
@@ -389,6 +395,41 @@ impl DecodeWeights {
             .sum()
     }
 
+    /// Checks that these weights were built for `model` and `params` is its flat buffer.
+    /// Errors: [`QuantError::ParamsLength`], [`QuantError::OtherModel`] (another number of
+    /// blocks, or a matrix of another shape).
+    pub(crate) fn check(&self, model: &Gpt, params: &[f32]) -> Result<(), QuantError> {
+        if params.len() != model.layout.total {
+            return Err(QuantError::ParamsLength {
+                found: params.len(),
+                expected: model.layout.total,
+            });
+        }
+        if self.blocks.len() != model.config.n_layer {
+            return Err(QuantError::OtherModel {
+                problem: format!(
+                    "{} blocks, the model has {}",
+                    self.blocks.len(),
+                    model.config.n_layer
+                ),
+            });
+        }
+        for (i, (s, m)) in all_slots(model).iter().zip(self.matrices()).enumerate() {
+            if (m.rows(), m.cols()) != (s.rows, s.cols) {
+                return Err(QuantError::OtherModel {
+                    problem: format!(
+                        "matrix {i} is {}x{}, the model's is {}x{}",
+                        m.rows(),
+                        m.cols(),
+                        s.rows,
+                        s.cols
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn matrices(&self) -> Vec<&Weight> {
         self.blocks
             .iter()
@@ -400,9 +441,11 @@ impl DecodeWeights {
     /// Writes the values the matrices stand for (dequantized) into `params`, in the model's
     /// layout, so that the tape (prefill, evaluation) computes with the same weights. A tied
     /// head is left alone: the embedding keeps its f32 values, and the head's rounding shows in
-    /// decoding only. In f32 nothing is written. Panics if `params` is shorter than the model's
-    /// [`ParamLayout::total`] or the weights were built for another model.
-    pub fn dequantize_into(&self, model: &Gpt, params: &mut [f32]) {
+    /// decoding only. In f32 nothing is written. Errors, before anything is written:
+    /// [`QuantError::ParamsLength`] when `params` is not the model's [`ParamLayout::total`]
+    /// long, [`QuantError::OtherModel`] for weights built for another model.
+    pub fn dequantize_into(&self, model: &Gpt, params: &mut [f32]) -> Result<(), QuantError> {
+        self.check(model, params)?;
         let tied = model.layout.lm_head.is_none();
         let slots = all_slots(model);
         // The matrices dequantize in parallel, then land in their places.
@@ -425,6 +468,7 @@ impl DecodeWeights {
                 params[s.param.offset..s.param.offset + v.len()].copy_from_slice(&v);
             }
         }
+        Ok(())
     }
 }
 
@@ -438,7 +482,7 @@ pub fn quantize(
 ) -> Result<(Vec<f32>, DecodeWeights), QuantError> {
     let w = DecodeWeights::new(model, &params, format)?;
     if format != WeightFormat::F32 {
-        w.dequantize_into(model, &mut params);
+        w.dequantize_into(model, &mut params)?;
     }
     Ok((params, w))
 }
@@ -488,9 +532,10 @@ fn scheme(format: WeightFormat) -> &'static str {
 
 /// Writes a converted checkpoint's weights to `path`: the f32 tensors of `params` and the
 /// matrices of `w` in its format (module doc), with `metadata` plus the format's keys
-/// ([`META_WEIGHTS`], [`META_SCHEME`]; none for f32), atomically. Errors: [`QuantError::Io`],
-/// [`QuantError::Safetensors`]. Panics if `params` is shorter than the model's
-/// [`ParamLayout::total`].
+/// ([`META_WEIGHTS`], [`META_SCHEME`]; none for f32), atomically. Errors, with nothing
+/// written: [`QuantError::ParamsLength`] when `params` is not the model's
+/// [`ParamLayout::total`] long, [`QuantError::OtherModel`] for `w` built for another model;
+/// then [`QuantError::Io`], [`QuantError::Safetensors`].
 pub fn save(
     path: &Path,
     model: &Gpt,
@@ -498,6 +543,7 @@ pub fn save(
     w: &DecodeWeights,
     mut metadata: HashMap<String, String>,
 ) -> Result<(), QuantError> {
+    w.check(model, params)?;
     let format = w.format();
     let l = &model.layout;
     let v = model.config.vocab_size;
@@ -681,7 +727,7 @@ pub fn load_int8(path: &Path, model: &Gpt) -> Result<(Vec<f32>, DecodeWeights), 
         })
         .collect::<Result<Vec<_>, _>>()?;
     let w = build(WeightFormat::Int8, Kernel::active()?, matrices);
-    w.dequantize_into(model, &mut params);
+    w.dequantize_into(model, &mut params)?;
     if let Some((name, _)) = model
         .layout
         .named

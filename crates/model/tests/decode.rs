@@ -318,3 +318,48 @@ fn quantizing_non_finite_weights_is_an_error() {
     assert!(quant::quantize(&model, params.clone(), WeightFormat::Int8).is_err());
     assert!(quant::quantize(&model, params, WeightFormat::Bf16).is_ok());
 }
+
+/// A parameter buffer of the wrong length, or converted weights of another model, are errors
+/// of `quant::save` and `DecodeWeights::dequantize_into` (they used to panic), and nothing is
+/// written.
+#[test]
+fn saving_or_dequantizing_with_the_wrong_buffer_is_an_error() {
+    let (model, params) = model_and_params(configs()[0].1.clone(), 11);
+    let (other, other_params) = model_and_params(configs()[2].1.clone(), 11);
+    let dir = std::env::temp_dir().join(format!("ferrogpt-decode-short-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.safetensors");
+    for format in WeightFormat::ALL {
+        let (pq, w) = quant::quantize(&model, params.clone(), format).unwrap();
+        let n = pq.len();
+        for len in [0, n / 2, n - 1, n + 1] {
+            let mut buf = pq.clone();
+            buf.resize(len, 0.0);
+            let e = quant::save(&path, &model, &buf, &w, Default::default()).unwrap_err();
+            assert!(
+                matches!(e, quant::QuantError::ParamsLength { found, expected } if found == len && expected == n),
+                "{format} {len}: {e}"
+            );
+            assert!(!path.exists(), "{format} {len}: a file was written");
+            let before = buf.clone();
+            let e = w.dequantize_into(&model, &mut buf).unwrap_err();
+            assert!(
+                matches!(e, quant::QuantError::ParamsLength { .. }),
+                "{format} {len}: {e}"
+            );
+            assert!(buf == before, "{format} {len}: the buffer changed");
+        }
+        // Weights converted from another model.
+        let (_, wo) = quant::quantize(&other, other_params.clone(), format).unwrap();
+        let e = quant::save(&path, &model, &pq, &wo, Default::default()).unwrap_err();
+        assert!(e.to_string().contains("another model"), "{format}: {e}");
+        assert!(!path.exists(), "{format}: a file was written");
+        let mut buf = pq.clone();
+        let e = wo.dequantize_into(&model, &mut buf).unwrap_err();
+        assert!(e.to_string().contains("another model"), "{format}: {e}");
+        // The right buffer still works.
+        w.dequantize_into(&model, &mut buf).unwrap();
+        assert!(buf == pq, "{format}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -454,3 +454,21 @@ fn push_tensor_refuses_values_that_do_not_fit() {
     let back = GgufFile::parse(&f.to_bytes()).unwrap();
     assert_eq!(back.tensors, f.tensors);
 }
+
+/// A parameter buffer of another length than the model's is an error (a shorter one used to
+/// panic).
+#[test]
+fn export_refuses_a_buffer_of_the_wrong_length() {
+    let model = Gpt::new(gpt2()).unwrap();
+    let n = model.layout.total;
+    for len in [0, n - 1, n + 1] {
+        let e = gguf::export(&model, &vec![0.0; len], None, TensorType::F32, "t")
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, ModelError::ParamsLength { found, expected } if found == len && expected == n),
+            "{e}"
+        );
+        one_line(&e);
+    }
+}
