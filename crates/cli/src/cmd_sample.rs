@@ -262,7 +262,8 @@ impl Logits {
                 // Inference: the tape records nothing, so no dropout draws from this generator.
                 let mut unused = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
                 tape.reset(false);
-                let logits = model.forward(tape, params, window, window.len(), true, &mut unused);
+                let logits =
+                    model.forward(tape, params, window, window.len(), true, &mut unused)?;
                 Ok(tape.value(logits)[..model.config.vocab_size].to_vec())
             }
         }

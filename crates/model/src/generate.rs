@@ -111,8 +111,10 @@ fn keep_nucleus(weights: &mut [f64], p: f64) {
 }
 
 /// Generates `n` tokens after `prompt`, calling `emit` with each as it is produced (streaming);
-/// fewer when `emit` says to end ([`Emitted`]) or the stop token comes. Errors: an empty prompt ([`ModelError::EmptyPrompt`]), a prompt longer than the block size
-/// ([`ModelError::PromptLength`]), or ids beyond the vocabulary ([`ModelError::TokenId`]).
+/// fewer when `emit` says to end ([`Emitted`]) or the stop token comes. Errors: an empty
+/// prompt ([`ModelError::EmptyPrompt`]), a prompt longer than the block size
+/// ([`ModelError::PromptLength`]), ids beyond the vocabulary ([`ModelError::TokenId`]), or
+/// `params` not the model's length ([`ModelError::ParamsLength`]).
 #[allow(clippy::too_many_arguments)]
 pub fn generate<T: Float, F: Emitted>(
     model: &Gpt,
@@ -131,7 +133,7 @@ pub fn generate<T: Float, F: Emitted>(
         model,
         |window, rng| {
             tape.reset(false);
-            let logits = model.forward(tape, params, window, window.len(), true, rng);
+            let logits = model.forward(tape, params, window, window.len(), true, rng)?;
             Ok(tape.value(logits)[..v].iter().map(|x| x.to_f64()).collect())
         },
         prompt,

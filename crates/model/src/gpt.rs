@@ -62,13 +62,33 @@ impl Gpt {
         Ok(())
     }
 
+    /// Checks what [`Gpt::forward`] reads, once per call: `params` of [`ParamLayout::total`]
+    /// values ([`ModelError::ParamsLength`]), then [`Gpt::check_tokens`], then `tokens` B ≥ 1
+    /// whole rows of T ([`ModelError::Batch`]).
+    pub fn check_input<T>(&self, params: &[T], tokens: &[u32], t: usize) -> Result<(), ModelError> {
+        if params.len() != self.layout.total {
+            return Err(ModelError::ParamsLength {
+                found: params.len(),
+                expected: self.layout.total,
+            });
+        }
+        self.check_tokens(tokens, t)?;
+        if tokens.is_empty() || !tokens.len().is_multiple_of(t) {
+            return Err(ModelError::Batch {
+                len: tokens.len(),
+                t,
+            });
+        }
+        Ok(())
+    }
+
     /// Records the forward pass of `tokens` (B, T) on the tape and returns the logits
     /// (B*T, Vp), row-major; with `last_only` (forward only), the logits of each sequence's
     /// last position (B, Vp). Columns V.. (the padding) are not part of the vocabulary.
     /// Dropout applies when the tape is recording. `params` is the flat buffer of
-    /// [`Gpt::layout`] (`layout.total` values); B = `tokens.len() / t`. Nothing is checked
-    /// here: call [`Gpt::check_tokens`] first (an id past V, or T past the block size with
-    /// learned positions, panics or reads the wrong rows).
+    /// [`Gpt::layout`] (`layout.total` values); B = `tokens.len() / t`. Errors, before
+    /// anything is recorded: those of [`Gpt::check_input`] (an id past V, or T past the block
+    /// size, would read other parameters' rows or panic).
     pub fn forward<T: Float>(
         &self,
         tape: &mut Tape<T>,
@@ -77,12 +97,13 @@ impl Gpt {
         t: usize,
         last_only: bool,
         rng: &mut impl Rng,
-    ) -> Var {
+    ) -> Result<Var, ModelError> {
         self.forward_keeping_qkv(tape, params, tokens, t, last_only, rng, &mut Vec::new())
     }
 
     /// [`Gpt::forward`], also pushing each block's qkv activation (B·T, (NH+2KV)·HS; keys
-    /// rotated where positions are rotary) onto `qkv_out` (for a key/value cache).
+    /// rotated where positions are rotary) onto `qkv_out` (for a key/value cache). The same
+    /// errors.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_keeping_qkv<T: Float>(
         &self,
@@ -93,7 +114,8 @@ impl Gpt {
         last_only: bool,
         rng: &mut impl Rng,
         qkv_out: &mut Vec<Var>,
-    ) -> Var {
+    ) -> Result<Var, ModelError> {
+        self.check_input(params, tokens, t)?;
         let cfg = &self.config;
         let l = &self.layout;
         let b = tokens.len() / t;
@@ -132,7 +154,7 @@ impl Gpt {
             x = tape.last_rows(x, t); // (B, C)
         }
         let x = self.norm(tape, params, x, l.ln_f_w, l.ln_f_b);
-        tape.linear(params, x, l.head(), None, true) // (B*T or B, Vp)
+        Ok(tape.linear(params, x, l.head(), None, true)) // (B*T or B, Vp)
     }
 
     /// The family's normalisation: LayerNorm with a bias, RMSNorm without.
@@ -151,8 +173,9 @@ impl Gpt {
     }
 
     /// Forward + mean cross-entropy loss (in nats) of predicting `targets` (B, T) over the V
-    /// real tokens; `tape.backward` then gives the gradients. The same preconditions as
-    /// [`Gpt::forward`].
+    /// real tokens; `tape.backward` then gives the gradients. Errors, before anything is
+    /// recorded: [`Gpt::forward`]'s, [`ModelError::Targets`] for targets of another count
+    /// than the tokens, [`ModelError::TokenId`] for a target id past V.
     pub fn loss<T: Float>(
         &self,
         tape: &mut Tape<T>,
@@ -161,9 +184,16 @@ impl Gpt {
         targets: &[u32],
         t: usize,
         rng: &mut impl Rng,
-    ) -> T {
-        let logits = self.forward(tape, params, tokens, t, false, rng);
-        tape.softmax_cross_entropy(logits, targets, self.config.vocab_size)
+    ) -> Result<T, ModelError> {
+        if targets.len() != tokens.len() {
+            return Err(ModelError::Targets {
+                found: targets.len(),
+                expected: tokens.len(),
+            });
+        }
+        self.check_tokens(targets, t)?;
+        let logits = self.forward(tape, params, tokens, t, false, rng)?;
+        Ok(tape.softmax_cross_entropy(logits, targets, self.config.vocab_size))
     }
 }
 

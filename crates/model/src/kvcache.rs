@@ -29,7 +29,7 @@ pub use crate::quant::{self, DecodeWeights};
 
 use crate::config::Family;
 use crate::quant::Weight;
-use crate::{Gpt, ParamLayout};
+use crate::{Gpt, ModelError, ParamLayout};
 use ferrogpt_core::fastmath;
 use ferrogpt_core::ops::rope;
 use ferrogpt_core::Param;
@@ -315,30 +315,73 @@ impl KvCache {
         self.v = qkv.iter().map(|a| part(a, q + kv)).collect();
     }
 
-    /// Logits (vocab_size values, f32) of the last position of `tokens` (one sequence, at most
-    /// the block size, ids checked by the caller: [`Gpt::check_tokens`]), computing only the
-    /// positions past the longest prefix shared with the cached sequence; empty `tokens` give
-    /// no logits. The reference: plain loops over `params` (the model's flat buffer), one
-    /// thread. An id past Vp or a position past a learned table panics or reads the wrong
-    /// rows.
-    pub fn logits(&mut self, model: &Gpt, params: &[f32], tokens: &[u32]) -> Vec<f32> {
+    /// Logits (vocab_size values, f32) of the last position of `tokens` (one sequence),
+    /// computing only the positions past the longest prefix shared with the cached sequence;
+    /// empty `tokens` give no logits. The reference: plain loops over `params` (the model's
+    /// flat buffer), one thread. Errors, checked once per call before the cache changes:
+    /// [`ModelError::ParamsLength`], [`ModelError::SequenceLength`] for more tokens than the
+    /// block size, [`ModelError::TokenId`] for an id past V among the positions to compute.
+    pub fn logits(
+        &mut self,
+        model: &Gpt,
+        params: &[f32],
+        tokens: &[u32],
+    ) -> Result<Vec<f32>, ModelError> {
         let out_in = model.layout.weights_out_in;
         self.run(model, params, Products::Plain { params, out_in }, tokens)
-            .expect("the plain products cannot fail")
     }
 
     /// [`KvCache::logits`] with every product on the GEMV kernels over `weights` (converted
     /// from, or loaded beside, `params`, which still supplies the embeddings, norms and
-    /// biases; with f32 weights, the matrices too). Errors: the weights' kernel cannot run
-    /// here, or weights built for another model (a length mismatch).
+    /// biases; with f32 weights, the matrices too). Errors: [`KvCache::logits`]'s,
+    /// [`ModelError::Quant`] for weights built for another model, [`ModelError::Gemm`] when
+    /// the weights' kernel cannot run here.
     pub fn decode(
         &mut self,
         model: &Gpt,
         params: &[f32],
         weights: &DecodeWeights,
         tokens: &[u32],
-    ) -> Result<Vec<f32>, GemmError> {
+    ) -> Result<Vec<f32>, ModelError> {
         self.run(model, params, Products::Fast(weights), tokens)
+    }
+
+    /// The checks of [`KvCache::logits`] and [`KvCache::decode`] for the positions `keep..`
+    /// of `tokens` to compute (the cached positions are not read again).
+    fn check(
+        model: &Gpt,
+        params: &[f32],
+        products: Products<'_>,
+        tokens: &[u32],
+        keep: usize,
+    ) -> Result<(), ModelError> {
+        let cfg = &model.config;
+        if params.len() != model.layout.total {
+            return Err(ModelError::ParamsLength {
+                found: params.len(),
+                expected: model.layout.total,
+            });
+        }
+        if tokens.len() > cfg.block_size {
+            return Err(ModelError::SequenceLength {
+                t: tokens.len(),
+                max: cfg.block_size,
+            });
+        }
+        if let Some(i) = tokens[keep..]
+            .iter()
+            .position(|&id| id as usize >= cfg.vocab_size)
+        {
+            return Err(ModelError::TokenId {
+                id: tokens[keep + i],
+                position: keep + i,
+                vocab: cfg.vocab_size,
+            });
+        }
+        if let Products::Fast(w) = products {
+            w.check(model, params)?;
+        }
+        Ok(())
     }
 
     fn run(
@@ -347,7 +390,7 @@ impl KvCache {
         params: &[f32],
         products: Products<'_>,
         tokens: &[u32],
-    ) -> Result<Vec<f32>, GemmError> {
+    ) -> Result<Vec<f32>, ModelError> {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
@@ -357,6 +400,7 @@ impl KvCache {
         let kvw = cfg.kv_heads() * hs;
         // The last position is always computed: its logits are the answer.
         let keep = self.reusable(tokens);
+        Self::check(model, params, products, tokens, keep)?;
         self.tokens.truncate(keep);
         self.k.resize(cfg.n_layer, Vec::new());
         self.v.resize(cfg.n_layer, Vec::new());
@@ -429,6 +473,6 @@ impl KvCache {
             self.tokens.push(tok);
         }
         norm(&mut h, &x, params, l.ln_f_w, l.ln_f_b, cfg.norm_eps);
-        products.head(model, params, &h)
+        Ok(products.head(model, params, &h)?)
     }
 }

@@ -53,16 +53,16 @@
 //! model.check_tokens(&tokens, t)?;
 //! assert!(matches!(model.check_tokens(&[50], 1), Err(ModelError::TokenId { id: 50, .. })));
 //! let mut tape = Tape::<f32>::new(Level::fastest())?;
-//! let loss = model.loss(&mut tape, &params, &tokens, &targets, t, &mut rng);
+//! let loss = model.loss(&mut tape, &params, &tokens, &targets, t, &mut rng)?;
 //! assert!((loss - 50f32.ln()).abs() < 0.05, "{loss}");
 //!
 //! // The cache computes one position at a time; its last logits are the forward pass's.
 //! let seq = &tokens[..t];
 //! tape.reset(false);
-//! let logits = model.forward(&mut tape, &params, seq, t, true, &mut rng); // (1, Vp)
+//! let logits = model.forward(&mut tape, &params, seq, t, true, &mut rng)?; // (1, Vp)
 //! let full = &tape.value(logits)[..50];
 //! let mut cache = KvCache::new();
-//! let cached = cache.logits(&model, &params, seq);
+//! let cached = cache.logits(&model, &params, seq)?;
 //! assert_eq!(cache.len(), t);
 //! assert!(full.iter().zip(&cached).all(|(a, b)| (a - b).abs() < 1e-4));
 //!
@@ -304,6 +304,22 @@ pub enum ModelError {
         /// The block size.
         max: usize,
     },
+    /// A batch of token ids that is not B ≥ 1 whole rows of T.
+    #[error("a batch of {len} token ids is not B >= 1 rows of T = {t}")]
+    Batch {
+        /// Token ids given.
+        len: usize,
+        /// T, the sequence length.
+        t: usize,
+    },
+    /// Targets of another count than the token ids.
+    #[error("{found} targets for {expected} token ids")]
+    Targets {
+        /// Targets given.
+        found: usize,
+        /// Token ids given.
+        expected: usize,
+    },
     /// A token id at or beyond the vocabulary.
     #[error("token id {id} at position {position} is beyond the vocabulary ({vocab} tokens)")]
     TokenId {
@@ -334,6 +350,9 @@ pub enum ModelError {
         expected: usize,
     },
 
+    /// Converted decode weights that do not fit the model ([`quant::QuantError`]).
+    #[error(transparent)]
+    Quant(#[from] quant::QuantError),
     /// A matrix product or GEMV kernel could not run ([`ferrogpt_gemm::GemmError`]).
     #[error(transparent)]
     Gemm(#[from] ferrogpt_gemm::GemmError),

@@ -103,7 +103,9 @@ fn full_forward(model: &Gpt, params: &[f32], tokens: &[u32]) -> Vec<Vec<f32>> {
     tape.reset(false);
     let mut rng = Rng64::seed_from_u64(0);
     let t = tokens.len();
-    let logits = model.forward(&mut tape, params, tokens, t, false, &mut rng);
+    let logits = model
+        .forward(&mut tape, params, tokens, t, false, &mut rng)
+        .unwrap();
     let (v, vp) = (model.config.vocab_size, model.config.padded_vocab_size);
     let all = tape.value(logits);
     (0..t).map(|i| all[i * vp..i * vp + v].to_vec()).collect()
@@ -175,7 +177,7 @@ fn cache_reuse_divergence_and_sliding_window_match_the_reference() {
         let mut fast = KvCache::new();
         let check = |fast: &mut KvCache, tokens: &[u32]| {
             let got = fast.decode(&model, &params, &w, tokens).unwrap();
-            let want = KvCache::new().logits(&model, &params, tokens);
+            let want = KvCache::new().logits(&model, &params, tokens).unwrap();
             let e = rel_err(&got, &want);
             assert!(
                 e <= 1e-5,
@@ -216,13 +218,7 @@ fn greedy_text_is_the_same_with_and_without_the_fast_path() {
         let mut plain = KvCache::new();
         let reference = generate_with(
             &model,
-            |win: &[u32]| {
-                Ok::<_, ferrogpt_model::ModelError>(plain.logits(
-                    &model,
-                    &params,
-                    &win[win.len().saturating_sub(block)..],
-                ))
-            },
+            |win: &[u32]| plain.logits(&model, &params, &win[win.len().saturating_sub(block)..]),
             &prompt,
             n,
             greedy,
@@ -233,12 +229,7 @@ fn greedy_text_is_the_same_with_and_without_the_fast_path() {
         let mut fast = KvCache::new();
         let got = generate_with(
             &model,
-            |win: &[u32]| {
-                Ok::<_, ferrogpt_model::ModelError>(
-                    fast.decode(&model, &params, &w, &win[win.len().saturating_sub(block)..])
-                        .unwrap(),
-                )
-            },
+            |win: &[u32]| fast.decode(&model, &params, &w, &win[win.len().saturating_sub(block)..]),
             &prompt,
             n,
             greedy,
@@ -362,4 +353,79 @@ fn saving_or_dequantizing_with_the_wrong_buffer_is_an_error() {
         assert!(buf == pq, "{format}");
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Both decoders check the positions they are to compute once per call, before the cache
+/// changes: an id past V (which read a padding row, or past Vp another tensor's), more tokens
+/// than the block size (past a learned position table), a buffer of the wrong length, and for
+/// the fast one weights of another model, are errors; the cache then still serves its
+/// sequence.
+#[test]
+fn decoders_refuse_what_they_cannot_read() {
+    use ferrogpt_model::ModelError;
+    for (name, cfg) in configs() {
+        let (model, params) = model_and_params(cfg.clone(), 13);
+        let (other, other_params) = model_and_params(
+            GptConfig {
+                n_layer: 1,
+                ..cfg.clone()
+            },
+            13,
+        );
+        let (v, vp, block) = (
+            model.config.vocab_size as u32,
+            model.config.padded_vocab_size as u32,
+            model.config.block_size,
+        );
+        let seq: Vec<u32> = (0..8).map(|i| (i * 5 % v as usize) as u32).collect();
+        for format in [WeightFormat::F32, WeightFormat::Int8] {
+            let w = DecodeWeights::new(&model, &params, format).unwrap();
+            let wo = DecodeWeights::new(&other, &other_params, format).unwrap();
+            for fast in [false, true] {
+                let what = format!("{name} {format} fast={fast}");
+                let run = |cache: &mut KvCache, p: &[f32], w: &DecodeWeights, t: &[u32]| {
+                    if fast {
+                        cache.decode(&model, p, w, t)
+                    } else {
+                        cache.logits(&model, p, t)
+                    }
+                };
+                let mut cache = KvCache::new();
+                let want = run(&mut cache, &params, &w, &seq).unwrap();
+                for (id, at) in [(v, 8), (vp, 8), (u32::MAX, 8), (v, 3)] {
+                    let mut toks = seq.clone();
+                    toks.push(1);
+                    toks[at] = id;
+                    let e = run(&mut cache, &params, &w, &toks).unwrap_err();
+                    assert!(
+                        matches!(e, ModelError::TokenId { id: i, position, .. } if i == id && position == at),
+                        "{what}: {e:?}"
+                    );
+                    assert_eq!(cache.len(), seq.len(), "{what}: the cache changed");
+                }
+                let long: Vec<u32> = (0..block as u32 + 1).map(|i| i % v).collect();
+                let e = run(&mut cache, &params, &w, &long).unwrap_err();
+                assert!(
+                    matches!(e, ModelError::SequenceLength { t, max } if t == block + 1 && max == block),
+                    "{what}: {e:?}"
+                );
+                let e = run(&mut cache, &params[1..], &w, &seq).unwrap_err();
+                assert!(
+                    matches!(e, ModelError::ParamsLength { .. }),
+                    "{what}: {e:?}"
+                );
+                if fast {
+                    let e = run(&mut cache, &params, &wo, &seq).unwrap_err();
+                    assert!(
+                        matches!(e, ModelError::Quant(quant::QuantError::OtherModel { .. })),
+                        "{what}: {e:?}"
+                    );
+                }
+                assert_eq!(cache.len(), seq.len(), "{what}: the cache changed");
+                // The cache still holds its sequence: the same logits, nothing recomputed
+                // wrongly.
+                assert_eq!(run(&mut cache, &params, &w, &seq).unwrap(), want, "{what}");
+            }
+        }
+    }
 }

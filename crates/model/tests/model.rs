@@ -26,7 +26,7 @@ fn loss(model: &Gpt, params: &[f64], x: &[u32], y: &[u32], t: usize) -> f64 {
     let mut tape = Tape::new(Level::Naive).unwrap();
     tape.reset(false);
     let mut rng = Rng64::seed_from_u64(0);
-    model.loss(&mut tape, params, x, y, t, &mut rng)
+    model.loss(&mut tape, params, x, y, t, &mut rng).unwrap()
 }
 
 /// The gradient of the whole model's loss against central differences, every tensor.
@@ -51,7 +51,9 @@ fn check_whole_model_gradient(cfg: GptConfig) {
     let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v as u32)).collect();
     let mut tape = Tape::new(Level::Naive).unwrap();
     let mut rng0 = Rng64::seed_from_u64(0);
-    model.loss(&mut tape, &params, &x, &y, t, &mut rng0);
+    model
+        .loss(&mut tape, &params, &x, &y, t, &mut rng0)
+        .unwrap();
     let mut grads = vec![0.0; params.len()];
     tape.backward(&params, &mut grads);
     let h = 1e-5;
@@ -188,11 +190,15 @@ fn check_logits(model: &Gpt, params: &[f64], inputs: &[u32], t: usize, want: &[f
     let mut tape = Tape::<f64>::new(Level::Naive).unwrap();
     tape.reset(false);
     let mut r = Rng64::seed_from_u64(0);
-    let lg = model.forward(&mut tape, params, inputs, t, false, &mut r);
+    let lg = model
+        .forward(&mut tape, params, inputs, t, false, &mut r)
+        .unwrap();
     let got64: Vec<f64> = tape.value(lg).to_vec();
     let mut tape = Tape::<f32>::new(Level::Naive).unwrap();
     tape.reset(false);
-    let lg = model.forward(&mut tape, &p32, inputs, t, false, &mut r);
+    let lg = model
+        .forward(&mut tape, &p32, inputs, t, false, &mut r)
+        .unwrap();
     let got32: Vec<f64> = tape.value(lg).iter().map(|&x| x as f64).collect();
     assert_eq!(want.len(), inputs.len() * v, "{what}: reference size");
     for (name, got) in [("f64", &got64), ("f32", &got32)] {
@@ -391,7 +397,9 @@ fn hugging_face_checkpoint_gives_transformers_logits() {
         tape.reset(false);
         let mut rng = Rng64::seed_from_u64(0);
         let t = inputs.len();
-        let logits = model.forward(&mut tape, &params, &inputs, t, false, &mut rng);
+        let logits = model
+            .forward(&mut tape, &params, &inputs, t, false, &mut rng)
+            .unwrap();
         let got = tape.value(logits);
         let worst = got
             .iter()
@@ -403,7 +411,9 @@ fn hugging_face_checkpoint_gives_transformers_logits() {
             "{}: logits differ from transformers' by {worst:e}",
             dir.display()
         );
-        let l = model.loss(&mut tape, &params, &inputs, &targets, t, &mut rng);
+        let l = model
+            .loss(&mut tape, &params, &inputs, &targets, t, &mut rng)
+            .unwrap();
         assert!((l - want_loss).abs() < 1e-9, "loss {l} vs {want_loss}");
     }
 }
@@ -530,7 +540,7 @@ fn every_level_matches(cfg: GptConfig) {
     let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..67)).collect();
     let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..67)).collect();
     let mut tape = Tape::new(Level::Naive).unwrap();
-    let l64 = model.loss(&mut tape, &p64, &x, &y, t, &mut rng);
+    let l64 = model.loss(&mut tape, &p64, &x, &y, t, &mut rng).unwrap();
     let mut g64 = vec![0.0; p64.len()];
     tape.backward(&p64, &mut g64);
     for &level in Level::ALL {
@@ -539,7 +549,7 @@ fn every_level_matches(cfg: GptConfig) {
             continue;
         }
         let mut tape = Tape::<f32>::new(level).unwrap();
-        let l32 = model.loss(&mut tape, &p32, &x, &y, t, &mut rng);
+        let l32 = model.loss(&mut tape, &p32, &x, &y, t, &mut rng).unwrap();
         let mut g32 = vec![0.0f32; p32.len()];
         tape.backward(&p32, &mut g32);
         // bf16 inputs (amx) keep about 3 significant digits; f32 about 7.
@@ -618,7 +628,9 @@ fn kv_cache_matches(cfg: GptConfig) {
         let mut tape = Tape::<f32>::new(Level::Naive).unwrap();
         tape.reset(false);
         let mut r = Rng64::seed_from_u64(0);
-        let lg = model.forward(&mut tape, &p, toks, toks.len(), true, &mut r);
+        let lg = model
+            .forward(&mut tape, &p, toks, toks.len(), true, &mut r)
+            .unwrap();
         tape.value(lg)[..11].to_vec()
     };
     let seq: Vec<u32> = (0..30).map(|_| rng.gen_range(0..11)).collect();
@@ -635,15 +647,15 @@ fn kv_cache_matches(cfg: GptConfig) {
         }
     };
     for n in 1..=24 {
-        check(cache.logits(&model, &p, &seq[..n]), &seq[..n]);
+        check(cache.logits(&model, &p, &seq[..n]).unwrap(), &seq[..n]);
         assert_eq!(cache.len(), n);
     }
     // Another continuation of the first 10 tokens, then a sliding window (every position moves).
     let mut other = seq[..10].to_vec();
     other.extend([3, 1, 4]);
-    check(cache.logits(&model, &p, &other), &other);
+    check(cache.logits(&model, &p, &other).unwrap(), &other);
     assert_eq!(cache.len(), other.len());
-    check(cache.logits(&model, &p, &seq[5..29]), &seq[5..29]);
+    check(cache.logits(&model, &p, &seq[5..29]).unwrap(), &seq[5..29]);
 }
 
 /// The tape keeps its buffers between steps and never zeroes activation gradients (the first
@@ -668,7 +680,7 @@ fn a_reused_tape_matches_a_fresh_one_bit_for_bit() {
     let grads_of = |tape: &mut Tape<f32>, x: &[u32], y: &[u32], seed: u64| {
         tape.reset(true);
         let mut r = Rng64::seed_from_u64(seed);
-        let loss = model.loss(tape, &params, x, y, t, &mut r);
+        let loss = model.loss(tape, &params, x, y, t, &mut r).unwrap();
         let mut g = vec![0.0f32; params.len()];
         tape.backward(&params, &mut g);
         (loss, g)
@@ -723,7 +735,7 @@ fn overwriting_equals_accumulating(cfg: GptConfig) {
         let run = |into: Write| {
             let mut tape = Tape::<f32>::new(level).unwrap();
             let mut r = Rng64::seed_from_u64(0);
-            let loss = model.loss(&mut tape, &params, &x, &y, t, &mut r);
+            let loss = model.loss(&mut tape, &params, &x, &y, t, &mut r).unwrap();
             let mut g = vec![if into == Write::Set { f32::NAN } else { 0.0 }; params.len()];
             tape.backward_scaled(&params, &mut g, 0.5, into);
             (
@@ -770,4 +782,90 @@ fn top_p_keeps_the_nucleus() {
         "renormalised share {share}"
     );
     assert!(draw(1.0).iter().all(|&n| n > 0), "p = 1: every token");
+}
+
+/// The forward pass and the loss check their input once per call and return an error, where
+/// an id past V read a padding row (or, past Vp, another tensor's), T past the block size
+/// read past the position table, and a short buffer or a ragged batch panicked.
+#[test]
+fn forward_and_loss_refuse_what_they_cannot_read() {
+    use ferrogpt_model::ModelError;
+    let model = Gpt::new(tiny()).unwrap(); // V = 11, Vp = 16, block size 6
+    let mut rng = Rng64::seed_from_u64(3);
+    let p: Vec<f32> = model.layout.init(&model.config, &mut rng);
+    let mut tape = Tape::<f32>::new(Level::Naive).unwrap();
+    let mut fwd = |params: &[f32], tokens: &[u32], t: usize| {
+        tape.reset(false);
+        model
+            .forward(&mut tape, params, tokens, t, false, &mut rng)
+            .map(|_| ())
+    };
+    fwd(&p, &[1, 2, 3, 4, 5, 6], 3).unwrap();
+    for (id, at) in [(11, 4), (15, 0), (16, 5), (u32::MAX, 2)] {
+        let mut toks = vec![1u32, 2, 3, 4, 5, 6];
+        toks[at] = id;
+        let e = fwd(&p, &toks, 3).unwrap_err();
+        assert!(
+            matches!(e, ModelError::TokenId { id: i, position, vocab: 11 } if i == id && position == at),
+            "{e:?}"
+        );
+    }
+    let e = fwd(&p, &[1; 7], 7).unwrap_err();
+    assert!(
+        matches!(e, ModelError::SequenceLength { t: 7, max: 6 }),
+        "{e:?}"
+    );
+    let e = fwd(&p, &[1; 7], 3).unwrap_err();
+    assert!(matches!(e, ModelError::Batch { len: 7, t: 3 }), "{e:?}");
+    let e = fwd(&p, &[], 3).unwrap_err();
+    assert!(matches!(e, ModelError::Batch { len: 0, t: 3 }), "{e:?}");
+    let e = fwd(&p, &[1; 3], 0).unwrap_err();
+    assert!(
+        matches!(e, ModelError::SequenceLength { t: 0, .. }),
+        "{e:?}"
+    );
+    let e = fwd(&p[..p.len() - 1], &[1; 3], 3).unwrap_err();
+    assert!(matches!(e, ModelError::ParamsLength { .. }), "{e:?}");
+
+    let mut tape = Tape::<f32>::new(Level::Naive).unwrap();
+    let mut loss = |tokens: &[u32], targets: &[u32]| {
+        tape.reset(true);
+        model.loss(&mut tape, &p, tokens, targets, 3, &mut rng)
+    };
+    assert!(loss(&[1, 2, 3], &[2, 3, 4]).unwrap().is_finite());
+    let e = loss(&[1, 2, 3], &[2, 3]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::Targets {
+                found: 2,
+                expected: 3
+            }
+        ),
+        "{e:?}"
+    );
+    let e = loss(&[1, 2, 3], &[2, 11, 4]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::TokenId {
+                id: 11,
+                position: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = loss(&[1, 12, 3], &[2, 3, 4]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::TokenId {
+                id: 12,
+                position: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }

@@ -353,6 +353,7 @@ impl Engine for CpuEngine {
         let norm_in_backward =
             n_shards == 1 && self.shards[0].stale && self.shards[1..].iter().all(|sh| sh.stale);
         let (model, params) = (&self.model, &self.params);
+        // The batch was checked above, so no shard's loss fails; an error still passes on.
         let results: Vec<(f64, Option<f64>)> = self.shards[..n_shards]
             .par_iter_mut()
             .enumerate()
@@ -365,7 +366,7 @@ impl Engine for CpuEngine {
                 );
                 let weight = (hi - lo) as f32 / b as f32;
                 sh.tape.reset(true);
-                let loss = model.loss(&mut sh.tape, params, x, y, t, &mut rng);
+                let loss = model.loss(&mut sh.tape, params, x, y, t, &mut rng)?;
                 // Gradients of the full-batch mean: this shard's mean, scaled by its share.
                 let sq = if norm_in_backward {
                     Some(
@@ -379,9 +380,9 @@ impl Engine for CpuEngine {
                     None
                 };
                 sh.stale = false;
-                (loss as f64 * weight as f64, sq)
+                Ok((loss as f64 * weight as f64, sq))
             })
-            .collect();
+            .collect::<Result<_, ferrogpt_model::ModelError>>()?;
         if let [(_, Some(sq))] = results[..] {
             self.reduced = Some(sq.sqrt());
         }
@@ -461,11 +462,11 @@ impl Engine for CpuEngine {
                     .iter()
                     .map(|(x, y)| {
                         sh.tape.reset(false);
-                        model.loss(&mut sh.tape, params, x, y, t, &mut rng) as f64
+                        Ok(model.loss(&mut sh.tape, params, x, y, t, &mut rng)? as f64)
                     })
                     .collect()
             })
-            .collect();
+            .collect::<Result<_, ferrogpt_model::ModelError>>()?;
         Ok(losses.into_iter().flatten().collect())
     }
 
@@ -483,10 +484,7 @@ impl Engine for CpuEngine {
                 self.decode = Some(w);
             }
             let w = self.decode.as_ref().expect("built above");
-            return self
-                .kv
-                .decode(&self.model, &self.params, w, tokens)
-                .map_err(|e| EngineError(e.to_string()));
+            return Ok(self.kv.decode(&self.model, &self.params, w, tokens)?);
         }
         let v = self.model.config.vocab_size;
         let vp = self.model.config.padded_vocab_size;
@@ -494,9 +492,15 @@ impl Engine for CpuEngine {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0); // unused: no dropout forward only
         tape.reset(false);
         let mut qkv = Vec::new();
-        let logits =
-            self.model
-                .forward_keeping_qkv(tape, &self.params, tokens, t, true, &mut rng, &mut qkv); // (B, Vp)
+        let logits = self.model.forward_keeping_qkv(
+            tape,
+            &self.params,
+            tokens,
+            t,
+            true,
+            &mut rng,
+            &mut qkv,
+        )?; // (B, Vp)
         if b == 1 {
             let vals: Vec<&[f32]> = qkv.iter().map(|&q| tape.value(q)).collect();
             self.kv.fill(tokens, &vals, &self.model);
@@ -553,7 +557,7 @@ impl Engine for CpuEngine {
         tape.reset(false);
         let logits = self
             .model
-            .forward(tape, &self.params, inputs, t, false, &mut rng); // (B·T, Vp)
+            .forward(tape, &self.params, inputs, t, false, &mut rng)?; // (B·T, Vp)
         let all = tape.value(logits);
         Ok((0..b * t)
             .map(|i| {

@@ -73,7 +73,9 @@ fn overfits_one_batch() {
     for step in 0..300 {
         grads.fill(0.0);
         tape.reset(true);
-        let loss = model.loss(&mut tape, &params, &x, &y, 16, &mut rng);
+        let loss = model
+            .loss(&mut tape, &params, &x, &y, 16, &mut rng)
+            .unwrap();
         tape.backward(&params, &mut grads);
         clip_grad_norm(&mut grads, 1.0);
         opt.step(

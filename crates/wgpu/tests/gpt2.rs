@@ -61,7 +61,9 @@ fn cpu_logits(model: &Gpt, params: &[f32], tokens: &[u32]) -> Vec<f64> {
     let mut tape = Tape::<f64>::new(Level::Naive).unwrap();
     tape.reset(false);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-    let logits = model.forward(&mut tape, &p64, tokens, tokens.len(), false, &mut rng);
+    let logits = model
+        .forward(&mut tape, &p64, tokens, tokens.len(), false, &mut rng)
+        .unwrap();
     let (vp, v) = (model.config.padded_vocab_size, model.config.vocab_size);
     tape.value(logits)
         .chunks_exact(vp)
