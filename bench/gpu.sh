@@ -189,6 +189,12 @@ if has decode; then
         "$BIN/ferrogpt" sample --device cuda --dtype $dt --checkpoint /tmp/ferrogpt-g124 --prompt "Hello, my name is" \
             --tokens 256 --temperature 0 --timing >"$RAW/decode-$dt.txt" 2>"$RAW/decode-$dt.err" || rc=1
         echo "ferrogpt $dt: $(grep timing "$RAW/decode-$dt.err")" | tee -a "$S"
+        # The same without the decoding step's CUDA graph (each kernel launched by the host).
+        FERROGPT_GPU_GRAPHS=0 "$BIN/ferrogpt" sample --device cuda --dtype $dt --checkpoint /tmp/ferrogpt-g124 \
+            --prompt "Hello, my name is" --tokens 256 --temperature 0 --timing >"$RAW/decode-$dt-eager.txt" \
+            2>"$RAW/decode-$dt-eager.err" || rc=1
+        echo "ferrogpt $dt, no graph: $(grep timing "$RAW/decode-$dt-eager.err")" | tee -a "$S"
+        cmp -s "$RAW/decode-$dt.txt" "$RAW/decode-$dt-eager.txt" || { echo "graph and eager texts differ" | tee -a "$S"; rc=1; }
         if torch_ok; then
             python3 "$ROOT/bench/peers/hf_generate_timing.py" --model /tmp/ferrogpt-g124 --device cuda --dtype $dt \
                 --tokens 256 --repeats ${HF_REPEATS:-3} 2>"$RAW/hf-decode-$dt.err" | tail -1 | tee -a "$S"

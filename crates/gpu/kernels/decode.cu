@@ -1,11 +1,15 @@
 // Decoding with a key/value cache: one sequence, new positions appended one at a time (the
 // prompt all at once). The caches of a layer are (maxT, KV·HS) rows of keys and of values, in
 // floatX, the rows of qkv's k and v heads (q and k already rotated with rotary positions).
+// A decoding step reads its token and position from the device (`step` = {token, pos}), so
+// that one captured CUDA graph serves every position.
 
-// Rows [0, n) of qkv (n, W), W = (NH + 2·KV)·HS → cache rows [pos0, pos0 + n) of kc and vc.
+// Rows [0, n) of qkv (n, W), W = (NH + 2·KV)·HS → cache rows [pos0, pos0 + n) of kc and vc;
+// with `step` (n = 1) the row goes to position step[1] instead of pos0.
 extern "C" __global__ void kv_append(floatX* kc, floatX* vc, const floatX* qkv, int n, int pos0, int NH, int KV,
-                                     int HS) {
+                                     int HS, const int* step) {
     const int kvw = KV * HS, W = (NH + 2 * KV) * HS;
+    if (step) pos0 = step[1];
     FOR_EACH(i, (size_t)n * kvw) {
         const int r = (int)(i / kvw), c = (int)(i % kvw);
         const floatX* row = qkv + (size_t)r * W + NH * HS;
@@ -14,17 +18,29 @@ extern "C" __global__ void kv_append(floatX* kc, floatX* vc, const floatX* qkv, 
     }
 }
 
+// out (C) = wte[step[0], :] (+ wpe[step[1], :]): the new token's embedding at its position.
+extern "C" __global__ void embed_step(floatX* out, const int* step, const floatX* wte, const floatX* wpe, int C) {
+    const int tok = step[0], pos = step[1];
+    FOR_EACH(c, (size_t)C) {
+        float x = to_f(wte[(size_t)tok * C + c]);
+        if (wpe) x += to_f(wpe[(size_t)pos * C + c]);
+        out[c] = from_f(x);
+    }
+}
+
 #define DECODE_MAX_T 4096
 #define DECODE_THREADS 256
 
 // out (NH·HS) = attention of one query row (the q heads at the start of `qkv`) over cache
-// rows 0 .. len-1 (the new position's own key and value included), query head h reading
+// rows 0 .. len-1, len = step[1] + 1 (the new position's own key and value included), query head h reading
 // key/value head h / (NH / KV). grid NH, block DECODE_THREADS; HS ≤ 128, len ≤ DECODE_MAX_T.
 // Scores: one warp per key (lanes over dimensions, coalesced); softmax over the block in f32;
 // the weighted sum of values: thread (group, d) sums every (threads / HS)-th key of dimension
 // d, the groups' partials summed in a fixed order (deterministic).
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS)
-    attn_decode(floatX* out, const floatX* qkv, const floatX* kc, const floatX* vc, int len, int NH, int KV, int HS) {
+    attn_decode(floatX* out, const floatX* qkv, const floatX* kc, const floatX* vc, const int* step, int NH, int KV,
+                int HS) {
+    const int len = step[1] + 1;
     __shared__ float sc[DECODE_MAX_T], part[DECODE_THREADS], qs[128], scratch[32];
     const int h = blockIdx.x, kvw = KV * HS, col = (h / (NH / KV)) * HS;
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = DECODE_THREADS / 32;

@@ -44,8 +44,9 @@ const COMMON: &str = include_str!("../kernels/common.cuh");
 /// Head sizes the fused attention is instantiated for.
 pub const HEAD_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
 
-const KERNELS: [&str; 25] = [
+const KERNELS: [&str; 26] = [
     "encoder_forward",
+    "embed_step",
     "encoder_backward_wte",
     "encoder_backward_wpe",
     "layernorm_forward",
@@ -273,6 +274,10 @@ pub enum Arg {
     /// `size_t` or `u64`
     U(u64),
 }
+
+/// Stream work captured once by [`Dev::capture`] and replayed by [`Dev::replay`]; it reads
+/// and writes the buffers it was captured with, which must outlive it.
+pub struct Graph(cudarc::driver::CudaGraph);
 
 /// A row-major matrix operand of [`Dev::gemm`]: a view, its element type (f32, or the
 /// model's floatX), transposed or not.
@@ -533,6 +538,41 @@ impl Dev {
         let blocks = n.div_ceil(256).clamp(1, 65_535 * 8);
         // SAFETY: the caller's promise, passed on.
         unsafe { self.launch(name, (blocks, 1), 256, args) }
+    }
+
+    /// Records the stream work `body` issues into a CUDA graph instead of running it, and
+    /// returns the graph, ready to replay with [`Dev::replay`]. Kernel arguments and addresses
+    /// are fixed at capture: work that differs between replays must read its varying values
+    /// from device memory. Errors: while profiling (each launch is timed with a host
+    /// synchronisation, which a capture cannot hold), `body`'s own, or the driver's (a call
+    /// inside `body` that a capture does not allow); the stream leaves capture mode either way.
+    pub fn capture(
+        &self,
+        body: impl FnOnce() -> Result<(), CudaError>,
+    ) -> Result<Graph, CudaError> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        if self.profile.is_some() {
+            return Err(CudaError::Input(
+                "no CUDA graphs while profiling (FERROGPT_GPU_PROFILE=1)".into(),
+            ));
+        }
+        let stream = self.gpu.stream();
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(driver("starting a graph capture"))?;
+        let ran = body();
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+        ran?;
+        let graph = graph.map_err(driver("capturing a graph"))?;
+        graph.map(Graph).ok_or_else(|| CudaError::Driver {
+            during: "capturing a graph".into(),
+            message: "the capture recorded nothing".into(),
+        })
+    }
+
+    /// Runs a captured graph on the stream (asynchronously, like a launch).
+    pub fn replay(&self, graph: &Graph) -> Result<(), CudaError> {
+        graph.0.launch().map_err(driver("replaying a graph"))
     }
 
     /// Allocates `bytes` of device memory (zeroed) and returns it with its address.

@@ -882,6 +882,61 @@ fn activations_beyond_gpu_memory_are_one_line() {
     assert!(!e.contains('\n'), "{e}");
 }
 
+/// A decoding step replayed from its captured CUDA graph gives the bits of the same step
+/// launched kernel by kernel, at every position of two sequences (the second recaptures), for
+/// GPT-2 and Llama (rotary positions read on the device), bf16 and fp32; the graph really
+/// replays, and a model with graphs off never does.
+#[test]
+fn graph_decoding_is_eager_decoding_bit_for_bit() {
+    let llama = llama(2, 4, 2, 128, 344, 40, 300, false);
+    for (cfg, dtype) in [
+        (config(2, 2, 128, 40, 300), Dtype::Bf16),
+        (llama.clone(), Dtype::Bf16),
+        (config(2, 4, 128, 40, 300), Dtype::F32),
+        (llama, Dtype::F32),
+    ] {
+        let Some(gpu) = gpu() else { return };
+        let Some(gpu2) = self::gpu() else { return };
+        let model = Gpt::new(cfg.clone()).unwrap();
+        let p: Vec<f32> = weights(&model, 9).iter().map(|&x| x as f32).collect();
+        let mut graph = GpuModel::new(gpu, dtype, cfg.clone(), &p, None).unwrap();
+        let mut eager = GpuModel::new(gpu2, dtype, cfg.clone(), &p, None).unwrap();
+        graph.set_decode_graphs(true);
+        eager.set_decode_graphs(false);
+        let (tokens, _) = batch(cfg.vocab_size, cfg.block_size, 33);
+        let mut steps = 0;
+        for prompt in [5, 2] {
+            let (a, b) = (
+                graph.decode_start(&tokens[..prompt]).unwrap(),
+                eager.decode_start(&tokens[..prompt]).unwrap(),
+            );
+            assert_eq!(bits(&a), bits(&b));
+            for (i, &t) in tokens.iter().enumerate().take(cfg.block_size).skip(prompt) {
+                let (a, b) = (graph.decode_next(t).unwrap(), eager.decode_next(t).unwrap());
+                assert!(a.iter().all(|x| x.is_finite()));
+                assert_eq!(
+                    bits(&a),
+                    bits(&b),
+                    "{:?} {dtype:?} position {i}",
+                    cfg.family
+                );
+                steps += 1;
+            }
+        }
+        assert_eq!(
+            graph.decode_graph_replays(),
+            steps,
+            "{:?} {dtype:?}",
+            cfg.family
+        );
+        assert_eq!(eager.decode_graph_replays(), 0);
+    }
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
 /// Decoding with the key/value cache gives the logits of running the whole window again, at
 /// every position of a sequence (prompt, then one token a step, up to the block size), for
 /// GPT-2 (learned positions) and Llama (rotary, grouped-query heads), fp32 and bf16; past the

@@ -106,7 +106,7 @@ impl GpuModel {
         self.attention_backward(&a.attn(la), ps, ps.seed(site))?;
         if let Some(r) = self.rope() {
             // dqkv is the gradient of the rotated q, k: turn it back.
-            launch::rope(&self.dev, a.dqkv, r, n, ps.t, true)?;
+            launch::rope(&self.dev, a.dqkv, r, n, ps.t, true, None)?;
         }
         self.linear_backward(a.dln, a.dqkv, la.ln1, blk.attn_w, blk.attn_b, n, c, w)?;
         let (nw, nb) = (blk.ln_1_w, blk.ln_1_b);

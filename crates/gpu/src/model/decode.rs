@@ -7,6 +7,15 @@
 //!
 //! The caches live beside the activations: per layer (maxT, KV·HS) keys and values in floatX,
 //! allocated on the first `decode_start` and kept for the next sequence.
+//!
+//! A step's kernels take the new token and its position from a small device buffer (`step`),
+//! so their arguments are the same at every position: the first step after `decode_start`
+//! runs them while capturing a CUDA graph, and every later step uploads its token and
+//! position and replays the graph, one launch instead of about a dozen a layer (the host's
+//! launch costs, not the GPU, bound batch-1 decoding of a small model). The graph is dropped
+//! when the activations are reallocated; `FERROGPT_GPU_GRAPHS=0` (or profiling) runs every
+//! step eagerly, launch by launch. Both run the same kernels on the same buffers: the same
+//! bits (tested).
 
 use ferrogpt_cuda::CudaError;
 
@@ -14,17 +23,31 @@ use super::acts::Acts;
 use super::forward::{block_site, Pass};
 use super::launch::{self, DECODE_MAX_T};
 use super::GpuModel;
-use crate::raw::{Buf, DevPtr, X};
+use crate::raw::{Buf, DevPtr, Graph, X};
 
 /// The key/value cache of one sequence.
 pub(super) struct KvCache {
     k: Buf<X>, // (L, maxT, KV·HS)
     v: Buf<X>,
+    /// {token, position} of the step being decoded, read by its kernels.
+    step: Buf<i32>,
     /// The tokens cached so far, one per position.
     tokens: Vec<u32>,
+    /// The captured decoding step, made by the first step after `decode_start`.
+    graph: Option<Graph>,
+    /// Whether to capture one: not with FERROGPT_GPU_GRAPHS=0, and no more after a capture
+    /// failed (the steps then run eagerly).
+    use_graph: bool,
+    /// Steps replayed from the graph since the model was made (for tests and `--timing`).
+    replays: u64,
 }
 
 impl KvCache {
+    /// Drops the captured step (its buffers are going away); the next step captures anew.
+    pub(super) fn forget_graph(&mut self) {
+        self.graph = None;
+    }
+
     /// Layer `l`'s keys and values.
     fn layer(&self, l: usize, max_t: usize, kvw: usize) -> (DevPtr<X>, DevPtr<X>) {
         let per = max_t * kvw;
@@ -57,14 +80,21 @@ impl GpuModel {
             self.kv = Some(KvCache {
                 k: Buf::new(&self.dev, elems)?,
                 v: Buf::new(&self.dev, elems)?,
+                step: Buf::new(&self.dev, 2)?,
                 tokens: Vec::new(),
+                graph: None,
+                use_graph: self.graphs,
+                replays: 0,
             });
         }
+        // The prompt's forward pass may reallocate the activations the graph writes (ensure()
+        // then forgets it); a new sequence captures anew anyway, which costs one eager step.
+        self.kv.as_mut().expect("made above").forget_graph();
         self.forward(prompt, None, t, 0.0, 0, 0.0, 0, false, false)?;
         let (a, kv) = (self.acts.as_ref().expect("forward ran"), self.kv_cache());
         for (l, la) in a.layers.iter().enumerate() {
             let (kc, vc) = kv.layer(l, bs, self.kv_width());
-            launch::kv_append(&self.dev, kc, vc, la.qkv, t, 0, self.flash())?;
+            launch::kv_append(&self.dev, kc, vc, la.qkv, t, 0, None, self.flash())?;
         }
         let logits = self.logits_row(a, t - 1)?;
         self.kv.as_mut().expect("made above").tokens = prompt.to_vec();
@@ -75,11 +105,7 @@ impl GpuModel {
     /// its position. Errors: no sequence started, the block size reached, an id beyond the
     /// vocabulary, CUDA failures.
     pub fn decode_next(&mut self, token: u32) -> Result<Vec<f32>, CudaError> {
-        let (bs, c, w) = (
-            self.config.block_size,
-            self.config.n_embd,
-            self.config.qkv_width(),
-        );
+        let bs = self.config.block_size;
         let pos = match &self.kv {
             Some(kv) if !kv.tokens.is_empty() => kv.tokens.len(),
             _ => return Err(CudaError::Input("decode_next before decode_start".into())),
@@ -89,10 +115,57 @@ impl GpuModel {
                 "the sequence has reached the block size ({bs}); start a new one"
             )));
         }
+        let v = self.config.vocab_size;
+        if token as usize >= v {
+            return Err(CudaError::Input(format!(
+                "token id {token} is beyond the vocabulary ({v} tokens)"
+            )));
+        }
+        // Checked above: the token is inside the embedding table and pos below the block
+        // size, the caches' and position tables' rows, which the step's kernels rely on.
+        let kv = self.kv_cache();
+        self.dev.htod(kv.step.ptr(), &[token as i32, pos as i32])?;
+        let replayed = match (&kv.graph, kv.use_graph) {
+            (Some(g), _) => {
+                self.dev.replay(g)?;
+                true
+            }
+            (None, true) => match self.dev.capture(|| self.decode_step()) {
+                Ok(g) => {
+                    self.dev.replay(&g)?;
+                    self.kv.as_mut().expect("checked above").graph = Some(g);
+                    true
+                }
+                Err(_) => {
+                    // A capture the driver refused (or profiling): eager from now on.
+                    self.kv.as_mut().expect("checked above").use_graph = false;
+                    self.decode_step()?;
+                    false
+                }
+            },
+            (None, false) => {
+                self.decode_step()?;
+                false
+            }
+        };
+        let a = self.acts.as_ref().expect("decode_start ran a forward pass");
+        let logits = self.logits_row(a, 0)?;
+        let kv = self.kv.as_mut().expect("checked above");
+        kv.tokens.push(token);
+        kv.replays += u64::from(replayed);
+        Ok(logits)
+    }
+
+    /// One decoding step's kernels, for the token and position in the cache's `step` buffer:
+    /// the logits of that position in row 0 of the activations' logits.
+    fn decode_step(&self) -> Result<(), CudaError> {
+        let (bs, c, w) = (
+            self.config.block_size,
+            self.config.n_embd,
+            self.config.qkv_width(),
+        );
         let d = &self.dev;
         let a = self.acts.as_ref().expect("decode_start ran a forward pass");
-        a.upload_batch(d, self.config.vocab_size, &[token], None, false)?;
-        let batch = a.batch(1, 0);
         let ps = Pass {
             n: 1,
             t: 1,
@@ -100,46 +173,43 @@ impl GpuModel {
             seed: 0,
         };
         let l = &self.layout;
-        // The token's embedding at position `pos` (a position table read from row pos).
-        // SAFETY: upload_batch checked the id against the vocabulary.
-        unsafe {
-            launch::encoder_forward(
-                d,
-                a.x0,
-                batch.tokens,
-                self.w(l.wte),
-                l.wpe.map(|p| self.w(p).slice(pos * c, c)),
-                1,
-                1,
-                c,
-                0.0,
-                0,
-            )?;
-        }
         let (kv, flash) = (self.kv_cache(), self.flash());
+        let step = kv.step.ptr();
+        launch::embed_step(d, a.x0, step, self.w(l.wte), l.wpe.map(|p| self.w(p)), c)?;
         let mut resid = a.x0;
         for (li, (blk, la)) in l.blocks.iter().zip(&a.layers).enumerate() {
             self.norm_forward(la.ln1, la.ln1_s, resid, blk.ln_1_w, blk.ln_1_b, 1)?;
             self.linear(la.qkv, la.ln1, blk.attn_w, blk.attn_b, 1, c, w)?;
-            if let Some(mut r) = self.rope() {
-                let h2 = r.hs / 2;
-                r.cos = r.cos.slice(pos * h2, h2);
-                r.sin = r.sin.slice(pos * h2, h2);
-                launch::rope(d, la.qkv, r, 1, 1, false)?;
+            if let Some(r) = self.rope() {
+                launch::rope(d, la.qkv, r, 1, 1, false, Some(step.slice(1, 1)))?;
             }
             let (kc, vc) = kv.layer(li, bs, self.kv_width());
-            launch::kv_append(d, kc, vc, la.qkv, 1, pos, flash)?;
-            launch::attn_decode(d, la.atty, la.qkv, kc, vc, pos + 1, flash)?;
+            launch::kv_append(d, kc, vc, la.qkv, 1, 0, Some((step, bs)), flash)?;
+            launch::attn_decode(d, la.atty, la.qkv, kc, vc, step, bs, flash)?;
             self.linear(a.proj, la.atty, blk.attn_proj_w, None, 1, c, c)?;
             let bias = blk.attn_proj_b.map(|b| self.w(b));
             launch::residual_forward(d, la.res2, resid, a.proj, bias, 1, c, 0.0, 0)?;
             self.mlp_forward(a, blk, la, ps, block_site(li))?;
             resid = la.res3;
         }
-        self.head_forward(a, resid, ps)?;
-        let logits = self.logits_row(a, 0)?;
-        self.kv.as_mut().expect("checked above").tokens.push(token);
-        Ok(logits)
+        self.head_forward(a, resid, ps)
+    }
+
+    /// Whether decoding steps capture one CUDA graph and replay it (the default; off with
+    /// `FERROGPT_GPU_GRAPHS=0`) or launch their kernels one by one. Takes effect at the next
+    /// step.
+    pub fn set_decode_graphs(&mut self, on: bool) {
+        self.graphs = on;
+        if let Some(kv) = &mut self.kv {
+            kv.use_graph = on;
+            kv.forget_graph();
+        }
+    }
+
+    /// Decoding steps replayed from a captured CUDA graph so far (0 when graphs are off or
+    /// their capture failed: then every step ran eagerly).
+    pub fn decode_graph_replays(&self) -> u64 {
+        self.kv.as_ref().map_or(0, |kv| kv.replays)
     }
 
     /// Whether this model can decode with a cache (its block size within `attn_decode`'s).

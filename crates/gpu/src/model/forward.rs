@@ -152,7 +152,7 @@ impl GpuModel {
             _ => self.linear(la.qkv, la.ln1, blk.attn_w, blk.attn_b, n, c, w)?,
         }
         if let Some(r) = self.rope() {
-            launch::rope(d, la.qkv, r, n, ps.t, false)?;
+            launch::rope(d, la.qkv, r, n, ps.t, false, None)?;
         }
         self.attention_forward(&a.attn(la), ps, ps.seed(site))?;
         self.linear(a.proj, la.atty, blk.attn_proj_w, None, n, c, c)?;

@@ -467,7 +467,8 @@ pub(super) struct Rope {
 }
 
 /// Turns the q and k heads of qkv (N, (NH + 2·KV)·HS), in place, by their rows' positions
-/// (row n at n % T): forward, or with `inverse` the inverse rotation (the backward, on dqkv).
+/// (row n at n % T, or the one row at the position `pos_at` holds on the device): forward, or
+/// with `inverse` the inverse rotation (the backward, on dqkv).
 pub(super) fn rope(
     dev: &Dev,
     qkv: DevPtr<X>,
@@ -475,6 +476,7 @@ pub(super) fn rope(
     n: usize,
     t: usize,
     inverse: bool,
+    pos_at: Option<DevPtr<i32>>,
 ) -> Result<(), CudaError> {
     let (heads, w) = (r.nh + r.kv, (r.nh + 2 * r.kv) * r.hs);
     let h2 = r.hs / 2;
@@ -493,8 +495,10 @@ pub(super) fn rope(
         Arg::I(r.hs),
         Arg::I(w),
         Arg::F(if inverse { -1.0 } else { 1.0 }),
+        pos_at.map_or(Arg::U(0), |p| p.arg(1)),
     ];
-    // SAFETY: the signature of rope.cu; the views cover the shapes (checked).
+    // SAFETY: the signature of rope.cu; the views cover the shapes (checked; a position read
+    // from the device is below the tables' rows: decode.rs checks it before uploading it).
     unsafe { dev.launch_n("rope", n * heads * h2 / 4, &args) }
 }
 
@@ -803,7 +807,8 @@ impl Flash {
 pub(super) const DECODE_MAX_T: usize = 4096;
 
 /// Rows [0, n) of qkv (n, W)'s k and v heads → rows [pos0, pos0 + n) of the caches kc, vc
-/// ((maxT, KV·HS) each).
+/// ((maxT, KV·HS) each); with `step` (n = 1), the row goes to the position step[1] holds on
+/// the device, below `rows`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn kv_append(
     dev: &Dev,
@@ -812,10 +817,11 @@ pub(super) fn kv_append(
     qkv: DevPtr<X>,
     n: usize,
     pos0: usize,
+    step: Option<(DevPtr<i32>, usize)>,
     f: Flash,
 ) -> Result<(), CudaError> {
     let kvw = f.kv * f.hs;
-    let rows = pos0 + n;
+    let rows = step.map_or(pos0 + n, |(_, rows)| rows);
     let args = [
         kc.arg(rows * kvw),
         vc.arg(rows * kvw),
@@ -825,37 +831,64 @@ pub(super) fn kv_append(
         Arg::I(f.nh),
         Arg::I(f.kv),
         Arg::I(f.hs),
+        step.map_or(Arg::U(0), |(p, _)| p.arg(2)),
     ];
-    // SAFETY: the signature of decode.cu; the views cover the shapes (checked).
+    // SAFETY: the signature of decode.cu; the views cover the shapes (checked; a position read
+    // from the device is below `rows`: decode.rs checks it before uploading it).
     unsafe { dev.launch_n("kv_append", n * kvw, &args) }
 }
 
-/// out (NH·HS) = attention of qkv's one query row over cache rows 0 .. len-1.
+/// out (C) = wte[token] (+ wpe[pos]), token and pos the two ints at `step` on the device
+/// (checked against the vocabulary and the position table before they were uploaded).
+pub(super) fn embed_step(
+    dev: &Dev,
+    out: DevPtr<X>,
+    step: DevPtr<i32>,
+    wte: DevPtr<X>,
+    wpe: Option<DevPtr<X>>,
+    c: usize,
+) -> Result<(), CudaError> {
+    let args = [
+        out.arg(c),
+        step.arg(2),
+        wte.arg(wte.len()),
+        wpe.map_or(Arg::U(0), |p| p.arg(p.len())),
+        Arg::I(c),
+    ];
+    // SAFETY: the signature of decode.cu; the token row and position row are inside wte and
+    // wpe (the caller checked the values it uploaded).
+    unsafe { dev.launch_n("embed_step", c, &args) }
+}
+
+/// out (NH·HS) = attention of qkv's one query row over cache rows 0 ..= step[1] (the position
+/// `step` holds on the device, below `max_len`, the caches' rows).
 pub(super) fn attn_decode(
     dev: &Dev,
     out: DevPtr<X>,
     qkv: DevPtr<X>,
     kc: DevPtr<X>,
     vc: DevPtr<X>,
-    len: usize,
+    step: DevPtr<i32>,
+    max_len: usize,
     f: Flash,
 ) -> Result<(), CudaError> {
     assert!(
-        (1..=DECODE_MAX_T).contains(&len) && f.hs <= 128,
-        "attn_decode: {len} cached positions, head size {}",
+        (1..=DECODE_MAX_T).contains(&max_len) && f.hs <= 128,
+        "attn_decode: {max_len} cached positions, head size {}",
         f.hs
     );
     let kvw = f.kv * f.hs;
     let args = [
         out.arg(f.nh * f.hs),
         qkv.arg(f.w()),
-        kc.arg(len * kvw),
-        vc.arg(len * kvw),
-        Arg::I(len),
+        kc.arg(max_len * kvw),
+        vc.arg(max_len * kvw),
+        step.arg(2),
         Arg::I(f.nh),
         Arg::I(f.kv),
         Arg::I(f.hs),
     ];
-    // SAFETY: the signature of decode.cu; the views cover the shapes (checked).
+    // SAFETY: the signature of decode.cu; the views cover the shapes (checked; the position
+    // read from the device is below max_len: decode.rs checks it before uploading it).
     unsafe { dev.launch("attn_decode", (f.nh, 1), 256, &args) }
 }

@@ -81,6 +81,8 @@ pub struct GpuModel {
     recompute: u8,
     /// The key/value cache of incremental decoding (`decode.rs`), made on first use.
     kv: Option<decode::KvCache>,
+    /// Whether decoding steps replay a captured CUDA graph (`decode.rs`).
+    graphs: bool,
 }
 
 /// Where a model's GPU memory goes, in bytes (see [`GpuModel::memory`]).
@@ -243,6 +245,7 @@ impl GpuModel {
             lt,
             recompute: 0,
             kv: None,
+            graphs: std::env::var("FERROGPT_GPU_GRAPHS").map_or(true, |v| v != "0"),
         })
     }
 
@@ -368,6 +371,9 @@ impl GpuModel {
             .is_none_or(|a| a.cap < n || a.recompute != r)
         {
             self.acts = None; // free the old buffers first
+            if let Some(kv) = &mut self.kv {
+                kv.forget_graph(); // it writes the old buffers
+            }
             let acts = Acts::new(&self.dev, &self.config, n, r).map_err(|e| {
                 let need = Acts::bytes(&self.config, n, r, self.dev.dtype) as f64 / 1e9;
                 match self.memory() {
