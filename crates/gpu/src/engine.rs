@@ -85,7 +85,11 @@ impl GpuEngine {
 
 impl Engine for GpuEngine {
     fn describe(&self) -> String {
-        format!("cuda:{} {}", self.ordinal, self.model.describe())
+        let graphs = match self.model.decode_graph_replays() {
+            0 => String::new(),
+            n => format!(", {n} decoding steps replayed from a CUDA graph"),
+        };
+        format!("cuda:{} {}{graphs}", self.ordinal, self.model.describe())
     }
 
     fn memory(&self) -> Option<String> {
