@@ -11,8 +11,9 @@
 //! A step's kernels take the new token and its position from a small device buffer (`step`),
 //! so their arguments are the same at every position: the first step after `decode_start`
 //! runs them while capturing a CUDA graph, and every later step uploads its token and
-//! position and replays the graph, one launch instead of about a dozen a layer (the host's
-//! launch costs, not the GPU, bound batch-1 decoding of a small model). The graph is dropped
+//! position and replays the graph, one launch instead of about a dozen a layer (for a small
+//! model at batch 1, issuing the launches should cost the host more than the GPU's work; see
+//! docs/gpu.md). The graph is dropped
 //! when the activations are reallocated; `FERROGPT_GPU_GRAPHS=0` (or profiling) runs every
 //! step eagerly, launch by launch. Both run the same kernels on the same buffers: the same
 //! bits (tested).
