@@ -34,11 +34,9 @@ pub(super) struct KvCache {
     step: Buf<i32>,
     /// The tokens cached so far, one per position.
     tokens: Vec<u32>,
-    /// The captured decoding step, made by the first step after `decode_start`.
+    /// The captured decoding step, made by the first step after `decode_start` while the
+    /// model's `graphs` is on.
     graph: Option<Graph>,
-    /// Whether to capture one: not with FERROGPT_GPU_GRAPHS=0, and no more after a capture
-    /// failed (the steps then run eagerly).
-    use_graph: bool,
     /// Steps replayed from the graph since the model was made (for tests and `--timing`).
     replays: u64,
 }
@@ -84,7 +82,6 @@ impl GpuModel {
                 step: Buf::new(&self.dev, 2)?,
                 tokens: Vec::new(),
                 graph: None,
-                use_graph: self.graphs,
                 replays: 0,
             });
         }
@@ -126,7 +123,7 @@ impl GpuModel {
         // size, the caches' and position tables' rows, which the step's kernels rely on.
         let kv = self.kv_cache();
         self.dev.htod(kv.step.ptr(), &[token as i32, pos as i32])?;
-        let replayed = match (&kv.graph, kv.use_graph) {
+        let replayed = match (&kv.graph, self.graphs) {
             (Some(g), _) => {
                 self.dev.replay(g)?;
                 true
@@ -139,7 +136,7 @@ impl GpuModel {
                 }
                 Err(_) => {
                     // A capture the driver refused (or profiling): eager from now on.
-                    self.kv.as_mut().expect("checked above").use_graph = false;
+                    self.graphs = false;
                     self.decode_step()?;
                     false
                 }
@@ -202,7 +199,6 @@ impl GpuModel {
     pub fn set_decode_graphs(&mut self, on: bool) {
         self.graphs = on;
         if let Some(kv) = &mut self.kv {
-            kv.use_graph = on;
             kv.forget_graph();
         }
     }

@@ -81,7 +81,8 @@ pub struct GpuModel {
     recompute: u8,
     /// The key/value cache of incremental decoding (`decode.rs`), made on first use.
     kv: Option<decode::KvCache>,
-    /// Whether decoding steps replay a captured CUDA graph (`decode.rs`).
+    /// Whether decoding steps replay a captured CUDA graph (`decode.rs`): on unless
+    /// FERROGPT_GPU_GRAPHS=0 or `set_decode_graphs(false)`, and off after a refused capture.
     graphs: bool,
 }
 
