@@ -763,17 +763,26 @@ pub fn gemv_in_place(
     Ok(())
 }
 
-/// `out[j] = Σ_p a[j·ld + p]·x[p]` for long rows read front to back (an (out, in) matrix's
-/// stretch of outputs): the two-stream kernel, one thread.
-fn rows_stream(kernel: Kernel, a: &[f32], ld: usize, x: &[f32], out: &mut [f32]) {
-    let (rows, k) = (out.len(), x.len());
+/// Whether `rows` rows of `k` values at stride `ld` are there to read from `a` (false: no
+/// rows, nothing to do). Panics, naming `what`, if `ld < k` or `a` is shorter than
+/// `(rows - 1)·ld + k`: the kernels read through raw pointers on that promise.
+fn strided_rows(what: &str, a: &[f32], ld: usize, rows: usize, k: usize) -> bool {
     if rows == 0 {
-        return;
+        return false;
     }
     assert!(
         ld >= k && a.len() >= (rows - 1) * ld + k,
-        "rows_stream: a too short"
+        "{what}: a too short"
     );
+    true
+}
+
+/// `out[j] = Σ_p a[j·ld + p]·x[p]` for long rows read front to back (an (out, in) matrix's
+/// stretch of outputs): the two-stream kernel, one thread.
+fn rows_stream(kernel: Kernel, a: &[f32], ld: usize, x: &[f32], out: &mut [f32]) {
+    if !strided_rows("rows_stream", a, ld, out.len(), x.len()) {
+        return;
+    }
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the kernel is supported (checked by the caller: AVX2+FMA at least) and the
@@ -788,10 +797,9 @@ fn rows_stream(kernel: Kernel, a: &[f32], ld: usize, x: &[f32], out: &mut [f32])
 /// `out[p] += Σ_j c[j]·a[j·ld + p]` for long rows read front to back (an (in, out) matrix's
 /// stretch of inputs, `ld` = outputs): the streaming kernel, one thread.
 fn axpy_stream(kernel: Kernel, a: &[f32], ld: usize, c: &[f32], out: &mut [f32]) {
-    assert!(
-        c.is_empty() || (ld >= out.len() && a.len() >= (c.len() - 1) * ld + out.len()),
-        "axpy_stream: a too short"
-    );
+    if !strided_rows("axpy_stream", a, ld, c.len(), out.len()) {
+        return;
+    }
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the kernel is supported (checked by the caller: AVX2+FMA at least) and the
@@ -864,21 +872,25 @@ fn groups_into(kernel: Kernel, w: &Matrix, g0: usize, x: &Input, out: &mut [f32]
 /// A kernel this CPU lacks falls back to the plain loop. Panics if `ld < x.len()` or `a` is
 /// shorter than `(out.len() - 1)·ld + x.len()`.
 pub fn dot_rows(kernel: Kernel, a: &[f32], ld: usize, x: &[f32], out: &mut [f32]) {
-    let (rows, k) = (out.len(), x.len());
-    if rows == 0 {
+    if !strided_rows("dot_rows", a, ld, out.len(), x.len()) {
         return;
     }
-    assert!(
-        ld >= k && a.len() >= (rows - 1) * ld + k,
-        "dot_rows: a too short"
-    );
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the kernel is supported (AVX2+FMA at least) and the lengths are checked
         // above: row j is a[j·ld .. j·ld + k].
         Kernel::Avx512Vnni | Kernel::Avx512 | Kernel::AvxVnni | Kernel::Avx2
             if kernel.supported() =>
-        unsafe { x86::rows_f32_avx2(a.as_ptr(), ld, rows, x.as_ptr(), k, out.as_mut_ptr()) },
+        unsafe {
+            x86::rows_f32_avx2(
+                a.as_ptr(),
+                ld,
+                out.len(),
+                x.as_ptr(),
+                x.len(),
+                out.as_mut_ptr(),
+            )
+        },
         _ => portable::rows_f32(a, ld, x, out),
     }
 }
@@ -888,14 +900,9 @@ pub fn dot_rows(kernel: Kernel, a: &[f32], ld: usize, x: &[f32], out: &mut [f32]
 /// to the plain loop. Panics if `ld < out.len()` or `a` is shorter than
 /// `(c.len() - 1)·ld + out.len()`.
 pub fn add_weighted_rows(kernel: Kernel, a: &[f32], ld: usize, c: &[f32], out: &mut [f32]) {
-    let (rows, k) = (c.len(), out.len());
-    if rows == 0 {
+    if !strided_rows("add_weighted_rows", a, ld, c.len(), out.len()) {
         return;
     }
-    assert!(
-        ld >= k && a.len() >= (rows - 1) * ld + k,
-        "add_weighted_rows: a too short"
-    );
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as `dot_rows`.
