@@ -16,7 +16,8 @@
 #   big       gpt2-350m, gpt2-774m and gpt2-1558m (bf16, T=1024), with and without --recompute,
 #             beside llm.c on the same shapes when LLMC is set
 #   llmc      gpt2-124m bf16 at B=16 and B=64 beside llm.c (LLMC set)
-#   decode    gpt2-124m greedy decoding at batch 1 (the GPU key/value cache) beside transformers'
+#   decode    gpt2-124m greedy decoding at batch 1 (the GPU key/value cache) and generation at
+#             batch 64 beside transformers'
 #             generate on the same GPU
 # LLMC=DIR: an llm.c checkout (sources; built here with cuDNN attention, cudnn-frontend's headers
 # in DIR/cudnn-frontend/include) and LLMC_DATA=DIR holding ts_train.bin and ts_val.bin (llm.c
@@ -198,6 +199,28 @@ if has decode; then
         if torch_ok; then
             python3 "$ROOT/bench/peers/hf_generate_timing.py" --model /tmp/ferrogpt-g124 --device cuda --dtype $dt \
                 --tokens 256 --repeats ${HF_REPEATS:-3} 2>"$RAW/hf-decode-$dt.err" | tail -1 | tee -a "$S"
+        fi
+    done
+    # Generation throughput: 64 greedy continuations of the prompt side by side.
+    echo "## gpt2-124m generation, batch 64, greedy, 256 new tokens each" | tee -a "$S"
+    for dt in bf16 fp32; do
+        "$BIN/ferrogpt" sample --device cuda --dtype $dt --checkpoint /tmp/ferrogpt-g124 --prompt "Hello, my name is" \
+            --tokens 256 --temperature 0 --no-stop --num-samples 64 --batch 64 --timing \
+            >"$RAW/decode64-$dt.txt" 2>"$RAW/decode64-$dt.err" || rc=1
+        echo "ferrogpt $dt: $(grep timing "$RAW/decode64-$dt.err")" | tee -a "$S"
+        # Greedy and the same prompt: the 64 texts should agree with each other (and, up to
+        # the summation order of products of 64 rows instead of 1, with the batch-1 text).
+        python3 - "$RAW/decode64-$dt.txt" "$RAW/decode-$dt.txt" <<'PY' | tee -a "$S"
+import sys
+texts = open(sys.argv[1]).read().split("---------------\n")
+one = open(sys.argv[2]).read()
+same = sum(t == texts[0] for t in texts)
+common = next((i for i, (a, b) in enumerate(zip(texts[0], one)) if a != b), min(len(texts[0]), len(one)))
+print(f"  {len(texts)} texts, {same} equal to the first; the first agrees with batch 1 for {common} of {len(one)} characters")
+PY
+        if torch_ok; then
+            python3 "$ROOT/bench/peers/hf_generate_timing.py" --model /tmp/ferrogpt-g124 --device cuda --dtype $dt \
+                --tokens 256 --batch 64 --repeats ${HF_REPEATS:-3} 2>"$RAW/hf-decode64-$dt.err" | tail -1 | tee -a "$S"
         fi
     done
 fi

@@ -8,12 +8,13 @@
 
 use crate::common::{engine_factory, Compute, Device, DeviceArgs};
 use ferrogpt_core::Tape;
-use ferrogpt_model::generate::{generate_with, Sampling, StopText};
+use ferrogpt_model::generate::{generate_many, generate_with, Sampling, StopText};
 use ferrogpt_train::checkpoint::WeightsCheck;
 use ferrogpt_train::data::DataError;
 use ferrogpt_train::tokenizer::{StreamDecoder, Tokenizer};
 use ferrogpt_train::{CpuEngine, Engine, EngineError, EngineInit};
 use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -44,10 +45,16 @@ pub struct SampleArgs {
     /// least p (after --top-k; 1 = off)
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f64,
-    /// Samples to draw, one after the other from the same prompt (the generator runs on, so
-    /// each differs), separated by a line of dashes
+    /// Samples to draw from the same prompt, separated by a line of dashes; sample i draws
+    /// from its own stream of the seeded generator (the seed's stream jumped i times), so the
+    /// text of each is the same however they are batched
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
+    /// Samples generated at once, side by side, on an engine that decodes several sequences
+    /// with a key/value cache each (the GPU's; elsewhere one after the other, to the same
+    /// text). A batch's samples are printed when all of it has ended, not streamed
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Seed of the sampling
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -80,6 +87,9 @@ pub struct SampleArgs {
 pub fn run(a: SampleArgs) -> Result<(), String> {
     if a.num_samples == 0 {
         return Err("--num-samples must be at least 1".into());
+    }
+    if a.batch == 0 {
+        return Err("--batch must be at least 1".into());
     }
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         return Err(format!("--top-p must be in (0, 1], got {}", a.top_p));
@@ -133,7 +143,14 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
             Some(decode),
         )?)
     };
-    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed);
+    // One stream of the seeded generator a sample.
+    let rngs: Vec<Rng64> = std::iter::successors(Some(Rng64::seed_from_u64(a.seed)), |r| {
+        let mut r = r.clone();
+        r.jump();
+        Some(r)
+    })
+    .take(a.num_samples)
+    .collect();
     let sampling = Sampling {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -142,8 +159,23 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         stop: if a.no_stop { None } else { tok.eot() },
     };
     let engine_s = t_engine.elapsed().as_secs_f64();
+    if let Logits::Engine(engine) = &mut logits {
+        if a.batch > 1 && a.num_samples > 1 && engine.decodes_many() {
+            let b = Batch {
+                engine: engine.as_mut(),
+                model,
+                tok,
+                prompt: &prompt,
+                print_prompt: text.is_some(),
+                sampling,
+                stops: &a.stops,
+                check: &mut check,
+            };
+            return b.run(a.tokens, a.batch, rngs, a.timing, (load_s, engine_s));
+        }
+    }
     let mut out = std::io::stdout().lock();
-    for i in 0..a.num_samples {
+    for (i, mut rng) in rngs.into_iter().enumerate() {
         if i > 0 {
             // nanoGPT's separator between samples.
             let _ = writeln!(out, "---------------");
@@ -213,6 +245,137 @@ pub fn run(a: SampleArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Samples generated side by side, `batch` at a time, on an engine that decodes several
+/// sequences at once ([`Engine::decodes_many`]): each batch's texts printed in order once it
+/// has ended.
+struct Batch<'a> {
+    engine: &'a mut dyn Engine,
+    model: &'a ferrogpt_model::Gpt,
+    tok: &'a Tokenizer,
+    prompt: &'a [u32],
+    /// Whether the prompt's text starts each sample (it was given, not the default start).
+    print_prompt: bool,
+    sampling: Sampling,
+    stops: &'a [String],
+    check: &'a mut WeightsCheck,
+}
+
+impl Batch<'_> {
+    fn run(
+        self,
+        tokens: usize,
+        batch: usize,
+        mut rngs: Vec<Rng64>,
+        timing: bool,
+        (load_s, engine_s): (f64, f64),
+    ) -> Result<(), String> {
+        let Batch {
+            engine,
+            model,
+            tok,
+            prompt,
+            print_prompt,
+            sampling,
+            stops,
+            check,
+        } = self;
+        let mut out = std::io::stdout().lock();
+        let total = rngs.len();
+        for (g, group) in rngs.chunks_mut(batch).enumerate() {
+            let nb = group.len();
+            let mut texts: Vec<(StreamDecoder, StopText, String)> = (0..nb)
+                .map(|_| {
+                    (
+                        StreamDecoder::new(tok),
+                        StopText::new(stops.to_vec()),
+                        String::new(),
+                    )
+                })
+                .collect();
+            if print_prompt {
+                for (dec, _, text) in &mut texts {
+                    for &id in prompt {
+                        *text += &dec.push(id).map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            let prompts = vec![prompt; nb];
+            // When each step's logits arrived (the first after the prompts' prefill).
+            let start = std::time::Instant::now();
+            let mut times = Vec::with_capacity(tokens);
+            let made = generate_many(
+                model,
+                |wins: &[&[u32]]| {
+                    let rows = engine.last_logits_many(wins);
+                    times.push(start.elapsed().as_secs_f64());
+                    rows
+                },
+                &prompts,
+                tokens,
+                sampling,
+                group,
+                |b, id| {
+                    if let Some(e) = check.failed() {
+                        return Err(EngineError(damaged(e, g > 0)));
+                    }
+                    let (dec, stop, text) = &mut texts[b];
+                    let piece = dec.push(id).map_err(|e| EngineError(e.to_string()))?;
+                    let (s, flow) = stop.push(&piece);
+                    *text += &s;
+                    Ok::<ControlFlow<()>, EngineError>(flow)
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            if g + 1 == total.div_ceil(batch) {
+                std::mem::replace(check, WeightsCheck::none())
+                    .wait()
+                    .map_err(|e| damaged(e, g > 0))?;
+            }
+            for (i, (dec, mut stop, mut text)) in texts.into_iter().enumerate() {
+                if !stop.stopped() {
+                    text += &stop.push(&dec.finish()).0;
+                    text += &stop.finish();
+                }
+                if g * batch + i > 0 {
+                    let _ = writeln!(out, "---------------");
+                }
+                let _ = writeln!(out, "{text}");
+            }
+            let _ = out.flush();
+            if timing {
+                let n: usize = made.iter().map(Vec::len).sum();
+                eprintln!(
+                    "{}; before it: loading {:.0} ms, the engine {:.0} ms",
+                    batch_timing_line(engine.describe(), nb, n, &times),
+                    load_s * 1e3,
+                    engine_s * 1e3,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line for a batch of `nb` sequences that made `n` tokens in all: the engine, the time to
+/// the first step (the prompts' prefill and one step) and the median step after it, with the
+/// tokens a second the batch makes at that pace.
+fn batch_timing_line(engine: String, nb: usize, n: usize, times: &[f64]) -> String {
+    let Some(&first) = times.first() else {
+        return format!("timing: {engine}: no tokens");
+    };
+    let mut steps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    steps.sort_by(f64::total_cmp);
+    let median = steps.get(steps.len() / 2).copied().unwrap_or(f64::NAN);
+    format!(
+        "timing: {engine}: {nb} sequences side by side, {n} tokens; first step {:.1} ms, then \
+         median {:.2} ms/step over {} steps ({:.1} tokens/s over the batch)",
+        first * 1e3,
+        median * 1e3,
+        steps.len(),
+        nb as f64 / median
+    )
 }
 
 /// The error of a checksum that failed while tokens were being generated (`printed`: some

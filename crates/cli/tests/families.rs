@@ -73,6 +73,41 @@ fn a_llama_trains_resumes_and_samples() {
         &["sample", "--checkpoint", s(&out), "--num-samples", "0"],
         "--num-samples must be at least 1",
     );
+    // Samples side by side (two at a time, on the CPU engine's one cache a sequence) are the
+    // samples drawn one after the other: each from its own stream of the seed, so they differ,
+    // and a stop string ends one without ending the others.
+    let many = |batch: &str| {
+        ok(&[
+            "sample",
+            "--checkpoint",
+            s(&out),
+            "--prompt",
+            "ROMEO:",
+            "--tokens",
+            "40",
+            "--temperature",
+            "1.5",
+            "--seed",
+            "7",
+            "--num-samples",
+            "3",
+            "--stop",
+            "e",
+            "--batch",
+            batch,
+        ])
+        .stdout
+    };
+    let one_by_one = many("1");
+    assert_eq!(many("2"), one_by_one);
+    assert_eq!(many("8"), one_by_one);
+    let texts: Vec<&str> = one_by_one.split("---------------\n").collect();
+    assert_eq!(texts.len(), 3, "{one_by_one}");
+    assert!(texts[0] != texts[1] && texts[1] != texts[2], "{one_by_one}");
+    fails_with(
+        &["sample", "--checkpoint", s(&out), "--batch", "0"],
+        "--batch must be at least 1",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

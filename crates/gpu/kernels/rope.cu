@@ -6,7 +6,7 @@
 //   backward:  the same with sin θ → −sin θ (the inverse rotation, its transpose), on dq, dk.
 //
 // qkv (N, W) rows [q heads (NH) | k heads (KV) | v heads (KV)], W = (NH + 2·KV)·HS: the first
-// NH + KV heads turn, the values stay. Row n is at position n % T (or *pos_at). cos, sin (maxT, H2) f32, made
+// NH + KV heads turn, the values stay. Row n is at position n % T (or pos_at[2n]). cos, sin (maxT, H2) f32, made
 // once on the host from the config's inverse frequencies (Llama 3 scaling included) in f64.
 // Arithmetic f32; each thread turns 4 adjacent pairs (H2 is a multiple of 4: HS of 8).
 // (A pass rather than inside the attention kernels: see model/mod.rs.)
@@ -15,7 +15,8 @@ struct __align__(4 * sizeof(floatX)) x4_t {
     floatX e[4];
 };
 
-// pos_at: null, or (decoding, N = T = 1) the device int holding the one row's position.
+// pos_at: null, or (decoding, T = 1) the device ints holding the rows' positions, row n's at
+// pos_at[2n] (the `step` pairs of decode.cu, from their second int).
 extern "C" __global__ void rope(floatX* qkv, const float* cos, const float* sin, int N, int T, int heads, int HS,
                                 int W, float sign, const int* pos_at) {
     const unsigned H2 = HS / 2, quads = H2 / 4;
@@ -24,7 +25,7 @@ extern "C" __global__ void rope(floatX* qkv, const float* cos, const float* sin,
         const size_t nh = i / quads;
         const unsigned head = (unsigned)(nh % heads);
         const size_t n = nh / heads;
-        const unsigned pos = pos_at ? (unsigned)*pos_at : (unsigned)(n % T);
+        const unsigned pos = pos_at ? (unsigned)pos_at[2 * n] : (unsigned)(n % T);
         floatX* x = qkv + n * W + head * HS + k;
         const float4 c = *(const float4*)(cos + pos * H2 + k);
         const float4 s4 = *(const float4*)(sin + pos * H2 + k);

@@ -171,6 +171,43 @@ impl Engine for GpuEngine {
         r.map_err(err)
     }
 
+    /// Several sequences decode side by side, each with its own cache: when every window
+    /// extends the last call's by one token or equals it (a sequence that has ended, held
+    /// where it is), one step of them all; otherwise the caches start over from the windows.
+    fn last_logits_many(&mut self, seqs: &[&[u32]]) -> Result<Vec<f32>, EngineError> {
+        let m = &mut self.model;
+        if !m.can_decode() {
+            let mut out = Vec::new();
+            for s in seqs {
+                out.extend(m.last_logits(s, s.len()).map_err(err)?);
+            }
+            return Ok(out);
+        }
+        let cached = m.decoded_sequences();
+        let step: Option<Vec<Option<u32>>> = (cached.len() == seqs.len())
+            .then(|| {
+                seqs.iter()
+                    .zip(cached)
+                    .map(|(s, c)| match extension(c, s) {
+                        Some(&[next]) => Some(Some(next)),
+                        Some(_) => None,
+                        None => (*s == c.as_slice()).then_some(None),
+                    })
+                    .collect()
+            })
+            .flatten()
+            .filter(|t: &Vec<Option<u32>>| t.iter().any(Option::is_some));
+        let rows = match step {
+            Some(tokens) => m.decode_next_many(&tokens),
+            None => m.decode_start_many(seqs),
+        };
+        Ok(rows.map_err(err)?.concat())
+    }
+
+    fn decodes_many(&self) -> bool {
+        self.model.can_decode()
+    }
+
     /// NCCL's in-place sum of the gradient buffer, on the model's stream. The communicator is
     /// made on the first call: rank 0's NCCL id broadcast through `comm` (MPI, or NCCL itself
     /// for ranks started torchrun-style).

@@ -933,6 +933,115 @@ fn graph_decoding_is_eager_decoding_bit_for_bit() {
     }
 }
 
+/// Sequences of different lengths decoded side by side (`decode_start_many`,
+/// `decode_next_many`, graphs on) give each the logits of decoding it alone, at every
+/// position up to the block size, also while one is held where it is (an ended sequence) and
+/// after it goes on; for GPT-2 and Llama, fp32 and bf16 (the products have B rows instead of
+/// one: summation order only). Wrong counts are refused in one line.
+#[test]
+fn sequences_decoded_side_by_side_match_each_decoded_alone() {
+    let llama = llama(2, 4, 2, 128, 344, 40, 300, false);
+    for (cfg, dtype, tol) in [
+        (config(2, 4, 128, 40, 300), Dtype::F32, 1e-4),
+        (llama.clone(), Dtype::F32, 1e-4),
+        (config(2, 2, 128, 40, 300), Dtype::Bf16, 3e-2),
+        (llama, Dtype::Bf16, 3e-2),
+    ] {
+        let Some(gpu) = gpu() else { return };
+        let Some(gpu2) = self::gpu() else { return };
+        let model = Gpt::new(cfg.clone()).unwrap();
+        let p: Vec<f32> = weights(&model, 4).iter().map(|&x| x as f32).collect();
+        let mut many = GpuModel::new(gpu, dtype, cfg.clone(), &p, None).unwrap();
+        let mut one = GpuModel::new(gpu2, dtype, cfg.clone(), &p, None).unwrap();
+        let bs = cfg.block_size;
+        let seqs: Vec<Vec<u32>> = (0..3)
+            .map(|b| batch(cfg.vocab_size, bs, 50 + b).0)
+            .collect();
+        let lens = [1usize, 7, 20];
+        // Each alone: the logits at every position from its prompt's last on.
+        let alone: Vec<Vec<Vec<f32>>> = seqs
+            .iter()
+            .zip(lens)
+            .map(|(s, n)| {
+                let mut rows = vec![Vec::new(); n - 1];
+                rows.push(one.decode_start(&s[..n]).unwrap());
+                rows.extend(s[n..bs].iter().map(|&t| one.decode_next(t).unwrap()));
+                rows
+            })
+            .collect();
+        let close = |got: &[f32], want: &[f32], what: &str| {
+            let big = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let err = got
+                .iter()
+                .zip(want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= tol * big,
+                "{:?} {dtype:?} {what}: {err} of {big}",
+                cfg.family
+            );
+        };
+        let prompts: Vec<&[u32]> = seqs.iter().zip(lens).map(|(s, n)| &s[..n]).collect();
+        let first = many.decode_start_many(&prompts).unwrap();
+        for (b, row) in first.iter().enumerate() {
+            close(
+                row,
+                &alone[b][lens[b] - 1],
+                &format!("sequence {b}'s prompt"),
+            );
+        }
+        let mut len = lens;
+        let mut step = 0;
+        loop {
+            // Sequence 0 is held for steps 3 to 6, then goes on.
+            let tokens: Vec<Option<u32>> = (0..3)
+                .map(|b| {
+                    (len[b] < bs && !(b == 0 && (3..7).contains(&step))).then(|| seqs[b][len[b]])
+                })
+                .collect();
+            if tokens.iter().all(Option::is_none) {
+                break;
+            }
+            let rows = many.decode_next_many(&tokens).unwrap();
+            assert_eq!(rows.len(), 3);
+            for b in 0..3 {
+                if tokens[b].is_some() {
+                    len[b] += 1;
+                }
+                close(
+                    &rows[b],
+                    &alone[b][len[b] - 1],
+                    &format!("step {step}, sequence {b}"),
+                );
+            }
+            step += 1;
+        }
+        assert_eq!(many.decoded_sequences(), &seqs[..]);
+        assert!(
+            many.decode_graph_replays() > 0,
+            "{:?} {dtype:?}: no graph",
+            cfg.family
+        );
+        let e = many
+            .decode_next_many(&[Some(1), None])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 tokens for 3 sequences"), "{e}");
+        let e = many
+            .decode_next_many(&[Some(1), None, None])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("block size"), "{e}");
+        let e = many.decode_start_many(&[]).unwrap_err().to_string();
+        assert!(e.contains("at least one prompt"), "{e}");
+        // Fewer sequences reuse the caches; the step then has one row.
+        let again = many.decode_start_many(&[&seqs[2][..20]]).unwrap();
+        close(&again[0], &alone[2][19], "one sequence after three");
+        let next = many.decode_next_many(&[Some(seqs[2][20])]).unwrap();
+        close(&next[0], &alone[2][20], "its next position");
+    }
+}
+
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }

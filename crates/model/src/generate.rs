@@ -10,6 +10,7 @@
 use crate::{Gpt, ModelError};
 use ferrogpt_core::{Float, Tape};
 use rand::Rng;
+use rayon::prelude::*;
 use std::ops::ControlFlow;
 
 /// How to pick the next token.
@@ -218,6 +219,93 @@ fn sample_loop<E: From<ModelError>, R: Rng, F: Emitted>(
         }
     }
     Ok(ctx[prompt.len()..].to_vec())
+}
+
+/// Generates up to `n` tokens after each of several prompts at once, sequence b drawn with
+/// its own generator `rngs[b]`: each sequence gets exactly the tokens [`generate_with`] would
+/// give it alone with that generator (the same checks, the same end at the stop token or
+/// where `emit(b, token)` says). `last_logits` gets every sequence's window (its last
+/// `block_size` tokens) and returns the last position's vocab_size logits of each, B × V; a
+/// sequence that has ended keeps its last window until the others end (an engine holds it
+/// where it is). Errors: as [`generate_with`], for any prompt. Panics unless `rngs` has one
+/// generator a prompt.
+pub fn generate_many<E, F, R>(
+    model: &Gpt,
+    mut last_logits: impl FnMut(&[&[u32]]) -> Result<Vec<f32>, E>,
+    prompts: &[&[u32]],
+    n: usize,
+    sampling: Sampling,
+    rngs: &mut [R],
+    mut emit: impl FnMut(usize, u32) -> Result<F, E>,
+) -> Result<Vec<Vec<u32>>, E>
+where
+    E: From<ModelError>,
+    F: Emitted,
+    R: Rng + Send,
+{
+    let (block, v) = (model.config.block_size, model.config.vocab_size);
+    assert_eq!(
+        rngs.len(),
+        prompts.len(),
+        "generate_many: one generator a prompt"
+    );
+    for p in prompts {
+        if p.is_empty() {
+            return Err(ModelError::EmptyPrompt.into());
+        }
+        if p.len() > block {
+            return Err(ModelError::PromptLength {
+                len: p.len(),
+                max: block,
+            }
+            .into());
+        }
+        model.check_tokens(p, p.len())?;
+    }
+    let mut ctx: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
+    let mut made = vec![0usize; prompts.len()];
+    let mut ended = vec![n == 0; prompts.len()];
+    while ended.iter().any(|e| !e) {
+        let windows: Vec<&[u32]> = ctx
+            .iter()
+            .map(|c| &c[c.len().saturating_sub(block)..])
+            .collect();
+        let rows = last_logits(&windows)?;
+        if rows.len() != v * prompts.len() {
+            return Err(ModelError::LogitsLength {
+                found: rows.len(),
+                expected: v * prompts.len(),
+            }
+            .into());
+        }
+        // Each sequence's draw from its own generator: the rows in parallel, the same tokens.
+        let picks: Vec<Option<u32>> = rows
+            .par_chunks(v)
+            .zip(rngs.par_iter_mut())
+            .zip(ended.par_iter())
+            .map(|((row, rng), &done)| {
+                (!done).then(|| {
+                    let mut row: Vec<f64> = row.iter().map(|&x| x as f64).collect();
+                    if let Some(a) = sampling.allowed.filter(|&a| a > 0 && a < row.len()) {
+                        row[a..].fill(f64::NEG_INFINITY);
+                    }
+                    sample_token(&row, sampling, rng)
+                })
+            })
+            .collect();
+        for (b, next) in picks.into_iter().enumerate() {
+            let Some(next) = next else { continue };
+            let ends = emit(b, next)?.ends();
+            ctx[b].push(next);
+            made[b] += 1;
+            ended[b] = ends || sampling.stop == Some(next) || made[b] == n;
+        }
+    }
+    Ok(ctx
+        .into_iter()
+        .zip(prompts)
+        .map(|(c, p)| c[p.len()..].to_vec())
+        .collect())
 }
 
 /// Stop strings on streamed text: the generated text is pushed piece by piece, and what may be

@@ -12,7 +12,7 @@
 use ferrogpt_core::{Level, Tape};
 use ferrogpt_gemm::gemv::{Kernel, WeightFormat};
 use ferrogpt_model::config::{Family, Position};
-use ferrogpt_model::generate::{generate_with, Sampling};
+use ferrogpt_model::generate::{generate_many, generate_with, Sampling};
 use ferrogpt_model::kvcache::{quant, DecodeWeights, KvCache};
 use ferrogpt_model::{Gpt, GptConfig};
 use rand::{Rng, SeedableRng};
@@ -238,6 +238,122 @@ fn greedy_text_is_the_same_with_and_without_the_fast_path() {
         )
         .unwrap();
         assert_eq!(got, reference, "{name}: greedy tokens differ");
+    }
+}
+
+/// Sequences generated side by side (`generate_many`) get each the tokens `generate_with` gives
+/// it alone with the same generator: prompts of different lengths, sampling with top-k and
+/// top-p, a stop token that ends some early, `emit` ending one, windows that slide past the
+/// block size; the ended sequences' windows stay as they were.
+#[test]
+fn sequences_generated_side_by_side_are_the_ones_generated_alone() {
+    for (name, cfg) in configs() {
+        let (model, params) = model_and_params(cfg, 9);
+        let (block, v) = (model.config.block_size, model.config.vocab_size);
+        let mut rng = Rng64::seed_from_u64(3);
+        let prompts: Vec<Vec<u32>> = [1usize, 5, 17, block, 2]
+            .iter()
+            .map(|&n| (0..n).map(|_| rng.gen_range(0..v as u32)).collect())
+            .collect();
+        let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let mut sampling = Sampling {
+            temperature: 1.3,
+            top_k: 20,
+            top_p: 0.9,
+            allowed: Some(v - 3),
+            stop: None,
+        };
+        let n = block + 6;
+        let gens = || -> Vec<Rng64> { (0..5).map(|i| Rng64::seed_from_u64(40 + i)).collect() };
+        // Sequence 4 ends after its third token (emit says so).
+        let cut = |b: usize, k: usize| match b == 4 && k == 3 {
+            true => std::ops::ControlFlow::Break(()),
+            false => std::ops::ControlFlow::Continue(()),
+        };
+        let alone = |sampling: Sampling| -> Vec<Vec<u32>> {
+            let mut out = Vec::new();
+            for (b, (p, mut g)) in refs.iter().zip(gens()).enumerate() {
+                let mut cache = KvCache::new();
+                let mut k = 0;
+                out.push(
+                    generate_with(
+                        &model,
+                        |win: &[u32]| cache.logits(&model, &params, win),
+                        p,
+                        n,
+                        sampling,
+                        &mut g,
+                        |_| {
+                            k += 1;
+                            Ok::<_, ferrogpt_model::ModelError>(cut(b, k))
+                        },
+                    )
+                    .unwrap(),
+                );
+            }
+            out
+        };
+        // The stop token: one that sequence 1 draws after its fifth token and another
+        // sequence never draws, so that one ends early and one runs to n.
+        let free = alone(sampling);
+        let stop = free[1][5..]
+            .iter()
+            .copied()
+            .find(|t| free[..4].iter().any(|s| !s.contains(t)))
+            .expect("a token some sequence never draws");
+        sampling.stop = Some(stop);
+        let alone = alone(sampling);
+        let mut caches: Vec<KvCache> = (0..5).map(|_| KvCache::new()).collect();
+        let mut counts = [0usize; 5];
+        let mut held = vec![Vec::new(); 5];
+        let mut rngs = gens();
+        let together = generate_many(
+            &model,
+            |wins: &[&[u32]]| {
+                let mut out = Vec::new();
+                for (b, (w, c)) in wins.iter().zip(&mut caches).enumerate() {
+                    assert!(w.len() <= block);
+                    held[b].push(w.to_vec());
+                    out.extend(c.logits(&model, &params, w)?);
+                }
+                Ok::<_, ferrogpt_model::ModelError>(out)
+            },
+            &refs,
+            n,
+            sampling,
+            &mut rngs,
+            |b, _| {
+                counts[b] += 1;
+                Ok::<_, ferrogpt_model::ModelError>(cut(b, counts[b]))
+            },
+        )
+        .unwrap();
+        assert_eq!(together, alone, "{name}");
+        assert!(
+            alone.iter().any(|t| t.len() < n),
+            "{name}: nothing ended early"
+        );
+        assert!(
+            alone.iter().any(|t| t.len() == n),
+            "{name}: everything ended early"
+        );
+        assert_eq!(alone[4].len(), 3, "{name}");
+        // After sequence 4 ended, it was offered its last window again and again.
+        let ended = &held[4][3..];
+        assert!(ended.windows(2).all(|w| w[0] == w[1]), "{name}");
+        // A prompt longer than the block size is refused, as generate_with refuses it.
+        let long = vec![1u32; block + 1];
+        let e = generate_many(
+            &model,
+            |_: &[&[u32]]| Ok::<_, ferrogpt_model::ModelError>(vec![]),
+            &[&[1u32][..], &long],
+            3,
+            sampling,
+            &mut gens()[..2],
+            |_, _| Ok::<_, ferrogpt_model::ModelError>(()),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("block"), "{name}: {e}");
     }
 }
 

@@ -82,6 +82,9 @@ pub struct CpuEngine {
     /// Keys and values of the sequence sampled last (one-row `last_logits`); cleared when the
     /// weights change.
     kv: ferrogpt_model::kvcache::KvCache,
+    /// The caches of the other sequences of `last_logits_many` (sequence b ≥ 1 in entry
+    /// b − 1; sequence 0 in `kv`); cleared with it.
+    more_kv: Vec<ferrogpt_model::kvcache::KvCache>,
     /// The matrices as the decoder reads them, in `weights` format; None until the first
     /// decoded token and after every update.
     decode: Option<DecodeWeights>,
@@ -184,6 +187,7 @@ impl CpuEngine {
             reduced: None,
             grad_scale: 1.0,
             kv: Default::default(),
+            more_kv: Vec::new(),
             decode: None,
             weights: WeightFormat::F32,
             zero,
@@ -194,6 +198,12 @@ impl CpuEngine {
     /// first tokens do not wait for it), or with `prebuilt` (read from a quantized checkpoint;
     /// its format wins). The parameters should already hold the values the format stores
     /// (`kvcache::quant::quantize`), so that the tape's prefill sees the same weights. Errors:
+    /// Forgets every sequence's keys and values (the weights changed).
+    fn clear_caches(&mut self) {
+        self.kv.clear();
+        self.more_kv.iter_mut().for_each(|kv| kv.clear());
+    }
+
     /// the GEMV kernel cannot run here.
     pub fn with_weights(
         mut self,
@@ -207,7 +217,7 @@ impl CpuEngine {
         };
         self.weights = w.format();
         self.decode = Some(w);
-        self.kv.clear();
+        self.clear_caches();
         Ok(self)
     }
 
@@ -399,7 +409,7 @@ impl Engine for CpuEngine {
 
     fn update(&mut self, lr: f64, cfg: &TrainConfig) -> Result<(), EngineError> {
         self.training()?;
-        self.kv.clear();
+        self.clear_caches();
         self.decode = None;
         let kind = self.opt.as_ref().expect("checked by training()").kind;
         if kind != cfg.optimizer {
@@ -510,6 +520,31 @@ impl Engine for CpuEngine {
             .flat_map(|r| &all[r * vp..r * vp + v])
             .copied()
             .collect())
+    }
+
+    /// Each sequence decodes with its own cache, one after the other (one position each when
+    /// it grew by a token or came again): the same logits as sampling each alone, at the same
+    /// cost, without starting a cache over at every switch.
+    fn last_logits_many(&mut self, seqs: &[&[u32]]) -> Result<Vec<f32>, EngineError> {
+        if self.more_kv.len() + 1 < seqs.len() {
+            self.more_kv.resize_with(seqs.len() - 1, Default::default);
+        }
+        let mut out = Vec::new();
+        for (b, s) in seqs.iter().enumerate() {
+            if b > 0 {
+                std::mem::swap(&mut self.kv, &mut self.more_kv[b - 1]);
+            }
+            let row = self.last_logits(s, s.len());
+            if b > 0 {
+                std::mem::swap(&mut self.kv, &mut self.more_kv[b - 1]);
+            }
+            out.extend(row?);
+        }
+        Ok(out)
+    }
+
+    fn decodes_many(&self) -> bool {
+        true
     }
 
     /// The shards' sum, then summed across the ranks: all of it (the norm measured again

@@ -146,6 +146,26 @@ pub trait Engine {
     /// B × vocab_size (not padded) f32 values. Used by sampling.
     fn last_logits(&mut self, tokens: &[u32], t: usize) -> Result<Vec<f32>, EngineError>;
 
+    /// Logits of the last position of each of several sequences of any lengths, as
+    /// B × vocab_size (not padded) f32 values: batched generation. An engine that decodes
+    /// sequences side by side ([`Engine::decodes_many`]) continues them when each extends the
+    /// last call's by one token or stays as it was (one that has ended); this default runs
+    /// them one after the other through [`Engine::last_logits`] (right, but an engine with one
+    /// cache starts it over for each).
+    fn last_logits_many(&mut self, seqs: &[&[u32]]) -> Result<Vec<f32>, EngineError> {
+        let mut out = Vec::new();
+        for s in seqs {
+            out.extend(self.last_logits(s, s.len())?);
+        }
+        Ok(out)
+    }
+
+    /// Whether [`Engine::last_logits_many`] decodes its sequences side by side, with a cache
+    /// each (then generating several samples at once pays).
+    fn decodes_many(&self) -> bool {
+        false
+    }
+
     /// Sums the gradients across the ranks of `comm` (data-parallel training; the trainer
     /// scales each micro-batch by `1 / (ranks × grad_accum)`, so the sum is the mean), between
     /// the last `accumulate` of a step and `clip_grads`. An engine that cannot answers with an

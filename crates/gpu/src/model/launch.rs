@@ -467,7 +467,8 @@ pub(super) struct Rope {
 }
 
 /// Turns the q and k heads of qkv (N, (NH + 2·KV)·HS), in place, by their rows' positions
-/// (row n at n % T, or the one row at the position `pos_at` holds on the device): forward, or
+/// (row n at n % T, or, decoding (T = 1), at the position pos_at[2n] holds on the device, the
+/// second int of each of `step`'s pairs): forward, or
 /// with `inverse` the inverse rotation (the backward, on dqkv).
 pub(super) fn rope(
     dev: &Dev,
@@ -495,7 +496,7 @@ pub(super) fn rope(
         Arg::I(r.hs),
         Arg::I(w),
         Arg::F(if inverse { -1.0 } else { 1.0 }),
-        pos_at.map_or(Arg::U(0), |p| p.arg(1)),
+        pos_at.map_or(Arg::U(0), |p| p.arg(2 * n - 1)),
     ];
     // SAFETY: the signature of rope.cu; the views cover the shapes (checked; a position read
     // from the device is below the tables' rows: decode.rs checks it before uploading it).
@@ -807,8 +808,9 @@ impl Flash {
 pub(super) const DECODE_MAX_T: usize = 4096;
 
 /// Rows [0, n) of qkv (n, W)'s k and v heads → rows [pos0, pos0 + n) of the caches kc, vc
-/// ((maxT, KV·HS) each); with `step` (n = 1), the row goes to the position step[1] holds on
-/// the device, below `rows`.
+/// (one sequence's (maxT, KV·HS) slab each: a prompt); with `step` (a decoding step of n
+/// sequences), row b goes to slab b (of `rows` rows, the caches holding n of them) at the
+/// position step[2b + 1] holds on the device, below `rows`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn kv_append(
     dev: &Dev,
@@ -821,47 +823,52 @@ pub(super) fn kv_append(
     f: Flash,
 ) -> Result<(), CudaError> {
     let kvw = f.kv * f.hs;
-    let rows = step.map_or(pos0 + n, |(_, rows)| rows);
+    let (extent, rows) = step.map_or((pos0 + n, 0), |(_, rows)| (n * rows, rows));
     let args = [
-        kc.arg(rows * kvw),
-        vc.arg(rows * kvw),
+        kc.arg(extent * kvw),
+        vc.arg(extent * kvw),
         qkv.arg(n * f.w()),
         Arg::I(n),
         Arg::I(pos0),
         Arg::I(f.nh),
         Arg::I(f.kv),
         Arg::I(f.hs),
-        step.map_or(Arg::U(0), |(p, _)| p.arg(2)),
+        step.map_or(Arg::U(0), |(p, _)| p.arg(2 * n)),
+        Arg::I(rows),
     ];
     // SAFETY: the signature of decode.cu; the views cover the shapes (checked; a position read
     // from the device is below `rows`: decode.rs checks it before uploading it).
     unsafe { dev.launch_n("kv_append", n * kvw, &args) }
 }
 
-/// out (C) = wte[token] (+ wpe[pos]), token and pos the two ints at `step` on the device
-/// (checked against the vocabulary and the position table before they were uploaded).
+/// out (B, C): row b = wte[token] (+ wpe[pos]), token and pos the pair at step[2b] on the
+/// device (checked against the vocabulary and the position table before they were uploaded).
 pub(super) fn embed_step(
     dev: &Dev,
     out: DevPtr<X>,
     step: DevPtr<i32>,
     wte: DevPtr<X>,
     wpe: Option<DevPtr<X>>,
+    b: usize,
     c: usize,
 ) -> Result<(), CudaError> {
     let args = [
-        out.arg(c),
-        step.arg(2),
+        out.arg(b * c),
+        step.arg(2 * b),
         wte.arg(wte.len()),
         wpe.map_or(Arg::U(0), |p| p.arg(p.len())),
+        Arg::I(b),
         Arg::I(c),
     ];
-    // SAFETY: the signature of decode.cu; the token row and position row are inside wte and
+    // SAFETY: the signature of decode.cu; the token rows and position rows are inside wte and
     // wpe (the caller checked the values it uploaded).
-    unsafe { dev.launch_n("embed_step", c, &args) }
+    unsafe { dev.launch_n("embed_step", b * c, &args) }
 }
 
-/// out (NH·HS) = attention of qkv's one query row over cache rows 0 ..= step[1] (the position
-/// `step` holds on the device, below `max_len`, the caches' rows).
+/// out (B, NH·HS): row b = attention of qkv's row b's query over sequence b's cache rows
+/// 0 ..= step[2b + 1] (the position `step` holds on the device, below `rows`, the rows of a
+/// sequence's slab; the caches hold B slabs).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn attn_decode(
     dev: &Dev,
     out: DevPtr<X>,
@@ -869,26 +876,28 @@ pub(super) fn attn_decode(
     kc: DevPtr<X>,
     vc: DevPtr<X>,
     step: DevPtr<i32>,
-    max_len: usize,
+    b: usize,
+    rows: usize,
     f: Flash,
 ) -> Result<(), CudaError> {
     assert!(
-        (1..=DECODE_MAX_T).contains(&max_len) && f.hs <= 128,
-        "attn_decode: {max_len} cached positions, head size {}",
+        (1..=DECODE_MAX_T).contains(&rows) && f.hs <= 128 && b >= 1,
+        "attn_decode: {rows} cached positions, head size {}, {b} sequences",
         f.hs
     );
     let kvw = f.kv * f.hs;
     let args = [
-        out.arg(f.nh * f.hs),
-        qkv.arg(f.w()),
-        kc.arg(max_len * kvw),
-        vc.arg(max_len * kvw),
-        step.arg(2),
+        out.arg(b * f.nh * f.hs),
+        qkv.arg(b * f.w()),
+        kc.arg(b * rows * kvw),
+        vc.arg(b * rows * kvw),
+        step.arg(2 * b),
         Arg::I(f.nh),
         Arg::I(f.kv),
         Arg::I(f.hs),
+        Arg::I(rows),
     ];
-    // SAFETY: the signature of decode.cu; the views cover the shapes (checked; the position
-    // read from the device is below max_len: decode.rs checks it before uploading it).
-    unsafe { dev.launch("attn_decode", (f.nh, 1), 256, &args) }
+    // SAFETY: the signature of decode.cu; the views cover the shapes (checked; the positions
+    // read from the device are below `rows`: decode.rs checks them before uploading them).
+    unsafe { dev.launch("attn_decode", (f.nh, b), 256, &args) }
 }
