@@ -103,7 +103,9 @@ impl Gpu {
         // One stream, no cross-stream bookkeeping: launches stay plain.
         // SAFETY: every buffer of a `Gpu` is used on its one stream only.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of our own, not the legacy default stream: CUDA graphs cannot be captured
+        // on that one (decoding captures its steps).
+        let stream = ctx.new_stream().map_err(driver("creating a stream"))?;
         let blas = CudaBlas::new(stream.clone()).map_err(blas("creating the handle"))?;
         let name = ctx.name().map_err(driver("reading the device name"))?;
         let cc = ctx

@@ -218,10 +218,15 @@ impl Kernel {
         }
     }
 
-    /// The kernel for the ladder's ISA on this thread ([`crate::simd::active_isa`]). Errors as
-    /// that function (an ISA forced by `FERROGPT_ISA` that this CPU lacks).
+    /// The kernel for the ladder's ISA on this thread ([`crate::simd::active_isa`]); the
+    /// portable kernel where no SIMD kernel is built for the architecture (Arm). Errors: an
+    /// ISA forced by `FERROGPT_ISA` that this CPU lacks.
     pub fn active() -> Result<Kernel, GemmError> {
-        Ok(Kernel::for_isa(crate::simd::active_isa()?))
+        match crate::simd::active_isa() {
+            Ok(isa) => Ok(Kernel::for_isa(isa)),
+            Err(_) if std::env::var_os("FERROGPT_ISA").is_none() => Ok(Kernel::Scalar),
+            Err(e) => Err(e),
+        }
     }
 
     fn check(self) -> Result<(), GemmError> {

@@ -227,7 +227,12 @@ impl Level {
             Level::Blocked => "cache-blocked tiles (i-k-j), 1 thread",
             Level::BlockedParallel => "cache-blocked tiles, row blocks across threads",
             Level::Simd => "BLIS-style packed panels + AVX-512/AVX2 microkernel, threads",
+            #[cfg(target_arch = "x86_64")]
             Level::Library => "matrixmultiply crate (BLIS-style, AVX2, threads)",
+            #[cfg(target_arch = "aarch64")]
+            Level::Library => "matrixmultiply crate (BLIS-style, NEON, threads)",
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+            Level::Library => "matrixmultiply crate (BLIS-style, threads)",
             Level::Blas => "system CBLAS (OpenBLAS)",
             Level::Amx => "Intel AMX bf16 tiles, f32 accumulation, threads",
             Level::Wgpu => "WGSL GEMM on a GPU via wgpu, data moved per call",

@@ -57,6 +57,8 @@ impl Nccl {
     pub fn unique_id() -> Result<[u8; ID_BYTES], CudaError> {
         available()?;
         let id = nr::get_uniqueid().map_err(nccl_err("ncclGetUniqueId"))?;
+        // c_char: i8 on x86-64, u8 on Arm.
+        #[allow(clippy::unnecessary_cast)]
         Ok(id.internal.map(|c| c as u8))
     }
 

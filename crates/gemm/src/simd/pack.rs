@@ -164,6 +164,7 @@ fn gather<T: Element>(
 }
 
 /// `src` and `out` as f32 slices when `T` is f32.
+#[cfg(target_arch = "x86_64")]
 fn as_f32<'a, T: Element>(src: &'a [T], out: &'a mut [T]) -> Option<(&'a [f32], &'a mut [f32])> {
     if T::NAME != "f32" {
         return None;

@@ -214,8 +214,9 @@ impl GpuModel {
                     self.kv.as_mut().expect("checked above").graph = Some(g);
                     true
                 }
-                Err(_) => {
+                Err(e) => {
                     // A capture the driver refused (or profiling): eager from now on.
+                    eprintln!("ferrogpt: note: decoding without CUDA graphs ({e})");
                     self.graphs = false;
                     self.decode_step(nb)?;
                     false
