@@ -24,6 +24,10 @@
 # token files, e.g. from `ferrogpt tokenize`; the validation file must hold more than B×T
 # tokens). Without LLMC the llm.c rows are skipped.
 # (llama: the smollm-135m preset's training step beside bench/peers/pytorch_llama.py.)
+# SAVE=DIR: the gpt2, llama and llmc parts also save each `bench train` run in DIR (--save;
+# SAVE_LABEL=NAME names the machine, default its host name), with the part's PyTorch and llm.c
+# runs as peer rows (--peer-json, --peer-llmc-log), for `ferrogpt report`. In those parts the
+# peers run first, then ours, which reads their output.
 set -u -o pipefail
 BIN=$(cd "${1:?BIN_DIR}" && pwd)
 OUT=${2:?OUT_DIR}
@@ -45,6 +49,23 @@ S="$OUT/summary.txt"
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 torch_ok() { python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; }
 peer() { PYTHONUNBUFFERED=1 python3 "$ROOT/bench/peers/pytorch_gpt2.py" "$@"; }
+SAVE=${SAVE:-}
+save=()
+if [ -n "$SAVE" ]; then save=(--save "$SAVE" ${SAVE_LABEL:+--label "$SAVE_LABEL"}); fi
+# `with_peers_of FILES...` sets with_peers to bench train's --save arguments and, with SAVE, a
+# --peer-json (*.json) or --peer-llmc-log (any other file) for each FILE; empty without SAVE.
+with_peers=()
+with_peers_of() {
+    with_peers=(${save[@]+"${save[@]}"})
+    [ -n "$SAVE" ] || return 0
+    local f
+    for f in "$@"; do
+        case $f in
+            *.json) with_peers+=(--peer-json "$f") ;;
+            *) with_peers+=(--peer-llmc-log "$f") ;;
+        esac
+    done
+}
 rc=0
 {
     echo "# ferrogpt GPU benchmarks, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -70,19 +91,27 @@ fi
 if has gpt2; then
     echo "## gpt2-124m training step, B=16, T=1024 (random tokens)" | tee -a "$S"
     for dt in ${GPT2_DTYPES:-bf16 fp32 tf32}; do
-        "$BIN/ferrogpt" bench train --device cuda --dtype $dt --preset gpt2-124m --batch-size 16 --seq-len 1024 \
-            --steps 20 --warmup 5 2>"$RAW/gpt2-$dt.err" | tee -a "$S" || rc=1
+        # The peer first: with SAVE, ours saves its JSON as a peer row.
+        peers=()
         if torch_ok; then
-            peer --device cuda --dtype $dt --compile --preset gpt2-124m --batch 16 --seq 1024 --steps 20 --warmup 5 \
-                $(has profile && echo --profile) >"$RAW/torch-gpt2-$dt.json" 2>"$RAW/torch-gpt2-$dt.err" || rc=1
+            if peer --device cuda --dtype $dt --compile --preset gpt2-124m --batch 16 --seq 1024 --steps 20 --warmup 5 \
+                $(has profile && echo --profile) >"$RAW/torch-gpt2-$dt.json" 2>"$RAW/torch-gpt2-$dt.err"; then
+                peers=("$RAW/torch-gpt2-$dt.json")
+            else
+                rc=1
+            fi
             python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"PyTorch {r['env']['torch']} compile $dt: {r['median_step_s']*1e3:.2f} ms/step, {r['tokens_per_s']:.0f} tokens/s, MFU {100*(r.get('mfu') or 0):.1f}%\")" \
                 "$RAW/torch-gpt2-$dt.json" | tee -a "$S"
         fi
+        with_peers_of ${peers[@]+"${peers[@]}"}
+        "$BIN/ferrogpt" bench train --device cuda --dtype $dt --preset gpt2-124m --batch-size 16 --seq-len 1024 \
+            --steps 20 --warmup 5 ${with_peers[@]+"${with_peers[@]}"} 2>"$RAW/gpt2-$dt.err" | tee -a "$S" || rc=1
     done
 fi
 
 # llm.c: built once per call, then `llmc NAME ARGS...` runs train_gpt2cu for 30 steps and prints
-# the median of steps 6-30.
+# the median of steps 6-30 (ours: --warmup 5 too); llmc_log is then its log, or empty when it
+# failed.
 LLMC=${LLMC:-}
 llmc_ok=0
 if [ -n "$LLMC" ] && { has big || has llmc || has profile; }; then
@@ -105,11 +134,14 @@ if [ -n "$LLMC" ] && { has big || has llmc || has profile; }; then
         echo "llm.c did not build (see llmc-build.log)" | tee -a "$S"; rc=1
     fi
 fi
+llmc_log=
 llmc() {
     local name=$1; shift
+    llmc_log=
     [ $llmc_ok = 1 ] || return 0
     (cd "$LLMC" && ./train_gpt2cu -i "$LLMC_DATA/ts_train.bin" -j "$LLMC_DATA/ts_val.bin" -v 100000 -s 100000 \
         -m 1 -x 30 "$@") >"$RAW/llmc-$name.log" 2>&1 || { echo "llm.c $name failed" | tee -a "$S"; rc=1; return 0; }
+    llmc_log=$RAW/llmc-$name.log
     python3 - "$RAW/llmc-$name.log" "$name" "$*" <<'PY' | tee -a "$S"
 import re, statistics, sys
 ms = [float(m.group(1)) for l in open(sys.argv[1]) if l.startswith("step")
@@ -130,9 +162,14 @@ ours() {
 if has llmc; then
     echo "## gpt2-124m bf16 beside llm.c (random init; llm.c with cuDNN attention)" | tee -a "$S"
     for b in ${LLMC_BATCHES:-16 64}; do
-        ours 124m-b$b --dtype bf16 --preset gpt2-124m --batch-size $b --seq-len 1024
+        # llm.c first: with SAVE, ours saves its two runs as peer rows.
+        peers=()
         llmc d12-b$b-r0 -e d12 -b $b -t 1024 -r 0
+        [ -n "$llmc_log" ] && peers+=("$llmc_log")
         llmc d12-b$b-r1 -e d12 -b $b -t 1024 -r 1
+        [ -n "$llmc_log" ] && peers+=("$llmc_log")
+        with_peers_of ${peers[@]+"${peers[@]}"}
+        ours 124m-b$b --dtype bf16 --preset gpt2-124m --batch-size $b --seq-len 1024 ${with_peers[@]+"${with_peers[@]}"}
     done
 fi
 
@@ -228,14 +265,21 @@ fi
 if has llama; then
     # GPT-2's tokenizer (the preset's): vocabulary 50257, padded to 50304; the peer the same size.
     echo "## smollm-135m training step, bf16, B=16, T=1024 (random tokens)" | tee -a "$S"
-    "$BIN/ferrogpt" bench train --device cuda --dtype bf16 --preset smollm-135m --batch-size 16 --seq-len 1024 \
-        --steps 20 --warmup 5 2>"$RAW/smollm.err" | tee -a "$S" || rc=1
+    # The peer first: with SAVE, ours saves its JSON as a peer row.
+    peers=()
     if torch_ok; then
-        PYTHONUNBUFFERED=1 python3 "$ROOT/bench/peers/pytorch_llama.py" --device cuda --compile --preset smollm-135m \
-            --vocab 50304 --steps 20 --warmup 5 >"$RAW/torch-smollm.json" 2>"$RAW/torch-smollm.err" || rc=1
+        if PYTHONUNBUFFERED=1 python3 "$ROOT/bench/peers/pytorch_llama.py" --device cuda --compile --preset smollm-135m \
+            --vocab 50304 --steps 20 --warmup 5 >"$RAW/torch-smollm.json" 2>"$RAW/torch-smollm.err"; then
+            peers=("$RAW/torch-smollm.json")
+        else
+            rc=1
+        fi
         python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"PyTorch compile bf16: {r['median_step_s']*1e3:.2f} ms/step, {r['tokens_per_s']:.0f} tokens/s, MFU {100*(r.get('mfu') or 0):.1f}%\")" \
             "$RAW/torch-smollm.json" | tee -a "$S"
     fi
+    with_peers_of ${peers[@]+"${peers[@]}"}
+    "$BIN/ferrogpt" bench train --device cuda --dtype bf16 --preset smollm-135m --batch-size 16 --seq-len 1024 \
+        --steps 20 --warmup 5 ${with_peers[@]+"${with_peers[@]}"} 2>"$RAW/smollm.err" | tee -a "$S" || rc=1
 fi
 
 if has char; then

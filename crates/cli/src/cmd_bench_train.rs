@@ -2,12 +2,16 @@
 //! tokens/s, model FLOPs/s and the speedup over the slowest level measured. The end-to-end
 //! version of the matmul table: whether a rung matters for training. With `--device cuda`, one
 //! row: the GPU engine (the levels are the CPU's). `--save DIR` also writes the rows as a
-//! result file for `ferrogpt report` (`cmd_report`).
+//! result file for `ferrogpt report` (`cmd_report`); `--peer-json FILE` and `--peer-llmc-log
+//! FILE` add peer rows to it (PyTorch's and llm.c's steps, timed on this machine by
+//! `bench/peers/*.py` or llm.c: [`ferrogpt_report::peer`]), read and checked against this run
+//! before it starts.
 
 use crate::common::{
     engine_factory, resolve_data, set_threads, since_start, Device, DeviceArgs, RecomputeArg,
 };
 use ferrogpt_core::Level;
+use ferrogpt_report::peer::{PeerRun, RunShape};
 use ferrogpt_train::config::preset_or_err;
 use ferrogpt_train::data::{load_dataset, load_text};
 use ferrogpt_train::tokenizer::Tokenizer;
@@ -53,6 +57,16 @@ pub struct BenchTrainArgs {
     peak_tflops: Option<f64>,
     #[command(flatten)]
     save: crate::cmd_report::SaveArgs,
+    /// A peer's training steps to save beside ours (needs --save): the JSON object that
+    /// bench/peers/pytorch_gpt2.py or pytorch_llama.py prints in step-timing mode, run on this
+    /// machine with the same model, batch and dtype (repeatable)
+    #[arg(long, value_name = "FILE", requires = "save")]
+    peer_json: Vec<PathBuf>,
+    /// An llm.c train_gpt2cu log to save beside ours (needs --save): the median of its step
+    /// times after the first --warmup steps, run on this GPU with the same model, batch and
+    /// dtype (repeatable)
+    #[arg(long, value_name = "FILE", requires = "save")]
+    peer_llmc_log: Vec<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -110,6 +124,8 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
     if a.steps == 0 {
         return Err("--steps must be at least 1".into());
     }
+    // The peers' files are read before anything runs: a bad one costs no benchmark.
+    let peers = read_peers(&a)?;
     let levels: Vec<Level> = match &a.levels {
         // Levels are the CPU engine's: a GPU engine runs once, its row named by the engine.
         _ if device != Device::Cpu => vec![Level::fastest()],
@@ -162,10 +178,9 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
         let ds = load_dataset(&path, None, &tok).map_err(|e| e.to_string())?;
         (tok, ds)
     };
-    let flops_per_step = cfg
-        .model_config(tokenizer.vocab_size())
-        .flops_per_token(cfg.seq_len)
-        * (cfg.batch_size * cfg.seq_len) as f64;
+    let model = cfg.model_config(tokenizer.vocab_size());
+    check_peers(&peers, &a, &cfg, &model)?;
+    let flops_per_step = model.flops_per_token(cfg.seq_len) * (cfg.batch_size * cfg.seq_len) as f64;
     let mut rows = Vec::new();
     for (level, make_engine) in engines {
         let dir =
@@ -232,7 +247,12 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
             eprintln!("{:<18} {:>9.2} ms/step", r.level, r.step_s_median * 1e3);
         }
     }
-    save(&a, &cfg, &rows)?;
+    let peak = rows.iter().find_map(|r| r.peak_tflops);
+    let peer_rows: Vec<_> = peers
+        .iter()
+        .map(|p| p.run.row(&p.file, flops_per_step, peak))
+        .collect();
+    save(&a, &cfg, &rows, peer_rows.clone())?;
     if a.json {
         println!(
             "{}",
@@ -296,6 +316,89 @@ pub fn run(a: BenchTrainArgs) -> Result<(), String> {
     if let Some(p) = rows.iter().find_map(|r| r.peak_tflops) {
         println!("MFU: model FLOPs (6N + 12·L·C·T per token) per second over a peak of {p} TFLOPS");
     }
+    let fastest = rows.iter().map(|r| r.tokens_per_sec).fold(0.0, f64::max);
+    for p in &peer_rows {
+        let src = p.peer_source.as_ref().map_or("", |s| s.file.as_str());
+        println!(
+            "peer {}: {:.2} ms/step, {:.0} tokens/s; our fastest over it {:.2}x ({src})",
+            p.engine,
+            p.step_s_median * 1e3,
+            p.tokens_per_sec,
+            fastest / p.tokens_per_sec
+        );
+    }
+    Ok(())
+}
+
+/// A peer's run, with the flag and the file (as given) that named it.
+struct Peer {
+    flag: &'static str,
+    file: String,
+    run: PeerRun,
+}
+
+/// `--peer-json` and `--peer-llmc-log`: each file read and parsed; errors name the flag and the
+/// file. Two peers of the same engine name are refused (the report would show one of them).
+fn read_peers(a: &BenchTrainArgs) -> Result<Vec<Peer>, String> {
+    let flagged = a
+        .peer_json
+        .iter()
+        .map(|p| ("--peer-json", p))
+        .chain(a.peer_llmc_log.iter().map(|p| ("--peer-llmc-log", p)));
+    let mut peers: Vec<Peer> = vec![];
+    for (flag, path) in flagged {
+        let file = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| format!("{flag} {file}: cannot read: {e}"))?;
+        // An llm.c log may hold bytes of sampled text that are not UTF-8.
+        let text = String::from_utf8_lossy(&bytes);
+        let run = if flag == "--peer-json" {
+            PeerRun::from_pytorch_json(&text)
+        } else {
+            PeerRun::from_llmc_log(&text, a.warmup)
+        }
+        .map_err(|e| format!("{flag} {file}: {e}"))?;
+        if let Some(other) = peers.iter().find(|p| p.run.engine == run.engine) {
+            return Err(format!(
+                "{flag} {file}: the same peer engine ({}) as {}; one row each",
+                run.engine, other.file
+            ));
+        }
+        peers.push(Peer { flag, file, run });
+    }
+    Ok(peers)
+}
+
+/// Refuses a peer that timed another model, batch, precision, device or machine than this run
+/// ([`PeerRun::check`]).
+fn check_peers(
+    peers: &[Peer],
+    a: &BenchTrainArgs,
+    cfg: &ferrogpt_train::config::TrainConfig,
+    model: &ferrogpt_model::config::GptConfig,
+) -> Result<(), String> {
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let hw = ferrogpt_gemm::hw::detect();
+    let gpus: Vec<String> = hw.cuda.devices.iter().map(|d| d.name.clone()).collect();
+    let run = RunShape {
+        device: &a.device.device,
+        dtype: &a.device.dtype,
+        family: model.family.name(),
+        batch_size: cfg.batch_size,
+        seq_len: cfg.seq_len,
+        n_layer: model.n_layer,
+        n_head: model.n_head,
+        n_embd: model.n_embd,
+        vocab: (model.vocab_size, model.padded_vocab_size),
+        cpu_model: &hw.model,
+        gpus: &gpus,
+    };
+    for p in peers {
+        p.run
+            .check(&run)
+            .map_err(|e| format!("{} {}: {e}", p.flag, p.file))?;
+    }
     Ok(())
 }
 
@@ -304,6 +407,7 @@ fn save(
     a: &BenchTrainArgs,
     cfg: &ferrogpt_train::config::TrainConfig,
     rows: &[Row],
+    peers: Vec<ferrogpt_report::schema::TrainRow>,
 ) -> Result<(), String> {
     use ferrogpt_report::schema::{Phases, TrainFigures, TrainRow};
     let figures = TrainFigures {
@@ -332,7 +436,9 @@ fn save(
                     norm: r.phases_median.norm,
                     update: r.phases_median.update,
                 }),
+                peer_source: None,
             })
+            .chain(peers)
             .collect(),
     };
     a.save.save(crate::cmd_report::train(figures), None)

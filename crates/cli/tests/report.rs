@@ -120,6 +120,7 @@ fn train_row(engine: &str, tokens_per_sec: f64) -> TrainRow {
         peak_tflops: None,
         final_loss: 3.5,
         phases_median: None,
+        peer_source: None,
     }
 }
 

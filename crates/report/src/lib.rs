@@ -8,6 +8,8 @@
 //!
 //! Depends on serde only; the CLI (ferrogpt-cli's `bench` and `report` commands) fills the
 //! machine record and the figures, and `bench/fleet.sh` collects the files of many machines.
+//! [`peer`] reads PyTorch's and llm.c's training-step output into peer rows of a training
+//! result (`bench train --peer-json FILE --peer-llmc-log FILE`).
 //!
 //! # Example
 //!
@@ -55,6 +57,7 @@
 
 #![warn(missing_docs)]
 
+pub mod peer;
 pub mod render;
 pub mod schema;
 pub mod svg;

@@ -702,6 +702,35 @@ fn train_sections(order: &[&Loaded]) -> Vec<Section> {
                 .to_vec(),
                 rows,
             }));
+            let origins: Vec<String> = hosts
+                .iter()
+                .flat_map(|h| engines.iter().map(move |e| (h, e)))
+                .filter_map(|(h, e)| {
+                    let src = get(h, e)?.0.peer_source.as_ref()?;
+                    let mut s = format!("{e} on {h}: ");
+                    if let Some(v) = &src.version {
+                        let _ = write!(s, "{v}, ");
+                    }
+                    let _ = write!(
+                        s,
+                        "median of {} steps after {} warm-up",
+                        src.steps, src.warmup
+                    );
+                    if let Some(d) = &src.device_name {
+                        let _ = write!(s, " on {d}");
+                    }
+                    let _ = write!(s, ", read from {} ({})", src.file, src.tool);
+                    Some(s)
+                })
+                .collect();
+            if !origins.is_empty() {
+                blocks.push(Block::Text(format!(
+                    "Peers (another project's training step, run on the same machine as ours and \
+                     saved with bench train --peer-json or --peer-llmc-log; their MFU counts our \
+                     model's FLOPs per step): {}.",
+                    origins.join("; ")
+                )));
+            }
             if let Some(t) = relative_table(&hosts, &labels, &values) {
                 blocks.push(Block::Text(format!(
                     "Each machine against {} (same engine; above 1× is faster).",

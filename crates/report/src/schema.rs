@@ -275,6 +275,33 @@ pub struct TrainRow {
     /// Median seconds of each part of the step.
     #[serde(default)]
     pub phases_median: Option<Phases>,
+    /// Where a peer row came from (`bench train --peer-json|--peer-llmc-log`); absent from our
+    /// own rows, and from files written before peers could be imported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_source: Option<PeerSource>,
+}
+
+/// A peer row's origin: the file it was read from and what the peer said about itself. A peer
+/// row is measured on the machine of the file that holds it (`bench train` checks the peer's
+/// device name against the machine record where the peer names one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerSource {
+    /// The file, as it was named on the command line.
+    pub file: String,
+    /// What wrote it: "bench/peers/pytorch_gpt2.py", "bench/peers/pytorch_llama.py" or
+    /// "llm.c train_gpt2cu".
+    pub tool: String,
+    /// The peer's own version ("torch 2.11.0+cu128"); `None` where it prints none (llm.c).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The device as the peer named it ("NVIDIA H100 80GB HBM3", a CPU model); `None` where
+    /// the file does not say.
+    #[serde(default)]
+    pub device_name: Option<String>,
+    /// The peer's timed steps (its median is the row's `step_s_median`).
+    pub steps: usize,
+    /// The peer's untimed steps before them.
+    pub warmup: usize,
 }
 
 /// Median seconds of the parts of a training step.
