@@ -1,7 +1,11 @@
 //! Times the GPU model's training step by phase (forward + loss, backward, norm + AdamW) on
 //! random tokens: a profiling aid beside `ferrogpt bench train --device cuda`.
 //!
-//! cargo run --release -p ferrogpt-gpu --example gpu_step -- MODEL B T fp32|tf32|bf16 STEPS [cuda-core,plain,r1,r2]
+//! cargo run --release -p ferrogpt-gpu --example gpu_step -- MODEL B T fp32|tf32|bf16 STEPS [cuda-core,plain,r1,r2,decode]
+//!
+//! `decode`: times decoding instead: B sequences side by side after prompts of T tokens, STEPS
+//! steps of one token each (`decode_next_many`, logits copied back included), with the
+//! per-kernel profile under FERROGPT_GPU_PROFILE=1 (which turns the step's CUDA graph off).
 //!
 //! MODEL: gpt2 (124M), char, smollm, or any `ferrogpt train` preset (gpt2-350m, gpt2-774m,
 //! gpt2-1558m, ...) with GPT-2's vocabulary. r1 / r2: `--recompute 1` / `2`.
@@ -83,6 +87,10 @@ fn main() {
             g.set_recompute(level).unwrap();
         }
     }
+    if arg(6, "").split(',').any(|f| f == "decode") {
+        decode(&mut g, &cfg, b, t, steps, &mut rng);
+        return;
+    }
     let u = Update {
         lr: 1e-4,
         beta1: 0.9,
@@ -156,4 +164,45 @@ fn main() {
         if g.tensor_core_attention() { "tensor cores" } else { "CUDA cores" }
     );
     println!("{}", g.memory().unwrap());
+}
+
+/// Times `steps` decoding steps of `b` sequences after prompts of `t` random tokens.
+fn decode(g: &mut GpuModel, cfg: &GptConfig, b: usize, t: usize, steps: usize, rng: &mut impl Rng) {
+    let v = cfg.vocab_size as u32;
+    let prompts: Vec<Vec<u32>> = (0..b)
+        .map(|_| (0..t).map(|_| rng.gen_range(0..v)).collect())
+        .collect();
+    let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    g.decode_start_many(&refs).unwrap();
+    let mut times = Vec::new();
+    for s in 0..steps + 2 {
+        let tokens: Vec<Option<u32>> = (0..b).map(|_| Some(rng.gen_range(0..v))).collect();
+        let t0 = Instant::now();
+        g.decode_next_many(&tokens).unwrap();
+        if s == 1 {
+            g.reset_profile();
+        }
+        if s >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let prof = g.profile();
+    let total: f64 = prof.iter().map(|p| p.1).sum();
+    for (name, sec, calls) in prof.iter().take(25) {
+        println!(
+            "  {:>8.4} ms {:>5.1}% {:>6} calls  {name}",
+            sec / steps as f64 * 1e3,
+            100.0 * sec / total,
+            calls / steps as u64
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    let med = times[times.len() / 2];
+    println!(
+        "{} decoding {b} sequences (prompts of {t}): median step {:.3} ms ({:.0} tokens/s), {} steps replayed from a CUDA graph",
+        g.describe(),
+        med * 1e3,
+        b as f64 / med,
+        g.decode_graph_replays()
+    );
 }
