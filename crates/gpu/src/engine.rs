@@ -197,11 +197,11 @@ impl Engine for GpuEngine {
             })
             .flatten()
             .filter(|t: &Vec<Option<u32>>| t.iter().any(Option::is_some));
-        let rows = match step {
+        match step {
             Some(tokens) => m.decode_next_many(&tokens),
             None => m.decode_start_many(seqs),
-        };
-        Ok(rows.map_err(err)?.concat())
+        }
+        .map_err(err)
     }
 
     fn decodes_many(&self) -> bool {

@@ -982,8 +982,10 @@ fn sequences_decoded_side_by_side_match_each_decoded_alone() {
             );
         };
         let prompts: Vec<&[u32]> = seqs.iter().zip(lens).map(|(s, n)| &s[..n]).collect();
+        let v = cfg.vocab_size;
         let first = many.decode_start_many(&prompts).unwrap();
-        for (b, row) in first.iter().enumerate() {
+        assert_eq!(first.len(), 3 * v);
+        for (b, row) in first.chunks(v).enumerate() {
             close(
                 row,
                 &alone[b][lens[b] - 1],
@@ -1002,14 +1004,15 @@ fn sequences_decoded_side_by_side_match_each_decoded_alone() {
             if tokens.iter().all(Option::is_none) {
                 break;
             }
-            let rows = many.decode_next_many(&tokens).unwrap();
-            assert_eq!(rows.len(), 3);
+            let all = many.decode_next_many(&tokens).unwrap();
+            assert_eq!(all.len(), 3 * v);
+            let rows: Vec<&[f32]> = all.chunks(v).collect();
             for b in 0..3 {
                 if tokens[b].is_some() {
                     len[b] += 1;
                 }
                 close(
-                    &rows[b],
+                    rows[b],
                     &alone[b][len[b] - 1],
                     &format!("step {step}, sequence {b}"),
                 );
@@ -1036,9 +1039,9 @@ fn sequences_decoded_side_by_side_match_each_decoded_alone() {
         assert!(e.contains("at least one prompt"), "{e}");
         // Fewer sequences reuse the caches; the step then has one row.
         let again = many.decode_start_many(&[&seqs[2][..20]]).unwrap();
-        close(&again[0], &alone[2][19], "one sequence after three");
+        close(&again, &alone[2][19], "one sequence after three");
         let next = many.decode_next_many(&[Some(seqs[2][20])]).unwrap();
-        close(&next[0], &alone[2][20], "its next position");
+        close(&next, &alone[2][20], "its next position");
     }
 }
 

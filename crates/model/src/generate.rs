@@ -285,6 +285,16 @@ where
             .zip(ended.par_iter())
             .map(|((row, rng), &done)| {
                 (!done).then(|| {
+                    if sampling.temperature <= 0.0 {
+                        // Greedy: sample_token's argmax (the first largest, over the allowed
+                        // ids) on the f32 row itself, without widening it.
+                        let allowed = sampling.allowed.filter(|&a| a > 0).unwrap_or(row.len());
+                        let best = row[..allowed.min(row.len())].iter().enumerate().fold(
+                            (0, f32::NEG_INFINITY),
+                            |a, (i, &x)| if x > a.1 { (i, x) } else { a },
+                        );
+                        return best.0 as u32;
+                    }
                     let mut row: Vec<f64> = row.iter().map(|&x| x as f64).collect();
                     if let Some(a) = sampling.allowed.filter(|&a| a > 0 && a < row.len()) {
                         row[a..].fill(f64::NEG_INFINITY);

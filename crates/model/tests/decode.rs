@@ -341,6 +341,46 @@ fn sequences_generated_side_by_side_are_the_ones_generated_alone() {
         // After sequence 4 ended, it was offered its last window again and again.
         let ended = &held[4][3..];
         assert!(ended.windows(2).all(|w| w[0] == w[1]), "{name}");
+        // Greedy (its own path: the argmax of the f32 rows) over the allowed ids.
+        let greedy = Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            allowed: Some(v - 3),
+            stop: None,
+        };
+        let mut caches: Vec<KvCache> = (0..5).map(|_| KvCache::new()).collect();
+        let together = generate_many(
+            &model,
+            |wins: &[&[u32]]| {
+                let mut out = Vec::new();
+                for (w, c) in wins.iter().zip(&mut caches) {
+                    out.extend(c.logits(&model, &params, w)?);
+                }
+                Ok::<_, ferrogpt_model::ModelError>(out)
+            },
+            &refs,
+            n,
+            greedy,
+            &mut gens(),
+            |_, _| Ok::<_, ferrogpt_model::ModelError>(()),
+        )
+        .unwrap();
+        for (p, got) in refs.iter().zip(&together) {
+            let mut cache = KvCache::new();
+            let want = generate_with(
+                &model,
+                |win: &[u32]| cache.logits(&model, &params, win),
+                p,
+                n,
+                greedy,
+                &mut Rng64::seed_from_u64(0),
+                |_| Ok::<_, ferrogpt_model::ModelError>(()),
+            )
+            .unwrap();
+            assert_eq!(got, &want, "{name}: greedy");
+            assert!(got.iter().all(|&t| (t as usize) < v - 3), "{name}");
+        }
         // A prompt longer than the block size is refused, as generate_with refuses it.
         let long = vec![1u32; block + 1];
         let e = generate_many(

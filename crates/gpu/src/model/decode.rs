@@ -67,23 +67,21 @@ impl GpuModel {
     /// Returns the logits (V, f32) of its last position. Errors: as
     /// [`GpuModel::decode_start_many`].
     pub fn decode_start(&mut self, prompt: &[u32]) -> Result<Vec<f32>, CudaError> {
-        let mut rows = self.decode_start_many(&[prompt])?;
-        Ok(rows.pop().expect("one sequence"))
+        self.decode_start_many(&[prompt])
     }
 
     /// Appends `token` to the one sequence `decode_start` began; returns the logits (V, f32) of
     /// its position. Errors: as [`GpuModel::decode_next_many`].
     pub fn decode_next(&mut self, token: u32) -> Result<Vec<f32>, CudaError> {
-        let mut rows = self.decode_next_many(&[Some(token)])?;
-        Ok(rows.pop().expect("one sequence"))
+        self.decode_next_many(&[Some(token)])
     }
 
     /// Starts B sequences at once, one per prompt (of any lengths): runs each prompt through
-    /// the model and caches its keys and values. Returns the logits (V, f32) of each prompt's
-    /// last position. Errors: no prompts, an empty prompt, one longer than the block size, a
+    /// the model and caches its keys and values. Returns the logits of each prompt's last
+    /// position, B × V f32 values, sequence after sequence. Errors: no prompts, an empty prompt, one longer than the block size, a
     /// block size beyond the decoding kernel's 4096 positions, ids beyond the vocabulary,
     /// CUDA failures (the memory for B caches among them).
-    pub fn decode_start_many(&mut self, prompts: &[&[u32]]) -> Result<Vec<Vec<f32>>, CudaError> {
+    pub fn decode_start_many(&mut self, prompts: &[&[u32]]) -> Result<Vec<f32>, CudaError> {
         let (nb, bs) = (prompts.len(), self.config.block_size);
         if bs > DECODE_MAX_T {
             return Err(CudaError::Input(format!(
@@ -130,7 +128,7 @@ impl GpuModel {
         kv.forget_graph();
         kv.seqs.clear();
         let kvw = self.kv_width();
-        let mut logits = Vec::with_capacity(nb);
+        let mut logits = Vec::with_capacity(nb * self.config.vocab_size);
         for (b, prompt) in prompts.iter().enumerate() {
             let t = prompt.len();
             self.forward(prompt, None, t, 0.0, 0, 0.0, 0, false, false)?;
@@ -149,7 +147,7 @@ impl GpuModel {
                     self.flash(),
                 )?;
             }
-            logits.push(self.logits_rows(a, t - 1, 1)?.pop().expect("one row"));
+            logits.extend(self.logits_rows(a, t - 1, 1)?);
         }
         // A step runs B rows through the activations.
         self.ensure(nb)?;
@@ -160,10 +158,10 @@ impl GpuModel {
     /// Appends one token to each of the sequences `decode_start_many` (or `decode_start`)
     /// began, `tokens[b]` to sequence b, or holds sequence b where it is (None: one that has
     /// ended while others go on; its last position is computed again, to the same values);
-    /// returns the logits (V, f32) of each one's new (or held) position. Errors: no sequences
+    /// returns the logits of each one's new (or held) position, B × V f32 values. Errors: no sequences
     /// started, a different number of tokens, a sequence at the block size, an id beyond the
     /// vocabulary, CUDA failures.
-    pub fn decode_next_many(&mut self, tokens: &[Option<u32>]) -> Result<Vec<Vec<f32>>, CudaError> {
+    pub fn decode_next_many(&mut self, tokens: &[Option<u32>]) -> Result<Vec<f32>, CudaError> {
         let (bs, v) = (self.config.block_size, self.config.vocab_size);
         let seqs = match &self.kv {
             Some(kv) if !kv.seqs.is_empty() => &kv.seqs,
@@ -323,10 +321,15 @@ impl GpuModel {
         self.config.kv_heads() * self.config.head_size()
     }
 
-    /// The V logits of rows `row .. row + n` of the last forward pass, as f32, one Vec a row.
-    fn logits_rows(&self, a: &Acts, row: usize, n: usize) -> Result<Vec<Vec<f32>>, CudaError> {
+    /// The V logits of rows `row .. row + n` of the last forward pass, as f32, row after row
+    /// (the padding columns dropped in place: no copy per row).
+    fn logits_rows(&self, a: &Acts, row: usize, n: usize) -> Result<Vec<f32>, CudaError> {
         let (vp, v) = (self.config.padded_vocab_size, self.config.vocab_size);
-        let all = self.download_x(a.logits.slice(row * vp, n * vp))?;
-        Ok(all.chunks(vp).map(|r| r[..v].to_vec()).collect())
+        let mut all = self.download_x(a.logits.slice(row * vp, n * vp))?;
+        for r in 1..n {
+            all.copy_within(r * vp..r * vp + v, r * v);
+        }
+        all.truncate(n * v);
+        Ok(all)
     }
 }
