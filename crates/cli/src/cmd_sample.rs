@@ -50,9 +50,10 @@ pub struct SampleArgs {
     /// text of each is the same however they are batched
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
-    /// Samples generated at once, side by side, on an engine that decodes several sequences
-    /// with a key/value cache each (the GPU's; elsewhere one after the other, to the same
-    /// text). A batch's samples are printed when all of it has ended, not streamed
+    /// Samples generated at once, each with its own key/value cache: on the GPU one step runs
+    /// them all (one product of B rows per weight); on the CPU they take turns (no faster
+    /// than one after the other); on wgpu one after the other. The same text however they are
+    /// batched. A batch's samples are printed when all of it has ended, not streamed
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Seed of the sampling

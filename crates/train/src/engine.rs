@@ -160,8 +160,9 @@ pub trait Engine {
         Ok(out)
     }
 
-    /// Whether [`Engine::last_logits_many`] decodes its sequences side by side, with a cache
-    /// each (then generating several samples at once pays).
+    /// Whether [`Engine::last_logits_many`] keeps a cache per sequence, so that generating
+    /// several samples at once costs no more than one after the other (on the GPU, one step
+    /// runs them all).
     fn decodes_many(&self) -> bool {
         false
     }
