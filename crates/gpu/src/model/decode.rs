@@ -78,9 +78,10 @@ impl GpuModel {
 
     /// Starts B sequences at once, one per prompt (of any lengths): runs each prompt through
     /// the model and caches its keys and values. Returns the logits of each prompt's last
-    /// position, B × V f32 values, sequence after sequence. Errors: no prompts, an empty prompt, one longer than the block size, a
-    /// block size beyond the decoding kernel's 4096 positions, ids beyond the vocabulary,
-    /// CUDA failures (the memory for B caches among them).
+    /// position, B × V f32 values, sequence after sequence. Errors: no prompts, an empty
+    /// prompt, one longer than the block size, a block size beyond the decoding kernel's 4096
+    /// positions, ids beyond the vocabulary, CUDA failures (the memory for B caches among
+    /// them).
     pub fn decode_start_many(&mut self, prompts: &[&[u32]]) -> Result<Vec<f32>, CudaError> {
         let (nb, bs) = (prompts.len(), self.config.block_size);
         if bs > DECODE_MAX_T {
