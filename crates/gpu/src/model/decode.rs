@@ -159,9 +159,9 @@ impl GpuModel {
     /// Appends one token to each of the sequences `decode_start_many` (or `decode_start`)
     /// began, `tokens[b]` to sequence b, or holds sequence b where it is (None: one that has
     /// ended while others go on; its last position is computed again, to the same values);
-    /// returns the logits of each one's new (or held) position, B × V f32 values. Errors: no sequences
-    /// started, a different number of tokens, a sequence at the block size, an id beyond the
-    /// vocabulary, CUDA failures.
+    /// returns the logits of each one's new (or held) position, B × V f32 values. Errors: no
+    /// sequences started, a different number of tokens, a sequence at the block size, an id
+    /// beyond the vocabulary, CUDA failures.
     pub fn decode_next_many(&mut self, tokens: &[Option<u32>]) -> Result<Vec<f32>, CudaError> {
         let (bs, v) = (self.config.block_size, self.config.vocab_size);
         let seqs = match &self.kv {
