@@ -8,8 +8,9 @@
 # them) and rustup's aarch64-unknown-linux-gnu standard library (added here). The binary lands in
 # $CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/ferrogpt, ready for bench/fleet.sh
 # (FERROGPT_BIN_aarch64=...). With --check (CI): clippy for the target with warnings as errors,
-# then the binary runs under qemu-aarch64: `info`, a matmul benchmark of the CPU rungs with each
-# result checked against the naive one, a few training steps, an exact resume and a sample.
+# then the binary runs under qemu-aarch64: `info`, a matmul benchmark of the CPU rungs (the simd
+# rung's NEON kernel among them) with each result's error checked, a few training steps, an exact
+# resume and a sample.
 # QEMU's timings mean nothing; this checks that the build runs, not how fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,8 +41,13 @@ data=data/tinyshakespeare.txt
 [ -f "$data" ] || { head -c 200000 /dev/urandom | base64 >"$dir/data.txt"; data=$dir/data.txt; }
 run info | tee "$dir/info.txt"
 grep -q '^arch *aarch64' "$dir/info.txt"
-# Every CPU rung this build has, each product checked against the naive rung by the benchmark.
+# Every CPU rung this build has, each product measured against the benchmark's f64 reference.
 run bench matmul --sizes 48,96 | tee "$dir/matmul.txt"
+# The simd rung runs its NEON kernel here, and every rung agrees with the reference to f32
+# rounding (the table's last column: max relative error).
+grep -q '^| simd ' "$dir/matmul.txt" || { echo "aarch64: no simd rung in bench matmul"; exit 1; }
+awk -F'|' '$2 ~ /^ [a-z]/ && $9 + 0 > 1e-5 { print "aarch64: error too large:" $2 $9; bad = 1 }
+    END { exit bad }' "$dir/matmul.txt"
 tiny=(--n-layer 2 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --eval-interval 0 --sample-tokens 0)
 run train --data "$data" --out "$dir/run" --steps 6 "${tiny[@]}" >"$dir/train.txt"
 run train --data "$data" --out "$dir/half" --steps 3 "${tiny[@]}" >/dev/null

@@ -45,6 +45,8 @@
 //! | `avx2` | AVX2 + FMA | `vpmaddubsw` + `vpmaddwd` |
 //! | `scalar` | plain Rust | plain Rust, i32 per block |
 //!
+//! On aarch64 (the ladder's ISA is NEON) decoding uses `scalar`: no NEON GEMV kernel yet.
+//!
 //! `vpdpbusd` multiplies unsigned by signed bytes. The weights are made unsigned in the kernel
 //! (`w ^ 0x80 = w + 128`), so each i32 lane sums `(w + 128)·x` over its four bytes; the kernel
 //! starts each lane's sum at `-128·Σx` over the same four bytes (computed once per product,
@@ -214,13 +216,15 @@ impl Kernel {
         match isa {
             Isa::Avx512 => pick(Kernel::Avx512Vnni, Kernel::Avx512),
             Isa::Avx2 => pick(Kernel::AvxVnni, Kernel::Avx2),
-            Isa::Scalar => Kernel::Scalar,
+            // No NEON GEMV kernel yet: the portable one (which the compiler vectorises).
+            Isa::Neon | Isa::Scalar => Kernel::Scalar,
         }
     }
 
     /// The kernel for the ladder's ISA on this thread ([`crate::simd::active_isa`]); the
-    /// portable kernel where no SIMD kernel is built for the architecture (Arm). Errors: an
-    /// ISA forced by `FERROGPT_ISA` that this CPU lacks.
+    /// portable kernel for NEON (no NEON GEMV kernel is written yet) and where no SIMD kernel
+    /// is built for the architecture. Errors: an ISA forced by `FERROGPT_ISA` that this CPU
+    /// lacks.
     pub fn active() -> Result<Kernel, GemmError> {
         match crate::simd::active_isa() {
             Ok(isa) => Ok(Kernel::for_isa(isa)),

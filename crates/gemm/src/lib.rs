@@ -32,8 +32,8 @@
 //! libraries decide).
 //!
 //! ISA: `simd`, `amx` and the GEMV kernels pick their instructions at run time, once per
-//! process: AVX-512F, else AVX2+FMA, else a portable scalar kernel ([`simd::active_isa`];
-//! `FERROGPT_ISA=avx512|avx2|scalar` forces one). A level this machine or build cannot run
+//! process: AVX-512F, else AVX2+FMA, else a portable scalar kernel on x86_64, NEON on aarch64
+//! ([`simd::active_isa`]; `FERROGPT_ISA=avx512|avx2|neon|scalar` forces one). A level this machine or build cannot run
 //! answers [`GemmError::Unavailable`] with the reason, never a panic or a silent fallback.
 //!
 //! Beside the ladder:
@@ -226,6 +226,9 @@ impl Level {
             Level::Parallel => "triple loop, rows split across threads",
             Level::Blocked => "cache-blocked tiles (i-k-j), 1 thread",
             Level::BlockedParallel => "cache-blocked tiles, row blocks across threads",
+            #[cfg(target_arch = "aarch64")]
+            Level::Simd => "BLIS-style packed panels + NEON microkernel, threads",
+            #[cfg(not(target_arch = "aarch64"))]
             Level::Simd => "BLIS-style packed panels + AVX-512/AVX2 microkernel, threads",
             #[cfg(target_arch = "x86_64")]
             Level::Library => "matrixmultiply crate (BLIS-style, AVX2, threads)",
@@ -242,7 +245,7 @@ impl Level {
     /// Whether this level can run on this machine and build; the error says why not.
     ///
     /// `simd` fails when `FERROGPT_ISA` forces an ISA this CPU lacks or on a target without a
-    /// built microkernel; `blas` fails when built without the `blas` feature; `amx` fails on a
+    /// built microkernel (neither x86_64 nor aarch64); `blas` fails when built without the `blas` feature; `amx` fails on a
     /// CPU without AMX-BF16 or when the OS refuses the tile-data permission; `wgpu` fails
     /// until `ferrogpt-wgpu` registers its engine, and without a wgpu adapter.
     pub fn available(self) -> Result<(), GemmError> {
@@ -276,8 +279,9 @@ impl Level {
 
     /// The fastest f32 level available here at full f32 precision: the default for training.
     ///
-    /// `simd` where it is available (it beats `library` and OpenBLAS on this project's
-    /// machines, see docs/ladder.md), else `library`. `amx` is faster still but rounds to bf16,
+    /// `simd` where it is available (it beats `library` and OpenBLAS on this project's x86
+    /// machines, see docs/ladder.md; on aarch64 its NEON kernel against `library`'s is not
+    /// measured on hardware yet), else `library`. `amx` is faster still but rounds to bf16,
     /// so it is chosen only on request.
     pub fn fastest() -> Level {
         if Level::Simd.available().is_ok() {

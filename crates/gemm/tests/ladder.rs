@@ -62,6 +62,25 @@ fn simd_every_isa() {
     }
 }
 
+/// Without `FERROGPT_ISA`, the `simd` level runs the architecture's vector kernel (NEON on
+/// aarch64, never an ISA of the other architecture) and is the default training level.
+#[test]
+fn simd_default_isa_fits_the_architecture() {
+    if std::env::var_os("FERROGPT_ISA").is_some() {
+        eprintln!("SKIPPED: FERROGPT_ISA is set, the default is not detected");
+        return;
+    }
+    let isa = simd::active_isa().unwrap();
+    if cfg!(target_arch = "aarch64") {
+        assert_eq!(isa, Isa::Neon);
+        assert!(!Isa::Avx512.supported() && !Isa::Avx2.supported());
+    } else {
+        assert_ne!(isa, Isa::Neon);
+        assert!(!Isa::Neon.supported());
+    }
+    assert_eq!(Level::fastest(), Level::Simd);
+}
+
 #[test]
 fn library() {
     check_exact(Level::Library);

@@ -2,7 +2,8 @@
 //!
 //! The product is cut into blocks that fit the caches, the blocks of op(A) and op(B) are copied
 //! ("packed", `pack.rs`) into the exact order a register-blocked microkernel reads them
-//! (`kernel.rs`, `x86.rs`), and the microkernel computes an MR×NR tile of C in vector registers.
+//! (`kernel.rs`, `x86.rs`, `neon.rs`), and the microkernel computes an MR×NR tile of C in vector
+//! registers.
 //!
 //! ```text
 //! LOOP 5  for jc in 0..n step NP             columns of C and op(B)
@@ -34,15 +35,18 @@
 //! one pointer per row (`Microkernel::run_direct`) and op(A) = Aᵀ with step lda. A bias (see
 //! `matmul_bias`) is added by the first KC block's epilogue.
 //!
-//! ISA: detected once (`OnceLock`) as AVX-512F, else AVX2+FMA, else the scalar kernel.
-//! `FERROGPT_ISA=avx512|avx2|scalar` forces one (an ISA the CPU lacks makes the level
+//! ISA: detected once (`OnceLock`): on x86_64 AVX-512F, else AVX2+FMA, else the scalar kernel;
+//! on aarch64 NEON (part of the base architecture, always there).
+//! `FERROGPT_ISA=avx512|avx2|neon|scalar` forces one (an ISA the CPU lacks makes the level
 //! unavailable, with the reason); tests force each in turn with [`with_isa`].
-//! On targets other than x86_64 this level is not built (no hand-written NEON); it answers
-//! with an Unavailable error unless `FERROGPT_ISA=scalar` asks for the portable kernel.
+//! On other targets no vector kernel is built; the level answers with an Unavailable error
+//! unless `FERROGPT_ISA=scalar` asks for the portable kernel.
 //!
 //! Precision: f32 or f64 FMAs in the element type, summed in k order within a KC block.
 
 mod kernel;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod pack;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -106,6 +110,27 @@ pub const AVX2_F64: Blocking = Blocking {
     mc: 120,
     nc: 256,
 };
+/// NEON f32 (aarch64): 8×12 tile (24 of the 32 128-bit registers accumulate). Chosen for the
+/// smallest caches of the Arm servers we target (Neoverse N1/V1: L1d 64 KiB, L2 1 MiB per
+/// core; V2 and Apple cores have more), not tuned on hardware yet: Ã sliver 8·256·4 = 8 KiB,
+/// B̃ sliver 12 KiB, Ã block 128·256·4 = 128 KiB and B̃ block 256·384·4 = 384 KiB, together
+/// half of a 1 MiB L2.
+pub const NEON_F32: Blocking = Blocking {
+    mr: 8,
+    nr: 12,
+    kc: 256,
+    mc: 128,
+    nc: 384,
+};
+/// NEON f64 (aarch64): 8×6 tile (24 accumulators). Ã sliver 16 KiB, B̃ sliver 12 KiB, Ã block
+/// 64·256·8 = 128 KiB, B̃ block 256·192·8 = 384 KiB (same reasoning as [`NEON_F32`]).
+pub const NEON_F64: Blocking = Blocking {
+    mr: 8,
+    nr: 6,
+    kc: 256,
+    mc: 64,
+    nc: 192,
+};
 /// Portable scalar kernel: 4×8 tile.
 pub const SCALAR: Blocking = Blocking {
     mr: 4,
@@ -141,19 +166,22 @@ pub enum Isa {
     Avx512,
     /// AVX2 + FMA (x86_64): 256-bit FMAs.
     Avx2,
+    /// NEON / Advanced SIMD (aarch64, always present there): 128-bit FMAs.
+    Neon,
     /// Portable Rust, no explicit vectors.
     Scalar,
 }
 
 impl Isa {
-    /// Every ISA, fastest first.
-    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
+    /// Every ISA, fastest first (each architecture has its own; `Scalar` runs everywhere).
+    pub const ALL: [Isa; 4] = [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar];
 
     /// The name `FERROGPT_ISA` accepts.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
+            Isa::Neon => "neon",
             Isa::Scalar => "scalar",
         }
     }
@@ -170,6 +198,12 @@ impl Isa {
             }
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx512 | Isa::Avx2 => false,
+            // Part of the AArch64 base architecture; the check is constant on targets that
+            // enable it (all of aarch64 Linux and macOS).
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(not(target_arch = "aarch64"))]
+            Isa::Neon => false,
             Isa::Scalar => true,
         }
     }
@@ -196,23 +230,26 @@ fn detect() -> Result<Isa, GemmError> {
                 .into_iter()
                 .find(|i| i.name() == name)
                 .ok_or_else(|| {
+                    let names: Vec<&str> = Isa::ALL.iter().map(|i| i.name()).collect();
                     unavailable(format!(
-                        "FERROGPT_ISA={name} is not one of avx512, avx2, scalar"
+                        "FERROGPT_ISA={name} is not one of {}",
+                        names.join(", ")
                     ))
                 })?;
             if isa.supported() {
                 Ok(isa)
             } else {
                 Err(unavailable(format!(
-                    "FERROGPT_ISA={name} but this CPU lacks {name}"
+                    "FERROGPT_ISA={name} but this {} CPU lacks {name}",
+                    std::env::consts::ARCH
                 )))
             }
         }
         Err(_) => {
-            if cfg!(not(target_arch = "x86_64")) {
+            if cfg!(not(any(target_arch = "x86_64", target_arch = "aarch64"))) {
                 return Err(unavailable(format!(
-                    "no SIMD microkernel is built for {} (x86_64 only; FERROGPT_ISA=scalar \
-                     runs the portable kernel)",
+                    "no SIMD microkernel is built for {} (x86_64 and aarch64 only; \
+                     FERROGPT_ISA=scalar runs the portable kernel)",
                     std::env::consts::ARCH
                 )));
             }
@@ -259,6 +296,8 @@ pub fn blocking<T: Element>(isa: Isa) -> Blocking {
         (Isa::Avx512, _) => AVX512_F64,
         (Isa::Avx2, "f32") => AVX2_F32,
         (Isa::Avx2, _) => AVX2_F64,
+        (Isa::Neon, "f32") => NEON_F32,
+        (Isa::Neon, _) => NEON_F64,
         (Isa::Scalar, _) => SCALAR,
     }
 }
@@ -280,6 +319,8 @@ pub(crate) fn gemm_f32(p: &Problem<'_, f32>, c: &mut [f32], isa: Isa, bias: Opti
         Isa::Avx512 => gemm_with::<f32, x86::Avx512F32>(p, c, bias),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => gemm_with::<f32, x86::Avx2F32>(p, c, bias),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => gemm_with::<f32, neon::NeonF32>(p, c, bias),
         _ => gemm_with::<f32, kernel::Scalar>(p, c, bias),
     }
 }
@@ -291,6 +332,8 @@ pub(crate) fn gemm_f64(p: &Problem<'_, f64>, c: &mut [f64], isa: Isa, bias: Opti
         Isa::Avx512 => gemm_with::<f64, x86::Avx512F64>(p, c, bias),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => gemm_with::<f64, x86::Avx2F64>(p, c, bias),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => gemm_with::<f64, neon::NeonF64>(p, c, bias),
         _ => gemm_with::<f64, kernel::Scalar>(p, c, bias),
     }
 }

@@ -144,7 +144,8 @@ pub fn check<T: Element>(
 /// Odd shapes (1, 7, 33, 127, 513 and non-square) plus a few that cross block boundaries
 /// (KC, MC, the B̃ panel width NP = 4096, AMX's 32-blocks and KCA = 1024) and take each of
 /// the `simd` level's nests with several KC blocks: few rows (m ≤ 512, n > 256: column blocks
-/// with their own B̃) and the general one (m > 512, n > 256: shared B̃ panel, packed Ã).
+/// with their own B̃) and the general one (m > 512, n > 256: shared B̃ panel, packed Ã); last,
+/// one made only of whole tiles of the NEON kernels (8×12 f32, 8×6 f64), with no edge tile.
 pub const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (1, 7, 33),
@@ -161,6 +162,7 @@ pub const SHAPES: &[(usize, usize, usize)] = &[
     (20, 40, 1100),
     (100, 700, 400),
     (520, 260, 390),
+    (48, 36, 17),
 ];
 
 /// Every case: each shape × (ta, tb) × accumulate, tight and padded strides alternating.
