@@ -940,13 +940,7 @@ fn graph_decoding_is_eager_decoding_bit_for_bit() {
 /// one: summation order only). Wrong counts are refused in one line.
 #[test]
 fn sequences_decoded_side_by_side_match_each_decoded_alone() {
-    let llama = llama(2, 4, 2, 128, 344, 40, 300, false);
-    for (cfg, dtype, tol) in [
-        (config(2, 4, 128, 40, 300), Dtype::F32, 1e-4),
-        (llama.clone(), Dtype::F32, 1e-4),
-        (config(2, 2, 128, 40, 300), Dtype::Bf16, 3e-2),
-        (llama, Dtype::Bf16, 3e-2),
-    ] {
+    for (cfg, dtype, tol) in decoding_cases(40) {
         let Some(gpu) = gpu() else { return };
         let Some(gpu2) = self::gpu() else { return };
         let model = Gpt::new(cfg.clone()).unwrap();
@@ -970,16 +964,12 @@ fn sequences_decoded_side_by_side_match_each_decoded_alone() {
             })
             .collect();
         let close = |got: &[f32], want: &[f32], what: &str| {
-            let big = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let err = got
-                .iter()
-                .zip(want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= tol * big,
-                "{:?} {dtype:?} {what}: {err} of {big}",
-                cfg.family
-            );
+            assert_near(
+                got,
+                want,
+                tol,
+                &format!("{:?} {dtype:?} {what}", cfg.family),
+            )
         };
         let prompts: Vec<&[u32]> = seqs.iter().zip(lens).map(|(s, n)| &s[..n]).collect();
         let v = cfg.vocab_size;
@@ -1045,6 +1035,28 @@ fn sequences_decoded_side_by_side_match_each_decoded_alone() {
     }
 }
 
+/// The decoding tests' models and tolerances (relative to the largest logit): GPT-2 and Llama
+/// (rotary, grouped-query heads) of block size `block`, fp32 and bf16.
+fn decoding_cases(block: usize) -> Vec<(GptConfig, Dtype, f32)> {
+    let llama = llama(2, 4, 2, 128, 344, block, 300, false);
+    vec![
+        (config(2, 4, 128, block, 300), Dtype::F32, 1e-4),
+        (llama.clone(), Dtype::F32, 1e-4),
+        (config(2, 2, 128, block, 300), Dtype::Bf16, 3e-2),
+        (llama, Dtype::Bf16, 3e-2),
+    ]
+}
+
+/// Asserts that `got` is within `tol` × the largest |want| of `want`, element by element.
+fn assert_near(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    let big = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err <= tol * big, "{what}: {err} of {big}");
+}
+
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
@@ -1055,13 +1067,7 @@ fn bits(x: &[f32]) -> Vec<u32> {
 /// block size it refuses in one line, and a second sequence starts over.
 #[test]
 fn cached_decoding_matches_the_full_forward() {
-    let llama = llama(2, 4, 2, 128, 344, 48, 300, false);
-    for (cfg, dtype, tol) in [
-        (config(2, 4, 128, 48, 300), Dtype::F32, 1e-4),
-        (llama.clone(), Dtype::F32, 1e-4),
-        (config(2, 2, 128, 48, 300), Dtype::Bf16, 3e-2),
-        (llama, Dtype::Bf16, 3e-2),
-    ] {
+    for (cfg, dtype, tol) in decoding_cases(48) {
         let Some(gpu) = gpu() else { return };
         let model = Gpt::new(cfg.clone()).unwrap();
         let p: Vec<f32> = weights(&model, 5).iter().map(|&x| x as f32).collect();
@@ -1069,16 +1075,12 @@ fn cached_decoding_matches_the_full_forward() {
         assert!(g.can_decode());
         let (tokens, _) = batch(cfg.vocab_size, cfg.block_size, 21);
         let close = |got: &[f32], want: &[f32], what: &str| {
-            let big = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let err = got
-                .iter()
-                .zip(want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= tol * big,
-                "{:?} {dtype:?} {what}: {err} of {big}",
-                cfg.family
-            );
+            assert_near(
+                got,
+                want,
+                tol,
+                &format!("{:?} {dtype:?} {what}", cfg.family),
+            )
         };
         for prompt in [7, 1] {
             let got = g.decode_start(&tokens[..prompt]).unwrap();
