@@ -49,7 +49,7 @@ fn sh_commands(text: &str) -> Vec<String> {
 
 /// Runs every sh command of `guide` (a path under docs/) in order in a fresh folder, each of
 /// which must succeed; returns the folder and each command with its output.
-fn run_guide(guide: &str, min_commands: usize) -> (PathBuf, Vec<(String, Output)>) {
+fn run_guide(guide: &str, min_commands: usize) -> (common::Scratch, Vec<(String, Output)>) {
     let commands = sh_commands(&read(guide));
     assert!(
         commands.len() >= min_commands,

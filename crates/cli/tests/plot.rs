@@ -3,6 +3,8 @@
 //! state.json; a resumed run's repeated steps count once; and every bad input is one line on
 //! stderr with exit status 1.
 
+mod common;
+use common::tmp;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,12 +43,6 @@ fn fails_with(args: &[&str], needle: &str) {
     );
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrogpt-plot-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -15,7 +15,7 @@ const PROMPT: &str = "ROMEO: But";
 fn model() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = tmp("sampling");
+        let dir = tmp("sampling").keep();
         let data = verse_file(&dir);
         let run = dir.join("run");
         let mut args = small_train(&data, &run, "6");

@@ -78,8 +78,9 @@ pub fn fails_with(args: &[&str], needle: &str) {
     fails_with_all(args, &[needle]);
 }
 
-/// A fresh scratch folder, named for the test file, `name` and this process.
-pub fn tmp(name: &str) -> PathBuf {
+/// A fresh scratch folder, named for the test file, `name` and this process; removed when
+/// the returned guard drops, unless the test is failing (then its files stay for a look).
+pub fn tmp(name: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!(
         "ferrogpt-{}-{name}-{}",
         env!("CARGO_CRATE_NAME"),
@@ -87,7 +88,39 @@ pub fn tmp(name: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
+}
+
+/// A scratch folder from [`tmp`]: a `Path`, removed on drop unless the thread is panicking.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// The folder, kept after the guard is gone (a fixture shared by a file's tests).
+    pub fn keep(self) -> PathBuf {
+        let me = std::mem::ManuallyDrop::new(self);
+        me.0.clone()
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A path as &str (the tests make UTF-8 paths).
