@@ -43,7 +43,6 @@ fn fails_with(args: &[&str], needle: &str) {
     );
 }
 
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
