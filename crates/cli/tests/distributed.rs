@@ -363,7 +363,7 @@ fn two_ranks_resume_exactly_and_nproc_per_node_starts_them() {
 
 /// A run of 100,000 steps (ended by the test) in a fresh folder `name`: (folder, run
 /// directory, train arguments with `extra`).
-fn endless(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Vec<String>) {
+fn endless(name: &str, extra: &[&str]) -> (common::Scratch, PathBuf, Vec<String>) {
     let dir = tmp(name);
     let data = corpus(&dir);
     let out = dir.join("run");
@@ -732,7 +732,7 @@ fn stopped_with_checkpoint(out: &Path, err: &str) -> u64 {
 }
 
 /// A long run whose only checkpoint is the one saved when it stops.
-fn endless_unsaved(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Vec<String>) {
+fn endless_unsaved(name: &str, extra: &[&str]) -> (common::Scratch, PathBuf, Vec<String>) {
     let (dir, out, mut args) = endless(name, extra);
     let at = args.iter().position(|a| a == "--eval-interval").unwrap();
     args[at + 1] = "100000".into();
