@@ -193,17 +193,7 @@ fn sample_loop<E: From<ModelError>, R: Rng, F: Emitted>(
     mut emit: impl FnMut(u32) -> Result<F, E>,
 ) -> Result<Vec<u32>, E> {
     let block = model.config.block_size;
-    if prompt.is_empty() {
-        return Err(ModelError::EmptyPrompt.into());
-    }
-    if prompt.len() > block {
-        return Err(ModelError::PromptLength {
-            len: prompt.len(),
-            max: block,
-        }
-        .into());
-    }
-    model.check_tokens(prompt, prompt.len())?;
+    check_prompt(model, prompt)?;
     let mut ctx = prompt.to_vec();
     for _ in 0..n {
         let window = &ctx[ctx.len().saturating_sub(block)..];
@@ -250,17 +240,7 @@ where
         "generate_many: one generator a prompt"
     );
     for p in prompts {
-        if p.is_empty() {
-            return Err(ModelError::EmptyPrompt.into());
-        }
-        if p.len() > block {
-            return Err(ModelError::PromptLength {
-                len: p.len(),
-                max: block,
-            }
-            .into());
-        }
-        model.check_tokens(p, p.len())?;
+        check_prompt(model, p)?;
     }
     let mut ctx: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
     let mut made = vec![0usize; prompts.len()];
@@ -316,6 +296,22 @@ where
         .zip(prompts)
         .map(|(c, p)| c[p.len()..].to_vec())
         .collect())
+}
+
+/// A prompt generation can start from: not empty, within the block size, ids within the
+/// vocabulary.
+fn check_prompt(model: &Gpt, prompt: &[u32]) -> Result<(), ModelError> {
+    let block = model.config.block_size;
+    if prompt.is_empty() {
+        return Err(ModelError::EmptyPrompt);
+    }
+    if prompt.len() > block {
+        return Err(ModelError::PromptLength {
+            len: prompt.len(),
+            max: block,
+        });
+    }
+    model.check_tokens(prompt, prompt.len())
 }
 
 /// Stop strings on streamed text: the generated text is pushed piece by piece, and what may be
